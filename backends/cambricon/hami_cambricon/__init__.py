@@ -1,0 +1,1 @@
+"""hami backend for Cambricon MLUs. Installs the ``cambricon`` entry point of group ``hami.backends``."""

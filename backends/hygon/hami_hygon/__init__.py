@@ -1,0 +1,1 @@
+"""hami backend for Hygon DCUs. Installs the ``hygon`` entry point of group ``hami.backends``."""

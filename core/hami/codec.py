@@ -1,0 +1,198 @@
+"""HAMi-compatible annotation encodings (hami-compat.md, "Encodings").
+
+* node device list, JSON: ``[{"id", "index", "count", "devmem", "devcore", "type", "numa", "mode",
+  "migProfiles", "health"}, …]``; missing keys mean zero / false / empty;
+* node device list, legacy CSV (Hygon): ``<id>,<count>,<devmem>,<devcore>,<type>,<numa>,<health>[,<index>,<mode>]:``;
+* pod allocation: ``<uuid>,<vendor>,<usedmem>,<usedcores>:`` per device, ``;`` after each container.
+
+Annotations are untrusted text: decoders raise nothing but :class:`AnnotationError`, whose message
+names the offending part.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from hami.errors import AnnotationError, ValidationError
+from hami.model import Encoding, Grant, SchedulableDevice
+
+PodDevices = tuple[tuple[Grant, ...], ...]
+"""Per container (init containers first, then app containers), the devices granted to it."""
+
+_JSON_INT_FIELDS = {"index": "index", "count": "count", "devmem": "memory", "devcore": "cores", "numa": "numa"}
+_MAX_ANNOTATION = 1 << 20  # 1 MiB: far above any real device list, bounds work on hostile input
+
+
+def _check_size(text: object, what: str) -> str:
+    if not isinstance(text, str):
+        raise AnnotationError(f"{what}: expected a string, got {type(text).__name__}")
+    if len(text) > _MAX_ANNOTATION:
+        raise AnnotationError(f"{what}: {len(text)} characters is larger than any valid annotation")
+    return text
+
+
+def _separator_free(value: str, what: str, separators: str) -> str:
+    bad = [c for c in separators if c in value]
+    if bad:
+        raise AnnotationError(f"{what}={value!r} contains {''.join(bad)!r}, which the encoding uses as a separator")
+    return value
+
+
+# ---------------------------------------------------------------- node device list, JSON
+
+
+def encode_node_devices_json(devices: Iterable[SchedulableDevice]) -> str:
+    return json.dumps(
+        [
+            {
+                "id": d.id,
+                "index": d.index,
+                "count": d.count,
+                "devmem": d.memory,
+                "devcore": d.cores,
+                "type": d.type,
+                "numa": d.numa,
+                "mode": d.mode,
+                "migProfiles": list(d.mig_profiles),
+                "health": d.healthy,
+            }
+            for d in devices
+        ],
+        separators=(",", ":"),
+    )
+
+
+def decode_node_devices_json(text: str, vendor: str) -> tuple[SchedulableDevice, ...]:
+    text = _check_size(text, f"{vendor} node device list")
+    try:
+        items = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise AnnotationError(f"{vendor} node device list is not JSON ({exc}): {text[:80]!r}") from None
+    if not isinstance(items, list):
+        raise AnnotationError(f"{vendor} node device list must be a JSON array, got {type(items).__name__}")
+    return tuple(_device_from_json(item, vendor, position) for position, item in enumerate(items))
+
+
+def _device_from_json(item: Any, vendor: str, position: int) -> SchedulableDevice:
+    where = f"{vendor} node device #{position}"
+    if not isinstance(item, dict):
+        raise AnnotationError(f"{where}: expected an object, got {item!r:.80}")
+    fields: dict[str, Any] = {}
+    for key, field in _JSON_INT_FIELDS.items():
+        value = item.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AnnotationError(f"{where}: {key}={value!r:.80} is not an integer")
+        fields[field] = value
+    for key in ("id", "type", "mode"):
+        value = item.get(key, "")
+        if not isinstance(value, str):
+            raise AnnotationError(f"{where}: {key}={value!r:.80} is not a string")
+        fields[key] = value
+    health = item.get("health", False)
+    if not isinstance(health, bool):
+        raise AnnotationError(f"{where}: health={health!r:.80} is not a boolean")
+    profiles = item.get("migProfiles") or []
+    if not isinstance(profiles, list):
+        raise AnnotationError(f"{where}: migProfiles={profiles!r:.80} is not a list")
+    try:
+        return SchedulableDevice(vendor=vendor, healthy=health, mig_profiles=tuple(profiles), **fields)
+    except ValidationError as exc:
+        raise AnnotationError(f"{where}: {exc}") from None
+
+
+# ---------------------------------------------------------------- node device list, CSV (legacy)
+
+
+def encode_node_devices_csv(devices: Iterable[SchedulableDevice]) -> str:
+    parts = []
+    for d in devices:
+        _separator_free(d.id, "device id", ",:")
+        _separator_free(d.type, "device type", ",:")
+        _separator_free(d.mode, "device mode", ",:")
+        fields = [d.id, d.count, d.memory, d.cores, d.type, d.numa, str(d.healthy).lower(), d.index, d.mode]
+        parts.append(",".join(map(str, fields)) + ":")
+    return "".join(parts)
+
+
+def decode_node_devices_csv(text: str, vendor: str) -> tuple[SchedulableDevice, ...]:
+    text = _check_size(text, f"{vendor} node device list")
+    devices = []
+    for position, entry in enumerate(e for e in text.split(":") if e.strip()):
+        where = f"{vendor} node device #{position} {entry[:80]!r}"
+        fields = entry.split(",")
+        if len(fields) not in (7, 9):
+            raise AnnotationError(f"{where}: expected 7 or 9 comma-separated fields, got {len(fields)}")
+        if fields[6] not in ("true", "false"):
+            raise AnnotationError(f"{where}: health={fields[6]!r} is not true or false")
+        try:
+            devices.append(
+                SchedulableDevice(
+                    id=fields[0],
+                    vendor=vendor,
+                    count=_int(fields[1], "count", where),
+                    memory=_int(fields[2], "devmem", where),
+                    cores=_int(fields[3], "devcore", where),
+                    type=fields[4],
+                    numa=_int(fields[5], "numa", where),
+                    healthy=fields[6] == "true",
+                    index=_int(fields[7], "index", where) if len(fields) == 9 else 0,
+                    mode=fields[8] if len(fields) == 9 else "",
+                )
+            )
+        except ValidationError as exc:
+            raise AnnotationError(f"{where}: {exc}") from None
+    return tuple(devices)
+
+
+def _int(text: str, field: str, where: str) -> int:
+    if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 20:
+        raise AnnotationError(f"{where}: {field}={text!r} is not an integer")
+    return int(text)
+
+
+# ---------------------------------------------------------------- dispatch by encoding
+
+
+def encode_node_devices(devices: Iterable[SchedulableDevice], encoding: Encoding) -> str:
+    return encode_node_devices_csv(devices) if encoding == "csv" else encode_node_devices_json(devices)
+
+
+def decode_node_devices(text: str, vendor: str, encoding: Encoding) -> tuple[SchedulableDevice, ...]:
+    return decode_node_devices_csv(text, vendor) if encoding == "csv" else decode_node_devices_json(text, vendor)
+
+
+# ---------------------------------------------------------------- pod allocation
+
+
+def encode_pod_devices(containers: Sequence[Sequence[Grant]]) -> str:
+    out = []
+    for grants in containers:
+        for g in grants:
+            _separator_free(g.id, "device id", ",:;")
+            _separator_free(g.vendor, "vendor", ",:;")
+            out.append(f"{g.id},{g.vendor},{g.memory},{g.cores}:")
+        out.append(";")
+    return "".join(out)
+
+
+def decode_pod_devices(text: str) -> PodDevices:
+    text = _check_size(text, "pod device allocation")
+    entries = text.split(";")
+    if entries[-1] == "":
+        entries.pop()  # every container entry is terminated by ';'
+    containers = []
+    for position, entry in enumerate(entries):
+        grants = []
+        for device in (d for d in entry.split(":") if d != ""):
+            where = f"pod device allocation, container #{position}, device {device[:80]!r}"
+            fields = device.split(",")
+            if len(fields) != 4:
+                raise AnnotationError(f"{where}: expected <uuid>,<vendor>,<usedmem>,<usedcores>")
+            try:
+                grants.append(Grant(fields[0], fields[1], _int(fields[2], "usedmem", where), _int(fields[3], "usedcores", where)))
+            except ValidationError as exc:
+                raise AnnotationError(f"{where}: {exc}") from None
+        containers.append(tuple(grants))
+    return tuple(containers)

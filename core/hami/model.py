@@ -1,0 +1,434 @@
+"""Value types shared by every layer: frozen, validated at construction, never loose dicts.
+
+Units: memory in MiB; cores in percent of one device (a device with core scaling 2 offers 200);
+``vendor`` is the HAMi vendor key of a device kind (``NVIDIA``, ``Ascend910B3``, ``DCU`` …).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+import attrs
+
+from hami.errors import ValidationError
+
+MAX_REQUEST_CORES = 100
+"""A container asks for at most one whole device's compute (HAMi's gpucores, vcore, dcucores)."""
+
+Encoding = Literal["json", "csv"]
+
+# Kubernetes naming rules (apimachinery validation): a DNS-1123 subdomain prefix and a qualified name.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_CDI_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9][-a-zA-Z0-9_.]*=[a-zA-Z0-9_.:-]+$")
+
+
+def _fail(owner: str, field: str, value: object, why: str) -> ValidationError:
+    return ValidationError(f"{owner}.{field}={value!r}: {why}")
+
+
+def frozen_map(value: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> Mapping[str, Any]:
+    """A read-only copy, so a value object cannot be changed through a dict it was given."""
+    return MappingProxyType(dict(value or {}))
+
+
+def _non_empty(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(type(instance).__name__, attribute.name, value, "must be a non-empty string")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(type(instance).__name__, attribute.name, value, "must be an integer >= 0")
+
+
+def _percent(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is None and attribute.name == "memory_percentage":
+        return
+    _non_negative(instance, attribute, value)  # type: ignore[arg-type]
+    if value > MAX_REQUEST_CORES:  # type: ignore[operator]
+        raise _fail(type(instance).__name__, attribute.name, value, f"must be at most {MAX_REQUEST_CORES} (percent of one device)")
+
+
+def is_extended_resource_name(name: str) -> bool:
+    """``vendor.com/thing``: a domain outside kubernetes.io and a qualified name (kubelet's rule)."""
+    prefix, sep, rest = name.partition("/")
+    if not sep or not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix):
+        return False
+    if prefix == "kubernetes.io" or prefix.endswith(".kubernetes.io") or "." not in prefix:
+        return False
+    return 0 < len(rest) <= 63 and bool(_QUALIFIED_NAME.match(rest))
+
+
+def is_annotation_key(key: str) -> bool:
+    """An optional DNS-subdomain prefix and a qualified name of at most 63 characters."""
+    prefix, sep, rest = key.rpartition("/")
+    if sep and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return 0 < len(rest) <= 63 and bool(_QUALIFIED_NAME.match(rest))
+
+
+# ---------------------------------------------------------------- identity
+
+
+@attrs.frozen
+class ResourceNames:
+    """The container resource names (``resources.limits`` keys) of one device kind."""
+
+    count: str
+    memory: str | None = None
+    memory_percentage: str | None = None
+    cores: str | None = None
+    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Other names the kind accepts (aliases, priority, …): the webhook routes pods that use them."""
+
+    def __attrs_post_init__(self) -> None:
+        for field_name, name in self.items():
+            if not is_extended_resource_name(name):
+                raise _fail("ResourceNames", field_name, name, "is not a valid extended resource name (vendor.com/name)")
+
+    def items(self) -> list[tuple[str, str]]:
+        named = [("count", self.count), ("memory", self.memory), ("memory_percentage", self.memory_percentage), ("cores", self.cores)]
+        return [(k, v) for k, v in named if v is not None] + [("extra", v) for v in self.extra]
+
+    def all(self) -> tuple[str, ...]:
+        return tuple(v for _, v in self.items())
+
+
+@attrs.frozen
+class AnnotationKeys:
+    """The node and pod annotations HAMi uses for one device kind (hami-compat.md)."""
+
+    node_register: str
+    handshake: str
+    to_allocate: str
+    allocated: str
+
+    def __attrs_post_init__(self) -> None:
+        for field_name in ("node_register", "handshake", "to_allocate", "allocated"):
+            key = getattr(self, field_name)
+            if not isinstance(key, str) or not is_annotation_key(key):
+                raise _fail("AnnotationKeys", field_name, key, "is not a valid annotation key")
+
+    @classmethod
+    def hami(cls, node_register: str, handshake: str, allocation_prefix: str) -> AnnotationKeys:
+        """HAMi's naming: ``<prefix>-devices-to-allocate`` and ``<prefix>-devices-allocated``."""
+        return cls(node_register, handshake, f"{allocation_prefix}-devices-to-allocate", f"{allocation_prefix}-devices-allocated")
+
+
+@attrs.frozen
+class DeviceKind:
+    """One schedulable kind of device: a vendor key with its resources, annotations and encoding."""
+
+    vendor: str = attrs.field(validator=_non_empty)
+    resources: ResourceNames
+    annotations: AnnotationKeys
+    node_encoding: Encoding = "json"
+
+    def __attrs_post_init__(self) -> None:
+        if self.node_encoding not in ("json", "csv"):
+            raise _fail("DeviceKind", "node_encoding", self.node_encoding, "must be 'json' or 'csv'")
+        if any(c in self.vendor for c in ",:;"):
+            raise _fail("DeviceKind", "vendor", self.vendor, "must not contain ',', ':' or ';' (it is written into allocation annotations)")
+
+
+@attrs.frozen
+class BackendInfo:
+    """What a backend tells the core about itself (``hami_backend``)."""
+
+    name: str = attrs.field(validator=_non_empty)
+    kinds: tuple[DeviceKind, ...] = attrs.field(converter=tuple)
+    description: str = ""
+    default_config: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    host_paths: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Host path prefixes its container edits may mount or expose; anything else is a contract breach."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.kinds:
+            raise _fail("BackendInfo", "kinds", self.kinds, "a backend must declare at least one device kind")
+        vendors = [k.vendor for k in self.kinds]
+        if len(set(vendors)) != len(vendors):
+            raise _fail("BackendInfo", "kinds", vendors, "vendor keys must be unique")
+        for path in self.host_paths:
+            if not path.startswith("/"):
+                raise _fail("BackendInfo", "host_paths", path, "must be an absolute path")
+
+    @property
+    def vendors(self) -> tuple[str, ...]:
+        return tuple(k.vendor for k in self.kinds)
+
+    @property
+    def resource_names(self) -> tuple[str, ...]:
+        return tuple(name for k in self.kinds for name in k.resources.all())
+
+
+@attrs.frozen
+class PolicyInfo:
+    """A scoring policy a plugin offers (``hami_scoring_policies``)."""
+
+    name: str = attrs.field(validator=_non_empty)
+    level: Literal["node", "device"]
+    description: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.level not in ("node", "device"):
+            raise _fail("PolicyInfo", "level", self.level, "must be 'node' or 'device'")
+
+
+# ---------------------------------------------------------------- devices
+
+
+@attrs.frozen
+class PhysicalDevice:
+    """A device as discovery found it on the node, before any splitting."""
+
+    id: str = attrs.field(validator=_non_empty)
+    vendor: str = attrs.field(validator=_non_empty)
+    type: str = attrs.field(validator=_non_empty)
+    memory: int = attrs.field(validator=_non_negative)
+    index: int = attrs.field(default=0, validator=_non_negative)
+    cores: int = attrs.field(default=100, validator=_non_negative)
+    """Compute in percent of this device (100 = the whole device)."""
+    numa: int = attrs.field(default=0, validator=_non_negative)
+    healthy: bool = True
+    attributes: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    """Vendor facts the core does not interpret: PCI bus id, compute capability, link peers, …"""
+
+
+@attrs.frozen
+class SchedulableDevice:
+    """The schedulable capacity of one device: one entry of a node's device annotation."""
+
+    id: str = attrs.field(validator=_non_empty)
+    vendor: str = attrs.field(validator=_non_empty)
+    type: str
+    count: int = attrs.field(validator=_non_negative)
+    """Share slots: how many containers may use the device at once."""
+    memory: int = attrs.field(validator=_non_negative)
+    """Schedulable MiB, after memory scaling."""
+    cores: int = attrs.field(default=100, validator=_non_negative)
+    index: int = attrs.field(default=0, validator=_non_negative)
+    numa: int = attrs.field(default=0, validator=_non_negative)
+    mode: str = ""
+    healthy: bool = True
+    mig_profiles: tuple[Any, ...] = attrs.field(default=(), converter=tuple, hash=False)
+    """MIG geometries as HAMi's ``migProfiles`` carries them; passed through opaquely."""
+
+
+@attrs.frozen
+class Grant:
+    """One device given to one container: HAMi's ``<uuid>,<vendor>,<usedmem>,<usedcores>``."""
+
+    id: str = attrs.field(validator=_non_empty)
+    vendor: str = attrs.field(validator=_non_empty)
+    memory: int = attrs.field(validator=_non_negative)
+    cores: int = attrs.field(default=0, validator=_percent)
+
+
+@attrs.frozen
+class DeviceUsage:
+    """A device with what is already granted on it; derived state, so over-commit is representable."""
+
+    device: SchedulableDevice
+    used: int = attrs.field(default=0, validator=_non_negative)
+    memory: int = attrs.field(default=0, validator=_non_negative)
+    cores: int = attrs.field(default=0, validator=_non_negative)
+
+    @property
+    def free_slots(self) -> int:
+        return max(self.device.count - self.used, 0)
+
+    @property
+    def free_memory(self) -> int:
+        return max(self.device.memory - self.memory, 0)
+
+    @property
+    def free_cores(self) -> int:
+        return max(self.device.cores - self.cores, 0)
+
+    def add(self, grant: Grant) -> DeviceUsage:
+        """The usage after ``grant`` lands on this device."""
+        if grant.id != self.device.id:
+            raise ValidationError(f"Grant.id={grant.id!r} does not match device {self.device.id!r}")
+        return attrs.evolve(self, used=self.used + 1, memory=self.memory + grant.memory, cores=self.cores + grant.cores)
+
+    def remove(self, grant: Grant) -> DeviceUsage:
+        """The usage after ``grant`` is released (clamped at zero: derived state must not go negative)."""
+        if grant.id != self.device.id:
+            raise ValidationError(f"Grant.id={grant.id!r} does not match device {self.device.id!r}")
+        return attrs.evolve(
+            self,
+            used=max(self.used - 1, 0),
+            memory=max(self.memory - grant.memory, 0),
+            cores=max(self.cores - grant.cores, 0),
+        )
+
+
+@attrs.frozen
+class NodeUsage:
+    """A node's devices of every kind with their usage: what node scoring looks at."""
+
+    name: str = attrs.field(validator=_non_empty)
+    devices: tuple[DeviceUsage, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class HealthEvent:
+    """A device became healthy or unhealthy (``hami_device_health``)."""
+
+    device_id: str = attrs.field(validator=_non_empty)
+    healthy: bool
+    reason: str = ""
+
+
+# ---------------------------------------------------------------- requests
+
+
+@attrs.frozen
+class DeviceRequest:
+    """What one container asks of one device kind.
+
+    ``memory`` is MiB per device (0 = not given); ``memory_percentage`` is the share of each device's
+    memory (None = not given); the two are exclusive, as in HAMi.
+    """
+
+    vendor: str = attrs.field(validator=_non_empty)
+    count: int = attrs.field(default=1, validator=_non_negative)
+    memory: int = attrs.field(default=0, validator=_non_negative)
+    memory_percentage: int | None = attrs.field(default=None, validator=_percent)
+    cores: int = attrs.field(default=0, validator=_percent)
+    attributes: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    """Vendor detail the core carries but does not interpret (a template name, a MIG profile…)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.count < 1:
+            raise _fail("DeviceRequest", "count", self.count, "a request needs at least one device")
+        if self.memory and self.memory_percentage is not None:
+            raise _fail(
+                "DeviceRequest",
+                "memory_percentage",
+                self.memory_percentage,
+                f"memory ({self.memory} MiB) and memory percentage are exclusive",
+            )
+
+    @property
+    def exclusive(self) -> bool:
+        """100 % of the cores only lands on an unused device."""
+        return self.cores >= MAX_REQUEST_CORES
+
+    def memory_on(self, device: SchedulableDevice) -> int:
+        """MiB this request needs on ``device`` (a percentage resolves against its capacity)."""
+        if self.memory:
+            return self.memory
+        percentage = 100 if self.memory_percentage is None else self.memory_percentage
+        return device.memory * percentage // 100
+
+
+# ---------------------------------------------------------------- container edits
+
+
+def _absolute(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise _fail(type(instance).__name__, attribute.name, value, "must be an absolute path")
+
+
+@attrs.frozen
+class Mount:
+    container_path: str = attrs.field(validator=_absolute)
+    host_path: str = attrs.field(validator=_absolute)
+    read_only: bool = False
+
+
+@attrs.frozen
+class DeviceNode:
+    container_path: str = attrs.field(validator=_absolute)
+    host_path: str = attrs.field(validator=_absolute)
+    permissions: str = "rw"
+
+    def __attrs_post_init__(self) -> None:
+        if not self.permissions or set(self.permissions) - set("rwm"):
+            raise _fail("DeviceNode", "permissions", self.permissions, "must be a non-empty combination of 'r', 'w', 'm'")
+
+
+@attrs.frozen
+class ContainerEdits:
+    """What a container gets beyond its spec: the kubelet ``ContainerAllocateResponse`` in our terms."""
+
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    mounts: tuple[Mount, ...] = attrs.field(default=(), converter=tuple)
+    devices: tuple[DeviceNode, ...] = attrs.field(default=(), converter=tuple)
+    cdi_devices: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        for name, value in self.env.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise _fail("ContainerEdits", "env", name, "is not a valid environment variable name")
+            if not isinstance(value, str):
+                raise _fail("ContainerEdits", f"env[{name}]", value, "values must be strings")
+        for name in self.cdi_devices:
+            if not isinstance(name, str) or not _CDI_NAME.match(name):
+                raise _fail("ContainerEdits", "cdi_devices", name, "is not a fully qualified CDI name (vendor.com/class=name)")
+        for key, value in self.annotations.items():
+            if not isinstance(key, str) or not is_annotation_key(key) or not isinstance(value, str):
+                raise _fail("ContainerEdits", "annotations", key, "must map valid annotation keys to strings")
+
+    def merge(self, other: ContainerEdits) -> ContainerEdits:
+        """Both sets of edits; a variable or annotation set to two different values is a conflict."""
+        for mine, theirs, what in ((self.env, other.env, "env"), (self.annotations, other.annotations, "annotation")):
+            for key in mine.keys() & theirs.keys():
+                if mine[key] != theirs[key]:
+                    raise ValidationError(f"ContainerEdits {what} {key!r} set twice: {mine[key]!r} and {theirs[key]!r}")
+
+        def union(a: tuple, b: tuple) -> tuple:
+            return a + tuple(x for x in b if x not in a)
+
+        return ContainerEdits(
+            env={**self.env, **other.env},
+            mounts=union(self.mounts, other.mounts),
+            devices=union(self.devices, other.devices),
+            cdi_devices=union(self.cdi_devices, other.cdi_devices),
+            annotations={**self.annotations, **other.annotations},
+        )
+
+    def host_paths(self) -> tuple[str, ...]:
+        return tuple(m.host_path for m in self.mounts) + tuple(d.host_path for d in self.devices)
+
+
+@attrs.frozen
+class ContainerPatch:
+    """Admission defaults for one container (``hami_mutate_container``): limits to add, warnings to show."""
+
+    limits: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        for name, value in self.limits.items():
+            if not is_extended_resource_name(name):
+                raise _fail("ContainerPatch", "limits", name, "is not a valid extended resource name")
+            if not isinstance(value, str) or not value:
+                raise _fail("ContainerPatch", f"limits[{name}]", value, "must be a quantity string")
+
+
+# ---------------------------------------------------------------- inventory
+
+
+@attrs.frozen
+class NodeInventory:
+    """A node's shape for simulated discovery, the sandbox and the simulator."""
+
+    name: str = attrs.field(validator=_non_empty)
+    devices: tuple[PhysicalDevice, ...] = attrs.field(default=(), converter=tuple)
+    cpu_milli: int = attrs.field(default=0, validator=_non_negative)
+    memory: int = attrs.field(default=0, validator=_non_negative)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        ids = [d.id for d in self.devices]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise _fail("NodeInventory", "devices", duplicates, f"device ids repeat on node {self.name!r}")

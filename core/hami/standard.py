@@ -1,0 +1,66 @@
+"""Hooks for a backend of HAMi's usual shape, so a new backend starts from working defaults.
+
+:class:`StandardBackend` answers identity, discovery from the node inventory (the simulated
+source), the even split, HAMi's request rules and the webhook's count default for every device
+kind it declares. A real backend subclasses it and overrides what its hardware does differently
+(re-marking each override with ``@hookimpl``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hami.inventory import inventory_devices
+from hami.limits import container_resources, standard_request
+from hami.model import BackendInfo, ContainerPatch, DeviceRequest, PhysicalDevice, SchedulableDevice
+from hami.plugin import hookimpl
+from hami.splitting import split_evenly
+
+
+class StandardBackend:
+    def __init__(self, info: BackendInfo, *, count_aliases: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.info = info
+        self.count_aliases = {vendor: tuple(names) for vendor, names in (count_aliases or {}).items()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.info.name!r})"
+
+    @hookimpl
+    def hami_backend(self) -> BackendInfo:
+        return self.info
+
+    @hookimpl
+    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
+        return inventory_devices(config, node_name, self.info.vendors)
+
+    @hookimpl
+    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
+        return split_evenly(device, config)
+
+    @hookimpl
+    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+        requests = (
+            standard_request(
+                container,
+                kind,
+                default_memory=config.get("default_memory", 0),
+                default_cores=config.get("default_cores", 0),
+                count_aliases=self.count_aliases.get(kind.vendor, ()),
+            )
+            for kind in self.info.kinds
+        )
+        return [r for r in requests if r is not None]
+
+    @hookimpl
+    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+        """HAMi's webhook default: asking for memory or cores alone means one device."""
+        resources = container_resources(container)
+        limits = {}
+        for kind in self.info.kinds:
+            names = kind.resources
+            counted = any(n in resources for n in (names.count, *self.count_aliases.get(kind.vendor, ())))
+            shares = any(n is not None and n in resources for n in (names.memory, names.memory_percentage, names.cores))
+            if shares and not counted:
+                limits[names.count] = "1"
+        return ContainerPatch(limits=limits) if limits else None
