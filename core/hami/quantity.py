@@ -7,7 +7,7 @@ suffix (Ki…Ei), a decimal SI suffix (n u m k M G T P E) or a decimal exponent 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 from hami.errors import QuantityError
 
@@ -18,6 +18,8 @@ _QUANTITY = re.compile(
     r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$"
 )
 _MAX_EXPONENT = 1000  # beyond any real quantity; keeps Decimal arithmetic bounded on hostile input
+# Exact arithmetic: inputs have at most 128 characters, a suffix adds at most 19 digits.
+_EXACT = Context(prec=400, Emax=10_000, Emin=-10_000)
 
 
 def parse_quantity(text: str | int) -> Decimal:
@@ -37,13 +39,13 @@ def parse_quantity(text: str | int) -> Decimal:
         raise QuantityError(f"quantity {text!r}: {exc}") from None
     suffix = match["suffix"] or ""
     if suffix in _BINARY:
-        return number * _BINARY[suffix]
+        return _EXACT.multiply(number, _BINARY[suffix])
     if suffix in _DECIMAL:
-        return number.scaleb(_DECIMAL[suffix])
+        return number.scaleb(_DECIMAL[suffix], _EXACT)
     exponent = int(suffix[1:])
     if abs(exponent) > _MAX_EXPONENT:
         raise QuantityError(f"quantity {text!r}: exponent {exponent} is out of range")
-    return number.scaleb(exponent)
+    return number.scaleb(exponent, _EXACT)
 
 
 def parse_count(text: str | int, name: str = "quantity") -> int:
@@ -62,8 +64,10 @@ def parse_count(text: str | int, name: str = "quantity") -> int:
 def format_quantity(value: Decimal | int) -> str:
     """A canonical quantity string that :func:`parse_quantity` reads back to exactly ``value``."""
     value = Decimal(value)
-    if value == value.to_integral_value():
+    if value == value.to_integral_value(context=_EXACT):
         return str(int(value))
-    sign, digits, exponent = value.normalize().as_tuple()
-    mantissa = ("-" if sign else "") + "".join(map(str, digits))
-    return f"{mantissa}e{exponent}"
+    sign, digits, exponent = value.as_tuple()
+    text = "".join(map(str, digits))
+    stripped = text.rstrip("0")
+    exponent = int(exponent) + len(text) - len(stripped)
+    return f"{'-' if sign else ''}{stripped}e{exponent}"

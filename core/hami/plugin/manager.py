@@ -4,7 +4,8 @@ Loading must survive a broken plugin (the node DaemonSet keeps serving the vendo
 each entry point is imported and registered on its own; a failure is logged and recorded with the
 distribution's name and version. ``HAMI_STRICT_PLUGINS=1`` turns any failure into an exception
 (CI, backend development). ``HAMI_BACKENDS`` (allow list) and ``HAMI_DISABLED_BACKENDS`` (deny
-list) take comma-separated entry-point or distribution names.
+list) take comma-separated entry-point or distribution names. Entry points load in name order; when
+two claim one vendor key, the first keeps it and the second is recorded as failed, naming both.
 
 Dispatch goes through typed methods of :class:`BackendManager`: vendor hooks reach the owning
 backend (and cross-cutting plugins) only, and every result is checked against the hookspec's type,
@@ -165,28 +166,30 @@ class BackendManager:
         """Register one plugin in-process (entry points, tests, a backend under development)."""
         if inspect.isclass(plugin):
             plugin = plugin()
-        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        label = name or getattr(plugin, "__name__", None) or repr(plugin)
         try:
             self._check_unmarked(plugin)
-            self.pm.register(plugin, name=name)
+            self.pm.register(plugin, name=name)  # pluggy names unnamed instances by id
         except Exception as exc:
-            return self._failed(name, distribution, version, f"{type(exc).__name__}: {exc}", exc)
+            return self._failed(label, distribution, version, f"{type(exc).__name__}: {exc}", exc)
         try:
             self._check_hook_names(plugin)
-            info = self._identity(plugin, name)
+            info = self._identity(plugin, label)
+            if name is None and info is not None:
+                label = info.name
             if info is not None:
                 self._claim(plugin, info, name, distribution, version)
         except Exception as exc:
             self.pm.unregister(plugin)
-            return self._failed(name, distribution, version, str(exc), exc)
-        record = BackendRecord(name, distribution, version, "ok", "", info, builtin)
+            return self._failed(label, distribution, version, str(exc), exc)
+        record = BackendRecord(label, distribution, version, "ok", "", info, builtin)
         if info is not None:
             self._backends[info.name] = (plugin, info, record)
             for vendor in info.vendors:
                 self._owners[vendor] = info.name
         self._callers.clear()
         self.records.append(record)
-        log.info("event=backend_loaded backend=%s distribution=%s version=%s vendors=%s", name, distribution, version, ",".join(record.vendors))
+        log.info("event=backend_loaded backend=%s distribution=%s version=%s vendors=%s", label, distribution, version, ",".join(record.vendors))
         return record
 
     def _failed(self, name: str, distribution: str, version: str, error: str, exc: Exception) -> BackendRecord:

@@ -1,0 +1,62 @@
+"""The NVIDIA backend speaks HAMi's names (hami-compat.md) and HAMi's request rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from hami.errors import RequestError
+from hami_nvidia.plugin import KIND, plugin
+
+
+@pytest.fixture
+def manager(hami_manager, register_backend):
+    register_backend(plugin)
+    return hami_manager
+
+
+def test_hami_wire_names():
+    assert KIND.vendor == "NVIDIA"
+    assert KIND.resources.all() == (
+        "nvidia.com/gpu", "nvidia.com/gpumem", "nvidia.com/gpumem-percentage", "nvidia.com/gpucores", "nvidia.com/priority",
+    )
+    assert KIND.annotations.node_register == "hami.io/node-nvidia-register"
+    assert KIND.annotations.handshake == "hami.io/node-handshake"
+    assert KIND.annotations.to_allocate == "hami.io/vgpu-devices-to-allocate"
+    assert KIND.annotations.allocated == "hami.io/vgpu-devices-allocated"
+    assert KIND.node_encoding == "json"
+
+
+@pytest.mark.parametrize(
+    ("limits", "count", "memory", "percentage", "cores"),
+    [
+        ({"nvidia.com/gpumem": "3000"}, 1, 3000, None, 0),  # the seed's example: memory alone → one GPU
+        ({"nvidia.com/gpu": "2"}, 2, 0, 100, 0),  # count alone → whole memory
+        ({"nvidia.com/gpucores": "50"}, 1, 0, 100, 50),
+        ({"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "25"}, 1, 0, 25, 0),
+    ],
+)
+def test_hami_request_defaults(manager, limits, count, memory, percentage, cores):
+    container = {"name": "c", "resources": {"limits": limits}}
+    (request,) = manager.container_requests(container, {})
+    assert (request.count, request.memory, request.memory_percentage, request.cores) == (count, memory, percentage, cores)
+
+
+@pytest.mark.parametrize(
+    ("limits", "fragment"),
+    [
+        ({"nvidia.com/gpumem": "3000", "nvidia.com/gpumem-percentage": "50"}, "exclusive"),
+        ({"nvidia.com/gpucores": "101"}, "nvidia.com/gpucores=101"),
+        ({"nvidia.com/gpu": "0", "nvidia.com/gpumem": "10"}, "nvidia.com/gpu=0"),
+        ({"nvidia.com/gpu": "1.5"}, "'1.5'"),
+        ({"nvidia.com/gpumem": "-1"}, "'-1'"),
+    ],
+)
+def test_impossible_requests_name_the_value(manager, limits, fragment):
+    with pytest.raises(RequestError, match=fragment.replace(".", r"\.").replace("'", "'")):
+        manager.container_requests({"name": "c", "resources": {"limits": limits}}, {})
+
+
+def test_webhook_default_adds_one_gpu_when_only_memory_is_given(manager):
+    patch = manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}, {})
+    assert dict(patch.limits) == {"nvidia.com/gpu": "1"}
+    assert manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}, {}).limits == {}

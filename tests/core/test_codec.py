@@ -1,0 +1,179 @@
+"""HAMi-compatible encodings: the documented examples, round trips, and hostile input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hami.codec import (
+    decode_node_devices,
+    decode_node_devices_csv,
+    decode_node_devices_json,
+    decode_pod_devices,
+    encode_node_devices,
+    encode_node_devices_csv,
+    encode_node_devices_json,
+    encode_pod_devices,
+)
+from hami.errors import AnnotationError
+from hami.model import Grant, SchedulableDevice
+
+# ---------------------------------------------------------------- the examples of hami-compat.md
+
+
+def test_pod_allocation_example_two_containers():
+    assert decode_pod_devices("GPU-aaa,NVIDIA,3000,0:;GPU-aaa,NVIDIA,5000,0:;") == (
+        (Grant("GPU-aaa", "NVIDIA", 3000, 0),),
+        (Grant("GPU-aaa", "NVIDIA", 5000, 0),),
+    )
+
+
+def test_pod_allocation_empty_container_entry_and_multi_device():
+    decoded = decode_pod_devices(";GPU-a,NVIDIA,100,10:GPU-b,NVIDIA,200,20:;")
+    assert decoded == ((), (Grant("GPU-a", "NVIDIA", 100, 10), Grant("GPU-b", "NVIDIA", 200, 20)))
+    assert encode_pod_devices(decoded) == ";GPU-a,NVIDIA,100,10:GPU-b,NVIDIA,200,20:;"
+    assert decode_pod_devices("") == ()
+
+
+def test_json_device_list_missing_keys_mean_zero_and_false():
+    (device,) = decode_node_devices_json('[{"id":"GPU-1","count":10,"devmem":32768,"devcore":100,"type":"NVIDIA-Tesla V100"}]', "NVIDIA")
+    assert device == SchedulableDevice(
+        id="GPU-1", vendor="NVIDIA", type="NVIDIA-Tesla V100", count=10, memory=32768, cores=100, index=0, numa=0, mode="", healthy=False
+    )
+
+
+def test_json_device_list_full_hami_entry():
+    text = json.dumps(
+        [{"id": "GPU-2", "index": 3, "count": 10, "devmem": 81920, "devcore": 200, "type": "NVIDIA-A100", "numa": 1,
+          "mode": "hami-core", "migProfiles": [{"name": "1g.10gb", "memory": 9856, "count": 7}], "health": True}]
+    )
+    (device,) = decode_node_devices_json(text, "NVIDIA")
+    assert (device.index, device.cores, device.numa, device.mode, device.healthy) == (3, 200, 1, "hami-core", True)
+    assert device.mig_profiles == ({"name": "1g.10gb", "memory": 9856, "count": 7},)
+    assert decode_node_devices_json(encode_node_devices_json([device]), "NVIDIA") == (device,)
+
+
+def test_csv_device_list_seven_and_nine_fields():
+    devices = decode_node_devices_csv("DCU-1,4,16384,100,Z100,0,true:DCU-2,4,16384,100,Z100,1,false,1,hami-core:", "DCU")
+    assert [(d.id, d.index, d.numa, d.healthy, d.mode) for d in devices] == [("DCU-1", 0, 0, True, ""), ("DCU-2", 1, 1, False, "hami-core")]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("GPU-a,NVIDIA,100:;", "expected <uuid>,<vendor>,<usedmem>,<usedcores>"),
+        ("GPU-a,NVIDIA,lots,0:;", "usedmem='lots'"),
+        ("GPU-a,NVIDIA,100,-5:;", "Grant.cores=-5"),
+        (",NVIDIA,100,0:;", "Grant.id=''"),
+        ("GPU-a,NVIDIA,100,101:;", "Grant.cores=101"),
+    ],
+)
+def test_bad_pod_allocation_names_the_part(text, fragment):
+    with pytest.raises(AnnotationError, match="container #0") as caught:
+        decode_pod_devices(text)
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{", "not JSON"),
+        ('{"id": "x"}', "must be a JSON array"),
+        ('[{"id": "x", "count": "10"}]', "count='10' is not an integer"),
+        ('[{"id": "x", "count": true}]', "count=True is not an integer"),
+        ('[{"id": "x", "devmem": -1}]', "memory=-1"),
+        ('[{"count": 1}]', "id=''"),
+        ('[{"id": "x", "health": "yes"}]', "health='yes'"),
+        ('[1]', "expected an object"),
+        ("[" * 100000 + "]" * 100000, "not JSON"),
+    ],
+)
+def test_bad_json_device_list_names_the_part(text, fragment):
+    with pytest.raises(AnnotationError) as caught:
+        decode_node_devices_json(text, "NVIDIA")
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("DCU-1,4,16384,100,Z100,0:", "expected 7 or 9"),
+        ("DCU-1,4,16384,100,Z100,0,maybe:", "health='maybe'"),
+        ("DCU-1,four,16384,100,Z100,0,true:", "count='four'"),
+    ],
+)
+def test_bad_csv_device_list_names_the_part(text, fragment):
+    with pytest.raises(AnnotationError) as caught:
+        decode_node_devices_csv(text, "DCU")
+    assert fragment in str(caught.value)
+
+
+def test_encoders_refuse_values_the_format_cannot_carry():
+    with pytest.raises(AnnotationError, match="separator"):
+        encode_pod_devices([[Grant("GPU;a", "NVIDIA", 1, 0)]])
+    with pytest.raises(AnnotationError, match="separator"):
+        encode_node_devices_csv([SchedulableDevice(id="a:b", vendor="DCU", type="Z", count=1, memory=1)])
+
+
+# ---------------------------------------------------------------- properties
+
+_safe_text = st.text(st.characters(blacklist_characters=",:;", blacklist_categories=("Cs",)), min_size=1, max_size=20).filter(str.strip)
+_small = st.integers(min_value=0, max_value=2**40)
+
+devices = st.builds(
+    SchedulableDevice,
+    id=_safe_text,
+    vendor=_safe_text,
+    type=st.text(st.characters(blacklist_characters=",:;", blacklist_categories=("Cs",)), max_size=20),
+    count=_small,
+    memory=_small,
+    cores=_small,
+    index=_small,
+    numa=_small,
+    mode=st.text(st.characters(blacklist_characters=",:;", blacklist_categories=("Cs",)), max_size=10),
+    healthy=st.booleans(),
+)
+grants = st.builds(Grant, id=_safe_text, vendor=_safe_text, memory=_small, cores=st.integers(0, 100))
+
+
+@given(st.lists(devices, max_size=8), st.sampled_from(["json", "csv"]))
+def test_node_device_list_round_trip(items, encoding):
+    vendors = {d.vendor for d in items}
+    for vendor in vendors:
+        mine = [d for d in items if d.vendor == vendor]
+        assert decode_node_devices(encode_node_devices(mine, encoding), vendor, encoding) == tuple(mine)
+
+
+@given(st.lists(st.lists(grants, max_size=4), max_size=5))
+def test_pod_allocation_round_trip(containers):
+    text = encode_pod_devices(containers)
+    assert decode_pod_devices(text) == tuple(tuple(c) for c in containers)
+    assert text.count(";") == len(containers)
+
+
+@given(st.text(max_size=300))
+def test_garbage_raises_only_annotation_error(text):
+    for decode in (lambda t: decode_node_devices_json(t, "V"), lambda t: decode_node_devices_csv(t, "V"), decode_pod_devices):
+        try:
+            decode(text)
+        except AnnotationError:
+            pass
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(
+                        ["id", "index", "count", "devmem", "devcore", "type", "numa", "mode", "migProfiles", "health", "x"]), children, max_size=6)))
+def test_arbitrary_json_raises_only_annotation_error(value):
+    try:
+        decoded = decode_node_devices_json(json.dumps(value), "V")
+    except AnnotationError:
+        return
+    assert all(isinstance(d, SchedulableDevice) for d in decoded)
+
+
+def test_non_string_input_is_an_annotation_error():
+    with pytest.raises(AnnotationError, match="expected a string"):
+        decode_pod_devices(None)  # type: ignore[arg-type]
