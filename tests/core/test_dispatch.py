@@ -267,11 +267,15 @@ def test_configure_unknown_backend_is_refused(hami_manager):
 class FewestPods:
     @hookimpl
     def hami_scoring_policies(self):
-        return [PolicyInfo("fewest-pods", "node", "prefer idle nodes")]
+        return [PolicyInfo("fewest-pods", "node", "prefer idle nodes"), PolicyInfo("emptiest", "device", "prefer free memory")]
 
     @hookimpl
     def hami_score_node(self, policy, node, requests, pod):
         return -sum(d.used for d in node.devices) if policy == "fewest-pods" else None
+
+    @hookimpl
+    def hami_score_device(self, policy, request, device, pod):
+        return device.free_memory if policy == "emptiest" else None
 
 
 def _usage(used: int) -> DeviceUsage:
@@ -284,6 +288,9 @@ def test_a_third_party_policy_scores_through_the_same_hook(hami_manager):
     assert hami_manager.score_node("fewest-pods", idle, [], POD) > hami_manager.score_node("fewest-pods", busy, [], POD)
     # the built-ins answer their own names and leave the new one alone
     assert hami_manager.score_node("binpack", busy, [], POD) > hami_manager.score_node("binpack", idle, [], POD)
+    full = DeviceUsage(SchedulableDevice(id="f", vendor="V", type="t", count=10, memory=100), memory=90)
+    assert hami_manager.score_device("emptiest", DeviceRequest("V"), full, POD) == 10
+    assert hami_manager.score_device("emptiest", DeviceRequest("V"), _usage(0), POD) == 100
 
 
 def test_unknown_policy_lists_the_known_ones(hami_manager):

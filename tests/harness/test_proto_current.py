@@ -1,0 +1,158 @@
+"""The committed device plugin modules are current, and the compiled schema matches the kubelet contract."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+
+from hami.node.deviceplugin import regenerate
+from hami.node.deviceplugin.v1beta1 import api_pb2
+
+# message -> {field name: (number, type, repeated)} ; the table of kubernetes-protocols.md section 1.
+S, B, I32, I64, MSG = (
+    FieldDescriptor.TYPE_STRING,
+    FieldDescriptor.TYPE_BOOL,
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_MESSAGE,
+)
+EXPECTED: dict[str, dict[str, tuple[int, int, bool]]] = {
+    "Empty": {},
+    "DevicePluginOptions": {"pre_start_required": (1, B, False), "get_preferred_allocation_available": (2, B, False)},
+    "RegisterRequest": {
+        "version": (1, S, False),
+        "endpoint": (2, S, False),
+        "resource_name": (3, S, False),
+        "options": (4, MSG, False),
+    },
+    "ListAndWatchResponse": {"devices": (1, MSG, True)},
+    "TopologyInfo": {"nodes": (1, MSG, True)},
+    "NUMANode": {"ID": (1, I64, False)},
+    "Device": {"ID": (1, S, False), "health": (2, S, False), "topology": (3, MSG, False)},
+    "PreStartContainerRequest": {"devices_ids": (1, S, True)},
+    "PreStartContainerResponse": {},
+    "PreferredAllocationRequest": {"container_requests": (1, MSG, True)},
+    "ContainerPreferredAllocationRequest": {
+        "available_deviceIDs": (1, S, True),
+        "must_include_deviceIDs": (2, S, True),
+        "allocation_size": (3, I32, False),
+    },
+    "PreferredAllocationResponse": {"container_responses": (1, MSG, True)},
+    "ContainerPreferredAllocationResponse": {"deviceIDs": (1, S, True)},
+    "AllocateRequest": {"container_requests": (1, MSG, True)},
+    "ContainerAllocateRequest": {"devices_ids": (1, S, True)},
+    "AllocateResponse": {"container_responses": (1, MSG, True)},
+    "ContainerAllocateResponse": {
+        "envs": (1, MSG, True),
+        "mounts": (2, MSG, True),
+        "devices": (3, MSG, True),
+        "annotations": (4, MSG, True),
+        "cdi_devices": (5, MSG, True),
+    },
+    "Mount": {"container_path": (1, S, False), "host_path": (2, S, False), "read_only": (3, B, False)},
+    "DeviceSpec": {"container_path": (1, S, False), "host_path": (2, S, False), "permissions": (3, S, False)},
+    "CDIDevice": {"name": (1, S, False)},
+}
+MESSAGE_TYPES = {
+    ("RegisterRequest", "options"): "v1beta1.DevicePluginOptions",
+    ("ListAndWatchResponse", "devices"): "v1beta1.Device",
+    ("TopologyInfo", "nodes"): "v1beta1.NUMANode",
+    ("Device", "topology"): "v1beta1.TopologyInfo",
+    ("PreferredAllocationRequest", "container_requests"): "v1beta1.ContainerPreferredAllocationRequest",
+    ("PreferredAllocationResponse", "container_responses"): "v1beta1.ContainerPreferredAllocationResponse",
+    ("AllocateRequest", "container_requests"): "v1beta1.ContainerAllocateRequest",
+    ("AllocateResponse", "container_responses"): "v1beta1.ContainerAllocateResponse",
+    ("ContainerAllocateResponse", "mounts"): "v1beta1.Mount",
+    ("ContainerAllocateResponse", "devices"): "v1beta1.DeviceSpec",
+    ("ContainerAllocateResponse", "cdi_devices"): "v1beta1.CDIDevice",
+}
+SERVICES = {
+    "Registration": {"Register": ("RegisterRequest", "Empty", False)},
+    "DevicePlugin": {
+        "GetDevicePluginOptions": ("Empty", "DevicePluginOptions", False),
+        "ListAndWatch": ("Empty", "ListAndWatchResponse", True),
+        "GetPreferredAllocation": ("PreferredAllocationRequest", "PreferredAllocationResponse", False),
+        "Allocate": ("AllocateRequest", "AllocateResponse", False),
+        "PreStartContainer": ("PreStartContainerRequest", "PreStartContainerResponse", False),
+    },
+}
+
+
+def _repeated(f: FieldDescriptor) -> bool:
+    # protobuf >= 6 has ``is_repeated`` (and 7 dropped ``label``).
+    if hasattr(f, "is_repeated"):
+        return bool(f.is_repeated)
+    return f.label == FieldDescriptor.LABEL_REPEATED  # pragma: no cover
+
+
+def _without_generator_versions(text: str) -> str:
+    """A newer grpcio-tools stamps its own version; only the generated code itself must match."""
+    text = re.sub(r"(# Protobuf Python Version: )[\d.]+", r"\1X", text)
+    text = re.sub(r"(GRPC_GENERATED_VERSION = )'[\d.]+'", r"\1'X'", text)
+    return re.sub(r"(ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,", r"\1 X,", text)
+
+
+def test_generated_modules_are_current(tmp_path: Path) -> None:
+    pytest.importorskip("grpc_tools")
+    regenerate.generate(tmp_path)
+    for name in regenerate.GENERATED:
+        committed = _without_generator_versions((regenerate.PACKAGE_DIR / name).read_text())
+        fresh = _without_generator_versions((tmp_path / name).read_text())
+        assert fresh == committed, f"{name} is stale: run `python -m hami.node.deviceplugin.regenerate`"
+
+
+def test_grpc_module_imports_pb2_from_the_package() -> None:
+    text = (regenerate.PACKAGE_DIR / "api_pb2_grpc.py").read_text()
+    assert "from hami.node.deviceplugin.v1beta1 import api_pb2" in text
+    assert "\nimport api_pb2" not in text
+
+
+def test_package_and_messages() -> None:
+    fd = api_pb2.DESCRIPTOR
+    assert fd.package == "v1beta1"
+    assert set(fd.message_types_by_name) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("message", sorted(EXPECTED))
+def test_fields_match_reference_table(message: str) -> None:
+    desc = api_pb2.DESCRIPTOR.message_types_by_name[message]
+    got = {f.name: (f.number, f.type, _repeated(f)) for f in desc.fields}
+    assert got == EXPECTED[message]
+    for f in desc.fields:
+        if (message, f.name) in MESSAGE_TYPES:
+            assert f.message_type.full_name == MESSAGE_TYPES[(message, f.name)]
+
+
+@pytest.mark.parametrize("field", ["envs", "annotations"])
+def test_allocate_response_maps_are_string_maps(field: str) -> None:
+    f = api_pb2.ContainerAllocateResponse.DESCRIPTOR.fields_by_name[field]
+    entry = f.message_type
+    assert entry.GetOptions().map_entry
+    assert [(x.name, x.number, x.type) for x in entry.fields] == [("key", 1, S), ("value", 2, S)]
+    msg = api_pb2.ContainerAllocateResponse()
+    getattr(msg, field)["K"] = "v"
+    assert api_pb2.ContainerAllocateResponse.FromString(msg.SerializeToString()) == msg
+
+
+def test_services_and_method_paths() -> None:
+    fd = api_pb2.DESCRIPTOR
+    assert set(fd.services_by_name) == set(SERVICES)
+    for svc, methods in SERVICES.items():
+        sd = fd.services_by_name[svc]
+        assert {m.name for m in sd.methods} == set(methods)
+        for m in sd.methods:
+            req, resp, streaming = methods[m.name]
+            assert f"/{sd.full_name}/{m.name}" == f"/v1beta1.{svc}/{m.name}"
+            assert m.input_type.full_name == f"v1beta1.{req}"
+            assert m.output_type.full_name == f"v1beta1.{resp}"
+            assert m.server_streaming is streaming
+            assert m.client_streaming is False
+
+
+def test_wire_bytes_of_a_known_message() -> None:
+    # Field numbers/types decide the bytes: Device{ID="a"(1), health="H"(2), topology{nodes[{ID=1}]}(3)}.
+    dev = api_pb2.Device(ID="a", health="H", topology=api_pb2.TopologyInfo(nodes=[api_pb2.NUMANode(ID=1)]))
+    assert dev.SerializeToString() == b"\x0a\x01a\x12\x01H\x1a\x04\x0a\x02\x08\x01"
