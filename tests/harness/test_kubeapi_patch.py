@@ -29,8 +29,9 @@ def test_two_racing_patchers_with_the_same_stale_version_one_wins(kube_apiserver
             barrier = threading.Barrier(2)
             outcomes: list[tuple[str, Any]] = [("", None), ("", None)]
 
-            def patcher(i: int) -> None:
-                body = {"metadata": {"resourceVersion": rv, "annotations": {"hami.io/owner": f"p{i}-{round_}"}}}
+            def patcher(i: int, rv: str, owner: str, barrier: threading.Barrier,
+                        outcomes: list[tuple[str, Any]]) -> None:
+                body = {"metadata": {"resourceVersion": rv, "annotations": {"hami.io/owner": owner}}}
                 barrier.wait()
                 try:
                     node = apis[i].patch_node("n1", body)
@@ -38,7 +39,8 @@ def test_two_racing_patchers_with_the_same_stale_version_one_wins(kube_apiserver
                 except ApiException as exc:
                     outcomes[i] = ("err", (exc.status, json.loads(exc.body)["reason"]))
 
-            threads = [threading.Thread(target=patcher, args=(i,)) for i in range(2)]
+            threads = [threading.Thread(target=patcher, args=(i, rv, f"p{i}-{round_}", barrier, outcomes))
+                       for i in range(2)]
             for t in threads:
                 t.start()
             for t in threads:

@@ -126,7 +126,8 @@ def test_label_selectors_through_the_server_match_the_model(kube_apiserver: Kube
         @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(reqs=selectors_st)
         def check(reqs: list[tuple[str, str, tuple[str, ...], str]]) -> None:
-            got = {i.metadata.name for i in api.list_namespaced_config_map("default", label_selector=render(reqs)).items}
+            listed = api.list_namespaced_config_map("default", label_selector=render(reqs))
+            got = {i.metadata.name for i in listed.items}
             assert got == {f"c{i}" for i, labels in enumerate(seeds) if reference(reqs, labels)}
 
         check()

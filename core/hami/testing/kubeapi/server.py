@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import queue
+import select
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ from hami.testing.kubeapi.errors import StatusError
 from hami.testing.kubeapi.faults import Faults
 from hami.testing.kubeapi.patch import PATCH_TYPES, normalize_content_type
 from hami.testing.kubeapi.resources import ResourceType
-from hami.testing.kubeapi.store import Store, Watcher, make_filter, status_success
+from hami.testing.kubeapi.store import Store, Watcher, WatchEvent, make_filter, status_success
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -37,6 +38,25 @@ MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's request size limit
 _TRUE = ("1", "true", "True", "TRUE")
 # registries with ReturnDeletedObject (the others answer a DELETE with a Success Status)
 _RETURNS_DELETED_OBJECT = frozenset({"pods", "resourcequotas", "namespaces"})
+
+
+MAX_DEPTH = 64  # deeper documents are refused (400) instead of exhausting the recursion limit later
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_depth(value: Any) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise errors.bad_request(f"the request body is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 class _Route:
@@ -59,6 +79,11 @@ class _Route:
         self.bindings = bindings  # POST /api/v1/namespaces/{ns}/bindings
 
 
+def _split(tail: list[str]) -> tuple[str | None, str | None]:
+    """``[name[, subresource]]`` of a resource path."""
+    return (tail[0] if tail else None), (tail[1] if len(tail) > 1 else None)
+
+
 def _route(group: str, version: str, rest: list[str]) -> _Route:
     watch = False
     if rest and rest[0] == "watch":
@@ -75,12 +100,14 @@ def _route(group: str, version: str, rest: list[str]) -> _Route:
             if group == "" and len(rest) == 3 and rest[2] in ("status", "finalize"):
                 return _Route(resources.lookup("", "v1", "namespaces"), None, rest[1], rest[2], watch)
             raise errors.path_not_found()
-        return _Route(info, namespace, *(tail + [None, None])[:2], watch=watch)  # type: ignore[arg-type]
+        name, sub = _split(tail)
+        return _Route(info, namespace, name, sub, watch)
     info = resources.lookup(group, version, rest[0])
     tail = rest[1:]
     if info is None or len(tail) > 2 or (info.namespaced and tail):
         raise errors.path_not_found()
-    return _Route(info, None, *(tail + [None, None])[:2], watch=watch)  # type: ignore[arg-type]
+    name, sub = _split(tail)
+    return _Route(info, None, name, sub, watch)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -254,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         if n == 1 and head == "version":
             return resources.version_info()
         if n == 1 and head == "api":
-            return resources.api_versions(f"{self.server.server_address[0]}:{self.server.server_address[1]}")
+            return resources.api_versions(f"{self.server.api.host}:{self.server.api.port}")
         if n == 2 and head == "api":
             doc = resources.resource_list("", segments[1])
             if doc is None:
@@ -280,15 +307,19 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = normalize_content_type(self.headers.get("Content-Type"))
         try:
             if ctype in ("application/yaml", "text/yaml", "application/x-yaml") and not patch:
-                return yaml.safe_load(body.decode("utf-8"))
-            if ctype and not patch and ctype != "application/json" and not ctype.endswith("+json"):
+                decoded = yaml.safe_load(body.decode("utf-8"))
+                json.dumps(decoded, allow_nan=False)  # only JSON-representable YAML is accepted
+            elif ctype and not patch and ctype != "application/json" and not ctype.endswith("+json"):
                 raise StatusError(415, "UnsupportedMediaType",
                                   f"the body of the request was in an unknown format - accepted media types "
                                   f"include: application/json, application/yaml (got {ctype!r})")
-            return json.loads(body.decode("utf-8"))
+            else:
+                decoded = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+            _check_depth(decoded)
+            return decoded
         except StatusError:
             raise
-        except (ValueError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
             raise errors.bad_request(f"couldn't decode the request body: {exc}") from None
 
     def _int_param(self, query: dict[str, str], name: str) -> int | None:
@@ -443,6 +474,14 @@ class _Handler(BaseHTTPRequestHandler):
                 api.store.close_watch(watcher)
         return 200
 
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end (readable with nothing to read) while the stream idled."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
     def _bookmark(self, info: ResourceType, rv: int, initial_end: bool = False) -> None:
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if initial_end:
@@ -476,6 +515,7 @@ class _Handler(BaseHTTPRequestHandler):
                 waits.append(deadline - now)
             if bookmarks:
                 waits.append(max(0.0, next_bookmark - now))
+            item: WatchEvent | None | bool
             try:
                 item = watcher.queue.get(timeout=max(0.001, min(waits)))
             except queue.Empty:
@@ -489,10 +529,13 @@ class _Handler(BaseHTTPRequestHandler):
                         pass
                     return
                 break
-            if item is not False:
-                kind = watcher.filter.translate(item)
-                if kind:
-                    self._event(kind, item.obj)
+            if item is False and self._client_gone():
+                self.close_connection = True
+                return
+            if isinstance(item, WatchEvent):
+                translated = watcher.filter.translate(item)
+                if translated:
+                    self._event(translated, item.obj)
             if bookmarks and time.monotonic() >= next_bookmark:
                 rv = api.store.bookmark_version(watcher)
                 if rv is not None:

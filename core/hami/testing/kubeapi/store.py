@@ -11,6 +11,7 @@ way in and out so callers can never alter stored state behind the lock's back.
 from __future__ import annotations
 
 import base64
+import builtins
 import binascii
 import json
 import logging
@@ -248,7 +249,7 @@ class Store:
             list_rv = self._rv
             if continue_token:
                 list_rv, start = _decode_continue(continue_token)
-            selected: list[dict[str, Any]] = []
+            selected: builtins.list[dict[str, Any]] = []
             next_token: str | None = None
             remaining = 0
             for key in sorted(self._objects[info.key]):
@@ -464,7 +465,7 @@ class Store:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         info = self.resource(resource)
         flt = make_filter(info, namespace if info.namespaced else None, label_selector, field_selector)
         with self._lock:
@@ -507,7 +508,7 @@ class Store:
         flt: Filter,
         resource_version: str | None,
         send_initial_events: bool | None = None,
-    ) -> tuple[Watcher, list[tuple[str, dict[str, Any]]], int]:
+    ) -> tuple[Watcher, builtins.list[tuple[str, dict[str, Any]]], int]:
         """Register a watcher; returns it, the events to send first, and the starting version.
 
         No version (or ``"0"``) means: synthetic ADDED for every selected object, then changes.
@@ -522,7 +523,7 @@ class Store:
                     raise ValueError
             except ValueError:
                 raise errors.bad_request(f"invalid resource version {resource_version!r}") from None
-        initial: list[tuple[str, dict[str, Any]]] = []
+        initial: builtins.list[tuple[str, dict[str, Any]]] = []
         with self._lock:
             if send_initial_events or rv is None:
                 for _, obj in sorted(self._objects[info.key].items()):
@@ -571,7 +572,7 @@ class Store:
                 return sum(len(ws) for ws in self._watchers.values())
             return len(self._watchers[self.resource(resource).key])
 
-    def history(self, resource: str | ResourceType) -> list[WatchEvent]:
+    def history(self, resource: str | ResourceType) -> builtins.list[WatchEvent]:
         """The retained watch events of a resource, oldest first (for inspection in tests)."""
         info = self.resource(resource)
         with self._lock:
