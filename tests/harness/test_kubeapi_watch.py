@@ -242,3 +242,30 @@ def test_stopping_the_server_ends_watches() -> None:
         srv.stop()
         w.thread.join(5)
         assert not w.thread.is_alive()
+
+
+def test_watch_sees_every_concurrent_write_once_in_order(kube_apiserver: KubeAPIServer,
+                                                         core_v1: client.CoreV1Api) -> None:
+    kube_apiserver.store.create("nodes", {"metadata": {"name": "n"}})
+    w = Collector(core_v1.list_node, resource_version=str(kube_apiserver.store.resource_version),
+                  timeout_seconds=30)
+    _wait_for_watchers(kube_apiserver, "nodes")
+
+    def writer(i: int) -> None:
+        with kube_apiserver.api_client() as c:
+            api = client.CoreV1Api(c)
+            for j in range(15):
+                api.patch_node("n", {"metadata": {"labels": {f"w{i}": str(j)}}})
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    events = [w.next() for _ in range(60)]
+    w.stop()
+    versions = [int(e["object"].metadata.resource_version) for e in events]
+    assert all(e["type"] == "MODIFIED" for e in events)
+    assert versions == sorted(versions) and len(set(versions)) == 60
+    assert events[-1]["object"].metadata.labels == {f"w{i}": "14" for i in range(4)}
+    assert w.events.empty()

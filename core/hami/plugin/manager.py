@@ -120,6 +120,9 @@ class BackendManager:
         self.records: list[BackendRecord] = []
         self._backends: dict[str, tuple[object, BackendInfo, BackendRecord]] = {}
         self._owners: dict[str, str] = {}  # vendor key -> backend name
+        self._kinds: dict[str, DeviceKind] = {}  # vendor key -> kind
+        self._resource_kinds: dict[str, DeviceKind] = {}  # resource name -> kind
+        self._policies: dict[tuple[str, str], PolicyInfo] | None = None
         self._overrides: dict[str, dict[str, Any]] = {}
         self._callers: dict[tuple[str, str, bool], Any] = {}
         if builtins:
@@ -185,9 +188,12 @@ class BackendManager:
         record = BackendRecord(label, distribution, version, "ok", "", info, builtin)
         if info is not None:
             self._backends[info.name] = (plugin, info, record)
-            for vendor in info.vendors:
-                self._owners[vendor] = info.name
+            for kind in info.kinds:
+                self._owners[kind.vendor] = info.name
+                self._kinds[kind.vendor] = kind
+                self._resource_kinds.update((resource, kind) for resource in kind.resources.all())
         self._callers.clear()
+        self._policies = None
         self.records.append(record)
         log.info("event=backend_loaded backend=%s distribution=%s version=%s vendors=%s", label, distribution, version, ",".join(record.vendors))
         return record
@@ -252,16 +258,16 @@ class BackendManager:
 
     @property
     def kinds(self) -> dict[str, DeviceKind]:
-        return {k.vendor: k for _, info, _ in self._backends.values() for k in info.kinds}
+        return dict(self._kinds)
 
     def kind(self, vendor: str) -> DeviceKind:
         try:
-            return self.kinds[vendor]
+            return self._kinds[vendor]
         except KeyError:
             raise BackendError(f"no installed backend owns vendor key {vendor!r} (installed: {', '.join(sorted(self._owners)) or 'none'})") from None
 
     def kind_for_resource(self, resource: str) -> DeviceKind | None:
-        return next((k for k in self.kinds.values() if resource in k.resources.all()), None)
+        return self._resource_kinds.get(resource)
 
     def owner(self, vendor: str) -> BackendInfo:
         self.kind(vendor)
@@ -368,7 +374,9 @@ class BackendManager:
         return None if reason is None else _expect(reason, str, "hami_device_fits", request.vendor)
 
     def policies(self) -> dict[tuple[str, str], PolicyInfo]:
-        """Every scoring policy keyed by (level, name)."""
+        """Every scoring policy keyed by (level, name); asked once per set of plugins (scoring is hot)."""
+        if self._policies is not None:
+            return self._policies
         found: dict[tuple[str, str], PolicyInfo] = {}
         for batch in self.pm.hook.hami_scoring_policies():
             for policy in _expect_list(batch, PolicyInfo, "hami_scoring_policies", "plugins"):
@@ -376,11 +384,13 @@ class BackendManager:
                 if key in found:
                     raise BackendError(f"{policy.level} scoring policy {policy.name!r} is offered twice")
                 found[key] = policy
+        self._policies = found
         return found
 
     def _check_policy(self, level: str, policy: str) -> None:
-        if (level, policy) not in self.policies():
-            known = sorted(name for lvl, name in self.policies() if lvl == level)
+        policies = self.policies()
+        if (level, policy) not in policies:
+            known = sorted(name for lvl, name in policies if lvl == level)
             raise ValidationError(f"unknown {level} scheduling policy {policy!r}; known: {', '.join(known)}")
 
     def score_node(self, policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> float:
