@@ -475,3 +475,17 @@ def test_arbitrary_bodies_never_cause_a_server_error(kube_apiserver: KubeAPIServ
     finally:
         conn.close()
     assert kube_apiserver.store.get("configmaps", "c", "default")["metadata"]["name"] == "c"
+
+
+def test_restart_keeps_state_and_port() -> None:
+    srv = KubeAPIServer().start()
+    try:
+        port = srv.port
+        srv.store.create("nodes", {"metadata": {"name": "n"}})
+        srv.stop()
+        srv.start()  # an API server restart: same address, same cluster state
+        assert srv.port == port
+        with srv.api_client() as c:
+            assert [n.metadata.name for n in client.CoreV1Api(c).list_node().items] == ["n"]
+    finally:
+        srv.stop()
