@@ -14,11 +14,11 @@ from typing import Any
 
 import attrs
 
+from hami.annotations import SCORING_WEIGHTS as WEIGHTS_ANNOTATION
 from hami.errors import RequestError
 from hami.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
 from hami.plugin import hookimpl
 
-WEIGHTS_ANNOTATION = "hami.io/device-scoring-weights"
 _SIGN = {"binpack": 1.0, "spread": -1.0}
 
 
