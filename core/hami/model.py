@@ -173,6 +173,9 @@ class PolicyInfo:
     name: str = attrs.field(validator=_non_empty)
     level: Literal["node", "device"]
     description: str = ""
+    per_pod: bool = True
+    """False when a node score depends only on the node's usage, not on the pod: the scheduler then
+    caches it until the node changes, which keeps filtering large clusters fast."""
 
     def __attrs_post_init__(self) -> None:
         if self.level not in ("node", "device"):

@@ -72,8 +72,8 @@ def device_usage_score(request: DeviceRequest, device: DeviceUsage, weights: Wei
 @hookimpl
 def hami_scoring_policies() -> list[PolicyInfo]:
     return [
-        PolicyInfo("binpack", "node", "fill the busiest node first (HAMi's default)"),
-        PolicyInfo("spread", "node", "put the pod on the least used node"),
+        PolicyInfo("binpack", "node", "fill the busiest node first (HAMi's default)", per_pod=False),
+        PolicyInfo("spread", "node", "put the pod on the least used node", per_pod=False),
         PolicyInfo("binpack", "device", "fill the busiest device first"),
         PolicyInfo("spread", "device", "put the container on the least used device (HAMi's default)"),
     ]

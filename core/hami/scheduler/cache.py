@@ -1,0 +1,48 @@
+"""Keeps :class:`ClusterState` in step with the API server through two informers (nodes, pods)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.client import CoreV1Api
+
+from hami.scheduler.informer import Informer
+from hami.scheduler.state import ClusterState
+
+
+class ClusterCache:
+    def __init__(self, state: ClusterState, core_v1: CoreV1Api, *, resync_seconds: float = 300.0, watch_timeout: int = 240) -> None:
+        self.state = state
+        self.nodes = Informer("nodes", core_v1.list_node, self._node_event, lambda items: state.replace_all(nodes=items),
+                              resync_seconds=resync_seconds, watch_timeout=watch_timeout)
+        self.pods = Informer("pods", core_v1.list_pod_for_all_namespaces, self._pod_event, lambda items: state.replace_all(pods=items),
+                             resync_seconds=resync_seconds, watch_timeout=watch_timeout)
+
+    def _node_event(self, kind: str, node: Mapping[str, Any]) -> None:
+        if kind == "DELETED":
+            self.state.delete_node((node.get("metadata") or {}).get("name", ""))
+        else:
+            self.state.apply_node(node)
+
+    def _pod_event(self, kind: str, pod: Mapping[str, Any]) -> None:
+        if kind == "DELETED":
+            self.state.forget_pod((pod.get("metadata") or {}).get("uid", ""))
+        else:
+            self.state.apply_pod(pod)
+
+    def start(self) -> ClusterCache:
+        self.nodes.start()
+        self.pods.start()
+        return self
+
+    def wait_synced(self, timeout: float = 10.0) -> bool:
+        return self.nodes.wait_synced(timeout) and self.pods.wait_synced(timeout)
+
+    @property
+    def synced(self) -> bool:
+        return self.nodes.synced.is_set() and self.pods.synced.is_set()
+
+    def stop(self) -> None:
+        self.nodes.stop()
+        self.pods.stop()

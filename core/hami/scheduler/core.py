@@ -1,0 +1,247 @@
+"""Filter, prioritize and bind: the scheduler's decisions, independent of HTTP.
+
+Filter fits the pod on candidate nodes in the node policy's order and stops at the first fit, so a
+large cluster costs one cheap summary check per node plus exact fitting of the best few. The choice
+is recorded in the cache at once (an *assumption*), so concurrent filters never hand out the same
+capacity twice, and then written to the pod's annotations, signed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+
+from hami.allocation import Allocation, ordered_containers
+from hami.annotations import BIND_PHASE, BIND_TIME, DEVICE_POLICY, NODE_POLICY, BindPhase
+from hami.errors import HamiError, ValidationError
+from hami.model import DeviceRequest
+from hami.nodelock import NodeLock, NodeLockError
+from hami.plugin.manager import BackendManager
+from hami.scheduler.config import SchedulerConfig
+from hami.scheduler.fit import Fit, Misfit, fit_node
+from hami.scheduler.state import ClusterState, NodeState, PodRecord
+from hami.scheduler.usage import pod_holdings
+from hami.signing import SigningKeys
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class FilterOutcome:
+    node: str | None = None
+    failed: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+    error: str = ""
+    managed: bool = True
+    """False when the pod asks nothing of hami: every node passes."""
+
+
+def pod_key(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        manager: BackendManager,
+        state: ClusterState,
+        core_v1: CoreV1Api | None,
+        config: SchedulerConfig = SchedulerConfig(),
+        keys: SigningKeys | None = None,
+    ) -> None:
+        self.manager = manager
+        self.state = state
+        self.core_v1 = core_v1
+        self.config = config
+        self.keys = keys
+        self.lock = NodeLock(core_v1, expiry=config.lock_expiry) if core_v1 is not None else None
+        self._scores: dict[tuple[str, str], tuple[int, float]] = {}
+
+    # ------------------------------------------------------------ requests and policies
+
+    def requests(self, pod: Mapping[str, Any]) -> list[list[DeviceRequest]]:
+        """Per container (init first), what it asks of the backends; raises RequestError naming the value."""
+        return [self.manager.container_requests(c, pod) for c in ordered_containers(pod)]
+
+    def policies(self, pod: Mapping[str, Any]) -> tuple[str, str]:
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        node_policy = annotations.get(NODE_POLICY) or self.config.node_policy
+        device_policy = annotations.get(DEVICE_POLICY) or self.config.device_policy
+        known = self.manager.policies()
+        for level, name in (("node", node_policy), ("device", device_policy)):
+            if (level, name) not in known:
+                names = ", ".join(sorted(n for lvl, n in known if lvl == level))
+                raise ValidationError(f"unknown {level} scheduling policy {name!r} (from the pod or the configuration); known: {names}")
+        return node_policy, device_policy
+
+    def node_score(self, policy: str, node: NodeState, requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> float:
+        info = self.manager.policies()[("node", policy)]
+        if info.per_pod:
+            return self.manager.score_node(policy, node.node_usage(), requests, pod)
+        key = (node.name, policy)
+        cached = self._scores.get(key)
+        if cached is None or cached[0] != node.generation:
+            cached = self._scores[key] = (node.generation, self.manager.score_node(policy, node.node_usage(), requests, pod))
+        return cached[1]
+
+    # ------------------------------------------------------------ filter
+
+    @staticmethod
+    def _prefilter(node: NodeState, flat: Sequence[DeviceRequest]) -> str | None:
+        """A cheap necessary condition from the node's per-vendor summary; the reason when it fails."""
+        for request in flat:
+            if not node.by_vendor.get(request.vendor):
+                why = node.problems.get(request.vendor, f"no {request.vendor} devices registered on this node")
+                return f"NodeInsufficientDevice: {why}"
+            summary = node.summary(request.vendor)
+            if summary.usable < request.count:
+                return f"NodeInsufficientDevice: {summary.usable} usable {request.vendor} device(s), {request.count} needed"
+            if request.memory > summary.max_free_memory:
+                return f"CardInsufficientMemory: {request.memory} MiB needed, at most {summary.max_free_memory} MiB free on one {request.vendor} device"
+            if request.cores > summary.max_free_cores:
+                return f"CardInsufficientCore: {request.cores}% needed, at most {summary.max_free_cores}% free on one {request.vendor} device"
+        return None
+
+    def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
+        try:
+            requests = self.requests(pod)
+            if not any(requests):
+                return FilterOutcome(managed=False)
+            node_policy, device_policy = self.policies(pod)
+        except HamiError as exc:
+            return self._failed(pod, FilterOutcome(error=f"pod {pod_key(pod)}: {exc}"))
+        flat = [r for container in requests for r in container]
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid") or ""
+        failed: dict[str, str] = {}
+        with self.state.lock:
+            ranked = []
+            for name in node_names:
+                node = self.state.node(name)
+                if node is None:
+                    failed[name] = "NodeUnregistered: no hami device annotation seen for this node"
+                    continue
+                reason = self._prefilter(node, flat)
+                if reason:
+                    failed[name] = reason
+                    continue
+                ranked.append((-self.node_score(node_policy, node, flat, pod), name, node))
+            ranked.sort(key=lambda r: (r[0], r[1]))
+            chosen: Fit | None = None
+            for _, name, node in ranked:
+                try:
+                    result = fit_node(self.manager, node, pod, requests, device_policy)
+                except HamiError as exc:
+                    result = Misfit(name, f"BackendError: {exc}")
+                if isinstance(result, Fit):
+                    chosen = result
+                    break
+                failed[name] = result.reason
+            if chosen is None:
+                return self._failed(pod, FilterOutcome(failed=failed))
+            init_count = len((pod.get("spec") or {}).get("initContainers") or [])
+            self.state.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, pod_holdings(chosen.devices, init_count), chosen.devices))
+        try:
+            self._annotate(pod, chosen)
+        except (ApiException, HamiError, OSError) as exc:
+            self.state.forget_pod(uid)
+            return self._failed(pod, FilterOutcome(failed=failed, error=f"pod {pod_key(pod)}: could not record the allocation: {_api_reason(exc)}"))
+        self._event(pod, "FilteringSucceed", f"hami chose node {chosen.node}", "Normal")
+        log.info("event=filter_succeeded pod=%s node=%s candidates=%d", pod_key(pod), chosen.node, len(node_names))
+        return FilterOutcome(node=chosen.node, failed=failed)
+
+    def _annotate(self, pod: Mapping[str, Any], fit: Fit) -> None:
+        meta = pod.get("metadata") or {}
+        annotations = Allocation(fit.node, fit.devices).annotations(self.manager.kinds, meta.get("uid", ""), time.time(), self.keys)
+        if self.core_v1 is not None:
+            self.core_v1.patch_namespaced_pod(meta.get("name"), meta.get("namespace", "default"), {"metadata": {"annotations": annotations}})
+
+    def _failed(self, pod: Mapping[str, Any], outcome: FilterOutcome) -> FilterOutcome:
+        message = outcome.error or "no node fits: " + "; ".join(f"{n}: {r}" for n, r in sorted(outcome.failed.items())[:20])
+        self._event(pod, "FilteringFailed", message[:1000], "Warning")
+        log.info("event=filter_failed pod=%s reason=%r", pod_key(pod), message[:300])
+        return outcome
+
+    # ------------------------------------------------------------ prioritize
+
+    def prioritize(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> list[tuple[str, int]]:
+        """0–10 per node from the node policy; nodes hami does not know score 0."""
+        try:
+            requests = [r for c in self.requests(pod) for r in c]
+            node_policy, _ = self.policies(pod)
+        except HamiError:
+            return [(n, 0) for n in node_names]
+        with self.state.lock:
+            raw = {n: self.node_score(node_policy, node, requests, pod) for n in node_names if (node := self.state.node(n)) is not None}
+        if not raw:
+            return [(n, 0) for n in node_names]
+        low, high = min(raw.values()), max(raw.values())
+        span = high - low
+        return [(n, round(10 * (raw[n] - low) / span) if span and n in raw else (10 if n in raw else 0)) for n in node_names]
+
+    # ------------------------------------------------------------ bind
+
+    def bind(self, namespace: str, name: str, uid: str, node: str) -> str:
+        """Lock the node, mark the pod allocating, create the Binding; '' on success, else the reason."""
+        if self.core_v1 is None or self.lock is None:
+            return "bind needs an API server connection"
+        who = f"pod {namespace}/{name}"
+        try:
+            self.lock.acquire(node, namespace, name, timeout=self.config.bind_lock_timeout)
+        except NodeLockError as exc:
+            return f"{who}: {exc}"
+        except ApiException as exc:
+            return f"{who}: cannot lock node {node!r}: {_api_reason(exc)}"
+        try:
+            now = str(int(time.time()))
+            self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: now}}})
+            body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": namespace, "uid": uid or None}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+            self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+        except ApiException as exc:
+            reason = f"{who}: binding to node {node!r} failed: {_api_reason(exc)}"
+            self._undo_bind(namespace, name, node)
+            return reason
+        log.info("event=bound pod=%s/%s node=%s", namespace, name, node)
+        return ""
+
+    def _undo_bind(self, namespace: str, name: str, node: str) -> None:
+        try:
+            self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.FAILED}}})
+        except ApiException as exc:
+            log.warning("event=bind_undo_failed pod=%s/%s error=%r", namespace, name, _api_reason(exc))
+        try:
+            self.lock.release(node, namespace, name)
+        except (ApiException, NodeLockError) as exc:
+            log.warning("event=lock_release_failed node=%s error=%r", node, str(exc))
+
+    # ------------------------------------------------------------ events
+
+    def _event(self, pod: Mapping[str, Any], reason: str, message: str, kind: str) -> None:
+        if self.core_v1 is None or not self.config.events:
+            return
+        meta = pod.get("metadata") or {}
+        namespace = meta.get("namespace", "default")
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{meta.get('name', 'pod')}.", "namespace": namespace},
+            "involvedObject": {"kind": "Pod", "namespace": namespace, "name": meta.get("name"), "uid": meta.get("uid"), "apiVersion": "v1"},
+            "reason": reason, "message": message, "type": kind, "source": {"component": self.config.scheduler_name},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self.core_v1.create_namespaced_event(namespace, body, _preload_content=False)
+        except (ApiException, OSError) as exc:  # events are best effort
+            log.debug("event=event_write_failed pod=%s error=%r", pod_key(pod), str(exc))
+
+
+def _api_reason(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return str(exc)

@@ -1,0 +1,263 @@
+"""The scheduler's cache of the cluster: devices from node annotations, usage from pod annotations.
+
+Fed by the informers (list + watch) and by the filter's own assumptions; every change costs work
+proportional to what changed: a pod event touches only the devices it holds, a node event re-reads
+only that node. All access goes through one lock; readers get immutable snapshots of what they need.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from hami.allocation import read_allocated
+from hami.annotations import ASSIGNED_NODE, DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT
+from hami.codec import PodDevices, decode_node_devices
+from hami.errors import AnnotationError
+from hami.model import DeviceKind, DeviceUsage, NodeUsage, SchedulableDevice
+from hami.scheduler.usage import Holding, pod_holdings
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 60.0
+_TERMINATED = {"Succeeded", "Failed"}
+
+
+@attrs.frozen
+class VendorSummary:
+    """Upper bounds over a node's usable devices of one vendor: a cheap necessary condition for fit."""
+
+    usable: int
+    """Healthy, uncordoned devices with a free slot."""
+    max_free_memory: int
+    max_free_cores: int
+
+
+class NodeState:
+    """One node's devices and their usage; mutated only by :class:`ClusterState` under its lock."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.devices: dict[str, SchedulableDevice] = {}
+        self.by_vendor: dict[str, tuple[str, ...]] = {}
+        self.cordoned: frozenset[str] = frozenset()
+        self.problems: dict[str, str] = {}  # vendor -> why its devices were dropped
+        self.held: dict[str, list[int]] = {}  # device id -> [slots, MiB, cores], all pods together
+        self.generation = 0
+        self._usages: dict[str, DeviceUsage] = {}
+        self._summary: dict[str, VendorSummary] = {}
+        self._node_usage: NodeUsage | None = None
+
+    def touch(self, device_ids: Iterable[str] | None = None) -> None:
+        self.generation += 1
+        if device_ids is None:
+            self._usages.clear()
+        else:
+            for device_id in device_ids:
+                self._usages.pop(device_id, None)
+        self._summary.clear()
+        self._node_usage = None
+
+    def usage(self, device_id: str) -> DeviceUsage:
+        cached = self._usages.get(device_id)
+        if cached is None:
+            slots, memory, cores = self.held.get(device_id, (0, 0, 0))
+            cached = self._usages[device_id] = DeviceUsage(self.devices[device_id], slots, memory, cores)
+        return cached
+
+    def usages(self, vendor: str) -> list[DeviceUsage]:
+        return [self.usage(i) for i in self.by_vendor.get(vendor, ())]
+
+    def usable(self, usage: DeviceUsage) -> bool:
+        return usage.device.healthy and usage.device.id not in self.cordoned and usage.free_slots > 0
+
+    def summary(self, vendor: str) -> VendorSummary:
+        found = self._summary.get(vendor)
+        if found is None:
+            usable = [u for u in self.usages(vendor) if self.usable(u)]
+            found = self._summary[vendor] = VendorSummary(
+                len(usable), max((u.free_memory for u in usable), default=0), max((u.free_cores for u in usable), default=0)
+            )
+        return found
+
+    def node_usage(self) -> NodeUsage:
+        if self._node_usage is None:
+            self._node_usage = NodeUsage(self.name, [self.usage(i) for i in self.devices])
+        return self._node_usage
+
+
+@attrs.frozen
+class PodRecord:
+    namespace: str
+    name: str
+    node: str
+    holdings: Mapping[str, Holding] = attrs.field(hash=False)
+    devices: Mapping[str, PodDevices] = attrs.field(hash=False)
+
+
+def _parse_handshake(value: str) -> tuple[str, float | None]:
+    state, _, stamp = value.partition("_")
+    try:
+        return state, datetime.strptime(stamp, HANDSHAKE_TIME_LAYOUT).timestamp()
+    except ValueError:
+        return state, None
+
+
+class ClusterState:
+    def __init__(self, kinds: Mapping[str, DeviceKind], *, clock: Callable[[], float] = time.time, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+        self.kinds = dict(kinds)
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.lock = threading.RLock()
+        self.nodes: dict[str, NodeState] = {}
+        self.pods: dict[str, PodRecord] = {}
+        self._pods_by_node: dict[str, set[str]] = {}
+
+    # ------------------------------------------------------------ nodes
+
+    def node(self, name: str) -> NodeState | None:
+        return self.nodes.get(name)
+
+    def apply_node(self, node: Mapping[str, Any]) -> None:
+        """Re-read one node's device annotations (a node ADDED/MODIFIED event)."""
+        meta = node.get("metadata") or {}
+        name = meta.get("name")
+        if not name:
+            return
+        annotations = meta.get("annotations") or {}
+        devices: dict[str, SchedulableDevice] = {}
+        by_vendor: dict[str, tuple[str, ...]] = {}
+        problems: dict[str, str] = {}
+        now = self.clock()
+        for vendor, kind in self.kinds.items():
+            text = annotations.get(kind.annotations.node_register)
+            if not text:
+                continue
+            handshake = annotations.get(kind.annotations.handshake, "")
+            state, stamp = _parse_handshake(handshake)
+            if state == "Deleted" or (state == "Requesting" and stamp is not None and now - stamp > self.handshake_timeout):
+                problems[vendor] = f"the {vendor} device plugin has not reported since {handshake.partition('_')[2]}"
+                continue
+            try:
+                decoded = decode_node_devices(text, vendor, kind.node_encoding)
+            except AnnotationError as exc:
+                problems[vendor] = f"corrupt {kind.annotations.node_register}: {exc}"
+                log.warning("event=node_annotation_corrupt node=%s vendor=%s error=%r", name, vendor, str(exc))
+                continue
+            ids = []
+            for device in decoded:
+                if device.id in devices:
+                    problems[vendor] = f"device id {device.id!r} is registered twice"
+                    continue
+                devices[device.id] = device
+                ids.append(device.id)
+            by_vendor[vendor] = tuple(ids)
+        cordon = frozenset(u.strip() for u in (annotations.get(DEVICE_CORDON) or "").split(",") if u.strip())
+        with self.lock:
+            state_ = self.nodes.get(name) or NodeState(name)
+            if (state_.devices, state_.cordoned, state_.problems) == (devices, cordon, problems):
+                return  # a heartbeat or an unrelated change: nothing to redo
+            state_.devices, state_.by_vendor, state_.cordoned, state_.problems = devices, by_vendor, cordon, problems
+            state_.touch()
+            self.nodes[name] = state_
+
+    def delete_node(self, name: str) -> None:
+        with self.lock:
+            self.nodes.pop(name, None)
+
+    # ------------------------------------------------------------ pods
+
+    def apply_pod(self, pod: Mapping[str, Any]) -> None:
+        """Account one pod's granted devices (a pod ADDED/MODIFIED event); terminated pods free theirs."""
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid:
+            return
+        annotations = meta.get("annotations") or {}
+        node = (pod.get("spec") or {}).get("nodeName") or annotations.get(ASSIGNED_NODE)
+        phase = (pod.get("status") or {}).get("phase")
+        if not node or phase in _TERMINATED:
+            self.forget_pod(uid)
+            return
+        try:
+            devices = read_allocated(annotations, self.kinds)
+        except AnnotationError as exc:
+            log.warning("event=pod_annotation_corrupt pod=%s/%s error=%r", meta.get("namespace"), meta.get("name"), str(exc))
+            devices = {}
+        if not devices:
+            self.forget_pod(uid)
+            return
+        init_count = len((pod.get("spec") or {}).get("initContainers") or [])
+        self.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), node, pod_holdings(devices, init_count), devices))
+
+    def hold(self, uid: str, record: PodRecord) -> None:
+        """Record what a pod holds, replacing what it held before (also the filter's assumption)."""
+        with self.lock:
+            previous = self.pods.get(uid)
+            if previous == record:
+                return
+            if previous is not None:
+                self._adjust(previous, -1)
+            self.pods[uid] = record
+            self._pods_by_node.setdefault(record.node, set()).add(uid)
+            self._adjust(record, +1)
+
+    def forget_pod(self, uid: str) -> None:
+        with self.lock:
+            previous = self.pods.pop(uid, None)
+            if previous is not None:
+                self._pods_by_node.get(previous.node, set()).discard(uid)
+                self._adjust(previous, -1)
+
+    def _adjust(self, record: PodRecord, sign: int) -> None:
+        node = self.nodes.get(record.node)
+        held = node.held if node is not None else None
+        if held is None:
+            node = self.nodes.setdefault(record.node, NodeState(record.node))
+            held = node.held
+        for device_id, (slots, memory, cores) in record.holdings.items():
+            acc = held.setdefault(device_id, [0, 0, 0])
+            acc[0] += sign * slots
+            acc[1] += sign * memory
+            acc[2] += sign * cores
+            if acc == [0, 0, 0]:
+                del held[device_id]
+        node.touch(record.holdings.keys())
+
+    def pods_on(self, node: str) -> list[PodRecord]:
+        with self.lock:
+            return [self.pods[u] for u in self._pods_by_node.get(node, ())]
+
+    # ------------------------------------------------------------ whole-cluster views
+
+    def replace_all(self, nodes: Iterable[Mapping[str, Any]] | None = None, pods: Iterable[Mapping[str, Any]] | None = None) -> None:
+        """A relist: what is not listed is gone (pods or nodes deleted while the watch was down)."""
+        with self.lock:
+            if nodes is not None:
+                nodes = list(nodes)
+                listed = {(n.get("metadata") or {}).get("name") for n in nodes}
+                for name in [n for n in self.nodes if n not in listed]:
+                    self.delete_node(name)
+                for node in nodes:
+                    self.apply_node(node)
+            if pods is not None:
+                pods = list(pods)
+                listed = {(p.get("metadata") or {}).get("uid") for p in pods}
+                for uid in [u for u in self.pods if u not in listed]:
+                    self.forget_pod(uid)
+                for pod in pods:
+                    self.apply_pod(pod)
+
+    def usage_snapshot(self) -> dict[str, dict[str, tuple[int, int, int]]]:
+        """Per node, per device: (slots, MiB, cores) in use; for comparing two states in tests and tools."""
+        with self.lock:
+            return {
+                name: {i: (u.used, u.memory, u.cores) for i in node.devices if (u := node.usage(i)) and (u.used or u.memory or u.cores)}
+                for name, node in self.nodes.items()
+            }
