@@ -82,8 +82,7 @@ def test_filter_then_bind_leaves_a_bound_signed_pod(harness, core_v1):
     assert [(g.memory, g.cores) for g in containers[0]] == [(3000, 30)]
     verify_allocation(annotations, {"NVIDIA": KIND}, TEST_KEYS, pod["metadata"]["uid"])
     assert NodeLock(core_v1).holder(scheduled.node)[0].name == "trainer"
-    reasons = {e.reason for e in core_v1.list_namespaced_event("default").items}
-    assert "FilteringSucceed" in reasons
+    assert wait_for(lambda: "FilteringSucceed" in {e.reason for e in core_v1.list_namespaced_event("default").items})
 
 
 def test_unschedulable_pod_gets_reasons_per_node_and_an_event(harness, core_v1):
@@ -94,7 +93,7 @@ def test_unschedulable_pod_gets_reasons_per_node_and_an_event(harness, core_v1):
         "gpu-a": "CardInsufficientMemory: 20000 MiB needed, at most 10000 MiB free on one NVIDIA device",
         "gpu-b": "CardInsufficientMemory: 20000 MiB needed, at most 10000 MiB free on one NVIDIA device",
     }
-    assert any(e.reason == "FilteringFailed" for e in core_v1.list_namespaced_event("default").items)
+    assert wait_for(lambda: any(e.reason == "FilteringFailed" for e in core_v1.list_namespaced_event("default").items))
 
 
 def test_full_node_mode_returns_node_objects(harness, core_v1):

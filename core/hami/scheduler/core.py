@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,6 +28,7 @@ from hami.nodelock import NodeLock, NodeLockError
 from hami.plugin.manager import BackendManager
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.fit import Fit, Misfit, fit_node
+from hami.scheduler.ranking import NodeRanking
 from hami.scheduler.state import ClusterState, NodeState, PodRecord
 from hami.scheduler.usage import pod_holdings
 from hami.signing import SigningKeys
@@ -62,7 +65,14 @@ class Scheduler:
         self.config = config
         self.keys = keys
         self.lock = NodeLock(core_v1, expiry=config.lock_expiry) if core_v1 is not None else None
-        self._scores: dict[tuple[str, str], tuple[int, float]] = {}
+        self._rankings: dict[str, NodeRanking] = {}
+        # Writes to the API server that the filter's answer need not wait for (allocations, events).
+        self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scheduler-writer")
+        self._writes: dict[str, Future[str]] = {}
+
+    def close(self) -> None:
+        """Finish pending writes."""
+        self._writer.shutdown(wait=True)
 
     # ------------------------------------------------------------ requests and policies
 
@@ -82,14 +92,19 @@ class Scheduler:
         return node_policy, device_policy
 
     def node_score(self, policy: str, node: NodeState, requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> float:
-        info = self.manager.policies()[("node", policy)]
-        if info.per_pod:
-            return self.manager.score_node(policy, node.node_usage(), requests, pod)
-        key = (node.name, policy)
-        cached = self._scores.get(key)
-        if cached is None or cached[0] != node.generation:
-            cached = self._scores[key] = (node.generation, self.manager.score_node(policy, node.node_usage(), requests, pod))
-        return cached[1]
+        return self.manager.score_node(policy, node.node_usage(), requests, pod)
+
+    def _best_first(self, policy: str, wanted: set[str], requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> Iterator[NodeState]:
+        """Candidate nodes from the best score down. Scores that depend on the node alone come from a
+        ranking kept up to date incrementally; others are computed for every candidate."""
+        if not self.manager.policies()[("node", policy)].per_pod:
+            ranking = self._rankings.get(policy)
+            if ranking is None:
+                ranking = self._rankings[policy] = NodeRanking(self.state, lambda node: self.manager.score_node(policy, node.node_usage(), (), {}))
+            return (node for node in ranking.best_first() if node.name in wanted)
+        nodes = [self.state.nodes[n] for n in wanted if n in self.state.nodes]
+        scored = sorted(((-self.node_score(policy, node, requests, pod), node.name, node) for node in nodes), key=lambda r: (r[0], r[1]))
+        return (node for _, _, node in scored)
 
     # ------------------------------------------------------------ filter
 
@@ -122,46 +137,60 @@ class Scheduler:
         uid = meta.get("uid") or ""
         failed: dict[str, str] = {}
         with self.state.lock:
-            ranked = []
-            for name in node_names:
-                node = self.state.node(name)
-                if node is None:
-                    failed[name] = "NodeUnregistered: no hami device annotation seen for this node"
-                    continue
+            wanted = set(node_names)
+            for name in wanted - self.state.nodes.keys():
+                failed[name] = "NodeUnregistered: no hami device annotation seen for this node"
+            chosen: Fit | None = None
+            for node in self._best_first(node_policy, wanted, flat, pod):
                 reason = self._prefilter(node, flat)
                 if reason:
-                    failed[name] = reason
+                    failed[node.name] = reason
                     continue
-                ranked.append((-self.node_score(node_policy, node, flat, pod), name, node))
-            ranked.sort(key=lambda r: (r[0], r[1]))
-            chosen: Fit | None = None
-            for _, name, node in ranked:
                 try:
                     result = fit_node(self.manager, node, pod, requests, device_policy)
                 except HamiError as exc:
-                    result = Misfit(name, f"BackendError: {exc}")
+                    result = Misfit(node.name, f"BackendError: {exc}")
                 if isinstance(result, Fit):
                     chosen = result
                     break
-                failed[name] = result.reason
+                failed[node.name] = result.reason
             if chosen is None:
                 return self._failed(pod, FilterOutcome(failed=failed))
             init_count = len((pod.get("spec") or {}).get("initContainers") or [])
             self.state.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, pod_holdings(chosen.devices, init_count), chosen.devices))
-        try:
-            self._annotate(pod, chosen)
-        except (ApiException, HamiError, OSError) as exc:
-            self.state.forget_pod(uid)
-            return self._failed(pod, FilterOutcome(failed=failed, error=f"pod {pod_key(pod)}: could not record the allocation: {_api_reason(exc)}"))
+        if len(self._writes) > 1000:  # forget writes that succeeded for pods never bound; keep failures for bind
+            self._writes = {u: f for u, f in self._writes.items() if not f.done() or f.result()}
+        self._writes[uid] = self._writer.submit(self._annotate, pod, chosen)
         self._event(pod, "FilteringSucceed", f"hami chose node {chosen.node}", "Normal")
         log.info("event=filter_succeeded pod=%s node=%s candidates=%d", pod_key(pod), chosen.node, len(node_names))
         return FilterOutcome(node=chosen.node, failed=failed)
 
-    def _annotate(self, pod: Mapping[str, Any], fit: Fit) -> None:
+    def _annotate(self, pod: Mapping[str, Any], fit: Fit) -> str:
+        """Write the allocation onto the pod ('' on success, else why). Runs off the filter's path:
+        kube-scheduler goes on to prioritize and bind meanwhile, and bind waits for it."""
         meta = pod.get("metadata") or {}
         annotations = Allocation(fit.node, fit.devices).annotations(self.manager.kinds, meta.get("uid", ""), time.time(), self.keys)
-        if self.core_v1 is not None:
-            self.core_v1.patch_namespaced_pod(meta.get("name"), meta.get("namespace", "default"), {"metadata": {"annotations": annotations}})
+        if self.core_v1 is None:
+            return ""
+        try:
+            body = {"metadata": {"annotations": annotations}}
+            self.core_v1.patch_namespaced_pod(meta.get("name"), meta.get("namespace", "default"), body, _preload_content=False)
+        except (ApiException, OSError) as exc:
+            self.state.forget_pod(meta.get("uid", ""))
+            reason = f"pod {pod_key(pod)}: could not record the allocation: {_api_reason(exc)}"
+            log.warning("event=annotate_failed pod=%s error=%r", pod_key(pod), reason)
+            return reason
+        return ""
+
+    def wait_written(self, uid: str, timeout: float = 30.0) -> str:
+        """Wait until the allocation chosen for pod ``uid`` is on the pod; '' or why it is not."""
+        future = self._writes.pop(uid, None)
+        if future is None:
+            return ""
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            return f"the allocation of pod uid {uid} was not written within {timeout:.0f} s"
 
     def _failed(self, pod: Mapping[str, Any], outcome: FilterOutcome) -> FilterOutcome:
         message = outcome.error or "no node fits: " + "; ".join(f"{n}: {r}" for n, r in sorted(outcome.failed.items())[:20])
@@ -193,6 +222,9 @@ class Scheduler:
         if self.core_v1 is None or self.lock is None:
             return "bind needs an API server connection"
         who = f"pod {namespace}/{name}"
+        written = self.wait_written(uid) if uid else ""
+        if written:
+            return written
         try:
             self.lock.acquire(node, namespace, name, timeout=self.config.bind_lock_timeout)
         except NodeLockError as exc:
@@ -235,10 +267,13 @@ class Scheduler:
             "reason": reason, "message": message, "type": kind, "source": {"component": self.config.scheduler_name},
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
+        self._writer.submit(self._write_event, namespace, body)
+
+    def _write_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         try:
             self.core_v1.create_namespaced_event(namespace, body, _preload_content=False)
         except (ApiException, OSError) as exc:  # events are best effort
-            log.debug("event=event_write_failed pod=%s error=%r", pod_key(pod), str(exc))
+            log.debug("event=event_write_failed namespace=%s error=%r", namespace, str(exc))
 
 
 def _api_reason(exc: Exception) -> str:

@@ -42,8 +42,9 @@ class VendorSummary:
 class NodeState:
     """One node's devices and their usage; mutated only by :class:`ClusterState` under its lock."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_change: Callable[[str], None] | None = None) -> None:
         self.name = name
+        self.on_change = on_change
         self.devices: dict[str, SchedulableDevice] = {}
         self.by_vendor: dict[str, tuple[str, ...]] = {}
         self.cordoned: frozenset[str] = frozenset()
@@ -56,6 +57,8 @@ class NodeState:
 
     def touch(self, device_ids: Iterable[str] | None = None) -> None:
         self.generation += 1
+        if self.on_change is not None:
+            self.on_change(self.name)
         if device_ids is None:
             self._usages.clear()
         else:
@@ -118,6 +121,18 @@ class ClusterState:
         self.nodes: dict[str, NodeState] = {}
         self.pods: dict[str, PodRecord] = {}
         self._pods_by_node: dict[str, set[str]] = {}
+        self._listeners: list[set[str]] = []
+
+    def changes(self) -> set[str]:
+        """A set that collects the names of nodes changed (or removed) from now on; the caller drains it."""
+        with self.lock:
+            changed = set(self.nodes)
+            self._listeners.append(changed)
+            return changed
+
+    def _changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener.add(name)
 
     # ------------------------------------------------------------ nodes
 
@@ -160,7 +175,7 @@ class ClusterState:
             by_vendor[vendor] = tuple(ids)
         cordon = frozenset(u.strip() for u in (annotations.get(DEVICE_CORDON) or "").split(",") if u.strip())
         with self.lock:
-            state_ = self.nodes.get(name) or NodeState(name)
+            state_ = self.nodes.get(name) or NodeState(name, self._changed)
             if (state_.devices, state_.cordoned, state_.problems) == (devices, cordon, problems):
                 return  # a heartbeat or an unrelated change: nothing to redo
             state_.devices, state_.by_vendor, state_.cordoned, state_.problems = devices, by_vendor, cordon, problems
@@ -169,7 +184,8 @@ class ClusterState:
 
     def delete_node(self, name: str) -> None:
         with self.lock:
-            self.nodes.pop(name, None)
+            if self.nodes.pop(name, None) is not None:
+                self._changed(name)
 
     # ------------------------------------------------------------ pods
 
@@ -219,7 +235,7 @@ class ClusterState:
         node = self.nodes.get(record.node)
         held = node.held if node is not None else None
         if held is None:
-            node = self.nodes.setdefault(record.node, NodeState(record.node))
+            node = self.nodes.setdefault(record.node, NodeState(record.node, self._changed))
             held = node.held
         for device_id, (slots, memory, cores) in record.holdings.items():
             acc = held.setdefault(device_id, [0, 0, 0])

@@ -52,6 +52,7 @@ class ExtenderHarness:
 
     def stop(self) -> None:
         self.server.stop()
+        self.scheduler.close()
         self.cache.stop()
 
     def post(self, verb: str, body: Any) -> Any:

@@ -15,13 +15,14 @@ import select
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from hami.serving import ThreadedHTTPServer
 from hami.testing.kubeapi import errors, resources
 from hami.testing.kubeapi.errors import StatusError
 from hami.testing.kubeapi.faults import Faults
@@ -110,10 +111,7 @@ def _route(group: str, version: str, rest: list[str]) -> _Route:
     return _Route(info, None, name, sub, watch)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _HTTPServer(ThreadedHTTPServer):
     def __init__(self, addr: tuple[str, int], api: KubeAPIServer) -> None:
         self.api = api
         self.connections: set[socket.socket] = set()

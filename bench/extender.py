@@ -1,0 +1,135 @@
+"""Filter latency of the scheduler extender on a synthetic cluster, against an echo of the same body.
+
+A cluster of --nodes N nodes with --gpus G devices each, with random existing usage, is loaded into
+the in-memory API server; the extender syncs its cache from it through the real client. Then POST
+/filter (nodeCacheCapable: all N node names) for a one-device request with memory and cores, over real
+HTTP on 127.0.0.1, alternating with POST /echo, which only parses and re-encodes the same body in the
+same server. The ratio of medians is what to compare across machines.
+
+    python bench/extender.py --nodes 5000 --gpus 8 --requests 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from kubernetes import client, config
+
+from hami.allocation import Allocation
+from hami.codec import encode_node_devices
+from hami.model import Grant, SchedulableDevice
+from hami.plugin.manager import BackendManager
+from hami.scheduler.config import SchedulerConfig
+from hami.testing.kubeapi import KubeAPIServer
+from hami.testing.scheduler import TEST_KEYS, ExtenderHarness
+from hami_nvidia.plugin import KIND, plugin
+
+
+def load_cluster(server: KubeAPIServer, nodes: int, gpus: int, rng: random.Random) -> None:
+    kinds = {"NVIDIA": KIND}
+    for n in range(nodes):
+        name = f"node-{n:05d}"
+        devices = [SchedulableDevice(id=f"GPU-{n}-{g}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=40960, cores=100, index=g) for g in range(gpus)]
+        server.store.create("nodes", {"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json")}}})
+        for p in range(rng.randint(0, 3)):  # random existing usage
+            device = rng.choice(devices)
+            grant = Grant(device.id, "NVIDIA", rng.randint(1, 20) * 1024, rng.choice([0, 10, 25, 50]))
+            uid = f"uid-{n}-{p}"
+            annotations = Allocation(name, {"NVIDIA": ((grant,),)}).annotations(kinds, uid, time.time(), TEST_KEYS)
+            server.store.create("pods", {
+                "metadata": {"name": f"existing-{n}-{p}", "namespace": "default", "uid": uid, "annotations": annotations},
+                "spec": {"nodeName": name, "containers": [{"name": "c", "image": "cuda"}]},
+            }, namespace="default")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def serve_cluster(nodes: int, gpus: int, seed: int, kubeconfig: str) -> None:
+    """The API server's process: load the synthetic cluster, write a kubeconfig, serve until killed."""
+    server = KubeAPIServer().start()
+    load_cluster(server, nodes, gpus, random.Random(seed))
+    server.store.create("pods", {
+        "metadata": {"name": "bench", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "cuda", "resources": {"limits": {"nvidia.com/gpumem": "4096", "nvidia.com/gpucores": "20"}}}]},
+    }, namespace="default")
+    server.write_kubeconfig(kubeconfig)
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--serve-cluster", metavar="KUBECONFIG", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_cluster:
+        serve_cluster(args.nodes, args.gpus, args.seed, args.serve_cluster)
+        return
+
+    manager = BackendManager(strict=True, allow=(), deny=())
+    manager.register(plugin)
+    with tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = os.path.join(tmp, "kubeconfig")
+        # The API server runs in its own process, as it does in a cluster, so its work does not share
+        # the extender's interpreter lock.
+        api = subprocess.Popen([sys.executable, __file__, "--nodes", str(args.nodes), "--gpus", str(args.gpus), "--seed", str(args.seed),
+                                "--serve-cluster", kubeconfig], stdout=subprocess.PIPE, text=True)
+        try:
+            if api.stdout.readline().strip() != "ready":
+                raise SystemExit("the API server process did not start")
+            core_v1 = client.CoreV1Api(config.new_client_from_config(kubeconfig))
+            run(manager, core_v1, args)
+        finally:
+            api.kill()
+            api.wait()
+
+
+def run(manager: BackendManager, core_v1: client.CoreV1Api, args: argparse.Namespace) -> None:
+    harness = ExtenderHarness(manager, core_v1, config=SchedulerConfig(events=False)).start()
+    try:
+        pod = harness.pod_json("default", "bench")
+        body = json.dumps({"Pod": pod, "NodeNames": [f"node-{n:05d}" for n in range(args.nodes)]}).encode()
+        connection = http.client.HTTPConnection("127.0.0.1", harness.server.port, timeout=60)
+
+        def post(path: str) -> float:
+            started = time.perf_counter()
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            payload = connection.getresponse().read()
+            elapsed = (time.perf_counter() - started) * 1000
+            if path == "/filter":
+                result = json.loads(payload)
+                if not result.get("NodeNames"):
+                    raise SystemExit(f"filter found no node: {result.get('Error') or list(result.get('FailedNodes', {}).items())[:3]}")
+            return elapsed
+
+        for _ in range(5):  # warm up both paths
+            post("/filter")
+            post("/echo")
+        filters, echoes = [], []
+        for _ in range(args.requests):
+            filters.append(post("/filter"))
+            echoes.append(post("/echo"))
+    finally:
+        harness.stop()
+    f50, f99, e50 = statistics.median(filters), percentile(filters, 0.99), statistics.median(echoes)
+    print(f"nodes={args.nodes} filter_p50_ms={f50:.2f} filter_p99_ms={f99:.2f} echo_p50_ms={e50:.2f} ratio_p50={f50 / e50:.2f}")
+
+
+if __name__ == "__main__":
+    main()
