@@ -58,7 +58,11 @@ def dev() -> None:
     """Tools for developing and testing hami and its backends."""
 
 
-def _attach_dev_commands() -> None:
+def _attach_commands() -> None:
+    from hami.scheduler.cli import scheduler_command, scheduler_config_command
+
+    cli.add_command(scheduler_command)
+    cli.add_command(scheduler_config_command)
     try:
         from hami.testing.kubeapi.cli import apiserver_command
     except ImportError:  # the harness needs hami[testing]
@@ -66,7 +70,7 @@ def _attach_dev_commands() -> None:
     dev.add_command(apiserver_command, "apiserver")
 
 
-_attach_dev_commands()
+_attach_commands()
 
 
 def main() -> None:

@@ -59,13 +59,22 @@ class Extender:
     """The verbs as functions of parsed JSON, so tests and the sandbox can call them without HTTP."""
 
     def __init__(self, scheduler: Scheduler, metrics: SchedulerMetrics | None = None, webhook: WebhookHandler | None = None,
-                 ready: Callable[[], bool] = lambda: True) -> None:
+                 ready: Callable[[], bool] = lambda: True, leading: Callable[[], bool] = lambda: True) -> None:
         self.scheduler = scheduler
         self.metrics = metrics or SchedulerMetrics(scheduler.state)
         self.webhook = webhook
-        self.ready = ready
+        self.synced = ready
+        self.leading = leading
+
+    def ready(self) -> bool:
+        return self.synced() and self.leading()
+
+    def _check_leader(self) -> None:
+        if not self.leading():
+            raise BadRequest("this replica is not the leader; kube-scheduler should reach the leader through the Service")
 
     def filter(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        self._check_leader()
         pod = field(args, "Pod")
         if not isinstance(pod, dict):
             raise BadRequest("ExtenderArgs has no Pod")
@@ -94,6 +103,7 @@ class Extender:
         return [{"Host": name, "Score": score} for name, score in self.scheduler.prioritize(pod, names)]
 
     def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        self._check_leader()
         values = {k: field(args, k) for k in ("PodName", "PodNamespace", "PodUID", "Node")}
         missing = [k for k in ("PodName", "PodNamespace", "Node") if not isinstance(values[k], str) or not values[k]]
         if missing:

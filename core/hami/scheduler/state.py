@@ -122,6 +122,8 @@ class ClusterState:
         self.pods: dict[str, PodRecord] = {}
         self._pods_by_node: dict[str, set[str]] = {}
         self._listeners: list[set[str]] = []
+        self.handshakes: dict[str, tuple[dict[str, str], Mapping[str, Any]]] = {}
+        """Per node: each vendor's handshake value and the node object it came with."""
 
     def changes(self) -> set[str]:
         """A set that collects the names of nodes changed (or removed) from now on; the caller drains it."""
@@ -174,7 +176,12 @@ class ClusterState:
                 ids.append(device.id)
             by_vendor[vendor] = tuple(ids)
         cordon = frozenset(u.strip() for u in (annotations.get(DEVICE_CORDON) or "").split(",") if u.strip())
+        handshakes = {vendor: annotations[k.annotations.handshake] for vendor, k in self.kinds.items() if annotations.get(k.annotations.handshake)}
         with self.lock:
+            if handshakes:
+                self.handshakes[name] = (handshakes, node)
+            else:
+                self.handshakes.pop(name, None)
             state_ = self.nodes.get(name) or NodeState(name, self._changed)
             if (state_.devices, state_.cordoned, state_.problems) == (devices, cordon, problems):
                 return  # a heartbeat or an unrelated change: nothing to redo
@@ -182,8 +189,16 @@ class ClusterState:
             state_.touch()
             self.nodes[name] = state_
 
+    def recheck_handshakes(self) -> None:
+        """Apply the 60 s rule again: time passes without node events."""
+        with self.lock:
+            waiting = [node for values, node in self.handshakes.values() if any(v.startswith("Requesting_") for v in values.values())]
+        for node in waiting:
+            self.apply_node(node)
+
     def delete_node(self, name: str) -> None:
         with self.lock:
+            self.handshakes.pop(name, None)
             if self.nodes.pop(name, None) is not None:
                 self._changed(name)
 

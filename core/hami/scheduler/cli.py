@@ -1,0 +1,87 @@
+"""``hami scheduler`` and ``hami scheduler-config``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+
+import click
+import yaml
+
+from hami.kube import api_client
+from hami.plugin.manager import load_backends
+from hami.scheduler.config import DEFAULT_SCHEDULER_NAME, SchedulerConfig
+from hami.settings import configure_backends, load_settings, signing_keys
+
+log = logging.getLogger(__name__)
+
+
+def _split_bind(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not port.isdigit():
+        raise click.BadParameter(f"{value!r} is not HOST:PORT")
+    return host or "0.0.0.0", int(port)
+
+
+@click.command("scheduler")
+@click.option("--bind", "bind_address", default="0.0.0.0:8443", show_default=True, help="HOST:PORT of the extender (and webhook).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Private key of --tls-cert.")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: the in-cluster service account.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="Backend settings (YAML).")
+@click.option("--scheduler-name", default=DEFAULT_SCHEDULER_NAME, show_default=True)
+@click.option("--node-policy", default="binpack", show_default=True)
+@click.option("--device-policy", default="spread", show_default=True)
+@click.option("--lock-expiry", default=300, show_default=True, help="Seconds after which a node lock may be taken over.")
+@click.option("--signing-key-dir", type=click.Path(exists=True, file_okay=False), help="Mounted Secret with 'key' (and 'previous-key').")
+@click.option("--insecure-skip-signature", is_flag=True, help="Do not sign allocations (development only).")
+@click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, help="Elect a leader on a Lease (replicas > 1).")
+@click.option("--lease-namespace", default="kube-system", show_default=True)
+def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | None, kubeconfig: str | None, config_file: str | None,
+                      scheduler_name: str, node_policy: str, device_policy: str, lock_expiry: int, signing_key_dir: str | None,
+                      insecure_skip_signature: bool, leader_elect: bool, lease_namespace: str) -> None:
+    """Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."""
+    from hami.scheduler.service import SchedulerService
+
+    manager = load_backends()
+    configure_backends(manager, load_settings(config_file))
+    keys = signing_keys(signing_key_dir, insecure_skip_signature)
+    if keys is None:
+        log.warning("event=signing_disabled reason='--insecure-skip-signature': allocations are not signed")
+    config = SchedulerConfig(scheduler_name=scheduler_name, node_policy=node_policy, device_policy=device_policy, lock_expiry=timedelta(seconds=lock_expiry))
+    manager.policies()  # fail now on a broken policy plugin
+    for level, name in (("node", node_policy), ("device", device_policy)):
+        if (level, name) not in manager.policies():
+            raise click.BadParameter(f"unknown {level} policy {name!r}; known: {', '.join(sorted(n for l, n in manager.policies() if l == level))}")
+    host, port = _split_bind(bind_address)
+    service = SchedulerService(manager, api_client(kubeconfig), config, keys, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
+                               leader_elect=leader_elect, lease_namespace=lease_namespace, webhook=_webhook_handler(manager, scheduler_name, kubeconfig))
+    service.start()
+    click.echo(f"hami scheduler serving on {service.server.url}")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+
+
+def _webhook_handler(manager, scheduler_name, kubeconfig):  # type: ignore[no-untyped-def]
+    """The admission webhook served beside the extender (``POST /webhook``)."""
+    return None
+
+
+@click.command("scheduler-config")
+@click.option("--url", default="https://127.0.0.1:8443", show_default=True, help="Where kube-scheduler reaches the extender.")
+@click.option("--scheduler-name", default=DEFAULT_SCHEDULER_NAME, show_default=True)
+@click.option("--ca-file", help="Verify the extender's certificate with this CA (default: insecure TLS to localhost).")
+def scheduler_config_command(url: str, scheduler_name: str, ca_file: str | None) -> None:
+    """Print the KubeSchedulerConfiguration for kube-scheduler, managing every installed backend's resources."""
+    from hami.scheduler.kubeconfig import scheduler_configuration
+
+    manager = load_backends()
+    click.echo(yaml.safe_dump(scheduler_configuration(manager, url, scheduler_name=scheduler_name, ca_file=ca_file), sort_keys=False), nl=False)

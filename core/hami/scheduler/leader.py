@@ -1,0 +1,103 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease, for running several scheduler replicas.
+
+Only the leader answers filter and bind (the others report not-ready, so the Service sends
+kube-scheduler to the leader). Taking or renewing the lease is a PUT carrying the lease's
+resourceVersion, so two replicas racing for an expired lease get one winner and one 409.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+
+from kubernetes.client import CoordinationV1Api
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class LeaderElector:
+    def __init__(self, api: CoordinationV1Api, namespace: str, name: str, identity: str, *, lease_seconds: int = 15, renew_seconds: float = 5.0) -> None:
+        self.api = api
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self.lease_seconds = lease_seconds
+        self.renew_seconds = renew_seconds
+        self.leading = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def try_acquire(self) -> bool:
+        """One round: take or renew the lease if it is ours or expired; returns whether we lead."""
+        now = _now()
+        try:
+            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                return self._set(False, f"HTTP {exc.status}")
+            body = {"metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds,
+                             "acquireTime": _stamp(now), "renewTime": _stamp(now), "leaseTransitions": 0}}
+            try:
+                self.api.create_namespaced_lease(self.namespace, body)
+                return self._set(True, "created")
+            except ApiException as create_exc:
+                return self._set(False, f"create lost (HTTP {create_exc.status})")
+        spec = lease.spec
+        holder = spec.holder_identity
+        renewed = spec.renew_time if isinstance(spec.renew_time, datetime) else _parse(spec.renew_time)
+        duration = timedelta(seconds=spec.lease_duration_seconds or self.lease_seconds)
+        if holder not in (None, "", self.identity) and renewed is not None and renewed + duration > now:
+            return self._set(False, f"held by {holder}")
+        transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
+        body = {"metadata": {"name": self.name, "namespace": self.namespace, "resourceVersion": lease.metadata.resource_version},
+                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds,
+                         "acquireTime": _stamp(now) if holder != self.identity else _stamp(spec.acquire_time or now),
+                         "renewTime": _stamp(now), "leaseTransitions": transitions}}
+        try:
+            self.api.replace_namespaced_lease(self.name, self.namespace, body)
+            return self._set(True, "renewed" if holder == self.identity else f"taken over from {holder or 'nobody'}")
+        except ApiException as exc:
+            return self._set(False, f"lost the race (HTTP {exc.status})")
+
+    def _set(self, leading: bool, why: str) -> bool:
+        if leading != self.leading:
+            log.info("event=leadership_changed identity=%s leading=%s why=%r", self.identity, leading, why)
+        self.leading = leading
+        return leading
+
+    def start(self) -> LeaderElector:
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.try_acquire()
+                except Exception as exc:  # noqa: BLE001 - an outage must not end the election loop
+                    self._set(False, f"{type(exc).__name__}: {exc}")
+                self._stop.wait(self.renew_seconds)
+
+        self._thread = threading.Thread(target=loop, name="leader-election", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.leading = False

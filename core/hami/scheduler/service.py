@@ -1,0 +1,70 @@
+"""``hami scheduler``: the cache, the decisions, the HTTP server and the background loops, wired."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+from kubernetes.client import ApiClient, CoordinationV1Api, CoreV1Api
+
+from hami.plugin.manager import BackendManager
+from hami.scheduler.cache import ClusterCache
+from hami.scheduler.config import SchedulerConfig
+from hami.scheduler.core import Scheduler
+from hami.scheduler.handshake import HandshakeRequester
+from hami.scheduler.leader import LeaderElector
+from hami.scheduler.server import Extender, ExtenderHTTPServer, WebhookHandler
+from hami.scheduler.state import ClusterState
+from hami.signing import SigningKeys
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerService:
+    def __init__(
+        self,
+        manager: BackendManager,
+        api: ApiClient,
+        config: SchedulerConfig,
+        keys: SigningKeys | None,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 8443,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        leader_elect: bool = False,
+        lease_namespace: str = "kube-system",
+        webhook: WebhookHandler | None = None,
+        handshake_interval: float = 15.0,
+    ) -> None:
+        core_v1 = CoreV1Api(api)
+        self.state = ClusterState(manager.kinds)
+        self.cache = ClusterCache(self.state, core_v1)
+        self.scheduler = Scheduler(manager, self.state, core_v1, config, keys)
+        self.handshake = HandshakeRequester(self.state, core_v1, interval=handshake_interval)
+        self.elector = (
+            LeaderElector(CoordinationV1Api(api), lease_namespace, config.scheduler_name, os.environ.get("POD_NAME") or socket.gethostname())
+            if leader_elect else None
+        )
+        leading: Callable[[], bool] = (lambda: self.elector.leading) if self.elector else (lambda: True)
+        self.extender = Extender(self.scheduler, webhook=webhook, ready=lambda: self.cache.synced, leading=leading)
+        self.server = ExtenderHTTPServer(self.extender, host, port, tls_cert=tls_cert, tls_key=tls_key)
+
+    def start(self) -> SchedulerService:
+        self.cache.start()
+        if self.elector:
+            self.elector.start()
+        self.handshake.start()
+        self.server.start()
+        log.info("event=scheduler_started url=%s", self.server.url)
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.handshake.stop()
+        if self.elector:
+            self.elector.stop()
+        self.scheduler.close()
+        self.cache.stop()

@@ -1,0 +1,51 @@
+"""The operator's configuration file, shared by the scheduler and the node agent (a ConfigMap)::
+
+    backends:
+      nvidia: {split_count: 10, memory_scaling: 1.5}
+      hygon: {split_count: 4}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hami.errors import HamiError
+from hami.plugin.manager import BackendManager
+from hami.signing import SigningKeys
+
+SIGNING_KEY_DIR_ENV = "HAMI_SIGNING_KEY_DIR"
+
+
+def load_settings(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise HamiError(f"cannot read the configuration {path!r}: {exc}") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("backends", {}), Mapping):
+        raise HamiError(f"configuration {path!r}: expected a mapping with an optional 'backends' mapping")
+    return dict(data)
+
+
+def configure_backends(manager: BackendManager, settings: Mapping[str, Any]) -> None:
+    """Overlay each backend's settings; a backend named but not installed is an error naming it."""
+    for name, overrides in (settings.get("backends") or {}).items():
+        if not isinstance(overrides, Mapping):
+            raise HamiError(f"configuration backends.{name}: expected a mapping, got {overrides!r:.80}")
+        manager.configure(name, overrides)
+
+
+def signing_keys(directory: str | None, insecure_skip: bool) -> SigningKeys | None:
+    """The allocation signing keys; running without them must be asked for explicitly."""
+    directory = directory or os.environ.get(SIGNING_KEY_DIR_ENV)
+    if directory:
+        return SigningKeys.from_directory(directory)
+    if insecure_skip:
+        return None
+    raise HamiError(f"no signing key: pass --signing-key-dir (or set {SIGNING_KEY_DIR_ENV}) or, for development only, --insecure-skip-signature")

@@ -1,0 +1,119 @@
+"""The assembled scheduler: the real command, leader election, the liveness handshake, the generated
+kube-scheduler configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from kubernetes import client
+
+from hami.annotations import HANDSHAKE_TIME_LAYOUT
+from hami.codec import encode_node_devices
+from hami.model import SchedulableDevice
+from hami.scheduler.cli import scheduler_config_command
+from hami.scheduler.handshake import HandshakeRequester
+from hami.scheduler.leader import LeaderElector
+from hami.scheduler.state import ClusterState
+from hami_nvidia.plugin import KIND
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_scheduler_config_manages_every_installed_resource():
+    result = CliRunner().invoke(scheduler_config_command, ["--url", "https://hami.kube-system.svc:443"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(result.output)
+    assert config["apiVersion"] == "kubescheduler.config.k8s.io/v1"
+    assert config["profiles"] == [{"schedulerName": "hami-scheduler"}]
+    (extender,) = config["extenders"]
+    assert extender["urlPrefix"] == "https://hami.kube-system.svc:443" and extender["nodeCacheCapable"] is True
+    assert extender["bindVerb"] == "bind" and extender["enableHTTPS"] is True and extender["tlsConfig"] == {"insecure": True}
+    managed = {r["name"]: r["ignoredByScheduler"] for r in extender["managedResources"]}
+    for name in ("nvidia.com/gpu", "nvidia.com/gpumem", "hygon.com/dcumem", "huawei.com/Ascend910B3", "cambricon.com/vmlu"):
+        assert managed[name] is True
+
+
+def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
+    kubeconfig = kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")
+    devices = [SchedulableDevice(id="GPU-0", vendor="NVIDIA", type="A100", count=4, memory=8000)]
+    core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="n1", annotations={KIND.annotations.node_register: encode_node_devices(devices, "json")})))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "key").write_text("0123456789abcdef0123456789abcdef\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hami.cli", "scheduler", "--bind", "127.0.0.1:0", "--kubeconfig", str(kubeconfig), "--signing-key-dir", str(keys)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("hami scheduler serving on http://127.0.0.1:"), line + process.stderr.read()
+        url = line.split()[-1]
+        assert wait_for(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200)
+        core_v1.create_namespaced_pod("default", client.V1Pod(metadata=client.V1ObjectMeta(name="p"), spec=client.V1PodSpec(
+            containers=[client.V1Container(name="c", image="i", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": "1000"}))])))
+        pod = json.loads(core_v1.read_namespaced_pod("p", "default", _preload_content=False).data)
+        request = urllib.request.Request(f"{url}/filter", data=json.dumps({"Pod": pod, "NodeNames": ["n1"]}).encode(), method="POST")
+        assert json.loads(urllib.request.urlopen(request, timeout=10).read())["NodeNames"] == ["n1"]
+        assert wait_for(lambda: "hami.io/allocation-signature" in (core_v1.read_namespaced_pod("p", "default").metadata.annotations or {}))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert process.returncode in (0, -15)
+
+
+def test_the_scheduler_refuses_to_run_unsigned_unless_asked(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    result = subprocess.run([sys.executable, "-m", "hami.cli", "scheduler", "--kubeconfig", str(kubeconfig)], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "no signing key: pass --signing-key-dir" in result.stderr
+
+
+def test_one_leader_and_takeover(kube_apiserver):
+    api = client.CoordinationV1Api(kube_apiserver.api_client())
+    a = LeaderElector(api, "kube-system", "hami-scheduler", "replica-a", lease_seconds=1)
+    b = LeaderElector(api, "kube-system", "hami-scheduler", "replica-b", lease_seconds=1)
+    assert a.try_acquire() is True
+    assert b.try_acquire() is False
+    assert a.try_acquire() is True  # renewal
+    time.sleep(1.2)  # a stops renewing
+    assert b.try_acquire() is True
+    assert a.try_acquire() is False
+    lease = api.read_namespaced_lease("hami-scheduler", "kube-system")
+    assert lease.spec.holder_identity == "replica-b" and lease.spec.lease_transitions == 1
+
+
+def test_handshake_marks_silent_agents_dead(core_v1):
+    state = ClusterState({"NVIDIA": KIND})
+    devices = encode_node_devices([SchedulableDevice(id="GPU-0", vendor="NVIDIA", type="A100", count=4, memory=8000)], "json")
+    long_ago = datetime.fromtimestamp(time.time() - 300).strftime(HANDSHAKE_TIME_LAYOUT)
+    core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="n1", annotations={
+        KIND.annotations.node_register: devices, KIND.annotations.handshake: f"Reported_{long_ago}"})))
+    state.apply_node(json.loads(core_v1.read_node("n1", _preload_content=False).data))
+    requester = HandshakeRequester(state, core_v1)
+    assert requester.request_once() == 1
+    value = core_v1.read_node("n1").metadata.annotations[KIND.annotations.handshake]
+    assert value.startswith("Requesting_")
+    state.apply_node(json.loads(core_v1.read_node("n1", _preload_content=False).data))
+    assert list(state.node("n1").devices) == ["GPU-0"]  # asked just now: still alive
+    state.clock = lambda: time.time() + 61  # the agent never answers
+    state.recheck_handshakes()
+    assert state.node("n1").devices == {} and "has not reported" in state.node("n1").problems["NVIDIA"]
