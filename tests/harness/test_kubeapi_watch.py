@@ -38,7 +38,7 @@ class Collector:
         finally:
             self.events.put(_END)
 
-    def next(self, timeout: float = 5) -> dict[str, Any]:
+    def next(self, timeout: float = 20) -> dict[str, Any]:
         item = self.events.get(timeout=timeout)
         assert item is not _END, f"stream ended early: {self.error!r}"
         return item
