@@ -280,6 +280,18 @@ class NodeUsage:
 
 
 @attrs.frozen
+class NodeAnnotations:
+    """Extra node annotations a backend publishes beside its device list (NVLink pair scores, rings)."""
+
+    values: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        for key, value in self.values.items():
+            if not isinstance(key, str) or not is_annotation_key(key) or not isinstance(value, str):
+                raise _fail("NodeAnnotations", "values", key, "must map valid annotation keys to strings")
+
+
+@attrs.frozen
 class HealthEvent:
     """A device became healthy or unhealthy (``hami_device_health``)."""
 

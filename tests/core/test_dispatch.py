@@ -19,6 +19,7 @@ from hami.model import (
     Grant,
     HealthEvent,
     Mount,
+    NodeAnnotations,
     NodeUsage,
     PhysicalDevice,
     PolicyInfo,
@@ -61,6 +62,19 @@ class Recorder:
     def hami_split_device(self, device, config):
         self.calls.append(("split", self.name, config["owner"]))
         return SchedulableDevice(id=device.id, vendor=device.vendor, type=device.type, count=config["split_count"], memory=device.memory)
+
+    @hookimpl
+    def hami_node_annotations(self, devices, physical, config):
+        self.calls.append(("node-annotations", self.name, len(devices), len(physical)))
+        return NodeAnnotations({f"hami.io/node-{self.name}-links": ",".join(d.id for d in devices)})
+
+    @hookimpl
+    def hami_select_devices(self, request, candidates, node_annotations, pod, config):
+        self.calls.append(("select", self.name, config["owner"]))
+        pairs = node_annotations.get("hami.io/pairs")
+        if pairs is None:
+            return None
+        return [] if pairs == "none" else pairs.split(",")[: request.count]
 
     @hookimpl
     def hami_container_requests(self, container, pod, config):
@@ -307,3 +321,30 @@ def test_a_policy_offered_twice_is_an_error(hami_manager):
     hami_manager.register(Copy(), name="copy")
     with pytest.raises(BackendError, match="node scoring policy 'binpack' is offered twice"):
         hami_manager.policies()
+
+
+def test_node_annotations_come_from_one_backend(manager, calls):
+    devices = [SchedulableDevice(id="ALPHA-0", vendor="ALPHA", type="t", count=1, memory=1)]
+    assert manager.node_annotations("alpha", devices, []) == {"hami.io/node-alpha-links": "ALPHA-0"}
+    assert calls == [("node-annotations", "alpha", 1, 0)]
+
+
+def test_node_annotations_may_not_overwrite_the_cores_keys(hami_manager, calls):
+    class Overreach(Recorder):
+        @hookimpl
+        def hami_node_annotations(self, devices, physical, config):
+            return NodeAnnotations({"hami.io/node-over-register": "[]"})
+
+    hami_manager.register(Overreach("over", "OVER", calls))
+    with pytest.raises(BackendError, match=r"writes \['hami.io/node-over-register'\], which the core writes itself"):
+        hami_manager.node_annotations("over", [], [])
+
+
+def test_select_devices_is_checked(manager):
+    usages = [DeviceUsage(SchedulableDevice(id=f"ALPHA-{i}", vendor="ALPHA", type="t", count=1, memory=1)) for i in range(3)]
+    request = DeviceRequest("ALPHA", count=2)
+    assert manager.select_devices(request, usages, {}, POD) is None
+    assert manager.select_devices(request, usages, {"hami.io/pairs": "ALPHA-2,ALPHA-0"}, POD) == ["ALPHA-2", "ALPHA-0"]
+    assert manager.select_devices(request, usages, {"hami.io/pairs": "none"}, POD) == []
+    with pytest.raises(BackendError, match="expected 2 distinct ids among the candidates"):
+        manager.select_devices(request, usages, {"hami.io/pairs": "ALPHA-0,ALPHA-9"}, POD)

@@ -174,3 +174,22 @@ def test_pod_errors_are_reported_not_raised(manager):
     outcome = scheduler.filter(pod("q", [{"nvidia.com/gpu": "1"}], annotations={"hami.io/gpu-scheduler-policy": "tetris"}), ["n1"])
     assert "unknown device scheduling policy 'tetris'" in outcome.error
     assert not scheduler.filter(pod("r", [{"cpu": "1"}]), ["n1"]).managed
+
+
+def test_backend_chooses_devices_that_go_together(hami_manager, register_backend):
+    class Ringed(Nvidia):
+        @hookimpl
+        def hami_select_devices(self, request, candidates, node_annotations, pod, config):
+            ring = node_annotations.get("hami.io/node-nvidia-ring", "")
+            ids = [c.device.id for c in candidates if c.device.id in ring.split(",")]
+            return ids[: request.count] if len(ids) >= request.count else []
+
+    register_backend(Ringed(NVIDIA_INFO))
+    state = state_with(node("n1", [gpu(0), gpu(1), gpu(2), gpu(3)], **{"hami.io/node-nvidia-ring": "GPU-1,GPU-3"}))
+    scheduler = Scheduler(hami_manager, state, None)
+    two = pod("p", [{"nvidia.com/gpu": "2"}])
+    result = fit_node(hami_manager, state.node("n1"), two, scheduler.requests(two), "spread")
+    assert [g.id for g in result.devices["NVIDIA"][0]] == ["GPU-1", "GPU-3"]
+    three = pod("q", [{"nvidia.com/gpu": "3"}])
+    result = fit_node(hami_manager, state.node("n1"), three, scheduler.requests(three), "spread")
+    assert result.reason == "container #0 needs 3 NVIDIA: 4/4 TopologyNotFit"

@@ -32,6 +32,7 @@ from hami.model import (
     DeviceUsage,
     Grant,
     HealthEvent,
+    NodeAnnotations,
     NodeUsage,
     PhysicalDevice,
     PolicyInfo,
@@ -130,6 +131,23 @@ def hami_split_device(device: PhysicalDevice, config: Config) -> SchedulableDevi
     """
 
 
+@hookspec
+def hami_node_annotations(devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Config) -> NodeAnnotations | None:
+    """Extra node annotations to publish beside the device list: what the scheduler needs to
+    choose devices together (NVLink pair scores, HCCS or MLULink rings).
+
+    Called by the node agent at every registration, once per backend (backend-dispatched) with that
+    backend's split and physical devices. The keys must not be another backend's.
+
+    Example::
+
+        @hookimpl
+        def hami_node_annotations(devices, physical, config):
+            rings = {d.id: d.attributes.get("ring", "") for d in physical}
+            return NodeAnnotations({"hami.io/node-acme-rings": json.dumps(rings)})
+    """
+
+
 # ---------------------------------------------------------------- scheduling (webhook, extender)
 
 
@@ -205,6 +223,31 @@ def hami_device_fits(request: DeviceRequest, device: DeviceUsage, pod: Pod, conf
             if wanted and wanted.lower() not in device.device.type.lower():
                 return "CardTypeMismatch"
             return None
+    """
+
+
+@hookspec(firstresult=True)
+def hami_select_devices(
+    request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Pod, config: Config
+) -> Sequence[str] | None:
+    """Choose ``request.count`` devices among ``candidates`` (each fits on its own; best device
+    score first) when devices must be chosen together: NVLink pairs, HCCS rings, MLULink rings.
+
+    Vendor-dispatched, first non-None result wins: return the chosen device ids, or None to let the
+    core take the best-scored ones (honouring NUMA binding). Return ``[]`` to say that no set of
+    these devices is acceptable (e.g. a guaranteed ring cannot be formed). ``node_annotations`` are
+    the node's annotations, including what ``hami_node_annotations`` published.
+
+    Example::
+
+        @hookimpl
+        def hami_select_devices(request, candidates, node_annotations, pod, config):
+            rings = json.loads(node_annotations.get("hami.io/node-acme-rings", "{}"))
+            by_ring = {}
+            for usage in candidates:
+                by_ring.setdefault(rings.get(usage.device.id), []).append(usage.device.id)
+            fitting = [ids for ids in by_ring.values() if len(ids) >= request.count]
+            return fitting[0][: request.count] if fitting else None
     """
 
 

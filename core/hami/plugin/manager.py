@@ -34,6 +34,7 @@ from hami.model import (
     DeviceUsage,
     Grant,
     HealthEvent,
+    NodeAnnotations,
     NodeUsage,
     PhysicalDevice,
     PolicyInfo,
@@ -322,6 +323,30 @@ class BackendManager:
     def device_health(self, backend: str, devices: Sequence[PhysicalDevice]) -> list[HealthEvent]:
         batches = self._caller("hami_device_health", backend, cross_cutting=False)(devices=list(devices), config=self.config(backend))
         return [e for batch in batches for e in _expect_list(batch, HealthEvent, "hami_device_health", backend)]
+
+    def node_annotations(self, backend: str, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice]) -> dict[str, str]:
+        """A backend's extra node annotations; the registration and handshake keys stay the core's."""
+        found: dict[str, str] = {}
+        caller = self._caller("hami_node_annotations", backend, cross_cutting=False)
+        for part in caller(devices=list(devices), physical=list(physical), config=self.config(backend)):
+            if part is not None:
+                found.update(_expect(part, NodeAnnotations, "hami_node_annotations", backend).values)
+        owned = {key for k in self._kinds.values() for key in attrs.astuple(k.annotations)}
+        clash = sorted(owned & found.keys())
+        if clash:
+            raise BackendError(f"hami_node_annotations for {backend} writes {clash}, which the core writes itself")
+        return found
+
+    def select_devices(self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any]) -> list[str] | None:
+        """The owner's choice of ``request.count`` devices among ``candidates``, or None for the core's."""
+        chosen = self._vendor_call("hami_select_devices", request.vendor, request=request, candidates=list(candidates), node_annotations=node_annotations, pod=pod)
+        if chosen is None:
+            return None
+        ids = _expect_list(chosen, str, "hami_select_devices", request.vendor)
+        allowed = {c.device.id for c in candidates}
+        if ids and (len(ids) != request.count or len(set(ids)) != len(ids) or not set(ids) <= allowed):
+            raise BackendError(f"hami_select_devices for {request.vendor} chose {ids}: expected {request.count} distinct ids among the candidates")
+        return ids
 
     def split(self, device: PhysicalDevice) -> SchedulableDevice:
         result = self._vendor_call("hami_split_device", device.vendor, device=device)

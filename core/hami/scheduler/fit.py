@@ -64,8 +64,16 @@ def _counted(reasons: Counter[str], total: int) -> str:
     return ", ".join(f"{n}/{total} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _choose(candidates: list[tuple[float, DeviceUsage, DeviceRequest]], request: DeviceRequest) -> list[tuple[float, DeviceUsage, DeviceRequest]] | None:
+def _choose(
+    manager: BackendManager, node: NodeState, pod: Mapping[str, Any], candidates: list[tuple[float, DeviceUsage, DeviceRequest]], request: DeviceRequest
+) -> list[tuple[float, DeviceUsage, DeviceRequest]] | None:
+    """The backend's choice of devices that must go together, else the best-scored (per NUMA node when bound)."""
     ranked = sorted(candidates, key=lambda c: (-c[0], c[1].device.index, c[1].device.id))
+    if request.count > 1:
+        chosen = manager.select_devices(request, [c[1] for c in ranked], node.annotations, pod)
+        if chosen is not None:
+            by_id = {c[1].device.id: c for c in ranked}
+            return [by_id[i] for i in chosen] or None
     if not request.attributes.get(NUMA_BIND):
         return ranked[: request.count]
     groups: dict[int, list[tuple[float, DeviceUsage, DeviceRequest]]] = {}
@@ -106,10 +114,10 @@ def fit_node(
                     continue
                 score = manager.score_device(device_policy, normalized, usage, pod)
                 candidates.append((score, usage, normalized))
-            chosen = _choose(candidates, request) if len(candidates) >= request.count else None
+            chosen = _choose(manager, node, pod, candidates, request) if len(candidates) >= request.count else None
             if chosen is None:
                 if len(candidates) >= request.count:
-                    reasons["NumaNotFit"] += len(candidates)
+                    reasons["NumaNotFit" if request.attributes.get(NUMA_BIND) else "TopologyNotFit"] += len(candidates)
                 container = f"container #{position}"
                 return Misfit(node.name, f"{container} needs {request.count} {request.vendor}: {_counted(reasons, len(ids))}")
             grants = []

@@ -49,6 +49,7 @@ class NodeState:
         self.by_vendor: dict[str, tuple[str, ...]] = {}
         self.cordoned: frozenset[str] = frozenset()
         self.problems: dict[str, str] = {}  # vendor -> why its devices were dropped
+        self.annotations: Mapping[str, str] = {}  # the node's annotations, for backends choosing devices together
         self.held: dict[str, list[int]] = {}  # device id -> [slots, MiB, cores], all pods together
         self.generation = 0
         self._usages: dict[str, DeviceUsage] = {}
@@ -178,6 +179,8 @@ class ClusterState:
         cordon = frozenset(u.strip() for u in (annotations.get(DEVICE_CORDON) or "").split(",") if u.strip())
         handshakes = {vendor: annotations[k.annotations.handshake] for vendor, k in self.kinds.items() if annotations.get(k.annotations.handshake)}
         with self.lock:
+            if name in self.nodes:
+                self.nodes[name].annotations = annotations
             if handshakes:
                 self.handshakes[name] = (handshakes, node)
             else:
@@ -186,6 +189,7 @@ class ClusterState:
             if (state_.devices, state_.cordoned, state_.problems) == (devices, cordon, problems):
                 return  # a heartbeat or an unrelated change: nothing to redo
             state_.devices, state_.by_vendor, state_.cordoned, state_.problems = devices, by_vendor, cordon, problems
+            state_.annotations = annotations
             state_.touch()
             self.nodes[name] = state_
 

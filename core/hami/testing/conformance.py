@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import yaml
 
@@ -50,6 +51,8 @@ EXERCISED_HOOKS = {
     "hami_discover_devices": "test_discovery_reads_the_inventory",
     "hami_device_health": "test_health_reports_events_for_own_devices",
     "hami_split_device": "test_split_devices_round_trip_through_the_node_annotation",
+    "hami_node_annotations": "test_split_devices_round_trip_through_the_node_annotation",
+    "hami_select_devices": "test_fit_hooks_keep_the_contract",
     "hami_container_requests": "test_requests_round_trip_through_the_allocation_codec",
     "hami_mutate_container": "test_admission_defaults_touch_only_own_resources",
     "hami_normalize_request": "test_fit_hooks_keep_the_contract",
@@ -161,7 +164,9 @@ class BackendConformance:
         ids = {d.id for d in devices}
         assert all(e.device_id in ids for e in events), events
 
-    def test_split_devices_round_trip_through_the_node_annotation(self, manager: BackendManager, devices: list[PhysicalDevice]) -> None:
+    def test_split_devices_round_trip_through_the_node_annotation(self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
+        extra = manager.node_annotations(backend_info.name, [manager.split(d) for d in devices], devices)
+        assert all(is_annotation_key(k) and isinstance(v, str) for k, v in extra.items()), extra
         for device in devices:
             split = manager.split(device)
             assert split.id == device.id and split.vendor == device.vendor
@@ -214,6 +219,9 @@ class BackendConformance:
             assert isinstance(normalized, DeviceRequest) and normalized.vendor == kind.vendor
             reason = manager.device_fits(normalized, usage, pod)
             assert reason is None or (isinstance(reason, str) and reason), reason
+            pair = [DeviceUsage(manager.split(d)) for d in devices if d.vendor == kind.vendor]
+            chosen = manager.select_devices(attrs.evolve(request, count=2), pair, {}, pod)  # checks ids and count
+            assert chosen is None or len(chosen) in (0, 2)
 
     # ------------------------------------------------------------ runtime side
 
