@@ -292,6 +292,21 @@ class FewestPods:
         return device.free_memory if policy == "emptiest" else None
 
 
+class BulkFewestPods(FewestPods):
+    calls = 0
+
+    @hookimpl
+    def hami_scoring_policies(self):
+        return [PolicyInfo("fewest-pods-bulk", "node", "prefer idle nodes, scored in bulk")]
+
+    @hookimpl
+    def hami_score_nodes(self, policy, nodes, requests, pod):
+        if policy != "fewest-pods-bulk":
+            return None
+        BulkFewestPods.calls += 1
+        return [-sum(d.used for d in node.devices) for node in nodes]
+
+
 def _usage(used: int) -> DeviceUsage:
     return DeviceUsage(SchedulableDevice(id=f"d{used}", vendor="V", type="t", count=10, memory=100), used=used)
 
@@ -348,3 +363,28 @@ def test_select_devices_is_checked(manager):
     assert manager.select_devices(request, usages, {"hami.io/pairs": "none"}, POD) == []
     with pytest.raises(BackendError, match="expected 2 distinct ids among the candidates"):
         manager.select_devices(request, usages, {"hami.io/pairs": "ALPHA-0,ALPHA-9"}, POD)
+
+
+def test_bulk_scoring_and_its_per_node_fallback(hami_manager):
+    hami_manager.register(FewestPods(), name="fewest")
+    hami_manager.register(BulkFewestPods(), name="bulk")
+    nodes = [NodeUsage("busy", [_usage(5)]), NodeUsage("idle", [_usage(1)])]
+    assert hami_manager.score_nodes("fewest-pods-bulk", nodes, [], POD) == [-5.0, -1.0]
+    assert BulkFewestPods.calls == 1  # one call for all nodes
+    assert hami_manager.score_nodes("fewest-pods", nodes, [], POD) == [-5.0, -1.0]  # no bulk hook: node by node
+    assert hami_manager.score_nodes("binpack", nodes, [], POD) == [hami_manager.score_node("binpack", n, [], POD) for n in nodes]
+
+
+def test_bulk_scores_must_match_the_nodes(hami_manager):
+    class Short:
+        @hookimpl
+        def hami_scoring_policies(self):
+            return [PolicyInfo("short", "node")]
+
+        @hookimpl
+        def hami_score_nodes(self, policy, nodes, requests, pod):
+            return [1.0] if policy == "short" else None
+
+    hami_manager.register(Short(), name="short")
+    with pytest.raises(BackendError, match="returned 1 scores for 2 nodes"):
+        hami_manager.score_nodes("short", [NodeUsage("a"), NodeUsage("b")], [], POD)

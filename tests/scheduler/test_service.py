@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 
@@ -65,7 +66,13 @@ def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
         line = process.stdout.readline()
         assert line.startswith("hami scheduler serving on http://127.0.0.1:"), line + process.stderr.read()
         url = line.split()[-1]
-        assert wait_for(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200)
+        def ready():
+            try:
+                return urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200
+            except urllib.error.HTTPError:
+                return False  # 503 until the cache has synced
+
+        assert wait_for(ready)
         core_v1.create_namespaced_pod("default", client.V1Pod(metadata=client.V1ObjectMeta(name="p"), spec=client.V1PodSpec(
             containers=[client.V1Container(name="c", image="i", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": "1000"}))])))
         pod = json.loads(core_v1.read_namespaced_pod("p", "default", _preload_content=False).data)

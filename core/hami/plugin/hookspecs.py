@@ -284,6 +284,24 @@ def hami_score_node(policy: str, node: NodeUsage, requests: Sequence[DeviceReque
 
 
 @hookspec(firstresult=True)
+def hami_score_nodes(policy: str, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Pod) -> Sequence[float] | None:
+    """Score many candidate nodes at once under ``policy`` (higher is better), one score per node in
+    order: for policies that are cheaper in bulk (vectorised fragmentation, shared memo tables).
+
+    Open hook, first non-None result wins; return None for policies you do not implement, and the
+    core falls back to ``hami_score_node`` per node.
+
+    Example::
+
+        @hookimpl
+        def hami_score_nodes(policy, nodes, requests, pod):
+            if policy != "fewest-pods":
+                return None
+            return [-sum(d.used for d in node.devices) for node in nodes]
+    """
+
+
+@hookspec(firstresult=True)
 def hami_score_device(policy: str, request: DeviceRequest, device: DeviceUsage, pod: Pod) -> float | None:
     """Score one candidate device for ``request`` under ``policy`` (higher is better).
 

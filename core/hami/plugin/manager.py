@@ -423,6 +423,16 @@ class BackendManager:
         score = self.pm.hook.hami_score_node(policy=policy, node=node, requests=list(requests), pod=pod)
         return float(_expect(score, (int, float), "hami_score_node", f"policy {policy!r}"))
 
+    def score_nodes(self, policy: str, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> list[float]:
+        """One score per node, in bulk when the policy offers it, else node by node."""
+        self._check_policy("node", policy)
+        scores = self.pm.hook.hami_score_nodes(policy=policy, nodes=list(nodes), requests=list(requests), pod=pod)
+        if scores is None:
+            return [self.score_node(policy, node, requests, pod) for node in nodes]
+        if not hasattr(scores, "__len__") or len(scores) != len(nodes):
+            raise BackendError(f"hami_score_nodes for policy {policy!r} returned {len(scores) if hasattr(scores, '__len__') else scores!r} scores for {len(nodes)} nodes")
+        return [float(x) for x in scores]
+
     def score_device(self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> float:
         self._check_policy("device", policy)
         score = self.pm.hook.hami_score_device(policy=policy, request=request, device=device, pod=pod)

@@ -103,8 +103,9 @@ class Scheduler:
                 ranking = self._rankings[policy] = NodeRanking(self.state, lambda node: self.manager.score_node(policy, node.node_usage(), (), {}))
             return (node for node in ranking.best_first() if node.name in wanted)
         nodes = [self.state.nodes[n] for n in wanted if n in self.state.nodes]
-        scored = sorted(((-self.node_score(policy, node, requests, pod), node.name, node) for node in nodes), key=lambda r: (r[0], r[1]))
-        return (node for _, _, node in scored)
+        scores = self.manager.score_nodes(policy, [node.node_usage() for node in nodes], requests, pod)
+        scored = sorted(zip(scores, nodes), key=lambda r: (-r[0], r[1].name))
+        return (node for _, node in scored)
 
     # ------------------------------------------------------------ filter
 
