@@ -61,8 +61,11 @@ def dev() -> None:
 def _attach_commands() -> None:
     from hami.scheduler.cli import scheduler_command, scheduler_config_command
 
+    from hami.webhook.cli import webhook_command
+
     cli.add_command(scheduler_command)
     cli.add_command(scheduler_config_command)
+    cli.add_command(webhook_command)
     try:
         from hami.testing.kubeapi.cli import apiserver_command
     except ImportError:  # the harness needs hami[testing]

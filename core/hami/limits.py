@@ -22,13 +22,13 @@ def container_resources(container: Mapping[str, Any]) -> dict[str, Any]:
     return {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
 
 
-def _read(resources: Mapping[str, Any], name: str | None) -> int | None:
+def _read(resources: Mapping[str, Any], name: str | None, where: str) -> int | None:
     if name is None or name not in resources:
         return None
     try:
         return parse_count(resources[name], name)
     except QuantityError as exc:
-        raise RequestError(str(exc)) from None
+        raise RequestError(f"{where}: {exc}") from None
 
 
 def standard_request(
@@ -42,14 +42,14 @@ def standard_request(
     """The container's request for ``kind``, or None when it asks nothing of it."""
     resources = container_resources(container)
     names = kind.resources
-    count = _read(resources, names.count)
+    where = f"container {container.get('name')!r}"
+    count = _read(resources, names.count, where)
     for alias in count_aliases:
         if count is None:
-            count = _read(resources, alias)
-    memory = _read(resources, names.memory)
-    percentage = _read(resources, names.memory_percentage)
-    cores = _read(resources, names.cores)
-    where = f"container {container.get('name')!r}"
+            count = _read(resources, alias, where)
+    memory = _read(resources, names.memory, where)
+    percentage = _read(resources, names.memory_percentage, where)
+    cores = _read(resources, names.cores, where)
     if count is None and memory is None and percentage is None and cores is None:
         return None
     if count == 0:

@@ -3,6 +3,7 @@ kube-scheduler configuration."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -73,6 +74,13 @@ def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
                 return False  # 503 until the cache has synced
 
         assert wait_for(ready)
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "r-1", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "default",
+            "object": {"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}]}}}}
+        answer = json.loads(urllib.request.urlopen(urllib.request.Request(f"{url}/webhook", data=json.dumps(review).encode(), method="POST"), timeout=10).read())
+        assert answer["response"]["uid"] == "r-1" and answer["response"]["allowed"] is True
+        patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+        assert {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": "1"} in patch
         core_v1.create_namespaced_pod("default", client.V1Pod(metadata=client.V1ObjectMeta(name="p"), spec=client.V1PodSpec(
             containers=[client.V1Container(name="c", image="i", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": "1000"}))])))
         pod = json.loads(core_v1.read_namespaced_pod("p", "default", _preload_content=False).data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, Literal
@@ -126,6 +127,7 @@ class BackendManager:
         self._policies: dict[tuple[str, str], PolicyInfo] | None = None
         self._overrides: dict[str, dict[str, Any]] = {}
         self._callers: dict[tuple[str, str, bool], Any] = {}
+        self._callers_lock = threading.Lock()
         if builtins:
             from hami.policies import BUILTIN_PLUGINS
 
@@ -289,14 +291,18 @@ class BackendManager:
     def _caller(self, hook: str, backend: str | None, *, cross_cutting: bool = True) -> Any:
         """``hook`` reaching only ``backend`` (None: no backend) and, if asked, the cross-cutting plugins."""
         key = (hook, backend or "", cross_cutting)
-        if key not in self._callers:
-            keep = {id(self._backends[backend][0])} if backend else set()
-            remove = [
-                p for p in self.pm.get_plugins()
-                if id(p) not in keep and (not cross_cutting or any(p is b for b, _, _ in self._backends.values()))
-            ]
-            self._callers[key] = self.pm.subset_hook_caller(hook, remove)
-        return self._callers[key]
+        caller = self._callers.get(key)
+        if caller is not None:
+            return caller
+        with self._callers_lock:  # servers dispatch from many threads
+            if key not in self._callers:
+                keep = {id(self._backends[backend][0])} if backend else set()
+                remove = [
+                    p for p in self.pm.get_plugins()
+                    if id(p) not in keep and (not cross_cutting or any(p is b for b, _, _ in self._backends.values()))
+                ]
+                self._callers[key] = self.pm.subset_hook_caller(hook, remove)
+            return self._callers[key]
 
     def _open_call(self, hook: str, **kwargs: Any) -> list[Any]:
         """An open hook: each backend with its own config, then the cross-cutting plugins with none."""

@@ -11,8 +11,9 @@ import click
 import yaml
 
 from hami.kube import api_client
-from hami.plugin.manager import load_backends
+from hami.plugin.manager import BackendManager, load_backends
 from hami.scheduler.config import DEFAULT_SCHEDULER_NAME, SchedulerConfig
+from hami.scheduler.server import WebhookHandler
 from hami.settings import configure_backends, load_settings, signing_keys
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,17 @@ def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | No
         service.stop()
 
 
-def _webhook_handler(manager, scheduler_name, kubeconfig):  # type: ignore[no-untyped-def]
-    """The admission webhook served beside the extender (``POST /webhook``)."""
-    return None
+def _webhook_handler(manager: BackendManager, scheduler_name: str, kubeconfig: str | None) -> WebhookHandler:
+    """The admission webhook served beside the extender (``POST /webhook``), quota read from the API."""
+    from kubernetes.client import CoreV1Api
+
+    from hami.webhook.admission import review
+    from hami.webhook.config import WebhookConfig
+    from hami.webhook.quota import KubeQuotaSource
+
+    config = WebhookConfig(scheduler_name=scheduler_name)
+    quota = KubeQuotaSource(CoreV1Api(api_client(kubeconfig)))
+    return lambda body: review(manager, body, config, quota)
 
 
 @click.command("scheduler-config")

@@ -1,0 +1,319 @@
+"""ResourceQuota on shared-device resources (``limits.nvidia.com/gpumem``…), enforced at admission.
+
+kube-apiserver's own quota admission only counts ``requests.<extended resource>`` and charges a
+container what it writes. A device share is different: ``nvidia.com/gpumem: 3000`` with
+``nvidia.com/gpu: 2`` takes 3000 MiB on *each* of two devices. So, as in HAMi, the webhook enforces
+``limits.<resource>`` itself for every resource of an installed backend:
+
+- a per-device resource (memory, memory percentage, cores) is charged value × the container's device
+  count; any other resource (the count, an alias, a priority) is charged as written;
+- a pod is charged like Kubernetes charges pod requests: the sum over app containers and sidecars
+  (init containers with ``restartPolicy: Always``), or the largest init container plus the sidecars
+  started before it, whichever is larger;
+- usage is recomputed from the namespace's non-terminated pods on every admission (nobody maintains
+  ``status.used`` for these keys); quota scopes and scope selectors are honoured.
+
+Messages use kube-apiserver's wording: ``exceeded quota: q1, requested: limits.nvidia.com/gpumem=6000,
+used: limits.nvidia.com/gpumem=4000, limited: limits.nvidia.com/gpumem=8000``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hami.errors import HamiError, QuantityError
+from hami.limits import container_resources
+from hami.quantity import format_quantity, parse_quantity
+
+if TYPE_CHECKING:
+    import kubernetes.client
+
+    from hami.plugin.manager import BackendManager
+
+log = logging.getLogger(__name__)
+
+QUOTA_PREFIX = "limits."
+_TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+_LIST_PAGE = 500
+
+Pod = Mapping[str, Any]
+
+
+class QuotaError(HamiError):
+    """The quotas or pods of a namespace could not be read (the API server failed us)."""
+
+
+class QuotaSource(Protocol):
+    """Where admission reads a namespace's ResourceQuotas and pods, as JSON-shaped dicts."""
+
+    def resource_quotas(self, namespace: str) -> list[Mapping[str, Any]]: ...
+
+    def pods(self, namespace: str) -> list[Mapping[str, Any]]: ...
+
+
+class StaticQuotaSource:
+    """Fixed quotas and pods (the simulator, unit tests): ``{namespace: [objects]}``."""
+
+    def __init__(self, quotas: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, pods: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> None:
+        self._quotas = {ns: list(items) for ns, items in (quotas or {}).items()}
+        self._pods = {ns: list(items) for ns, items in (pods or {}).items()}
+
+    def resource_quotas(self, namespace: str) -> list[Mapping[str, Any]]:
+        return list(self._quotas.get(namespace, ()))
+
+    def pods(self, namespace: str) -> list[Mapping[str, Any]]:
+        return list(self._pods.get(namespace, ()))
+
+
+class KubeQuotaSource:
+    """Reads through a ``kubernetes.client.CoreV1Api``; raw JSON, so objects keep the wire shape
+    the AdmissionReview's pod has (camelCase keys), and pods are listed in pages."""
+
+    def __init__(self, core_v1: kubernetes.client.CoreV1Api, *, timeout: float = 5.0) -> None:
+        self.core_v1 = core_v1
+        self.timeout = timeout
+
+    def _list(self, call: Any, what: str, namespace: str) -> list[Mapping[str, Any]]:
+        items: list[Mapping[str, Any]] = []
+        token: str | None = None
+        try:
+            while True:
+                kwargs: dict[str, Any] = {"limit": _LIST_PAGE, "_preload_content": False, "_request_timeout": self.timeout}
+                if token:
+                    kwargs["_continue"] = token
+                data = json.loads(call(namespace, **kwargs).data)
+                items.extend(data.get("items") or ())
+                token = (data.get("metadata") or {}).get("continue")
+                if not token:
+                    return items
+        except Exception as exc:  # any client, network or decoding failure: admission reports it
+            raise QuotaError(f"cannot list {what} in namespace {namespace!r}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def resource_quotas(self, namespace: str) -> list[Mapping[str, Any]]:
+        return self._list(self.core_v1.list_namespaced_resource_quota, "resourcequotas", namespace)
+
+    def pods(self, namespace: str) -> list[Mapping[str, Any]]:
+        return self._list(self.core_v1.list_namespaced_pod, "pods", namespace)
+
+
+# ------------------------------------------------------------------ what a pod is charged
+
+
+def _quantity(value: Any, what: str) -> Decimal | None:
+    try:
+        return parse_quantity(value)
+    except QuantityError as exc:
+        log.warning("event=quota_bad_quantity subject=%r error=%r", what, str(exc))
+        return None
+
+
+def _device_counts(manager: BackendManager, container: Mapping[str, Any], pod: Pod) -> dict[str, int]:
+    """Devices per vendor key the container asks for (the backend's own rules, aliases included)."""
+    try:
+        return {r.vendor: r.count for r in manager.container_requests(container, pod)}
+    except HamiError as exc:  # an existing pod with a value we cannot read: charge per device once
+        log.warning("event=quota_unreadable_request container=%r error=%r", container.get("name"), str(exc))
+        return {}
+
+
+def container_charge(manager: BackendManager, container: Mapping[str, Any], pod: Pod) -> dict[str, Decimal]:
+    """``{"limits.<resource>": amount}`` for one container's shared-device resources."""
+    resources = container_resources(container)
+    counts: dict[str, int] | None = None
+    charge: dict[str, Decimal] = {}
+    for name, raw in resources.items():
+        kind = manager.kind_for_resource(name)
+        if kind is None:
+            continue
+        value = _quantity(raw, f"container {container.get('name')!r} {name}")
+        if value is None or value <= 0:
+            continue
+        names = kind.resources
+        if name in (names.memory, names.memory_percentage, names.cores):
+            if counts is None:
+                counts = _device_counts(manager, container, pod)
+            value *= counts.get(kind.vendor, 1)
+        charge[QUOTA_PREFIX + name] = value
+    return charge
+
+
+def _add(total: dict[str, Decimal], part: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    out = dict(total)
+    for key, value in part.items():
+        out[key] = out.get(key, Decimal(0)) + value
+    return out
+
+
+def _max(a: Mapping[str, Decimal], b: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    return {key: max(a.get(key, Decimal(0)), b.get(key, Decimal(0))) for key in a.keys() | b.keys()}
+
+
+def _containers(spec: Mapping[str, Any], field: str) -> list[Mapping[str, Any]]:
+    value = spec.get(field) or []
+    return [c for c in value if isinstance(c, Mapping)] if isinstance(value, list) else []
+
+
+def pod_charge(manager: BackendManager, pod: Pod) -> dict[str, Decimal]:
+    """What the whole pod is charged, with Kubernetes' init-container and sidecar rule."""
+    spec = pod.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        return {}
+    app: dict[str, Decimal] = {}
+    for container in _containers(spec, "containers"):
+        app = _add(app, container_charge(manager, container, pod))
+    sidecars: dict[str, Decimal] = {}
+    init_peak: dict[str, Decimal] = {}
+    for container in _containers(spec, "initContainers"):
+        charge = container_charge(manager, container, pod)
+        if container.get("restartPolicy") == "Always":
+            sidecars = _add(sidecars, charge)
+            init_peak = _max(init_peak, sidecars)
+        else:
+            init_peak = _max(init_peak, _add(sidecars, charge))
+    return {k: v for k, v in _max(_add(app, sidecars), init_peak).items() if v > 0}
+
+
+# ------------------------------------------------------------------ which pods and quotas count
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def counts_against_quota(pod: Pod, now: datetime | None = None) -> bool:
+    """Kubernetes' rule: terminal pods, and pods past their deletion grace period, use nothing."""
+    if (pod.get("status") or {}).get("phase") in _TERMINAL_PHASES:
+        return False
+    metadata = pod.get("metadata") or {}
+    deleted = _parse_time(metadata.get("deletionTimestamp"))
+    grace = metadata.get("deletionGracePeriodSeconds")
+    if deleted is not None and isinstance(grace, int):
+        return (now or datetime.now(timezone.utc)) <= deleted + timedelta(seconds=grace)
+    return True
+
+
+def _is_terminating(spec: Mapping[str, Any]) -> bool:
+    deadline = spec.get("activeDeadlineSeconds")
+    return isinstance(deadline, int) and deadline >= 0
+
+
+def _is_best_effort(spec: Mapping[str, Any]) -> bool:
+    for container in _containers(spec, "initContainers") + _containers(spec, "containers"):
+        resources = container.get("resources") or {}
+        for section in ("requests", "limits"):
+            if any(r in (resources.get(section) or {}) for r in ("cpu", "memory")):
+                return False
+    return True
+
+
+def _cross_namespace_affinity(spec: Mapping[str, Any]) -> bool:
+    affinity = spec.get("affinity") or {}
+    for kind in ("podAffinity", "podAntiAffinity"):
+        section = affinity.get(kind) or {}
+        terms = list(section.get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+        terms += [(t or {}).get("podAffinityTerm") or {} for t in section.get("preferredDuringSchedulingIgnoredDuringExecution") or []]
+        if any(t.get("namespaces") or t.get("namespaceSelector") is not None for t in terms if isinstance(t, Mapping)):
+            return True
+    return False
+
+
+def _scope_matches(scope: str, spec: Mapping[str, Any]) -> bool:
+    if scope == "Terminating":
+        return _is_terminating(spec)
+    if scope == "NotTerminating":
+        return not _is_terminating(spec)
+    if scope == "BestEffort":
+        return _is_best_effort(spec)
+    if scope == "NotBestEffort":
+        return not _is_best_effort(spec)
+    if scope == "PriorityClass":
+        return bool(spec.get("priorityClassName"))
+    if scope == "CrossNamespacePodAffinity":
+        return _cross_namespace_affinity(spec)
+    return False  # a scope that cannot select pods (VolumeAttributesClass…)
+
+
+def _expression_matches(expr: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    scope, operator, values = expr.get("scopeName"), expr.get("operator"), list(expr.get("values") or [])
+    if scope != "PriorityClass":  # other scopes take Exists / DoesNotExist only
+        matched = _scope_matches(str(scope), spec)
+        return matched if operator == "Exists" else not matched if operator == "DoesNotExist" else False
+    name = spec.get("priorityClassName") or None  # a label selector over {"PriorityClass": name}
+    if operator == "In":
+        return name is not None and name in values
+    if operator == "NotIn":
+        return name is None or name not in values
+    if operator == "Exists":
+        return name is not None
+    if operator == "DoesNotExist":
+        return name is None
+    return False
+
+
+def quota_selects(quota: Mapping[str, Any], pod: Pod) -> bool:
+    """Whether ``quota``'s scopes and scope selector select ``pod`` (no scope: every pod)."""
+    qspec = quota.get("spec") or {}
+    spec = pod.get("spec") or {}
+    if not all(_scope_matches(str(s), spec) for s in qspec.get("scopes") or ()):
+        return False
+    expressions = (qspec.get("scopeSelector") or {}).get("matchExpressions") or ()
+    return all(isinstance(e, Mapping) and _expression_matches(e, spec) for e in expressions)
+
+
+# ------------------------------------------------------------------ the check
+
+
+def _pretty(values: Mapping[str, Decimal]) -> str:
+    return ",".join(f"{k}={format_quantity(values[k])}" for k in sorted(values))
+
+
+def check_quota(manager: BackendManager, pod: Pod, namespace: str, source: QuotaSource) -> str | None:
+    """kube-apiserver's "exceeded quota" message for the first quota ``pod`` would exceed, or None.
+
+    Raises :class:`QuotaError` when the API server cannot be read.
+    """
+    requested = pod_charge(manager, pod)
+    if not requested:
+        return None
+    quotas = []
+    for quota in sorted(source.resource_quotas(namespace), key=lambda q: str((q.get("metadata") or {}).get("name", ""))):
+        hard = (quota.get("spec") or {}).get("hard") or {}
+        if any(key in requested for key in hard) and quota_selects(quota, pod):
+            quotas.append(quota)
+    if not quotas:
+        return None
+    existing = [p for p in source.pods(namespace) if counts_against_quota(p)]
+    for quota in quotas:
+        name = str((quota.get("metadata") or {}).get("name", ""))
+        hard = {key: _quantity(value, f"quota {name} {key}") for key, value in ((quota.get("spec") or {}).get("hard") or {}).items() if key in requested}
+        limited = {key: value for key, value in hard.items() if value is not None}
+        if not limited:
+            continue
+        used: dict[str, Decimal] = {key: Decimal(0) for key in limited}
+        for other in existing:
+            if quota_selects(quota, other):
+                charge = pod_charge(manager, other)
+                used = {key: used[key] + charge.get(key, Decimal(0)) for key in used}
+        failed = sorted(key for key in limited if used[key] + requested[key] > limited[key])
+        if failed:
+            log.info("event=quota_exceeded namespace=%s quota=%s resources=%s", namespace, name, ",".join(failed))
+            return (
+                f"exceeded quota: {name}, requested: {_pretty({k: requested[k] for k in failed})}, "
+                f"used: {_pretty({k: used[k] for k in failed})}, limited: {_pretty({k: limited[k] for k in failed})}"
+            )
+    return None
+
+
+def quota_keys(manager: BackendManager) -> Iterable[str]:
+    """Every quota key the webhook enforces with the installed backends."""
+    return sorted(QUOTA_PREFIX + resource for kind in manager.kinds.values() for resource in kind.resources.all())
