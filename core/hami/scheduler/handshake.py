@@ -9,13 +9,13 @@ until the agent reports again.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from hami.annotations import HANDSHAKE_TIME_LAYOUT
+from hami.periodic import Periodic
 from hami.scheduler.state import ClusterState
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,7 @@ class HandshakeRequester:
     def __init__(self, state: ClusterState, core_v1: CoreV1Api, *, interval: float = 15.0) -> None:
         self.state = state
         self.core_v1 = core_v1
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("handshake", interval, self.request_once)
 
     def request_once(self) -> int:
         """Ask every node that has reported to report again; returns how many nodes were asked."""
@@ -48,18 +46,8 @@ class HandshakeRequester:
         return asked
 
     def start(self) -> HandshakeRequester:
-        def loop() -> None:
-            while not self._stop.wait(self.interval):
-                try:
-                    self.request_once()
-                except Exception as exc:  # noqa: BLE001 - keep asking through outages
-                    log.warning("event=handshake_loop_error error=%r", str(exc))
-
-        self._thread = threading.Thread(target=loop, name="handshake", daemon=True)
-        self._thread.start()
+        self._loop.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._loop.stop()

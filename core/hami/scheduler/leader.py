@@ -8,11 +8,12 @@ resourceVersion, so two replicas racing for an expired lease get one winner and 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta, timezone
 
 from kubernetes.client import CoordinationV1Api
 from kubernetes.client.exceptions import ApiException
+
+from hami.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,14 @@ class LeaderElector:
         self.lease_seconds = lease_seconds
         self.renew_seconds = renew_seconds
         self.leading = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("leader-election", renew_seconds, self._round, run_first=True)
+
+    def _round(self) -> None:
+        try:
+            self.try_acquire()
+        except Exception:  # an outage: stop leading until a round succeeds
+            self._set(False, "lease unreachable")
+            raise
 
     def try_acquire(self) -> bool:
         """One round: take or renew the lease if it is ours or expired; returns whether we lead."""
@@ -84,20 +91,9 @@ class LeaderElector:
         return leading
 
     def start(self) -> LeaderElector:
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    self.try_acquire()
-                except Exception as exc:  # noqa: BLE001 - an outage must not end the election loop
-                    self._set(False, f"{type(exc).__name__}: {exc}")
-                self._stop.wait(self.renew_seconds)
-
-        self._thread = threading.Thread(target=loop, name="leader-election", daemon=True)
-        self._thread.start()
+        self._loop.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._loop.stop()
         self.leading = False
