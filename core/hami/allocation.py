@@ -16,7 +16,7 @@ import attrs
 from hami.annotations import ASSIGNED_NODE, SCHEDULE_TIME, SIGNATURE
 from hami.codec import PodDevices, decode_pod_devices, encode_pod_devices
 from hami.errors import AnnotationError
-from hami.model import DeviceKind, Grant, frozen_map
+from hami.model import ALLOCATED_SUFFIX, DeviceKind, Grant, frozen_map
 from hami.signing import SignatureError, SigningKeys, sign, verify
 
 
@@ -48,6 +48,11 @@ class Allocation:
         return out
 
 
+def allocation_records(annotations: Mapping[str, str]) -> dict[str, str]:
+    """Every ``…-devices-allocated`` annotation on a pod, of any vendor: what the signature covers."""
+    return {k: v for k, v in annotations.items() if k.endswith(ALLOCATED_SUFFIX)}
+
+
 def read_allocated(annotations: Mapping[str, str], kinds: Mapping[str, DeviceKind]) -> dict[str, PodDevices]:
     """Per vendor key, the granted devices recorded on a pod (what usage accounting counts)."""
     found = {}
@@ -61,8 +66,7 @@ def read_allocated(annotations: Mapping[str, str], kinds: Mapping[str, DeviceKin
 def verify_allocation(annotations: Mapping[str, str], kinds: Mapping[str, DeviceKind], keys: SigningKeys, pod_uid: str) -> None:
     """Refuse an allocation the scheduler did not write: a bad signature, or a work list that is not
     a prefix-emptied copy of the signed record."""
-    allocated = {k.annotations.allocated: annotations[k.annotations.allocated] for k in kinds.values() if k.annotations.allocated in annotations}
-    verify(keys, annotations.get(SIGNATURE), pod_uid, annotations.get(ASSIGNED_NODE, ""), allocated)
+    verify(keys, annotations.get(SIGNATURE), pod_uid, annotations.get(ASSIGNED_NODE, ""), allocation_records(annotations))
     for vendor, kind in kinds.items():
         pending_text = annotations.get(kind.annotations.to_allocate)
         if not pending_text:

@@ -61,8 +61,11 @@ def dev() -> None:
 def _attach_commands() -> None:
     from hami.scheduler.cli import scheduler_command, scheduler_config_command
 
+    from hami.node.cli import agent_command, devices_command
     from hami.webhook.cli import webhook_command
 
+    cli.add_command(agent_command, "agent")
+    cli.add_command(devices_command, "devices")
     cli.add_command(scheduler_command)
     cli.add_command(scheduler_config_command)
     cli.add_command(webhook_command)

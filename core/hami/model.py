@@ -20,6 +20,9 @@ MAX_REQUEST_CORES = 100
 
 Encoding = Literal["json", "csv"]
 
+ALLOCATING_SUFFIX = "-devices-to-allocate"
+ALLOCATED_SUFFIX = "-devices-allocated"
+
 # Kubernetes naming rules (apimachinery validation): a DNS-1123 subdomain prefix and a qualified name.
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -113,6 +116,11 @@ class AnnotationKeys:
             key = getattr(self, field_name)
             if not isinstance(key, str) or not is_annotation_key(key):
                 raise _fail("AnnotationKeys", field_name, key, "is not a valid annotation key")
+        # The suffixes let every component recognise allocation records without knowing the backend
+        # (the signature covers all of them, whichever backends the verifier has installed).
+        for field_name, suffix in (("to_allocate", ALLOCATING_SUFFIX), ("allocated", ALLOCATED_SUFFIX)):
+            if not getattr(self, field_name).endswith(suffix):
+                raise _fail("AnnotationKeys", field_name, getattr(self, field_name), f"must end with {suffix!r} (HAMi's naming)")
 
     @classmethod
     def hami(cls, node_register: str, handshake: str, allocation_prefix: str) -> AnnotationKeys:

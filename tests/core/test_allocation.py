@@ -71,3 +71,12 @@ def test_a_user_written_allocation_without_signature_is_refused():
 def test_container_order_is_init_first():
     pod = {"spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}, {"name": "b"}]}}
     assert [c["name"] for c in ordered_containers(pod)] == ["i", "a", "b"]
+
+
+def test_an_agent_with_fewer_backends_still_verifies():
+    """The signature covers every allocation record on the pod, not only the verifier's vendors."""
+    ann = annotations()
+    verify_allocation(ann, {"NVIDIA": NVIDIA}, KEYS, "uid-1")  # this agent has no Hygon backend
+    ann["hami.io/dcu-devices-allocated"] = ";;DCU-0,DCU,999,10:;;"
+    with pytest.raises(SignatureError, match="changed after scheduling"):
+        verify_allocation(ann, {"NVIDIA": NVIDIA}, KEYS, "uid-1")

@@ -46,6 +46,7 @@ KEYS = AnnotationKeys.hami("hami.io/node-x-register", "hami.io/node-handshake-x"
         (lambda: ResourceNames(count="kubernetes.io/gpu"), "ResourceNames.count='kubernetes.io/gpu'"),
         (lambda: ResourceNames(count="acme.com/npu", extra=["acme.com/bad name"]), "ResourceNames.extra='acme.com/bad name'"),
         (lambda: AnnotationKeys("bad key!", "a", "b", "c"), "AnnotationKeys.node_register='bad key!'"),
+        (lambda: AnnotationKeys("a.io/r", "a.io/h", "a.io/x-to-allocate", "a.io/x-devices-allocated"), "must end with '-devices-to-allocate'"),
         (lambda: DeviceKind("A:B", ResourceNames("a.com/b"), KEYS), "DeviceKind.vendor='A:B'"),
         (lambda: DeviceKind("A", ResourceNames("a.com/b"), KEYS, node_encoding="xml"), "DeviceKind.node_encoding='xml'"),
         (lambda: BackendInfo(name="x", kinds=[]), "BackendInfo.kinds=()"),

@@ -11,4 +11,5 @@ from hami.testing.backends import fake_distribution, hami_manager, register_back
 # harness fixtures (each line re-exports one module's fixtures)
 from hami.testing.kubeapi.fixtures import core_v1, kube_apiserver, kube_client  # noqa: F401
 from hami.testing.kubelet.fixtures import fake_kubelet, kubelet_dir  # noqa: F401
+from hami.testing.agent import start_agent  # noqa: F401
 from hami.testing.scheduler import extender_harness  # noqa: F401

@@ -1,0 +1,389 @@
+"""Allocate: which pod kubelet is asking for, and what its next container gets.
+
+Kubelet's Allocate names devices but not the pod. Like HAMi, the agent finds the pod through state
+the scheduler left in the API objects: the pod named in the node lock, else the pods on this node in
+``bind-phase=allocating``. Nothing is kept in memory between calls, so an agent restart loses
+nothing. Every failure is an :class:`AllocateError` carrying the gRPC code and a message a person can
+act on; *permanent* failures (forged or garbage annotations, a count mismatch, a backend refusing)
+also mark the pod ``bind-phase=failed``, release the node lock and leave a ``AllocationFailed`` event,
+while *transient* ones (the API server unreachable) leave the pod as it is so kubelet's retry can
+succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import grpc
+import urllib3
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
+
+from hami.allocation import is_fully_allocated, next_container, ordered_containers, verify_allocation
+from hami.annotations import ASSIGNED_NODE, BIND_PHASE, BIND_TIME, NODE_LOCK, BindPhase
+from hami.errors import AnnotationError, HamiError
+from hami.model import DeviceKind, Grant
+from hami.node.deviceplugin.v1beta1 import api_pb2
+from hami.node.devices import device_of_slot
+from hami.node.edits import to_response
+from hami.nodelock import LockHolder, NodeLock, NodeLockError
+from hami.plugin.manager import BackendManager
+from hami.signing import SignatureError, SigningKeys
+
+log = logging.getLogger(__name__)
+
+Pod = dict[str, Any]
+EVENT_REASON = "AllocationFailed"
+MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "hami-agent"
+
+
+class AllocateError(HamiError):
+    """Allocate cannot be served; ``code`` is the gRPC status kubelet sees, the message is the reason."""
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.permanent = permanent
+
+
+def pod_key(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+def _annotations(pod: Mapping[str, Any]) -> dict[str, str]:
+    value = (pod.get("metadata") or {}).get("annotations") or {}
+    return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+
+
+def _bind_time(pod: Mapping[str, Any]) -> float:
+    try:
+        return float(_annotations(pod).get(BIND_TIME, ""))
+    except ValueError:
+        return float("inf")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An API failure worth retrying: no connection, a timeout, 5xx or 429."""
+    if isinstance(exc, ApiException):
+        return exc.status in (0, None, 429) or (exc.status or 0) >= 500
+    return isinstance(exc, (urllib3.exceptions.HTTPError, OSError, TimeoutError))
+
+
+def describe_api_error(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        try:
+            message = json.loads(exc.body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            message = ""
+        return f"HTTP {exc.status} {exc.reason or ''}{': ' + message if message else ''}".strip()
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        return f"{type(exc.reason).__name__}: {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Allocator:
+    """The Allocate and GetPreferredAllocation logic of every resource the agent serves."""
+
+    def __init__(
+        self,
+        manager: BackendManager,
+        core_v1: CoreV1Api,
+        node: str,
+        keys: SigningKeys | None,
+        *,
+        request_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.manager = manager
+        self.core_v1 = core_v1
+        self.node = node
+        self.keys = keys
+        self.request_timeout = request_timeout
+        self.clock = clock
+        self.lock = NodeLock(core_v1, request_timeout=request_timeout)
+        self._mutex = threading.Lock()  # kubelet admits one pod at a time; so do we
+        self._lock_seen: tuple[LockHolder | None, str] = (None, "")  # the lock as the current call read it
+
+    # ------------------------------------------------------------ API access (raw JSON: what hooks take)
+    def _read_pod(self, namespace: str, name: str) -> Pod | None:
+        try:
+            resp = self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False, _request_timeout=self.request_timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return json.loads(resp.data)
+
+    def _node_pods(self) -> list[Pod]:
+        resp = self.core_v1.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={self.node}", _preload_content=False, _request_timeout=self.request_timeout
+        )
+        return list(json.loads(resp.data).get("items") or [])
+
+    def _lock_holder(self) -> LockHolder | None:
+        holder, version = self.lock.holder(self.node)
+        self._lock_seen = (holder, version)
+        return holder
+
+    # ------------------------------------------------------------ finding the pod
+    def _is_pending(self, pod: Mapping[str, Any], kind: DeviceKind) -> bool:
+        """Allocating on this node with a container left for ``kind``; garbage raises AnnotationError."""
+        ann = _annotations(pod)
+        if ann.get(BIND_PHASE) != BindPhase.ALLOCATING or ann.get(ASSIGNED_NODE) != self.node:
+            return False
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return False
+        return next_container(ann, kind) is not None
+
+    def find_pending_pod(self, kind: DeviceKind) -> Pod:
+        """The pod kubelet is admitting for ``kind``: the lock holder, else the oldest allocating pod."""
+        resource = kind.resources.count
+        holder = self._lock_holder()
+        lock_state = "lock free"
+        if holder is not None:
+            lock_state = f"lock held by {holder.namespace}/{holder.name}"
+            pod = self._read_pod(holder.namespace, holder.name)
+            if pod is None:
+                lock_state += " (pod gone)"
+            else:
+                try:
+                    if self._is_pending(pod, kind):
+                        return pod
+                except AnnotationError:
+                    return pod  # the holder itself carries garbage: Allocate fails it with the reason
+                lock_state += f" (nothing left to allocate for {resource})"
+        candidates = []
+        for pod in self._node_pods():
+            try:
+                if self._is_pending(pod, kind):
+                    candidates.append(pod)
+            except AnnotationError as exc:
+                log.warning("event=pod_annotation_garbage pod=%s error=%r", pod_key(pod), str(exc))
+        if not candidates:
+            raise AllocateError(
+                f"no pending pod on node {self.node} for {resource} ({lock_state}, no pod in bind-phase {BindPhase.ALLOCATING})",
+                grpc.StatusCode.NOT_FOUND,
+            )
+        candidates.sort(key=lambda p: (_bind_time(p), (p.get("metadata") or {}).get("creationTimestamp") or "", pod_key(p)))
+        if len(candidates) > 1:
+            log.info("event=several_pending_pods node=%s resource=%s chosen=%s others=%s", self.node, resource, pod_key(candidates[0]), ",".join(pod_key(p) for p in candidates[1:]))
+        return candidates[0]
+
+    # ------------------------------------------------------------ Allocate
+    def allocate(self, resource: str, devices_ids: Sequence[str]) -> api_pb2.ContainerAllocateResponse:
+        kind = self._kind(resource)
+        with self._mutex:
+            started = time.perf_counter()
+            try:
+                pod = self.find_pending_pod(kind)
+            except AllocateError:
+                raise
+            except Exception as exc:
+                raise self._api_error(exc, f"cannot find the pod to allocate {resource} for on node {self.node}") from None
+            for attempt in range(3):
+                try:
+                    response, container = self._allocate_for(pod, kind, devices_ids)
+                    log.info(
+                        "event=allocated pod=%s container=%s resource=%s devices=%s ms=%.1f",
+                        pod_key(pod), container, resource, ",".join(devices_ids), 1000 * (time.perf_counter() - started),
+                    )
+                    return response
+                except _Conflict:
+                    pod = self._reread(pod)  # someone wrote the pod in between: start over from what is there now
+                    if pod is None or not self._safe_pending(pod, kind):
+                        break
+                except AllocateError as exc:
+                    if exc.permanent:
+                        self.fail(pod, str(exc))
+                    raise
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise self._api_error(exc, f"pod {pod_key(pod)}: cannot update its allocation") from None
+                    message = f"pod {pod_key(pod)}: {type(exc).__name__}: {exc}"
+                    self.fail(pod, message)
+                    raise AllocateError(message, grpc.StatusCode.INTERNAL, permanent=True) from None
+            raise AllocateError(f"pod {pod_key(pod)}: the pod kept changing while its {resource} devices were allocated; retry", grpc.StatusCode.ABORTED)
+
+    def _kind(self, resource: str) -> DeviceKind:
+        kind = self.manager.kind_for_resource(resource)
+        if kind is None:
+            raise AllocateError(f"{resource} is not served by any loaded backend", grpc.StatusCode.INVALID_ARGUMENT)
+        return kind
+
+    def _safe_pending(self, pod: Pod, kind: DeviceKind) -> bool:
+        try:
+            return self._is_pending(pod, kind)
+        except AnnotationError:
+            return True
+
+    def _reread(self, pod: Pod) -> Pod | None:
+        meta = pod.get("metadata") or {}
+        try:
+            return self._read_pod(meta.get("namespace") or "default", meta.get("name") or "")
+        except Exception as exc:
+            raise self._api_error(exc, f"pod {pod_key(pod)}: cannot re-read it") from None
+
+    def _api_error(self, exc: BaseException, what: str) -> AllocateError:
+        if is_transient(exc):
+            return AllocateError(f"{what}: the API server is unreachable ({describe_api_error(exc)}); retry when it is back", grpc.StatusCode.UNAVAILABLE)
+        return AllocateError(f"{what}: {describe_api_error(exc)}", grpc.StatusCode.UNKNOWN)
+
+    def _allocate_for(self, pod: Pod, kind: DeviceKind, devices_ids: Sequence[str]) -> tuple[api_pb2.ContainerAllocateResponse, str]:
+        key = pod_key(pod)
+        meta = pod.get("metadata") or {}
+        ann = _annotations(pod)
+        resource = kind.resources.count
+
+        def refuse(reason: str, code: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION) -> AllocateError:
+            return AllocateError(f"pod {key}: {reason}", code, permanent=True)
+
+        if ann.get(ASSIGNED_NODE) != self.node:
+            raise refuse(f"it was scheduled to node {ann.get(ASSIGNED_NODE)!r}, not to {self.node!r}")
+        try:
+            if self.keys is not None:
+                verify_allocation(ann, self.manager.kinds, self.keys, meta.get("uid") or "")
+            step = next_container(ann, kind)
+        except SignatureError as exc:
+            raise refuse(str(exc), grpc.StatusCode.PERMISSION_DENIED) from None
+        except AnnotationError as exc:
+            raise refuse(f"its allocation annotation cannot be read: {exc}", grpc.StatusCode.INVALID_ARGUMENT) from None
+        if step is None:
+            raise refuse(f"nothing is left to allocate for {resource}")
+        containers = ordered_containers(pod)
+        if step.index >= len(containers):
+            raise refuse(f"{kind.annotations.to_allocate} names container #{step.index} but the pod has {len(containers)} containers")
+        container = containers[step.index]
+        name = container.get("name", f"#{step.index}")
+        wrong = sorted({g.vendor for g in step.grants} - {kind.vendor})
+        if wrong:
+            raise refuse(f"{kind.annotations.to_allocate} grants devices of vendor {wrong} to container \"{name}\"; {resource} serves {kind.vendor!r}")
+        if len(step.grants) != len(devices_ids):
+            raise refuse(f"kubelet asked for {len(devices_ids)} devices of {resource} but the scheduler granted {len(step.grants)} to container \"{name}\"")
+        self._note_slot_mismatch(key, name, step.grants, devices_ids)
+        try:
+            self.manager.prepare(step.grants, pod, container)
+            edits = self.manager.container_edits(step.grants, pod, container)
+            response = to_response(edits)
+        except HamiError as exc:
+            raise refuse(f"the {kind.vendor} backend cannot serve container \"{name}\": {exc}", grpc.StatusCode.INTERNAL) from None
+        update = {kind.annotations.to_allocate: step.remaining}
+        done = is_fully_allocated({**ann, **update}, self.manager.kinds)
+        if done:
+            update[BIND_PHASE] = BindPhase.SUCCESS
+        self._patch_annotations(pod, update, with_version=True)
+        if done:
+            self._release_lock(pod)
+            log.info("event=pod_allocated pod=%s node=%s", key, self.node)
+        return response, name
+
+    def _note_slot_mismatch(self, key: str, container: str, grants: Sequence[Grant], devices_ids: Sequence[str]) -> None:
+        asked = sorted(device_of_slot(d) for d in devices_ids)
+        granted = sorted(g.id for g in grants)
+        if asked != granted:  # kubelet's slot accounting differs from the scheduler's choice; the grants win
+            log.info("event=slot_mismatch pod=%s container=%s kubelet=%s scheduler=%s", key, container, ",".join(asked), ",".join(granted))
+
+    # ------------------------------------------------------------ writes
+    def _patch_annotations(self, pod: Pod, annotations: Mapping[str, str | None], *, with_version: bool) -> None:
+        meta = pod.get("metadata") or {}
+        body: dict[str, Any] = {"metadata": {"annotations": dict(annotations)}}
+        if with_version and meta.get("resourceVersion"):
+            body["metadata"]["resourceVersion"] = meta["resourceVersion"]
+        try:
+            self.core_v1.patch_namespaced_pod(
+                meta.get("name"), meta.get("namespace") or "default", body,
+                _preload_content=False, _request_timeout=self.request_timeout, _content_type=MERGE_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise _Conflict() from None
+            if exc.status == 404:
+                raise AllocateError(f"pod {pod_key(pod)} was deleted while it was being allocated", grpc.StatusCode.NOT_FOUND) from None
+            raise
+
+    def _release_lock(self, pod: Pod) -> None:
+        meta = pod.get("metadata") or {}
+        namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
+        holder, version = self._lock_seen
+        try:
+            if holder is not None and (holder.namespace, holder.name) == (namespace, name) and version:
+                self.lock.release_at(self.node, version, namespace, name)
+            else:
+                self.lock.release(self.node, namespace, name)
+        except Exception as exc:  # the lock expires on its own; the allocation itself succeeded
+            log.warning("event=lock_release_failed node=%s pod=%s error=%r", self.node, pod_key(pod), describe_api_error(exc))
+
+    def fail(self, pod: Pod, message: str) -> None:
+        """``bind-phase=failed``, lock released, event: each best effort (the caller reports the reason anyway)."""
+        log.warning("event=pod_allocation_failed pod=%s node=%s reason=%r", pod_key(pod), self.node, message)
+        try:
+            self._patch_annotations(pod, {BIND_PHASE: BindPhase.FAILED}, with_version=False)
+        except Exception as exc:
+            log.warning("event=bind_phase_write_failed pod=%s error=%r", pod_key(pod), describe_api_error(exc))
+        self._release_lock(pod)
+        self.event(pod, message)
+
+    def event(self, pod: Pod, message: str, reason: str = EVENT_REASON, type_: str = "Warning") -> None:
+        meta = pod.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": meta.get("name"), "uid": meta.get("uid")},
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": COMPONENT, "host": self.node},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.node,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core_v1.create_namespaced_event(namespace, body, _preload_content=False, _request_timeout=self.request_timeout)
+        except Exception as exc:
+            log.warning("event=event_write_failed pod=%s error=%r", pod_key(pod), describe_api_error(exc))
+
+    # ------------------------------------------------------------ GetPreferredAllocation
+    def preferred(self, resource: str, request: api_pb2.ContainerPreferredAllocationRequest) -> list[str]:
+        """Slots of the devices the scheduler granted the pending container, then whatever fills up."""
+        size = request.allocation_size
+        available = list(request.available_deviceIDs)
+        chosen = list(request.must_include_deviceIDs)[:size] if size else list(request.must_include_deviceIDs)
+        wanted: list[str] = []
+        try:
+            kind = self._kind(resource)
+            with self._mutex:
+                pod = self.find_pending_pod(kind)
+            step = next_container(_annotations(pod), kind)
+            wanted = [g.id for g in step.grants] if step else []
+        except Exception as exc:  # advice only: kubelet falls back to its own choice
+            log.info("event=no_preference resource=%s reason=%r", resource, str(exc))
+        covered = [device_of_slot(s) for s in chosen]
+        for device in wanted:
+            if len(chosen) >= size:
+                break
+            if device in covered:
+                covered.remove(device)
+                continue
+            slot = next((s for s in available if s not in chosen and device_of_slot(s) == device), None)
+            if slot is not None:
+                chosen.append(slot)
+        for slot in available:
+            if len(chosen) >= size:
+                break
+            if slot not in chosen:
+                chosen.append(slot)
+        return chosen
+
+
+class _Conflict(Exception):
+    """The pod changed between read and write (409): re-read and try again."""

@@ -1,0 +1,153 @@
+"""Click commands of the node side: ``hami agent`` and ``hami devices``.
+
+They are command objects the main CLI attaches (``cli.add_command(agent_command, "agent")``), so this
+module owns its options and the main CLI stays a list of commands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from hami.errors import HamiError
+from hami.node.deviceplugin import DEVICE_PLUGIN_DIR
+
+log = logging.getLogger(__name__)
+
+
+def read_config(path: str | None) -> dict[str, dict[str, Any]]:
+    """The ``--config`` file: YAML mapping backend name → config overrides (``{nvidia: {split_count: 4}}``)."""
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {path!r}: {exc}", param_hint="--config") from None
+    if not isinstance(data, Mapping) or not all(isinstance(v, Mapping) for v in data.values()):
+        raise click.BadParameter(f"{path!r} must map backend names to mappings of settings, e.g. 'nvidia: {{split_count: 4}}'", param_hint="--config")
+    return {str(k): dict(v) for k, v in data.items()}
+
+
+def configured_manager(config_path: str | None) -> Any:
+    """Every installed backend, with the operator's overrides; unknown names are warned about, not fatal."""
+    from hami.plugin.manager import load_backends
+
+    manager = load_backends()
+    for backend, overrides in read_config(config_path).items():
+        if backend not in manager.backends:
+            log.warning("event=config_for_unknown_backend backend=%s loaded=%s", backend, ",".join(sorted(manager.backends)))
+            click.echo(f"warning: --config names backend {backend!r}, which is not loaded", err=True)
+            continue
+        manager.configure(backend, overrides)
+    return manager
+
+
+def _core_v1(kubeconfig: str | None) -> Any:
+    from kubernetes import client, config
+
+    if kubeconfig:
+        return client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException as exc:
+        raise click.UsageError(f"not running in a cluster ({exc}); pass --kubeconfig") from None
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("hami").setLevel(level.upper())
+
+
+@click.command("agent")
+@click.option("--node-name", envvar="NODE_NAME", help="This node's name (default: $NODE_NAME).")
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Kubeconfig file; in-cluster config when absent.")
+@click.option("--device-plugin-dir", default=DEVICE_PLUGIN_DIR, show_default=True, type=click.Path(file_okay=False), help="Kubelet's device plugin directory.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML: per-backend config overrides.")
+@click.option("--signing-key-dir", envvar="HAMI_SIGNING_KEY_DIR", type=click.Path(exists=True, file_okay=False), help="Directory with the allocation signing key ('key', optional 'previous-key').")
+@click.option("--insecure-skip-signature", is_flag=True, help="Trust pod allocation annotations without a signature (testing only).")
+@click.option("--register-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between node annotation writes.")
+@click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between device health checks.")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Level of the agent's structured logs.")
+def agent_command(
+    node_name: str | None,
+    kubeconfig: str | None,
+    device_plugin_dir: str,
+    config_path: str | None,
+    signing_key_dir: str | None,
+    insecure_skip_signature: bool,
+    register_interval: float,
+    health_interval: float,
+    log_level: str,
+) -> None:
+    """Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."""
+    from hami.node.agent import Agent, AgentOptions
+    from hami.signing import SigningKeys
+
+    _setup_logging(log_level)
+    if not node_name:
+        raise click.UsageError("the node name is unknown: pass --node-name or set NODE_NAME (the DaemonSet sets it from spec.nodeName)")
+    if signing_key_dir is None and not insecure_skip_signature:
+        raise click.UsageError("pass --signing-key-dir (or set HAMI_SIGNING_KEY_DIR), or --insecure-skip-signature to trust any pod annotation")
+    try:
+        keys = SigningKeys.from_directory(signing_key_dir) if signing_key_dir else None
+        manager = configured_manager(config_path)
+        options = AgentOptions(
+            node_name=node_name,
+            device_plugin_dir=Path(device_plugin_dir),
+            register_interval=register_interval,
+            health_interval=health_interval,
+        )
+        agent = Agent(manager, _core_v1(kubeconfig), options, keys, insecure_skip_signature=keys is None)
+    except HamiError as exc:
+        raise click.ClickException(str(exc)) from None
+    agent.run_forever()
+
+
+@click.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--node-name", envvar="NODE_NAME", default=socket.gethostname, show_default="$NODE_NAME or the host name", help="Node name (the inventory is keyed by it).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML: per-backend config overrides.")
+def devices_command(as_json: bool, node_name: str, config_path: str | None) -> None:
+    """Discover and split this machine's devices with every installed backend; show what would be advertised."""
+    from hami.node.devices import current_health, discover_node
+
+    manager = configured_manager(config_path)
+    for record in manager.records:
+        if record.status == "failed":
+            click.echo(f"warning: backend {record.name} ({record.distribution} {record.version}) failed to load: {record.error}", err=True)
+    discovery = discover_node(manager, node_name)
+    for backend, error in sorted(discovery.errors.items()):
+        click.echo(f"warning: backend {backend}: discovery failed: {error}", err=True)
+    health = current_health(manager, discovery)
+    rows = [d.as_json(health.get(d.id)) for d in discovery.devices]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hami devices on {node_name}")
+    for column in ("backend", "vendor", "index", "id", "type", "memory MiB", "cores", "numa", "health", "resource", "slots", "advertised MiB"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        health = "[green]Healthy[/]" if r["health"] == "Healthy" else "[red]Unhealthy[/]"
+        table.add_row(
+            r["backend"], r["vendor"], str(r["index"]), r["id"], r["type"], str(r["memory_mib"]), str(r["cores"]),
+            str(r["numa"]), health, r["resource"], str(r["slots"]), str(r["schedulable_memory_mib"]),
+        )
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    if not rows:
+        console.print(f"No devices found on {node_name} (no hardware, no driver, or no inventory entry for this node).")

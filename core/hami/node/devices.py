@@ -1,0 +1,140 @@
+"""What this node has and what it advertises: discovery + split of every loaded backend.
+
+Shared by the agent (node annotations, ListAndWatch) and ``hami devices`` (the operator's view),
+so what the command prints is exactly what the agent would serve. A backend whose discovery or
+split fails is reported in :attr:`Discovery.errors`; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from hami.model import PhysicalDevice, SchedulableDevice, frozen_map
+from hami.node.deviceplugin import HEALTHY, UNHEALTHY
+from hami.plugin.manager import BackendManager
+
+log = logging.getLogger(__name__)
+
+SLOT_SEPARATOR = "::"
+MAX_DEVICE_ID = 63
+"""kubelet's limit on ``Device.ID``."""
+
+
+def slot_id(device_id: str, index: int) -> str:
+    """The kubelet device ID of share slot ``index`` of a device: ``<uuid>::<i>`` (HAMi's form)."""
+    return f"{device_id}{SLOT_SEPARATOR}{index}"
+
+
+def device_of_slot(slot: str) -> str:
+    """The physical device ID a slot ID belongs to (a bare ID is its own device)."""
+    device, sep, _ = slot.rpartition(SLOT_SEPARATOR)
+    return device if sep else slot
+
+
+def health_word(healthy: bool) -> str:
+    return HEALTHY if healthy else UNHEALTHY
+
+
+@attrs.frozen
+class NodeDevice:
+    """One physical device with its schedulable capacity and the resource it is advertised under."""
+
+    backend: str
+    resource: str
+    physical: PhysicalDevice
+    schedulable: SchedulableDevice
+
+    @property
+    def id(self) -> str:
+        return self.physical.id
+
+    @property
+    def vendor(self) -> str:
+        return self.physical.vendor
+
+    def slot_ids(self) -> list[str]:
+        return [slot_id(self.physical.id, i) for i in range(self.schedulable.count)]
+
+    def as_json(self, healthy: bool | None = None) -> dict[str, Any]:
+        """The ``hami devices --json`` row; ``healthy`` overrides what discovery said."""
+        ok = self.schedulable.healthy if healthy is None else healthy
+        return {
+            "backend": self.backend,
+            "vendor": self.vendor,
+            "id": self.id,
+            "index": self.physical.index,
+            "type": self.physical.type,
+            "memory_mib": self.physical.memory,
+            "cores": self.physical.cores,
+            "numa": self.physical.numa,
+            "health": health_word(ok),
+            "resource": self.resource,
+            "slots": self.schedulable.count,
+            "schedulable_memory_mib": self.schedulable.memory,
+            "schedulable_cores": self.schedulable.cores,
+            "mode": self.schedulable.mode,
+            "slot_ids": self.slot_ids(),
+        }
+
+
+@attrs.frozen
+class Discovery:
+    devices: tuple[NodeDevice, ...] = attrs.field(default=(), converter=tuple)
+    errors: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    """Backend name → why its devices are missing."""
+
+    def by_resource(self) -> dict[str, list[NodeDevice]]:
+        out: dict[str, list[NodeDevice]] = {}
+        for device in self.devices:
+            out.setdefault(device.resource, []).append(device)
+        return out
+
+    def by_vendor(self) -> dict[str, list[NodeDevice]]:
+        out: dict[str, list[NodeDevice]] = {}
+        for device in self.devices:
+            out.setdefault(device.vendor, []).append(device)
+        return out
+
+
+def discover_node(manager: BackendManager, node_name: str) -> Discovery:
+    """Discover and split the devices of every loaded backend; a failing backend is recorded, not raised."""
+    devices: list[NodeDevice] = []
+    errors: dict[str, str] = {}
+    for backend in sorted(manager.backends):
+        try:
+            found = []
+            for physical in manager.discover(backend, node_name):
+                kind = manager.kind(physical.vendor)
+                found.append(NodeDevice(backend, kind.resources.count, physical, manager.split(physical)))
+        except Exception as exc:  # a broken backend must not hide the others' devices
+            errors[backend] = f"{type(exc).__name__}: {exc}"
+            log.warning("event=discovery_failed backend=%s node=%s error=%r", backend, node_name, errors[backend])
+            continue
+        for device in found:
+            too_long = [s for s in device.slot_ids() if len(s) > MAX_DEVICE_ID]
+            if too_long:
+                log.warning("event=device_id_too_long backend=%s id=%s limit=%d", backend, device.id, MAX_DEVICE_ID)
+        devices.extend(found)
+        log.debug("event=discovered backend=%s node=%s devices=%d", backend, node_name, len(found))
+    return Discovery(devices, errors)
+
+
+def current_health(manager: BackendManager, discovery: Discovery) -> dict[str, bool]:
+    """One round of ``hami_device_health`` over the discovered devices: device id → healthy, for
+    the devices a backend reported on (a failing health hook is logged and skipped)."""
+    by_backend: dict[str, list[PhysicalDevice]] = {}
+    for device in discovery.devices:
+        by_backend.setdefault(device.backend, []).append(device.physical)
+    health: dict[str, bool] = {}
+    for backend, devices in sorted(by_backend.items()):
+        try:
+            events = manager.device_health(backend, devices)
+        except Exception as exc:
+            log.warning("event=health_check_failed backend=%s error=%r", backend, f"{type(exc).__name__}: {exc}")
+            continue
+        health.update((e.device_id, e.healthy) for e in events)
+    return health

@@ -1,0 +1,218 @@
+"""Prometheus metrics of the node agent, exposed from start-up (HAMi's node monitor shows a device
+only after a container used it; operators asked for better — hami-compat.md, complaint 4).
+
+Read at scrape time from the agent's own state — its discovered devices and their health, the
+backends that failed to load or discover — and from the pods bound to this node (one list call per
+scrape, the allocation annotations the scheduler wrote), so nothing can drift. Allocate latency
+and outcomes are pushed by the agent as calls complete.
+
+Wiring (the agent owns it)::
+
+    self.metrics = AgentMetrics(self)                         # in Agent.__init__
+    server = serve_metrics(self.metrics.registry, "0.0.0.0", 9394)   # in start(); server.stop() in stop()
+    with self.metrics.time_allocate(resource) as call:        # around each Allocate
+        ...; call.code = "OK" or the gRPC status code name
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from hami.allocation import ordered_containers, read_allocated
+from hami.errors import AnnotationError
+from hami.serving import ThreadedHTTPServer
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+_TERMINATED = ("Succeeded", "Failed")
+PodSource = Callable[[], Iterable[Mapping[str, Any]]]
+
+
+class AgentView(Protocol):
+    """What the collector reads from :class:`hami.node.agent.Agent`."""
+
+    node: str
+    manager: Any
+    discovery: Any
+    core_v1: Any
+
+    def healthy(self, device: Any) -> bool: ...
+
+
+def api_pods(core_v1: Any, node: str, timeout: float = 5.0) -> PodSource:
+    """The pods bound to ``node``, listed from the API server as raw JSON at each scrape."""
+
+    def source() -> list[Mapping[str, Any]]:
+        resp = core_v1.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}", _preload_content=False, _request_timeout=timeout)
+        return json.loads(resp.data).get("items") or []
+
+    return source
+
+
+class AgentCollector(Collector):
+    def __init__(self, agent: AgentView, pods: PodSource | None = None) -> None:
+        self.agent = agent
+        self.pods = pods or api_pods(agent.core_v1, agent.node)
+        self.pod_errors = 0
+
+    def _grants(self) -> list[tuple[Mapping[str, Any], str, str, Any]]:
+        """(pod, vendor, container name, grant) for every live pod on this node."""
+        kinds = self.agent.manager.kinds
+        out = []
+        for pod in self.pods():
+            if (pod.get("status") or {}).get("phase") in _TERMINATED:
+                continue
+            try:
+                allocated = read_allocated((pod.get("metadata") or {}).get("annotations") or {}, kinds)
+            except AnnotationError:
+                continue  # the scheduler's cache logs these; a scrape must not fail on one pod
+            containers = ordered_containers(pod)
+            for vendor, per_container in allocated.items():
+                for index, grants in enumerate(per_container):
+                    name = containers[index].get("name", f"#{index}") if index < len(containers) else f"#{index}"
+                    out.extend((pod, vendor, name, grant) for grant in grants)
+        return out
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        node = self.agent.node
+        dev_labels = ["node", "deviceuuid", "deviceidx", "devicetype", "vendor", "backend", "resource"]
+        info = GaugeMetricFamily("hami_agent_device_health", "1 when the device is healthy (advertised Healthy to kubelet)", labels=dev_labels)
+        memory = GaugeMetricFamily("hami_agent_device_memory_bytes", "Schedulable device memory advertised", labels=dev_labels)
+        slots = GaugeMetricFamily("hami_agent_device_slots", "Share slots advertised to kubelet", labels=dev_labels)
+        mem_alloc = GaugeMetricFamily("hami_agent_device_memory_allocated_bytes", "Device memory granted to live pods on this node", labels=dev_labels)
+        core_alloc = GaugeMetricFamily("hami_agent_device_core_allocated_ratio", "Compute granted to live pods (1 = a whole device)", labels=dev_labels)
+        shared = GaugeMetricFamily("hami_agent_device_shared_count", "Containers holding the device", labels=dev_labels)
+        ctr_labels = ["node", "podnamespace", "podname", "ctrname", "deviceuuid", "vendor"]
+        vmem = GaugeMetricFamily("hami_vgpu_memory_limit_bytes", "Device memory limit of a container (what the in-container library enforces)", labels=ctr_labels)
+        vcore = GaugeMetricFamily("hami_vgpu_core_limit_ratio", "Compute limit of a container (1 = a whole device)", labels=ctr_labels)
+        broken = GaugeMetricFamily("hami_agent_backend_load_errors", "1 per backend that failed to load", labels=["node", "backend", "distribution", "version"])
+        undiscovered = GaugeMetricFamily("hami_agent_discovery_errors", "1 per backend whose discovery failed", labels=["node", "backend"])
+        pod_list = GaugeMetricFamily("hami_agent_pod_list_errors", "Scrapes that could not list this node's pods (allocation metrics missing)", labels=["node"])
+
+        totals: dict[str, list[float]] = {}
+        try:
+            for pod, vendor, name, grant in self._grants():
+                meta = pod.get("metadata") or {}
+                values = [node, meta.get("namespace", ""), meta.get("name", ""), name, grant.id, vendor]
+                vmem.add_metric(values, grant.memory * MIB)
+                vcore.add_metric(values, grant.cores / 100)
+                acc = totals.setdefault(grant.id, [0, 0, 0])
+                acc[0] += grant.memory
+                acc[1] += grant.cores
+                acc[2] += 1
+        except Exception as exc:  # noqa: BLE001 - the API server being away must not break the device metrics
+            self.pod_errors += 1
+            log.warning("event=metrics_pod_list_failed node=%s error=%r", node, f"{type(exc).__name__}: {exc}")
+        pod_list.add_metric([node], self.pod_errors)
+
+        for device in self.agent.discovery.devices:
+            s = device.schedulable
+            values = [node, device.id, str(device.physical.index), device.physical.type, device.vendor, device.backend, device.resource]
+            info.add_metric(values, 1.0 if self.agent.healthy(device) else 0.0)
+            memory.add_metric(values, s.memory * MIB)
+            slots.add_metric(values, s.count)
+            used_mem, used_cores, holders = totals.get(device.id, (0, 0, 0))
+            mem_alloc.add_metric(values, used_mem * MIB)
+            core_alloc.add_metric(values, used_cores / 100)
+            shared.add_metric(values, holders)
+        for record in self.agent.manager.records:
+            if record.status == "failed":
+                broken.add_metric([node, record.name, record.distribution or "", record.version or ""], 1)
+        for backend in sorted(self.agent.discovery.errors):
+            undiscovered.add_metric([node, backend], 1)
+        yield from (info, memory, slots, mem_alloc, core_alloc, shared, vmem, vcore, broken, undiscovered, pod_list)
+
+
+class AllocateCall:
+    """Filled in by the caller of :meth:`AgentMetrics.time_allocate`: the gRPC code the call ended with."""
+
+    code: str = "OK"
+
+
+class AgentMetrics:
+    def __init__(self, agent: AgentView, pods: PodSource | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.allocate_seconds = Histogram("hami_agent_allocate_seconds", "Allocate latency (kubelet's call, API round trips included)", ["resource"],
+                                          registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.allocate_calls = Counter("hami_agent_allocate", "Allocate calls by resource and gRPC code", ["resource", "code"], registry=self.registry)
+        self.registry.register(AgentCollector(agent, pods))
+
+    def observe_allocate(self, resource: str, seconds: float, code: str = "OK") -> None:
+        self.allocate_seconds.labels(resource).observe(seconds)
+        self.allocate_calls.labels(resource, code).inc()
+
+    @contextmanager
+    def time_allocate(self, resource: str) -> Iterator[AllocateCall]:
+        """Time one Allocate; an exception that escapes counts as ``INTERNAL`` unless ``call.code`` says otherwise."""
+        call = AllocateCall()
+        started = time.perf_counter()
+        try:
+            yield call
+        except BaseException:
+            if call.code == "OK":
+                call.code = "INTERNAL"
+            raise
+        finally:
+            self.observe_allocate(resource, time.perf_counter() - started, call.code)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        log.debug("event=metrics_http %s", format % args)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path.split("?", 1)[0] == "/metrics":
+            body, ctype, status = generate_latest(self.server.registry), CONTENT_TYPE_LATEST, 200
+        elif self.path in ("/healthz", "/readyz", "/livez"):
+            body, ctype, status = b"ok", "text/plain", 200
+        else:
+            body, ctype, status = b"not found", "text/plain", 404
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class MetricsServer(ThreadedHTTPServer):
+    """Plain HTTP ``/metrics`` (and ``/healthz``) for Prometheus; ``stop()`` to end it."""
+
+    def __init__(self, registry: CollectorRegistry, host: str = "0.0.0.0", port: int = 9394) -> None:
+        super().__init__((host, port), _Handler)
+        self.registry = registry
+        self._thread = threading.Thread(target=self.serve_forever, name="hami-agent-metrics", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server_address[0]}:{self.server_address[1]}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_metrics(registry: CollectorRegistry, host: str = "0.0.0.0", port: int = 9394) -> MetricsServer:
+    server = MetricsServer(registry, host, port)
+    server._thread.start()
+    log.info("event=agent_metrics_serving url=%s/metrics", server.url)
+    return server
+
+
+def metric_names(families: Sequence[Any]) -> list[str]:
+    """Names of the families a registry exposes (tests and docs)."""
+    return [f.name for f in families]

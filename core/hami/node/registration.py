@@ -1,0 +1,102 @@
+"""The node's device annotations and handshake: how the scheduler learns what this node has.
+
+Every vendor kind with devices gets its HAMi node annotation (JSON, or legacy CSV for Hygon) and a
+handshake ``Reported_<time>``; a kind that had devices and lost them is written as an empty list
+rather than left stale. All annotations go in one merge patch, so the scheduler never sees half an
+update. Failures are retried with :class:`Backoff` by the agent's loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import attrs
+from kubernetes.client import CoreV1Api
+
+from hami.annotations import HANDSHAKE_TIME_LAYOUT
+from hami.codec import encode_node_devices
+from hami.model import DeviceKind, SchedulableDevice
+from hami.node.devices import Discovery
+
+log = logging.getLogger(__name__)
+
+REPORTED = "Reported"
+
+
+class Backoff:
+    """Exponential retry delays: ``initial``, doubled after each failure up to ``maximum``."""
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+def handshake_value(now: float) -> str:
+    """``Reported_2006-01-02 15:04:05`` in local time, as HAMi's device plugin writes it."""
+    return f"{REPORTED}_{time.strftime(HANDSHAKE_TIME_LAYOUT, time.localtime(now))}"
+
+
+def node_annotations(
+    kinds: Mapping[str, DeviceKind],
+    discovery: Discovery,
+    health: Mapping[str, bool],
+    existing: Mapping[str, str],
+    now: float,
+) -> dict[str, str]:
+    """The annotations to write: per kind with devices (or with a stale list on the node), the
+    encoded device list with current health and the handshake."""
+    by_vendor = discovery.by_vendor()
+    out: dict[str, str] = {}
+    for vendor, kind in sorted(kinds.items()):
+        devices = by_vendor.get(vendor, [])
+        keys = kind.annotations
+        if not devices and keys.node_register not in existing:
+            continue
+        schedulable: list[SchedulableDevice] = [
+            _with_health(d.schedulable, health.get(d.id, d.schedulable.healthy)) for d in devices
+        ]
+        out[keys.node_register] = encode_node_devices(schedulable, kind.node_encoding)
+        out[keys.handshake] = handshake_value(now)
+    return out
+
+
+def _with_health(device: SchedulableDevice, healthy: bool) -> SchedulableDevice:
+    if device.healthy == healthy:
+        return device
+    return attrs.evolve(device, healthy=healthy)
+
+
+class NodeRegistrar:
+    """Writes :func:`node_annotations` onto the Node through the API server."""
+
+    def __init__(self, core_v1: CoreV1Api, node: str, kinds: Mapping[str, DeviceKind], *, request_timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+        self.core_v1 = core_v1
+        self.node = node
+        self.kinds = kinds
+        self.request_timeout = request_timeout
+        self.clock = clock
+
+    def write(self, discovery: Discovery, health: Mapping[str, bool]) -> dict[str, str]:
+        """Read the node's annotations, write ours; raises the client's exceptions (the caller retries)."""
+        resp = self.core_v1.read_node(self.node, _preload_content=False, _request_timeout=self.request_timeout)
+        existing = (json.loads(resp.data).get("metadata") or {}).get("annotations") or {}
+        annotations = node_annotations(self.kinds, discovery, health, existing, self.clock())
+        if annotations:
+            self.core_v1.patch_node(
+                self.node, {"metadata": {"annotations": annotations}},
+                _preload_content=False, _request_timeout=self.request_timeout, _content_type="application/merge-patch+json",
+            )
+        log.info("event=node_registered node=%s annotations=%s devices=%d", self.node, ",".join(sorted(annotations)), len(discovery.devices))
+        return annotations

@@ -1,0 +1,163 @@
+"""Helpers for testing the node agent against the in-memory API server and the fake kubelet.
+
+* :func:`schedule_pod` does what the scheduler extender's filter and bind do to a pod (signed
+  allocation annotations, node lock, ``bind-phase=allocating``, Binding) through the real client,
+  so agent tests do not depend on the extender and can later swap it in;
+* the ``start_agent`` fixture starts :class:`hami.node.agent.Agent` instances with short intervals on
+  ``kubelet_dir`` and stops them after the test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hami.allocation import Allocation
+from hami.annotations import BIND_PHASE, BIND_TIME, BindPhase
+from hami.errors import BackendError
+from hami.model import BackendInfo, ContainerEdits, DeviceNode, Grant, HealthEvent, Mount, PhysicalDevice
+from hami.nodelock import NodeLock
+from hami.plugin import hookimpl
+from hami.plugin.manager import BackendManager
+from hami.signing import SigningKeys
+from hami.standard import StandardBackend
+
+FAST_OPTIONS: dict[str, Any] = {
+    "register_interval": 30.0,
+    "health_interval": 0.05,
+    "kubelet_poll_interval": 0.05,
+    "retry_initial": 0.05,
+    "retry_max": 0.5,
+    "request_timeout": 5.0,
+}
+
+
+class RecordingBackend(StandardBackend):
+    """A standard backend with runtime hooks that record their calls, for agent tests.
+
+    Edits: ``HAMI_VISIBLE_DEVICES`` (granted ids), ``HAMI_DEVICE_MEMORY_LIMIT_<i>`` (``<MiB>m``),
+    ``HAMI_CONTAINER``; a read-only mount of the first declared host path; a device node
+    ``/dev/<vendor>-<i>`` when ``/dev`` is declared; CDI ``hami.test/device=<id>``; annotation
+    ``hami.io/test-container``. Set ``fail_prepare`` to a message to make ``hami_prepare`` fail, and
+    ``unhealthy[device_id] = reason`` to make ``hami_device_health`` report a device unhealthy (remove
+    the entry to report it healthy again).
+    """
+
+    def __init__(self, info: BackendInfo) -> None:
+        super().__init__(info)
+        self.prepared: list[tuple[str, tuple[Grant, ...]]] = []
+        self.released: list[tuple[str, str, tuple[Grant, ...]]] = []
+        self.fail_prepare: str | None = None
+        self.unhealthy: dict[str, str] = {}
+        self._reported: dict[str, bool] = {}
+
+    @hookimpl
+    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
+        name = str(container.get("name"))
+        env = {"HAMI_VISIBLE_DEVICES": ",".join(g.id for g in grants), "HAMI_CONTAINER": name}
+        env.update({f"HAMI_DEVICE_MEMORY_LIMIT_{i}": f"{g.memory}m" for i, g in enumerate(grants)})
+        paths = self.info.host_paths
+        mounts = [Mount(paths[0], paths[0], read_only=True)] if paths and paths[0] != "/dev" else []
+        nodes = [DeviceNode(f"/dev/{g.vendor.lower()}-{i}", f"/dev/{g.vendor.lower()}-{i}") for i, g in enumerate(grants)] if "/dev" in paths else []
+        return ContainerEdits(
+            env=env, mounts=mounts, devices=nodes,
+            cdi_devices=[f"hami.test/device={g.id}" for g in grants],
+            annotations={"hami.io/test-container": name},
+        )
+
+    @hookimpl
+    def hami_prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        if self.fail_prepare:
+            raise BackendError(self.fail_prepare)
+        self.prepared.append((str(container.get("name")), tuple(grants)))
+
+    @hookimpl
+    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        self.released.append((str(pod["metadata"]["name"]), str(container.get("name")), tuple(grants)))
+
+    @hookimpl
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
+        events = []
+        for device in devices:
+            healthy = device.id not in self.unhealthy
+            if self._reported.get(device.id, True) != healthy:
+                events.append(HealthEvent(device.id, healthy, self.unhealthy.get(device.id, "recovered")))
+            self._reported[device.id] = healthy
+        return events
+
+
+def schedule_pod(
+    core_v1: Any,
+    manager: BackendManager,
+    namespace: str,
+    name: str,
+    node: str,
+    devices: Mapping[str, Sequence[Sequence[Grant]]],
+    keys: SigningKeys | None,
+    *,
+    lock: bool = True,
+    bind: bool = True,
+    now: float | None = None,
+) -> dict[str, str]:
+    """Write the extender's allocation for pod ``namespace/name`` on ``node`` and bind it; returns the annotations.
+
+    ``devices`` maps a vendor key to one grant list per container (init containers first), as
+    :class:`hami.allocation.Allocation` takes it.
+    """
+    now = time.time() if now is None else now
+    pod = core_v1.read_namespaced_pod(name, namespace)
+    allocation = Allocation(node, {vendor: tuple(tuple(c) for c in per) for vendor, per in devices.items()})
+    annotations = allocation.annotations(manager.kinds, pod.metadata.uid, now, keys)
+    core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
+    if lock:
+        NodeLock(core_v1).acquire(node, namespace, name, timeout=5.0)
+    core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: str(int(now))}}})
+    if bind:
+        core_v1.create_namespaced_pod_binding(
+            name, namespace, {"metadata": {"name": name}, "target": {"kind": "Node", "name": node}}, _preload_content=False
+        )
+    return annotations
+
+
+def pod_manifest(name: str, containers: Mapping[str, Mapping[str, str]], *, init: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+    """A pod whose containers (name → limits) ask for devices; ``init`` adds init containers."""
+
+    def spec(items: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
+        return [{"name": c, "image": "busybox", "resources": {"limits": dict(limits)} if limits else {}} for c, limits in items.items()]
+
+    body: dict[str, Any] = {"metadata": {"name": name}, "spec": {"containers": spec(containers)}}
+    if init:
+        body["spec"]["initContainers"] = spec(init)
+    return body
+
+
+@pytest.fixture
+def start_agent(kube_apiserver: Any, kubelet_dir: Path) -> Iterator[Callable[..., Any]]:
+    """``start_agent(manager, node="node-1", keys=None, insecure=False, **options)`` → a started Agent.
+
+    Each agent gets its own API client; options default to :data:`FAST_OPTIONS`.
+    """
+    from kubernetes import client
+
+    from hami.node.agent import Agent, AgentOptions
+
+    agents: list[Any] = []
+    clients: list[Any] = []
+
+    def start(manager: BackendManager, node: str = "node-1", *, keys: SigningKeys | None = None, insecure: bool = False, **options: Any) -> Any:
+        api = kube_apiserver.api_client()
+        clients.append(api)
+        opts = AgentOptions(node_name=node, device_plugin_dir=kubelet_dir, **{**FAST_OPTIONS, **options})
+        agent = Agent(manager, client.CoreV1Api(api), opts, keys, insecure_skip_signature=insecure)
+        agents.append(agent)
+        return agent.start()
+
+    yield start
+    for agent in agents:
+        agent.stop()
+    for api in clients:
+        api.close()
