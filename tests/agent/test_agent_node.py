@@ -14,7 +14,7 @@ from hami_nvidia.plugin import plugin as nvidia_plugin
 from hami import hookimpl
 from hami.codec import decode_node_devices
 from hami.errors import BackendError
-from hami.model import AnnotationKeys, BackendInfo, DeviceKind, ResourceNames
+from hami.model import AnnotationKeys, BackendInfo, DeviceKind, NodeAnnotations, ResourceNames
 from hami.standard import StandardBackend
 from hami.testing.kubelet import FakeKubelet
 
@@ -92,3 +92,22 @@ def test_devices_that_vanish_are_written_as_an_empty_list(start_agent, hami_mana
     kubelet.wait_devices("nvidia.com/gpu", 0)
     agent.registrar.write(agent.discovery, agent.health)
     assert node_annotations(core_v1)["hami.io/node-nvidia-register"] == "[]"
+
+
+class Ringed(StandardBackend):
+    """Publishes which devices share a ring, for the scheduler's hami_select_devices."""
+
+    @hookimpl
+    def hami_node_annotations(self, devices, physical, config):
+        return NodeAnnotations({"hami.io/node-acme-rings": json.dumps({d.id: d.index // 2 for d in devices})})
+
+
+def test_backend_topology_annotations_are_published(start_agent, hami_manager, register_backend, tmp_path, kubelet, core_v1):
+    kind = DeviceKind("ACME", ResourceNames(count="acme.com/npu"), AnnotationKeys.hami("hami.io/node-acme-register", "hami.io/node-handshake-acme", "hami.io/acme"))
+    path = tmp_path / "acme.yaml"
+    path.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "ACME", "type": "X1", "memory": 1024, "count": 4}]}]}))
+    register_backend(Ringed(BackendInfo(name="acme", kinds=[kind])), config={"inventory": str(path)})
+    agent = start_agent(hami_manager, NODE, insecure=True)
+    assert agent.node_registered.wait(5)
+    rings = json.loads(node_annotations(core_v1)["hami.io/node-acme-rings"])
+    assert rings == {"ACME-node-1-0": 0, "ACME-node-1-1": 0, "ACME-node-1-2": 1, "ACME-node-1-3": 1}

@@ -86,6 +86,8 @@ class Discovery:
     devices: tuple[NodeDevice, ...] = attrs.field(default=(), converter=tuple)
     errors: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     """Backend name → why its devices are missing."""
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    """What the backends publish beside their device lists (``hami_node_annotations``: topology)."""
 
     def by_resource(self) -> dict[str, list[NodeDevice]]:
         out: dict[str, list[NodeDevice]] = {}
@@ -104,12 +106,15 @@ def discover_node(manager: BackendManager, node_name: str) -> Discovery:
     """Discover and split the devices of every loaded backend; a failing backend is recorded, not raised."""
     devices: list[NodeDevice] = []
     errors: dict[str, str] = {}
+    annotations: dict[str, str] = {}
     for backend in sorted(manager.backends):
         try:
             found = []
             for physical in manager.discover(backend, node_name):
                 kind = manager.kind(physical.vendor)
                 found.append(NodeDevice(backend, kind.resources.count, physical, manager.split(physical)))
+            if found:
+                annotations.update(manager.node_annotations(backend, [d.schedulable for d in found], [d.physical for d in found]))
         except Exception as exc:  # a broken backend must not hide the others' devices
             errors[backend] = f"{type(exc).__name__}: {exc}"
             log.warning("event=discovery_failed backend=%s node=%s error=%r", backend, node_name, errors[backend])
@@ -120,7 +125,7 @@ def discover_node(manager: BackendManager, node_name: str) -> Discovery:
                 log.warning("event=device_id_too_long backend=%s id=%s limit=%d", backend, device.id, MAX_DEVICE_ID)
         devices.extend(found)
         log.debug("event=discovered backend=%s node=%s devices=%d", backend, node_name, len(found))
-    return Discovery(devices, errors)
+    return Discovery(devices, errors, annotations)
 
 
 def current_health(manager: BackendManager, discovery: Discovery) -> dict[str, bool]:

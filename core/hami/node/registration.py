@@ -55,10 +55,11 @@ def node_annotations(
     existing: Mapping[str, str],
     now: float,
 ) -> dict[str, str]:
-    """The annotations to write: per kind with devices (or with a stale list on the node), the
-    encoded device list with current health and the handshake."""
+    """The annotations to write: the backends' extra annotations (topology) and, per kind with
+    devices (or with a stale list on the node), the encoded device list with current health and the
+    handshake."""
     by_vendor = discovery.by_vendor()
-    out: dict[str, str] = {}
+    out: dict[str, str] = dict(discovery.annotations)
     for vendor, kind in sorted(kinds.items()):
         devices = by_vendor.get(vendor, [])
         keys = kind.annotations
