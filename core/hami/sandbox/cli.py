@@ -1,0 +1,134 @@
+"""``hami sandbox``: run the example pods (or yours) through a whole in-process cluster."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from hami.errors import HamiError
+from hami.sandbox.outcome import PodOutcome
+
+
+def _examples_dir() -> Path | None:
+    """deploy/examples of a source checkout (the default pods)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "deploy" / "examples"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def load_pods(paths: tuple[str, ...]) -> list[dict[str, Any]]:
+    files: list[Path] = []
+    if paths:
+        files = [Path(p) for p in paths]
+    else:
+        examples = _examples_dir()
+        if examples is None:
+            raise HamiError("no --pods given and no deploy/examples directory found next to this installation")
+        files = sorted(examples.glob("*.yaml"))
+    pods = []
+    for path in files:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, yaml.YAMLError) as exc:
+            raise HamiError(f"cannot read pods from {str(path)!r}: {exc}") from None
+        for number, doc in enumerate(documents):
+            if doc is None:
+                continue
+            if not isinstance(doc, dict) or doc.get("kind") != "Pod":
+                raise HamiError(f"{path}: document #{number} is not a Pod (kind={doc.get('kind') if isinstance(doc, dict) else type(doc).__name__!r})")
+            pods.append(doc)
+    return pods
+
+
+def _devices_cell(outcome: PodOutcome) -> str:
+    lines = []
+    for c in outcome.containers:
+        for d in c.devices:
+            lines.append(f"{c.name}: {d.uuid} {d.memory_mib} MiB {d.cores}%")
+    return "\n".join(lines)
+
+
+def _edits_cell(outcome: PodOutcome) -> str:
+    lines = []
+    for c in outcome.containers:
+        if c.envs or c.mounts or c.device_nodes:
+            shown = ", ".join(sorted(c.envs)[:4]) + (" …" if len(c.envs) > 4 else "")
+            lines.append(f"{c.name}: {len(c.envs)} env ({shown}), {len(c.mounts)} mounts, {len(c.device_nodes)} dev")
+    return "\n".join(lines)
+
+
+def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[str, Any]]) -> None:
+    pods = Table(title="pods")
+    for column in ("pod", "phase", "node", "devices", "container edits / reason"):
+        pods.add_column(column, overflow="fold")
+    for o in outcomes:
+        colour = "green" if o.phase == "Running" else "yellow" if o.phase == "Pending" else "red"
+        mark = "" if o.as_expected else f" [bold red](expected {o.expected})[/]"
+        pods.add_row(f"{o.namespace}/{o.name}", f"[{colour}]{o.phase}[/]{mark}", o.node, _devices_cell(o), _edits_cell(o) or o.reason)
+    console.print(pods)
+    table = Table(title="devices")
+    for column in ("node", "device", "type", "memory MiB used/total", "cores used/total", "slots used/total"):
+        table.add_column(column, overflow="fold")
+    for node in nodes:
+        for i, d in enumerate(node["devices"]):
+            table.add_row(node["name"] if i == 0 else "", d["id"], d["type"], f"{d['used_memory_mib']}/{d['memory_mib']}",
+                          f"{d['used_cores']}/{d['cores']}", f"{d['used_slots']}/{d['slots']}")
+    console.print(table)
+
+
+@click.command("sandbox")
+@click.option("--nodes", "nodes_file", type=click.Path(exists=True, dir_okay=False), help="Node inventory YAML (default: one node per vendor).")
+@click.option("--pods", "pod_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Pod YAML, multi-document (default: deploy/examples).")
+@click.option("--json", "as_json", is_flag=True, help="Print {\"pods\": [...], \"nodes\": [...]} instead of tables.")
+@click.option("--keep-running", is_flag=True, help="Keep the cluster up afterwards and print a kubeconfig for it.")
+def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json: bool, keep_running: bool) -> None:
+    """A whole heterogeneous cluster in one process: admit, schedule, bind and allocate every pod."""
+    from hami.sandbox.cluster import Sandbox
+
+    pods = load_pods(pod_files)
+    console = Console(width=None if sys.stdout.isatty() else 140, stderr=as_json)
+    with Sandbox(nodes_file) as sandbox:
+        outcomes = []
+        with console.status("scheduling pods…") if sys.stdout.isatty() and not as_json else _nothing():
+            for pod in pods:
+                outcomes.append(sandbox.submit(pod))
+        nodes = sandbox.nodes()
+        if as_json:
+            click.echo(json.dumps({"pods": [o.as_json() for o in outcomes], "nodes": nodes}, indent=2))
+        else:
+            print_report(console, outcomes, nodes)
+        if keep_running:
+            path = Path("sandbox-kubeconfig.yaml").resolve()
+            sandbox.api.write_kubeconfig(path)
+            console.print(f"cluster running; kubeconfig: {path} (Ctrl-C to stop)")
+            done = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: done.set())
+            try:
+                done.wait()
+            except KeyboardInterrupt:
+                pass
+    unexpected = [o for o in outcomes if not o.as_expected]
+    if unexpected:
+        for o in unexpected:
+            click.echo(f"error: pod {o.namespace}/{o.name} is {o.phase}, expected {o.expected}: {o.reason or 'no reason given'}", err=True)
+        sys.exit(1)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,261 @@
+"""The sandbox cluster: the in-memory API server, one fake kubelet and node agent per node, the
+scheduler extender with the admission webhook, all in one process over real HTTP and gRPC.
+
+It then plays the two Kubernetes components that cannot run here: kube-scheduler (webhook → filter
+over every node → prioritize → bind, for pods that ask for a resource the generated extender
+configuration manages) and kubelet (admission → Allocate per container). Devices come from the node
+inventory (every backend's simulated source), so nothing needs hardware.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from hami.allocation import ordered_containers, read_allocated
+from hami.errors import HamiError
+from hami.inventory import load_inventory
+from hami.model import NodeInventory
+from hami.node.agent import Agent, AgentOptions
+from hami.plugin.manager import BackendManager, load_backends
+from hami.sandbox.outcome import ContainerOutcome, DeviceGrant, PodOutcome, expected_phase
+from hami.scheduler.config import SchedulerConfig
+from hami.scheduler.kubeconfig import scheduler_configuration
+from hami.scheduler.service import SchedulerService
+from hami.signing import SigningKeys
+from hami.testing.kubeapi import KubeAPIServer
+from hami.testing.kubelet import FakeKubelet
+from hami.webhook.admission import review
+from hami.webhook.config import WebhookConfig
+from hami.webhook.quota import KubeQuotaSource
+
+log = logging.getLogger(__name__)
+
+
+def default_nodes_file() -> Path:
+    return Path(str(resources.files("hami.sandbox") / "default-nodes.yaml"))
+
+
+def _node_problem(failed: Mapping[str, str]) -> str:
+    return "; ".join(f"{node}: {reason}" for node, reason in sorted(failed.items())) or "no node was offered"
+
+
+def _as_api_json(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The pod as the API server stores it: resource quantities are strings (YAML gives numbers)."""
+    pod = json.loads(json.dumps(pod))
+    for container in ordered_containers(pod):
+        for section in ("limits", "requests"):
+            values = (container.get("resources") or {}).get(section)
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        values[key] = str(value)
+    return pod
+
+
+class Sandbox:
+    def __init__(self, nodes_file: str | Path | None = None, *, manager: BackendManager | None = None, settings: Mapping[str, Any] | None = None) -> None:
+        self.nodes_file = Path(nodes_file) if nodes_file else default_nodes_file()
+        self.inventory: tuple[NodeInventory, ...] = load_inventory(self.nodes_file)
+        self.manager = manager or load_backends()
+        self.settings = dict(settings or {})
+        self.keys = SigningKeys(os.urandom(32))
+        self.api = KubeAPIServer()
+        self.core_v1: client.CoreV1Api | None = None
+        self.kubelets: dict[str, FakeKubelet] = {}
+        self.agents: dict[str, Agent] = {}
+        self.service: SchedulerService | None = None
+        self._dirs: list[str] = []
+        self.managed = frozenset(r["name"] for r in scheduler_configuration(self.manager, "http://sandbox")["extenders"][0]["managedResources"])
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self, timeout: float = 30.0) -> Sandbox:
+        self.api.start()
+        self.core_v1 = client.CoreV1Api(self.api.api_client())
+        for backend in self.manager.backends:
+            overrides = (self.settings.get("backends") or {}).get(backend, {})
+            # The simulated source: devices from the inventory, no vendor tools or host libraries.
+            self.manager.configure(backend, {**overrides, "inventory": str(self.nodes_file), "simulate": True})
+        for node in self.inventory:
+            plugin_dir = tempfile.mkdtemp(prefix="hs", dir="/tmp")  # unix socket paths must stay short
+            self._dirs.append(plugin_dir)
+            self.kubelets[node.name] = FakeKubelet(Path(plugin_dir), node.name, core_v1=self.core_v1).start()
+            agent = Agent(self.manager, self.core_v1, AgentOptions(node_name=node.name, device_plugin_dir=Path(plugin_dir), health_interval=5.0), self.keys)
+            self.agents[node.name] = agent.start()
+        deadline = time.monotonic() + timeout
+        for name, agent in self.agents.items():
+            if not agent.node_registered.wait(max(deadline - time.monotonic(), 0.1)):
+                raise HamiError(f"sandbox: the agent on node {name!r} did not register within {timeout:.0f} s")
+        config = WebhookConfig()
+        quota = KubeQuotaSource(self.core_v1)
+        self.service = SchedulerService(self.manager, self.api.api_client(), SchedulerConfig(), self.keys, host="127.0.0.1", port=0,
+                                        webhook=lambda body: review(self.manager, body, config, quota))
+        self.service.start()
+        if not self.service.cache.wait_synced(timeout):
+            raise HamiError("sandbox: the scheduler cache did not sync")
+        expected = {n.name for n in self.inventory if n.devices}
+        while {n for n, s in self.service.state.nodes.items() if s.devices} < expected:
+            if time.monotonic() > deadline:
+                raise HamiError("sandbox: the scheduler did not see every node's devices")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+        for agent in self.agents.values():
+            agent.stop()
+        for kubelet in self.kubelets.values():
+            kubelet.stop()
+        self.api.stop()
+        for directory in self._dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ playing kube-scheduler and kubelet
+
+    def _post(self, verb: str, body: Any) -> Any:
+        assert self.service is not None
+        request = urllib.request.Request(f"{self.service.server.url}/{verb}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def _pod(self, namespace: str, name: str) -> dict[str, Any]:
+        return json.loads(self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False).data)
+
+    def submit(self, pod: Mapping[str, Any]) -> PodOutcome:
+        """One pod from creation to running (or the reason it does not run)."""
+        pod = _as_api_json(pod)
+        meta = pod.setdefault("metadata", {})
+        namespace = meta.setdefault("namespace", "default")
+        name = meta.get("name") or f"{meta.get('generateName', 'pod-')}{uuid.uuid4().hex[:5]}"
+        meta["name"] = name
+        expected = expected_phase(pod)
+
+        def outcome(phase: str, reason: str = "", node: str = "", containers: Iterable[ContainerOutcome] = ()) -> PodOutcome:
+            return PodOutcome(namespace, name, phase, node, reason, tuple(containers), expected)  # type: ignore[arg-type]
+
+        answer = self._post("webhook", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace, "name": name, "operation": "CREATE", "object": pod, "userInfo": {"username": "sandbox"}}})["response"]
+        if not answer.get("allowed"):
+            return outcome("Rejected", f"admission webhook: {(answer.get('status') or {}).get('message', 'denied')}")
+        if answer.get("patch"):
+            pod = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
+        try:
+            self.core_v1.create_namespaced_pod(namespace, pod, _preload_content=False)
+        except ApiException as exc:
+            return outcome("Rejected", f"API server: {json.loads(exc.body or '{}').get('message', exc.reason)}")
+        created = self._pod(namespace, name)
+        if self._asks_hami(created):
+            node, reason = self._schedule(created)
+        else:  # kube-scheduler alone: any node will do in the sandbox
+            node, reason = self.inventory[0].name, ""
+            self._bind(namespace, name, node)
+        if not node:
+            return outcome("Pending", reason)
+        admitted = self.kubelets[node].admit(self._pod(namespace, name))
+        if not admitted.admitted:
+            return outcome("Rejected", f"kubelet: {admitted.reason}: {admitted.message}", node)
+        self.core_v1.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False)
+        return outcome("Running", "", node, self._containers(self._pod(namespace, name), admitted))
+
+    def _asks_hami(self, pod: Mapping[str, Any]) -> bool:
+        """kube-scheduler sends a pod to the extender only if a container asks for a managed resource."""
+        for container in ordered_containers(pod):
+            resources_ = container.get("resources") or {}
+            if self.managed & {*(resources_.get("limits") or {}), *(resources_.get("requests") or {})}:
+                return True
+        return False
+
+    def _schedule(self, pod: Mapping[str, Any]) -> tuple[str, str]:
+        meta = pod["metadata"]
+        nodes = [n.name for n in self.inventory]
+        result = self._post("filter", {"Pod": pod, "NodeNames": nodes})
+        chosen = result.get("NodeNames") or []
+        if result.get("Error") or not chosen:
+            return "", result.get("Error") or f"no node fits: {_node_problem(result.get('FailedNodes') or {})}"
+        self._post("prioritize", {"Pod": pod, "NodeNames": chosen})
+        bound = self._post("bind", {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": chosen[0]})
+        if bound.get("Error"):
+            return "", f"bind: {bound['Error']}"
+        return chosen[0], ""
+
+    def _bind(self, namespace: str, name: str, node: str) -> None:
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}}
+        self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+
+    def _containers(self, pod: Mapping[str, Any], admitted: Any) -> list[ContainerOutcome]:
+        annotations = pod["metadata"].get("annotations") or {}
+        allocated = read_allocated(annotations, self.manager.kinds)
+        types = {device_id: device.type for node in self.service.state.nodes.values() for device_id, device in node.devices.items()}
+        out = []
+        for position, container in enumerate(ordered_containers(pod)):
+            grants = [g for containers in allocated.values() for g in containers[position]]
+            allocation = admitted.containers.get(container["name"])
+            out.append(ContainerOutcome(
+                name=container["name"],
+                devices=tuple(DeviceGrant(g.id, types.get(g.id, g.vendor), g.memory, g.cores) for g in grants),
+                envs=dict(allocation.envs) if allocation else {},
+                mounts=tuple({"container_path": m.container_path, "host_path": m.host_path, "read_only": m.read_only} for m in (allocation.mounts if allocation else [])),
+                device_nodes=tuple({"container_path": d.container_path, "host_path": d.host_path, "permissions": d.permissions} for d in (allocation.device_specs if allocation else [])),
+            ))
+        return out
+
+    def delete(self, namespace: str, name: str) -> None:
+        """Delete a pod as a user would; the kubelet frees its devices and the agent its host resources."""
+        pod = self._pod(namespace, name)
+        node = pod.get("spec", {}).get("nodeName")
+        self.core_v1.delete_namespaced_pod(name, namespace, _preload_content=False)
+        if node in self.kubelets:
+            self.kubelets[node].release(pod)
+
+    # ------------------------------------------------------------ reporting
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Each node's devices with what is in use, from the scheduler's view."""
+        assert self.service is not None
+        state = self.service.state
+        out = []
+        with state.lock:
+            for inventory_node in self.inventory:
+                node = state.node(inventory_node.name)
+                devices = []
+                for device_id in (node.devices if node else {}):
+                    usage = node.usage(device_id)
+                    d = usage.device
+                    devices.append({"id": d.id, "vendor": d.vendor, "type": d.type, "memory_mib": d.memory, "used_memory_mib": usage.memory,
+                                    "cores": d.cores, "used_cores": usage.cores, "slots": d.count, "used_slots": usage.used})
+                out.append({"name": inventory_node.name, "devices": devices})
+        return out
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until the scheduler's view shows no device in use (after deleting every pod)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(d["used_slots"] == 0 for n in self.nodes() for d in n["devices"]):
+                return True
+            time.sleep(0.05)
+        return False
