@@ -424,7 +424,7 @@ class ContainerEdits:
 
 @attrs.frozen
 class ContainerPatch:
-    """Admission defaults for one container (``hami_mutate_container``): limits to add, warnings to show."""
+    """Admission defaults for one container (``hami_mutate_container``): limits to set, warnings to show."""
 
     limits: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)

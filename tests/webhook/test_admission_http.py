@@ -306,3 +306,34 @@ def test_backend_contract_breach_is_a_500_denial_naming_it(manager: Any, start_w
     assert response["allowed"] is False
     assert response["status"]["code"] == 500
     assert "container 'c'" in response["status"]["message"] and "'nvidia.com/gpu'" in response["status"]["message"]
+
+
+def test_a_backend_may_replace_a_limit_and_its_request(hami_manager, register_backend):
+    """Ascend 910C rounds one die up to two: the webhook rewrites the count, limits and requests alike."""
+    import base64
+    import json
+
+    from hami.standard import StandardBackend
+    from hami.model import ContainerPatch
+    from hami.webhook.admission import review
+    from hami.webhook.config import WebhookConfig
+    from hami import hookimpl
+    from hami_ascend.plugin import INFO
+
+    class Rounds(StandardBackend):
+        @hookimpl
+        def hami_mutate_container(self, container, pod, config):
+            return ContainerPatch(limits={"huawei.com/Ascend910C": "2"}, warnings=["Ascend910C is allocated in pairs of dies"])
+
+    register_backend(Rounds(INFO))
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {
+        "limits": {"huawei.com/Ascend910C": "1"}, "requests": {"huawei.com/Ascend910C": "1"}}}]}}
+    body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "default", "object": pod}}).encode()
+    status, answer = review(hami_manager, body, WebhookConfig())
+    response = json.loads(answer)["response"]
+    assert status == 200 and response["allowed"], response
+    patch = json.loads(base64.b64decode(response["patch"]))
+    assert {"op": "add", "path": "/spec/containers/0/resources/limits/huawei.com~1Ascend910C", "value": "2"} in patch
+    assert {"op": "add", "path": "/spec/containers/0/resources/requests/huawei.com~1Ascend910C", "value": "2"} in patch
+    assert response["warnings"] == ["Ascend910C is allocated in pairs of dies"]

@@ -1,15 +1,53 @@
 """Huawei Ascend NPUs: one device kind per chip, with HAMi's per-chip resource and annotation names.
 
-npu-smi discovery, vNPU templates (hard split) and the soft split arrive with the Ascend issue;
-until then devices come from the node inventory (the simulated source) and split evenly.
+Hard split (default): a memory request rounds up to the smallest vNPU template of the chip (a data
+table, ``templates.yaml``, overridable with ``templates_file``); larger than every template, or more
+than one chip, means whole chips. ``hami_prepare`` creates the vNPU with npu-smi and
+``hami_release`` destroys it. Soft split (pod annotation ``huawei.com/vnpu-mode: hami-core``): any
+memory and a core share, enforced in the container by HAMi's vNPU core library.
 """
 
 from __future__ import annotations
 
-from hami.model import AnnotationKeys, BackendInfo, DeviceKind, ResourceNames
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from hami.errors import BackendError, RequestError
+from hami.limits import container_resources
+from hami.model import (
+    AnnotationKeys,
+    BackendInfo,
+    ContainerEdits,
+    ContainerPatch,
+    DeviceKind,
+    DeviceRequest,
+    DeviceUsage,
+    Grant,
+    HealthEvent,
+    NodeAnnotations,
+    PhysicalDevice,
+    ResourceNames,
+    SchedulableDevice,
+)
+from hami.plugin import hookimpl
+from hami.quantity import parse_count
 from hami.standard import StandardBackend
 
+from hami_ascend import discovery, edits, topology, vnpu
+from hami_ascend.chips import chip_for
+from hami_ascend.npusmi import HEALTHY, NpuSmi
+
+log = logging.getLogger(__name__)
+
 CHIPS = ("Ascend910A", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910B4-1", "Ascend910C", "Ascend310P")
+VNPU_MODE = "huawei.com/vnpu-mode"
+SOFT = "hami-core"
+TEMPLATE = "template"
+"""Request attribute: the vNPU template a hard-split request was rounded to ("" = whole chip)."""
 
 
 def chip_kind(chip: str) -> DeviceKind:
@@ -25,8 +63,214 @@ INFO = BackendInfo(
     name="ascend",
     kinds=[chip_kind(chip) for chip in CHIPS],
     description="Huawei Ascend NPUs split into vNPU templates (hard) or by HAMi's vNPU library (soft)",
-    default_config={"split_count": 7, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0},
-    host_paths=("/dev", "/usr/local/Ascend/driver", "/usr/local/dcmi", "/usr/local/bin/npu-smi"),
+    default_config={
+        "split_count": 7, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0,
+        "templates_file": "", "npu_smi": "npu-smi", "npu_smi_timeout": 10, "vnpu_create": "npu-smi",
+        "state_dir": "", "host_root": "/",
+    },
+    host_paths=edits.HOST_PATHS,
 )
 
-plugin = StandardBackend(INFO)
+
+def use_uuid_key(vendor: str) -> str:
+    return f"hami.io/use-{vendor}-uuid"
+
+
+def no_use_uuid_key(vendor: str) -> str:
+    return f"hami.io/no-use-{vendor}-uuid"
+
+
+def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    return (pod.get("metadata") or {}).get("annotations") or {}
+
+
+def is_soft(pod: Mapping[str, Any]) -> bool:
+    return _annotations(pod).get(VNPU_MODE) == SOFT
+
+
+def _ids(value: str) -> set[str]:
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+class AscendBackend(StandardBackend):
+    """HAMi's request rules from :class:`StandardBackend`, plus Ascend's templates, modes and topology."""
+
+    # ------------------------------------------------------------ node side
+
+    @hookimpl
+    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
+        return discovery.discover(config, node_name, self.info.vendors)
+
+    @hookimpl
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
+        """Chips whose npu-smi health word changed from what ``devices`` say (simulated ones never do)."""
+        real = [d for d in devices if not d.attributes.get("simulated")]
+        smi = NpuSmi.from_config(config)
+        if not real or not smi.available():
+            return []
+        try:
+            table = smi.info()
+        except BackendError as exc:
+            log.warning("event=ascend_health_probe_failed error=%r", str(exc))
+            return []
+        seen = {(r.npu_id, r.chip_id): r for r in table.chips}
+        events = []
+        for device in real:
+            row = seen.get((device.attributes.get("card"), device.attributes.get("chip")))
+            if row is None:
+                events.append(HealthEvent(device.id, healthy=False, reason="no longer listed by npu-smi info"))
+            elif (row.health in HEALTHY) != device.healthy:
+                events.append(HealthEvent(device.id, healthy=row.health in HEALTHY, reason=f"npu-smi health {row.health}"))
+        return events
+
+    @hookimpl
+    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
+        split = super().hami_split_device(device, config)
+        chip = chip_for(config, device.vendor)
+        if chip.max_vnpus and split.count > chip.max_vnpus:
+            split = attrs.evolve(split, count=chip.max_vnpus)
+        return split
+
+    @hookimpl
+    def hami_node_annotations(self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> NodeAnnotations | None:
+        found = topology.rings_annotation(physical)
+        return NodeAnnotations(found) if found else None
+
+    # ------------------------------------------------------------ scheduling side
+
+    @hookimpl
+    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+        requests = []
+        for request in super().hami_container_requests(container, pod, config):
+            minimum = chip_for(config, request.vendor).min_count
+            if minimum > 1:
+                request = self._module_count(request, minimum, container)
+            requests.append(request)
+        return requests
+
+    @staticmethod
+    def _module_count(request: DeviceRequest, minimum: int, container: Mapping[str, Any]) -> DeviceRequest:
+        """910C: chips come in modules of ``minimum`` dies; 1 rounds up, other counts must be multiples."""
+        if request.count < minimum:
+            log.info("event=ascend_count_rounded vendor=%s container=%s from=%d to=%d", request.vendor, container.get("name"), request.count, minimum)
+            return attrs.evolve(request, count=minimum)
+        if request.count % minimum:
+            raise RequestError(
+                f"container {container.get('name')!r}: huawei.com/{request.vendor}={request.count}: must be 1 or a multiple of "
+                f"{minimum} (one {request.vendor} module holds {minimum} dies)"
+            )
+        return request
+
+    @hookimpl
+    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+        patch = super().hami_mutate_container(container, pod, config)
+        limits = dict(patch.limits) if patch else {}
+        warnings = list(patch.warnings) if patch else []
+        resources = container_resources(container)
+        for kind in self.info.kinds:
+            minimum = chip_for(config, kind.vendor).min_count
+            if minimum <= 1:
+                continue
+            name = kind.resources.count
+            if name in limits:
+                limits[name] = str(minimum)
+            elif name in resources:
+                try:
+                    asked = parse_count(resources[name], name)
+                except Exception:
+                    continue  # container_requests reports the bad quantity
+                if 0 < asked < minimum:
+                    limits[name] = str(minimum)  # takes effect once the webhook may replace limits
+                    warnings.append(f"{name}={asked} is rounded up to {minimum}: one {kind.vendor} module holds {minimum} dies; set {name}: {minimum}")
+        return ContainerPatch(limits=limits, warnings=warnings) if limits or warnings else None
+
+    @hookimpl
+    def hami_normalize_request(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> DeviceRequest | None:
+        """Hard split: round up to a template, else the whole chip. Soft split: as asked."""
+        if is_soft(pod):
+            return None
+        chip = chip_for(config, request.vendor)
+        whole = device.device.memory
+        memory = request.memory_on(device.device)
+        template = chip.template_for(memory, request.cores) if request.count == 1 and memory < whole else None
+        if template is None:
+            return attrs.evolve(request, memory=whole, memory_percentage=None, cores=100, attributes={**request.attributes, TEMPLATE: ""})
+        cores = max(request.cores, chip.core_share(template))
+        return attrs.evolve(request, memory=template.memory, memory_percentage=None, cores=cores, attributes={**request.attributes, TEMPLATE: template.name})
+
+    @hookimpl
+    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+        annotations = _annotations(pod)
+        vendor, device_id = request.vendor, device.device.id
+        wanted = annotations.get(use_uuid_key(vendor))
+        if wanted and device_id not in _ids(wanted):
+            return "CardUuidMismatch"
+        unwanted = annotations.get(no_use_uuid_key(vendor))
+        if unwanted and device_id in _ids(unwanted):
+            return "CardUuidMismatch"
+        chip = chip_for(config, vendor)
+        if chip.max_vnpus and not is_soft(pod) and device.used >= chip.max_vnpus:
+            return "CardVnpuLimitReached"
+        return None
+
+    @hookimpl
+    def hami_select_devices(
+        self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[str] | None:
+        chip = chip_for(config, request.vendor)
+        if chip.hccs == "none":
+            return None
+        rings = topology.read_rings(node_annotations, request.vendor)
+        return None if rings is None else topology.choose(chip, request.count, candidates, rings)
+
+    # ------------------------------------------------------------ runtime side
+
+    def _plan(self, grants: Sequence[Grant], config: Mapping[str, Any]) -> list[tuple[Grant, Any, Mapping[str, Any], str]]:
+        """Per grant: its chip, discovery facts and template ("" = whole chip)."""
+        plan = []
+        for grant in grants:
+            chip = chip_for(config, grant.vendor)
+            found = discovery.facts(grant.id, config)
+            template = None
+            if len(grants) == 1 and grant.cores < 100 and grant.memory < int(found.get("memory", chip.memory)):
+                template = chip.template_for(grant.memory, grant.cores)
+            plan.append((grant, chip, found, template.name if template else ""))
+        return plan
+
+    @hookimpl
+    def hami_prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        if is_soft(pod):
+            edits.require_vnpu_core(config)
+            edits.host(config, edits.shmem_dir(pod, container)).mkdir(parents=True, exist_ok=True)
+            return
+        if config.get("vnpu_create", "npu-smi") == "runtime":
+            return
+        plan = [p for p in self._plan(grants, config) if p[3]]
+        if plan:
+            vnpu.create(vnpu.container_key(pod, container), plan, vnpu.ledger_for(config), NpuSmi.from_config(config))
+
+    @hookimpl
+    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        if is_soft(pod):
+            shutil.rmtree(edits.host(config, edits.shmem_dir(pod, container)), ignore_errors=True)
+            return
+        vnpu.destroy(vnpu.container_key(pod, container), vnpu.ledger_for(config), NpuSmi.from_config(config))
+
+    @hookimpl
+    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
+        plan = self._plan(grants, config)
+        phy_ids = [int(found["phy_id"]) for _, _, found, _ in plan]
+        if is_soft(pod):
+            return edits.soft(grants, phy_ids, pod, container, config)
+        split = [p for p in plan if p[3]]
+        if not split:
+            return edits.whole(phy_ids)
+        if config.get("vnpu_create", "npu-smi") == "runtime":
+            return edits.runtime_vnpu(phy_ids[0], split[0][3])
+        made = vnpu.ledger_for(config).get(vnpu.container_key(pod, container))
+        if not made:
+            raise BackendError(f"container {vnpu.container_key(pod, container)} has no vNPU: hami_prepare must create it before the container edits")
+        return edits.created_vnpus(made)
+
+
+plugin = AscendBackend(INFO)

@@ -173,8 +173,10 @@ def hami_container_requests(container: Container, pod: Pod, config: Config) -> S
 
 @hookspec
 def hami_mutate_container(container: Container, pod: Pod, config: Config) -> ContainerPatch | None:
-    """Admission defaults for one container: limits to add (e.g. ``nvidia.com/gpu: 1`` when only
-    ``nvidia.com/gpumem`` is given) and warnings to show the user.
+    """Admission defaults for one container: limits to set (e.g. ``nvidia.com/gpu: 1`` when only
+    ``nvidia.com/gpumem`` is given, or a count the hardware rounds up, as Ascend 910C does from 1 die
+    to 2) and warnings to show the user. A limit already present at another value is replaced, and
+    a matching request with it.
 
     Open hook: called on every plugin by the webhook; patches are merged (a limit two plugins
     set differently is an error). Return None when there is nothing to add.

@@ -304,18 +304,26 @@ def admit_pod(manager: BackendManager, pod: Mapping[str, Any], namespace: str, c
 
 
 def _limit_ops(path: str, container: Mapping[str, Any], limits: Mapping[str, str], mutated: dict[str, Any]) -> list[dict[str, Any]]:
-    """Minimal JSON Patch adding ``limits`` the container lacks (creating ``resources``/``limits``),
-    applied to ``mutated`` (the container in a copy of the pod) as well."""
+    """Minimal JSON Patch setting ``limits`` the container lacks or has at another value (creating
+    ``resources``/``limits``; a request of the same resource follows, as Kubernetes requires them
+    equal), applied to ``mutated`` (the container in a copy of the pod) as well."""
     resources = container.get("resources")
     present = (resources or {}).get("limits") or {}
-    missing = {name: value for name, value in limits.items() if name not in present}
-    if not missing:
+    changed = {name: value for name, value in limits.items() if str(present.get(name)) != value}
+    if not changed:
         return []
     mutated_resources = mutated.get("resources") or {}
     mutated["resources"] = mutated_resources
-    mutated_resources["limits"] = {**(mutated_resources.get("limits") or {}), **missing}
+    mutated_resources["limits"] = {**(mutated_resources.get("limits") or {}), **changed}
     if not isinstance(resources, dict):  # absent, or null
-        return [{"op": "add", "path": f"{path}/resources", "value": {"limits": dict(missing)}}]
+        return [{"op": "add", "path": f"{path}/resources", "value": {"limits": dict(changed)}}]
     if not isinstance(resources.get("limits"), dict):
-        return [{"op": "add", "path": f"{path}/resources/limits", "value": dict(missing)}]
-    return [{"op": "add", "path": f"{path}/resources/limits/{_escape(name)}", "value": value} for name, value in missing.items()]
+        ops = [{"op": "add", "path": f"{path}/resources/limits", "value": dict(changed)}]
+    else:  # "add" on an existing member replaces it (RFC 6902)
+        ops = [{"op": "add", "path": f"{path}/resources/limits/{_escape(name)}", "value": value} for name, value in changed.items()]
+    requests = resources.get("requests")
+    if isinstance(requests, dict):
+        both = {name: value for name, value in changed.items() if name in requests}
+        mutated_resources["requests"] = {**requests, **both}
+        ops += [{"op": "add", "path": f"{path}/resources/requests/{_escape(name)}", "value": value} for name, value in both.items()]
+    return ops

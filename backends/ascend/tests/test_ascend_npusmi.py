@@ -1,0 +1,89 @@
+"""npu-smi output parsing: every recorded sample, plus properties over arbitrary text."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hami_ascend.npusmi import parse_fields, parse_info, succeeded
+
+# file -> (chips, (npu, chip, phy, name, health, bus, MiB) of the first chip, problem lines)
+SAMPLES = {
+    "info_910a_8card.txt": (8, (0, 0, None, "910B", "OK", "0000:C1:00.0", 32768), ()),
+    "info_910b1_elided.txt": (3, (0, 0, None, "910B1", "OK", "0000:C1:00.0", 65536), ("line 13: '...'",)),
+    "info_910c_a3_16die.txt": (16, (0, 0, 0, "Ascend910", "OK", "0000:9D:00.0", 65536), ()),
+    "info_310p3_duo.txt": (2, (2, 0, 0, "310P3", "OK", "0000:01:00.0", 44280), ()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_recorded_info_table_parses(name, fixture_text):
+    count, first, problems = SAMPLES[name]
+    table = parse_info(fixture_text(name))
+    assert len(table.chips) == count
+    c = table.chips[0]
+    assert (c.npu_id, c.chip_id, c.phy_id, c.name, c.health, c.bus_id, c.memory_total) == first
+    assert [p.split(" (")[0] for p in table.problems] == list(problems)
+
+
+def test_a3_dies_keep_card_chip_and_phy_ids_and_the_process_table_is_ignored(fixture_text):
+    table = parse_info(fixture_text("info_910c_a3_16die.txt"))
+    assert [(c.npu_id, c.chip_id, c.phy_id) for c in table.chips] == [(n // 2, n % 2, n) for n in range(16)]
+    assert {c.memory_total for c in table.chips} == {65536}  # "61609/ 65536": no space before the slash
+
+
+def test_310p_duo_reads_the_device_column_as_the_physical_id(fixture_text):
+    table = parse_info(fixture_text("info_310p3_duo.txt"))
+    assert [(c.npu_id, c.chip_id, c.phy_id, c.memory_total) for c in table.chips] == [(2, 0, 0, 44280), (2, 1, 1, 43693)]
+
+
+def test_910a_rows_have_no_physical_id_and_report_hbm_not_ddr(fixture_text):
+    table = parse_info(fixture_text("info_910a_8card.txt"))
+    assert [c.npu_id for c in table.chips] == list(range(8))
+    assert {c.phy_id for c in table.chips} == {None} and {c.memory_total for c in table.chips} == {32768}
+
+
+def test_a_name_row_without_its_chip_row_is_a_problem_naming_the_line():
+    text = "| 0     910B3               | OK            | 88.4        46                0    / 0             |\n"
+    table = parse_info(text)
+    assert table.chips == () and "line 1" in table.problems[0] and "910B3" in table.problems[0]
+
+
+def test_board_and_set_outputs(fixture_text):
+    board = parse_fields(fixture_text("board_910b.txt"))
+    assert board["Serial Number"] == "1025C9048791" and board["PCIe Bus Info"] == "0000:C1:00.0" and board["Chip Count"] == "1"
+    assert succeeded(fixture_text("create_vnpu_ok.txt"))  # "Status : OK         Message : …" on one line
+    assert succeeded(fixture_text("destroy_vnpu_ok.txt"))
+    assert parse_fields(fixture_text("destroy_vnpu_ok.txt"))["Message"] == "Destroy vnpu 103 success"
+    assert not succeeded("create vnpu failed.\n") and not succeeded(fixture_text("board_910b.txt"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=400))
+def test_arbitrary_text_never_crashes_the_parsers(text):
+    table = parse_info(text)
+    assert all(c.memory_total >= 0 for c in table.chips)
+    parse_fields(text)
+
+
+row = st.tuples(
+    st.integers(0, 63), st.integers(0, 1), st.sampled_from(["910B3", "310P3", "Ascend910", "910B4-1"]),
+    st.sampled_from(["OK", "Warning", "Alarm", "Critical", "UNKNOWN"]), st.integers(0, 99999), st.integers(1, 131072),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(row, min_size=1, max_size=8), st.booleans())
+def test_generated_tables_parse_back(rows, with_phy):
+    head = "| NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|\n"
+    head += "| Chip  Phy-ID              | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |\n" if with_phy else "| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |\n"
+    lines = [head, "+===========================+===============+====================================================+\n"]
+    for i, (npu, chip, name, health, used, total) in enumerate(rows):
+        lines.append(f"| {npu:<5} {name:<19} | {health:<13} | 70.0        34                0    / 0             |\n")
+        second = f"{chip:<5} {i:<19}" if with_phy else f"{chip:<25}"
+        lines.append(f"| {second} | 0000:C1:00.0  | 0           0    / 0          {used}/ {total}         |\n")
+    table = parse_info("".join(lines))
+    assert table.problems == ()
+    assert [(c.npu_id, c.chip_id, c.name, c.health, c.memory_total) for c in table.chips] == [(n, c, nm, h, t) for n, c, nm, h, _, t in rows]
+    assert [c.phy_id for c in table.chips] == ([i for i in range(len(rows))] if with_phy else [None] * len(rows))
