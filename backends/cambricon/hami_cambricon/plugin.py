@@ -1,14 +1,49 @@
-"""Cambricon MLUs: identity, HAMi's resource and annotation names, standard hooks.
+"""Cambricon MLUs: cnmon discovery, dynamic sMLU shares, selectors, MLULink rings.
 
-cnmon discovery, dynamic sMLU profiles and MLULink topology arrive with the Cambricon issue; until
-then devices come from the node inventory (the simulated source). ``cambricon.com/mlunum`` (older
-docs) is accepted as an alias of the count resource.
+Decisions read from HAMi's source (pkg/device/cambricon/device.go):
+- ``cambricon.com/mlu.smlu.vmemory`` is in **slices of 256 MiB** (``MemoryFactor = 256``), not a
+  percentage; the slice is configurable (``vmemory_unit_mib``) to match the device plugin's
+  ``min-dsmlu-unit``. A request's memory is converted to MiB for the grant.
+- ``vcore`` defaults to 100 (a card asked for without vcore is used whole); ``vmlu > 1`` gets whole
+  cards, because sMLU limits only apply to a single card (HAMi's documentation says the same).
+- The runtime learns the share from ``CAMBRICON_DSMLU_PROFILE="<index>_<vcore>_<vmemory units>"`` and
+  ``CAMBRICON_DSMLU_ASSIGNED="false"``; HAMi writes them as pod annotations at scheduling time. No
+  hook lets a backend annotate the pod there, so they are container edits here: environment
+  variables and CRI annotations of the container.
 """
 
 from __future__ import annotations
 
-from hami.model import AnnotationKeys, BackendInfo, DeviceKind, ResourceNames
+import logging
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import attrs
+
+from hami import hookimpl
+from hami.errors import AnnotationError, BackendError
+from hami.model import (
+    AnnotationKeys,
+    BackendInfo,
+    ContainerEdits,
+    DeviceKind,
+    DeviceNode,
+    DeviceRequest,
+    DeviceUsage,
+    Grant,
+    HealthEvent,
+    NodeAnnotations,
+    PhysicalDevice,
+    ResourceNames,
+    SchedulableDevice,
+)
 from hami.standard import StandardBackend
+from hami_cambricon import discovery, selectors, topology
+
+log = logging.getLogger(__name__)
 
 COUNT_ALIAS = "cambricon.com/mlunum"
 
@@ -23,12 +58,157 @@ KIND = DeviceKind(
     annotations=AnnotationKeys.hami("hami.io/node-mlu-register", "hami.io/node-handshake-mlu", "hami.io/cambricon-mlu"),
 )
 
+USE_TYPE = "cambricon.com/use-mlutype"
+NOUSE_TYPE = "cambricon.com/nouse-mlutype"
+USE_UUID = "cambricon.com/use-gpuuuid"
+NOUSE_UUID = "cambricon.com/nouse-gpuuuid"
+LINK_POLICY = "cambricon.com/mlulink-policy"
+MLULINK_ANNOTATION = "hami.io/node-mlu-mlulink"
+PROFILE_ENV = "CAMBRICON_DSMLU_PROFILE"
+ASSIGNED_ENV = "CAMBRICON_DSMLU_ASSIGNED"
+VISIBLE_ENV = "CAMBRICON_VISIBLE_DEVICES"
+VMEMORY_UNIT = "vmemory_unit"
+"""Request attribute: MiB per vmemory slice, kept so the profile can be written in slices again."""
+
 INFO = BackendInfo(
     name="cambricon",
     kinds=[KIND],
     description="Cambricon MLUs shared through dynamic sMLU (vcore and vmemory slices)",
-    default_config={"split_count": 10, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0},
+    default_config={
+        "split_count": 100,
+        "memory_scaling": 1,
+        "core_scaling": 1,
+        "default_memory": 0,
+        "default_cores": 100,
+        "vmemory_unit_mib": 256,
+        "cnmon": "cnmon",
+        "cnmon_timeout": 10.0,
+        "mlulink_policy": "best-effort",
+        "cdi": False,
+        "mlulink": {},
+    },
     host_paths=("/dev", "/usr/bin/cnmon"),
 )
 
-plugin = StandardBackend(INFO, count_aliases={"MLU": [COUNT_ALIAS]})
+
+class CambriconBackend(StandardBackend):
+    def __init__(self, info: BackendInfo = INFO) -> None:
+        super().__init__(info, count_aliases={KIND.vendor: [COUNT_ALIAS]})
+        self._devices: dict[str, PhysicalDevice] = {}
+        self._listed: dict[str, bool] = {}
+
+    # ------------------------------------------------------------ node side
+
+    @hookimpl
+    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
+        devices = discovery.discover(config, node_name)
+        self._devices.update((d.id, d) for d in devices)
+        return devices
+
+    @hookimpl
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
+        """A card that drops out of cnmon's table is unhealthy until it is listed again."""
+        if config.get("inventory") or os.environ.get("HAMI_INVENTORY"):
+            return []
+        present = discovery.present_indexes(config)
+        if present is None:
+            return []
+        events = []
+        for device in devices:
+            listed = device.index in present
+            if self._listed.get(device.id, True) != listed:
+                events.append(HealthEvent(device.id, listed, "" if listed else f"MLU {device.index} is no longer listed by cnmon"))
+            self._listed[device.id] = listed
+        return events
+
+    @hookimpl
+    def hami_node_annotations(self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> NodeAnnotations | None:
+        links = discovery.mlulinks(physical, config)
+        return NodeAnnotations({MLULINK_ANNOTATION: topology.encode(links)}) if links else None
+
+    # ------------------------------------------------------------ scheduling side
+
+    @hookimpl
+    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+        unit = _unit(config)
+        result = []
+        for request in super().hami_container_requests(container, pod, config):
+            if request.count > 1:
+                request = attrs.evolve(request, memory=0, memory_percentage=100, cores=100)
+            elif request.memory:
+                request = attrs.evolve(request, memory=request.memory * unit)  # vmemory slices -> MiB
+            result.append(attrs.evolve(request, attributes={**request.attributes, VMEMORY_UNIT: unit}))
+        return result
+
+    @hookimpl
+    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+        annos = selectors.annotations(pod)
+        if not annos:
+            return None
+        return selectors.type_reason(annos, device.device.type, USE_TYPE, NOUSE_TYPE) or selectors.uuid_reason(
+            annos, device.device.id, USE_UUID, NOUSE_UUID
+        )
+
+    @hookimpl
+    def hami_select_devices(
+        self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[str] | None:
+        text = node_annotations.get(MLULINK_ANNOTATION)
+        if not text or request.count not in topology.RING_SIZES:
+            return None
+        policy = selectors.annotations(pod).get(LINK_POLICY) or str(config.get("mlulink_policy", "best-effort"))
+        if policy not in topology.POLICIES:
+            log.warning("event=mlulink_policy_unknown policy=%r known=%s", policy, ",".join(topology.POLICIES))
+            policy = "best-effort"
+        try:
+            links = _links(text)
+        except AnnotationError as exc:
+            log.warning("event=mlulink_annotation_corrupt error=%r", str(exc))
+            return None
+        return topology.choose([c.device.id for c in candidates], request.count, links, policy)
+
+    # ------------------------------------------------------------ runtime side
+
+    @hookimpl
+    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
+        slots = [self._device(g.id, config).index for g in grants]
+        env: dict[str, str] = {}
+        annotations: dict[str, str] = {}
+        first = grants[0]
+        device = self._device(first.id, config)
+        if len(grants) == 1 and (first.cores < 100 or first.memory < device.memory):
+            profile = f"{device.index}_{first.cores}_{first.memory // _unit(config)}"
+            env.update({PROFILE_ENV: profile, ASSIGNED_ENV: "false"})
+            annotations.update({PROFILE_ENV: profile, ASSIGNED_ENV: "false"})
+        if config.get("cdi"):
+            return ContainerEdits(env=env, annotations=annotations, cdi_devices=[f"cambricon.com/mlu=mlu-{s}" for s in slots])
+        env[VISIBLE_ENV] = ",".join(str(s) for s in slots)
+        nodes = [DeviceNode("/dev/cambricon_ctl", "/dev/cambricon_ctl")]
+        for slot in slots:
+            for name in (f"cambricon_dev{slot}", f"cambricon_ipcm{slot}", f"commu{slot}"):
+                nodes.append(DeviceNode(f"/dev/{name}", f"/dev/{name}"))
+        return ContainerEdits(env=env, annotations=annotations, devices=nodes)
+
+    def _device(self, device_id: str, config: Mapping[str, Any]) -> PhysicalDevice:
+        if device_id not in self._devices:
+            node = str(config.get("node_name") or os.environ.get("NODE_NAME") or socket.gethostname())
+            self.hami_discover_devices(config, node)
+        try:
+            return self._devices[device_id]
+        except KeyError:
+            raise BackendError(f"granted MLU {device_id!r} is not on this node (found: {sorted(self._devices) or 'none'})") from None
+
+
+def _unit(config: Mapping[str, Any]) -> int:
+    unit = config.get("vmemory_unit_mib", 256)
+    if isinstance(unit, bool) or not isinstance(unit, int) or unit < 1:
+        raise BackendError(f"config vmemory_unit_mib={unit!r} must be a positive whole number of MiB")
+    return unit
+
+
+@lru_cache(maxsize=64)
+def _links(text: str) -> dict[str, tuple[str, ...]]:
+    return topology.decode(text)
+
+
+plugin = CambriconBackend(INFO)

@@ -12,3 +12,8 @@ class TestCambriconConformance(BackendConformance):
     @pytest.fixture
     def backend(self) -> object:
         return plugin
+
+    @pytest.fixture
+    def backend_config(self, conformance_inventory):
+        # a link between the two conformance cards, so node annotations and ring selection run
+        return {"inventory": str(conformance_inventory), "mlulink": {0: [1], 1: [0]}}

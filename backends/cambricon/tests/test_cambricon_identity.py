@@ -17,6 +17,7 @@ def test_seed_example_with_mlunum_alias(hami_manager, register_backend):
     register_backend(plugin)
     limits = {"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/mlu.smlu.vcore": "10"}
     (request,) = hami_manager.container_requests({"name": "c", "resources": {"limits": limits}}, {})
-    assert (request.vendor, request.count, request.memory, request.cores) == ("MLU", 1, 20, 10)
+    # vmemory is in 256 MiB slices (HAMi's MemoryFactor), so the request asks 20 x 256 MiB
+    assert (request.vendor, request.count, request.memory, request.cores) == ("MLU", 1, 5120, 10)
     # the alias counts as the count resource, so the webhook adds nothing
     assert hami_manager.mutate_container({"name": "c", "resources": {"limits": limits}}, {}).limits == {}

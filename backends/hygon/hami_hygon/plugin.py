@@ -1,13 +1,51 @@
-"""Hygon DCUs: identity, HAMi's resource and annotation names (legacy CSV registration), standard hooks.
+"""Hygon DCUs: hy-smi discovery, HAMi's names (legacy CSV registration), selectors, virtual DCUs.
 
-hy-smi discovery and virtual DCU (vdev config, CU masks) arrive with the Hygon issue; until then
-devices come from the node inventory (the simulated source).
+Hook by hook:
+- discovery: hy-smi (or the node inventory when configured); health = the device is still listed;
+- requests: HAMi's rules, with ``dcucores`` defaulting to 100 as HAMi does (a DCU asked for without
+  cores is used whole); more than one DCU per container means whole DCUs, because a vDCU limit
+  only exists for a single device (HAMi documents the same);
+- fits: ``hygon.com/use-dcutype`` / ``nouse-dcutype`` (substring) and ``use-gpuuuid`` / ``nouse-gpuuuid``;
+- prepare/release: a vdev config per shared container (see :mod:`hami_hygon.vdev`), optionally
+  followed by an operator-configured ``hy_virtual`` command;
+- edits: ``/dev/kfd``, ``/dev/mkfd``, the DRM nodes of each granted DCU, the vdev config dir at
+  ``/etc/vdev/docker/``, the driver dirs ``/opt/hygondriver`` and ``/opt/hyhal``.
 """
 
 from __future__ import annotations
 
-from hami.model import AnnotationKeys, BackendInfo, DeviceKind, ResourceNames
+import logging
+import os
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from hami import hookimpl
+from hami.errors import BackendError
+from hami.limits import container_resources
+from hami.model import (
+    AnnotationKeys,
+    BackendInfo,
+    ContainerEdits,
+    ContainerPatch,
+    DeviceKind,
+    DeviceNode,
+    DeviceRequest,
+    DeviceUsage,
+    Grant,
+    HealthEvent,
+    Mount,
+    PhysicalDevice,
+    ResourceNames,
+)
 from hami.standard import StandardBackend
+from hami_hygon import discovery, selectors
+from hami_hygon.vdev import PhysicalDcu, VdevConf, VdevStore, container_key
+
+log = logging.getLogger(__name__)
 
 KIND = DeviceKind(
     vendor="DCU",
@@ -16,12 +54,212 @@ KIND = DeviceKind(
     node_encoding="csv",
 )
 
+USE_TYPE = "hygon.com/use-dcutype"
+NOUSE_TYPE = "hygon.com/nouse-dcutype"
+USE_UUID = "hygon.com/use-gpuuuid"
+NOUSE_UUID = "hygon.com/nouse-gpuuuid"
+VDEV_CONTAINER_PATH = "/etc/vdev/docker"
+DRIVER_CONTAINER_PATH = "/opt/hygondriver"
+HYHAL = "/opt/hyhal"
+
 INFO = BackendInfo(
     name="hygon",
     kinds=[KIND],
     description="Hygon DCUs shared through virtual DCUs (compute-unit masks, memory limits)",
-    default_config={"split_count": 4, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0},
-    host_paths=("/dev", "/etc/vdev", "/opt/hygondriver", "/opt/hyhal"),
+    default_config={
+        "split_count": 4,
+        "memory_scaling": 1,
+        "core_scaling": 1,
+        "default_memory": 0,
+        "default_cores": 100,
+        "hy_smi": "hy-smi",
+        "hy_smi_timeout": 10.0,
+        "compute_units": 60,
+        "vdev_root": "/etc/vdev",
+        "driver_dir": "/opt/hygondriver",
+        "hy_virtual": None,
+        "hy_virtual_timeout": 10.0,
+        "sysfs_root": "/sys",
+    },
+    host_paths=("/dev", "/etc/vdev", "/opt/hygondriver", HYHAL),
 )
 
-plugin = StandardBackend(INFO)
+
+class HygonBackend(StandardBackend):
+    """The Hygon backend; state is only a cache of the last discovery (vDCU state lives in files)."""
+
+    def __init__(self, info: BackendInfo = INFO) -> None:
+        super().__init__(info)
+        self._devices: dict[str, PhysicalDevice] = {}
+        self._listed: dict[str, bool] = {}
+
+    # ------------------------------------------------------------ node side
+
+    @hookimpl
+    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
+        devices = discovery.discover(config, node_name)
+        self._devices.update((d.id, d) for d in devices)
+        return devices
+
+    @hookimpl
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
+        """A DCU that drops out of hy-smi's table is unhealthy until it is listed again."""
+        if config.get("inventory") or os.environ.get("HAMI_INVENTORY"):
+            return []
+        present = discovery.present_indexes(config)
+        if present is None:
+            return []
+        events = []
+        for device in devices:
+            listed = device.index in present
+            if self._listed.get(device.id, True) != listed:
+                events.append(HealthEvent(device.id, listed, "" if listed else f"DCU {device.index} is no longer listed by hy-smi"))
+            self._listed[device.id] = listed
+        return events
+
+    # ------------------------------------------------------------ scheduling side
+
+    @hookimpl
+    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+        requests = super().hami_container_requests(container, pod, config)
+        return [_whole(r) if r.count > 1 else r for r in requests]
+
+    @hookimpl
+    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+        patch = super().hami_mutate_container(container, pod, config)
+        resources = container_resources(container)
+        count = str(resources.get(KIND.resources.count, "1"))
+        if count.isdigit() and int(count) > 1 and (KIND.resources.memory in resources or KIND.resources.cores in resources):
+            warning = (
+                f"container {container.get('name')!r}: {KIND.resources.count}={count} gets whole DCUs; "
+                f"{KIND.resources.memory} and {KIND.resources.cores} only apply to a single vDCU"
+            )
+            return ContainerPatch(limits=patch.limits if patch else {}, warnings=[warning])
+        return patch
+
+    @hookimpl
+    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+        annos = selectors.annotations(pod)
+        if not annos:
+            return None
+        return selectors.type_reason(annos, device.device.type, USE_TYPE, NOUSE_TYPE) or selectors.uuid_reason(
+            annos, device.device.id, USE_UUID, NOUSE_UUID
+        )
+
+    # ------------------------------------------------------------ runtime side
+
+    @hookimpl
+    def hami_prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        shared = self._shared_grant(grants, config)
+        if shared is None:
+            return
+        grant, device = shared
+        store = _store(config)
+        key = _key(pod, container)
+        physical = PhysicalDcu(
+            index=device.index,
+            pci_bus_id=str(device.attributes.get("pci_bus_id") or f"index-{device.index}"),
+            compute_units=int(device.attributes.get("compute_units") or config.get("compute_units", 60)),
+            memory=device.memory,
+        )
+        conf = store.create(key, physical, grant.cores, grant.memory)
+        try:
+            _hy_virtual(config, "create", store, key, conf)
+        except BackendError:
+            store.remove(key)
+            raise
+
+    @hookimpl
+    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        store = _store(config)
+        key = _key(pod, container)
+        try:
+            conf = store.owned(key)
+        except BackendError as exc:
+            log.warning("event=vdev_unreadable key=%s error=%r", key, str(exc))
+            conf = None
+        if conf is not None:
+            try:
+                _hy_virtual(config, "remove", store, key, conf)
+            except BackendError as exc:
+                log.warning("event=hy_virtual_failed action=remove key=%s error=%r", key, str(exc))
+        store.remove(key)
+
+    @hookimpl
+    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
+        nodes = [DeviceNode("/dev/kfd", "/dev/kfd", "rwm"), DeviceNode("/dev/mkfd", "/dev/mkfd", "rwm")]
+        for grant in grants:
+            device = self._device(grant.id, config)
+            for name in (device.attributes.get("card") or f"card{device.index}", device.attributes.get("render") or f"renderD{128 + device.index}"):
+                nodes.append(DeviceNode(f"/dev/dri/{name}", f"/dev/dri/{name}", "rw"))
+        mounts = []
+        store = _store(config)
+        folder = store.container_dir(_key(pod, container))
+        if folder.is_dir():
+            mounts.append(Mount(VDEV_CONTAINER_PATH, str(folder)))
+            mounts.append(Mount(DRIVER_CONTAINER_PATH, str(config.get("driver_dir", DRIVER_CONTAINER_PATH))))
+        mounts.append(Mount(HYHAL, HYHAL, read_only=True))
+        return ContainerEdits(devices=nodes, mounts=mounts)
+
+    # ------------------------------------------------------------ helpers
+
+    def _device(self, device_id: str, config: Mapping[str, Any]) -> PhysicalDevice:
+        """The discovered device behind a grant (node agent only: may re-run discovery)."""
+        if device_id not in self._devices:
+            node = str(config.get("node_name") or os.environ.get("NODE_NAME") or socket.gethostname())
+            self.hami_discover_devices(config, node)
+        try:
+            return self._devices[device_id]
+        except KeyError:
+            raise BackendError(f"granted DCU {device_id!r} is not on this node (found: {sorted(self._devices) or 'none'})") from None
+
+    def _shared_grant(self, grants: Sequence[Grant], config: Mapping[str, Any]) -> tuple[Grant, PhysicalDevice] | None:
+        """The single grant that needs a vDCU, or None for whole DCUs (several, or all of one)."""
+        if len(grants) != 1:
+            return None
+        grant = grants[0]
+        device = self._device(grant.id, config)
+        if grant.cores >= 100 and grant.memory >= device.memory:
+            return None
+        return grant, device
+
+
+def _whole(request: DeviceRequest) -> DeviceRequest:
+    return attrs.evolve(request, memory=0, memory_percentage=100, cores=100)
+
+
+def _store(config: Mapping[str, Any]) -> VdevStore:
+    return VdevStore(str(config.get("vdev_root", "/etc/vdev")))
+
+
+def _key(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    uid = (pod.get("metadata") or {}).get("uid")
+    name = container.get("name")
+    if not uid or not name:
+        raise BackendError(f"cannot name a vDCU: pod uid={uid!r}, container name={name!r}")
+    return container_key(str(uid), str(name))
+
+
+def _hy_virtual(config: Mapping[str, Any], action: str, store: VdevStore, key: str, conf: VdevConf) -> None:
+    """Run the operator's ``hy_virtual`` argv template, if any (``{action}``, ``{conf}``, ``{vdev_id}``, ``{device}``)."""
+    template = config.get("hy_virtual")
+    if not template:
+        return
+    if isinstance(template, str) or not all(isinstance(part, str) for part in template):
+        raise BackendError(f"config hy_virtual={template!r} must be a list of strings (an argv template)")
+    values = {"action": action, "conf": str(store.root / f"vdev{conf.vdev_id}.conf"), "vdev_id": str(conf.vdev_id), "device": str(conf.device_id), "key": key}
+    try:
+        argv = [part.format(**values) for part in template]
+    except (KeyError, IndexError) as exc:
+        raise BackendError(f"config hy_virtual={template!r} names an unknown placeholder {exc}") from None
+    timeout = float(config.get("hy_virtual_timeout", 10.0))
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendError(f"hy_virtual {' '.join(argv)!r} failed: {exc}") from None
+    if done.returncode != 0:
+        raise BackendError(f"hy_virtual {' '.join(argv)!r} exited with {done.returncode}: {done.stderr.strip()[:200]}")
+    log.info("event=hy_virtual_ran action=%s key=%s vdev_id=%d", action, key, conf.vdev_id)
+
+
+plugin = HygonBackend(INFO)

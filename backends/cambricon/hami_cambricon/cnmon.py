@@ -1,0 +1,93 @@
+"""Reading ``cnmon``'s device table (two text lines per card, ``|``-separated cells).
+
+Two layouts are in the wild: newer drivers print ``Bus-Id`` in the second column, older ones
+``Inited  Driver``. The parser reads the first line of each card (index, VF, model, firmware, bus id)
+and the second (memory usage), stops at the ``Processes:`` table, and logs any line it cannot read
+with its content instead of failing. :func:`run` is the only place that starts a process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from collections.abc import Sequence
+
+import attrs
+
+from hami.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+_CARD = re.compile(r"^(\d+)\s+(\S+)\s+(\S+)(?:\s+(\S+))?$")
+_BUS = re.compile(r"^[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]$")
+_MEMORY = re.compile(r"^(\d+)\s*MiB\s*/\s*(\d+)\s*MiB$")
+
+
+@attrs.frozen
+class Card:
+    index: int
+    vf: str
+    model: str
+    firmware: str
+    pci_bus_id: str | None
+    memory_used: int | None = None
+    memory_total: int | None = None
+    version: str | None = None
+    """The ``CNMON vX`` banner, for logs."""
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def parse_table(text: str) -> list[Card]:
+    cards: list[Card] = []
+    version = None
+    pending: Card | None = None
+    in_table = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip()
+        stripped = line.strip()
+        if stripped.startswith("| CNMON"):
+            version = stripped.strip("|").split()[1] if len(stripped.strip("|").split()) > 1 else None
+            continue
+        if "Processes:" in stripped:
+            break
+        if stripped.startswith("|="):
+            in_table = True
+            continue
+        if not in_table or not stripped.startswith("|"):
+            continue
+        cells = _cells(line)
+        first = _CARD.match(cells[0]) if cells else None
+        if first and len(cells) >= 2:
+            bus = cells[1] if _BUS.match(cells[1]) else None
+            pending = Card(int(first.group(1)), first.group(2), first.group(3), first.group(4) or "", bus.lower() if bus else None, version=version)
+            continue
+        memory = _MEMORY.match(cells[1]) if pending is not None and len(cells) >= 2 else None
+        if memory and pending is not None:
+            cards.append(attrs.evolve(pending, memory_used=int(memory.group(1)), memory_total=int(memory.group(2))))
+            pending = None
+            continue
+        log.warning("event=cnmon_unparsed_line line_number=%d line=%r", number, line)
+    if pending is not None:
+        log.warning("event=cnmon_card_without_memory card=%d", pending.index)
+        cards.append(pending)
+    return cards
+
+
+def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> str:
+    command = " ".join(argv)
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise BackendError(f"{argv[0]!r} not found on PATH (is the Cambricon driver installed?)") from None
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{command!r} did not finish within {timeout:g} s") from None
+    except OSError as exc:
+        raise BackendError(f"{command!r} could not start: {exc}") from None
+    if done.returncode != 0:
+        raise BackendError(f"{command!r} exited with {done.returncode}: {done.stderr.strip()[:200]}")
+    return done.stdout

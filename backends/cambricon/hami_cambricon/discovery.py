@@ -1,0 +1,77 @@
+"""Cambricon MLUs as hami devices: cnmon on a real node, the node inventory elsewhere.
+
+Ids follow HAMi (``<node>-cambricon-mlu-<index>``) so ``cambricon.com/use-gpuuuid`` annotations
+written for HAMi keep working; the PCI bus id and firmware go into the attributes. MLULink peers
+come from the inventory attribute ``mlulink`` (peer card indexes, one entry per link) or the config
+key ``mlulink`` (``{index: [peer indexes]}``): cnmon's default table does not print them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hami.errors import BackendError
+from hami.inventory import inventory_devices
+from hami.model import PhysicalDevice
+from hami_cambricon import cnmon
+
+log = logging.getLogger(__name__)
+
+VENDOR = "MLU"
+
+
+def _table(config: Mapping[str, Any]) -> list[cnmon.Card] | None:
+    try:
+        text = cnmon.run([str(config.get("cnmon", "cnmon"))], float(config.get("cnmon_timeout", cnmon.DEFAULT_TIMEOUT)))
+    except BackendError as exc:
+        log.warning("event=cnmon_failed error=%r", str(exc))
+        return None
+    return cnmon.parse_table(text)
+
+
+def cnmon_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
+    cards = _table(config)
+    devices = []
+    for card in cards or []:
+        if not card.memory_total:
+            log.warning("event=mlu_skipped index=%d reason='no memory total in cnmon output'", card.index)
+            continue
+        devices.append(
+            PhysicalDevice(
+                id=f"{node_name}-cambricon-mlu-{card.index}",
+                vendor=VENDOR,
+                type=card.model,
+                memory=card.memory_total,
+                index=card.index,
+                attributes={"pci_bus_id": card.pci_bus_id or "", "firmware": card.firmware, "cnmon": card.version or ""},
+            )
+        )
+    log.info("event=mlu_discovered node=%s devices=%d", node_name, len(devices))
+    return devices
+
+
+def discover(config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
+    simulated = inventory_devices(config, node_name, [VENDOR])
+    if simulated or config.get("inventory"):
+        return simulated
+    return cnmon_devices(config, node_name)
+
+
+def present_indexes(config: Mapping[str, Any]) -> set[int] | None:
+    cards = _table(config)
+    return None if cards is None else {c.index for c in cards}
+
+
+def mlulinks(physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each card's MLULink peers by device id (a peer listed n times has n links)."""
+    by_index = {d.index: d.id for d in physical}
+    configured = {int(k): v for k, v in (config.get("mlulink") or {}).items()}
+    links: dict[str, list[str]] = {}
+    for device in physical:
+        peers = device.attributes.get("mlulink", configured.get(device.index, ()))
+        ids = [by_index[p] for p in peers if p in by_index]
+        if ids:
+            links[device.id] = ids
+    return links

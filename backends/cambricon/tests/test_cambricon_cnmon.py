@@ -1,0 +1,82 @@
+"""cnmon parsing against recorded public samples, and discovery through a fake cnmon on PATH."""
+
+from __future__ import annotations
+
+import logging
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hami_cambricon import cnmon, discovery
+from hami_cambricon.plugin import CambriconBackend
+
+
+def test_bus_id_layout(read_recording):
+    cards = cnmon.parse_table(read_recording("cnmon_mlu370-x8_v5.10.13.txt"))
+    assert [(c.index, c.model, c.pci_bus_id, c.memory_total, c.firmware) for c in cards] == [
+        (0, "MLU370-X8", "0000:39:00.0", 23374, "v1.1.6"),
+        (1, "MLU370-X8", "0000:3d:00.0", 23374, "v1.1.6"),
+    ]
+    assert cards[0].version == "v5.10.13"
+
+
+def test_inited_driver_layout(read_recording):
+    cards = cnmon.parse_table(read_recording("cnmon_mlu370-x4_v4.20.11.txt"))
+    assert [(c.index, c.model, c.pci_bus_id, c.memory_total) for c in cards] == [(i, "MLU370-X4", None, 23308) for i in range(3)]
+
+
+def test_mode_column_layout(read_recording):
+    cards = cnmon.parse_table(read_recording("cnmon_mlu370-x8_v5.10.22.txt"))
+    assert [(c.pci_bus_id, c.memory_total) for c in cards] == [("0000:13:00.0", 20638), ("0000:16:00.0", 20638)]
+
+
+def test_unparseable_line_is_a_warning_naming_it(read_recording, caplog):
+    text = read_recording("cnmon_mlu370-x8_v5.10.13.txt").replace("|  0%   39C", "| weird row from a new driver |\n|  0%   39C", 1)
+    with caplog.at_level(logging.WARNING):
+        cards = cnmon.parse_table(text)
+    assert len(cards) == 2 and "weird row from a new driver" in caplog.text
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("|+-=0123456789 MiB/:.CNMONvWCard\n")), max_size=500))
+def test_parser_never_crashes(text):
+    cnmon.parse_table(text)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.from_regex(r"\AMLU[0-9]{3}-[A-Z][0-9]\Z"), st.integers(1, 99999)), min_size=1, max_size=8))
+def test_generated_tables_round_trip(cards):
+    lines = ["| Card  VF  Name       Firmware |               Bus-Id | Util        Ecc-Error |", "|===|===|===|"]
+    for i, (model, memory) in enumerate(cards):
+        lines.append(f"| {i}     /   {model}    v1.1.6 |         0000:{i:02X}:00.0 | 0%                N/A |")
+        lines.append(f"|  0%   32C        106 W/ 250 W |     0 MiB/ {memory} MiB | N/A           Default |")
+        lines.append("+-------------------------------+----------------------+-----------------------+")
+    parsed = cnmon.parse_table("\n".join(lines))
+    assert [(c.index, c.model, c.memory_total) for c in parsed] == [(i, m, mem) for i, (m, mem) in enumerate(cards)]
+
+
+def test_discovery_through_fake_cnmon(fake_tools):
+    fake_tools.install("cnmon", {"": "cnmon_mlu370-x8_v5.10.13.txt"})
+    devices = discovery.discover({"cnmon": "cnmon"}, "mlu-node")
+    assert [(d.id, d.type, d.memory, d.index) for d in devices] == [
+        ("mlu-node-cambricon-mlu-0", "MLU370-X8", 23374, 0),
+        ("mlu-node-cambricon-mlu-1", "MLU370-X8", 23374, 1),
+    ]
+    assert devices[1].attributes["pci_bus_id"] == "0000:3d:00.0"
+    assert fake_tools.calls("cnmon") == [[]]
+
+
+def test_missing_cnmon_means_no_devices(fake_tools, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert discovery.discover({"cnmon": "cnmon"}, "n") == []
+    assert "not found on PATH" in caplog.text
+
+
+def test_health_follows_the_table(fake_tools):
+    backend = CambriconBackend()
+    fake_tools.install("cnmon", {"": "cnmon_mlu370-x4_v4.20.11.txt"})
+    devices = backend.hami_discover_devices({}, "n")
+    assert len(devices) == 3 and backend.hami_device_health(devices, {}) == []
+    fake_tools.install("cnmon", {"": "cnmon_mlu370-x8_v5.10.13.txt"})  # card 2 gone
+    (event,) = backend.hami_device_health(devices, {})
+    assert (event.device_id, event.healthy) == ("n-cambricon-mlu-2", False)

@@ -1,0 +1,142 @@
+"""The Hygon hooks end to end: requests, selectors, prepare → edits → release, hy-virtual."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import yaml
+
+from hami.errors import BackendError, RequestError
+from hami.model import DeviceNode, DeviceRequest, DeviceUsage, Grant, Mount, SchedulableDevice
+from hami_hygon.plugin import INFO, KIND, HygonBackend
+
+NODE = "dcu-node"
+
+
+@pytest.fixture
+def inventory(tmp_path):
+    path = tmp_path / "inventory.yaml"
+    devices = [
+        {"vendor": "DCU", "type": "DCU-K100_AI", "memory": 65520, "id": "DCU-TPXS320016070601", "index": 0,
+         "attributes": {"pci_bus_id": "0000:05:00.0", "compute_units": 120, "card": "card3", "render": "renderD131"}},
+        {"vendor": "DCU", "type": "DCU-Z100L", "memory": 32752, "id": "DCU-TPXS320010040501", "index": 1,
+         "attributes": {"pci_bus_id": "0000:2b:00.0", "compute_units": 60}},
+    ]
+    path.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": devices}]}))
+    return path
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "etc-vdev"
+
+
+@pytest.fixture
+def manager(hami_manager, register_backend, inventory, root):
+    backend = HygonBackend(attrs.evolve(INFO, host_paths=(*INFO.host_paths, str(root))))
+    register_backend(backend, config={"inventory": str(inventory), "vdev_root": str(root), "node_name": NODE})
+    hami_manager.discover("hygon", NODE)
+    return hami_manager
+
+
+def pod(annotations=None, uid="uid-1"):
+    return {"metadata": {"name": "p", "namespace": "default", "uid": uid, "annotations": dict(annotations or {})}}
+
+
+def container(name="main", **limits):
+    return {"name": name, "resources": {"limits": {f"hygon.com/{k}": str(v) for k, v in limits.items()}}}
+
+
+def test_requests_follow_hami(manager):
+    (shared,) = manager.container_requests(container(dcunum=1, dcumem=2000, dcucores=60), pod())
+    assert (shared.count, shared.memory, shared.cores) == (1, 2000, 60)
+    (default,) = manager.container_requests(container(dcunum=1, dcumem=2000), pod())
+    assert default.cores == 100  # HAMi's default: no dcucores means the whole compute
+    (many,) = manager.container_requests(container(dcunum=2, dcumem=2000, dcucores=10), pod())
+    assert (many.count, many.memory, many.memory_percentage, many.cores) == (2, 0, 100, 100)
+    assert manager.mutate_container(container(dcunum=2, dcumem=2000), pod()).warnings
+    with pytest.raises(RequestError, match="dcucores"):
+        manager.container_requests(container(dcunum=1, dcucores=150), pod())
+
+
+@pytest.mark.parametrize(
+    "annotations,reason",
+    [
+        ({}, None),
+        ({"hygon.com/use-dcutype": "k100"}, None),
+        ({"hygon.com/use-dcutype": "Z100, BW"}, "CardTypeMismatch"),
+        ({"hygon.com/nouse-dcutype": "DCU-K100_AI"}, "CardTypeMismatch"),
+        ({"hygon.com/use-gpuuuid": "DCU-TPXS320016070601"}, None),
+        ({"hygon.com/use-gpuuuid": "DCU-TPXS32001607060"}, "CardUUIDMismatch"),  # exact, not prefix
+        ({"hygon.com/nouse-gpuuuid": "DCU-TPXS320016070601,DCU-TPXS320010040501"}, "CardUUIDMismatch"),
+    ],
+)
+def test_selectors(manager, annotations, reason):
+    device = DeviceUsage(SchedulableDevice(id="DCU-TPXS320016070601", vendor="DCU", type="DCU-K100_AI", count=4, memory=65520))
+    assert manager.device_fits(DeviceRequest("DCU"), device, pod(annotations)) == reason
+
+
+def test_prepare_edits_release(manager, root):
+    grants = [Grant("DCU-TPXS320016070601", "DCU", 2000, 60)]
+    ctr = container(dcunum=1, dcumem=2000, dcucores=60)
+    manager.prepare(grants, pod(), ctr)
+    conf = (root / "vdev0.conf").read_text()
+    assert "PciBusId: 0000:05:00.0\n" in conf and "cu_count: 72\n" in conf and "mem: 2000 MiB\n" in conf
+    edits = manager.container_edits(grants, pod(), ctr)
+    assert edits.devices == (
+        DeviceNode("/dev/kfd", "/dev/kfd", "rwm"),
+        DeviceNode("/dev/mkfd", "/dev/mkfd", "rwm"),
+        DeviceNode("/dev/dri/card3", "/dev/dri/card3", "rw"),
+        DeviceNode("/dev/dri/renderD131", "/dev/dri/renderD131", "rw"),
+    )
+    assert edits.mounts == (
+        Mount("/etc/vdev/docker", str(root / "containers" / "uid-1_main")),
+        Mount("/opt/hygondriver", "/opt/hygondriver"),
+        Mount("/opt/hyhal", "/opt/hyhal", read_only=True),
+    )
+    manager.release(grants, pod(), ctr)
+    assert not list(root.glob("vdev*.conf"))
+    assert manager.container_edits(grants, pod(), ctr).mounts == (Mount("/opt/hyhal", "/opt/hyhal", read_only=True),)
+
+
+def test_whole_and_multiple_dcus_get_no_vdev(manager, root):
+    manager.prepare([Grant("DCU-TPXS320010040501", "DCU", 32752, 100)], pod(), container())
+    two = [Grant("DCU-TPXS320016070601", "DCU", 65520, 100), Grant("DCU-TPXS320010040501", "DCU", 32752, 100)]
+    manager.prepare(two, pod(uid="uid-2"), container())
+    assert not root.exists() or not list(root.glob("vdev*.conf"))
+    names = [d.container_path for d in manager.container_edits(two, pod(uid="uid-2"), container()).devices]
+    assert names == ["/dev/kfd", "/dev/mkfd", "/dev/dri/card3", "/dev/dri/renderD131", "/dev/dri/card1", "/dev/dri/renderD129"]
+
+
+def test_two_containers_on_one_dcu_never_share_units(manager, root):
+    grant = [Grant("DCU-TPXS320010040501", "DCU", 1000, 50)]
+    manager.prepare(grant, pod(uid="a"), container())
+    manager.prepare(grant, pod(uid="b"), container())
+    with pytest.raises(BackendError, match="compute units are free"):
+        manager.prepare([Grant("DCU-TPXS320010040501", "DCU", 1000, 10)], pod(uid="c"), container())
+    masks = [int(line.split()[1], 16) for f in root.glob("vdev*.conf") for line in f.read_text().splitlines()[1:2]]
+    assert len(masks) == 2 and masks[0] & masks[1] == 0
+
+
+def test_unknown_device_is_a_clear_error(manager):
+    with pytest.raises(BackendError, match="DCU-nope"):
+        manager.container_edits([Grant("DCU-nope", "DCU", 1, 1)], pod(), container())
+
+
+def test_hy_virtual_is_invoked_and_failure_rolls_back(hami_manager, register_backend, inventory, root, fake_tools):
+    fake_tools.install("hy-virtual", {"create 0": None, "remove 0": None})
+    backend = HygonBackend(attrs.evolve(INFO, host_paths=(*INFO.host_paths, str(root))))
+    config = {"inventory": str(inventory), "vdev_root": str(root), "node_name": NODE, "hy_virtual": ["hy-virtual", "{action}", "{vdev_id}"]}
+    register_backend(backend, config=config)
+    grants = [Grant("DCU-TPXS320016070601", "DCU", 2000, 60)]
+    hami_manager.prepare(grants, pod(), container())
+    hami_manager.release(grants, pod(), container())
+    assert fake_tools.calls("hy-virtual") == [["create", "0"], ["remove", "0"]]
+    fake_tools.install("hy-virtual", {})  # every call now fails
+    with pytest.raises(BackendError, match="hy_virtual"):
+        hami_manager.prepare(grants, pod(uid="x"), container())
+    assert not list(root.glob("vdev*.conf")) and not (root / "containers" / "x_main").exists()
+
+
+def test_csv_kind_is_unchanged():
+    assert KIND.node_encoding == "csv" and KIND.annotations.allocated == "hami.io/dcu-devices-allocated"
