@@ -388,3 +388,11 @@ def test_bulk_scores_must_match_the_nodes(hami_manager):
     hami_manager.register(Short(), name="short")
     with pytest.raises(BackendError, match="returned 1 scores for 2 nodes"):
         hami_manager.score_nodes("short", [NodeUsage("a"), NodeUsage("b")], [], POD)
+
+
+def test_operators_may_allow_more_host_paths(manager, alpha):
+    alpha.edits_host_path = "/srv/alpha/lib"
+    with pytest.raises(BackendError, match="/srv/alpha/lib"):
+        manager.container_edits([Grant("ALPHA-0", "ALPHA", 1, 0)], POD, {"name": "c"})
+    manager.configure("alpha", {"extra_host_paths": ["/srv/alpha"]})
+    assert manager.container_edits([Grant("ALPHA-0", "ALPHA", 1, 0)], POD, {"name": "c"}).mounts[0].host_path == "/srv/alpha/lib"

@@ -457,7 +457,9 @@ class BackendManager:
         for part in self._vendor_call("hami_container_edits", vendor, grants=list(grants), pod=pod, container=container):
             if part is not None:
                 edits = edits.merge(_expect(part, ContainerEdits, "hami_container_edits", vendor))
-        allowed = self.owner(vendor).host_paths
+        owner = self.owner(vendor)
+        # An operator who moves a backend's host directory (a vdev root, a hook path) allows it too.
+        allowed = (*owner.host_paths, *self.config(owner.name).get("extra_host_paths", ()))
         outside = [p for p in edits.host_paths() if not _under_any(p, allowed)]
         if outside:
             raise BackendError(f"hami_container_edits for {vendor} exposes host path(s) {outside} outside the declared {list(allowed)}")
