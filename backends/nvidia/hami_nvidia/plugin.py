@@ -1,15 +1,52 @@
-"""NVIDIA GPUs: identity, HAMi's resource and annotation names, and the standard hooks.
+"""NVIDIA GPUs: HAMi's names and request rules (from :class:`StandardBackend`), plus NVML discovery,
+per-node splitting, MIG, NVLink-aware selection, the four isolation modes and XID health.
 
-NVML discovery, health, MIG and the isolation modes (HAMi-core, MPS) arrive with the NVIDIA issue;
-until then devices come from the node inventory (the simulated source).
+Each hook below says what it adds; the helpers live in small modules (``settings``, ``nvml``,
+``selectors``, ``topology``, ``mig``, ``edits``, ``mps``, ``health``). Nothing here touches the
+driver at import time.
 """
 
 from __future__ import annotations
 
-from hami.model import AnnotationKeys, BackendInfo, DeviceKind, ResourceNames
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from hami.errors import BackendError, RequestError
+from hami.inventory import INVENTORY_ENV, inventory_devices
+from hami.model import (
+    AnnotationKeys,
+    BackendInfo,
+    ContainerEdits,
+    DeviceKind,
+    DeviceRequest,
+    DeviceUsage,
+    Grant,
+    HealthEvent,
+    NodeAnnotations,
+    PhysicalDevice,
+    ResourceNames,
+    SchedulableDevice,
+)
+from hami.plugin import hookimpl
+from hami.scheduler.fit import NUMA_BIND
+from hami.splitting import split_evenly
 from hami.standard import StandardBackend
+from hami_nvidia import edits, mig, nvml, topology
+from hami_nvidia.health import NvmlEventSource, XidWatcher, nvml_probe
+from hami_nvidia.mps import MpsDaemon, MpsPaths
+from hami_nvidia.selectors import ATTRIBUTE, Selectors
+from hami_nvidia.settings import DEFAULT_CONFIG, ignored_xids, mode_of, node_config, number, selected, strategy_of
+
+log = logging.getLogger(__name__)
 
 HOOK_PATH = "/usr/local/vgpu"
+MPS_ROOT = "/run/nvidia/mps"
 
 KIND = DeviceKind(
     vendor="NVIDIA",
@@ -27,8 +64,252 @@ INFO = BackendInfo(
     name="nvidia",
     kinds=[KIND],
     description="NVIDIA GPUs shared by memory and SM limits (HAMi-core, MPS, MIG)",
-    default_config={"split_count": 10, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0},
-    host_paths=(HOOK_PATH, "/tmp/vgpulock", "/dev", "/var/run/nvidia-container-devices"),
+    default_config=DEFAULT_CONFIG,
+    host_paths=(HOOK_PATH, "/tmp/vgpulock", "/dev", "/var/run/nvidia-container-devices", MPS_ROOT),
 )
 
-plugin = StandardBackend(INFO)
+
+def _owner(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[str, str]:
+    return str((pod.get("metadata") or {}).get("uid") or ""), str(container.get("name") or "")
+
+
+class NvidiaBackend(StandardBackend):
+    """The NVIDIA backend; one instance per process (the node agent keeps its discovery and ledgers)."""
+
+    def __init__(self, info: BackendInfo) -> None:
+        super().__init__(info)
+        self._lock = threading.Lock()
+        self._devices: dict[str, PhysicalDevice] = {}
+        self._node_name = ""
+        self.ledger = mig.MigLedger()
+        self.event_source_factory = NvmlEventSource
+        self.probe = nvml_probe
+        self._watcher: XidWatcher | None = None
+        self._mps: tuple[tuple[str, str, str], MpsDaemon] | None = None
+
+    # ------------------------------------------------------------ discovery
+
+    @hookimpl
+    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
+        """The node inventory when one is configured (sandbox, simulator, CI), else NVML; then the
+        node's ``include``/``exclude`` filters. Devices remember their node for per-node splitting."""
+        if config.get("inventory") or os.environ.get(INVENTORY_ENV):
+            found = [attrs.evolve(d, attributes={**d.attributes, "node_name": node_name}) for d in inventory_devices(config, node_name, self.info.vendors)]
+        else:
+            found = nvml.discover(node_name, config)
+        cfg = node_config(config, node_name)
+        kept = [d for d in found if selected(cfg, d.id, d.index)]
+        if len(kept) != len(found):
+            log.info("event=gpus_filtered node=%s kept=%d skipped=%s", node_name, len(kept), ",".join(d.id for d in found if d not in kept))
+        with self._lock:
+            self._devices = {d.id: d for d in kept}
+            self._node_name = node_name
+        return kept
+
+    @hookimpl
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
+        """XID events of NVML-discovered GPUs (the watcher thread starts on the first call)."""
+        watched = [d.id for d in devices if d.attributes.get("source") == nvml.SOURCE]
+        if not watched:
+            return []
+        if self._watcher is None:
+            self._watcher = XidWatcher(
+                self.event_source_factory,
+                ignored=ignored_xids(config),
+                recovery_seconds=number(config, "health_recovery_seconds"),
+                probe=self.probe,
+                wait_ms=int(number(config, "health_wait_ms", 1)),
+            )
+        self._watcher.ensure_started(watched)
+        return self._watcher.changes(watched)
+
+    # ------------------------------------------------------------ slicing
+
+    @hookimpl
+    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
+        """HAMi's even split with this node's overrides; a GPU in MIG mode offers its instances."""
+        cfg = node_config(config, device.attributes.get("node_name"))
+        mode = mode_of(cfg)
+        if device.attributes.get("mig_enabled"):
+            layout = mig.geometry(device)
+            return SchedulableDevice(
+                id=device.id, vendor=device.vendor, type=device.type,
+                count=sum(t["count"] for t in layout), memory=sum(t["memory"] * t["count"] for t in layout),
+                cores=device.cores, index=device.index, numa=device.numa, mode="mig", healthy=device.healthy,
+                mig_profiles=(layout,) if layout else (),
+            )
+        if mode == "mig":
+            log.warning("event=mig_mode_without_mig device=%s reason=%r", device.id, "node mode is mig but the GPU is not in MIG mode; nothing will fit on it")
+        return split_evenly(device, {**cfg, "mode": mode})
+
+    @hookimpl
+    def hami_node_annotations(self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> NodeAnnotations | None:
+        """HAMi's ``hami.io/node-nvidia-score``: pair scores of the registered GPUs."""
+        if not config.get("topology_aware", True):
+            return None
+        registered = {d.id for d in devices}
+        text = topology.encode_scores([p for p in physical if p.id in registered])
+        return NodeAnnotations({topology.SCORE_ANNOTATION: text}) if text else None
+
+    # ------------------------------------------------------------ scheduling
+
+    @hookimpl
+    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+        """HAMi's rules plus the pod's selectors, parsed once into the request (bad values are
+        RequestErrors naming them), ``numa-bind`` as the core's NUMA_BIND, a checked priority."""
+        requests = super().hami_container_requests(container, pod, config)
+        if not requests:
+            return []
+        selectors = Selectors.from_pod(pod)
+        try:
+            task_priority = edits.priority(container)
+        except BackendError as exc:
+            raise RequestError(f"container {container.get('name')!r}: {exc}") from None
+        if task_priority is not None and task_priority > 1:
+            raise RequestError(f"container {container.get('name')!r}: {edits.PRIORITY_RESOURCE}={task_priority} must be 0 (high) or 1 (low)")
+        extra: dict[str, Any] = {ATTRIBUTE: selectors}
+        if selectors.numa_bind:
+            extra[NUMA_BIND] = True
+        return [attrs.evolve(r, attributes={**r.attributes, **extra}) for r in requests]
+
+    @hookimpl
+    def hami_normalize_request(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> DeviceRequest | None:
+        """On a MIG GPU, round up to the smallest MIG profile that holds the request."""
+        return mig.normalize(request, device.device) if device.device.mode == "mig" else None
+
+    @hookimpl
+    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+        """Type and UUID selectors, the isolation mode, and a MIG profile that holds the request."""
+        reason = Selectors.of(request, pod).reason(device.device)
+        if reason is None and device.device.mode == "mig" and not request.attributes.get(mig.PROFILE_ATTRIBUTE):
+            return mig.NO_PROFILE
+        return reason
+
+    @hookimpl
+    def hami_select_devices(
+        self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[str] | None:
+        """The best-connected set by the node's pair scores (within one NUMA node when bound); None
+        (the core's choice) when the node published no scores or they do not tell GPUs apart."""
+        text = node_annotations.get(topology.SCORE_ANNOTATION)
+        if request.count < 2 or not text or not config.get("topology_aware", True):
+            return None
+        scores = topology.decode_scores(text)
+        ids = [c.device.id for c in candidates]
+        if not topology.scores_differ(scores, ids):
+            return None
+        if not request.attributes.get(NUMA_BIND):
+            return topology.best_set(ids, request.count, scores)
+        groups: dict[int, list[str]] = {}
+        for usage in candidates:
+            groups.setdefault(usage.device.numa, []).append(usage.device.id)
+        sets = [s for s in (topology.best_set(g, request.count, scores) for g in groups.values()) if s]
+        return max(sets, key=lambda s: topology.set_score(scores, s)) if sets else []
+
+    # ------------------------------------------------------------ runtime
+
+    def _device(self, device_id: str) -> PhysicalDevice | None:
+        with self._lock:
+            return self._devices.get(device_id)
+
+    def _mode(self, grants: Sequence[Grant], pod: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+        """The pod's ``nvidia.com/vgpu-mode``, else what the granted GPUs run on this node."""
+        try:
+            wanted = Selectors.from_pod(pod).mode
+        except RequestError as exc:
+            raise BackendError(str(exc)) from None
+        if wanted:
+            return wanted
+        modes = set()
+        for grant in grants:
+            device = self._device(grant.id)
+            if device is not None and device.attributes.get("mig_enabled"):
+                modes.add("mig")
+            else:
+                modes.add(mode_of(node_config(config, device.attributes.get("node_name") if device else self._node_name)))
+        if len(modes) > 1:
+            raise BackendError(f"the GPUs granted ({', '.join(g.id for g in grants)}) run different isolation modes {sorted(modes)}; set nvidia.com/vgpu-mode")
+        return modes.pop() if modes else mode_of(config)
+
+    def _mig_instances(self, grants: Sequence[Grant], owner: tuple[str, str]) -> list[str]:
+        """A MIG instance per grant, all or none (a failure frees what this container held)."""
+        found = []
+        try:
+            for grant in grants:
+                device = self._device(grant.id)
+                if device is None or not device.attributes.get("mig_enabled"):
+                    raise BackendError(f"GPU {grant.id} is not a MIG-enabled GPU found on this node; it cannot serve nvidia.com/vgpu-mode mig")
+                found.append(self.ledger.assign(owner, device, grant.memory))
+        except BackendError:
+            self.ledger.release(owner)
+            raise
+        return found
+
+    def _mps_daemon(self, config: Mapping[str, Any]) -> MpsDaemon:
+        key = (str(config.get("mps_control")), str(config.get("mps_root")), str(config.get("host_root") or "/"))
+        if self._mps is None or self._mps[0] != key:
+            self._mps = (key, MpsDaemon(key[0], MpsPaths(key[1]), host_root=key[2]))
+        return self._mps[1]
+
+    @hookimpl
+    def hami_prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        """hami-core: the per-container cache dir; mps: a running control daemon with its default
+        limits; mig: a free instance of the granted size for each GPU (idempotent)."""
+        mode = self._mode(grants, pod, config)
+        cfg = node_config(config, self._node_name)
+        simulated = bool(cfg.get("simulate"))  # the sandbox: no host files, no daemons
+        if mode == "hami-core" and not simulated:
+            owner = _owner(pod, container)
+            if all(owner):
+                path = edits.host_path(cfg, edits.hook_dir(cfg))
+                if path.is_dir():  # without HAMi-core installed, container_edits refuses with the reason
+                    edits.host_path(cfg, edits.cache_dir(cfg, owner)).mkdir(parents=True, exist_ok=True)
+        elif mode == "mps" and cfg.get("mps_manage_daemon", True) and not simulated:
+            limit = int(number(cfg, "mps_default_pinned_mem_limit"))
+            with self._lock:
+                indexes = sorted({d.index for d in self._devices.values()})
+            self._mps_daemon(cfg).ensure(
+                active_thread_percentage=int(number(cfg, "mps_default_active_thread_percentage")),
+                pinned_memory={i: limit for i in indexes} if limit else None,
+            )
+        elif mode == "mig":
+            self._mig_instances(grants, _owner(pod, container))
+
+    @hookimpl
+    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
+        """Env, mounts and CDI names of the chosen isolation mode (module ``edits``)."""
+        mode = self._mode(grants, pod, config)
+        cfg = node_config(config, self._node_name)
+        strategy = strategy_of(cfg)
+        if mode == "hami-core":
+            result = edits.hami_core(grants, pod, container, cfg, strategy)
+        elif mode == "mps":
+            result = edits.mps(grants, cfg, strategy)
+        elif mode == "mig":
+            result = edits.mig(self._mig_instances(grants, _owner(pod, container)), strategy)
+        else:
+            result = edits.none(grants, strategy)
+        log.info("event=container_edits pod=%s container=%s mode=%s devices=%s", (pod.get("metadata") or {}).get("name"), container.get("name"), mode, ",".join(g.id for g in grants))
+        return result
+
+    @hookimpl
+    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        """Free the container's MIG instances and remove its HAMi-core cache dir (idempotent)."""
+        owner = _owner(pod, container)
+        if not all(owner):
+            return
+        freed = self.ledger.release(owner)
+        cfg = node_config(config, self._node_name)
+        if not cfg.get("simulate"):
+            shutil.rmtree(edits.host_path(cfg, edits.cache_dir(cfg, owner)), ignore_errors=True)
+        if freed:
+            log.info("event=mig_released pod_uid=%s container=%s instances=%s", owner[0], owner[1], ",".join(freed))
+
+    def close(self) -> None:
+        """Stop the XID watcher thread (tests, agent shutdown)."""
+        if self._watcher is not None:
+            self._watcher.stop()
+
+
+plugin = NvidiaBackend(INFO)
+"""The entry point ``hami_nvidia.plugin:plugin``."""

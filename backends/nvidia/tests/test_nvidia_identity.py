@@ -60,3 +60,23 @@ def test_webhook_default_adds_one_gpu_when_only_memory_is_given(manager):
     patch = manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}, {})
     assert dict(patch.limits) == {"nvidia.com/gpu": "1"}
     assert manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}, {}).limits == {}
+
+
+def test_importing_the_backend_does_not_touch_nvml_and_works_without_the_bindings():
+    """Nodes without GPUs (or without nvidia-ml-py) load the backend; discovery then finds nothing."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr, format='%(message)s')\n"
+        "import hami_nvidia.plugin as p\n"
+        "assert 'pynvml' not in sys.modules, 'imported pynvml at import time'\n"
+        "sys.modules['pynvml'] = None  # as if nvidia-ml-py were not installed\n"
+        "print(p.plugin.hami_discover_devices(p.INFO.default_config, 'cpu-node'))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "event=nvml_unavailable node=cpu-node reason='nvidia-ml-py is not installed'" in done.stderr

@@ -1,0 +1,102 @@
+"""MIG: a GPU in MIG mode is shared by handing out its existing instances, one per container.
+
+Discovery lists each MIG-enabled GPU's instances (``mig_devices``: uuid, profile, MiB). The split
+publishes them grouped by profile as HAMi's geometry shape (``[[{"name", "memory", "count"}]]``),
+so the scheduler can round a request up to the smallest profile that holds it (like a vNPU
+template). On the node, :class:`MigLedger` picks a free instance of that size for each container.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from hami.errors import BackendError
+from hami.model import DeviceRequest, PhysicalDevice, SchedulableDevice
+
+PROFILE_ATTRIBUTE = "mig_profile"
+"""The request attribute naming the MIG profile a request was rounded to ("" when none fits)."""
+NO_PROFILE = "MigProfileNotFit"
+
+
+def instances(device: PhysicalDevice) -> list[Mapping[str, Any]]:
+    found = device.attributes.get("mig_devices") or []
+    return [i for i in found if isinstance(i, Mapping) and isinstance(i.get("uuid"), str) and isinstance(i.get("memory"), int)]
+
+
+def geometry(device: PhysicalDevice) -> list[dict[str, Any]]:
+    """The GPU's current MIG layout grouped by profile, smallest first."""
+    grouped: dict[tuple[str, int], int] = {}
+    for inst in instances(device):
+        key = (str(inst.get("profile") or f"{inst['memory']}mb"), inst["memory"])
+        grouped[key] = grouped.get(key, 0) + 1
+    return [{"name": name, "memory": memory, "count": n} for (name, memory), n in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+
+
+def templates(device: SchedulableDevice) -> list[tuple[str, int]]:
+    """(profile, MiB) of every template in the device's published geometries, smallest first."""
+    found = set()
+    for geometry_ in device.mig_profiles:
+        for template in geometry_ if isinstance(geometry_, Sequence) else ():
+            if isinstance(template, Mapping) and isinstance(template.get("name"), str) and isinstance(template.get("memory"), int):
+                found.add((template["name"], template["memory"]))
+    return sorted(found, key=lambda t: (t[1], t[0]))
+
+
+def normalize(request: DeviceRequest, device: SchedulableDevice) -> DeviceRequest:
+    """Round the request to the smallest profile holding it; without a memory figure, a share of
+    the GPU's MIG memory (100 % when nothing was asked: the largest profile). MIG isolates compute
+    in hardware, so the request's cores do not apply."""
+    options = templates(device)
+    if not options:
+        return attrs.evolve(request, attributes={**request.attributes, PROFILE_ATTRIBUTE: ""})
+    if request.memory:
+        fitting = [t for t in options if t[1] >= request.memory]
+    else:
+        need = device.memory * (100 if request.memory_percentage is None else request.memory_percentage) // 100
+        fitting = [t for t in options if t[1] >= need] or [options[-1]]
+    if not fitting:
+        return attrs.evolve(request, attributes={**request.attributes, PROFILE_ATTRIBUTE: ""})
+    name, memory = fitting[0]
+    return attrs.evolve(request, memory=memory, memory_percentage=None, cores=0, attributes={**request.attributes, PROFILE_ATTRIBUTE: name})
+
+
+class MigLedger:
+    """Which MIG instance each container holds on this node, so no two containers share one.
+
+    Kept in memory by the node agent's backend: :meth:`assign` is idempotent (kubelet retries
+    Allocate), :meth:`release` frees a container's instances when its pod is gone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[str, str]] = {}  # MIG uuid -> (pod uid, container)
+
+    def assign(self, owner: tuple[str, str], gpu: PhysicalDevice, memory: int) -> str:
+        with self._lock:
+            sized = [i for i in instances(gpu) if i["memory"] == memory]
+            for inst in sized:
+                if self._held.get(inst["uuid"]) == owner:
+                    return str(inst["uuid"])
+            for inst in sized:
+                if inst["uuid"] not in self._held:
+                    self._held[inst["uuid"]] = owner
+                    return str(inst["uuid"])
+        sizes = sorted({i["memory"] for i in instances(gpu)})
+        if not sized:
+            raise BackendError(f"GPU {gpu.id} has no MIG instance of {memory} MiB (its instances have {sizes} MiB)")
+        raise BackendError(f"every MIG instance of {memory} MiB on GPU {gpu.id} is taken ({len(sized)} of them); the scheduler's view is stale")
+
+    def release(self, owner: tuple[str, str]) -> list[str]:
+        with self._lock:
+            freed = [uuid for uuid, who in self._held.items() if who == owner]
+            for uuid in freed:
+                del self._held[uuid]
+        return freed
+
+    def held(self) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            return dict(self._held)

@@ -1,0 +1,117 @@
+"""The backend's configuration: defaults, per-node overrides and validation.
+
+Every hook gets ``config`` (the defaults overlaid with the operator's settings). Some settings
+differ per node (HAMi's ``nodeconfig``): ``nodes: {<node name>: {split_count: 4, mode: mps}}``
+overrides the top level for that node. Discovery knows the node name and records it on each
+device (attribute ``node_name``), so splitting applies the right overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hami.errors import BackendError
+
+MODES = ("hami-core", "mps", "mig", "none")
+"""Isolation modes: HAMi-core's libvgpu.so, the MPS control daemon, MIG partitions, visibility only."""
+
+STRATEGIES = ("envvar", "cdi")
+"""Device list strategies: ``NVIDIA_VISIBLE_DEVICES`` or CDI device names."""
+
+DEFAULT_IGNORED_XIDS = (13, 31, 43, 45, 68, 109)
+"""Application errors (graphics engine exception, MMU fault, reset channel, preemptive cleanup,
+video processor exception, context switch timeout): they never mark a device unhealthy."""
+
+NODE_OVERRIDABLE = frozenset(
+    {"split_count", "memory_scaling", "core_scaling", "mode", "include", "exclude", "device_list_strategy"}
+)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "split_count": 10,
+    "memory_scaling": 1,
+    "core_scaling": 1,
+    "default_memory": 0,
+    "default_cores": 0,
+    "mode": "hami-core",
+    "device_list_strategy": "envvar",
+    "include": [],
+    "exclude": [],
+    "nodes": {},
+    "hook_path": "/usr/local",
+    "host_root": "/",
+    "core_utilization_policy": "",
+    "libcuda_log_level": "",
+    "topology_aware": True,
+    "ignored_xids": list(DEFAULT_IGNORED_XIDS),
+    "health_recovery_seconds": 300,
+    "health_wait_ms": 1000,
+    "mps_root": "/run/nvidia/mps",
+    "mps_control": "nvidia-cuda-mps-control",
+    "mps_manage_daemon": True,
+    "mps_default_active_thread_percentage": 0,
+    "mps_default_pinned_mem_limit": 0,
+    "simulate": False,
+}
+
+
+def node_config(config: Mapping[str, Any], node_name: str | None) -> dict[str, Any]:
+    """``config`` with the overrides of ``node_name`` applied; unknown override keys are refused."""
+    merged = dict(config)
+    nodes = config.get("nodes") or {}
+    if not isinstance(nodes, Mapping):
+        raise BackendError(f"config nodes={nodes!r:.80}: must map node names to settings")
+    overrides = nodes.get(node_name) if node_name else None
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            raise BackendError(f"config nodes[{node_name!r}]={overrides!r:.80}: must be a mapping")
+        unknown = sorted(set(overrides) - NODE_OVERRIDABLE)
+        if unknown:
+            raise BackendError(f"config nodes[{node_name!r}] sets {unknown}, which cannot differ per node (allowed: {sorted(NODE_OVERRIDABLE)})")
+        merged.update(overrides)
+    return merged
+
+
+def mode_of(config: Mapping[str, Any]) -> str:
+    mode = config.get("mode", "hami-core")
+    if mode not in MODES:
+        raise BackendError(f"config mode={mode!r}: must be one of {', '.join(MODES)}")
+    return str(mode)
+
+
+def strategy_of(config: Mapping[str, Any]) -> str:
+    strategy = config.get("device_list_strategy", "envvar")
+    if strategy not in STRATEGIES:
+        raise BackendError(f"config device_list_strategy={strategy!r}: must be one of {', '.join(STRATEGIES)}")
+    return str(strategy)
+
+
+def _selectors(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    raw = config.get(key) or ()
+    value = [raw] if isinstance(raw, (str, int)) else raw
+    if not isinstance(value, Sequence) or any(isinstance(v, bool) or not isinstance(v, (str, int)) for v in value):
+        raise BackendError(f"config {key}={raw!r:.80}: must be a list of GPU UUIDs or indexes")
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+def selected(config: Mapping[str, Any], uuid: str, index: int) -> bool:
+    """Whether the ``include`` / ``exclude`` lists (UUIDs or indexes) keep this GPU."""
+    include, exclude = _selectors(config, "include"), _selectors(config, "exclude")
+    names = {uuid, str(index)}
+    if include and not names & set(include):
+        return False
+    return not names & set(exclude)
+
+
+def ignored_xids(config: Mapping[str, Any]) -> frozenset[int]:
+    value = config.get("ignored_xids", DEFAULT_IGNORED_XIDS)
+    if not isinstance(value, Sequence) or isinstance(value, str) or any(isinstance(x, bool) or not isinstance(x, int) for x in value):
+        raise BackendError(f"config ignored_xids={value!r:.80}: must be a list of XID numbers")
+    return frozenset(value)
+
+
+def number(config: Mapping[str, Any], key: str, minimum: float = 0) -> float:
+    value = config.get(key, DEFAULT_CONFIG.get(key))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise BackendError(f"config {key}={value!r}: must be a number >= {minimum}")
+    return value
