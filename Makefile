@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine that has only Python:
-#   make run    installs the core and every backend into .venv, then runs the main job
+#   make run    installs the core and every backend into .venv, then runs the main job (hami sandbox)
 #   make test   installs the same, then runs every test of the core and all backends
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(BACKENDS)
 	touch $(STAMP)
 
 run: install
-	$(BIN)/hami backends
+	$(BIN)/hami sandbox
 
 test: install
 	$(BIN)/python -m pytest

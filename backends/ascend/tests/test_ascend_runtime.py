@@ -188,3 +188,13 @@ def test_grants_of_an_undiscovered_device_are_refused(node):
     manager, *_ = node
     with pytest.raises(BackendError, match="'Ascend910A-elsewhere-0' is not an Ascend chip discovered on this node"):
         manager.prepare([Grant("Ascend910A-elsewhere-0", "Ascend910A", 2184, 7)], pod(), CONTAINER)
+
+
+def test_simulated_nodes_do_not_look_for_the_host_library(tmp_path):
+    from hami_ascend.edits import require_vnpu_core
+
+    from hami.errors import BackendError
+
+    with pytest.raises(BackendError, match="hami-vnpu-core"):
+        require_vnpu_core({"host_root": str(tmp_path)})
+    require_vnpu_core({"host_root": str(tmp_path), "simulate": True})

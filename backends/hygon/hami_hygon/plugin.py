@@ -14,10 +14,14 @@ Hook by hook:
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -193,9 +197,10 @@ class HygonBackend(StandardBackend):
             for name in (device.attributes.get("card") or f"card{device.index}", device.attributes.get("render") or f"renderD{128 + device.index}"):
                 nodes.append(DeviceNode(f"/dev/dri/{name}", f"/dev/dri/{name}", "rw"))
         mounts = []
-        store = _store(config)
-        folder = store.container_dir(_key(pod, container))
-        if folder.is_dir():
+        key = _key(pod, container)
+        if _store(config).container_dir(key).is_dir():
+            # where a real node keeps it (a simulated node's private copy is not a host path)
+            folder = VdevStore(str(config.get("vdev_root", "/etc/vdev"))).container_dir(key)
             mounts.append(Mount(VDEV_CONTAINER_PATH, str(folder)))
             mounts.append(Mount(DRIVER_CONTAINER_PATH, str(config.get("driver_dir", DRIVER_CONTAINER_PATH))))
         mounts.append(Mount(HYHAL, HYHAL, read_only=True))
@@ -228,7 +233,18 @@ def _whole(request: DeviceRequest) -> DeviceRequest:
     return attrs.evolve(request, memory=0, memory_percentage=100, cores=100)
 
 
+@functools.lru_cache(maxsize=1)
+def _simulated_root() -> str:
+    root = tempfile.mkdtemp(prefix="hami-vdev-")
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
 def _store(config: Mapping[str, Any]) -> VdevStore:
+    """The vdev configs: ``vdev_root`` on a real node; a private directory on a simulated one
+    (``simulate: true``), which has no host to write to."""
+    if config.get("simulate"):
+        return VdevStore(_simulated_root())
     return VdevStore(str(config.get("vdev_root", "/etc/vdev")))
 
 

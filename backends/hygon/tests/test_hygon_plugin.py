@@ -140,3 +140,25 @@ def test_hy_virtual_is_invoked_and_failure_rolls_back(hami_manager, register_bac
 
 def test_csv_kind_is_unchanged():
     assert KIND.node_encoding == "csv" and KIND.annotations.allocated == "hami.io/dcu-devices-allocated"
+
+
+def test_a_simulated_node_keeps_vdev_configs_private_but_reports_real_paths(hami_manager, register_backend, tmp_path):
+    """The sandbox (simulate: true) must not write /etc/vdev on the machine it runs on."""
+    import yaml
+
+    from hami.model import Grant
+    from hami_hygon.plugin import plugin
+
+    inventory = tmp_path / "nodes.yaml"
+    inventory.write_text(yaml.safe_dump({"nodes": [{"name": "n", "devices": [{"vendor": "DCU", "type": "Z100", "memory": 32768}]}]}))
+    register_backend(plugin, config={"inventory": str(inventory), "simulate": True, "node_name": "n", "vdev_root": str(tmp_path / "etc-vdev")})
+    pod = {"metadata": {"uid": "u1", "name": "p", "namespace": "default"}}
+    container = {"name": "c"}
+    grants = [Grant("DCU-n-0", "DCU", 4000, 30)]
+    hami_manager.configure("hygon", {"inventory": str(inventory), "simulate": True, "node_name": "n", "vdev_root": str(tmp_path / "etc-vdev"),
+                                     "extra_host_paths": [str(tmp_path / "etc-vdev")]})
+    hami_manager.prepare(grants, pod, container)
+    edits = hami_manager.container_edits(grants, pod, container)
+    assert not (tmp_path / "etc-vdev").exists()  # nothing written where a real node keeps its configs
+    assert any(m.host_path.startswith(str(tmp_path / "etc-vdev")) for m in edits.mounts)  # but that is what is reported
+    hami_manager.release(grants, pod, container)

@@ -36,7 +36,7 @@ def load_pods(paths: tuple[str, ...]) -> list[dict[str, Any]]:
         examples = _examples_dir()
         if examples is None:
             raise HamiError("no --pods given and no deploy/examples directory found next to this installation")
-        files = sorted(examples.glob("*.yaml"))
+        files = sorted(p for p in examples.glob("*.yaml") if p.name != "nodes.yaml")
     pods = []
     for path in files:
         try:
@@ -63,9 +63,15 @@ def _devices_cell(outcome: PodOutcome) -> str:
 def _edits_cell(outcome: PodOutcome) -> str:
     lines = []
     for c in outcome.containers:
-        if c.envs or c.mounts or c.device_nodes:
-            shown = ", ".join(sorted(c.envs)[:4]) + (" …" if len(c.envs) > 4 else "")
-            lines.append(f"{c.name}: {len(c.envs)} env ({shown}), {len(c.mounts)} mounts, {len(c.device_nodes)} dev")
+        parts = []
+        if c.envs:
+            parts.append(f"{len(c.envs)} env (" + ", ".join(sorted(c.envs)[:4]) + (" …" if len(c.envs) > 4 else "") + ")")
+        if c.mounts:
+            parts.append(f"{len(c.mounts)} mounts")
+        if c.device_nodes:
+            parts.append(f"{len(c.device_nodes)} device nodes")
+        if parts:
+            lines.append(f"{c.name}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
