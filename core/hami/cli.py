@@ -64,9 +64,13 @@ def _attach_commands() -> None:
     from hami.node.cli import agent_command, devices_command
     from hami.webhook.cli import webhook_command
 
+    from hami.certs import certs_command
     from hami.sandbox.cli import sandbox_command
+    from hami.top import top_command
 
     cli.add_command(sandbox_command)
+    cli.add_command(top_command)
+    cli.add_command(certs_command)
     cli.add_command(agent_command, "agent")
     cli.add_command(devices_command, "devices")
     cli.add_command(scheduler_command)

@@ -12,7 +12,8 @@ It is the simulated device source of every backend (config key ``inventory``, or
           - vendor: NVIDIA     # a vendor key of an installed backend
             type: NVIDIA A100-SXM4-80GB
             memory: 80Gi       # per device; a bare number is MiB
-            count: 8           # that many identical devices, ids <id or vendor>-<node>-<i>
+            count: 8           # that many identical devices, ids <vendor>-<node>-<index>
+            index: 0           # the first device's index (a second entry of the same vendor starts after the first)
             numa: 0
             attributes: {compute_capability: "8.0"}
 """
@@ -73,15 +74,17 @@ def _devices(spec: Any, node: str, where: str) -> list[PhysicalDevice]:
     if "id" in spec and count > 1:
         raise InventoryError(f"{where}: id={spec['id']!r} names one device but count={count}")
     base_index = spec.get("index", 0)
+    if isinstance(base_index, bool) or not isinstance(base_index, int) or base_index < 0:
+        raise InventoryError(f"{where}: index={base_index!r} must be an integer >= 0")
     memory = _mib(spec["memory"], f"{where} memory")
     try:
         return [
             PhysicalDevice(
-                id=spec["id"] if "id" in spec else f"{spec['vendor']}-{node}-{i}",
+                id=spec["id"] if "id" in spec else f"{spec['vendor']}-{node}-{base_index + i}",
                 vendor=spec["vendor"],
                 type=spec["type"],
                 memory=memory,
-                index=base_index + i if isinstance(base_index, int) else base_index,
+                index=base_index + i,
                 cores=spec.get("cores", 100),
                 numa=spec.get("numa", 0),
                 healthy=spec.get("healthy", True),

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,8 @@ import yaml
 from hami.errors import HamiError
 from hami.plugin.manager import BackendManager
 from hami.signing import SigningKeys
+
+log = logging.getLogger(__name__)
 
 SIGNING_KEY_DIR_ENV = "HAMI_SIGNING_KEY_DIR"
 
@@ -34,10 +37,14 @@ def load_settings(path: str | None) -> dict[str, Any]:
 
 
 def configure_backends(manager: BackendManager, settings: Mapping[str, Any]) -> None:
-    """Overlay each backend's settings; a backend named but not installed is an error naming it."""
+    """Overlay each backend's settings. A backend the configuration names but this image lacks is
+    logged and skipped (one ConfigMap serves images with different backends); a bad shape is an error."""
     for name, overrides in (settings.get("backends") or {}).items():
         if not isinstance(overrides, Mapping):
             raise HamiError(f"configuration backends.{name}: expected a mapping, got {overrides!r:.80}")
+        if name not in manager.backends:
+            log.warning("event=config_for_missing_backend backend=%s loaded=%s", name, ",".join(sorted(manager.backends)))
+            continue
         manager.configure(name, overrides)
 
 

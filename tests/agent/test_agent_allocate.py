@@ -266,3 +266,17 @@ def test_agent_refuses_to_start_without_keys(hami_manager, core_v1, kubelet_dir)
 
     with pytest.raises(HamiError, match="--insecure-skip-signature"):
         Agent(hami_manager, core_v1, AgentOptions(NODE, kubelet_dir), None)
+
+
+def test_allocate_latency_and_results_are_served_as_metrics(start_agent, hami_manager, backend, kubelet, core_v1):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    agent = start_agent(hami_manager, NODE, keys=KEYS, metrics_bind=("127.0.0.1", 0))
+    kubelet.wait_devices(GPU, 8)
+    assert run(core_v1, kubelet, hami_manager, "measured", {"main": {GPU: "1"}}, [[g(DEV1, 1000)]]).admitted
+    text = urllib.request.urlopen(f"{agent.metrics_server.url}/metrics", timeout=5).read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("hami_agent_allocate_total", (("code", "OK"), ("resource", GPU)))] == 1
+    assert samples[("hami_agent_allocate_seconds_count", (("resource", GPU),))] == 1

@@ -32,8 +32,8 @@ def inventory(tmp_path):
 @pytest.fixture
 def config(tmp_path, inventory):
     path = tmp_path / "agent.yaml"
-    path.write_text(yaml.safe_dump({"nvidia": {"inventory": str(inventory), "split_count": 5}, "hygon": {"inventory": str(inventory)},
-                                    "ascend": {"inventory": str(inventory)}}))
+    path.write_text(yaml.safe_dump({"backends": {"nvidia": {"inventory": str(inventory), "split_count": 5}, "hygon": {"inventory": str(inventory)},
+                                                 "ascend": {"inventory": str(inventory)}}}))
     return path
 
 
@@ -70,7 +70,7 @@ def test_config_must_map_backends_to_settings(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("- nvidia\n")
     result = CliRunner().invoke(devices_command, ["--config", str(bad)])
-    assert result.exit_code == 2 and "must map backend names" in result.output
+    assert result.exit_code == 2 and "expected a mapping with an optional 'backends' mapping" in result.output
 
 
 def test_agent_requires_keys_or_an_explicit_opt_out(monkeypatch):

@@ -13,7 +13,6 @@ from hami.model import (
     ContainerEdits,
     ContainerPatch,
     DeviceKind,
-    DeviceNode,
     DeviceRequest,
     DeviceUsage,
     Grant,

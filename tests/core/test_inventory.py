@@ -66,3 +66,13 @@ def test_unreadable_files_are_inventory_errors(tmp_path):
     bad.write_text("nodes: [unclosed")
     with pytest.raises(InventoryError, match="not valid YAML"):
         load_inventory(bad)
+
+
+def test_two_entries_of_one_vendor_number_on_from_their_index():
+    (node,) = parse_inventory({"nodes": [{"name": "n", "devices": [
+        {"vendor": "NVIDIA", "type": "A100", "memory": 1, "count": 2, "numa": 0},
+        {"vendor": "NVIDIA", "type": "A100", "memory": 1, "count": 2, "numa": 1, "index": 2},
+    ]}]})
+    assert [(d.id, d.index, d.numa) for d in node.devices] == [("NVIDIA-n-0", 0, 0), ("NVIDIA-n-1", 1, 0), ("NVIDIA-n-2", 2, 1), ("NVIDIA-n-3", 3, 1)]
+    with pytest.raises(InventoryError, match="index=-1"):
+        parse_inventory({"nodes": [{"name": "n", "devices": [{"vendor": "V", "type": "t", "memory": 1, "index": -1}]}]})

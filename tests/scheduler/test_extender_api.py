@@ -14,11 +14,10 @@ from hypothesis import strategies as st
 from kubernetes import client
 
 from hami.allocation import read_allocated, verify_allocation
-from hami.annotations import ASSIGNED_NODE, BIND_PHASE, NODE_LOCK
+from hami.annotations import ASSIGNED_NODE, BIND_PHASE
 from hami.codec import encode_node_devices
 from hami.model import SchedulableDevice
 from hami.nodelock import NodeLock
-from hami.plugin.manager import BackendManager
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.state import ClusterState
 from hami.testing.kubeapi import KubeAPIServer

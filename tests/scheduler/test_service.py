@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 
-import pytest
 import yaml
 from click.testing import CliRunner
 from kubernetes import client

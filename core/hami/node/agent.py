@@ -27,6 +27,7 @@ from hami.node.allocate import Allocator, describe_api_error
 from hami.node.deviceplugin import DEVICE_PLUGIN_DIR, HEALTHY, KUBELET_SOCKET, UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2
 from hami.node.devices import Discovery, NodeDevice, discover_node
+from hami.node.metrics import AgentMetrics, MetricsServer, serve_metrics
 from hami.node.plugin_server import DevicePluginServer, DevicePluginServicer
 from hami.node.podwatch import PodReleaser
 from hami.node.registration import Backoff, NodeRegistrar
@@ -56,6 +57,8 @@ class AgentOptions:
     socket_prefix: str = "hami-"
     watch_pods: bool = True
     """Run the pod watch that calls ``hami_release`` for pods that are gone."""
+    metrics_bind: tuple[str, int] | None = None
+    """Serve Prometheus metrics on (host, port); None: do not serve (tests)."""
 
 
 class Agent:
@@ -87,6 +90,8 @@ class Agent:
             manager, core_v1, self.node, request_timeout=options.request_timeout, backoff=Backoff(options.retry_initial, options.retry_max)
         )
         self.servers: dict[str, DevicePluginServer] = {}
+        self.metrics = AgentMetrics(self)
+        self.metrics_server: MetricsServer | None = None
         self.discovery = Discovery()
         self.health: dict[str, bool] = {}
         """Device id → health reported by ``hami_device_health`` (overrides what discovery said)."""
@@ -120,6 +125,8 @@ class Agent:
             self._threads.append(thread)
         if self.options.watch_pods:
             self.releaser.start()
+        if self.options.metrics_bind is not None:
+            self.metrics_server = serve_metrics(self.metrics.registry, *self.options.metrics_bind)
         return self
 
     def stop(self) -> None:
@@ -132,6 +139,9 @@ class Agent:
         with self._state:
             for server in self.servers.values():
                 server.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
         log.info("event=agent_stopped node=%s", self.node)
 
     def __enter__(self) -> Agent:
@@ -178,7 +188,7 @@ class Agent:
         for resource, devices in sorted(by_resource.items()):
             server = self.servers.get(resource)
             if server is None:
-                servicer = DevicePluginServicer(resource, self.allocator)
+                servicer = DevicePluginServicer(resource, self.allocator, self.metrics)
                 server = DevicePluginServer(servicer, self.options.device_plugin_dir, socket_prefix=self.options.socket_prefix)
                 server.start()
                 self.servers[resource] = server

@@ -10,12 +10,10 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from hami.errors import HamiError
 from hami.node.deviceplugin import DEVICE_PLUGIN_DIR
@@ -23,44 +21,32 @@ from hami.node.deviceplugin import DEVICE_PLUGIN_DIR
 log = logging.getLogger(__name__)
 
 
-def read_config(path: str | None) -> dict[str, dict[str, Any]]:
-    """The ``--config`` file: YAML mapping backend name → config overrides (``{nvidia: {split_count: 4}}``)."""
-    if not path:
-        return {}
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"cannot read {path!r}: {exc}", param_hint="--config") from None
-    if not isinstance(data, Mapping) or not all(isinstance(v, Mapping) for v in data.values()):
-        raise click.BadParameter(f"{path!r} must map backend names to mappings of settings, e.g. 'nvidia: {{split_count: 4}}'", param_hint="--config")
-    return {str(k): dict(v) for k, v in data.items()}
-
-
 def configured_manager(config_path: str | None) -> Any:
-    """Every installed backend, with the operator's overrides; unknown names are warned about, not fatal."""
+    """Every installed backend, with the operator's settings file (``hami.settings``, shared with the scheduler)."""
     from hami.plugin.manager import load_backends
+    from hami.settings import configure_backends, load_settings
 
     manager = load_backends()
-    for backend, overrides in read_config(config_path).items():
-        if backend not in manager.backends:
-            log.warning("event=config_for_unknown_backend backend=%s loaded=%s", backend, ",".join(sorted(manager.backends)))
-            click.echo(f"warning: --config names backend {backend!r}, which is not loaded", err=True)
-            continue
-        manager.configure(backend, overrides)
+    try:
+        configure_backends(manager, load_settings(config_path))
+    except HamiError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
     return manager
 
 
 def _core_v1(kubeconfig: str | None) -> Any:
-    from kubernetes import client, config
+    from kubernetes import client
 
-    if kubeconfig:
-        return client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException as exc:
-        raise click.UsageError(f"not running in a cluster ({exc}); pass --kubeconfig") from None
-    return client.CoreV1Api(client.ApiClient(configuration))
+    from hami.kube import api_client
+
+    return client.CoreV1Api(api_client(kubeconfig))
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not port.isdigit():
+        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint="--metrics-bind")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def _setup_logging(level: str) -> None:
@@ -80,6 +66,7 @@ def _setup_logging(level: str) -> None:
 @click.option("--register-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between node annotation writes.")
 @click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between device health checks.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Level of the agent's structured logs.")
+@click.option("--metrics-bind", default="0.0.0.0:9394", show_default=True, help="HOST:PORT of the Prometheus /metrics endpoint; empty to disable.")
 def agent_command(
     node_name: str | None,
     kubeconfig: str | None,
@@ -90,6 +77,7 @@ def agent_command(
     register_interval: float,
     health_interval: float,
     log_level: str,
+    metrics_bind: str,
 ) -> None:
     """Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."""
     from hami.node.agent import Agent, AgentOptions
@@ -108,6 +96,7 @@ def agent_command(
             device_plugin_dir=Path(device_plugin_dir),
             register_interval=register_interval,
             health_interval=health_interval,
+            metrics_bind=_host_port(metrics_bind) if metrics_bind else None,
         )
         agent = Agent(manager, _core_v1(kubeconfig), options, keys, insecure_skip_signature=keys is None)
     except HamiError as exc:

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
@@ -212,7 +212,3 @@ def serve_metrics(registry: CollectorRegistry, host: str = "0.0.0.0", port: int 
     log.info("event=agent_metrics_serving url=%s/metrics", server.url)
     return server
 
-
-def metric_names(families: Sequence[Any]) -> list[str]:
-    """Names of the families a registry exposes (tests and docs)."""
-    return [f.name for f in families]

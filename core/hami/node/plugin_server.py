@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
@@ -20,6 +21,7 @@ import grpc
 from hami.node.allocate import AllocateError
 from hami.node.deviceplugin import API_VERSION
 from hami.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from hami.node.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,10 @@ def socket_name(resource: str, prefix: str = "hami-") -> str:
 class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
     """The DevicePlugin service of one resource."""
 
-    def __init__(self, resource: str, handler: AllocationHandler) -> None:
+    def __init__(self, resource: str, handler: AllocationHandler, metrics: AgentMetrics | None = None) -> None:
         self.resource = resource
         self.handler = handler
+        self.metrics = metrics
         self.options = api_pb2.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
         self._cond = threading.Condition()
         self._devices: tuple[api_pb2.Device, ...] = ()
@@ -109,17 +112,25 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
         return api_pb2.PreferredAllocationResponse(container_responses=responses)
 
     def Allocate(self, request: api_pb2.AllocateRequest, context: grpc.ServicerContext) -> api_pb2.AllocateResponse:
-        responses = []
-        for container in request.container_requests:
-            try:
-                responses.append(self.handler.allocate(self.resource, list(container.devices_ids)))
-            except AllocateError as exc:
-                log.warning("event=allocate_failed resource=%s code=%s error=%r", self.resource, exc.code.name, str(exc))
-                context.abort(exc.code, str(exc))
-            except Exception as exc:  # a bug must become a status kubelet shows, not a dead thread
-                log.exception("event=allocate_crashed resource=%s", self.resource)
-                context.abort(grpc.StatusCode.INTERNAL, f"{self.resource}: internal error in the hami agent: {type(exc).__name__}: {exc}")
-        return api_pb2.AllocateResponse(container_responses=responses)
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            responses = []
+            for container in request.container_requests:
+                try:
+                    responses.append(self.handler.allocate(self.resource, list(container.devices_ids)))
+                except AllocateError as exc:
+                    code = exc.code.name
+                    log.warning("event=allocate_failed resource=%s code=%s error=%r", self.resource, exc.code.name, str(exc))
+                    context.abort(exc.code, str(exc))
+                except Exception as exc:  # a bug must become a status kubelet shows, not a dead thread
+                    code = "INTERNAL"
+                    log.exception("event=allocate_crashed resource=%s", self.resource)
+                    context.abort(grpc.StatusCode.INTERNAL, f"{self.resource}: internal error in the hami agent: {type(exc).__name__}: {exc}")
+            return api_pb2.AllocateResponse(container_responses=responses)
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_allocate(self.resource, time.perf_counter() - started, code)
 
     def PreStartContainer(
         self, request: api_pb2.PreStartContainerRequest, context: grpc.ServicerContext

@@ -14,7 +14,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -189,6 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
             result, answer = "error", ({"Error": f"{verb}: internal error: {type(exc).__name__}: {exc}"} if verb != "prioritize" else [])
         if isinstance(answer, dict) and answer.get("Error"):
             result = "error" if result == "ok" else result
+        if isinstance(answer, dict) and verb == "filter":
+            extender.metrics.record_filter(answer)
+        elif isinstance(answer, dict) and verb == "bind":
+            extender.metrics.record_bind(answer)
         self._json(200, answer)
         extender.metrics.requests.labels(verb, result).inc()
         extender.metrics.latency.labels(verb).observe(time.perf_counter() - started)
@@ -202,7 +205,9 @@ class ExtenderHTTPServer(ThreadedHTTPServer):
         if tls_cert:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls_cert, tls_key)
-            self.socket = context.wrap_socket(self.socket, server_side=True)
+            # The handshake happens on first read, in the connection's own thread: a stalled client
+            # must not block the accept loop.
+            self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self._thread: threading.Thread | None = None
 
     @property

@@ -84,7 +84,10 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "events", "Event", True, "event", ("ev",), False, _EVENT_FIELDS),
     ResourceType("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
     ResourceType("", "v1", "resourcequotas", "ResourceQuota", True, "resourcequota", ("quota",), True),
+    ResourceType("", "v1", "secrets", "Secret", True, "secret", (), False, frozenset({"type"})),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
+    ResourceType("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False,
+                 "mutatingwebhookconfiguration"),
     ResourceType(
         "events.k8s.io",
         "v1",

@@ -24,6 +24,7 @@ import yaml
 
 from hami.serving import ThreadedHTTPServer
 from hami.testing.kubeapi import errors, resources
+from hami.testing.kubeapi.audit import RequestLog, RequestRecord, component_of, rbac_verb
 from hami.testing.kubeapi.errors import StatusError
 from hami.testing.kubeapi.faults import Faults
 from hami.testing.kubeapi.patch import PATCH_TYPES, normalize_content_type
@@ -258,6 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
             route = _route(segments[1], segments[2], segments[3:])
         else:
             raise errors.path_not_found()
+        self._log_request(method, route, query)
         if query.get("dryRun"):
             raise errors.bad_request("dryRun is not supported by the hami in-memory API server")
         if route.bindings:
@@ -265,6 +267,20 @@ class _Handler(BaseHTTPRequestHandler):
                 raise errors.method_not_allowed()
             return self._bind(route.namespace or "default", None, body)
         return self._resource(method, route, query, body)
+
+    def _log_request(self, method: str, route: _Route, query: dict[str, str]) -> None:
+        """Record the request in RBAC's terms when the server has a request log (tests of RBAC rules)."""
+        log_ = self.server.api.request_log
+        if log_ is None:
+            return
+        watch = route.watch or query.get("watch") in _TRUE
+        if route.bindings:
+            group, resource = "", "bindings"
+        else:
+            assert route.info is not None
+            group, resource = route.info.group, route.info.plural
+        log_.record(RequestRecord(component_of(self.headers.get("Authorization")), rbac_verb(method, route.name is not None, watch),
+                                  group, resource, route.subresource or "", route.namespace or "", route.name or ""))
 
     def _meta_document(self, segments: list[str]) -> dict[str, Any] | bytes | None:
         n = len(segments)
@@ -564,6 +580,8 @@ class KubeAPIServer:
         self.bookmark_interval = bookmark_interval
         self.store = store if store is not None else Store(history_size)
         self.faults = Faults(self.store.close_watchers)
+        self.request_log: RequestLog | None = None
+        """Set to a :class:`~hami.testing.kubeapi.audit.RequestLog` to record every request (RBAC tests)."""
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -1,0 +1,46 @@
+"""deploy/docker/Dockerfile cannot be built here (no Docker daemon): check what can be checked by
+reading it — the backends of the build argument exist, the extra it installs exists, it is
+multi-stage and ends as a non-root user."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
+
+
+def _default_backends() -> list[str]:
+    match = re.search(r'^ARG BACKENDS="([^"]*)"', DOCKERFILE.read_text(), re.M)
+    assert match, "ARG BACKENDS=\"…\" with a default"
+    return shlex.split(match.group(1))
+
+
+def test_the_build_argument_names_existing_backends() -> None:
+    backends = _default_backends()
+    assert backends
+    for name in backends:
+        assert (REPO / "backends" / name / "pyproject.toml").is_file(), f"BACKENDS names {name!r}, which is not a directory of backends/"
+    present = {p.parent.name for p in (REPO / "backends").glob("*/pyproject.toml")}
+    assert set(backends) == present, "the default image holds every backend of the repository"
+
+
+def test_the_image_is_multi_stage_and_non_root() -> None:
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+\S+(?:\s+AS\s+(\w+))?", text, re.M)
+    assert len(stages) >= 2 and "COPY --from=build" in text
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and not users[-1].startswith(("0", "root"))
+    for copied in re.findall(r"^COPY\s+(?!--from)(.+?)\s+\S+$", text, re.M):
+        for source in copied.split():
+            assert (REPO / source).exists(), f"COPY {source}: not in the repository"
+
+
+def test_the_extra_it_installs_is_declared_or_its_package_a_dependency() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    assert "certs" in extras or any(d.startswith("cryptography") for d in project["dependencies"]), (
+        "the image installs '.[certs]' for `hami certs`: declare the extra (cryptography) in pyproject.toml")

@@ -1,0 +1,136 @@
+"""Metrics endpoints expose HAMi's names (and ours) from start-up, before any pod used a device,
+and count what they should once pods do."""
+
+from __future__ import annotations
+
+import time
+import types
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from hami.allocation import Allocation
+from hami.model import Grant
+from hami.node.devices import discover_node
+from hami.node.metrics import AgentMetrics, serve_metrics
+from hami.node.registration import node_annotations
+from hami.plugin.manager import load_backends
+from hami.scheduler.core import Scheduler
+from hami.scheduler.metrics import bind_failure_reason, failure_reasons
+from hami.scheduler.server import Extender, ExtenderHTTPServer
+from hami.scheduler.state import ClusterState
+
+HAMI_SCHEDULER_NAMES = {
+    "hami_gpu_memory_limit_bytes", "hami_gpu_core_limit_ratio", "hami_gpu_memory_allocated_bytes", "hami_gpu_shared_count",
+    "hami_gpu_core_allocated_ratio", "hami_node_gpu_overview", "hami_node_gpu_memory_allocated_ratio", "hami_vgpu_memory_allocated_bytes",
+    "hami_vgpu_core_allocated_ratio",
+}
+OUR_SCHEDULER_NAMES = {"hami_extender_request_seconds", "hami_extender_requests", "hami_filter_node_failures", "hami_filter_pods", "hami_bind_failures"}
+AGENT_NAMES = {
+    "hami_agent_device_health", "hami_agent_device_memory_bytes", "hami_agent_device_slots", "hami_agent_device_memory_allocated_bytes",
+    "hami_agent_device_core_allocated_ratio", "hami_agent_device_shared_count", "hami_vgpu_memory_limit_bytes", "hami_vgpu_core_limit_ratio",
+    "hami_agent_backend_load_errors", "hami_agent_discovery_errors", "hami_agent_pod_list_errors", "hami_agent_allocate_seconds", "hami_agent_allocate",
+}
+NODE = "gpu-1"
+
+
+@pytest.fixture
+def manager(tmp_path: Path):
+    inventory = tmp_path / "nodes.yaml"
+    inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]}))
+    loaded = load_backends(allow=("nvidia",))
+    loaded.configure("nvidia", {"inventory": str(inventory)})
+    return loaded
+
+
+def _scrape(url: str) -> dict[str, list]:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def _pod(name: str, grants: list[Grant], manager) -> dict:
+    annotations = Allocation(NODE, {"NVIDIA": ((tuple(grants)),)}).annotations(manager.kinds, f"uid-{name}", time.time(), None)
+    return {"metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}", "annotations": annotations},
+            "spec": {"nodeName": NODE, "containers": [{"name": "main"}]}, "status": {"phase": "Running"}}
+
+
+def test_scheduler_metrics_from_start_up_and_after_use(manager) -> None:
+    state = ClusterState(manager.kinds)
+    state.apply_node({"metadata": {"name": NODE, "annotations": node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())}})
+    extender = Extender(Scheduler(manager, state, None))
+    with ExtenderHTTPServer(extender) as server:
+        before = _scrape(server.url)
+        assert HAMI_SCHEDULER_NAMES | OUR_SCHEDULER_NAMES <= set(before)
+        assert {s.labels["deviceuuid"] for s in before["hami_gpu_memory_limit_bytes"]} == {f"NVIDIA-{NODE}-0", f"NVIDIA-{NODE}-1"}
+        assert all(s.value == 0 for s in before["hami_gpu_memory_allocated_bytes"])
+
+        state.apply_pod(_pod("p", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 3000, 30)], manager))
+        fail = extender.filter({"Pod": {"metadata": {"name": "big", "namespace": "ml", "uid": "u2"}, "spec": {"containers": [
+            {"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "900000"}}}]}}, "NodeNames": [NODE, "nowhere"]})
+        extender.metrics.record_filter(fail)
+        extender.metrics.record_bind({"Error": "pod ml/x: node 'gpu-1' is locked by pod ml/y since …"})
+        after = _scrape(server.url)
+    extender.scheduler.close()
+    granted = {s.labels["deviceuuid"]: s.value for s in after["hami_gpu_memory_allocated_bytes"]}
+    assert granted == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 3000 * 2**20}
+    (container,) = after["hami_vgpu_core_allocated_ratio"]
+    assert (container.labels["podname"], container.value) == ("p", 0.3)
+    (ratio,) = after["hami_node_gpu_memory_allocated_ratio"]
+    assert ratio.value == pytest.approx(3000 / (2 * 40960))
+    reasons = {s.labels["reason"]: s.value for s in after["hami_filter_node_failures"] if s.name.endswith("_total")}
+    assert reasons == {"CardInsufficientMemory": 1, "NodeUnregistered": 1}
+    assert {s.labels["outcome"]: s.value for s in after["hami_filter_pods"] if s.name.endswith("_total")} == {"unschedulable": 1}
+    assert [s.labels["reason"] for s in after["hami_bind_failures"] if s.name.endswith("_total")] == ["NodeLock"]
+
+
+def test_failure_reason_codes() -> None:
+    assert failure_reasons("container #0 needs 1 NVIDIA: 2/4 CardInsufficientMemory, 1/4 CardTypeMismatch") == {"CardInsufficientMemory", "CardTypeMismatch"}
+    assert failure_reasons("NodeInsufficientDevice: 0 usable NVIDIA device(s), 1 needed") == {"NodeInsufficientDevice"}
+    assert failure_reasons("something unexpected") == {"Other"}
+    assert bind_failure_reason("pod a/b: binding to node 'n' failed: HTTP 409") == "Binding"
+    assert bind_failure_reason("pod a/b: could not record the allocation: HTTP 500") == "AllocationWrite"
+
+
+def test_agent_metrics_from_start_up_and_after_use(manager) -> None:
+    pods: list[dict] = []
+    discovery = discover_node(manager, NODE)
+    agent = types.SimpleNamespace(node=NODE, manager=manager, discovery=discovery, core_v1=None,
+                                  healthy=lambda device: device.id != f"NVIDIA-{NODE}-0")
+    metrics = AgentMetrics(agent, pods=lambda: pods)
+    server = serve_metrics(metrics.registry, "127.0.0.1", 0)
+    try:
+        before = _scrape(server.url)
+        assert AGENT_NAMES <= set(before)
+        assert {s.labels["deviceuuid"]: s.value for s in before["hami_agent_device_health"]} == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 1}
+        assert all(s.value == 0 for s in before["hami_agent_device_memory_allocated_bytes"])
+
+        pods.extend([_pod("a", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 1000, 20)], manager), _pod("b", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 2000, 0)], manager),
+                     {**_pod("done", [Grant(f"NVIDIA-{NODE}-0", "NVIDIA", 5000, 0)], manager), "status": {"phase": "Succeeded"}}])
+        metrics.observe_allocate("nvidia.com/gpu", 0.02)
+        with pytest.raises(RuntimeError), metrics.time_allocate("nvidia.com/gpu"):
+            raise RuntimeError("backend exploded")
+        after = _scrape(server.url)
+    finally:
+        server.stop()
+    allocated = {s.labels["deviceuuid"]: s.value for s in after["hami_agent_device_memory_allocated_bytes"]}
+    assert allocated == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 3000 * 2**20}
+    assert {s.labels["deviceuuid"]: s.value for s in after["hami_agent_device_shared_count"]}[f"NVIDIA-{NODE}-1"] == 2
+    limits = {(s.labels["podname"], s.labels["ctrname"]): s.value for s in after["hami_vgpu_core_limit_ratio"]}
+    assert limits == {("a", "main"): 0.2, ("b", "main"): 0.0}
+    codes = {s.labels["code"]: s.value for s in after["hami_agent_allocate"] if s.name.endswith("_total")}
+    assert codes == {"OK": 1, "INTERNAL": 1}
+
+
+def test_agent_metrics_survive_an_unreachable_api_server(manager) -> None:
+    def broken() -> list:
+        raise ConnectionError("API server away")
+
+    agent = types.SimpleNamespace(node=NODE, manager=manager, discovery=discover_node(manager, NODE), core_v1=None, healthy=lambda d: True)
+    metrics = AgentMetrics(agent, pods=broken)
+    families = {f.name: f.samples for f in metrics.registry.collect()}
+    assert len(families["hami_agent_device_memory_bytes"]) == 2
+    assert families["hami_agent_pod_list_errors"][0].value == 1
