@@ -91,6 +91,8 @@ def main() -> None:
         {"vendor": "Ascend910B3", "type": "Ascend910B3", "memory": 65536, "count": 2},
         {"vendor": "MLU", "type": "MLU370-X8", "memory": 24576, "count": 2},
     ]}]}))
+    settings = work / "settings.yaml"  # a simulated node: no vendor tools, no host libraries
+    settings.write_text(yaml.safe_dump({"backends": {b: {"simulate": True} for b in ("nvidia", "ascend", "cambricon", "hygon")}}))
     keys_dir = work / "keys"
     keys_dir.mkdir()
     (keys_dir / "key").write_bytes(KEY)
@@ -106,7 +108,8 @@ def main() -> None:
     env.pop("HAMI_BACKENDS", None)
     agent = subprocess.Popen(
         [sys.executable, "-c", "from hami.node.cli import agent_command; agent_command()",
-         "--kubeconfig", str(kubeconfig), "--device-plugin-dir", str(plugin_dir), "--signing-key-dir", str(keys_dir), "--log-level", args.agent_log_level],
+         "--kubeconfig", str(kubeconfig), "--device-plugin-dir", str(plugin_dir), "--signing-key-dir", str(keys_dir), "--log-level", args.agent_log_level,
+         "--config", str(settings), "--metrics-bind", "127.0.0.1:0"],
         env=env,
     )
     try:

@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from hami import hookimpl
+from hami import hookimpl, selectors
 from hami.errors import AnnotationError, BackendError
 from hami.model import (
     AnnotationKeys,
@@ -41,7 +41,7 @@ from hami.model import (
     SchedulableDevice,
 )
 from hami.standard import StandardBackend
-from hami_cambricon import discovery, selectors, topology
+from hami_cambricon import discovery, topology
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class CambriconBackend(StandardBackend):
 
     @hookimpl
     def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
-        annos = selectors.annotations(pod)
+        annos = selectors.pod_annotations(pod)
         if not annos:
             return None
         return selectors.type_reason(annos, device.device.type, USE_TYPE, NOUSE_TYPE) or selectors.uuid_reason(
@@ -156,7 +156,7 @@ class CambriconBackend(StandardBackend):
         text = node_annotations.get(MLULINK_ANNOTATION)
         if not text or request.count not in topology.RING_SIZES:
             return None
-        policy = selectors.annotations(pod).get(LINK_POLICY) or str(config.get("mlulink_policy", "best-effort"))
+        policy = selectors.pod_annotations(pod).get(LINK_POLICY) or str(config.get("mlulink_policy", "best-effort"))
         if policy not in topology.POLICIES:
             log.warning("event=mlulink_policy_unknown policy=%r known=%s", policy, ",".join(topology.POLICIES))
             policy = "best-effort"

@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from hami import hookimpl
+from hami import hookimpl, selectors
 from hami.errors import BackendError
 from hami.limits import container_resources
 from hami.model import (
@@ -46,7 +46,7 @@ from hami.model import (
     ResourceNames,
 )
 from hami.standard import StandardBackend
-from hami_hygon import discovery, selectors
+from hami_hygon import discovery
 from hami_hygon.vdev import PhysicalDcu, VdevConf, VdevStore, container_key
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class HygonBackend(StandardBackend):
 
     @hookimpl
     def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
-        annos = selectors.annotations(pod)
+        annos = selectors.pod_annotations(pod)
         if not annos:
             return None
         return selectors.type_reason(annos, device.device.type, USE_TYPE, NOUSE_TYPE) or selectors.uuid_reason(

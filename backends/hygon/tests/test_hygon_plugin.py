@@ -67,8 +67,8 @@ def test_requests_follow_hami(manager):
         ({"hygon.com/use-dcutype": "Z100, BW"}, "CardTypeMismatch"),
         ({"hygon.com/nouse-dcutype": "DCU-K100_AI"}, "CardTypeMismatch"),
         ({"hygon.com/use-gpuuuid": "DCU-TPXS320016070601"}, None),
-        ({"hygon.com/use-gpuuuid": "DCU-TPXS32001607060"}, "CardUUIDMismatch"),  # exact, not prefix
-        ({"hygon.com/nouse-gpuuuid": "DCU-TPXS320016070601,DCU-TPXS320010040501"}, "CardUUIDMismatch"),
+        ({"hygon.com/use-gpuuuid": "DCU-TPXS32001607060"}, "CardUuidMismatch"),  # exact, not prefix
+        ({"hygon.com/nouse-gpuuuid": "DCU-TPXS320016070601,DCU-TPXS320010040501"}, "CardUuidMismatch"),
     ],
 )
 def test_selectors(manager, annotations, reason):
