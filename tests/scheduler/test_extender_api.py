@@ -260,3 +260,29 @@ def test_parallel_pods_never_over_allocate(manager, mix, seed):
             assert placed, "at least the first pod always fits"
         finally:
             harness.stop()
+
+
+def test_https_with_a_stalled_client_does_not_block_others(manager, core_v1, tmp_path):
+    """TLS handshakes run in each connection's thread: a client that connects and says nothing must
+    not keep kube-scheduler's requests waiting."""
+    import socket
+    import ssl
+
+    from hami.certs import issue
+    from hami.scheduler.core import Scheduler
+    from hami.scheduler.server import Extender, ExtenderHTTPServer
+
+    bundle = issue(["localhost", "127.0.0.1"])
+    (tmp_path / "tls.crt").write_text(bundle.cert)
+    (tmp_path / "tls.key").write_text(bundle.key)
+    (tmp_path / "ca.crt").write_text(bundle.ca)
+    extender = Extender(Scheduler(manager, ClusterState({"NVIDIA": KIND}), None))
+    with ExtenderHTTPServer(extender, tls_cert=str(tmp_path / "tls.crt"), tls_key=str(tmp_path / "tls.key")) as server:
+        stalled = socket.create_connection(("127.0.0.1", server.port))  # never starts its handshake
+        try:
+            context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+            request = urllib.request.Request(f"https://localhost:{server.port}/echo", data=b'{"ok": 1}', method="POST")
+            with urllib.request.urlopen(request, timeout=5, context=context) as response:
+                assert json.loads(response.read()) == {"ok": 1}
+        finally:
+            stalled.close()
