@@ -66,9 +66,11 @@ def _attach_commands() -> None:
 
     from hami.certs import certs_command
     from hami.sandbox.cli import sandbox_command
+    from hami.sim.cli import simulate_command
     from hami.top import top_command
 
     cli.add_command(sandbox_command)
+    cli.add_command(simulate_command)
     cli.add_command(top_command)
     cli.add_command(certs_command)
     cli.add_command(agent_command, "agent")

@@ -126,6 +126,7 @@ class BackendManager:
         self._resource_kinds: dict[str, DeviceKind] = {}  # resource name -> kind
         self._policies: dict[tuple[str, str], PolicyInfo] | None = None
         self._overrides: dict[str, dict[str, Any]] = {}
+        self._configs: dict[str, Mapping[str, Any]] = {}
         self._callers: dict[tuple[str, str, bool], Any] = {}
         self._callers_lock = threading.Lock()
         if builtins:
@@ -281,10 +282,14 @@ class BackendManager:
         if backend not in self._backends:
             raise BackendError(f"cannot configure {backend!r}: not a loaded backend (loaded: {', '.join(sorted(self._backends)) or 'none'})")
         self._overrides[backend] = dict(overrides)
+        self._configs.pop(backend, None)
 
     def config(self, backend: str) -> Mapping[str, Any]:
-        """What the hooks of ``backend`` receive as ``config``."""
-        return frozen_map({**self.backends[backend].default_config, **self._overrides.get(backend, {})})
+        """What the hooks of ``backend`` receive as ``config`` (built once per configuration: hooks are hot)."""
+        found = self._configs.get(backend)
+        if found is None:
+            found = self._configs[backend] = frozen_map({**self._backends[backend][1].default_config, **self._overrides.get(backend, {})})
+        return found
 
     # ------------------------------------------------------------ dispatch
 

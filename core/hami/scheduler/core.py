@@ -101,7 +101,7 @@ class Scheduler:
             ranking = self._rankings.get(policy)
             if ranking is None:
                 ranking = self._rankings[policy] = NodeRanking(self.state, lambda node: self.manager.score_node(policy, node.node_usage(), (), {}))
-            return (node for node in ranking.best_first() if node.name in wanted)
+            return ranking.best_first(wanted)
         nodes = [self.state.nodes[n] for n in wanted if n in self.state.nodes]
         scores = self.manager.score_nodes(policy, [node.node_usage() for node in nodes], requests, pod)
         scored = sorted(zip(scores, nodes), key=lambda r: (-r[0], r[1].name))

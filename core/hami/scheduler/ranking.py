@@ -36,9 +36,14 @@ class NodeRanking:
                 self._keys[name] = key
                 bisect.insort(self._order, key)
 
-    def best_first(self) -> Iterator[NodeState]:
-        """Nodes from the highest score down (ties by name); call with the state lock held."""
+    def best_first(self, wanted: set[str] | None = None) -> Iterator[NodeState]:
+        """Nodes (of ``wanted``, when given) from the highest score down, ties by name; call with the
+        state lock held. A few wanted nodes are sorted by their keys instead of walking every node."""
         self._sync()
         nodes = self.state.nodes
-        for _, name in self._order:
+        if wanted is not None and len(wanted) * 8 < len(self._order):
+            order = sorted(self._keys[name] for name in wanted if name in self._keys)
+        else:
+            order = self._order if wanted is None else (key for key in self._order if key[1] in wanted)
+        for _, name in order:
             yield nodes[name]
