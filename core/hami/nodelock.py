@@ -30,6 +30,10 @@ class NodeLockError(HamiError):
     """The node lock could not be taken or released; the message says who holds it."""
 
 
+class NodeChanged(NodeLockError):
+    """The node was written between our read and our patch (409): read again and retry."""
+
+
 @attrs.frozen
 class LockHolder:
     since: datetime
@@ -93,12 +97,19 @@ class NodeLock:
         value = annotations.get(NODE_LOCK)
         return (LockHolder.decode(value) if value else None), version
 
-    def acquire(self, node: str, namespace: str, name: str, *, timeout: float = 0.0, interval: float = 0.1) -> LockHolder:
-        """Take the lock for pod ``namespace/name``; retry until ``timeout`` seconds while it is busy."""
+    def acquire(self, node: str, namespace: str, name: str, *, timeout: float = 0.0, interval: float = 0.1, conflicts: int = 5) -> LockHolder:
+        """Take the lock for pod ``namespace/name``; retry until ``timeout`` seconds while another pod
+        holds it. A 409 because the node changed for another reason (an agent's heartbeat) is retried
+        at once, up to ``conflicts`` times: only a lock held by someone else is a reason to give up."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return self._try_acquire(node, namespace, name)
+            except NodeChanged:
+                conflicts -= 1
+                if conflicts < 0:
+                    raise
+                continue
             except NodeLockError:
                 if time.monotonic() >= deadline:
                     raise
@@ -150,5 +161,5 @@ class NodeLock:
                                     _content_type="application/merge-patch+json")
         except ApiException as exc:
             if exc.status == 409:
-                raise NodeLockError(f"node {node!r} changed while taking its lock (409 Conflict); another scheduler won") from None
+                raise NodeChanged(f"node {node!r} changed while its lock was being written (409 Conflict)") from None
             raise

@@ -86,3 +86,27 @@ def test_concurrent_acquirers_exactly_one_wins(core_v1, node):
         holder = LockHolder.decode(core_v1.read_node(node).metadata.annotations[NODE_LOCK])
         assert holder.name == f"p{winners[0]}"
         assert NodeLock(core_v1).release(node, "default", holder.name)
+
+
+def test_an_unrelated_write_between_read_and_patch_is_retried(core_v1, node):
+    """An agent's heartbeat on the node makes the lock patch 409; that is not another holder."""
+
+    class Interrupted(NodeLock):
+        writes = 2
+
+        def holder(self, node_name):
+            found = super().holder(node_name)
+            if self.writes:
+                self.writes -= 1
+                core_v1.patch_node(node_name, {"metadata": {"labels": {"heartbeat": str(self.writes)}}})
+            return found
+
+    pod(core_v1, "p")
+    lock = Interrupted(core_v1)
+    assert lock.acquire(node, "default", "p").name == "p"
+    assert lock.writes == 0
+    stubborn = Interrupted(core_v1)
+    stubborn.writes = 100
+    NodeLock(core_v1).release(node)
+    with pytest.raises(NodeLockError, match="409 Conflict"):
+        stubborn.acquire(node, "default", "p", conflicts=3)
