@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 from collections.abc import Sequence
 
 import attrs
 
-from hami.errors import BackendError
+from hami.tools import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -151,16 +150,5 @@ def _int(value: str | None) -> int | None:
 
 
 def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> str:
-    """Run a hy-smi style tool and return its stdout; BackendError names the command and why."""
-    command = " ".join(argv)
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise BackendError(f"{argv[0]!r} not found on PATH (is the Hygon driver/DTK installed?)") from None
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"{command!r} did not finish within {timeout:g} s") from None
-    except OSError as exc:
-        raise BackendError(f"{command!r} could not start: {exc}") from None
-    if done.returncode != 0:
-        raise BackendError(f"{command!r} exited with {done.returncode}: {done.stderr.strip()[:200]}")
-    return done.stdout
+    """Run the tool and return its stdout; BackendError names the command and why."""
+    return run_tool(argv, timeout, missing_hint="is the Hygon driver/DTK installed?")

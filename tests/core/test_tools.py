@@ -1,0 +1,20 @@
+"""Running vendor tools: every failure is a BackendError naming the command."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from hami.errors import BackendError
+from hami.tools import run_tool
+
+
+def test_output_and_failures():
+    assert run_tool([sys.executable, "-c", "print('ok')"], 10) == "ok\n"
+    with pytest.raises(BackendError, match=r"'no-such-tool-xyz' not found on PATH \(install the driver\)"):
+        run_tool(["no-such-tool-xyz"], 10, missing_hint="install the driver")
+    with pytest.raises(BackendError, match="exited with 3: boom"):
+        run_tool([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"], 10)
+    with pytest.raises(BackendError, match="did not finish within 0.2 s"):
+        run_tool([sys.executable, "-c", "import time; time.sleep(5)"], 0.2)
