@@ -40,6 +40,7 @@ from hami.model import (
     ResourceNames,
     SchedulableDevice,
 )
+from hami.presence import PresenceWatch
 from hami.standard import StandardBackend
 from hami_cambricon import discovery, topology
 
@@ -95,7 +96,7 @@ class CambriconBackend(StandardBackend):
     def __init__(self, info: BackendInfo = INFO) -> None:
         super().__init__(info, count_aliases={KIND.vendor: [COUNT_ALIAS]})
         self._devices: dict[str, PhysicalDevice] = {}
-        self._listed: dict[str, bool] = {}
+        self._presence = PresenceWatch()
 
     # ------------------------------------------------------------ node side
 
@@ -113,13 +114,7 @@ class CambriconBackend(StandardBackend):
         present = discovery.present_indexes(config)
         if present is None:
             return []
-        events = []
-        for device in devices:
-            listed = device.index in present
-            if self._listed.get(device.id, True) != listed:
-                events.append(HealthEvent(device.id, listed, "" if listed else f"MLU {device.index} is no longer listed by cnmon"))
-            self._listed[device.id] = listed
-        return events
+        return self._presence.events(devices, present, lambda device: f"MLU {device.index} is no longer listed by cnmon")
 
     @hookimpl
     def hami_node_annotations(self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> NodeAnnotations | None:

@@ -45,6 +45,7 @@ from hami.model import (
     PhysicalDevice,
     ResourceNames,
 )
+from hami.presence import PresenceWatch
 from hami.standard import StandardBackend
 from hami_hygon import discovery
 from hami_hygon.vdev import PhysicalDcu, VdevConf, VdevStore, container_key
@@ -95,7 +96,7 @@ class HygonBackend(StandardBackend):
     def __init__(self, info: BackendInfo = INFO) -> None:
         super().__init__(info)
         self._devices: dict[str, PhysicalDevice] = {}
-        self._listed: dict[str, bool] = {}
+        self._presence = PresenceWatch()
 
     # ------------------------------------------------------------ node side
 
@@ -113,13 +114,7 @@ class HygonBackend(StandardBackend):
         present = discovery.present_indexes(config)
         if present is None:
             return []
-        events = []
-        for device in devices:
-            listed = device.index in present
-            if self._listed.get(device.id, True) != listed:
-                events.append(HealthEvent(device.id, listed, "" if listed else f"DCU {device.index} is no longer listed by hy-smi"))
-            self._listed[device.id] = listed
-        return events
+        return self._presence.events(devices, present, lambda device: f"DCU {device.index} is no longer listed by hy-smi")
 
     # ------------------------------------------------------------ scheduling side
 
