@@ -27,14 +27,13 @@ from pathlib import Path
 
 import grpc
 import yaml
-from kubernetes import client
-
-from hami.model import Grant
+from hami.fakes.agent import pod_manifest, schedule_pod
+from hami.fakes.kubeapi import KubeAPIServer
+from hami.fakes.kubelet import FakeKubelet
 from hami.plugin.manager import load_backends
-from hami.signing import SigningKeys
-from hami.testing.agent import pod_manifest, schedule_pod
-from hami.testing.kubeapi import KubeAPIServer
-from hami.testing.kubelet import FakeKubelet
+from hami.plugin.model import Grant
+from hami.wire.signing import SigningKeys
+from kubernetes import client
 
 NODE = "bench-node"
 GPU = "nvidia.com/gpu"

@@ -23,16 +23,15 @@ import tempfile
 import threading
 import time
 
-from kubernetes import client, config
-
-from hami.allocation import Allocation
-from hami.codec import encode_node_devices
-from hami.model import Grant, SchedulableDevice
+from hami.fakes.extender import TEST_KEYS, ExtenderHarness
+from hami.fakes.kubeapi import KubeAPIServer
 from hami.plugin.manager import BackendManager
+from hami.plugin.model import Grant, SchedulableDevice
 from hami.scheduler.config import SchedulerConfig
-from hami.testing.kubeapi import KubeAPIServer
-from hami.testing.scheduler import TEST_KEYS, ExtenderHarness
+from hami.wire.allocation import Allocation
+from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import KIND, plugin
+from kubernetes import client, config
 
 
 def load_cluster(server: KubeAPIServer, nodes: int, gpus: int, rng: random.Random) -> None:

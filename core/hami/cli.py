@@ -59,15 +59,13 @@ def dev() -> None:
 
 
 def _attach_commands() -> None:
-    from hami.scheduler.cli import scheduler_command, scheduler_config_command
-
-    from hami.node.cli import agent_command, devices_command
-    from hami.webhook.cli import webhook_command
-
     from hami.certs import certs_command
+    from hami.node.cli import agent_command, devices_command
     from hami.sandbox.cli import sandbox_command
+    from hami.scheduler.cli import scheduler_command, scheduler_config_command
     from hami.sim.cli import simulate_command
     from hami.top import top_command
+    from hami.webhook.cli import webhook_command
 
     cli.add_command(sandbox_command)
     cli.add_command(simulate_command)
@@ -79,7 +77,7 @@ def _attach_commands() -> None:
     cli.add_command(scheduler_config_command)
     cli.add_command(webhook_command)
     try:
-        from hami.testing.kubeapi.cli import apiserver_command
+        from hami.fakes.kubeapi.cli import apiserver_command
     except ImportError:  # the harness needs hami[testing]
         return
     dev.add_command(apiserver_command, "apiserver")

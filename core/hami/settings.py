@@ -17,7 +17,7 @@ import yaml
 
 from hami.errors import HamiError
 from hami.plugin.manager import BackendManager
-from hami.signing import SigningKeys
+from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
 

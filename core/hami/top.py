@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from hami.allocation import ordered_containers
-from hami.model import DeviceKind
+from hami.plugin.model import DeviceKind
 from hami.scheduler.state import ClusterState
+from hami.wire.allocation import ordered_containers
 
 PAGE = 500
 

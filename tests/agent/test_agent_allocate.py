@@ -6,15 +6,14 @@ from __future__ import annotations
 import grpc
 import pytest
 import yaml
-from hami_nvidia.plugin import INFO as NVIDIA_INFO
-
-from hami.annotations import BIND_PHASE, NODE_LOCK
-from hami.model import Grant
+from hami.fakes.agent import RecordingBackend, pod_manifest, schedule_pod
+from hami.fakes.kubelet import FakeKubelet
 from hami.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from hami.node.devices import device_of_slot
-from hami.signing import SigningKeys
-from hami.testing.agent import RecordingBackend, pod_manifest, schedule_pod
-from hami.testing.kubelet import FakeKubelet
+from hami.plugin.model import Grant
+from hami.wire.annotations import BIND_PHASE, NODE_LOCK
+from hami.wire.signing import SigningKeys
+from hami_nvidia.plugin import INFO as NVIDIA_INFO
 
 NODE = "node-1"
 GPU = "nvidia.com/gpu"

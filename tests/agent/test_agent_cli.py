@@ -11,9 +11,8 @@ import sys
 import pytest
 import yaml
 from click.testing import CliRunner
-
+from hami.fakes.kubelet import FakeKubelet
 from hami.node.cli import agent_command, devices_command
-from hami.testing.kubelet import FakeKubelet
 
 NODE = "node-1"
 
@@ -108,12 +107,11 @@ def test_agent_process_serves_kubelet_with_a_kubeconfig(kube_apiserver, core_v1,
 
 
 def test_devices_reports_what_the_health_hook_says(inventory, monkeypatch):
-    from hami_nvidia.plugin import INFO
-
     from hami import hookimpl
-    from hami.model import HealthEvent
+    from hami.backendkit.standard import StandardBackend
     from hami.plugin.manager import BackendManager
-    from hami.standard import StandardBackend
+    from hami.plugin.model import HealthEvent
+    from hami_nvidia.plugin import INFO
 
     class SickNvidia(StandardBackend):
         @hookimpl

@@ -7,15 +7,14 @@ import time
 
 import pytest
 import yaml
-from hami_hygon.plugin import plugin as hygon_plugin
-from hami_nvidia.plugin import INFO as NVIDIA_INFO
-
+from hami.fakes.agent import RecordingBackend, pod_manifest, schedule_pod
+from hami.fakes.kubelet import FakeKubelet
 from hami.node.deviceplugin import API_VERSION, HEALTHY, UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2
-from hami.testing.agent import RecordingBackend, pod_manifest, schedule_pod
-from hami.model import Grant
-from hami.signing import SigningKeys
-from hami.testing.kubelet import FakeKubelet
+from hami.plugin.model import Grant
+from hami.wire.signing import SigningKeys
+from hami_hygon.plugin import plugin as hygon_plugin
+from hami_nvidia.plugin import INFO as NVIDIA_INFO
 
 NODE = "node-1"
 GPU, DCU = "nvidia.com/gpu", "hygon.com/dcunum"

@@ -8,15 +8,20 @@ import re
 
 import pytest
 import yaml
+from hami import hookimpl
+from hami.backendkit.standard import StandardBackend
+from hami.errors import BackendError
+from hami.fakes.kubelet import FakeKubelet
+from hami.plugin.model import (
+    AnnotationKeys,
+    BackendInfo,
+    DeviceKind,
+    NodeAnnotations,
+    ResourceNames,
+)
+from hami.wire.codec import decode_node_devices
 from hami_hygon.plugin import plugin as hygon_plugin
 from hami_nvidia.plugin import plugin as nvidia_plugin
-
-from hami import hookimpl
-from hami.codec import decode_node_devices
-from hami.errors import BackendError
-from hami.model import AnnotationKeys, BackendInfo, DeviceKind, NodeAnnotations, ResourceNames
-from hami.standard import StandardBackend
-from hami.testing.kubelet import FakeKubelet
 
 NODE = "node-1"
 

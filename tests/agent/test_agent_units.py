@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import urllib3
-from hami_hygon.plugin import KIND as DCU
-from hami_nvidia.plugin import KIND as NVIDIA
-from kubernetes.client.exceptions import ApiException
-
-from hami.model import ContainerEdits, DeviceNode, Mount, PhysicalDevice, SchedulableDevice
 from hami.node.allocate import describe_api_error, is_transient
 from hami.node.devices import Discovery, NodeDevice, device_of_slot, slot_id
 from hami.node.edits import to_response
 from hami.node.plugin_server import socket_name
 from hami.node.registration import Backoff, handshake_value, node_annotations
+from hami.plugin.model import (
+    ContainerEdits,
+    DeviceNode,
+    Mount,
+    PhysicalDevice,
+    SchedulableDevice,
+)
+from hami_hygon.plugin import KIND as DCU
+from hami_nvidia.plugin import KIND as NVIDIA
+from kubernetes.client.exceptions import ApiException
 
 
 def test_every_edit_reaches_the_response():

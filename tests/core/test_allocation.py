@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import pytest
-
-from hami.allocation import Allocation, is_fully_allocated, next_container, ordered_containers, read_allocated, verify_allocation
-from hami.annotations import ASSIGNED_NODE, SIGNATURE
-from hami.model import Grant
-from hami.signing import SignatureError, SigningKeys
+from hami.plugin.model import Grant
+from hami.wire.allocation import (
+    Allocation,
+    is_fully_allocated,
+    next_container,
+    ordered_containers,
+    read_allocated,
+    verify_allocation,
+)
+from hami.wire.annotations import ASSIGNED_NODE, SIGNATURE
+from hami.wire.signing import SignatureError, SigningKeys
 from hami_hygon.plugin import KIND as DCU
 from hami_nvidia.plugin import KIND as NVIDIA
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from hami.codec import (
+from hami.errors import AnnotationError
+from hami.plugin.model import Grant, SchedulableDevice
+from hami.wire.codec import (
     decode_node_devices,
     decode_node_devices_csv,
     decode_node_devices_json,
@@ -18,8 +17,8 @@ from hami.codec import (
     encode_node_devices_json,
     encode_pod_devices,
 )
-from hami.errors import AnnotationError
-from hami.model import Grant, SchedulableDevice
+from hypothesis import given
+from hypothesis import strategies as st
 
 # ---------------------------------------------------------------- the examples of hami-compat.md
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import attrs
 import pytest
-
 from hami import hookimpl
 from hami.errors import BackendError, HamiError, ValidationError
-from hami.model import (
+from hami.plugin.model import (
     AnnotationKeys,
     BackendInfo,
     ContainerEdits,

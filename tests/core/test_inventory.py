@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
+from hami.backendkit.inventory import inventory_devices, load_inventory, parse_inventory
 from hami.errors import InventoryError
-from hami.inventory import inventory_devices, load_inventory, parse_inventory
 
 
 def test_a_heterogeneous_node(tmp_path):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hami.backendkit.limits import standard_request
+from hami.errors import RequestError
+from hami.plugin.model import AnnotationKeys, DeviceKind, DeviceRequest, ResourceNames
 from hypothesis import given
 from hypothesis import strategies as st
-
-from hami.errors import RequestError
-from hami.limits import standard_request
-from hami.model import AnnotationKeys, DeviceKind, DeviceRequest, ResourceNames
 
 KIND = DeviceKind(
     "ACME",

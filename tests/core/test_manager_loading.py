@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hami.errors import BackendError, DuplicateVendorError
 from hami.plugin.manager import BackendManager
 
@@ -11,7 +10,7 @@ GROUP = "hami.backends.loadertest"
 
 BACKEND_SOURCE = '''
 from hami import hookimpl
-from hami.model import AnnotationKeys, BackendInfo, DeviceKind, ResourceNames
+from hami.plugin.model import AnnotationKeys, BackendInfo, DeviceKind, ResourceNames
 
 @hookimpl
 def hami_backend():

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from hami.errors import ValidationError
-from hami.model import (
+from hami.plugin.model import (
     AnnotationKeys,
     BackendInfo,
     ContainerEdits,
@@ -25,6 +22,8 @@ from hami.model import (
     SchedulableDevice,
     is_extended_resource_name,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 KEYS = AnnotationKeys.hami("hami.io/node-x-register", "hami.io/node-handshake-x", "hami.io/x")
 

@@ -6,10 +6,9 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
+from hami.wire.annotations import NODE_LOCK
+from hami.wire.nodelock import LockHolder, NodeLock, NodeLockError
 from kubernetes import client
-
-from hami.annotations import NODE_LOCK
-from hami.nodelock import LockHolder, NodeLock, NodeLockError
 
 
 @pytest.fixture

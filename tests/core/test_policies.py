@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
 from hami.errors import RequestError
-from hami.model import DeviceRequest, DeviceUsage, NodeUsage, SchedulableDevice
-from hami.policies.usage import Weights, device_usage_score, node_usage_score, parse_weights
+from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, SchedulableDevice
+from hami.policies.usage import (
+    Weights,
+    device_usage_score,
+    node_usage_score,
+    parse_weights,
+)
 
 
 def usage(used=0, memory=0, cores=0, count=10, total_memory=1000, total_cores=100, name="d"):

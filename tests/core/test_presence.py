@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hami.model import HealthEvent, PhysicalDevice
-from hami.presence import PresenceWatch
+from hami.backendkit.presence import PresenceWatch
+from hami.plugin.model import HealthEvent, PhysicalDevice
 
 
 def test_dropping_out_and_coming_back():

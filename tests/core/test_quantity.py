@@ -5,11 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hami.errors import QuantityError
+from hami.wire.quantity import format_quantity, parse_count, parse_quantity
 from hypothesis import given
 from hypothesis import strategies as st
-
-from hami.errors import QuantityError
-from hami.quantity import format_quantity, parse_count, parse_quantity
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hami.backendkit.selectors import (
+    TYPE_MISMATCH,
+    UUID_MISMATCH,
+    pod_annotations,
+    split_list,
+    type_reason,
+    uuid_reason,
+)
 from hypothesis import given
 from hypothesis import strategies as st
-
-from hami.selectors import TYPE_MISMATCH, UUID_MISMATCH, pod_annotations, split_list, type_reason, uuid_reason
 
 
 @pytest.mark.parametrize(

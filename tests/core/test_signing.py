@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hami.wire.signing import SignatureError, SigningKeys, sign, verify
 from hypothesis import given
 from hypothesis import strategies as st
-
-from hami.signing import SignatureError, SigningKeys, sign, verify
 
 KEYS = SigningKeys(b"k" * 32)
 ALLOCATED = {"hami.io/vgpu-devices-allocated": "GPU-a,NVIDIA,3000,0:;"}

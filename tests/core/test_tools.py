@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-
+from hami.backendkit.tools import run_tool
 from hami.errors import BackendError
-from hami.tools import run_tool
 
 
 def test_output_and_failures():

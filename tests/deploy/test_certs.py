@@ -11,13 +11,20 @@ import ssl
 from pathlib import Path
 
 from click.testing import CliRunner
-from kubernetes.client import AdmissionregistrationV1Api
-
-from hami.certs import TLSBundle, certs_command, ensure_secret, issue, patch_ca_bundle, renewal_reason, service_dns_names
+from hami.certs import (
+    TLSBundle,
+    certs_command,
+    ensure_secret,
+    issue,
+    patch_ca_bundle,
+    renewal_reason,
+    service_dns_names,
+)
+from hami.plugin.manager import BackendManager
 from hami.scheduler.core import Scheduler
 from hami.scheduler.server import Extender, ExtenderHTTPServer
 from hami.scheduler.state import ClusterState
-from hami.plugin.manager import BackendManager
+from kubernetes.client import AdmissionregistrationV1Api
 
 NAMES = service_dns_names("hami-scheduler", "hami-system")
 

@@ -13,14 +13,12 @@ import click
 import kubernetes_validate
 import pytest
 import yaml
-
 from hami.certs import certs_command
 from hami.cli import cli
 from hami.node.cli import agent_command
 from hami.plugin.manager import load_backends
 from hami.settings import configure_backends, load_settings
 from hami.top import top_command
-
 from hami_deploy_tools import CHART, NAMESPACE, VALUE_SETS, values_file  # type: ignore[import-not-found]  # registered by conftest
 
 COMMANDS: dict[str, click.Command] = {**cli.commands, "agent": agent_command, "certs": certs_command, "top": top_command}
@@ -215,7 +213,7 @@ def test_optional_monitoring_objects(render) -> None:
 
 
 def test_a_simulated_inventory_reaches_the_agent(render) -> None:
-    from hami.inventory import parse_inventory
+    from hami.backendkit.inventory import parse_inventory
 
     docs = render("ha-ascend")
     config = docs.one("ConfigMap", "npu-device-config")["data"]

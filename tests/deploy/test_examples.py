@@ -13,8 +13,7 @@ import jsonpatch
 import kubernetes_validate
 import pytest
 import yaml
-
-from hami.inventory import load_inventory
+from hami.backendkit.inventory import load_inventory
 from hami.node.devices import discover_node
 from hami.node.registration import node_annotations
 from hami.plugin.manager import BackendManager, load_backends

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
-from hami.allocation import Allocation
-from hami.model import Grant
 from hami.node.devices import discover_node
 from hami.node.metrics import AgentMetrics, serve_metrics
 from hami.node.registration import node_annotations
 from hami.plugin.manager import load_backends
+from hami.plugin.model import Grant
 from hami.scheduler.core import Scheduler
 from hami.scheduler.metrics import bind_failure_reason, failure_reasons
 from hami.scheduler.server import Extender, ExtenderHTTPServer
 from hami.scheduler.state import ClusterState
+from hami.wire.allocation import Allocation
+from prometheus_client.parser import text_string_to_metric_families
 
 HAMI_SCHEDULER_NAMES = {
     "hami_gpu_memory_limit_bytes", "hami_gpu_core_limit_ratio", "hami_gpu_memory_allocated_bytes", "hami_gpu_shared_count",

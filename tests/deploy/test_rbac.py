@@ -23,24 +23,22 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from hami_nvidia.plugin import INFO as NVIDIA_INFO
-from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
-
-from hami.annotations import NODE_LOCK
 from hami.certs import certs_command
+from hami.fakes.agent import FAST_OPTIONS, RecordingBackend
+from hami.fakes.kubeapi.audit import RequestLog, RequestRecord, kubeconfig_for
+from hami.fakes.kubelet import FakeKubelet
 from hami.kube import api_client
 from hami.node.agent import Agent, AgentOptions
-from hami.nodelock import LockHolder
 from hami.plugin.manager import BackendManager
 from hami.scheduler.cli import _webhook_handler
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.service import SchedulerService
-from hami.signing import SigningKeys
-from hami.testing.agent import FAST_OPTIONS, RecordingBackend
-from hami.testing.kubeapi.audit import RequestLog, RequestRecord, kubeconfig_for
-from hami.testing.kubelet import FakeKubelet
-
+from hami.wire.annotations import NODE_LOCK
+from hami.wire.nodelock import LockHolder
+from hami.wire.signing import SigningKeys
 from hami_deploy_tools import NAMESPACE  # type: ignore[import-not-found]  # registered by conftest
+from hami_nvidia.plugin import INFO as NVIDIA_INFO
+from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
 NODE = "gpu-1"
 KEYS = SigningKeys(b"rbac-test-signing-key-0123456789")

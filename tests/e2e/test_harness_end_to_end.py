@@ -11,15 +11,22 @@ import os
 
 import pytest
 import yaml
-from kubernetes import client
-
 from hami import hookimpl
-from hami.codec import decode_node_devices, encode_node_devices
-from hami.model import AnnotationKeys, BackendInfo, ContainerEdits, DeviceKind, DeviceNode, Grant, ResourceNames
+from hami.backendkit.standard import StandardBackend
+from hami.fakes.kubelet import FakeKubelet
+from hami.fakes.kubelet.sample_plugin import SamplePlugin
 from hami.node.deviceplugin.v1beta1 import api_pb2
-from hami.standard import StandardBackend
-from hami.testing.kubelet import FakeKubelet
-from hami.testing.kubelet.sample_plugin import SamplePlugin
+from hami.plugin.model import (
+    AnnotationKeys,
+    BackendInfo,
+    ContainerEdits,
+    DeviceKind,
+    DeviceNode,
+    Grant,
+    ResourceNames,
+)
+from hami.wire.codec import decode_node_devices, encode_node_devices
+from kubernetes import client
 
 NODE = "npu-node"
 KIND = DeviceKind(

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from hami.sandbox.cli import load_pods
 from hami.sandbox.cluster import Sandbox, default_nodes_file
 

@@ -14,12 +14,11 @@ from typing import Any, Callable
 
 import pytest
 import urllib3
+from hami.fakes.kubeapi import KubeAPIServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-
-from hami.testing.kubeapi import KubeAPIServer
 
 
 def _status(exc: ApiException) -> dict[str, Any]:
@@ -401,7 +400,7 @@ def test_context_manager_and_store_access() -> None:
 
 def test_cli_command_serves_and_writes_kubeconfig(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kc"
-    code = "from hami.testing.kubeapi.cli import apiserver_command; apiserver_command()"
+    code = "from hami.fakes.kubeapi.cli import apiserver_command; apiserver_command()"
     proc = subprocess.Popen([sys.executable, "-c", code, "--port", "0", "--kubeconfig", str(kubeconfig)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -7,10 +7,9 @@ import threading
 import time
 
 import pytest
+from hami.fakes.kubeapi import KubeAPIServer
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
-
-from hami.testing.kubeapi import KubeAPIServer
 
 
 def test_fail_until_cleared(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api) -> None:

@@ -8,13 +8,12 @@ import threading
 from typing import Any
 
 import pytest
+from hami.fakes.kubeapi import KubeAPIServer
+from hami.fakes.kubeapi.patch import merge_patch, strategic_merge_patch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
-from hami.testing.kubeapi import KubeAPIServer
-from hami.testing.kubeapi.patch import merge_patch, strategic_merge_patch
 
 MERGE = "application/merge-patch+json"
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 
-
 import pytest
+from hami.fakes.kubeapi import KubeAPIServer
+from hami.fakes.kubeapi.selectors import (
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
-from hami.testing.kubeapi import KubeAPIServer
-from hami.testing.kubeapi.selectors import SelectorError, parse_field_selector, parse_label_selector
 
 KEYS = ["app", "tier", "hami.io/gpu", "x-1"]
 VALUES = ["", "a", "b", "web", "1", "10"]

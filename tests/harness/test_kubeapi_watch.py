@@ -11,10 +11,9 @@ import time
 from typing import Any, Callable
 
 import pytest
+from hami.fakes.kubeapi import KubeAPIServer
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
-
-from hami.testing.kubeapi import KubeAPIServer
 
 _END = object()
 

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-
+from hami.fakes.kubelet import FakeKubelet, SamplePlugin
 from hami.node.deviceplugin import UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2
-from hami.testing.kubelet import FakeKubelet, SamplePlugin
+from kubernetes import client
 
 RESOURCE = "example.com/dev"
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-
+from hami.fakes.kubelet import FakeKubelet, SamplePlugin, is_extended_resource_name
 from hami.node.deviceplugin import API_VERSION, HEALTHY, KUBELET_SOCKET, UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2
-from hami.testing.kubelet import FakeKubelet, SamplePlugin, is_extended_resource_name
 
 RESOURCE = "example.com/dev"
 

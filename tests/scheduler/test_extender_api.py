@@ -9,20 +9,19 @@ import urllib.error
 import urllib.request
 
 import pytest
+from hami.fakes.extender import TEST_KEYS, ExtenderHarness
+from hami.fakes.kubeapi import KubeAPIServer
+from hami.plugin.model import SchedulableDevice
+from hami.scheduler.config import SchedulerConfig
+from hami.scheduler.state import ClusterState
+from hami.wire.allocation import read_allocated, verify_allocation
+from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE
+from hami.wire.codec import encode_node_devices
+from hami.wire.nodelock import NodeLock
+from hami_nvidia.plugin import KIND, plugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
-
-from hami.allocation import read_allocated, verify_allocation
-from hami.annotations import ASSIGNED_NODE, BIND_PHASE
-from hami.codec import encode_node_devices
-from hami.model import SchedulableDevice
-from hami.nodelock import NodeLock
-from hami.scheduler.config import SchedulerConfig
-from hami.scheduler.state import ClusterState
-from hami.testing.kubeapi import KubeAPIServer
-from hami.testing.scheduler import TEST_KEYS, ExtenderHarness
-from hami_nvidia.plugin import KIND, plugin
 
 
 @pytest.fixture

@@ -15,16 +15,15 @@ from datetime import datetime
 
 import yaml
 from click.testing import CliRunner
-from kubernetes import client
-
-from hami.annotations import HANDSHAKE_TIME_LAYOUT
-from hami.codec import encode_node_devices
-from hami.model import SchedulableDevice
+from hami.plugin.model import SchedulableDevice
 from hami.scheduler.cli import scheduler_config_command
 from hami.scheduler.handshake import HandshakeRequester
 from hami.scheduler.leader import LeaderElector
 from hami.scheduler.state import ClusterState
+from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
+from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import KIND
+from kubernetes import client
 
 
 def wait_for(predicate, timeout=10.0):

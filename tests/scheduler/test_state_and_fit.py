@@ -7,16 +7,15 @@ from datetime import datetime
 
 import attrs
 import pytest
-
 from hami import hookimpl
-from hami.allocation import Allocation
-from hami.annotations import DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT
-from hami.codec import encode_node_devices
-from hami.model import Grant, SchedulableDevice
+from hami.backendkit.standard import StandardBackend
+from hami.plugin.model import Grant, SchedulableDevice
 from hami.scheduler.core import Scheduler
 from hami.scheduler.fit import NUMA_BIND, Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
-from hami.standard import StandardBackend
+from hami.wire.allocation import Allocation
+from hami.wire.annotations import DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT
+from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import INFO as NVIDIA_INFO
 from hami_nvidia.plugin import KIND
 

@@ -6,11 +6,11 @@ import random
 
 import pytest
 from hami import hookimpl
-from hami.model import PolicyInfo
+from hami.backendkit.standard import StandardBackend
 from hami.plugin.manager import BackendManager
+from hami.plugin.model import PolicyInfo
 from hami.sim.engine import Simulator
 from hami.sim.trace import GpuModelDevice, TraceNode, TraceTask
-from hami.standard import StandardBackend
 from hami_nvidia.plugin import INFO as NVIDIA_INFO
 from hami_nvidia.plugin import plugin as nvidia_plugin
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hami.codec import encode_node_devices
-from hami.model import DeviceRequest, DeviceUsage, NodeUsage, SchedulableDevice
+from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, SchedulableDevice
 from hami.policies.fgd import INFEASIBLE, FgdPolicy
 from hami.scheduler.core import Scheduler
 from hami.scheduler.state import ClusterState
+from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import KIND
 
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-
-from hami.allocation import Allocation
-from hami.annotations import DEVICE_CORDON
-from hami.model import Grant
 from hami.node.devices import discover_node
 from hami.node.registration import node_annotations
 from hami.plugin.manager import load_backends
+from hami.plugin.model import Grant
 from hami.top import render, snapshot, top_command
+from hami.wire.allocation import Allocation
+from hami.wire.annotations import DEVICE_CORDON
 
 NODES = {"gpu-1": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}],
          "dcu-1": [{"vendor": "DCU", "type": "DCU Z100L", "memory": 32768, "count": 1}]}

@@ -8,9 +8,8 @@ from typing import Any
 
 import jsonpatch
 import pytest
-
 from hami import hookimpl
-from hami.model import ContainerPatch
+from hami.plugin.model import ContainerPatch
 from hami.webhook.config import WebhookConfig
 
 GPUMEM = "nvidia.com/gpumem"
@@ -313,11 +312,11 @@ def test_a_backend_may_replace_a_limit_and_its_request(hami_manager, register_ba
     import base64
     import json
 
-    from hami.standard import StandardBackend
-    from hami.model import ContainerPatch
+    from hami import hookimpl
+    from hami.backendkit.standard import StandardBackend
+    from hami.plugin.model import ContainerPatch
     from hami.webhook.admission import review
     from hami.webhook.config import WebhookConfig
-    from hami import hookimpl
     from hami_ascend.plugin import INFO
 
     class Rounds(StandardBackend):

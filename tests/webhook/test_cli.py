@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
 from hami.errors import ValidationError
 from hami.webhook.cli import parse_bind, webhook_command
 from hami.webhook.config import WebhookConfig

@@ -10,10 +10,9 @@ import socket
 from typing import Any
 
 import pytest
+from hami.webhook.config import WebhookConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from hami.webhook.config import WebhookConfig
 
 VALID = {
     "apiVersion": "admission.k8s.io/v1",

@@ -6,8 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from hami.webhook.quota import KubeQuotaSource, StaticQuotaSource, check_quota, pod_charge, quota_keys
+from hami.webhook.quota import (
+    KubeQuotaSource,
+    StaticQuotaSource,
+    check_quota,
+    pod_charge,
+    quota_keys,
+)
 
 NS = "team"
 

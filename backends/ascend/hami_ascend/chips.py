@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import attrs
 import yaml
-
 from hami.errors import BackendError
 
 log = logging.getLogger(__name__)

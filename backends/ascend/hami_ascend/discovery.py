@@ -15,9 +15,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, load_inventory
 from hami.errors import BackendError
-from hami.inventory import INVENTORY_ENV, inventory_devices, load_inventory
-from hami.model import PhysicalDevice
+from hami.plugin.model import PhysicalDevice
 
 from hami_ascend.chips import Chip, chip_table, classify
 from hami_ascend.npusmi import HEALTHY, NpuSmi

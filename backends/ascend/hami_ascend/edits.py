@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hami.errors import BackendError
-from hami.model import ContainerEdits, DeviceNode, Grant, Mount
+from hami.plugin.model import ContainerEdits, DeviceNode, Grant, Mount
 
 from hami_ascend.vnpu import VNpu
 

@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-
+from hami.backendkit.limits import container_resources
+from hami.backendkit.standard import StandardBackend
 from hami.errors import BackendError, RequestError
-from hami.limits import container_resources
-from hami.model import (
+from hami.plugin import hookimpl
+from hami.plugin.model import (
     AnnotationKeys,
     BackendInfo,
     ContainerEdits,
@@ -33,9 +34,7 @@ from hami.model import (
     ResourceNames,
     SchedulableDevice,
 )
-from hami.plugin import hookimpl
-from hami.quantity import parse_count
-from hami.standard import StandardBackend
+from hami.wire.quantity import parse_count
 
 from hami_ascend import discovery, edits, topology, vnpu
 from hami_ascend.chips import chip_for

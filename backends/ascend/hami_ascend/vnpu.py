@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from hami.errors import BackendError
-from hami.model import Grant
+from hami.plugin.model import Grant
 
 from hami_ascend.chips import Chip
 from hami_ascend.npusmi import NpuSmi

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import attrs
 import pytest
-
-from hami.codec import decode_pod_devices, encode_pod_devices
-from hami.model import Grant
+from hami.plugin.model import Grant
 from hami.testing.conformance import BackendConformance, sample_container, sample_pod
+from hami.wire.codec import decode_pod_devices, encode_pod_devices
 from hami_ascend.chips import packaged_table
 from hami_ascend.plugin import plugin
 

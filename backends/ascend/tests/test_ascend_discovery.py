@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import yaml
-
 from hami_ascend.plugin import plugin
 
 NODE = "n1"

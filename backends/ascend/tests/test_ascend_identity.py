@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hami_ascend.plugin import CHIPS, INFO, plugin
 
 

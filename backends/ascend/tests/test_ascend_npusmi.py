@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hami_ascend.npusmi import parse_fields, parse_info, succeeded
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from hami_ascend.npusmi import parse_fields, parse_info, succeeded
 
 # file -> (chips, (npu, chip, phy, name, health, bus, MiB) of the first chip, problem lines)
 SAMPLES = {

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from hami.errors import BackendError
-from hami.model import DeviceNode, Grant, Mount
+from hami.plugin.model import DeviceNode, Grant, Mount
 from hami_ascend.plugin import plugin
 
 SOFT = {"huawei.com/vnpu-mode": "hami-core"}
@@ -191,9 +190,8 @@ def test_grants_of_an_undiscovered_device_are_refused(node):
 
 
 def test_simulated_nodes_do_not_look_for_the_host_library(tmp_path):
-    from hami_ascend.edits import require_vnpu_core
-
     from hami.errors import BackendError
+    from hami_ascend.edits import require_vnpu_core
 
     with pytest.raises(BackendError, match="hami-vnpu-core"):
         require_vnpu_core({"host_root": str(tmp_path)})

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 from hami.errors import BackendError, RequestError
-from hami.model import DeviceRequest, DeviceUsage, PhysicalDevice, SchedulableDevice
+from hami.plugin.model import (
+    DeviceRequest,
+    DeviceUsage,
+    PhysicalDevice,
+    SchedulableDevice,
+)
 from hami_ascend.chips import chip_table, classify, packaged_table
 from hami_ascend.plugin import CHIPS, plugin
 

@@ -13,8 +13,7 @@ import re
 from collections.abc import Sequence
 
 import attrs
-
-from hami.tools import run_tool
+from hami.backendkit.tools import run_tool
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hami.backendkit.inventory import inventory_devices
 from hami.errors import BackendError
-from hami.inventory import inventory_devices
-from hami.model import PhysicalDevice
+from hami.plugin.model import PhysicalDevice
+
 from hami_cambricon import cnmon
 
 log = logging.getLogger(__name__)

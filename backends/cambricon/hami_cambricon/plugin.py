@@ -22,10 +22,12 @@ from functools import lru_cache
 from typing import Any
 
 import attrs
-
-from hami import hookimpl, selectors
+from hami import hookimpl
+from hami.backendkit import selectors
+from hami.backendkit.presence import PresenceWatch
+from hami.backendkit.standard import StandardBackend
 from hami.errors import AnnotationError, BackendError
-from hami.model import (
+from hami.plugin.model import (
     AnnotationKeys,
     BackendInfo,
     ContainerEdits,
@@ -40,8 +42,7 @@ from hami.model import (
     ResourceNames,
     SchedulableDevice,
 )
-from hami.presence import PresenceWatch
-from hami.standard import StandardBackend
+
 from hami_cambricon import discovery, topology
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
-from hami.testing.tools import FakeTools, recording
+from hami.fakes.tools import FakeTools, recording
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hami.testing.conformance import BackendConformance
 from hami_cambricon.plugin import plugin
 

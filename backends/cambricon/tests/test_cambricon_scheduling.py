@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import pytest
-
-from hami.codec import encode_node_devices
-from hami.model import DeviceNode, DeviceRequest, DeviceUsage, Grant, PhysicalDevice, SchedulableDevice
+from hami.plugin.model import (
+    DeviceNode,
+    DeviceRequest,
+    DeviceUsage,
+    Grant,
+    PhysicalDevice,
+    SchedulableDevice,
+)
 from hami.scheduler.core import Scheduler
 from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
+from hami.wire.codec import encode_node_devices
 from hami_cambricon import topology
 from hami_cambricon.plugin import KIND, MLULINK_ANNOTATION, CambriconBackend
 

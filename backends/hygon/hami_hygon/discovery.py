@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hami.backendkit.inventory import inventory_devices
 from hami.errors import BackendError
-from hami.inventory import inventory_devices
-from hami.model import PhysicalDevice
+from hami.plugin.model import PhysicalDevice
+
 from hami_hygon import hysmi
 
 log = logging.getLogger(__name__)

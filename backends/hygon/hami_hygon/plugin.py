@@ -26,11 +26,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-
-from hami import hookimpl, selectors
+from hami import hookimpl
+from hami.backendkit import selectors
+from hami.backendkit.limits import container_resources
+from hami.backendkit.presence import PresenceWatch
+from hami.backendkit.standard import StandardBackend
 from hami.errors import BackendError
-from hami.limits import container_resources
-from hami.model import (
+from hami.plugin.model import (
     AnnotationKeys,
     BackendInfo,
     ContainerEdits,
@@ -45,8 +47,7 @@ from hami.model import (
     PhysicalDevice,
     ResourceNames,
 )
-from hami.presence import PresenceWatch
-from hami.standard import StandardBackend
+
 from hami_hygon import discovery
 from hami_hygon.vdev import PhysicalDcu, VdevConf, VdevStore, container_key
 

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-
 from hami.errors import BackendError
+
 from hami_hygon import cumask
 
 log = logging.getLogger(__name__)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from hami.codec import decode_node_devices, encode_node_devices
+from hami.wire.codec import decode_node_devices, encode_node_devices
 from hami_hygon import discovery, hysmi
 from hami_hygon.plugin import KIND, HygonBackend
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_default_table_k100lc(read_recording):

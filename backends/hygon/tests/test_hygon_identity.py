@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hami.codec import decode_node_devices, encode_node_devices
-from hami.model import PhysicalDevice
+from hami.plugin.model import PhysicalDevice
+from hami.wire.codec import decode_node_devices, encode_node_devices
 from hami_hygon.plugin import KIND, plugin
 
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import attrs
 import pytest
 import yaml
-
 from hami.errors import BackendError, RequestError
-from hami.model import DeviceNode, DeviceRequest, DeviceUsage, Grant, Mount, SchedulableDevice
+from hami.plugin.model import (
+    DeviceNode,
+    DeviceRequest,
+    DeviceUsage,
+    Grant,
+    Mount,
+    SchedulableDevice,
+)
 from hami_hygon.plugin import INFO, KIND, HygonBackend
 
 NODE = "dcu-node"
@@ -145,8 +151,7 @@ def test_csv_kind_is_unchanged():
 def test_a_simulated_node_keeps_vdev_configs_private_but_reports_real_paths(hami_manager, register_backend, tmp_path):
     """The sandbox (simulate: true) must not write /etc/vdev on the machine it runs on."""
     import yaml
-
-    from hami.model import Grant
+    from hami.plugin.model import Grant
     from hami_hygon.plugin import plugin
 
     inventory = tmp_path / "nodes.yaml"

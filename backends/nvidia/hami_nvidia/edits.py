@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hami.backendkit.limits import container_resources
 from hami.errors import BackendError, QuantityError
-from hami.limits import container_resources
-from hami.model import ContainerEdits, Grant, Mount
-from hami.quantity import parse_count
+from hami.plugin.model import ContainerEdits, Grant, Mount
+from hami.wire.quantity import parse_count
+
 from hami_nvidia.mps import MpsPaths
 
 PRIORITY_RESOURCE = "nvidia.com/priority"

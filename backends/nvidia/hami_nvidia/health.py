@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
-
 from hami.errors import BackendError
-from hami.model import HealthEvent
+from hami.plugin.model import HealthEvent
+
 from hami_nvidia.nvml import load_pynvml
 
 log = logging.getLogger(__name__)

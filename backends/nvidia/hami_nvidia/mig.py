@@ -13,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-
 from hami.errors import BackendError
-from hami.model import DeviceRequest, PhysicalDevice, SchedulableDevice
+from hami.plugin.model import DeviceRequest, PhysicalDevice, SchedulableDevice
 
 PROFILE_ATTRIBUTE = "mig_profile"
 """The request attribute naming the MIG profile a request was rounded to ("" when none fits)."""

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
-
 from hami.errors import BackendError
 
 log = logging.getLogger(__name__)

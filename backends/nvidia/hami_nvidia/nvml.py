@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hami.errors import BackendError
-from hami.model import PhysicalDevice
+from hami.plugin.model import PhysicalDevice
 
 log = logging.getLogger(__name__)
 

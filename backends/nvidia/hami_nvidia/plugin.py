@@ -16,10 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-
+from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices
+from hami.backendkit.splitting import split_evenly
+from hami.backendkit.standard import StandardBackend
 from hami.errors import BackendError, RequestError
-from hami.inventory import INVENTORY_ENV, inventory_devices
-from hami.model import (
+from hami.plugin import hookimpl
+from hami.plugin.model import (
     AnnotationKeys,
     BackendInfo,
     ContainerEdits,
@@ -33,15 +35,21 @@ from hami.model import (
     ResourceNames,
     SchedulableDevice,
 )
-from hami.plugin import hookimpl
 from hami.scheduler.fit import NUMA_BIND
-from hami.splitting import split_evenly
-from hami.standard import StandardBackend
+
 from hami_nvidia import edits, mig, nvml, topology
 from hami_nvidia.health import NvmlEventSource, XidWatcher, nvml_probe
 from hami_nvidia.mps import MpsDaemon, MpsPaths
 from hami_nvidia.selectors import ATTRIBUTE, Selectors
-from hami_nvidia.settings import DEFAULT_CONFIG, ignored_xids, mode_of, node_config, number, selected, strategy_of
+from hami_nvidia.settings import (
+    DEFAULT_CONFIG,
+    ignored_xids,
+    mode_of,
+    node_config,
+    number,
+    selected,
+    strategy_of,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-
 from hami.errors import RequestError
-from hami.model import DeviceRequest, SchedulableDevice
+from hami.plugin.model import DeviceRequest, SchedulableDevice
+
 from hami_nvidia.settings import MODES
 
 USE_TYPE = "nvidia.com/use-gputype"

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hami_nvidia.plugin import INFO, NvidiaBackend
 
 HERE = Path(__file__).parent

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from hami.errors import BackendError
-from hami.model import Grant
+from hami.plugin.model import Grant
 
 NODE = "gpu-node"
 

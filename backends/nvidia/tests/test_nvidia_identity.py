@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hami.errors import RequestError
 from hami_nvidia.plugin import KIND, plugin
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from hami.errors import BackendError
-from hami.model import Grant
+from hami.plugin.model import Grant
 from hami_nvidia.mps import MpsDaemon, MpsPaths
 
 FAKE_CONTROL = """#!/bin/sh

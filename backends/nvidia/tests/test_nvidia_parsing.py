@@ -7,14 +7,13 @@ import json
 import re
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from hami.errors import BackendError, RequestError
-from hami.model import Grant, PhysicalDevice, SchedulableDevice
+from hami.plugin.model import Grant, PhysicalDevice, SchedulableDevice
 from hami_nvidia import topology
 from hami_nvidia.selectors import Selectors
 from hami_nvidia.settings import node_config, selected
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 KEYS = ["nvidia.com/use-gputype", "nvidia.com/nouse-gputype", "nvidia.com/use-gpuuuid", "nvidia.com/nouse-gpuuuid", "nvidia.com/numa-bind", "nvidia.com/vgpu-mode", "other"]
 values = st.one_of(st.text(max_size=20), st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2))

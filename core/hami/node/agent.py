@@ -32,7 +32,7 @@ from hami.node.plugin_server import DevicePluginServer, DevicePluginServicer
 from hami.node.podwatch import PodReleaser
 from hami.node.registration import Backoff, NodeRegistrar
 from hami.plugin.manager import BackendManager
-from hami.signing import SigningKeys
+from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
 

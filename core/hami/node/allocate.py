@@ -25,16 +25,21 @@ import urllib3
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from hami.allocation import is_fully_allocated, next_container, ordered_containers, verify_allocation
-from hami.annotations import ASSIGNED_NODE, BIND_PHASE, BIND_TIME, BindPhase
 from hami.errors import AnnotationError, HamiError
-from hami.model import DeviceKind, Grant
 from hami.node.deviceplugin.v1beta1 import api_pb2
 from hami.node.devices import device_of_slot
 from hami.node.edits import to_response
-from hami.nodelock import LockHolder, NodeLock
 from hami.plugin.manager import BackendManager
-from hami.signing import SignatureError, SigningKeys
+from hami.plugin.model import DeviceKind, Grant
+from hami.wire.allocation import (
+    is_fully_allocated,
+    next_container,
+    ordered_containers,
+    verify_allocation,
+)
+from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE, BIND_TIME, BindPhase
+from hami.wire.nodelock import LockHolder, NodeLock
+from hami.wire.signing import SignatureError, SigningKeys
 
 log = logging.getLogger(__name__)
 

@@ -81,7 +81,7 @@ def agent_command(
 ) -> None:
     """Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."""
     from hami.node.agent import Agent, AgentOptions
-    from hami.signing import SigningKeys
+    from hami.wire.signing import SigningKeys
 
     _setup_logging(log_level)
     if not node_name:

@@ -13,9 +13,9 @@ from typing import Any
 
 import attrs
 
-from hami.model import PhysicalDevice, SchedulableDevice, frozen_map
 from hami.node.deviceplugin import HEALTHY, UNHEALTHY
 from hami.plugin.manager import BackendManager
+from hami.plugin.model import PhysicalDevice, SchedulableDevice, frozen_map
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ here would silently never reach a container.
 
 from __future__ import annotations
 
-from hami.model import ContainerEdits
 from hami.node.deviceplugin.v1beta1 import api_pb2
+from hami.plugin.model import ContainerEdits
 
 
 def to_response(edits: ContainerEdits) -> api_pb2.ContainerAllocateResponse:

@@ -25,13 +25,19 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hami.allocation import ordered_containers, read_allocated
 from hami.errors import AnnotationError
 from hami.serving import ThreadedHTTPServer
+from hami.wire.allocation import ordered_containers, read_allocated
 
 log = logging.getLogger(__name__)
 

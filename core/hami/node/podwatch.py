@@ -19,13 +19,13 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from hami.allocation import ordered_containers, read_allocated
-from hami.annotations import ASSIGNED_NODE
 from hami.errors import AnnotationError
 from hami.node.allocate import describe_api_error, pod_key
 from hami.node.registration import Backoff
-from hami.nodelock import NodeLock
 from hami.plugin.manager import BackendManager
+from hami.wire.allocation import ordered_containers, read_allocated
+from hami.wire.annotations import ASSIGNED_NODE
+from hami.wire.nodelock import NodeLock
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 import attrs
 from kubernetes.client import CoreV1Api
 
-from hami.annotations import HANDSHAKE_TIME_LAYOUT
-from hami.codec import encode_node_devices
-from hami.model import DeviceKind, SchedulableDevice
 from hami.node.devices import Discovery
+from hami.plugin.model import DeviceKind, SchedulableDevice
+from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
+from hami.wire.codec import encode_node_devices
 
 log = logging.getLogger(__name__)
 

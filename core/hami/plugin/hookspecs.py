@@ -11,7 +11,7 @@ their results are combined as documented. The typed facade in :mod:`hami.plugin.
 dispatch and checks every returned value against the types named here.
 
 Data only flows one way: node (discover → split → annotation) → scheduler (requests → fit → score →
-grants) → node agent (edits, prepare). Hooks receive frozen :mod:`hami.model` values and Kubernetes
+grants) → node agent (edits, prepare). Hooks receive frozen :mod:`hami.plugin.model` values and Kubernetes
 objects as plain JSON-shaped dicts (``pod["metadata"]["annotations"]``); they must not mutate them.
 
 ``config`` is always the configuration of the backend the call is for: its ``default_config``
@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.model import (
+from hami.plugin import hookspec
+from hami.plugin.model import (
     BackendInfo,
     ContainerEdits,
     ContainerPatch,
@@ -38,7 +39,6 @@ from hami.model import (
     PolicyInfo,
     SchedulableDevice,
 )
-from hami.plugin import hookspec
 
 Pod = Mapping[str, Any]
 Container = Mapping[str, Any]

@@ -25,8 +25,10 @@ from typing import Any, Literal
 import attrs
 import pluggy
 
+from hami import __version__
 from hami.errors import BackendError, DuplicateVendorError, HamiError, ValidationError
-from hami.model import (
+from hami.plugin import ENTRY_POINT_GROUP, PROJECT, hookspecs
+from hami.plugin.model import (
     BackendInfo,
     ContainerEdits,
     ContainerPatch,
@@ -42,8 +44,6 @@ from hami.model import (
     SchedulableDevice,
     frozen_map,
 )
-from hami import __version__
-from hami.plugin import ENTRY_POINT_GROUP, PROJECT, hookspecs
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
 from hami.plugin import hookimpl
+from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
 from hami.policies.context import PolicyContext, pod_host_request, selector_signature
 from hami.policies.devicetable import (
     MILLI,

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from hami.errors import QuantityError
-from hami.quantity import parse_quantity
+from hami.wire.quantity import parse_quantity
 
 
 class HostView(Protocol):

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from hami.model import (
+from hami.plugin.model import (
     MAX_REQUEST_CORES,
     DeviceRequest,
     DeviceUsage,

@@ -28,8 +28,8 @@ from typing import Any
 
 import attrs
 
-from hami.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
 from hami.plugin import hookimpl
+from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
 from hami.policies.context import (
     PolicyContext,
     pod_host_request,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
 from hami.plugin import hookimpl
+from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
 from hami.policies.context import PolicyContext
 from hami.policies.devicetable import numpy
 

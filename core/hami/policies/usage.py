@@ -14,10 +14,10 @@ from typing import Any
 
 import attrs
 
-from hami.annotations import SCORING_WEIGHTS as WEIGHTS_ANNOTATION
 from hami.errors import RequestError
-from hami.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
 from hami.plugin import hookimpl
+from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
+from hami.wire.annotations import SCORING_WEIGHTS as WEIGHTS_ANNOTATION
 
 _SIGN = {"binpack": 1.0, "spread": -1.0}
 

@@ -27,22 +27,27 @@ import jsonpatch
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from hami.allocation import ordered_containers, read_allocated
+from hami.backendkit.inventory import load_inventory
 from hami.errors import HamiError
-from hami.inventory import load_inventory
-from hami.model import NodeInventory
+from hami.fakes.kubeapi import KubeAPIServer
+from hami.fakes.kubelet import FakeKubelet
 from hami.node.agent import Agent, AgentOptions
 from hami.plugin.manager import BackendManager, load_backends
-from hami.sandbox.outcome import ContainerOutcome, DeviceGrant, PodOutcome, expected_phase
+from hami.plugin.model import NodeInventory
+from hami.sandbox.outcome import (
+    ContainerOutcome,
+    DeviceGrant,
+    PodOutcome,
+    expected_phase,
+)
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.kubeconfig import scheduler_configuration
 from hami.scheduler.service import SchedulerService
-from hami.signing import SigningKeys
-from hami.testing.kubeapi import KubeAPIServer
-from hami.testing.kubelet import FakeKubelet
 from hami.webhook.admission import review
 from hami.webhook.config import WebhookConfig
 from hami.webhook.quota import KubeQuotaSource
+from hami.wire.allocation import ordered_containers, read_allocated
+from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
 

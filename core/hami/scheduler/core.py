@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,18 +20,24 @@ import attrs
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from hami.allocation import Allocation, ordered_containers
-from hami.annotations import BIND_PHASE, BIND_TIME, DEVICE_POLICY, NODE_POLICY, BindPhase
 from hami.errors import HamiError, ValidationError
-from hami.model import DeviceRequest
-from hami.nodelock import NodeLock, NodeLockError
 from hami.plugin.manager import BackendManager
+from hami.plugin.model import DeviceRequest
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.ranking import NodeRanking
 from hami.scheduler.state import ClusterState, NodeState, PodRecord
 from hami.scheduler.usage import pod_holdings
-from hami.signing import SigningKeys
+from hami.wire.allocation import Allocation, ordered_containers
+from hami.wire.annotations import (
+    BIND_PHASE,
+    BIND_TIME,
+    DEVICE_POLICY,
+    NODE_POLICY,
+    BindPhase,
+)
+from hami.wire.nodelock import NodeLock, NodeLockError
+from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
 

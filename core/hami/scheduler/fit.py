@@ -14,10 +14,10 @@ from typing import Any
 
 import attrs
 
-from hami.codec import PodDevices
-from hami.model import DeviceRequest, DeviceUsage, Grant
 from hami.plugin.manager import BackendManager
+from hami.plugin.model import DeviceRequest, DeviceUsage, Grant
 from hami.scheduler.state import NodeState
+from hami.wire.codec import PodDevices
 
 NUMA_BIND = "numa_bind"
 """A request attribute a backend sets (e.g. from ``nvidia.com/numa-bind``): all devices from one NUMA node."""

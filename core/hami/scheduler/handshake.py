@@ -14,9 +14,9 @@ from datetime import datetime
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from hami.annotations import HANDSHAKE_TIME_LAYOUT
 from hami.periodic import Periodic
 from hami.scheduler.state import ClusterState
+from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
 
 log = logging.getLogger(__name__)
 

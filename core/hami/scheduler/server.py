@@ -20,8 +20,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hami.scheduler.core import Scheduler
-from hami.serving import ThreadedHTTPServer
 from hami.scheduler.metrics import SchedulerMetrics
+from hami.serving import ThreadedHTTPServer
 
 log = logging.getLogger(__name__)
 

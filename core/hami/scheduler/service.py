@@ -17,7 +17,7 @@ from hami.scheduler.handshake import HandshakeRequester
 from hami.scheduler.leader import LeaderElector
 from hami.scheduler.server import Extender, ExtenderHTTPServer, WebhookHandler
 from hami.scheduler.state import ClusterState
-from hami.signing import SigningKeys
+from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
 

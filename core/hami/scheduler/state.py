@@ -16,12 +16,12 @@ from typing import Any
 
 import attrs
 
-from hami.allocation import read_allocated
-from hami.annotations import ASSIGNED_NODE, DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT
-from hami.codec import PodDevices, decode_node_devices
 from hami.errors import AnnotationError
-from hami.model import DeviceKind, DeviceUsage, NodeUsage, SchedulableDevice
+from hami.plugin.model import DeviceKind, DeviceUsage, NodeUsage, SchedulableDevice
 from hami.scheduler.usage import Holding, pod_holdings
+from hami.wire.allocation import read_allocated
+from hami.wire.annotations import ASSIGNED_NODE, DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT
+from hami.wire.codec import PodDevices, decode_node_devices
 
 log = logging.getLogger(__name__)
 

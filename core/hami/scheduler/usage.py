@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hami.codec import PodDevices
+from hami.wire.codec import PodDevices
 
 Holding = tuple[int, int, int]
 """(slots, MiB, cores) one pod holds on one device."""

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from hami.codec import encode_node_devices
-from hami.model import PhysicalDevice
 from hami.plugin.manager import BackendManager
+from hami.plugin.model import PhysicalDevice
 from hami.scheduler.state import ClusterState
 from hami.sim.trace import MILLI, TraceNode
+from hami.wire.codec import encode_node_devices
 
 VENDOR = "NVIDIA"
 

@@ -19,8 +19,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from hami.model import NodeUsage
 from hami.plugin.manager import BackendManager, load_backends
+from hami.plugin.model import NodeUsage
 from hami.policies.context import PolicyContext, attach_policies
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.core import Scheduler

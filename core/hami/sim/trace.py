@@ -13,8 +13,8 @@ from pathlib import Path
 
 import attrs
 
+from hami.backendkit.inventory import load_inventory
 from hami.errors import HamiError
-from hami.inventory import load_inventory
 
 MILLI = 1000
 """One whole GPU in the trace's unit (``gpu_milli``)."""
@@ -141,7 +141,7 @@ def read_nodes_csv(path: str | os.PathLike[str]) -> list[TraceNode]:
 
 
 def read_nodes_inventory(path: str | os.PathLike[str]) -> list[TraceNode]:
-    """Our node inventory YAML (:mod:`hami.inventory`): every NVIDIA device becomes a GPU of its type."""
+    """Our node inventory YAML (:mod:`hami.backendkit.inventory`): every NVIDIA device becomes a GPU of its type."""
     nodes = []
     for node in load_inventory(path):
         gpus = tuple(GpuModelDevice(d.type, d.memory) for d in node.devices if d.vendor == "NVIDIA")

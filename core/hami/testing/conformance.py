@@ -26,9 +26,9 @@ import attrs
 import pytest
 import yaml
 
-from hami.codec import decode_node_devices, decode_pod_devices, encode_node_devices, encode_pod_devices
 from hami.errors import RequestError
-from hami.model import (
+from hami.plugin.manager import BackendManager
+from hami.plugin.model import (
     BackendInfo,
     ContainerEdits,
     DeviceKind,
@@ -39,7 +39,12 @@ from hami.model import (
     is_annotation_key,
     is_extended_resource_name,
 )
-from hami.plugin.manager import BackendManager
+from hami.wire.codec import (
+    decode_node_devices,
+    decode_pod_devices,
+    encode_node_devices,
+    encode_pod_devices,
+)
 
 NODE = "conformance-node"
 DEVICES_PER_KIND = 2

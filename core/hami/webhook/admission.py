@@ -29,11 +29,11 @@ from typing import Any
 
 import attrs
 
-from hami.annotations import system_pod_annotations
 from hami.errors import BackendError, HamiError
 from hami.plugin.manager import BackendManager
 from hami.webhook.config import KUBE_DEFAULT_SCHEDULER, WebhookConfig
 from hami.webhook.quota import QuotaError, QuotaSource, check_quota
+from hami.wire.annotations import system_pod_annotations
 
 log = logging.getLogger(__name__)
 

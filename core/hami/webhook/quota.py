@@ -26,9 +26,9 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hami.backendkit.limits import container_resources
 from hami.errors import HamiError, QuantityError
-from hami.limits import container_resources
-from hami.quantity import format_quantity, parse_quantity
+from hami.wire.quantity import format_quantity, parse_quantity
 
 if TYPE_CHECKING:
     import kubernetes.client

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from hami import hookimpl
-from hami.inventory import inventory_devices
-from hami.limits import standard_request
-from hami.model import (
+from hami.backendkit.inventory import inventory_devices
+from hami.backendkit.limits import standard_request
+from hami.plugin.model import (
     AnnotationKeys,
     BackendInfo,
     ContainerEdits,

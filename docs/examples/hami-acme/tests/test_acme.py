@@ -1,7 +1,6 @@
-import pytest
-
 import hami_acme.plugin
-from hami.model import DeviceRequest, DeviceUsage, SchedulableDevice
+import pytest
+from hami.plugin.model import DeviceRequest, DeviceUsage, SchedulableDevice
 from hami.testing.conformance import BackendConformance
 
 

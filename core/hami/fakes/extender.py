@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
-import pytest
 from kubernetes.client import CoreV1Api
 
 from hami.plugin.manager import BackendManager
@@ -22,7 +20,7 @@ from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.core import Scheduler
 from hami.scheduler.server import Extender, ExtenderHTTPServer
 from hami.scheduler.state import ClusterState
-from hami.signing import SigningKeys
+from hami.wire.signing import SigningKeys
 
 TEST_KEYS = SigningKeys(b"hami-test-signing-key-0123456789")
 
@@ -77,13 +75,3 @@ class ExtenderHarness:
         self.post("prioritize", {"Pod": pod, "NodeNames": [chosen]})
         bound = self.post("bind", {"PodName": name, "PodNamespace": namespace, "PodUID": pod["metadata"]["uid"], "Node": chosen})
         return Scheduled(chosen, result, bound.get("Error", ""))
-
-
-@pytest.fixture
-def extender_harness(hami_manager: BackendManager, core_v1: CoreV1Api) -> Iterator[ExtenderHarness]:
-    """A started extender (cache + HTTP) on the in-memory API server, using ``hami_manager``'s backends."""
-    harness = ExtenderHarness(hami_manager, core_v1).start()
-    yield harness
-    harness.stop()
-
-

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from hami.testing.kubeapi.server import KubeAPIServer, serve
+from hami.fakes.kubeapi.server import KubeAPIServer, serve
 
 
 @click.command("apiserver")

@@ -7,9 +7,9 @@ selectors and patch dialects that behave like kube-apiserver's. See docs/testing
 
 from __future__ import annotations
 
-from hami.testing.kubeapi.errors import StatusError
-from hami.testing.kubeapi.faults import Faults
-from hami.testing.kubeapi.server import KubeAPIServer, serve
-from hami.testing.kubeapi.store import Store, WatchEvent
+from hami.fakes.kubeapi.errors import StatusError
+from hami.fakes.kubeapi.faults import Faults
+from hami.fakes.kubeapi.server import KubeAPIServer, serve
+from hami.fakes.kubeapi.store import Store, WatchEvent
 
 __all__ = ["Faults", "KubeAPIServer", "StatusError", "Store", "WatchEvent", "serve"]

@@ -18,8 +18,8 @@ import attrs
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from hami.annotations import NODE_LOCK
 from hami.errors import HamiError
+from hami.wire.annotations import NODE_LOCK
 
 log = logging.getLogger(__name__)
 

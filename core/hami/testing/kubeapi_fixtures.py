@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from hami.testing.kubeapi.server import KubeAPIServer
+from hami.fakes.kubeapi.server import KubeAPIServer
 
 if TYPE_CHECKING:
     import kubernetes.client

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
-    from hami.testing.kubeapi.server import KubeAPIServer
+    from hami.fakes.kubeapi.server import KubeAPIServer
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 
-from hami.model import HealthEvent, PhysicalDevice
+from hami.plugin.model import HealthEvent, PhysicalDevice
 
 
 class PresenceWatch:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hami.errors import AnnotationError, ValidationError
-from hami.model import Encoding, Grant, SchedulableDevice
+from hami.plugin.model import Encoding, Grant, SchedulableDevice
 
 PodDevices = tuple[tuple[Grant, ...], ...]
 """Per container (init containers first, then app containers), the devices granted to it."""

@@ -11,11 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.inventory import inventory_devices
-from hami.limits import container_resources, standard_request
-from hami.model import BackendInfo, ContainerPatch, DeviceRequest, PhysicalDevice, SchedulableDevice
+from hami.backendkit.inventory import inventory_devices
+from hami.backendkit.limits import container_resources, standard_request
+from hami.backendkit.splitting import split_evenly
 from hami.plugin import hookimpl
-from hami.splitting import split_evenly
+from hami.plugin.model import (
+    BackendInfo,
+    ContainerPatch,
+    DeviceRequest,
+    PhysicalDevice,
+    SchedulableDevice,
+)
 
 
 class StandardBackend:

@@ -1,30 +1,33 @@
-"""Helpers for testing the node agent against the in-memory API server and the fake kubelet.
+"""Driving the node agent without the extender: what filter and bind do to a pod, and a recording backend.
 
-* :func:`schedule_pod` does what the scheduler extender's filter and bind do to a pod (signed
-  allocation annotations, node lock, ``bind-phase=allocating``, Binding) through the real client,
-  so agent tests do not depend on the extender and can later swap it in;
-* the ``start_agent`` fixture starts :class:`hami.node.agent.Agent` instances with short intervals on
-  ``kubelet_dir`` and stops them after the test.
+:func:`schedule_pod` does what the scheduler extender's filter and bind do to a pod (signed
+allocation annotations, node lock, ``bind-phase=allocating``, Binding) through the real client,
+so agent tests do not depend on the extender and can later swap it in.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
-
-from hami.allocation import Allocation
-from hami.annotations import BIND_PHASE, BIND_TIME, BindPhase
+from hami.backendkit.standard import StandardBackend
 from hami.errors import BackendError
-from hami.model import BackendInfo, ContainerEdits, DeviceNode, Grant, HealthEvent, Mount, PhysicalDevice
-from hami.nodelock import NodeLock
 from hami.plugin import hookimpl
 from hami.plugin.manager import BackendManager
-from hami.signing import SigningKeys
-from hami.standard import StandardBackend
+from hami.plugin.model import (
+    BackendInfo,
+    ContainerEdits,
+    DeviceNode,
+    Grant,
+    HealthEvent,
+    Mount,
+    PhysicalDevice,
+)
+from hami.wire.allocation import Allocation
+from hami.wire.annotations import BIND_PHASE, BIND_TIME, BindPhase
+from hami.wire.nodelock import NodeLock
+from hami.wire.signing import SigningKeys
 
 FAST_OPTIONS: dict[str, Any] = {
     "register_interval": 30.0,
@@ -106,7 +109,7 @@ def schedule_pod(
     """Write the extender's allocation for pod ``namespace/name`` on ``node`` and bind it; returns the annotations.
 
     ``devices`` maps a vendor key to one grant list per container (init containers first), as
-    :class:`hami.allocation.Allocation` takes it.
+    :class:`hami.wire.allocation.Allocation` takes it.
     """
     now = time.time() if now is None else now
     pod = core_v1.read_namespaced_pod(name, namespace)
@@ -133,31 +136,3 @@ def pod_manifest(name: str, containers: Mapping[str, Mapping[str, str]], *, init
     if init:
         body["spec"]["initContainers"] = spec(init)
     return body
-
-
-@pytest.fixture
-def start_agent(kube_apiserver: Any, kubelet_dir: Path) -> Iterator[Callable[..., Any]]:
-    """``start_agent(manager, node="node-1", keys=None, insecure=False, **options)`` → a started Agent.
-
-    Each agent gets its own API client; options default to :data:`FAST_OPTIONS`.
-    """
-    from kubernetes import client
-
-    from hami.node.agent import Agent, AgentOptions
-
-    agents: list[Any] = []
-    clients: list[Any] = []
-
-    def start(manager: BackendManager, node: str = "node-1", *, keys: SigningKeys | None = None, insecure: bool = False, **options: Any) -> Any:
-        api = kube_apiserver.api_client()
-        clients.append(api)
-        opts = AgentOptions(node_name=node, device_plugin_dir=kubelet_dir, **{**FAST_OPTIONS, **options})
-        agent = Agent(manager, client.CoreV1Api(api), opts, keys, insecure_skip_signature=insecure)
-        agents.append(agent)
-        return agent.start()
-
-    yield start
-    for agent in agents:
-        agent.stop()
-    for api in clients:
-        api.close()

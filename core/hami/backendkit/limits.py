@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hami.errors import QuantityError, RequestError, ValidationError
-from hami.model import MAX_REQUEST_CORES, DeviceKind, DeviceRequest
-from hami.quantity import parse_count
+from hami.plugin.model import MAX_REQUEST_CORES, DeviceKind, DeviceRequest
+from hami.wire.quantity import parse_count
 
 
 def container_resources(container: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@
   unambiguous for the resources this server serves.
 * ``application/json-patch+json`` — RFC 6902, via the ``jsonpatch`` package.
 
-Errors raise :class:`~hami.testing.kubeapi.errors.StatusError` with the codes the real server uses:
+Errors raise :class:`~hami.fakes.kubeapi.errors.StatusError` with the codes the real server uses:
 400 for an undecodable patch, 422 for one that decodes but cannot be applied, 415 for other types.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import jsonpatch
 
-from hami.testing.kubeapi.errors import bad_request, unprocessable, unsupported_media_type
+from hami.fakes.kubeapi.errors import bad_request, unprocessable, unsupported_media_type
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"

@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 from hami.errors import InventoryError, QuantityError, ValidationError
-from hami.model import NodeInventory, PhysicalDevice
-from hami.quantity import parse_quantity
+from hami.plugin.model import NodeInventory, PhysicalDevice
+from hami.wire.quantity import parse_quantity
 
 INVENTORY_ENV = "HAMI_INVENTORY"
 _MIB = Decimal(2**20)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hami.errors import BackendError
-from hami.model import PhysicalDevice, SchedulableDevice
+from hami.plugin.model import PhysicalDevice, SchedulableDevice
 
 
 def _number(config: Mapping[str, Any], key: str, default: float, minimum: float) -> float:

@@ -1,14 +1,14 @@
 """The pod and node annotations hami reads and writes (hami-compat.md), in one place.
 
 Per-vendor keys (node registration, handshake, ``…-devices-to-allocate``, ``…-devices-allocated``)
-come from each backend's :class:`hami.model.AnnotationKeys`; the keys here are vendor-neutral.
+come from each backend's :class:`hami.plugin.model.AnnotationKeys`; the keys here are vendor-neutral.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hami.model import DeviceKind
+from hami.plugin.model import DeviceKind
 
 # pod, written by the scheduler and the node agent
 ASSIGNED_NODE = "hami.io/vgpu-node"

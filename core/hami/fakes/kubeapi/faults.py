@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from hami.testing.kubeapi.errors import StatusError, injected
+from hami.fakes.kubeapi.errors import StatusError, injected
 
 log = logging.getLogger(__name__)
 

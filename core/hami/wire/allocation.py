@@ -3,7 +3,7 @@
 For every vendor key the scheduler writes ``<prefix>-devices-allocated`` (the record, used for usage
 accounting) and ``<prefix>-devices-to-allocate`` (the work list the agent empties container by
 container), both in HAMi's encoding with one entry per container, init containers first; plus
-``hami.io/vgpu-node``, ``hami.io/vgpu-time`` and the allocation signature (:mod:`hami.signing`).
+``hami.io/vgpu-node``, ``hami.io/vgpu-time`` and the allocation signature (:mod:`hami.wire.signing`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 import attrs
 
-from hami.annotations import ASSIGNED_NODE, SCHEDULE_TIME, SIGNATURE
-from hami.codec import PodDevices, decode_pod_devices, encode_pod_devices
 from hami.errors import AnnotationError
-from hami.model import ALLOCATED_SUFFIX, DeviceKind, Grant, frozen_map
-from hami.signing import SignatureError, SigningKeys, sign, verify
+from hami.plugin.model import ALLOCATED_SUFFIX, DeviceKind, Grant, frozen_map
+from hami.wire.annotations import ASSIGNED_NODE, SCHEDULE_TIME, SIGNATURE
+from hami.wire.codec import PodDevices, decode_pod_devices, encode_pod_devices
+from hami.wire.signing import SignatureError, SigningKeys, sign, verify
 
 
 def ordered_containers(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:

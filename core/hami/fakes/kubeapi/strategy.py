@@ -13,8 +13,8 @@ import copy
 import re
 from typing import Any
 
-from hami.testing.kubeapi.errors import bad_request, invalid
-from hami.testing.kubeapi.resources import ResourceType
+from hami.fakes.kubeapi.errors import bad_request, invalid
+from hami.fakes.kubeapi.resources import ResourceType
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

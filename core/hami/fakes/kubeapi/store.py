@@ -11,8 +11,8 @@ way in and out so callers can never alter stored state behind the lock's back.
 from __future__ import annotations
 
 import base64
-import builtins
 import binascii
+import builtins
 import json
 import logging
 import queue
@@ -24,10 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from hami.testing.kubeapi import errors, strategy
-from hami.testing.kubeapi.patch import STRATEGIC_MERGE_PATCH, apply_patch
-from hami.testing.kubeapi.resources import DEFAULT_NAMESPACES, RESOURCES, ResourceType, by_key
-from hami.testing.kubeapi.selectors import (
+from hami.fakes.kubeapi import errors, strategy
+from hami.fakes.kubeapi.patch import STRATEGIC_MERGE_PATCH, apply_patch
+from hami.fakes.kubeapi.resources import (
+    DEFAULT_NAMESPACES,
+    RESOURCES,
+    ResourceType,
+    by_key,
+)
+from hami.fakes.kubeapi.selectors import (
     FieldSelector,
     LabelSelector,
     SelectorError,
@@ -151,7 +156,7 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
 
 class Store:
     """The cluster state. Methods take a resource as ``"pods"``, ``"leases"``, ``"Node"`` … or a
-    :class:`ResourceType`; raise :class:`~hami.testing.kubeapi.errors.StatusError` like the API does."""
+    :class:`ResourceType`; raise :class:`~hami.fakes.kubeapi.errors.StatusError` like the API does."""
 
     def __init__(self, history_size: int = 1000) -> None:
         if history_size < 1:

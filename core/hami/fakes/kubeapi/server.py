@@ -2,7 +2,7 @@
 
 Runs on the standard library's ``ThreadingHTTPServer`` (one thread per connection, HTTP/1.1
 keep-alive, chunked watch responses) so the unmodified ``kubernetes`` client, ``kubectl`` and any
-HTTP code under test can talk to it. All state lives in :class:`~hami.testing.kubeapi.store.Store`.
+HTTP code under test can talk to it. All state lives in :class:`~hami.fakes.kubeapi.store.Store`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,20 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from hami.fakes.kubeapi import errors, resources
+from hami.fakes.kubeapi.audit import RequestLog, RequestRecord, component_of, rbac_verb
+from hami.fakes.kubeapi.errors import StatusError
+from hami.fakes.kubeapi.faults import Faults
+from hami.fakes.kubeapi.patch import PATCH_TYPES, normalize_content_type
+from hami.fakes.kubeapi.resources import ResourceType
+from hami.fakes.kubeapi.store import (
+    Store,
+    Watcher,
+    WatchEvent,
+    make_filter,
+    status_success,
+)
 from hami.serving import ThreadedHTTPServer
-from hami.testing.kubeapi import errors, resources
-from hami.testing.kubeapi.audit import RequestLog, RequestRecord, component_of, rbac_verb
-from hami.testing.kubeapi.errors import StatusError
-from hami.testing.kubeapi.faults import Faults
-from hami.testing.kubeapi.patch import PATCH_TYPES, normalize_content_type
-from hami.testing.kubeapi.resources import ResourceType
-from hami.testing.kubeapi.store import Store, Watcher, WatchEvent, make_filter, status_success
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -581,7 +587,7 @@ class KubeAPIServer:
         self.store = store if store is not None else Store(history_size)
         self.faults = Faults(self.store.close_watchers)
         self.request_log: RequestLog | None = None
-        """Set to a :class:`~hami.testing.kubeapi.audit.RequestLog` to record every request (RBAC tests)."""
+        """Set to a :class:`~hami.fakes.kubeapi.audit.RequestLog` to record every request (RBAC tests)."""
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .kubelet import FakeKubelet
+from hami.fakes.kubelet import FakeKubelet
 
 
 @pytest.fixture
