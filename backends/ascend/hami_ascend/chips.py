@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import attrs
 import yaml
-from hami.errors import BackendError
+from hami.sdk import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, load_inventory
-from hami.errors import BackendError
-from hami.plugin.model import PhysicalDevice
+from hami.sdk import (
+    INVENTORY_ENV,
+    BackendError,
+    PhysicalDevice,
+    inventory_devices,
+    load_inventory,
+)
 
 from hami_ascend.chips import Chip, chip_table, classify
 from hami_ascend.npusmi import HEALTHY, NpuSmi

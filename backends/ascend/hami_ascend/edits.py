@@ -19,8 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hami.errors import BackendError
-from hami.plugin.model import ContainerEdits, DeviceNode, Grant, Mount
+from hami.sdk import BackendError, ContainerEdits, DeviceNode, Grant, Mount
 
 from hami_ascend.vnpu import VNpu
 

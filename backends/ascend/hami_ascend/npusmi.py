@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from hami.errors import BackendError
+from hami.sdk import BackendError
 
 log = logging.getLogger(__name__)
 

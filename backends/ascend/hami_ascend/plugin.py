@@ -15,12 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from hami.backendkit.limits import container_resources
-from hami.backendkit.standard import StandardBackend
-from hami.errors import BackendError, RequestError
-from hami.plugin import hookimpl
-from hami.plugin.model import (
+from hami.sdk import (
     AnnotationKeys,
+    BackendError,
     BackendInfo,
     ContainerEdits,
     ContainerPatch,
@@ -31,10 +28,14 @@ from hami.plugin.model import (
     HealthEvent,
     NodeAnnotations,
     PhysicalDevice,
+    RequestError,
     ResourceNames,
     SchedulableDevice,
+    StandardBackend,
+    container_resources,
+    hookimpl,
+    parse_count,
 )
-from hami.wire.quantity import parse_count
 
 from hami_ascend import discovery, edits, topology, vnpu
 from hami_ascend.chips import chip_for

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 
-from hami.plugin.model import DeviceUsage, PhysicalDevice
+from hami.sdk import DeviceUsage, PhysicalDevice
 
 from hami_ascend.chips import Chip
 

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from hami.errors import BackendError
-from hami.plugin.model import Grant
+from hami.sdk import BackendError, Grant
 
 from hami_ascend.chips import Chip
 from hami_ascend.npusmi import NpuSmi

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
-from hami.plugin.model import Grant
+from hami.sdk import Grant
 from hami.testing.conformance import BackendConformance, sample_container, sample_pod
 from hami.wire.codec import decode_pod_devices, encode_pod_devices
 from hami_ascend.chips import packaged_table

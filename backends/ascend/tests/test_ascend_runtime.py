@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hami.errors import BackendError
-from hami.plugin.model import DeviceNode, Grant, Mount
+from hami.sdk import BackendError, DeviceNode, Grant, Mount
 from hami_ascend.plugin import plugin
 
 SOFT = {"huawei.com/vnpu-mode": "hami-core"}

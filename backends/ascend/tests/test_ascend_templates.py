@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hami.errors import BackendError, RequestError
-from hami.plugin.model import (
+from hami.sdk import (
+    BackendError,
     DeviceRequest,
     DeviceUsage,
     PhysicalDevice,
+    RequestError,
     SchedulableDevice,
 )
 from hami_ascend.chips import chip_table, classify, packaged_table

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from hami.plugin.model import Grant, PhysicalDevice
 from hami.scheduler.core import Scheduler
 from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
+from hami.sdk import Grant, PhysicalDevice
 from hami.wire.allocation import Allocation
 from hami.wire.codec import encode_node_devices
 from hami_ascend.plugin import INFO, plugin

@@ -12,9 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.backendkit.inventory import inventory_devices
-from hami.errors import BackendError
-from hami.plugin.model import PhysicalDevice
+from hami.sdk import BackendError, PhysicalDevice, inventory_devices
 
 from hami_cambricon import cnmon
 

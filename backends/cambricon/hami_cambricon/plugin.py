@@ -22,13 +22,10 @@ from functools import lru_cache
 from typing import Any
 
 import attrs
-from hami import hookimpl
-from hami.backendkit import selectors
-from hami.backendkit.presence import PresenceWatch
-from hami.backendkit.standard import StandardBackend
-from hami.errors import AnnotationError, BackendError
-from hami.plugin.model import (
+from hami.sdk import (
+    AnnotationError,
     AnnotationKeys,
+    BackendError,
     BackendInfo,
     ContainerEdits,
     DeviceKind,
@@ -39,8 +36,12 @@ from hami.plugin.model import (
     HealthEvent,
     NodeAnnotations,
     PhysicalDevice,
+    PresenceWatch,
     ResourceNames,
     SchedulableDevice,
+    StandardBackend,
+    hookimpl,
+    selectors,
 )
 
 from hami_cambricon import discovery, topology

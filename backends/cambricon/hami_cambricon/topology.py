@@ -20,7 +20,7 @@ import itertools
 import json
 from collections.abc import Mapping, Sequence
 
-from hami.errors import AnnotationError
+from hami.sdk import AnnotationError
 
 POLICIES = ("best-effort", "guaranteed", "restricted")
 RING_SIZES = (2, 4, 8)

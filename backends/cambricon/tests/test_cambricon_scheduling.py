@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hami.plugin.model import (
+from hami.scheduler.core import Scheduler
+from hami.scheduler.fit import Fit, Misfit, fit_node
+from hami.scheduler.state import ClusterState
+from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
@@ -11,9 +14,6 @@ from hami.plugin.model import (
     PhysicalDevice,
     SchedulableDevice,
 )
-from hami.scheduler.core import Scheduler
-from hami.scheduler.fit import Fit, Misfit, fit_node
-from hami.scheduler.state import ClusterState
 from hami.wire.codec import encode_node_devices
 from hami_cambricon import topology
 from hami_cambricon.plugin import KIND, MLULINK_ANNOTATION, CambriconBackend

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hami.errors import BackendError
+from hami.sdk import BackendError
 
 WORD_BITS = 64
 MAX_UNITS = 2 * WORD_BITS

@@ -14,9 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hami.backendkit.inventory import inventory_devices
-from hami.errors import BackendError
-from hami.plugin.model import PhysicalDevice
+from hami.sdk import BackendError, PhysicalDevice, inventory_devices
 
 from hami_hygon import hysmi
 

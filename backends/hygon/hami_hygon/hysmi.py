@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 
 import attrs
-from hami.backendkit.tools import run_tool
+from hami.sdk import run_tool
 
 log = logging.getLogger(__name__)
 

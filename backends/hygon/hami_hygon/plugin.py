@@ -26,14 +26,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from hami import hookimpl
-from hami.backendkit import selectors
-from hami.backendkit.limits import container_resources
-from hami.backendkit.presence import PresenceWatch
-from hami.backendkit.standard import StandardBackend
-from hami.errors import BackendError
-from hami.plugin.model import (
+from hami.sdk import (
     AnnotationKeys,
+    BackendError,
     BackendInfo,
     ContainerEdits,
     ContainerPatch,
@@ -45,7 +40,12 @@ from hami.plugin.model import (
     HealthEvent,
     Mount,
     PhysicalDevice,
+    PresenceWatch,
     ResourceNames,
+    StandardBackend,
+    container_resources,
+    hookimpl,
+    selectors,
 )
 
 from hami_hygon import discovery

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-from hami.errors import BackendError
+from hami.sdk import BackendError
 
 from hami_hygon import cumask
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hami.plugin.model import PhysicalDevice
+from hami.sdk import PhysicalDevice
 from hami.wire.codec import decode_node_devices, encode_node_devices
 from hami_hygon.plugin import KIND, plugin
 

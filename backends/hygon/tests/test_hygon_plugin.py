@@ -5,13 +5,14 @@ from __future__ import annotations
 import attrs
 import pytest
 import yaml
-from hami.errors import BackendError, RequestError
-from hami.plugin.model import (
+from hami.sdk import (
+    BackendError,
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
     Grant,
     Mount,
+    RequestError,
     SchedulableDevice,
 )
 from hami_hygon.plugin import INFO, KIND, HygonBackend

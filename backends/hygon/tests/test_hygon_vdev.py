@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hami.errors import BackendError
+from hami.sdk import BackendError
 from hami_hygon import cumask
 from hami_hygon.vdev import CONTAINER_FILE, PhysicalDcu, VdevConf, VdevStore
 from hypothesis import given, settings

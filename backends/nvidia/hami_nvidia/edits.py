@@ -12,10 +12,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hami.backendkit.limits import container_resources
-from hami.errors import BackendError, QuantityError
-from hami.plugin.model import ContainerEdits, Grant, Mount
-from hami.wire.quantity import parse_count
+from hami.sdk import (
+    BackendError,
+    ContainerEdits,
+    Grant,
+    Mount,
+    QuantityError,
+    container_resources,
+    parse_count,
+)
 
 from hami_nvidia.mps import MpsPaths
 

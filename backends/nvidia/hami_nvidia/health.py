@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
-from hami.errors import BackendError
-from hami.plugin.model import HealthEvent
+from hami.sdk import BackendError, HealthEvent
 
 from hami_nvidia.nvml import load_pynvml
 

@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from hami.errors import BackendError
-from hami.plugin.model import DeviceRequest, PhysicalDevice, SchedulableDevice
+from hami.sdk import BackendError, DeviceRequest, PhysicalDevice, SchedulableDevice
 
 PROFILE_ATTRIBUTE = "mig_profile"
 """The request attribute naming the MIG profile a request was rounded to ("" when none fits)."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
-from hami.errors import BackendError
+from hami.sdk import BackendError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hami.errors import BackendError
-from hami.plugin.model import PhysicalDevice
+from hami.sdk import BackendError, PhysicalDevice
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices
-from hami.backendkit.splitting import split_evenly
-from hami.backendkit.standard import StandardBackend
-from hami.errors import BackendError, RequestError
-from hami.plugin import hookimpl
-from hami.plugin.model import (
+from hami.scheduler.fit import NUMA_BIND
+from hami.sdk import (
+    INVENTORY_ENV,
     AnnotationKeys,
+    BackendError,
     BackendInfo,
     ContainerEdits,
     DeviceKind,
@@ -32,10 +30,14 @@ from hami.plugin.model import (
     HealthEvent,
     NodeAnnotations,
     PhysicalDevice,
+    RequestError,
     ResourceNames,
     SchedulableDevice,
+    StandardBackend,
+    hookimpl,
+    inventory_devices,
+    split_evenly,
 )
-from hami.scheduler.fit import NUMA_BIND
 
 from hami_nvidia import edits, mig, nvml, topology
 from hami_nvidia.health import NvmlEventSource, XidWatcher, nvml_probe

@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-from hami.errors import RequestError
-from hami.plugin.model import DeviceRequest, SchedulableDevice
+from hami.sdk import DeviceRequest, RequestError, SchedulableDevice
 
 from hami_nvidia.settings import MODES
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.errors import BackendError
+from hami.sdk import BackendError
 
 MODES = ("hami-core", "mps", "mig", "none")
 """Isolation modes: HAMi-core's libvgpu.so, the MPS control daemon, MIG partitions, visibility only."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from math import comb
 
-from hami.plugin.model import PhysicalDevice
+from hami.sdk import PhysicalDevice
 
 SCORE_ANNOTATION = "hami.io/node-nvidia-score"
 EXHAUSTIVE_LIMIT = 5000

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hami.errors import BackendError
-from hami.plugin.model import Grant
+from hami.sdk import BackendError, Grant
 
 NODE = "gpu-node"
 

@@ -8,8 +8,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from hami.errors import BackendError
-from hami.plugin.model import PhysicalDevice
+from hami.sdk import BackendError, PhysicalDevice
 from hami_nvidia.health import ALL_DEVICES, Xid, XidWatcher
 from hami_nvidia.settings import DEFAULT_IGNORED_XIDS
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hami.errors import RequestError
+from hami.sdk import RequestError
 from hami_nvidia.plugin import KIND, plugin
 
 

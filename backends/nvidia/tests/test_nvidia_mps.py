@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hami.errors import BackendError
-from hami.plugin.model import Grant
+from hami.sdk import BackendError, Grant
 from hami_nvidia.mps import MpsDaemon, MpsPaths
 
 FAKE_CONTROL = """#!/bin/sh

@@ -7,8 +7,13 @@ import json
 import re
 
 import pytest
-from hami.errors import BackendError, RequestError
-from hami.plugin.model import Grant, PhysicalDevice, SchedulableDevice
+from hami.sdk import (
+    BackendError,
+    Grant,
+    PhysicalDevice,
+    RequestError,
+    SchedulableDevice,
+)
 from hami_nvidia import topology
 from hami_nvidia.selectors import Selectors
 from hami_nvidia.settings import node_config, selected

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from hami.errors import RequestError
 from hami.scheduler.core import Scheduler
 from hami.scheduler.fit import NUMA_BIND, Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
+from hami.sdk import RequestError
 from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import KIND
 

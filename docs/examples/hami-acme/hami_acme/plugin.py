@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from hami import hookimpl
-from hami.backendkit.inventory import inventory_devices
-from hami.backendkit.limits import standard_request
-from hami.plugin.model import (
+from hami.sdk import (
     AnnotationKeys,
     BackendInfo,
     ContainerEdits,
@@ -13,6 +10,9 @@ from hami.plugin.model import (
     DeviceNode,
     ResourceNames,
     SchedulableDevice,
+    hookimpl,
+    inventory_devices,
+    standard_request,
 )
 
 KIND = DeviceKind(

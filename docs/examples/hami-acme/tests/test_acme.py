@@ -1,6 +1,6 @@
 import hami_acme.plugin
 import pytest
-from hami.plugin.model import DeviceRequest, DeviceUsage, SchedulableDevice
+from hami.sdk import DeviceRequest, DeviceUsage, SchedulableDevice
 from hami.testing.conformance import BackendConformance
 
 

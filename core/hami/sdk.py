@@ -1,0 +1,90 @@
+"""The one import for backend authors: ``from hami.sdk import hookimpl, PhysicalDevice, ...``.
+
+Everything a backend needs to implement the contract (:mod:`hami.plugin.hookspecs`) is re-exported
+here under a stable name: the hook marker, the value types it receives and returns, the JSON-shaped
+aliases for Kubernetes objects, the errors it may raise, and the helpers for backends of the usual
+shape (HAMi's request rules, even splitting, selectors, presence-based health, the vendor-tool
+runner, the simulated inventory). Internals may move; these names stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hami.backendkit import selectors
+from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, load_inventory
+from hami.backendkit.limits import container_resources, standard_request
+from hami.backendkit.presence import PresenceWatch
+from hami.backendkit.splitting import split_evenly
+from hami.backendkit.standard import StandardBackend
+from hami.backendkit.tools import run_tool
+from hami.errors import AnnotationError, BackendError, HamiError, QuantityError, RequestError, ValidationError
+from hami.plugin import hookimpl
+from hami.plugin.model import (
+    AnnotationKeys,
+    BackendInfo,
+    ContainerEdits,
+    ContainerPatch,
+    DeviceKind,
+    DeviceNode,
+    DeviceRequest,
+    DeviceUsage,
+    Grant,
+    HealthEvent,
+    Mount,
+    NodeAnnotations,
+    NodeUsage,
+    PhysicalDevice,
+    ResourceNames,
+    SchedulableDevice,
+)
+from hami.wire.quantity import parse_count, parse_quantity
+
+Pod = Mapping[str, Any]
+"""A Kubernetes Pod as a JSON-shaped mapping (``pod["metadata"]["annotations"]``); never mutate it."""
+Container = Mapping[str, Any]
+"""One entry of ``pod["spec"]["containers"]`` (or ``initContainers``)."""
+Config = Mapping[str, Any]
+"""A backend's ``default_config`` overlaid with the operator's settings."""
+
+__all__ = [
+    "INVENTORY_ENV",
+    "AnnotationError",
+    "AnnotationKeys",
+    "BackendError",
+    "BackendInfo",
+    "Config",
+    "Container",
+    "ContainerEdits",
+    "ContainerPatch",
+    "DeviceKind",
+    "DeviceNode",
+    "DeviceRequest",
+    "DeviceUsage",
+    "Grant",
+    "HamiError",
+    "HealthEvent",
+    "Mount",
+    "NodeAnnotations",
+    "NodeUsage",
+    "PhysicalDevice",
+    "Pod",
+    "PresenceWatch",
+    "QuantityError",
+    "RequestError",
+    "ResourceNames",
+    "SchedulableDevice",
+    "StandardBackend",
+    "ValidationError",
+    "container_resources",
+    "hookimpl",
+    "inventory_devices",
+    "load_inventory",
+    "parse_count",
+    "parse_quantity",
+    "run_tool",
+    "selectors",
+    "split_evenly",
+    "standard_request",
+]
