@@ -19,13 +19,10 @@ from hami.sandbox.outcome import PodOutcome
 
 
 def _examples_dir() -> Path | None:
-    """deploy/examples of a source checkout (the default pods)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "deploy" / "examples"
-        if candidate.is_dir():
-            return candidate
-    return None
+    """The example pods packaged with hami (hami/sandbox/examples, the copy of deploy/examples)."""
+    from hami.sandbox.defaults import examples_dir
+
+    return examples_dir()
 
 
 def load_pods(paths: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -35,7 +32,7 @@ def load_pods(paths: tuple[str, ...]) -> list[dict[str, Any]]:
     else:
         examples = _examples_dir()
         if examples is None:
-            raise HamiError("no --pods given and no deploy/examples directory found next to this installation")
+            raise HamiError("no --pods given and hami/sandbox/examples (the packaged example pods) is missing from this installation of hami")
         files = sorted(p for p in examples.glob("*.yaml") if p.name != "nodes.yaml")
     pods = []
     for path in files:

@@ -19,7 +19,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from hami.fakes.kubelet import FakeKubelet
 from hami.node.agent import Agent, AgentOptions
 from hami.plugin.manager import BackendManager, load_backends
 from hami.plugin.model import NodeInventory
+from hami.sandbox.defaults import default_nodes_file
 from hami.sandbox.outcome import (
     ContainerOutcome,
     DeviceGrant,
@@ -50,10 +50,6 @@ from hami.wire.allocation import ordered_containers, read_allocated
 from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
-
-
-def default_nodes_file() -> Path:
-    return Path(str(resources.files("hami.sandbox") / "default-nodes.yaml"))
 
 
 def _node_problem(failed: Mapping[str, str]) -> str:

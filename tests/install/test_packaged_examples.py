@@ -1,0 +1,48 @@
+"""The default sandbox cluster and example pods ship inside the hami wheel (hami/sandbox/examples) so
+`hami sandbox` works from any install; deploy/examples is the human-readable copy people edit. One
+source of truth: the two directories hold the same files, byte for byte (`make examples` copies
+deploy/examples over the packaged copy)."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+from hami.sandbox import defaults
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy" / "examples"
+PACKAGED = REPO / "core" / "hami" / "sandbox" / "examples"
+
+
+def differences(left: Path, right: Path) -> list[str]:
+    """What differs between two flat directories of YAML files, one line per file, empty when equal."""
+    names_left = {p.name for p in left.glob("*.yaml")}
+    names_right = {p.name for p in right.glob("*.yaml")}
+    problems = [f"{name}: only in {left}" for name in sorted(names_left - names_right)]
+    problems += [f"{name}: only in {right}" for name in sorted(names_right - names_left)]
+    problems += [f"{name}: differs" for name in sorted(names_left & names_right) if not filecmp.cmp(left / name, right / name, shallow=False)]
+    return problems
+
+
+def test_the_packaged_examples_are_deploy_examples() -> None:
+    assert not differences(DEPLOY, PACKAGED), "deploy/examples and core/hami/sandbox/examples differ; run `make examples`"
+    assert (PACKAGED / "nodes.yaml").is_file()
+
+
+def test_the_comparison_notices_an_extra_a_missing_and_a_changed_file(tmp_path: Path) -> None:
+    left, right = tmp_path / "l", tmp_path / "r"
+    left.mkdir(), right.mkdir()
+    (left / "same.yaml").write_text("a: 1\n"), (right / "same.yaml").write_text("a: 1\n")
+    (left / "changed.yaml").write_text("a: 1\n"), (right / "changed.yaml").write_text("a: 2\n")
+    (left / "extra.yaml").write_text("x: 1\n")
+    (right / "other.yaml").write_text("y: 1\n")
+    assert differences(left, right) == [f"extra.yaml: only in {left}", f"other.yaml: only in {right}", "changed.yaml: differs"]
+
+
+def test_the_sandbox_finds_its_defaults_in_the_package_not_the_checkout() -> None:
+    directory = defaults.examples_dir()
+    assert directory is not None and directory.resolve() == PACKAGED.resolve()
+    assert defaults.default_nodes_file().name == "nodes.yaml"
+    pods = defaults.example_pod_files()
+    assert [p.name for p in pods] == sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != "nodes.yaml")
