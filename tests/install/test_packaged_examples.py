@@ -32,9 +32,11 @@ def test_the_packaged_examples_are_deploy_examples() -> None:
 
 def test_the_comparison_notices_an_extra_a_missing_and_a_changed_file(tmp_path: Path) -> None:
     left, right = tmp_path / "l", tmp_path / "r"
-    left.mkdir(), right.mkdir()
-    (left / "same.yaml").write_text("a: 1\n"), (right / "same.yaml").write_text("a: 1\n")
-    (left / "changed.yaml").write_text("a: 1\n"), (right / "changed.yaml").write_text("a: 2\n")
+    left.mkdir()
+    right.mkdir()
+    for directory, changed in ((left, "a: 1\n"), (right, "a: 2\n")):
+        (directory / "same.yaml").write_text("a: 1\n")
+        (directory / "changed.yaml").write_text(changed)
     (left / "extra.yaml").write_text("x: 1\n")
     (right / "other.yaml").write_text("y: 1\n")
     assert differences(left, right) == [f"extra.yaml: only in {left}", f"other.yaml: only in {right}", "changed.yaml: differs"]
