@@ -1,5 +1,8 @@
 """Metrics endpoints expose HAMi's names (and ours) from start-up, before any pod used a device,
-and count what they should once pods do."""
+and count what they should once pods do.
+
+Upstream: Project-HAMi/HAMi v2.10.0 ``cmd/scheduler/metrics.go`` (names, labels, units, zone, legacy
+names) and ``cmd/vGPUmonitor/metrics.go`` (the container memory limit)."""
 
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 HAMI_SCHEDULER_NAMES = {
     "hami_gpu_memory_limit_bytes", "hami_gpu_core_limit_ratio", "hami_gpu_memory_allocated_bytes", "hami_gpu_shared_count",
     "hami_gpu_core_allocated_ratio", "hami_node_gpu_overview", "hami_node_gpu_memory_allocated_ratio", "hami_vgpu_memory_allocated_bytes",
-    "hami_vgpu_core_allocated_ratio",
+    "hami_vgpu_core_allocated_ratio", "hami_build_info",
 }
+LEGACY_SCHEDULER_NAMES = {"GPUDeviceMemoryLimit", "GPUDeviceCoreLimit", "GPUDeviceMemoryAllocated", "GPUDeviceSharedNum", "GPUDeviceCoreAllocated",
+                          "nodeGPUOverview", "nodeGPUMemoryPercentage", "vGPUMemoryAllocated", "vGPUCoreAllocated", "QuotaUsed"}
 OUR_SCHEDULER_NAMES = {"hami_extender_request_seconds", "hami_extender_requests", "hami_filter_node_failures", "hami_filter_pods", "hami_bind_failures"}
 AGENT_NAMES = {
     "hami_agent_device_health", "hami_agent_device_memory_bytes", "hami_agent_device_slots", "hami_agent_device_memory_allocated_bytes",
@@ -64,7 +69,11 @@ def test_scheduler_metrics_from_start_up_and_after_use(manager) -> None:
     with ExtenderHTTPServer(extender) as server:
         before = _scrape(server.url)
         assert HAMI_SCHEDULER_NAMES | OUR_SCHEDULER_NAMES <= set(before)
-        assert {s.labels["deviceuuid"] for s in before["hami_gpu_memory_limit_bytes"]} == {f"NVIDIA-{NODE}-0", f"NVIDIA-{NODE}-1"}
+        assert {s.labels["device_uuid"] for s in before["hami_gpu_memory_limit_bytes"]} == {f"NVIDIA-{NODE}-0", f"NVIDIA-{NODE}-1"}
+        # upstream: cores in percent of a device (Totalcore, 100 for a whole GPU), zone="vGPU" on every gauge
+        assert {s.value for s in before["hami_gpu_core_limit_ratio"]} == {100}
+        assert {s.labels["zone"] for s in before["hami_gpu_memory_limit_bytes"]} == {"vGPU"}
+        assert not LEGACY_SCHEDULER_NAMES & set(before)  # only with --legacy-metrics
         assert all(s.value == 0 for s in before["hami_gpu_memory_allocated_bytes"])
 
         state.apply_pod(_pod("p", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 3000, 30)], manager))
@@ -74,12 +83,15 @@ def test_scheduler_metrics_from_start_up_and_after_use(manager) -> None:
         extender.metrics.record_bind({"Error": "pod ml/x: node 'gpu-1' is locked by pod ml/y since …"})
         after = _scrape(server.url)
     extender.scheduler.close()
-    granted = {s.labels["deviceuuid"]: s.value for s in after["hami_gpu_memory_allocated_bytes"]}
+    granted = {s.labels["device_uuid"]: s.value for s in after["hami_gpu_memory_allocated_bytes"]}
     assert granted == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 3000 * 2**20}
     (container,) = after["hami_vgpu_core_allocated_ratio"]
-    assert (container.labels["podname"], container.value) == ("p", 0.3)
-    (ratio,) = after["hami_node_gpu_memory_allocated_ratio"]
-    assert ratio.value == pytest.approx(3000 / (2 * 40960))
+    assert (container.labels["pod"], container.labels["namespace"], container.labels["container_index"], container.value) == ("p", "ml", "0", 30)
+    assert {s.labels["device_uuid"]: s.value for s in after["hami_gpu_core_allocated_ratio"]} == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 30}
+    ratios = {s.labels["device_uuid"]: s.value for s in after["hami_node_gpu_memory_allocated_ratio"]}  # per device, 0-1
+    assert ratios == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": pytest.approx(3000 / 40960)}
+    overview = {s.labels["device_uuid"]: s.labels for s in after["hami_node_gpu_overview"]}[f"NVIDIA-{NODE}-1"]
+    assert (overview["device_cores"], overview["device_memory_limit"]) == ("100", "40960")  # the limit label is in MiB upstream
     reasons = {s.labels["reason"]: s.value for s in after["hami_filter_node_failures"] if s.name.endswith("_total")}
     assert reasons == {"CardInsufficientMemory": 1, "NodeUnregistered": 1}
     assert {s.labels["outcome"]: s.value for s in after["hami_filter_pods"] if s.name.endswith("_total")} == {"unschedulable": 1}
@@ -104,7 +116,7 @@ def test_agent_metrics_from_start_up_and_after_use(manager) -> None:
     try:
         before = _scrape(server.url)
         assert AGENT_NAMES <= set(before)
-        assert {s.labels["deviceuuid"]: s.value for s in before["hami_agent_device_health"]} == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 1}
+        assert {s.labels["device_uuid"]: s.value for s in before["hami_agent_device_health"]} == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 1}
         assert all(s.value == 0 for s in before["hami_agent_device_memory_allocated_bytes"])
 
         pods.extend([_pod("a", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 1000, 20)], manager), _pod("b", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 2000, 0)], manager),
@@ -115,11 +127,14 @@ def test_agent_metrics_from_start_up_and_after_use(manager) -> None:
         after = _scrape(server.url)
     finally:
         server.stop()
-    allocated = {s.labels["deviceuuid"]: s.value for s in after["hami_agent_device_memory_allocated_bytes"]}
+    allocated = {s.labels["device_uuid"]: s.value for s in after["hami_agent_device_memory_allocated_bytes"]}
     assert allocated == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 3000 * 2**20}
-    assert {s.labels["deviceuuid"]: s.value for s in after["hami_agent_device_shared_count"]}[f"NVIDIA-{NODE}-1"] == 2
-    limits = {(s.labels["podname"], s.labels["ctrname"]): s.value for s in after["hami_vgpu_core_limit_ratio"]}
-    assert limits == {("a", "main"): 0.2, ("b", "main"): 0.0}
+    assert {s.labels["device_uuid"]: s.value for s in after["hami_agent_device_shared_count"]}[f"NVIDIA-{NODE}-1"] == 2
+    limits = {(s.labels["pod"], s.labels["container"]): s.value for s in after["hami_vgpu_core_limit_ratio"]}
+    assert limits == {("a", "main"): 20, ("b", "main"): 0}
+    memory = {(s.labels["namespace"], s.labels["pod"], s.labels["vdevice_index"], s.labels["zone"]): s.value for s in after["hami_vgpu_memory_limit_bytes"]}
+    assert memory == {("ml", "a", "0", "vGPU"): 1000 * 2**20, ("ml", "b", "0", "vGPU"): 2000 * 2**20}
+    assert "vGPU_device_memory_limit_in_bytes" not in after
     codes = {s.labels["code"]: s.value for s in after["hami_agent_allocate"] if s.name.endswith("_total")}
     assert codes == {"OK": 1, "INTERNAL": 1}
 

@@ -157,7 +157,7 @@ def test_health_ready_and_metrics(harness):
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"{harness.server.url}/metrics", timeout=5).read().decode()
-    samples = {(s.name, s.labels.get("deviceuuid")): s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {(s.name, s.labels.get("device_uuid")): s.value for family in text_string_to_metric_families(text) for s in family.samples}
     assert samples[("hami_gpu_memory_limit_bytes", "GPU-a-0")] == 10000 * 1024 * 1024
     assert samples[("hami_gpu_memory_allocated_bytes", "GPU-b-1")] == 0  # visible before anything uses it
 

@@ -59,6 +59,8 @@ class AgentOptions:
     """Run the pod watch that calls ``hami_release`` for pods that are gone."""
     metrics_bind: tuple[str, int] | None = None
     """Serve Prometheus metrics on (host, port); None: do not serve (tests)."""
+    legacy_metrics: bool = False
+    """Also export HAMi's pre-2.8 metric names (``--legacy-metrics``)."""
 
 
 class Agent:
@@ -90,7 +92,7 @@ class Agent:
             manager, core_v1, self.node, request_timeout=options.request_timeout, backoff=Backoff(options.retry_initial, options.retry_max)
         )
         self.servers: dict[str, DevicePluginServer] = {}
-        self.metrics = AgentMetrics(self)
+        self.metrics = AgentMetrics(self, legacy=options.legacy_metrics)
         self.metrics_server: MetricsServer | None = None
         self.discovery = Discovery()
         self.health: dict[str, bool] = {}

@@ -67,6 +67,7 @@ def _setup_logging(level: str) -> None:
 @click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between device health checks.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Level of the agent's structured logs.")
 @click.option("--metrics-bind", default="0.0.0.0:9394", show_default=True, help="HOST:PORT of the Prometheus /metrics endpoint; empty to disable.")
+@click.option("--legacy-metrics", is_flag=True, help="Also export HAMi's pre-2.8 metric names (vGPU_device_memory_limit_in_bytes), as HAMi's flag does.")
 def agent_command(
     node_name: str | None,
     kubeconfig: str | None,
@@ -78,6 +79,7 @@ def agent_command(
     health_interval: float,
     log_level: str,
     metrics_bind: str,
+    legacy_metrics: bool = False,
 ) -> None:
     """Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."""
     from hami.node.agent import Agent, AgentOptions
@@ -97,6 +99,7 @@ def agent_command(
             register_interval=register_interval,
             health_interval=health_interval,
             metrics_bind=_host_port(metrics_bind) if metrics_bind else None,
+            legacy_metrics=legacy_metrics,
         )
         agent = Agent(manager, _core_v1(kubeconfig), options, keys, insecure_skip_signature=keys is None)
     except HamiError as exc:

@@ -6,6 +6,14 @@ backends that failed to load or discover — and from the pods bound to this nod
 scrape, the allocation annotations the scheduler wrote), so nothing can drift. Allocate latency
 and outcomes are pushed by the agent as calls complete.
 
+HAMi's vGPU monitor names (Project-HAMi/HAMi ``cmd/vGPUmonitor/metrics.go``, v2.10.0) come with
+its label names and the const label ``zone="vGPU"``: ``hami_vgpu_memory_limit_bytes{namespace, pod,
+container, vdevice_index, device_uuid}``, and with ``legacy=True`` (``--legacy-metrics``)
+``vGPU_device_memory_limit_in_bytes{podnamespace, podname, ctrname, vdeviceid, deviceuuid}``. What the
+monitor measures (NVML memory/utilisation, HAMi-core's shared region) has no source in the backend
+contract yet, so those series are absent. Our own ``hami_agent_*`` gauges use the same label style
+(``device_uuid``, ``device_index``) and unit (cores in percent of a device, 100 = whole).
+
 Wiring (the agent owns it)::
 
     self.metrics = AgentMetrics(self)                         # in Agent.__init__
@@ -36,6 +44,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hami.errors import AnnotationError
+from hami.metrics import ZONE, Families, build_info
 from hami.serving import ThreadedHTTPServer
 from hami.wire.allocation import ordered_containers, read_allocated
 
@@ -68,13 +77,15 @@ def api_pods(core_v1: Any, node: str, timeout: float = 5.0) -> PodSource:
 
 
 class AgentCollector(Collector):
-    def __init__(self, agent: AgentView, pods: PodSource | None = None) -> None:
+    def __init__(self, agent: AgentView, pods: PodSource | None = None, *, legacy: bool = False, zone: str = ZONE) -> None:
         self.agent = agent
         self.pods = pods or api_pods(agent.core_v1, agent.node)
+        self.legacy = legacy
+        self.zone = zone
         self.pod_errors = 0
 
-    def _grants(self) -> list[tuple[Mapping[str, Any], str, str, Any]]:
-        """(pod, vendor, container name, grant) for every live pod on this node."""
+    def _grants(self) -> list[tuple[Mapping[str, Any], str, str, int, Any]]:
+        """(pod, vendor, container name, index of the device in the container, grant) for every live pod on this node."""
         kinds = self.agent.manager.kinds
         out = []
         for pod in self.pods():
@@ -85,60 +96,74 @@ class AgentCollector(Collector):
             except AnnotationError:
                 continue  # the scheduler's cache logs these; a scrape must not fail on one pod
             containers = ordered_containers(pod)
+            seen: dict[int, int] = {}  # container -> devices listed so far (HAMi-core numbers them across vendors)
             for vendor, per_container in allocated.items():
                 for index, grants in enumerate(per_container):
                     name = containers[index].get("name", f"#{index}") if index < len(containers) else f"#{index}"
-                    out.extend((pod, vendor, name, grant) for grant in grants)
+                    for grant in grants:
+                        out.append((pod, vendor, name, seen.get(index, 0), grant))
+                        seen[index] = seen.get(index, 0) + 1
         return out
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         node = self.agent.node
-        dev_labels = ["node", "deviceuuid", "deviceidx", "devicetype", "vendor", "backend", "resource"]
-        info = GaugeMetricFamily("hami_agent_device_health", "1 when the device is healthy (advertised Healthy to kubelet)", labels=dev_labels)
-        memory = GaugeMetricFamily("hami_agent_device_memory_bytes", "Schedulable device memory advertised", labels=dev_labels)
-        slots = GaugeMetricFamily("hami_agent_device_slots", "Share slots advertised to kubelet", labels=dev_labels)
-        mem_alloc = GaugeMetricFamily("hami_agent_device_memory_allocated_bytes", "Device memory granted to live pods on this node", labels=dev_labels)
-        core_alloc = GaugeMetricFamily("hami_agent_device_core_allocated_ratio", "Compute granted to live pods (1 = a whole device)", labels=dev_labels)
-        shared = GaugeMetricFamily("hami_agent_device_shared_count", "Containers holding the device", labels=dev_labels)
-        ctr_labels = ["node", "podnamespace", "podname", "ctrname", "deviceuuid", "vendor"]
-        vmem = GaugeMetricFamily("hami_vgpu_memory_limit_bytes", "Device memory limit of a container (what the in-container library enforces)", labels=ctr_labels)
-        vcore = GaugeMetricFamily("hami_vgpu_core_limit_ratio", "Compute limit of a container (1 = a whole device)", labels=ctr_labels)
-        broken = GaugeMetricFamily("hami_agent_backend_load_errors", "1 per backend that failed to load", labels=["node", "backend", "distribution", "version"])
-        undiscovered = GaugeMetricFamily("hami_agent_discovery_errors", "1 per backend whose discovery failed", labels=["node", "backend"])
-        pod_list = GaugeMetricFamily("hami_agent_pod_list_errors", "Scrapes that could not list this node's pods (allocation metrics missing)", labels=["node"])
+        out = Families(self.zone)
+        dev_labels = ["node", "device_uuid", "device_index", "device_type", "vendor", "backend", "resource"]
+        info = out.gauge("hami_agent_device_health", "1 when the device is healthy (advertised Healthy to kubelet)", dev_labels)
+        memory = out.gauge("hami_agent_device_memory_bytes", "Schedulable device memory advertised", dev_labels)
+        slots = out.gauge("hami_agent_device_slots", "Share slots advertised to kubelet", dev_labels)
+        mem_alloc = out.gauge("hami_agent_device_memory_allocated_bytes", "Device memory granted to live pods on this node",
+                              dev_labels)
+        core_alloc = out.gauge("hami_agent_device_core_allocated_ratio", "Compute granted to live pods (percent of a device, 100 = whole)",
+                               dev_labels)
+        shared = out.gauge("hami_agent_device_shared_count", "Containers holding the device", dev_labels)
+        ctr_labels = ["namespace", "pod", "container", "vdevice_index", "device_uuid"]
+        vmem = out.gauge("hami_vgpu_memory_limit_bytes", "vGPU device memory limit in bytes", ctr_labels)
+        vcore = out.gauge("hami_vgpu_core_limit_ratio", "Compute limit of a container (percent of a device, 100 = whole; 0 = no limit)",
+                          ctr_labels)
+        legacy_vmem = (out.gauge("vGPU_device_memory_limit_in_bytes", "vGPU device limit",
+                                 ["podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"]) if self.legacy else None)
+        broken = out.gauge("hami_agent_backend_load_errors", "1 per backend that failed to load",
+                           ["node", "backend", "distribution", "version"])
+        undiscovered = out.gauge("hami_agent_discovery_errors", "1 per backend whose discovery failed", ["node", "backend"])
+        pod_list = out.gauge("hami_agent_pod_list_errors", "Scrapes that could not list this node's pods (allocation metrics missing)",
+                             ["node"])
 
         totals: dict[str, list[float]] = {}
         try:
-            for pod, vendor, name, grant in self._grants():
+            for pod, _vendor, name, vindex, grant in self._grants():
                 meta = pod.get("metadata") or {}
-                values = [node, meta.get("namespace", ""), meta.get("name", ""), name, grant.id, vendor]
-                vmem.add_metric(values, grant.memory * MIB)
-                vcore.add_metric(values, grant.cores / 100)
+                values = (meta.get("namespace", ""), meta.get("name", ""), name, str(vindex), grant.id)
+                vmem(grant.memory * MIB, *values)
+                vcore(grant.cores, *values)
+                if legacy_vmem is not None:
+                    legacy_vmem(grant.memory * MIB, *values)
                 acc = totals.setdefault(grant.id, [0, 0, 0])
                 acc[0] += grant.memory
                 acc[1] += grant.cores
                 acc[2] += 1
-        except Exception as exc:  # noqa: BLE001 - the API server being away must not break the device metrics
+        except Exception as exc:  # the API server being away must not break the device metrics
             self.pod_errors += 1
             log.warning("event=metrics_pod_list_failed node=%s error=%r", node, f"{type(exc).__name__}: {exc}")
-        pod_list.add_metric([node], self.pod_errors)
+        pod_list(self.pod_errors, node)
 
         for device in self.agent.discovery.devices:
             s = device.schedulable
-            values = [node, device.id, str(device.physical.index), device.physical.type, device.vendor, device.backend, device.resource]
-            info.add_metric(values, 1.0 if self.agent.healthy(device) else 0.0)
-            memory.add_metric(values, s.memory * MIB)
-            slots.add_metric(values, s.count)
+            dev = (node, device.id, str(device.physical.index), device.physical.type, device.vendor, device.backend, device.resource)
+            info(1.0 if self.agent.healthy(device) else 0.0, *dev)
+            memory(s.memory * MIB, *dev)
+            slots(s.count, *dev)
             used_mem, used_cores, holders = totals.get(device.id, (0, 0, 0))
-            mem_alloc.add_metric(values, used_mem * MIB)
-            core_alloc.add_metric(values, used_cores / 100)
-            shared.add_metric(values, holders)
+            mem_alloc(used_mem * MIB, *dev)
+            core_alloc(used_cores, *dev)
+            shared(holders, *dev)
         for record in self.agent.manager.records:
             if record.status == "failed":
-                broken.add_metric([node, record.name, record.distribution or "", record.version or ""], 1)
+                broken(1, node, record.name, record.distribution or "", record.version or "")
         for backend in sorted(self.agent.discovery.errors):
-            undiscovered.add_metric([node, backend], 1)
-        yield from (info, memory, slots, mem_alloc, core_alloc, shared, vmem, vcore, broken, undiscovered, pod_list)
+            undiscovered(1, node, backend)
+        yield build_info()
+        yield from out.families
 
 
 class AllocateCall:
@@ -148,12 +173,12 @@ class AllocateCall:
 
 
 class AgentMetrics:
-    def __init__(self, agent: AgentView, pods: PodSource | None = None) -> None:
+    def __init__(self, agent: AgentView, pods: PodSource | None = None, *, legacy: bool = False) -> None:
         self.registry = CollectorRegistry()
         self.allocate_seconds = Histogram("hami_agent_allocate_seconds", "Allocate latency (kubelet's call, API round trips included)", ["resource"],
                                           registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.allocate_calls = Counter("hami_agent_allocate", "Allocate calls by resource and gRPC code", ["resource", "code"], registry=self.registry)
-        self.registry.register(AgentCollector(agent, pods))
+        self.registry.register(AgentCollector(agent, pods, legacy=legacy))
 
     def observe_allocate(self, resource: str, seconds: float, code: str = "OK") -> None:
         self.allocate_seconds.labels(resource).observe(seconds)
@@ -204,7 +229,8 @@ class MetricsServer(ThreadedHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}"
+        host = self.server_address[0]
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{self.server_address[1]}"
 
     def stop(self) -> None:
         self.shutdown()

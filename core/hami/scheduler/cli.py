@@ -40,9 +40,10 @@ def _split_bind(value: str) -> tuple[str, int]:
 @click.option("--insecure-skip-signature", is_flag=True, help="Do not sign allocations (development only).")
 @click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, help="Elect a leader on a Lease (replicas > 1).")
 @click.option("--lease-namespace", default="kube-system", show_default=True)
+@click.option("--legacy-metrics", is_flag=True, help="Also export HAMi's pre-2.8 metric names (GPUDeviceMemoryLimit, nodeGPUOverview, ...), as HAMi's flag does.")
 def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | None, kubeconfig: str | None, config_file: str | None,
                       scheduler_name: str, node_policy: str, device_policy: str, lock_expiry: int, signing_key_dir: str | None,
-                      insecure_skip_signature: bool, leader_elect: bool, lease_namespace: str) -> None:
+                      insecure_skip_signature: bool, leader_elect: bool, lease_namespace: str, legacy_metrics: bool = False) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."""
     from hami.scheduler.service import SchedulerService
 
@@ -58,7 +59,8 @@ def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | No
             raise click.BadParameter(f"unknown {level} policy {name!r}; known: {', '.join(sorted(n for l, n in manager.policies() if l == level))}")
     host, port = _split_bind(bind_address)
     service = SchedulerService(manager, api_client(kubeconfig), config, keys, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                               leader_elect=leader_elect, lease_namespace=lease_namespace, webhook=_webhook_handler(manager, scheduler_name, kubeconfig))
+                               leader_elect=leader_elect, lease_namespace=lease_namespace, webhook=_webhook_handler(manager, scheduler_name, kubeconfig),
+                               legacy_metrics=legacy_metrics)
     service.start()
     click.echo(f"hami scheduler serving on {service.server.url}")
     done = threading.Event()

@@ -1,81 +1,198 @@
 """Prometheus metrics of the scheduler: request counters and latencies, filter and bind failure
-reasons, and device allocation read from the cache at scrape time (so a device shows up before
-anything uses it). Names follow HAMi's (hami-compat.md) so existing dashboards keep working."""
+reasons (ours), and HAMi v2.10's allocation and quota gauges read from the cache at scrape time (so a
+device shows up before anything uses it).
+
+The HAMi gauges follow Project-HAMi/HAMi ``cmd/scheduler/metrics.go`` (v2.10.0) exactly, so its
+Grafana dashboard (``dashboards/hami-vgpu-dashboard.json``) and HAMi-WebUI work unchanged: the same
+names, label names and units (bytes; cores in percent of a device, 100 = whole; memory ratio per
+device, 0-1), the const label ``zone="vGPU"``, and with ``legacy=True`` (``--legacy-metrics``) also
+the pre-2.8 names (``GPUDeviceMemoryLimit``, ``nodeGPUOverview``, ``vGPUMemoryAllocated``, …) with
+their old label names (``nodeid``, ``deviceuuid``, …).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from hami.errors import QuantityError
+from hami.metrics import ZONE, Families, build_info
 from hami.scheduler.state import ClusterState
+from hami.wire.quantity import parse_quantity
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+QUOTA_PREFIX = "limits."
+
+QuotaLister = Callable[[], Iterable[Mapping[str, Any]]]
+"""Every ResourceQuota of the cluster as JSON-shaped dicts, read at each scrape."""
+
+
+def api_resource_quotas(core_v1: Any, timeout: float = 5.0) -> QuotaLister:
+    """The cluster's ResourceQuotas, listed from the API server as raw JSON at each scrape."""
+
+    def source() -> list[Mapping[str, Any]]:
+        resp = core_v1.list_resource_quota_for_all_namespaces(_preload_content=False, _request_timeout=timeout)
+        return json.loads(resp.data).get("items") or []
+
+    return source
 
 
 class AllocationCollector(Collector):
-    def __init__(self, state: ClusterState) -> None:
+    """HAMi's ``ClusterManagerCollector``: devices, quotas and containers, from one locked pass over the cache."""
+
+    def __init__(self, state: ClusterState, *, legacy: bool = False, quotas: QuotaLister | None = None, zone: str = ZONE) -> None:
         self.state = state
+        self.legacy = legacy
+        self.quotas = quotas
+        self.zone = zone
+        self.quota_errors = 0
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        labels = ["node", "deviceuuid", "deviceidx", "devicetype", "vendor"]
-        limit = GaugeMetricFamily("hami_gpu_memory_limit_bytes", "Schedulable device memory", labels=labels)
-        allocated = GaugeMetricFamily("hami_gpu_memory_allocated_bytes", "Device memory granted to pods", labels=labels)
-        shared = GaugeMetricFamily("hami_gpu_shared_count", "Containers sharing the device", labels=labels)
-        core_limit = GaugeMetricFamily("hami_gpu_core_limit_ratio", "Schedulable compute (1 = one device)", labels=labels)
-        core_allocated = GaugeMetricFamily("hami_gpu_core_allocated_ratio", "Compute granted to pods (1 = one device)", labels=labels)
+        out = Families(self.zone)
+        quotas = self._list_quotas()
         with self.state.lock:
-            for node in self.state.nodes.values():
-                for device_id, device in node.devices.items():
-                    usage = node.usage(device_id)
-                    values = [node.name, device_id, str(device.index), device.type, device.vendor]
-                    limit.add_metric(values, device.memory * MIB)
-                    allocated.add_metric(values, usage.memory * MIB)
-                    shared.add_metric(values, usage.used)
-                    core_limit.add_metric(values, device.cores / 100)
-                    core_allocated.add_metric(values, usage.cores / 100)
-        yield from (limit, allocated, shared, core_limit, core_allocated)
-        yield from self._overview()
-        yield from self._containers()
+            self._devices(out)
+            self._quotas(out, quotas)
+            self._containers(out)
+        yield build_info()
+        yield from out.families
+        errors = GaugeMetricFamily("hami_scheduler_quota_list_errors", "Scrapes that could not list ResourceQuotas (quota limits missing)")
+        errors.add_metric([], self.quota_errors)
+        yield errors
 
-    def _overview(self) -> Iterator[GaugeMetricFamily]:
-        """HAMi's per-device overview (static facts as labels) and each node's memory allocation ratio."""
-        labels = ["nodeid", "deviceuuid", "deviceidx", "devicetype", "vendor", "devicecores", "devicememorylimit", "sharedcontainers"]
-        overview = GaugeMetricFamily("hami_node_gpu_overview", "Device memory granted to pods, with the device's facts as labels", labels=labels)
-        ratio = GaugeMetricFamily("hami_node_gpu_memory_allocated_ratio", "Granted over schedulable device memory, per node and vendor",
-                                  labels=["node", "vendor"])
-        with self.state.lock:
-            for node in self.state.nodes.values():
-                totals: dict[str, list[int]] = {}
-                for device_id, device in node.devices.items():
-                    usage = node.usage(device_id)
-                    overview.add_metric([node.name, device_id, str(device.index), device.type, device.vendor, str(device.cores),
-                                         str(device.memory * MIB), str(usage.used)], usage.memory * MIB)
-                    acc = totals.setdefault(device.vendor, [0, 0])
-                    acc[0] += usage.memory
-                    acc[1] += device.memory
-                for vendor, (used, total) in sorted(totals.items()):
-                    ratio.add_metric([node.name, vendor], used / total if total else 0.0)
-        yield from (overview, ratio)
+    def _devices(self, out: Families) -> None:
+        """``collectNodeMetrics``: per device, limits and allocations (cores raw: 100 = a whole device)."""
+        dev = ["node", "device_uuid", "device_index", "device_type"]
+        mem_limit = out.gauge("hami_gpu_memory_limit_bytes", "Device memory limit for a certain GPU", dev)
+        core_limit = out.gauge("hami_gpu_core_limit_ratio", "Device core limit for a certain GPU", dev)
+        mem_alloc = out.gauge("hami_gpu_memory_allocated_bytes", "Device memory allocated for a certain GPU",
+                              ["node", "device_uuid", "device_index", "device_cores", "device_type"])
+        shared = out.gauge("hami_gpu_shared_count", "Number of containers sharing this GPU", dev)
+        core_alloc = out.gauge("hami_gpu_core_allocated_ratio", "Device core allocated for a certain GPU", dev)
+        overview = out.gauge("hami_node_gpu_overview", "GPU overview on a certain node",
+                             ["node", "device_uuid", "device_index", "device_cores", "device_memory_limit", "device_type"])
+        ratio = out.gauge("hami_node_gpu_memory_allocated_ratio", "GPU Memory Allocated Percentage on a certain GPU", dev)
+        if self.legacy:
+            old = ["nodeid", "deviceuuid", "deviceidx", "devicetype"]
+            l_mem_limit = out.gauge("GPUDeviceMemoryLimit", "Device memory limit for a certain GPU", old)
+            l_core_limit = out.gauge("GPUDeviceCoreLimit", "Device memory core limit for a certain GPU", old)
+            l_mem_alloc = out.gauge("GPUDeviceMemoryAllocated", "Device memory allocated for a certain GPU",
+                                    ["nodeid", "deviceuuid", "deviceidx", "devicecores", "devicetype"])
+            l_shared = out.gauge("GPUDeviceSharedNum", "Number of containers sharing this GPU", old)
+            l_core_alloc = out.gauge("GPUDeviceCoreAllocated", "Device core allocated for a certain GPU", old)
+            l_overview = out.gauge("nodeGPUOverview", "GPU overview on a certain node",
+                                   ["nodeid", "deviceuuid", "deviceidx", "devicecores", "devicememorylimit", "devicetype"])
+            l_ratio = out.gauge("nodeGPUMemoryPercentage", "GPU Memory Allocated Percentage on a certain GPU",
+                                ["nodeid", "deviceuuid", "deviceidx"])
+        for node in self.state.nodes.values():
+            for device_id, device in node.devices.items():
+                usage = node.usage(device_id)
+                index, cores, total = str(device.index), str(device.cores), str(device.memory)
+                used_bytes = usage.memory * MIB
+                mem_limit(device.memory * MIB, node.name, device_id, index, device.type)
+                core_limit(device.cores, node.name, device_id, index, device.type)
+                mem_alloc(used_bytes, node.name, device_id, index, cores, device.type)
+                shared(usage.used, node.name, device_id, index, device.type)
+                core_alloc(usage.cores, node.name, device_id, index, device.type)
+                # upstream writes the limit label in MiB (fmt.Sprint(Totalmem)) while the value is in bytes
+                overview(used_bytes, node.name, device_id, index, cores, total, device.type)
+                if device.memory > 0:
+                    ratio(usage.memory / device.memory, node.name, device_id, index, device.type)
+                if self.legacy:
+                    l_mem_limit(device.memory * MIB, node.name, device_id, index, device.type)
+                    l_core_limit(device.cores, node.name, device_id, index, device.type)
+                    l_mem_alloc(used_bytes, node.name, device_id, index, cores, device.type)
+                    l_shared(usage.used, node.name, device_id, index, device.type)
+                    l_core_alloc(usage.cores, node.name, device_id, index, device.type)
+                    l_overview(used_bytes, node.name, device_id, index, cores, total, device.type)
+                    if device.memory > 0:
+                        l_ratio(usage.memory / device.memory, node.name, device_id, index)
 
-    def _containers(self) -> Iterator[GaugeMetricFamily]:
-        """What each container was granted on each device (HAMi's vGPU metrics, for every vendor)."""
-        labels = ["podnamespace", "podname", "containeridx", "deviceuuid", "node", "vendor"]
-        memory = GaugeMetricFamily("hami_vgpu_memory_allocated_bytes", "Device memory granted to a container", labels=labels)
-        cores = GaugeMetricFamily("hami_vgpu_core_allocated_ratio", "Device compute granted to a container (1 = a whole device)", labels=labels)
-        with self.state.lock:
-            for record in self.state.pods.values():
-                for vendor, per_container in record.devices.items():
-                    for index, grants in enumerate(per_container):
-                        for grant in grants:
-                            values = [record.namespace, record.name, str(index), grant.id, record.node, vendor]
-                            memory.add_metric(values, grant.memory * MIB)
-                            cores.add_metric(values, grant.cores / 100)
-        yield from (memory, cores)
+    def _list_quotas(self) -> list[Mapping[str, Any]]:
+        if self.quotas is None:
+            return []
+        try:
+            return list(self.quotas())
+        except Exception as exc:  # the API server being away must not break the device metrics
+            self.quota_errors += 1
+            log.warning("event=metrics_quota_list_failed error=%r", f"{type(exc).__name__}: {exc}")
+            return []
+
+    def _quota_names(self) -> dict[str, tuple[str, str]]:
+        """vendor -> (memory resource, cores resource): the resources HAMi's QuotaManager tracks (``IsManagedQuota``)."""
+        return {vendor: (kind.resources.memory or "", kind.resources.cores or "") for vendor, kind in self.state.kinds.items()}
+
+    def _quotas(self, out: Families, quotas: list[Mapping[str, Any]]) -> None:
+        """``collectQuotaMetrics``: per namespace and device resource, what its scheduled pods were granted
+        (memory in MiB, cores in percent, per device) and the ``limits.<resource>`` of its ResourceQuotas."""
+        names = self._quota_names()
+        managed = {n for pair in names.values() for n in pair if n}
+        used: dict[tuple[str, str], int] = {}
+        for record in self.state.pods.values():
+            for vendor, per_container in record.devices.items():
+                memory_name, cores_name = names.get(vendor, ("", ""))
+                for grants in per_container:
+                    for grant in grants:
+                        if memory_name:
+                            used[record.namespace, memory_name] = used.get((record.namespace, memory_name), 0) + grant.memory
+                        if cores_name:
+                            used[record.namespace, cores_name] = used.get((record.namespace, cores_name), 0) + grant.cores
+        limits: dict[tuple[str, str], int] = {}
+        for quota in quotas:
+            namespace = (quota.get("metadata") or {}).get("namespace") or ""
+            for key, value in ((quota.get("spec") or {}).get("hard") or {}).items():
+                resource = key[len(QUOTA_PREFIX):] if key.startswith(QUOTA_PREFIX) else ""
+                if resource not in managed:
+                    continue
+                try:
+                    amount = parse_quantity(value)
+                except QuantityError as exc:
+                    log.warning("event=metrics_quota_unreadable namespace=%s key=%s error=%r", namespace, key, str(exc))
+                    continue
+                if amount != amount.to_integral_value():
+                    continue  # upstream keeps only quantities AsInt64 accepts
+                # several quotas on one key: the tightest is the one admission enforces
+                limits[namespace, resource] = min(int(amount), limits.get((namespace, resource), int(amount)))
+        used_gauge = out.gauge("hami_resource_quota_used", "resourcequota usage for a certain device", ["namespace", "quota_name", "limit"])
+        limit_gauge = out.gauge("hami_resource_quota_limit", "resourcequota limit for a certain device", ["namespace", "quota_name"])
+        legacy_used = (out.gauge("QuotaUsed", "resourcequota usage for a certain device", ["quotanamespace", "quotaName", "limit"])
+                       if self.legacy else None)
+        for namespace, resource in sorted(set(used) | set(limits)):
+            granted, limit = used.get((namespace, resource), 0), limits.get((namespace, resource))
+            used_gauge(granted, namespace, resource, str(limit or 0))
+            if limit is not None:
+                limit_gauge(limit, namespace, resource)
+            if legacy_used is not None:
+                legacy_used(granted, namespace, resource, str(limit or 0))
+
+    def _containers(self, out: Families) -> None:
+        """``collectContainerMetrics``: what each container was granted on each device (every vendor)."""
+        labels = ["namespace", "node", "pod", "container_index", "device_uuid"]
+        memory = out.gauge("hami_vgpu_memory_allocated_bytes", "vGPU memory allocated from a container", labels)
+        cores = out.gauge("hami_vgpu_core_allocated_ratio", "vGPU core allocated from a container", labels)
+        if self.legacy:
+            old = ["podnamespace", "nodename", "podname", "containeridx", "deviceuuid"]
+            l_memory = out.gauge("vGPUMemoryAllocated", "vGPU memory allocated from a container", old)
+            l_cores = out.gauge("vGPUCoreAllocated", "vGPU core allocated from a container", old)
+        for record in self.state.pods.values():
+            for per_container in record.devices.values():
+                for index, grants in enumerate(per_container):
+                    for grant in grants:
+                        values = (record.namespace, record.node, record.name, str(index), grant.id)
+                        memory(grant.memory * MIB, *values)
+                        cores(grant.cores, *values)
+                        if self.legacy:
+                            l_memory(grant.memory * MIB, *values)
+                            l_cores(grant.cores, *values)
 
 
 _COUNTED_REASON = re.compile(r"\b\d+/\d+ ([A-Z][A-Za-z]+)")
@@ -104,7 +221,7 @@ def bind_failure_reason(message: str) -> str:
 
 
 class SchedulerMetrics:
-    def __init__(self, state: ClusterState) -> None:
+    def __init__(self, state: ClusterState, *, legacy: bool = False, quotas: QuotaLister | None = None, zone: str = ZONE) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("hami_extender_requests", "Extender requests by verb and result", ["verb", "result"], registry=self.registry)
         self.latency = Histogram("hami_extender_request_seconds", "Extender request latency", ["verb"], registry=self.registry,
@@ -115,7 +232,8 @@ class SchedulerMetrics:
                                        ["outcome"], registry=self.registry)
         self.bind_failures = Counter("hami_bind_failures", "Failed binds by reason (NodeLock, Binding, AllocationWrite, Other)",
                                      ["reason"], registry=self.registry)
-        self.registry.register(AllocationCollector(state))
+        self.collector = AllocationCollector(state, legacy=legacy, quotas=quotas, zone=zone)
+        self.registry.register(self.collector)
 
     def record_filter(self, answer: Mapping[str, Any]) -> None:
         """Count one filter answer (the extender's JSON): its outcome and each failed node's reasons."""

@@ -15,6 +15,7 @@ from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.core import Scheduler
 from hami.scheduler.handshake import HandshakeRequester
 from hami.scheduler.leader import LeaderElector
+from hami.scheduler.metrics import SchedulerMetrics, api_resource_quotas
 from hami.scheduler.server import Extender, ExtenderHTTPServer, WebhookHandler
 from hami.scheduler.state import ClusterState
 from hami.wire.signing import SigningKeys
@@ -38,6 +39,7 @@ class SchedulerService:
         lease_namespace: str = "kube-system",
         webhook: WebhookHandler | None = None,
         handshake_interval: float = 15.0,
+        legacy_metrics: bool = False,
     ) -> None:
         core_v1 = CoreV1Api(api)
         self.state = ClusterState(manager.kinds)
@@ -49,7 +51,8 @@ class SchedulerService:
             if leader_elect else None
         )
         leading: Callable[[], bool] = (lambda: self.elector.leading) if self.elector else (lambda: True)
-        self.extender = Extender(self.scheduler, webhook=webhook, ready=lambda: self.cache.synced, leading=leading)
+        self.metrics = SchedulerMetrics(self.state, legacy=legacy_metrics, quotas=api_resource_quotas(core_v1))
+        self.extender = Extender(self.scheduler, self.metrics, webhook=webhook, ready=lambda: self.cache.synced, leading=leading)
         self.server = ExtenderHTTPServer(self.extender, host, port, tls_cert=tls_cert, tls_key=tls_key)
 
     def start(self) -> SchedulerService:
