@@ -40,6 +40,40 @@ def frozen_map(value: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> M
 
 
 def _non_empty(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+# ``converter=tuple`` with a type. mypy's attrs plugin types ``__init__`` from the converter's parameter and
+# cannot solve a generic one (``tuple`` itself, or ``Iterable[T] -> tuple[T, ...]``), so every documented call
+# such as ``BackendInfo(kinds=[...])`` failed to type-check; one concrete converter per element type fixes it.
+
+
+def frozen_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    """A tuple copy of any iterable, for fields whose element type the caller checks."""
+    return tuple(value)
+
+
+def _strs(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _kinds(value: Iterable[DeviceKind]) -> tuple[DeviceKind, ...]:
+    return tuple(value)
+
+
+def _usages(value: Iterable[DeviceUsage]) -> tuple[DeviceUsage, ...]:
+    return tuple(value)
+
+
+def _mounts(value: Iterable[Mount]) -> tuple[Mount, ...]:
+    return tuple(value)
+
+
+def _device_nodes(value: Iterable[DeviceNode]) -> tuple[DeviceNode, ...]:
+    return tuple(value)
+
+
+def _physical(value: Iterable[PhysicalDevice]) -> tuple[PhysicalDevice, ...]:
+    return tuple(value)
+
+
     if not isinstance(value, str) or not value.strip():
         raise _fail(type(instance).__name__, attribute.name, value, "must be a non-empty string")
 
@@ -86,7 +120,7 @@ class ResourceNames:
     memory: str | None = None
     memory_percentage: str | None = None
     cores: str | None = None
-    extra: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     """Other names the kind accepts (aliases, priority, …): the webhook routes pods that use them."""
 
     def __attrs_post_init__(self) -> None:
@@ -149,10 +183,10 @@ class BackendInfo:
     """What a backend tells the core about itself (``hami_backend``)."""
 
     name: str = attrs.field(validator=_non_empty)
-    kinds: tuple[DeviceKind, ...] = attrs.field(converter=tuple)
+    kinds: tuple[DeviceKind, ...] = attrs.field(converter=_kinds)
     description: str = ""
     default_config: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
-    host_paths: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    host_paths: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     """Host path prefixes its container edits may mount or expose; anything else is a contract breach."""
 
     def __attrs_post_init__(self) -> None:
@@ -226,7 +260,7 @@ class SchedulableDevice:
     numa: int = attrs.field(default=0, validator=_non_negative)
     mode: str = ""
     healthy: bool = True
-    mig_profiles: tuple[Any, ...] = attrs.field(default=(), converter=tuple, hash=False)
+    mig_profiles: tuple[Any, ...] = attrs.field(default=(), converter=frozen_tuple, hash=False)
     """MIG geometries as HAMi's ``migProfiles`` carries them; passed through opaquely."""
 
 
@@ -284,7 +318,7 @@ class NodeUsage:
     """A node's devices of every kind with their usage: what node scoring looks at."""
 
     name: str = attrs.field(validator=_non_empty)
-    devices: tuple[DeviceUsage, ...] = attrs.field(default=(), converter=tuple)
+    devices: tuple[DeviceUsage, ...] = attrs.field(default=(), converter=_usages)
 
 
 @attrs.frozen
@@ -382,9 +416,9 @@ class ContainerEdits:
     """What a container gets beyond its spec: the kubelet ``ContainerAllocateResponse`` in our terms."""
 
     env: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
-    mounts: tuple[Mount, ...] = attrs.field(default=(), converter=tuple)
-    devices: tuple[DeviceNode, ...] = attrs.field(default=(), converter=tuple)
-    cdi_devices: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    mounts: tuple[Mount, ...] = attrs.field(default=(), converter=_mounts)
+    devices: tuple[DeviceNode, ...] = attrs.field(default=(), converter=_device_nodes)
+    cdi_devices: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     annotations: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -427,7 +461,7 @@ class ContainerPatch:
     """Admission defaults for one container (``hami_mutate_container``): limits to set, warnings to show."""
 
     limits: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_strs)
 
     def __attrs_post_init__(self) -> None:
         for name, value in self.limits.items():
@@ -445,7 +479,7 @@ class NodeInventory:
     """A node's shape for simulated discovery, the sandbox and the simulator."""
 
     name: str = attrs.field(validator=_non_empty)
-    devices: tuple[PhysicalDevice, ...] = attrs.field(default=(), converter=tuple)
+    devices: tuple[PhysicalDevice, ...] = attrs.field(default=(), converter=_physical)
     cpu_milli: int = attrs.field(default=0, validator=_non_negative)
     memory: int = attrs.field(default=0, validator=_non_negative)
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
