@@ -1,25 +1,23 @@
 """Pods leaving this node: run each backend's release step with the grants the pod held.
 
-A watch on the pods bound to this node (``spec.nodeName``); a pod that is deleted, or that reaches
-``Succeeded``/``Failed``, has every granted container released once (``hami_release`` is
-idempotent, so a release seen twice after a relist is harmless). A deleted pod that still holds
-the node lock frees it at once instead of blocking the node until the lock expires.
+A list-and-watch (:mod:`hami.listwatch`) of the pods bound to this node (``spec.nodeName``); a pod
+that is deleted, or that reaches ``Succeeded``/``Failed``, has every granted container released
+once (``hami_release`` is idempotent, so a release seen twice after a relist is harmless). A deleted
+pod that still holds the node lock frees it at once instead of blocking the node until the lock
+expires. The watch resumes after errors, so deletions during an outage still arrive as events.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.client import CoreV1Api
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 from hami.errors import AnnotationError
+from hami.listwatch import ListWatch
 from hami.node.allocate import describe_api_error, pod_key
 from hami.node.registration import Backoff
 from hami.plugin.manager import BackendManager
@@ -50,97 +48,42 @@ class PodReleaser:
         self.core_v1 = core_v1
         self.node = node
         self.request_timeout = request_timeout
-        self.watch_timeout = watch_timeout
-        self.backoff = backoff or Backoff()
         self.lock = NodeLock(core_v1, request_timeout=request_timeout)
         self._released: OrderedDict[str, None] = OrderedDict()
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self._thread: threading.Thread | None = None
-        self.synced = threading.Event()
+        delays = backoff or Backoff()
+        self.watch = ListWatch(
+            f"pods-on-{node}",
+            core_v1.list_pod_for_all_namespaces,
+            self._event,
+            self._listed,
+            selector={"field_selector": f"spec.nodeName={node}"},
+            resync_seconds=None,
+            watch_timeout=watch_timeout,
+            request_timeout=request_timeout,
+            backoff=(delays.initial, delays.maximum),
+        )
+        self.synced = self.watch.synced
         """Set once the first list has been processed (tests wait for it)."""
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="hami-pod-watch", daemon=True)
-        self._thread.start()
+        self.watch.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        resp = self._resp
-        if resp is not None:
-            try:
-                resp.shutdown()
-            except Exception:  # closing a stream another thread reads: any error just ends it
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self.watch.stop()
 
-    # ------------------------------------------------------------ the loop
-    def _run(self) -> None:
-        version: str | None = None
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    version = self._list()
-                    self.synced.set()
-                version = self._watch(version)
-                self.backoff.reset()
-            except _Expired:
-                log.info("event=pod_watch_expired node=%s", self.node)
-                version = None
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                delay = self.backoff.next()
-                log.warning("event=pod_watch_failed node=%s error=%r retry_s=%.1f", self.node, describe_api_error(exc), delay)
-                version = None  # relist: deletions during the gap are found as missing terminal pods only
-                self._stop.wait(delay)
-
-    def _selector(self) -> str:
-        return f"spec.nodeName={self.node}"
-
-    def _list(self) -> str:
-        resp = self.core_v1.list_pod_for_all_namespaces(field_selector=self._selector(), _preload_content=False, _request_timeout=self.request_timeout)
-        data = json.loads(resp.data)
-        for pod in data.get("items") or []:
+    # ------------------------------------------------------------ events
+    def _listed(self, pods: list[Mapping[str, Any]]) -> None:
+        for pod in pods:
             if (pod.get("status") or {}).get("phase") in _TERMINAL:
                 self.release(pod)
-        return (data.get("metadata") or {}).get("resourceVersion") or "0"
 
-    def _watch(self, version: str) -> str:
-        resp = self.core_v1.list_pod_for_all_namespaces(
-            field_selector=self._selector(),
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self.watch_timeout,
-            _preload_content=False,
-        )
-        self._resp = resp
-        try:
-            for line in iter_resp_lines(resp):
-                if self._stop.is_set():
-                    break
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                obj = event.get("object") or {}
-                kind = event.get("type")
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _Expired()
-                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                if kind == "DELETED":
-                    self.release(obj)
-                    self._free_lock(obj)
-                elif kind == "MODIFIED" and (obj.get("status") or {}).get("phase") in _TERMINAL:
-                    self.release(obj)
-        finally:
-            self._resp = None
-            resp.release_conn()
-        return version
+    def _event(self, kind: str, pod: Mapping[str, Any]) -> None:
+        if kind == "DELETED":
+            self.release(pod)
+            self._free_lock(pod)
+        elif kind == "MODIFIED" and (pod.get("status") or {}).get("phase") in _TERMINAL:
+            self.release(pod)
 
     # ------------------------------------------------------------ releasing
     def release(self, pod: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -182,7 +125,3 @@ class PodReleaser:
                 log.info("event=lock_freed_for_deleted_pod node=%s pod=%s", self.node, pod_key(pod))
         except Exception as exc:
             log.warning("event=lock_release_failed node=%s pod=%s error=%r", self.node, pod_key(pod), describe_api_error(exc))
-
-
-class _Expired(Exception):
-    """The watch's resourceVersion is too old (410): relist."""

@@ -1,4 +1,4 @@
-"""Keeps :class:`ClusterState` in step with the API server through two informers (nodes, pods)."""
+"""Keeps :class:`ClusterState` in step with the API server through two list-and-watch loops (nodes, pods)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from typing import Any
 
 from kubernetes.client import CoreV1Api
 
-from hami.scheduler.informer import Informer
+from hami.listwatch import ListWatch
 from hami.scheduler.state import ClusterState
 
 
 class ClusterCache:
     def __init__(self, state: ClusterState, core_v1: CoreV1Api, *, resync_seconds: float = 300.0, watch_timeout: int = 240) -> None:
         self.state = state
-        self.nodes = Informer("nodes", core_v1.list_node, self._node_event, lambda items: state.replace_all(nodes=items),
+        self.nodes = ListWatch("nodes", core_v1.list_node, self._node_event, lambda items: state.replace_all(nodes=items),
+                               resync_seconds=resync_seconds, watch_timeout=watch_timeout)
+        self.pods = ListWatch("pods", core_v1.list_pod_for_all_namespaces, self._pod_event, lambda items: state.replace_all(pods=items),
                               resync_seconds=resync_seconds, watch_timeout=watch_timeout)
-        self.pods = Informer("pods", core_v1.list_pod_for_all_namespaces, self._pod_event, lambda items: state.replace_all(pods=items),
-                             resync_seconds=resync_seconds, watch_timeout=watch_timeout)
 
     def _node_event(self, kind: str, node: Mapping[str, Any]) -> None:
         if kind == "DELETED":
