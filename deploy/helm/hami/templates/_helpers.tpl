@@ -30,8 +30,58 @@ app.kubernetes.io/instance: {{ $.Release.Name }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
+{{/* The hami image; HAMi's global.imageRegistry rewrites its registry, and HAMi's per-component tags
+     and global.imageTag stand in for image.tag (_compat.tpl) */}}
 {{- define "hami.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $repository := include "hami.compat.withRegistry" (list .Values.image.repository (dig "global" "imageRegistry" "" .Values.AsMap)) -}}
+{{- printf "%s:%s" $repository (include "hami.imageTag" .) -}}
+{{- end -}}
+
+{{- define "hami.imageTag" -}}
+{{- $v := .Values.AsMap -}}
+{{- $monitor := dig "devicePlugin" "monitor" nil $v -}}
+{{- $monitorTag := "" -}}{{- if kindIs "map" $monitor -}}{{- $monitorTag = dig "image" "tag" "" $monitor -}}{{- end -}}
+{{- $component := include "hami.compat.one" (list
+  (list "image.tag" .Values.image.tag)
+  (list "scheduler.extender.image.tag" (dig "scheduler" "extender" "image" "tag" nil $v))
+  (list "devicePlugin.image.tag" (dig "devicePlugin" "image" "tag" nil $v))
+  (list "devicePlugin.monitor.image.tag" $monitorTag)) -}}
+{{- /* HAMi's default global.imageTag names HAMi's own release, not an image of ours: no choice of the user's */ -}}
+{{- $global := dig "global" "imageTag" "" $v -}}
+{{- if eq (toJson $global) (get (.Files.Get "compat/hami-v2.10-defaults.yaml" | fromYaml) "global.imageTag") -}}{{- $global = "" -}}{{- end -}}
+{{- $global = toString $global -}}
+{{- $component | default $global | default .Chart.AppVersion -}}
+{{- end -}}
+
+{{/* kube-scheduler's image: scheduler.kubeScheduler.image is HAMi's {registry, repository, tag} or a full reference */}}
+{{- define "hami.kubeSchedulerImage" -}}
+{{- $image := .Values.scheduler.kubeScheduler.image -}}
+{{- $registry := dig "global" "imageRegistry" "" .Values.AsMap -}}
+{{- $ref := "" -}}
+{{- if kindIs "map" $image -}}
+{{- $ref = printf "%s/%s" (default "registry.k8s.io" ($registry | default $image.registry)) (default "kube-scheduler" $image.repository) -}}
+{{- else -}}
+{{- $ref = include "hami.compat.withRegistry" (list (default "registry.k8s.io/kube-scheduler" $image) $registry) -}}
+{{- end -}}
+{{- printf "%s:%s" $ref (include "hami.kubeSchedulerTag" .) -}}
+{{- end -}}
+
+{{- define "hami.kubeSchedulerPullPolicy" -}}
+{{- $image := .Values.scheduler.kubeScheduler.image -}}
+{{- (and (kindIs "map" $image) $image.pullPolicy) | default .Values.image.pullPolicy -}}
+{{- end -}}
+
+{{/* Default policies: ours, or HAMi's scheduler.defaultSchedulerPolicy when given */}}
+{{- define "hami.nodePolicy" -}}
+{{- dig "scheduler" "defaultSchedulerPolicy" "nodeSchedulerPolicy" "" .Values.AsMap | default .Values.scheduler.nodePolicy -}}
+{{- end -}}
+{{- define "hami.devicePolicy" -}}
+{{- dig "scheduler" "defaultSchedulerPolicy" "gpuSchedulerPolicy" "" .Values.AsMap | default .Values.scheduler.devicePolicy -}}
+{{- end -}}
+
+{{/* HAMi-core's host directory: agent.hookPath, or HAMi's global.gpuHookPath when given */}}
+{{- define "hami.hookPath" -}}
+{{- dig "global" "gpuHookPath" "" .Values.AsMap | default .Values.agent.hookPath -}}
 {{- end -}}
 
 {{- define "hami.schedulerName" -}}{{ include "hami.fullname" . }}-scheduler{{- end -}}
@@ -45,7 +95,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "hami.enabledBackends" -}}
 {{- $names := list -}}
 {{- range $name, $b := .Values.backends -}}
-{{- if $b.enabled -}}{{- $names = append $names $name -}}{{- end -}}
+{{- if eq (include "hami.backendOn" (list $ $name)) "true" -}}{{- $names = append $names $name -}}{{- end -}}
 {{- end -}}
 {{- join "," $names -}}
 {{- end -}}
@@ -54,7 +104,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "hami.configFile" -}}
 {{- $backends := dict -}}
 {{- range $name, $b := .Values.backends -}}
-{{- if $b.enabled -}}{{- $_ := set $backends $name (include "hami.backendConfig" (list $ $name $b) | fromJson) -}}{{- end -}}
+{{- if eq (include "hami.backendOn" (list $ $name)) "true" -}}{{- $_ := set $backends $name (include "hami.backendConfig" (list $ $name $b) | fromJson) -}}{{- end -}}
 {{- end -}}
 {{- toYaml (dict "backends" $backends) -}}
 {{- end -}}
@@ -75,8 +125,14 @@ app.kubernetes.io/component: {{ index . 1 }}
 
 {{/* kube-scheduler follows the cluster: v1.31.4-eks-xyz -> v1.31.4 */}}
 {{- define "hami.kubeSchedulerTag" -}}
-{{- if .Values.scheduler.kubeScheduler.tag -}}
-{{- .Values.scheduler.kubeScheduler.tag -}}
+{{- $image := .Values.scheduler.kubeScheduler.image -}}
+{{- $imageTag := "" -}}{{- if kindIs "map" $image -}}{{- $imageTag = $image.tag -}}{{- end -}}
+{{- $pinned := include "hami.compat.one" (list
+  (list "scheduler.kubeScheduler.tag" .Values.scheduler.kubeScheduler.tag)
+  (list "scheduler.kubeScheduler.image.tag" $imageTag)
+  (list "scheduler.kubeScheduler.imageTag" (get .Values.scheduler.kubeScheduler "imageTag"))) -}}
+{{- if $pinned -}}
+{{- $pinned -}}
 {{- else -}}
 {{- regexFind "^v?[0-9]+\\.[0-9]+\\.[0-9]+" .Capabilities.KubeVersion.Version -}}
 {{- end -}}
@@ -87,8 +143,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "hami.agentHostPaths" -}}
 {{- $paths := list -}}
 {{- range $name, $b := .Values.backends -}}
-{{- if $b.enabled -}}
-{{- if eq $name "nvidia" -}}{{- $paths = append $paths (printf "%s/vgpu" (trimSuffix "/" $.Values.agent.hookPath)) -}}{{- end -}}
+{{- if eq (include "hami.backendOn" (list $ $name)) "true" -}}
+{{- if eq $name "nvidia" -}}{{- $paths = append $paths (printf "%s/vgpu" (trimSuffix "/" (include "hami.hookPath" $))) -}}{{- end -}}
 {{- range $b.hostPaths -}}{{- $paths = append $paths . -}}{{- end -}}
 {{- end -}}
 {{- end -}}
@@ -100,7 +156,46 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "hami.backendConfig" -}}
 {{- $ := index . 0 -}}{{- $name := index . 1 -}}{{- $b := index . 2 -}}
 {{- $cfg := deepCopy (default (dict) $b.config) -}}
-{{- if and (eq $name "nvidia") (not (hasKey $cfg "hook_path")) -}}{{- $_ := set $cfg "hook_path" $.Values.agent.hookPath -}}{{- end -}}
+{{- $v := $.Values.AsMap -}}
+{{- /* HAMi's devicePlugin.* and devices.nvidia.* (charts/hami/templates/scheduler/device-configmap.yaml: the nvidia section) */ -}}
+{{- if eq $name "nvidia" -}}
+{{- $strategies := dict "envvar" "envvar" "cdi-annotations" "cdi" "cdi-cri" "cdi" -}}
+{{- range $pair := list (list "devicePlugin" "deviceSplitCount" "split_count") (list "devicePlugin" "deviceMemoryScaling" "memory_scaling") (list "devicePlugin" "deviceCoreScaling" "core_scaling") (list "devicePlugin" "deviceListStrategy" "device_list_strategy") (list "devices.nvidia" "gpuCorePolicy" "core_utilization_policy") (list "devices.nvidia" "libCudaLogLevel" "libcuda_log_level") -}}
+{{- $section := index $pair 0 -}}{{- $key := index $pair 1 -}}{{- $ours := index $pair 2 -}}
+{{- $up := "" -}}
+{{- if eq $section "devicePlugin" -}}{{- $up = dig "devicePlugin" $key nil $v -}}{{- else -}}{{- $up = dig "devices" "nvidia" $key nil $v -}}{{- end -}}
+{{- if and (not (kindIs "invalid" $up)) (ne (toString $up) "") -}}
+{{- if eq $ours "device_list_strategy" -}}
+{{- if not (hasKey $strategies (toString $up)) -}}{{- fail (printf "devicePlugin.deviceListStrategy=%s: supported here: envvar, cdi-annotations (backends.nvidia.config.device_list_strategy: envvar or cdi)" (toString $up)) -}}{{- end -}}
+{{- $up = get $strategies (toString $up) -}}
+{{- end -}}
+{{- if eq $ours "libcuda_log_level" -}}{{- $up = toString $up -}}{{- end -}}
+{{- /* --set hands numbers over as strings except integers; the backend wants numbers */ -}}
+{{- if eq $ours "split_count" -}}{{- $up = int $up -}}{{- end -}}
+{{- if has $ours (list "memory_scaling" "core_scaling") -}}{{- $up = float64 $up -}}{{- end -}}
+{{- if and (hasKey $cfg $ours) (ne (toString (get $cfg $ours)) (toString $up)) -}}
+{{- fail (printf "values disagree: %s.%s=%v and backends.nvidia.config.%s=%v; set one of them" $section $key $up $ours (get $cfg $ours)) -}}
+{{- end -}}
+{{- $_ := set $cfg $ours $up -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- /* HAMi's resource name keys (device-configmap.yaml: resourceCountName & co.) → resource_names */ -}}
+{{- $prefix := get (dict "nvidia" "resource" "cambricon" "mluResource" "hygon" "dcuResource") $name -}}
+{{- if $prefix -}}
+{{- $names := dict -}}
+{{- range $pair := list (list "Name" "count") (list "Mem" "memory") (list "MemPercentage" "memory_percentage") (list "Cores" "cores") (list "Priority" "priority") -}}
+{{- $given := get $v (printf "%s%s" $prefix (index $pair 0)) -}}
+{{- if $given -}}{{- $_ := set $names (index $pair 1) $given -}}{{- end -}}
+{{- end -}}
+{{- if $names -}}
+{{- if and (hasKey $cfg "resource_names") (ne (toJson (get $cfg "resource_names")) (toJson (merge (deepCopy $names) (get $cfg "resource_names")))) -}}
+{{- fail (printf "values disagree: HAMi's %s* keys and backends.%s.config.resource_names; set one of them" $prefix $name) -}}
+{{- end -}}
+{{- $_ := set $cfg "resource_names" (merge (default (dict) (get $cfg "resource_names")) $names) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $name "nvidia") (not (hasKey $cfg "hook_path")) -}}{{- $_ := set $cfg "hook_path" (include "hami.hookPath" $) -}}{{- end -}}
 {{- if and (eq $name "nvidia") (ne (trimSuffix "/" (toString $cfg.hook_path)) "/usr/local") (not (hasKey $cfg "extra_host_paths")) -}}
 {{- $_ := set $cfg "extra_host_paths" (list (printf "%s/vgpu" (trimSuffix "/" (toString $cfg.hook_path)))) -}}
 {{- end -}}
