@@ -33,11 +33,43 @@ class RequestError(HamiError, ValueError):
 
 
 class BackendError(HamiError):
-    """A backend failed to load, declared a bad identity, or broke the hook contract."""
+    """Something went wrong in or with a backend; the subclasses say what. A backend raises this
+    (or :class:`BackendRefused`) from a hook with a reason a person can act on."""
 
 
-class DuplicateVendorError(BackendError):
+class BackendLoadError(BackendError):
+    """A backend could not be loaded: its import failed, its identity is bad or taken."""
+
+
+class DuplicateVendorError(BackendLoadError):
     """Two backends claim the same vendor key."""
+
+
+class BackendHookError(BackendError):
+    """A hook call failed. ``backend`` and ``hook`` name where (the manager fills them in),
+    ``reason`` is what went wrong; ``__cause__`` is the original exception."""
+
+    def __init__(self, reason: str, *, backend: str = "", hook: str = "") -> None:
+        where = ", ".join(part for part in (f"backend {backend!r}" if backend else "", hook) if part)
+        super().__init__(f"{where}: {reason}" if where else reason)
+        self.reason = reason
+        self.backend = backend
+        self.hook = hook
+
+
+class ContractError(BackendHookError):
+    """A backend broke the contract: a wrong return type, a changed identity, an undeclared host path."""
+
+
+class BackendRefused(BackendHookError):
+    """A backend refuses this request; ``reason`` is for the user (the isolation library is missing,
+    the device cannot serve the mode). Backends raise it (or a plain :class:`BackendError`, which the
+    manager turns into this type) with just the reason: ``raise BackendRefused("...")``."""
+
+
+class BackendCrashed(BackendHookError):
+    """A hook raised something that is not a :class:`HamiError`: a bug or an unexpected host failure
+    (``PermissionError``, a missing file) inside the backend."""
 
 
 __all__ = [
@@ -48,5 +80,10 @@ __all__ = [
     "InventoryError",
     "RequestError",
     "BackendError",
+    "BackendLoadError",
     "DuplicateVendorError",
+    "BackendHookError",
+    "ContractError",
+    "BackendRefused",
+    "BackendCrashed",
 ]

@@ -165,8 +165,31 @@ def test_backend_prepare_failure_is_reported(agent, core_v1, kubelet, hami_manag
     backend.fail_prepare = "no vGPU profile fits 3000 MiB"
     result = run(core_v1, kubelet, hami_manager, "unprepared", {"main": {GPU: "1"}}, [[g(DEV0)]])
     assert not result.admitted
-    assert 'the NVIDIA backend cannot serve container "main": no vGPU profile fits 3000 MiB' in result.message
+    assert "code = FailedPrecondition" in result.message
+    assert "container \"main\": backend 'nvidia', hami_prepare: no vGPU profile fits 3000 MiB" in result.message
     _assert_failed(core_v1, "unprepared", "no vGPU profile fits")
+
+
+def test_host_error_in_prepare_is_the_backends_not_the_api_servers(agent, core_v1, kubelet, hami_manager, backend):
+    """A backend's PermissionError used to pass for an unreachable API server (UNAVAILABLE, pod left
+    allocating, lock held): it is the backend's failure, permanent, and says so."""
+    backend.fail_prepare = PermissionError(13, "Permission denied", "/etc/vdev/vdev0.conf")
+    result = run(core_v1, kubelet, hami_manager, "denied", {"main": {GPU: "1"}}, [[g(DEV0)]])
+    assert not result.admitted
+    assert "code = FailedPrecondition" in result.message and "unreachable" not in result.message
+    assert "backend 'nvidia', hami_prepare: PermissionError: [Errno 13] Permission denied: '/etc/vdev/vdev0.conf'" in result.message
+    _assert_failed(core_v1, "denied", "Permission denied")
+
+
+def test_runtime_hooks_get_the_discovered_devices_and_node(agent, core_v1, kubelet, hami_manager, backend):
+    result = run(core_v1, kubelet, hami_manager, "informed", {"main": {GPU: "1"}}, [[g(DEV1, 3000, 30)]])
+    assert result.admitted, result.error
+    hooks = [hook for hook, _, _ in backend.seen]
+    assert hooks == ["hami_prepare", "hami_container_edits"]
+    for _, devices, node in backend.seen:
+        assert [(d.id, d.index, d.device.numa, d.split.count) for d in devices] == [(DEV1, 1, 1, 4)]
+        assert (node.name, node.simulated, node.config["split_count"]) == (NODE, True, 4)
+        assert node.state_dir.name == "nvidia"
 
 
 def test_unscheduled_pod_gets_a_clear_reason(agent, core_v1, kubelet):

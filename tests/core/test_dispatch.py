@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 from hami import hookimpl
-from hami.errors import BackendError, HamiError, ValidationError
+from hami.errors import BackendCrashed, BackendError, BackendRefused, ContractError, HamiError, RequestError, ValidationError
 from hami.plugin.model import (
     AnnotationKeys,
     BackendInfo,
@@ -15,12 +15,12 @@ from hami.plugin.model import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    GrantedDevice,
     HealthEvent,
     Mount,
+    NodeContext,
     NodeAnnotations,
-    NodeUsage,
     PhysicalDevice,
-    PolicyInfo,
     ResourceNames,
     SchedulableDevice,
 )
@@ -32,6 +32,7 @@ class Recorder:
     def __init__(self, name: str, vendor: str, calls: list):
         self.name, self.vendor, self.calls = name, vendor, calls
         self.edits_host_path = f"/opt/{name}/lib"
+        self.prepare_error: BaseException | None = None
 
     def info(self) -> BackendInfo:
         return BackendInfo(
@@ -107,6 +108,8 @@ class Recorder:
     @hookimpl
     def hami_prepare(self, grants, pod, container, config):
         self.calls.append(("prepare", self.name, config["owner"]))
+        if self.prepare_error is not None:
+            raise self.prepare_error
 
     @hookimpl
     def hami_release(self, grants, pod, container, config):
@@ -141,9 +144,14 @@ def alpha(calls):
 
 
 @pytest.fixture
-def manager(hami_manager, alpha, calls):
+def beta(calls):
+    return Recorder("beta", "BETA", calls)
+
+
+@pytest.fixture
+def manager(hami_manager, alpha, beta, calls):
     hami_manager.register(alpha)
-    hami_manager.register(Recorder("beta", "BETA", calls))
+    hami_manager.register(beta)
     hami_manager.register(Auditor(calls), name="auditor")
     hami_manager.configure("beta", {"split_count": 7})
     return hami_manager
@@ -206,9 +214,12 @@ def test_vendor_hooks_reach_only_the_owner(manager, calls):
 
 def test_edits_merge_owner_and_cross_cutting_plugins(manager, calls):
     grants = [Grant("BETA-0", "BETA", 100, 10)]
-    manager.prepare(grants, POD, {"name": "c"})
-    edits = manager.container_edits(grants, POD, {"name": "c"})
-    manager.release(grants, POD, {"name": "c"})
+    device = PhysicalDevice(id="BETA-0", vendor="BETA", type="t", memory=1000)
+    devices = [GrantedDevice(grants[0], device, SchedulableDevice(id="BETA-0", vendor="BETA", type="t", count=3, memory=1000))]
+    node = manager.node_context("beta", "n")
+    manager.prepare(grants, POD, {"name": "c"}, node, devices)
+    edits = manager.container_edits(grants, POD, {"name": "c"}, node, devices)
+    manager.release(grants, POD, {"name": "c"}, node, devices)
     assert dict(edits.env) == {"BETA_VISIBLE": "BETA-0"}
     assert dict(edits.annotations) == {"audit.example.com/devices": "1"}
     assert edits.mounts == (Mount("/lib/x", "/opt/beta/lib"),)
@@ -251,7 +262,7 @@ def test_contract_breaches_name_the_hook(hami_manager, calls):
     with pytest.raises(BackendError, match="changed the identity of device 'd'"):
         hami_manager.split(PhysicalDevice(id="d", vendor="LIAR", type="t", memory=1))
     usage = DeviceUsage(SchedulableDevice(id="d", vendor="LIAR", type="t", count=1, memory=1))
-    with pytest.raises(BackendError, match="hami_normalize_request for LIAR returned 'bigger', expected DeviceRequest"):
+    with pytest.raises(ContractError, match="backend 'liar', hami_normalize_request: returned 'bigger', expected DeviceRequest"):
         hami_manager.normalize(DeviceRequest("LIAR"), usage, POD)
     with pytest.raises(BackendError, match="vendor 'NOT-MINE', which it does not own"):
         hami_manager.discover("liar", "n")
@@ -271,71 +282,6 @@ def test_two_requests_for_one_vendor_is_a_breach(hami_manager, calls):
 def test_configure_unknown_backend_is_refused(hami_manager):
     with pytest.raises(BackendError, match="cannot configure 'ghost'"):
         hami_manager.configure("ghost", {})
-
-
-# ---------------------------------------------------------------- policies are plugins too
-
-
-class FewestPods:
-    @hookimpl
-    def hami_scoring_policies(self):
-        return [PolicyInfo("fewest-pods", "node", "prefer idle nodes"), PolicyInfo("emptiest", "device", "prefer free memory")]
-
-    @hookimpl
-    def hami_score_node(self, policy, node, requests, pod):
-        return -sum(d.used for d in node.devices) if policy == "fewest-pods" else None
-
-    @hookimpl
-    def hami_score_device(self, policy, request, device, pod):
-        return device.free_memory if policy == "emptiest" else None
-
-
-class BulkFewestPods(FewestPods):
-    calls = 0
-
-    @hookimpl
-    def hami_scoring_policies(self):
-        return [PolicyInfo("fewest-pods-bulk", "node", "prefer idle nodes, scored in bulk")]
-
-    @hookimpl
-    def hami_score_nodes(self, policy, nodes, requests, pod):
-        if policy != "fewest-pods-bulk":
-            return None
-        BulkFewestPods.calls += 1
-        return [-sum(d.used for d in node.devices) for node in nodes]
-
-
-def _usage(used: int) -> DeviceUsage:
-    return DeviceUsage(SchedulableDevice(id=f"d{used}", vendor="V", type="t", count=10, memory=100), used=used)
-
-
-def test_a_third_party_policy_scores_through_the_same_hook(hami_manager):
-    hami_manager.register(FewestPods(), name="fewest")
-    busy, idle = NodeUsage("busy", [_usage(5)]), NodeUsage("idle", [_usage(1)])
-    assert hami_manager.score_node("fewest-pods", idle, [], POD) > hami_manager.score_node("fewest-pods", busy, [], POD)
-    # the built-ins answer their own names and leave the new one alone
-    assert hami_manager.score_node("binpack", busy, [], POD) > hami_manager.score_node("binpack", idle, [], POD)
-    full = DeviceUsage(SchedulableDevice(id="f", vendor="V", type="t", count=10, memory=100), memory=90)
-    assert hami_manager.score_device("emptiest", DeviceRequest("V"), full, POD) == 10
-    assert hami_manager.score_device("emptiest", DeviceRequest("V"), _usage(0), POD) == 100
-
-
-def test_unknown_policy_lists_the_known_ones(hami_manager):
-    with pytest.raises(ValidationError, match="unknown node scheduling policy 'tetris'; known: .*binpack, .*spread") as caught:
-        hami_manager.score_node("tetris", NodeUsage("n"), [], POD)
-    known = str(caught.value).split("known: ")[1].split(", ")
-    assert known == sorted(known)
-
-
-def test_a_policy_offered_twice_is_an_error(hami_manager):
-    class Copy:
-        @hookimpl
-        def hami_scoring_policies(self):
-            return [PolicyInfo("binpack", "node")]
-
-    hami_manager.register(Copy(), name="copy")
-    with pytest.raises(BackendError, match="node scoring policy 'binpack' is offered twice"):
-        hami_manager.policies()
 
 
 def test_node_annotations_come_from_one_backend(manager, calls):
@@ -365,34 +311,89 @@ def test_select_devices_is_checked(manager):
         manager.select_devices(request, usages, {"hami.io/pairs": "ALPHA-0,ALPHA-9"}, POD)
 
 
-def test_bulk_scoring_and_its_per_node_fallback(hami_manager):
-    hami_manager.register(FewestPods(), name="fewest")
-    hami_manager.register(BulkFewestPods(), name="bulk")
-    nodes = [NodeUsage("busy", [_usage(5)]), NodeUsage("idle", [_usage(1)])]
-    assert hami_manager.score_nodes("fewest-pods-bulk", nodes, [], POD) == [-5.0, -1.0]
-    assert BulkFewestPods.calls == 1  # one call for all nodes
-    assert hami_manager.score_nodes("fewest-pods", nodes, [], POD) == [-5.0, -1.0]  # no bulk hook: node by node
-    assert hami_manager.score_nodes("binpack", nodes, [], POD) == [hami_manager.score_node("binpack", n, [], POD) for n in nodes]
-
-
-def test_bulk_scores_must_match_the_nodes(hami_manager):
-    class Short:
-        @hookimpl
-        def hami_scoring_policies(self):
-            return [PolicyInfo("short", "node")]
-
-        @hookimpl
-        def hami_score_nodes(self, policy, nodes, requests, pod):
-            return [1.0] if policy == "short" else None
-
-    hami_manager.register(Short(), name="short")
-    with pytest.raises(BackendError, match="returned 1 scores for 2 nodes"):
-        hami_manager.score_nodes("short", [NodeUsage("a"), NodeUsage("b")], [], POD)
-
-
 def test_operators_may_allow_more_host_paths(manager, alpha):
     alpha.edits_host_path = "/srv/alpha/lib"
     with pytest.raises(BackendError, match="/srv/alpha/lib"):
         manager.container_edits([Grant("ALPHA-0", "ALPHA", 1, 0)], POD, {"name": "c"})
     manager.configure("alpha", {"extra_host_paths": ["/srv/alpha"]})
     assert manager.container_edits([Grant("ALPHA-0", "ALPHA", 1, 0)], POD, {"name": "c"}).mounts[0].host_path == "/srv/alpha/lib"
+
+
+def test_runtime_hooks_without_devices_find_them_on_the_node(manager, calls):
+    """Callers that do not hold the node's discovery (tests, tools) get the devices found now."""
+    found = manager.granted([Grant("ALPHA-0", "ALPHA", 100, 10)], "n")
+    assert [(d.id, d.device.type, d.split.count) for d in found] == [("ALPHA-0", "ALPHA card", 3)]
+    with pytest.raises(BackendRefused, match="granted device 'ALPHA-9' is not on node 'n'"):
+        manager.granted([Grant("ALPHA-9", "ALPHA", 100, 10)], "n")
+    assert manager.granted([Grant("ALPHA-9", "ALPHA", 100, 10)], "n", missing_ok=True) == []
+
+
+def test_node_context_is_decided_once_from_the_inventory(manager, monkeypatch, tmp_path):
+    monkeypatch.delenv("HAMI_INVENTORY", raising=False)
+    real = manager.node_context("alpha", "n", state_root=tmp_path)
+    assert (real.name, real.simulated, real.state_dir, real.config["owner"]) == ("n", False, tmp_path / "alpha", "alpha")
+    monkeypatch.setenv("HAMI_INVENTORY", str(tmp_path / "nodes.yaml"))
+    assert manager.node_context("alpha", "n").simulated
+    assert isinstance(real, NodeContext)
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "message"),
+    [
+        (BackendError("no MIG profile fits"), BackendRefused, "backend 'beta', hami_prepare: no MIG profile fits"),
+        (BackendRefused("driver too old"), BackendRefused, "backend 'beta', hami_prepare: driver too old"),
+        (PermissionError(13, "Permission denied", "/etc/x"), BackendCrashed, "backend 'beta', hami_prepare: PermissionError: [Errno 13] Permission denied: '/etc/x'"),
+        (KeyError("index"), BackendCrashed, "backend 'beta', hami_prepare: KeyError: 'index'"),
+        (ValidationError("Grant.memory=-1: must be >= 0"), ContractError, "backend 'beta', hami_prepare: Grant.memory=-1"),
+    ],
+)
+def test_hook_failures_are_typed_and_name_backend_and_hook(manager, beta, raised, expected, message):
+    beta.prepare_error = raised
+    grants = [Grant("BETA-0", "BETA", 100, 10)]
+    with pytest.raises(expected) as caught:
+        manager.prepare(grants, POD, {"name": "c"}, "n")
+    assert str(caught.value).startswith(message)
+    assert (caught.value.backend, caught.value.hook) == ("beta", "hami_prepare")
+    assert caught.value.__cause__ is raised
+
+
+def test_errors_about_the_users_input_pass_unchanged(manager, beta):
+    beta.prepare_error = RequestError("nvidia.com/gpu='x' is not a count")
+    with pytest.raises(RequestError) as caught:
+        manager.prepare([Grant("BETA-0", "BETA", 100, 10)], POD, {"name": "c"}, "n")
+    assert caught.value is beta.prepare_error
+
+
+def test_a_cross_cutting_plugin_failure_is_attributed_to_it(hami_manager, calls):
+    class Broken:
+        @hookimpl
+        def hami_prepare(self, grants, pod, container, config):
+            raise OSError("audit log full")
+
+    hami_manager.register(Recorder("gamma", "GAMMA", calls))
+    hami_manager.register(Broken(), name="audit-broken")
+    with pytest.raises(BackendCrashed, match="backend 'audit-broken', hami_prepare: OSError: audit log full"):
+        hami_manager.prepare([Grant("GAMMA-0", "GAMMA", 1, 0)], POD, {"name": "c"}, "n")
+
+
+def test_allocation_annotations_are_checked(hami_manager, calls):
+    class Annotator(Recorder):
+        value: object = None
+
+        @hookimpl
+        def hami_allocation_annotations(self, vendor, containers, devices, pod, config):
+            return self.value
+
+    plugin = Annotator("ann", "ANN", calls)
+    hami_manager.register(plugin)
+    device = SchedulableDevice(id="ANN-0", vendor="ANN", type="t", count=1, memory=1024, index=3)
+    grants = [[], [Grant("ANN-0", "ANN", 512, 50)]]
+    assert hami_manager.allocation_annotations("ANN", grants, {"ANN-0": device}, POD) == {}
+    plugin.value = {"ann.example.com/profile": "3_50_2"}
+    assert hami_manager.allocation_annotations("ANN", grants, {"ANN-0": device}, POD) == {"ann.example.com/profile": "3_50_2"}
+    plugin.value = {"hami.io/ann-devices-to-allocate": "x"}
+    with pytest.raises(ContractError, match="which the core writes itself"):
+        hami_manager.allocation_annotations("ANN", grants, {"ANN-0": device}, POD)
+    plugin.value = {"not a key!": "x"}
+    with pytest.raises(ContractError, match="must map valid keys to strings"):
+        hami_manager.allocation_annotations("ANN", grants, {"ANN-0": device}, POD)

@@ -119,7 +119,7 @@ def test_wrong_identity_type_names_the_plugin(hami_manager):
         def hami_backend(self):
             return {"name": "sloppy"}
 
-    with pytest.raises(BackendError, match="hami_backend for sloppy returned {'name': 'sloppy'}, expected BackendInfo"):
+    with pytest.raises(BackendError, match="backend 'sloppy', hami_backend: returned {'name': 'sloppy'}, expected BackendInfo"):
         hami_manager.register(Sloppy(), name="sloppy")
 
 

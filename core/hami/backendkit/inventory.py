@@ -145,13 +145,21 @@ def load_inventory(path: str | os.PathLike[str]) -> tuple[NodeInventory, ...]:
     return parse_inventory(data, f"inventory {str(path)!r}")
 
 
+def inventory_path(config: Mapping[str, Any]) -> str | None:
+    """The configured inventory (config key ``inventory``, else ``HAMI_INVENTORY``), or None.
+
+    This is the one test for "is this node simulated?": the node agent asks it once per backend
+    and hands the answer to every hook as :attr:`hami.plugin.model.NodeContext.simulated`."""
+    return str(config.get("inventory") or os.environ.get(INVENTORY_ENV) or "") or None
+
+
 def inventory_devices(config: Mapping[str, Any], node_name: str, vendors: Iterable[str]) -> list[PhysicalDevice]:
     """This node's devices of ``vendors`` from the configured inventory, or [] when none is configured.
 
     Backends call this first in ``hami_discover_devices`` so that any backend can run on a
     machine without its hardware (sandbox, tests, demos).
     """
-    path = config.get("inventory") or os.environ.get(INVENTORY_ENV)
+    path = inventory_path(config)
     if not path:
         return []
     wanted = set(vendors)

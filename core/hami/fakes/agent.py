@@ -20,8 +20,10 @@ from hami.plugin.model import (
     ContainerEdits,
     DeviceNode,
     Grant,
+    GrantedDevice,
     HealthEvent,
     Mount,
+    NodeContext,
     PhysicalDevice,
 )
 from hami.wire.allocation import Allocation
@@ -45,7 +47,9 @@ class RecordingBackend(StandardBackend):
     Edits: ``HAMI_VISIBLE_DEVICES`` (granted ids), ``HAMI_DEVICE_MEMORY_LIMIT_<i>`` (``<MiB>m``),
     ``HAMI_CONTAINER``; a read-only mount of the first declared host path; a device node
     ``/dev/<vendor>-<i>`` when ``/dev`` is declared; CDI ``hami.test/device=<id>``; annotation
-    ``hami.io/test-container``. Set ``fail_prepare`` to a message to make ``hami_prepare`` fail, and
+    ``hami.io/test-container``. Set ``fail_prepare`` to a message to make ``hami_prepare`` raise a
+    ``BackendError`` with it, or to an exception to raise that one (a host failure); ``seen`` records the
+    ``GrantedDevice`` lists and node contexts the runtime hooks got. Set
     ``unhealthy[device_id] = reason`` to make ``hami_device_health`` report a device unhealthy (remove
     the entry to report it healthy again).
     """
@@ -54,13 +58,17 @@ class RecordingBackend(StandardBackend):
         super().__init__(info)
         self.prepared: list[tuple[str, tuple[Grant, ...]]] = []
         self.released: list[tuple[str, str, tuple[Grant, ...]]] = []
-        self.fail_prepare: str | None = None
+        self.fail_prepare: str | BaseException | None = None
+        self.seen: list[tuple[str, tuple[GrantedDevice, ...], NodeContext]] = []
         self.unhealthy: dict[str, str] = {}
         self._reported: dict[str, bool] = {}
 
     @hookimpl
-    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
+    def hami_container_edits(
+        self, grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], node: NodeContext
+    ) -> ContainerEdits:
         name = str(container.get("name"))
+        self.seen.append(("hami_container_edits", tuple(devices), node))
         env = {"HAMI_VISIBLE_DEVICES": ",".join(g.id for g in grants), "HAMI_CONTAINER": name}
         env.update({f"HAMI_DEVICE_MEMORY_LIMIT_{i}": f"{g.memory}m" for i, g in enumerate(grants)})
         paths = self.info.host_paths
@@ -73,13 +81,18 @@ class RecordingBackend(StandardBackend):
         )
 
     @hookimpl
-    def hami_prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    def hami_prepare(
+        self, grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], node: NodeContext
+    ) -> None:
+        self.seen.append(("hami_prepare", tuple(devices), node))
+        if isinstance(self.fail_prepare, BaseException):
+            raise self.fail_prepare
         if self.fail_prepare:
             raise BackendError(self.fail_prepare)
         self.prepared.append((str(container.get("name")), tuple(grants)))
 
     @hookimpl
-    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], node: NodeContext) -> None:
         self.released.append((str(pod["metadata"]["name"]), str(container.get("name")), tuple(grants)))
 
     @hookimpl

@@ -31,7 +31,7 @@ from hami.node.metrics import AgentMetrics, MetricsServer, serve_metrics
 from hami.node.plugin_server import DevicePluginServer, DevicePluginServicer
 from hami.node.podwatch import PodReleaser
 from hami.node.registration import Backoff, NodeRegistrar
-from hami.plugin.manager import BackendManager
+from hami.plugin.manager import DEFAULT_STATE_ROOT, BackendManager
 from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class AgentOptions:
     """Serve Prometheus metrics on (host, port); None: do not serve (tests)."""
     legacy_metrics: bool = False
     """Also export HAMi's pre-2.8 metric names (``--legacy-metrics``)."""
+    state_dir: Path = attrs.field(default=DEFAULT_STATE_ROOT, converter=Path)
+    """Root of the backends' per-node state (``<state_dir>/<backend>``, ``NodeContext.state_dir``)."""
 
 
 class Agent:
@@ -86,10 +88,13 @@ class Agent:
         self.options = options
         self.node = options.node_name
         self.insecure = keys is None
-        self.allocator = Allocator(manager, core_v1, self.node, keys, request_timeout=options.request_timeout, clock=clock)
+        self.allocator = Allocator(
+            manager, core_v1, self.node, keys, request_timeout=options.request_timeout, clock=clock, discovery=lambda: self.discovery
+        )
         self.registrar = NodeRegistrar(core_v1, self.node, manager.kinds, request_timeout=options.request_timeout, clock=clock)
         self.releaser = PodReleaser(
-            manager, core_v1, self.node, request_timeout=options.request_timeout, backoff=Backoff(options.retry_initial, options.retry_max)
+            manager, core_v1, self.node, request_timeout=options.request_timeout, backoff=Backoff(options.retry_initial, options.retry_max),
+            discovery=lambda: self.discovery,
         )
         self.servers: dict[str, DevicePluginServer] = {}
         self.metrics = AgentMetrics(self, legacy=options.legacy_metrics)
@@ -167,7 +172,7 @@ class Agent:
     # ------------------------------------------------------------ devices
     def refresh(self) -> Discovery:
         """Discover and split again, then publish the lists to the plugin servers."""
-        discovery = discover_node(self.manager, self.node)
+        discovery = discover_node(self.manager, self.node, self.options.state_dir)
         with self._state:
             self.discovery = discovery
             self._next_discovery = time.monotonic() + self.options.register_interval
@@ -211,7 +216,7 @@ class Agent:
         for backend, owned in sorted(by_backend.items()):
             known = {d.id: d for d in owned}
             try:
-                events = self.manager.device_health(backend, [d.physical for d in owned])
+                events = self.manager.device_health(backend, [d.physical for d in owned], self.discovery.contexts.get(backend) or self.node)
             except Exception as exc:
                 log.warning("event=health_check_failed backend=%s error=%r", backend, f"{type(exc).__name__}: {exc}")
                 continue

@@ -7,7 +7,8 @@ nothing. Every failure is an :class:`AllocateError` carrying the gRPC code and a
 act on; *permanent* failures (forged or garbage annotations, a count mismatch, a backend refusing)
 also mark the pod ``bind-phase=failed``, release the node lock and leave a ``AllocationFailed`` event,
 while *transient* ones (the API server unreachable) leave the pod as it is so kubelet's retry can
-succeed.
+succeed. Only errors of the API client are transient (:func:`is_transient`): a backend's failure,
+even an ``OSError`` from its host, is the backend's and is permanent.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import urllib3
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from hami.errors import AnnotationError, HamiError
+from hami.errors import AnnotationError, ContractError, HamiError
 from hami.node.deviceplugin.v1beta1 import api_pb2
-from hami.node.devices import device_of_slot
+from hami.node.devices import Discovery, device_of_slot
 from hami.node.edits import to_response
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import DeviceKind, Grant
@@ -76,10 +77,11 @@ def _bind_time(pod: Mapping[str, Any]) -> float:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """An API failure worth retrying: no connection, a timeout, 5xx or 429."""
+    """An API client failure worth retrying: no connection, a timeout, 5xx or 429. Anything else
+    (a backend's ``PermissionError``, a bug) is not the API server's and retrying will not help."""
     if isinstance(exc, ApiException):
         return exc.status in (0, None, 429) or (exc.status or 0) >= 500
-    return isinstance(exc, (urllib3.exceptions.HTTPError, OSError, TimeoutError))
+    return isinstance(exc, urllib3.exceptions.HTTPError)
 
 
 def describe_api_error(exc: BaseException) -> str:
@@ -106,8 +108,12 @@ class Allocator:
         *,
         request_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        discovery: Callable[[], Discovery] | None = None,
     ) -> None:
         self.manager = manager
+        self.discovery = discovery
+        """The agent's current discovery: the granted devices and node contexts the runtime hooks get
+        (None: the manager discovers the node named in the pod's annotations itself)."""
         self.core_v1 = core_v1
         self.node = node
         self.keys = keys
@@ -274,11 +280,19 @@ class Allocator:
             raise refuse(f"kubelet asked for {len(devices_ids)} devices of {resource} but the scheduler granted {len(step.grants)} to container \"{name}\"")
         self._note_slot_mismatch(key, name, step.grants, devices_ids)
         try:
-            self.manager.prepare(step.grants, pod, container)
-            edits = self.manager.container_edits(step.grants, pod, container)
+            if self.discovery is None:
+                node, devices = self.node, None
+            else:
+                found = self.discovery()
+                node = found.contexts.get(self.manager.owner(kind.vendor).name) or self.node
+                devices = found.granted(step.grants)
+            self.manager.prepare(step.grants, pod, container, node, devices)
+            edits = self.manager.container_edits(step.grants, pod, container, node, devices)
             response = to_response(edits)
-        except HamiError as exc:
-            raise refuse(f"the {kind.vendor} backend cannot serve container \"{name}\": {exc}", grpc.StatusCode.INTERNAL) from None
+        except ContractError as exc:  # a bug in the backend, not something the pod can change
+            raise refuse(f"container \"{name}\": {exc}", grpc.StatusCode.INTERNAL) from None
+        except HamiError as exc:  # refused or crashed: named by the manager, with the backend's reason
+            raise refuse(f"container \"{name}\": {exc}") from None
         update = {kind.annotations.to_allocate: step.remaining}
         done = is_fully_allocated({**ann, **update}, self.manager.kinds)
         if done:

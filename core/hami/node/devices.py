@@ -8,14 +8,16 @@ split fails is reported in :attr:`Discovery.errors`; the others are unaffected.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 
 from hami.node.deviceplugin import HEALTHY, UNHEALTHY
+from hami.errors import BackendRefused
 from hami.plugin.manager import BackendManager
-from hami.plugin.model import PhysicalDevice, SchedulableDevice, frozen_map
+from hami.plugin.model import Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice, frozen_map
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,22 @@ class Discovery:
     """Backend name → why its devices are missing."""
     annotations: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     """What the backends publish beside their device lists (``hami_node_annotations``: topology)."""
+    contexts: Mapping[str, NodeContext] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    """Backend name → the node context its hooks got (and the runtime hooks get)."""
+
+    def granted(self, grants: Sequence[Grant], *, missing_ok: bool = False) -> list[GrantedDevice]:
+        """The grants with the devices this discovery found; a device not found is refused
+        (naming it), or left out with ``missing_ok`` (releasing a device that vanished)."""
+        found = {d.id: d for d in self.devices}
+        out = []
+        for grant in grants:
+            device = found.get(grant.id)
+            if device is not None and device.vendor == grant.vendor:
+                out.append(GrantedDevice(grant, device.physical, device.schedulable))
+            elif not missing_ok:
+                known = sorted(d.id for d in self.devices if d.vendor == grant.vendor)
+                raise BackendRefused(f"granted {grant.vendor} device {grant.id!r} is not on this node (found: {', '.join(known) or 'none'})")
+        return out
 
     def by_resource(self) -> dict[str, list[NodeDevice]]:
         out: dict[str, list[NodeDevice]] = {}
@@ -102,17 +120,22 @@ class Discovery:
         return out
 
 
-def discover_node(manager: BackendManager, node_name: str) -> Discovery:
-    """Discover and split the devices of every loaded backend; a failing backend is recorded, not raised."""
+def discover_node(manager: BackendManager, node_name: str, state_root: Path | str | None = None) -> Discovery:
+    """Discover and split the devices of every loaded backend; a failing backend is recorded, not raised.
+
+    Each backend gets its :class:`NodeContext` (decided here once: simulated or not, its state
+    directory under ``state_root``); the same contexts go to the runtime hooks later."""
     devices: list[NodeDevice] = []
     errors: dict[str, str] = {}
     annotations: dict[str, str] = {}
+    contexts: dict[str, NodeContext] = {}
     for backend in sorted(manager.backends):
         try:
+            context = contexts[backend] = manager.node_context(backend, node_name, state_root=state_root)
             found = []
-            for physical in manager.discover(backend, node_name):
+            for physical in manager.discover(backend, context):
                 kind = manager.kind(physical.vendor)
-                found.append(NodeDevice(backend, kind.resources.count, physical, manager.split(physical)))
+                found.append(NodeDevice(backend, kind.resources.count, physical, manager.split(physical, context)))
             if found:
                 annotations.update(manager.node_annotations(backend, [d.schedulable for d in found], [d.physical for d in found]))
         except Exception as exc:  # a broken backend must not hide the others' devices
@@ -125,7 +148,7 @@ def discover_node(manager: BackendManager, node_name: str) -> Discovery:
                 log.warning("event=device_id_too_long backend=%s id=%s limit=%d", backend, device.id, MAX_DEVICE_ID)
         devices.extend(found)
         log.debug("event=discovered backend=%s node=%s devices=%d", backend, node_name, len(found))
-    return Discovery(devices, errors, annotations)
+    return Discovery(devices, errors, annotations, contexts)
 
 
 def current_health(manager: BackendManager, discovery: Discovery) -> dict[str, bool]:
@@ -137,7 +160,7 @@ def current_health(manager: BackendManager, discovery: Discovery) -> dict[str, b
     health: dict[str, bool] = {}
     for backend, devices in sorted(by_backend.items()):
         try:
-            events = manager.device_health(backend, devices)
+            events = manager.device_health(backend, devices, discovery.contexts.get(backend) or "unknown")
         except Exception as exc:
             log.warning("event=health_check_failed backend=%s error=%r", backend, f"{type(exc).__name__}: {exc}")
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes.client import CoreV1Api
@@ -19,6 +19,7 @@ from kubernetes.client import CoreV1Api
 from hami.errors import AnnotationError
 from hami.listwatch import ListWatch
 from hami.node.allocate import describe_api_error, pod_key
+from hami.node.devices import Discovery
 from hami.node.registration import Backoff
 from hami.plugin.manager import BackendManager
 from hami.wire.allocation import ordered_containers, read_allocated
@@ -43,8 +44,11 @@ class PodReleaser:
         request_timeout: float = 5.0,
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
+        discovery: Callable[[], Discovery] | None = None,
     ) -> None:
         self.manager = manager
+        self.discovery = discovery
+        """The agent's current discovery: the devices and node contexts ``hami_release`` gets."""
         self.core_v1 = core_v1
         self.node = node
         self.request_timeout = request_timeout
@@ -109,7 +113,12 @@ class PodReleaser:
                     continue
                 container = containers[index] if index < len(containers) else {"name": f"#{index}"}
                 try:
-                    self.manager.release(grants, pod, container)
+                    if self.discovery is None:
+                        self.manager.release(grants, pod, container, self.node)
+                    else:
+                        found = self.discovery()
+                        context = found.contexts.get(self.manager.owner(vendor).name) or self.node
+                        self.manager.release(grants, pod, container, context, found.granted(grants, missing_ok=True))
                 except Exception as exc:  # one backend's failure must not stop the others' release
                     log.warning("event=release_failed pod=%s container=%s vendor=%s error=%r", pod_key(pod), container.get("name"), vendor, f"{type(exc).__name__}: {exc}")
                     continue

@@ -17,6 +17,17 @@ objects as plain JSON-shaped dicts (``pod["metadata"]["annotations"]``); they mu
 ``config`` is always the configuration of the backend the call is for: its ``default_config``
 overlaid with what the operator set (``BackendManager.configure``). Open hooks are called once per
 backend with that backend's config, then once for the cross-cutting plugins with an empty one.
+
+Node-side hooks also get ``node`` (:class:`~hami.plugin.model.NodeContext`): the node's name,
+whether its devices are simulated, the config, a per-node state directory. The runtime hooks get
+``devices`` (:class:`~hami.plugin.model.GrantedDevice`): each grant with the physical device and
+split the agent discovered, so a backend keeps no discovery cache and guesses no node name.
+Arguments are additive: pluggy passes an implementation only the arguments it names.
+
+Errors. The manager names the backend and the hook of every failure: a :class:`hami.errors.BackendError`
+a hook raises reaches callers as :class:`~hami.errors.BackendRefused` (the reason is shown to the
+user), any other exception as :class:`~hami.errors.BackendCrashed`, a wrong return value as
+:class:`~hami.errors.ContractError`; the original is the ``__cause__``.
 """
 
 from __future__ import annotations
@@ -32,13 +43,14 @@ from hami.plugin.model import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    GrantedDevice,
     HealthEvent,
     NodeAnnotations,
-    NodeUsage,
+    NodeContext,
     PhysicalDevice,
-    PolicyInfo,
     SchedulableDevice,
 )
+from hami.plugin.policy import Policy
 
 Pod = Mapping[str, Any]
 Container = Mapping[str, Any]
@@ -76,34 +88,40 @@ def hami_backend() -> BackendInfo:
 
 
 @hookspec
-def hami_discover_devices(config: Config, node_name: str) -> Sequence[PhysicalDevice]:
+def hami_discover_devices(config: Config, node_name: str, node: NodeContext) -> Sequence[PhysicalDevice]:
     """Probe this node's hardware and return every device of this backend's kinds.
 
     Called by the node agent at start and on every re-registration (30 s), once per backend
     (backend-dispatched). ``config`` is the backend's ``default_config`` overlaid with the
     operator's. No hardware or no driver is not an error: return ``[]`` and log why. Import
-    vendor SDKs here, lazily, so the backend loads on machines without them.
+    vendor SDKs here, lazily, so the backend loads on machines without them. When
+    ``node.simulated``, read the inventory (``hami.sdk.inventory_devices``) and touch no hardware.
 
     Example::
 
         @hookimpl
-        def hami_discover_devices(config, node_name):
+        def hami_discover_devices(config, node_name, node):
+            if node.simulated:
+                return inventory_devices(config, node_name, ["ACME"])
             return [PhysicalDevice(id=u, vendor="ACME", type="ACME X1", memory=16384, index=i)
                     for i, u in enumerate(acme_sdk.list_uuids())]
     """
 
 
 @hookspec
-def hami_device_health(devices: Sequence[PhysicalDevice], config: Config) -> Sequence[HealthEvent]:
+def hami_device_health(devices: Sequence[PhysicalDevice], config: Config, node: NodeContext) -> Sequence[HealthEvent]:
     """Report health changes of ``devices`` since the last call (XIDs, fault codes, vanished cards).
 
     Called by the node agent every few seconds, once per backend (backend-dispatched) with that
     backend's devices. Return only changes; a device that recovers gets ``healthy=True``.
+    Simulated devices (``node.simulated``) have no hardware to ask: return ``[]``.
 
     Example::
 
         @hookimpl
-        def hami_device_health(devices, config):
+        def hami_device_health(devices, config, node):
+            if node.simulated:
+                return []
             return [HealthEvent(d.id, healthy=False, reason=f"fault code {c}")
                     for d in devices if (c := acme_sdk.fault_code(d.id))]
     """
@@ -113,19 +131,21 @@ def hami_device_health(devices: Sequence[PhysicalDevice], config: Config) -> Seq
 
 
 @hookspec(firstresult=True)
-def hami_split_device(device: PhysicalDevice, config: Config) -> SchedulableDevice | None:
+def hami_split_device(device: PhysicalDevice, config: Config, node: NodeContext) -> SchedulableDevice | None:
     """Turn a physical device into schedulable capacity: share slots, scaled memory and cores,
     the isolation mode, MIG profiles or templates.
 
     Vendor-dispatched, first non-None result wins. Return None to leave the decision to the next
     plugin; when nobody decides, the core offers the device whole (one slot, all its memory).
+    ``node.name`` selects per-node settings (e.g. a node's own split count).
 
     Example::
 
         @hookimpl
-        def hami_split_device(device, config):
+        def hami_split_device(device, config, node):
+            count = config.get("node_split", {}).get(node.name, config["split_count"])
             return SchedulableDevice(id=device.id, vendor=device.vendor, type=device.type,
-                                     count=config["split_count"], memory=device.memory,
+                                     count=count, memory=device.memory,
                                      cores=100, index=device.index, numa=device.numa,
                                      healthy=device.healthy)
     """
@@ -254,68 +274,29 @@ def hami_select_devices(
 
 
 @hookspec
-def hami_scoring_policies() -> Sequence[PolicyInfo]:
-    """Name the scoring policies this plugin implements, so unknown names are rejected early and
-    ``hami`` can list them.
+def hami_policies() -> Sequence[Policy]:
+    """The scoring policies this plugin offers: :class:`hami.plugin.policy.NodePolicy` and
+    :class:`~hami.plugin.policy.DevicePolicy` objects, each with a name, a level and a description.
 
-    Open hook: results are concatenated; a name offered twice at one level is an error.
-
-    Example::
-
-        @hookimpl
-        def hami_scoring_policies():
-            return [PolicyInfo("fewest-pods", level="node", description="prefer idle nodes")]
-    """
-
-
-@hookspec(firstresult=True)
-def hami_score_node(policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Pod) -> float | None:
-    """Score a candidate node under ``policy`` (higher is better), before the pod is placed.
-
-    Open hook, first non-None result wins: return None for policies you do not implement. The
-    core's ``binpack`` and ``spread`` are plugins of this hook like any other.
+    Open hook: asked once per set of loaded plugins (the manager keeps the objects, so a policy may
+    keep state); the results are concatenated. A name offered twice at one level is an error naming
+    both plugins, and an unknown name (from a pod annotation or the scheduler's flags) is rejected
+    with the known list. The scheduler calls ``score_node``/``score_nodes`` or ``score_device`` with
+    the candidate and a context (the pod, its requests, a :class:`~hami.plugin.policy.ClusterView`);
+    the core's binpack, spread, random, bestfit and fgd are offered through this hook too.
 
     Example::
 
-        @hookimpl
-        def hami_score_node(policy, node, requests, pod):
-            if policy != "fewest-pods":
-                return None
-            return -sum(d.used for d in node.devices)
-    """
+        class FewestPods(NodePolicy):
+            name = "fewest-pods"
+            description = "prefer idle nodes"
 
-
-@hookspec(firstresult=True)
-def hami_score_nodes(policy: str, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Pod) -> Sequence[float] | None:
-    """Score many candidate nodes at once under ``policy`` (higher is better), one score per node in
-    order: for policies that are cheaper in bulk (vectorised fragmentation, shared memo tables).
-
-    Open hook, first non-None result wins; return None for policies you do not implement, and the
-    core falls back to ``hami_score_node`` per node.
-
-    Example::
+            def score_node(self, node, context):
+                return -sum(d.used for d in node.devices)
 
         @hookimpl
-        def hami_score_nodes(policy, nodes, requests, pod):
-            if policy != "fewest-pods":
-                return None
-            return [-sum(d.used for d in node.devices) for node in nodes]
-    """
-
-
-@hookspec(firstresult=True)
-def hami_score_device(policy: str, request: DeviceRequest, device: DeviceUsage, pod: Pod) -> float | None:
-    """Score one candidate device for ``request`` under ``policy`` (higher is better).
-
-    Open hook, first non-None result wins: return None for policies you do not implement.
-
-    Example::
-
-        @hookimpl
-        def hami_score_device(policy, request, device, pod):
-            if policy != "coolest":
-                return None
-            return -device.device.attributes.get("temperature", 0)
+        def hami_policies():
+            return [FewestPods()]
     """
 
 
@@ -323,51 +304,84 @@ def hami_score_device(policy: str, request: DeviceRequest, device: DeviceUsage, 
 
 
 @hookspec
-def hami_container_edits(grants: Sequence[Grant], pod: Pod, container: Container, config: Config) -> ContainerEdits | None:
+def hami_container_edits(
+    grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Pod, container: Container, config: Config, node: NodeContext
+) -> ContainerEdits | None:
     """What the container needs to use its granted devices under the chosen isolation mode:
     environment, mounts, device nodes, CDI names, annotations.
 
-    Vendor-dispatched (``grants`` are all of one vendor key); the edits of the owner and of any
+    Vendor-dispatched (``grants`` are all of one vendor key; ``devices`` are the same grants with
+    their physical device and split, in the same order); the edits of the owner and of any
     cross-cutting plugin are merged. Mount and device host paths must lie under the backend's
-    declared ``host_paths``. Raise :class:`hami.errors.BackendError` with a reason a person can act
+    declared ``host_paths``. Raise :class:`hami.errors.BackendRefused` with a reason a person can act
     on when the mode cannot be served (e.g. the isolation library is missing on the host).
 
     Example::
 
         @hookimpl
-        def hami_container_edits(grants, pod, container, config):
+        def hami_container_edits(grants, devices, pod, container, config, node):
             return ContainerEdits(
-                env={"ACME_VISIBLE_DEVICES": ",".join(g.id for g in grants)},
-                devices=[DeviceNode("/dev/acme0", "/dev/acme0")],
+                env={"ACME_VISIBLE_DEVICES": ",".join(str(d.index) for d in devices)},
+                devices=[DeviceNode(f"/dev/acme{d.index}", f"/dev/acme{d.index}") for d in devices],
             )
     """
 
 
 @hookspec
-def hami_prepare(grants: Sequence[Grant], pod: Pod, container: Container, config: Config) -> None:
+def hami_prepare(grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Pod, container: Container, config: Config, node: NodeContext) -> None:
     """Create what the grants need on the host before the container starts (a vNPU, a vDCU
     config, a MIG instance). Called before ``hami_container_edits``.
 
     Vendor-dispatched. Must be idempotent (kubelet retries Allocate) and must roll back what it
-    created if it fails; raise :class:`hami.errors.BackendError` with the reason.
+    created if it fails; raise :class:`hami.errors.BackendRefused` with the reason. On a simulated
+    node (``node.simulated``) create nothing on the host; keep files under ``node.state_dir``.
 
     Example::
 
         @hookimpl
-        def hami_prepare(grants, pod, container, config):
-            for g in grants:
-                acme_sdk.create_partition(g.id, memory=g.memory)
+        def hami_prepare(grants, devices, pod, container, config, node):
+            if not node.simulated:
+                for d in devices:
+                    acme_sdk.create_partition(d.index, memory=d.grant.memory)
     """
 
 
 @hookspec
-def hami_release(grants: Sequence[Grant], pod: Pod, container: Container, config: Config) -> None:
+def hami_release(grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Pod, container: Container, config: Config, node: NodeContext) -> None:
     """Undo ``hami_prepare`` once the container's pod is gone. Vendor-dispatched; idempotent.
+    ``devices`` holds the grants still found on this node (a vanished device is left out).
 
     Example::
 
         @hookimpl
-        def hami_release(grants, pod, container, config):
-            for g in grants:
-                acme_sdk.destroy_partition(g.id)
+        def hami_release(grants, devices, pod, container, config, node):
+            if not node.simulated:
+                for d in devices:
+                    acme_sdk.destroy_partition(d.index)
+    """
+
+
+# ---------------------------------------------------------------- allocation (scheduler)
+
+
+@hookspec
+def hami_allocation_annotations(
+    vendor: str, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice], pod: Pod, config: Config
+) -> Mapping[str, str] | None:
+    """Extra pod annotations to write with an allocation of ``vendor``'s devices: what the vendor's
+    device plugin or runtime reads from the pod (HAMi's Cambricon writes the sMLU profile, Ascend the
+    vNPU runtime info; ``pkg/device/*/device.go`` ``PatchAnnotations``).
+
+    Vendor-dispatched: called by the scheduler when it writes the allocation, once per vendor key
+    granted. ``containers`` holds one grant list per container (init containers first,
+    ``[]`` for a container without devices of this vendor); ``devices`` are the chosen node's devices
+    of this vendor by id. The keys must not be the core's (``…-devices-to-allocate`` etc.); they are
+    written, unsigned, beside the allocation. Return None for nothing.
+
+    Example::
+
+        @hookimpl
+        def hami_allocation_annotations(vendor, containers, devices, pod, config):
+            first = next((c[0] for c in containers if c), None)
+            return {"acme.com/partition": f"{devices[first.id].index}_{first.memory}"} if first else None
     """

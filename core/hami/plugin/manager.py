@@ -10,6 +10,9 @@ two claim one vendor key, the first keeps it and the second is recorded as faile
 Dispatch goes through typed methods of :class:`BackendManager`: vendor hooks reach the owning
 backend (and cross-cutting plugins) only, and every result is checked against the hookspec's type,
 so a backend that breaks the contract is named in the error instead of failing somewhere later.
+Every failure inside a hook is re-raised typed and attributed (see :func:`hook_failure`):
+``BackendRefused`` for a backend's own ``BackendError``, ``BackendCrashed`` for anything else,
+``ContractError`` for a bad return value; errors about the user's input pass unchanged.
 """
 
 from __future__ import annotations
@@ -20,13 +23,25 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import attrs
 import pluggy
 
 from hami import __version__
-from hami.errors import BackendError, DuplicateVendorError, HamiError, ValidationError
+from hami.backendkit.inventory import inventory_path
+from hami.errors import (
+    BackendCrashed,
+    BackendError,
+    BackendHookError,
+    BackendLoadError,
+    BackendRefused,
+    ContractError,
+    DuplicateVendorError,
+    HamiError,
+    ValidationError,
+)
 from hami.plugin import ENTRY_POINT_GROUP, PROJECT, hookspecs
 from hami.plugin.model import (
     BackendInfo,
@@ -36,14 +51,18 @@ from hami.plugin.model import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    GrantedDevice,
     HealthEvent,
     NodeAnnotations,
+    NodeContext,
     NodeUsage,
     PhysicalDevice,
-    PolicyInfo,
     SchedulableDevice,
     frozen_map,
+    is_annotation_key,
 )
+from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, NodePolicy, Policy, ScoreContext
+from hami.wire.annotations import ASSIGNED_NODE
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +109,40 @@ def _names_from_env(variable: str) -> frozenset[str] | None:
     return frozenset(n.strip() for n in value.split(",") if n.strip()) if value else None
 
 
+DEFAULT_STATE_ROOT = Path("/var/lib/hami")
+"""Where the node agent keeps per-backend state (``<root>/<backend>``) unless told otherwise."""
+
+
 def _expect(value: Any, kind: type | tuple[type, ...], hook: str, subject: str) -> Any:
     if not isinstance(value, kind):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise BackendError(f"{hook} for {subject} returned {value!r:.120}, expected {names}")
+        raise ContractError(f"returned {value!r:.120}, expected {names}", backend=subject, hook=hook)
     return value
 
 
 def _expect_list(values: Any, kind: type, hook: str, subject: str) -> list[Any]:
     if not isinstance(values, (list, tuple)):
-        raise BackendError(f"{hook} for {subject} returned {values!r:.120}, expected a list of {kind.__name__}")
+        raise ContractError(f"returned {values!r:.120}, expected a list of {kind.__name__}", backend=subject, hook=hook)
     return [_expect(v, kind, hook, subject) for v in values]
+
+
+def hook_failure(exc: BaseException, backend: str, hook: str) -> BaseException:
+    """What a caller sees of ``exc`` raised inside ``hook`` of ``backend``: typed and named.
+
+    Errors about the user's input (``RequestError``, ``QuantityError``, ``AnnotationError``,
+    ``InventoryError``) pass unchanged: they already name the offending value and the servers map
+    them to the user. A ``ValidationError`` means the backend built an impossible value (contract)."""
+    if isinstance(exc, BackendHookError):
+        return exc if exc.backend else type(exc)(exc.reason, backend=backend, hook=hook)
+    if isinstance(exc, BackendLoadError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return ContractError(str(exc), backend=backend, hook=hook)
+    if isinstance(exc, BackendError):
+        return BackendRefused(str(exc), backend=backend, hook=hook)
+    if isinstance(exc, HamiError):
+        return exc
+    return BackendCrashed(f"{type(exc).__name__}: {exc}", backend=backend, hook=hook)
 
 
 class BackendManager:
@@ -124,7 +166,9 @@ class BackendManager:
         self._owners: dict[str, str] = {}  # vendor key -> backend name
         self._kinds: dict[str, DeviceKind] = {}  # vendor key -> kind
         self._resource_kinds: dict[str, DeviceKind] = {}  # resource name -> kind
-        self._policies: dict[tuple[str, str], PolicyInfo] | None = None
+        self._policies: dict[tuple[str, str], Policy] | None = None
+        self._policy_owners: dict[tuple[str, str], str] = {}
+        self._cluster: ClusterView | None = None
         self._overrides: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, Mapping[str, Any]] = {}
         self._callers: dict[tuple[str, str, bool], Any] = {}
@@ -132,8 +176,8 @@ class BackendManager:
         if builtins:
             from hami.policies import BUILTIN_PLUGINS
 
-            for plugin in BUILTIN_PLUGINS:
-                self.register(plugin, name=plugin.__name__, distribution="hami", version=__version__, builtin=True)
+            for name, plugin in BUILTIN_PLUGINS.items():
+                self.register(plugin, name=name, distribution="hami", version=__version__, builtin=True)
 
     # ------------------------------------------------------------ loading
 
@@ -207,7 +251,10 @@ class BackendManager:
         self.records.append(record)
         log.warning("event=backend_failed backend=%s distribution=%s version=%s error=%r", name, distribution, version, error)
         if self.strict:
-            raise (exc if isinstance(exc, BackendError) else BackendError(f"backend {name!r} ({distribution or 'in-process'}): {error}")) from exc
+            if isinstance(exc, BackendLoadError):
+                raise exc
+            named = isinstance(exc, BackendHookError) and exc.backend
+            raise BackendLoadError(error if named else f"backend {name!r} ({distribution or 'in-process'}): {error}") from exc
         return record
 
     @staticmethod
@@ -216,13 +263,13 @@ class BackendManager:
         for attr in dir(plugin):
             if attr.startswith("hami_") and callable(getattr(plugin, attr, None)):
                 if getattr(getattr(plugin, attr), f"{PROJECT}_impl", None) is None:
-                    raise BackendError(f"{attr} is not marked with @hami.hookimpl")
+                    raise BackendLoadError(f"{attr} is not marked with @hami.hookimpl")
 
     def _check_hook_names(self, plugin: object) -> None:
         """A misspelled hook (``hami_discover_device``) fails loudly instead of never being called."""
         unknown = sorted(c.name for c in self.pm.get_hookcallers(plugin) or () if not c.has_spec())
         if unknown:
-            raise BackendError(f"implements unknown hook(s) {', '.join(unknown)} (misspelled? see hami.plugin.hookspecs)")
+            raise BackendLoadError(f"implements unknown hook(s) {', '.join(unknown)} (misspelled? see hami.plugin.hookspecs)")
 
     def _identity(self, plugin: object, name: str) -> BackendInfo | None:
         if not hasattr(plugin, "hami_backend"):
@@ -233,7 +280,7 @@ class BackendManager:
     def _claim(self, plugin: object, info: BackendInfo, name: str, distribution: str, version: str) -> None:
         if info.name in self._backends:
             other = self._backends[info.name][2]
-            raise BackendError(f"backend name {info.name!r} is already taken by {other.distribution or other.name} {other.version}".rstrip())
+            raise BackendLoadError(f"backend name {info.name!r} is already taken by {other.distribution or other.name} {other.version}".rstrip())
         for vendor in info.vendors:
             if vendor in self._owners:
                 other = self._backends[self._owners[vendor]][2]
@@ -245,14 +292,14 @@ class BackendManager:
             for resource in kind.resources.all():
                 owner = self.kind_for_resource(resource)
                 if owner is not None:
-                    raise BackendError(f"resource {resource!r} of {kind.vendor!r} is already served by vendor {owner.vendor!r}")
+                    raise BackendLoadError(f"resource {resource!r} of {kind.vendor!r} is already served by vendor {owner.vendor!r}")
 
     def check_pending(self) -> None:
         """Fail loudly on hook implementations that match no spec."""
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise BackendError(str(exc)) from exc
+            raise BackendLoadError(str(exc)) from exc
 
     # ------------------------------------------------------------ what is loaded
 
@@ -309,43 +356,96 @@ class BackendManager:
                 self._callers[key] = self.pm.subset_hook_caller(hook, remove)
             return self._callers[key]
 
-    def _open_call(self, hook: str, **kwargs: Any) -> list[Any]:
-        """An open hook: each backend with its own config, then the cross-cutting plugins with none."""
+    def _label(self, plugin: object, fallback: str) -> str:
+        for name, (owned, _, _) in self._backends.items():
+            if owned is plugin:
+                return name
+        return fallback
+
+    def _culprit(self, hook: str, exc: BaseException, default: str) -> str:
+        """The plugin whose ``hook`` implementation ``exc`` came out of (the outermost such frame of
+        its traceback), else ``default``: a vendor call also reaches cross-cutting plugins."""
+        owners: dict[Any, set[str]] = {}
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            code = getattr(getattr(impl.function, "__func__", impl.function), "__code__", None)
+            if code is not None:
+                owners.setdefault(code, set()).add(self._label(impl.plugin, impl.plugin_name))
+        tb = exc.__traceback__
+        while tb is not None:
+            names = owners.get(tb.tb_frame.f_code)
+            if names:
+                return default if default in names else sorted(names)[0]
+            tb = tb.tb_next
+        return default
+
+    def _invoke(self, hook: str, backend: str | None, kwargs: Mapping[str, Any], *, cross_cutting: bool = True) -> Any:
+        """Call ``hook`` on ``backend`` (and the cross-cutting plugins); a failure comes out typed and named."""
+        try:
+            return self._caller(hook, backend, cross_cutting=cross_cutting)(**kwargs)
+        except Exception as exc:
+            failure = hook_failure(exc, self._culprit(hook, exc, backend or "cross-cutting plugins"), hook)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+    def _open_results(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """An open hook: each backend with its own config, then the cross-cutting plugins with none;
+        every result paired with who returned it."""
         results = []
         for backend in self._backends:
-            results.extend(self._caller(hook, backend, cross_cutting=False)(config=self.config(backend), **kwargs))
-        results.extend(self._caller(hook, None)(config=frozen_map({}), **kwargs))
+            results.extend((backend, r) for r in self._invoke(hook, backend, {"config": self.config(backend), **kwargs}, cross_cutting=False))
+        results.extend(("cross-cutting plugins", r) for r in self._invoke(hook, None, {"config": frozen_map({}), **kwargs}))
         return results
+
+    def _open_call(self, hook: str, **kwargs: Any) -> list[Any]:
+        return [result for _, result in self._open_results(hook, **kwargs)]
 
     def _vendor_call(self, hook: str, vendor: str, **kwargs: Any) -> Any:
         """A vendor hook: the owning backend and the cross-cutting plugins, with the owner's config."""
         owner = self.owner(vendor).name
-        return self._caller(hook, owner)(config=self.config(owner), **kwargs)
+        return self._invoke(hook, owner, {"config": self.config(owner), **kwargs})
 
-    def discover(self, backend: str, node_name: str) -> list[PhysicalDevice]:
+    # ------------------------------------------------------------ node side
+
+    def node_context(self, backend: str, node_name: str, *, state_root: Path | str | None = None) -> NodeContext:
+        """What the node-side hooks of ``backend`` get as ``node``: simulated when an inventory is
+        configured (:func:`hami.backendkit.inventory.inventory_path`, the one place that decides)."""
+        config = self.config(backend)
+        root = Path(state_root) if state_root is not None else DEFAULT_STATE_ROOT
+        return NodeContext(name=node_name, simulated=inventory_path(config) is not None, config=config, state_dir=root / backend)
+
+    def _context(self, backend: str, node: NodeContext | str) -> NodeContext:
+        """``node`` as given (the agent builds one per backend), or the default context of a node name."""
+        return self.node_context(backend, node) if isinstance(node, str) else node
+
+    def discover(self, backend: str, node: NodeContext | str) -> list[PhysicalDevice]:
+        """``backend``'s devices on ``node`` (a context, or just the node's name)."""
         info = self.backends[backend]
-        found = self._caller("hami_discover_devices", backend, cross_cutting=False)(config=self.config(backend), node_name=node_name)
+        context = self._context(backend, node)
+        kwargs = {"config": context.config, "node_name": context.name, "node": context}
+        found = self._invoke("hami_discover_devices", backend, kwargs, cross_cutting=False)
         devices = [d for batch in found for d in _expect_list(batch, PhysicalDevice, "hami_discover_devices", backend)]
         for device in devices:
             if device.vendor not in info.vendors:
-                raise BackendError(f"hami_discover_devices for {backend} returned device {device.id!r} of vendor {device.vendor!r}, which it does not own")
+                raise ContractError(f"returned device {device.id!r} of vendor {device.vendor!r}, which it does not own", backend=backend, hook="hami_discover_devices")
         return devices
 
-    def device_health(self, backend: str, devices: Sequence[PhysicalDevice]) -> list[HealthEvent]:
-        batches = self._caller("hami_device_health", backend, cross_cutting=False)(devices=list(devices), config=self.config(backend))
+    def device_health(self, backend: str, devices: Sequence[PhysicalDevice], node: NodeContext | str = "") -> list[HealthEvent]:
+        context = self._context(backend, node or "unknown")
+        batches = self._invoke("hami_device_health", backend, {"devices": list(devices), "config": context.config, "node": context}, cross_cutting=False)
         return [e for batch in batches for e in _expect_list(batch, HealthEvent, "hami_device_health", backend)]
 
     def node_annotations(self, backend: str, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice]) -> dict[str, str]:
         """A backend's extra node annotations; the registration and handshake keys stay the core's."""
         found: dict[str, str] = {}
-        caller = self._caller("hami_node_annotations", backend, cross_cutting=False)
-        for part in caller(devices=list(devices), physical=list(physical), config=self.config(backend)):
+        kwargs = {"devices": list(devices), "physical": list(physical), "config": self.config(backend)}
+        for part in self._invoke("hami_node_annotations", backend, kwargs, cross_cutting=False):
             if part is not None:
                 found.update(_expect(part, NodeAnnotations, "hami_node_annotations", backend).values)
         owned = {key for k in self._kinds.values() for key in attrs.astuple(k.annotations)}
         clash = sorted(owned & found.keys())
         if clash:
-            raise BackendError(f"hami_node_annotations for {backend} writes {clash}, which the core writes itself")
+            raise ContractError(f"writes {clash}, which the core writes itself", backend=backend, hook="hami_node_annotations")
         return found
 
     def select_devices(self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any]) -> list[str] | None:
@@ -356,25 +456,27 @@ class BackendManager:
         ids = _expect_list(chosen, str, "hami_select_devices", request.vendor)
         allowed = {c.device.id for c in candidates}
         if ids and (len(ids) != request.count or len(set(ids)) != len(ids) or not set(ids) <= allowed):
-            raise BackendError(f"hami_select_devices for {request.vendor} chose {ids}: expected {request.count} distinct ids among the candidates")
+            raise ContractError(f"chose {ids}: expected {request.count} distinct ids among the candidates", backend=self.owner(request.vendor).name, hook="hami_select_devices")
         return ids
 
-    def split(self, device: PhysicalDevice) -> SchedulableDevice:
-        result = self._vendor_call("hami_split_device", device.vendor, device=device)
+    def split(self, device: PhysicalDevice, node: NodeContext | str | None = None) -> SchedulableDevice:
+        """``device``'s schedulable capacity on ``node`` (a context or a name; per-node settings need it)."""
+        owner = self.owner(device.vendor).name
+        result = self._vendor_call("hami_split_device", device.vendor, device=device, node=self._context(owner, node or "unknown"))
         if result is None:
             return SchedulableDevice(
                 id=device.id, vendor=device.vendor, type=device.type, count=1, memory=device.memory,
                 cores=device.cores, index=device.index, numa=device.numa, healthy=device.healthy,
             )
-        _expect(result, SchedulableDevice, "hami_split_device", device.vendor)
+        _expect(result, SchedulableDevice, "hami_split_device", owner)
         if result.id != device.id or result.vendor != device.vendor:
-            raise BackendError(f"hami_split_device for {device.vendor} changed the identity of device {device.id!r} to {result.id!r}/{result.vendor!r}")
+            raise ContractError(f"changed the identity of device {device.id!r} to {result.id!r}/{result.vendor!r}", backend=owner, hook="hami_split_device")
         return result
 
     def container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any]) -> list[DeviceRequest]:
         subject = f"container {container.get('name')!r}"
-        batches = self._open_call("hami_container_requests", container=container, pod=pod)
-        requests = [r for batch in batches for r in _expect_list(batch, DeviceRequest, "hami_container_requests", subject)]
+        batches = self._open_results("hami_container_requests", container=container, pod=pod)
+        requests = [r for who, batch in batches for r in _expect_list(batch, DeviceRequest, "hami_container_requests", who)]
         vendors = [r.vendor for r in requests]
         for vendor in vendors:
             self.kind(vendor)
@@ -400,54 +502,113 @@ class BackendManager:
         result = self._vendor_call("hami_normalize_request", request.vendor, request=request, device=device, pod=pod)
         if result is None:
             return request
-        _expect(result, DeviceRequest, "hami_normalize_request", request.vendor)
+        _expect(result, DeviceRequest, "hami_normalize_request", self.owner(request.vendor).name)
         if result.vendor != request.vendor:
-            raise BackendError(f"hami_normalize_request for {request.vendor} changed the vendor to {result.vendor!r}")
+            raise ContractError(f"changed the vendor {request.vendor!r} to {result.vendor!r}", backend=self.owner(request.vendor).name, hook="hami_normalize_request")
         return result
 
     def device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
         reason = self._vendor_call("hami_device_fits", request.vendor, request=request, device=device, pod=pod)
         return None if reason is None else _expect(reason, str, "hami_device_fits", request.vendor)
 
-    def policies(self) -> dict[tuple[str, str], PolicyInfo]:
+    # ------------------------------------------------------------ scoring policies
+
+    @property
+    def cluster(self) -> ClusterView:
+        """The cluster view of scoring calls that bring none: the backends' predicate, no host, no seed."""
+        if self._cluster is None:
+            self._cluster = ClusterView(device_fits=self.device_fits)
+        return self._cluster
+
+    def policies(self) -> dict[tuple[str, str], Policy]:
         """Every scoring policy keyed by (level, name); asked once per set of plugins (scoring is hot)."""
         if self._policies is not None:
             return self._policies
-        found: dict[tuple[str, str], PolicyInfo] = {}
-        for batch in self.pm.hook.hami_scoring_policies():
-            for policy in _expect_list(batch, PolicyInfo, "hami_scoring_policies", "plugins"):
-                key = (policy.level, policy.name)
+        found: dict[tuple[str, str], Policy] = {}
+        owners: dict[tuple[str, str], str] = {}
+        for impl in self.pm.hook.hami_policies.get_hookimpls():  # registration order
+            plugin = impl.plugin_name
+            try:
+                batch = impl.function()
+            except Exception as exc:
+                raise hook_failure(exc, plugin, "hami_policies") from exc
+            for policy in _expect_list(batch, Policy, "hami_policies", plugin):
+                if not isinstance(policy, (NodePolicy, DevicePolicy)):
+                    raise ContractError(f"offered {policy!r}: subclass NodePolicy or DevicePolicy", backend=plugin, hook="hami_policies")
+                try:
+                    info = policy.info
+                except (ValidationError, AttributeError) as exc:
+                    raise ContractError(f"offered a bad policy {policy!r}: {exc}", backend=plugin, hook="hami_policies") from exc
+                key = (info.level, info.name)
                 if key in found:
-                    raise BackendError(f"{policy.level} scoring policy {policy.name!r} is offered twice")
-                found[key] = policy
-        self._policies = found
+                    raise BackendLoadError(f"{info.level} scoring policy {info.name!r} is offered twice: by plugin {owners[key]!r} and by plugin {plugin!r}")
+                found[key], owners[key] = policy, plugin
+        self._policies, self._policy_owners = found, owners
         return found
 
-    def _check_policy(self, level: str, policy: str) -> None:
+    def policy(self, level: str, name: str) -> Policy:
+        """The policy called ``name`` at ``level``; a ValidationError listing the known names otherwise."""
         policies = self.policies()
-        if (level, policy) not in policies:
-            known = sorted(name for lvl, name in policies if lvl == level)
-            raise ValidationError(f"unknown {level} scheduling policy {policy!r}; known: {', '.join(known)}")
+        found = policies.get((level, name))
+        if found is None:
+            known = sorted(n for lvl, n in policies if lvl == level)
+            raise ValidationError(f"unknown {level} scheduling policy {name!r}; known: {', '.join(known)}")
+        return found
 
-    def score_node(self, policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> float:
-        self._check_policy("node", policy)
-        score = self.pm.hook.hami_score_node(policy=policy, node=node, requests=list(requests), pod=pod)
-        return float(_expect(score, (int, float), "hami_score_node", f"policy {policy!r}"))
+    def _policy_where(self, policy: Policy, method: str) -> tuple[str, str]:
+        """(plugin, "node policy 'x' score_node"): where a policy failure happened, for the error."""
+        return self._policy_owners.get((policy.level, policy.name), "?"), f"{policy.level} policy {policy.name!r} {method}"
 
-    def score_nodes(self, policy: str, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> list[float]:
-        """One score per node, in bulk when the policy offers it, else node by node."""
-        self._check_policy("node", policy)
-        scores = self.pm.hook.hami_score_nodes(policy=policy, nodes=list(nodes), requests=list(requests), pod=pod)
-        if scores is None:
-            return [self.score_node(policy, node, requests, pod) for node in nodes]
+    def _policy_broke(self, policy: Policy, method: str, reason: str) -> ContractError:
+        plugin, where = self._policy_where(policy, method)
+        return ContractError(reason, backend=plugin, hook=where)
+
+    def _policy_raised(self, policy: Policy, method: str, exc: Exception) -> BaseException:
+        """A policy's exception, named; a RequestError (a bad pod annotation) stays the pod's."""
+        plugin, where = self._policy_where(policy, method)
+        return hook_failure(exc, plugin, where)
+
+    def _score(self, policy: Policy, method: str, score: Any) -> float:
+        if isinstance(score, (int, float)) and not isinstance(score, bool) and score == score:  # NaN would not sort
+            return float(score)
+        raise self._policy_broke(policy, method, f"returned {score!r:.120}, expected a number")
+
+    def score_node(self, policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Mapping[str, Any], cluster: ClusterView | None = None) -> float:
+        chosen = cast(NodePolicy, self.policy("node", policy))
+        context = ScoreContext(pod, tuple(requests), cluster or self.cluster)
+        try:
+            score = chosen.score_node(node, context)
+        except Exception as exc:
+            raise self._policy_raised(chosen, "score_node", exc) from exc
+        return self._score(chosen, "score_node", score)
+
+    def score_nodes(self, policy: str, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Mapping[str, Any], cluster: ClusterView | None = None) -> list[float]:
+        """One score per node, in bulk when the policy offers it (else node by node, the default)."""
+        chosen = cast(NodePolicy, self.policy("node", policy))
+        context = ScoreContext(pod, tuple(requests), cluster or self.cluster)
+        try:
+            scores = chosen.score_nodes(list(nodes), context)
+        except Exception as exc:
+            raise self._policy_raised(chosen, "score_nodes", exc) from exc
         if not hasattr(scores, "__len__") or len(scores) != len(nodes):
-            raise BackendError(f"hami_score_nodes for policy {policy!r} returned {len(scores) if hasattr(scores, '__len__') else scores!r} scores for {len(nodes)} nodes")
-        return [float(x) for x in scores]
+            got = len(scores) if hasattr(scores, "__len__") else f"{scores!r:.80}, not"
+            raise self._policy_broke(chosen, "score_nodes", f"returned {got} scores for {len(nodes)} nodes")
+        try:
+            out = [float(x) for x in scores]
+        except (TypeError, ValueError):
+            raise self._policy_broke(chosen, "score_nodes", f"returned {scores!r:.120}, expected numbers") from None
+        if any(x != x for x in out):
+            raise self._policy_broke(chosen, "score_nodes", "returned NaN scores")
+        return out
 
-    def score_device(self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> float:
-        self._check_policy("device", policy)
-        score = self.pm.hook.hami_score_device(policy=policy, request=request, device=device, pod=pod)
-        return float(_expect(score, (int, float), "hami_score_device", f"policy {policy!r}"))
+    def score_device(self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], cluster: ClusterView | None = None) -> float:
+        chosen = cast(DevicePolicy, self.policy("device", policy))
+        context = DeviceScoreContext(pod, request, cluster or self.cluster)
+        try:
+            score = chosen.score_device(device, context)
+        except Exception as exc:
+            raise self._policy_raised(chosen, "score_device", exc) from exc
+        return self._score(chosen, "score_device", score)
 
     @staticmethod
     def _grants_vendor(grants: Sequence[Grant], hook: str) -> str:
@@ -456,27 +617,96 @@ class BackendManager:
             raise HamiError(f"{hook} needs grants of exactly one vendor key, got {sorted(vendors)}")
         return vendors.pop()
 
-    def container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any]) -> ContainerEdits:
+    def granted(self, grants: Sequence[Grant], node: NodeContext | str, *, missing_ok: bool = False) -> list[GrantedDevice]:
+        """The grants with their devices, discovered and split on ``node`` now: for callers that do
+        not hold the node's discovery (the agent passes its own). A grant of a device not on the node
+        is a BackendRefused naming it, or left out with ``missing_ok`` (release of a vanished device)."""
+        if not grants:
+            return []
+        owner = self.owner(self._grants_vendor(grants, "granted")).name
+        context = self._context(owner, node)
+        found = {d.id: d for d in self.discover(owner, context)}
+        out = []
+        for grant in grants:
+            device = found.get(grant.id)
+            if device is None:
+                if missing_ok:
+                    continue
+                raise BackendRefused(f"granted device {grant.id!r} is not on node {context.name!r} (found: {', '.join(sorted(found)) or 'none'})", backend=owner)
+            out.append(GrantedDevice(grant, device, self.split(device, context)))
+        return out
+
+    def _runtime(
+        self, hook: str, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any],
+        node: NodeContext | str | None, devices: Sequence[GrantedDevice] | None, *, missing_ok: bool = False,
+    ) -> Any:
+        vendor = self._grants_vendor(grants, hook)
+        owner = self.owner(vendor).name
+        context = self._context(owner, node if node is not None else _assigned_node(pod))
+        if devices is None:
+            devices = self.granted(grants, context, missing_ok=missing_ok)
+        elif any(d.grant not in grants for d in devices) or (not missing_ok and len(devices) != len(grants)):
+            raise HamiError(f"{hook}: the devices {[d.id for d in devices]} are not the grants {[g.id for g in grants]}")
+        return self._vendor_call(hook, vendor, grants=list(grants), devices=list(devices), pod=pod, container=container, node=context)
+
+    def container_edits(
+        self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any],
+        node: NodeContext | str | None = None, devices: Sequence[GrantedDevice] | None = None,
+    ) -> ContainerEdits:
+        """The merged edits for ``grants``; ``node``/``devices`` as the agent knows them (else found now)."""
         vendor = self._grants_vendor(grants, "hami_container_edits")
-        edits = ContainerEdits()
-        for part in self._vendor_call("hami_container_edits", vendor, grants=list(grants), pod=pod, container=container):
-            if part is not None:
-                edits = edits.merge(_expect(part, ContainerEdits, "hami_container_edits", vendor))
         owner = self.owner(vendor)
+        edits = ContainerEdits()
+        for part in self._runtime("hami_container_edits", grants, pod, container, node, devices):
+            if part is not None:
+                edits = edits.merge(_expect(part, ContainerEdits, "hami_container_edits", owner.name))
         # An operator who moves a backend's host directory (a vdev root, a hook path) allows it too.
         allowed = (*owner.host_paths, *self.config(owner.name).get("extra_host_paths", ()))
         outside = [p for p in edits.host_paths() if not _under_any(p, allowed)]
         if outside:
-            raise BackendError(f"hami_container_edits for {vendor} exposes host path(s) {outside} outside the declared {list(allowed)}")
+            raise ContractError(f"exposes host path(s) {outside} outside the declared {list(allowed)}", backend=owner.name, hook="hami_container_edits")
         return edits
 
-    def prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
-        vendor = self._grants_vendor(grants, "hami_prepare")
-        self._vendor_call("hami_prepare", vendor, grants=list(grants), pod=pod, container=container)
+    def prepare(
+        self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any],
+        node: NodeContext | str | None = None, devices: Sequence[GrantedDevice] | None = None,
+    ) -> None:
+        self._runtime("hami_prepare", grants, pod, container, node, devices)
 
-    def release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
-        vendor = self._grants_vendor(grants, "hami_release")
-        self._vendor_call("hami_release", vendor, grants=list(grants), pod=pod, container=container)
+    def release(
+        self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any],
+        node: NodeContext | str | None = None, devices: Sequence[GrantedDevice] | None = None,
+    ) -> None:
+        self._runtime("hami_release", grants, pod, container, node, devices, missing_ok=True)
+
+    # ------------------------------------------------------------ allocation (scheduler)
+
+    def allocation_annotations(
+        self, vendor: str, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice], pod: Mapping[str, Any]
+    ) -> dict[str, str]:
+        """What ``vendor``'s backend adds to the pod beside an allocation; never a key the core writes."""
+        owner = self.owner(vendor).name
+        found: dict[str, str] = {}
+        kwargs = {"vendor": vendor, "containers": [list(c) for c in containers], "devices": devices, "pod": pod}
+        for part in self._invoke("hami_allocation_annotations", owner, {"config": self.config(owner), **kwargs}):
+            if part is None:
+                continue
+            values = _expect(part, Mapping, "hami_allocation_annotations", owner)
+            bad = sorted(str(k) for k, v in values.items() if not isinstance(k, str) or not is_annotation_key(k) or not isinstance(v, str))
+            if bad:
+                raise ContractError(f"returned {bad}: annotations must map valid keys to strings", backend=owner, hook="hami_allocation_annotations")
+            found.update(values)
+        core = {key for k in self._kinds.values() for key in attrs.astuple(k.annotations)}
+        clash = sorted(k for k in found if k in core or k.startswith("hami.io/vgpu-") or k.startswith("hami.io/bind-"))
+        if clash:
+            raise ContractError(f"writes {clash}, which the core writes itself", backend=owner, hook="hami_allocation_annotations")
+        return found
+
+
+def _assigned_node(pod: Mapping[str, Any]) -> str:
+    """The node a pod was scheduled to by hami (``hami.io/vgpu-node``), for callers without a node context."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ASSIGNED_NODE) or os.environ.get("NODE_NAME") or "unknown")
 
 
 def _under_any(path: str, prefixes: Iterable[str]) -> bool:

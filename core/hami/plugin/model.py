@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -39,7 +40,6 @@ def frozen_map(value: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> M
     return MappingProxyType(dict(value or {}))
 
 
-def _non_empty(instance: Any, attribute: attrs.Attribute, value: str) -> None:
 # ``converter=tuple`` with a type. mypy's attrs plugin types ``__init__`` from the converter's parameter and
 # cannot solve a generic one (``tuple`` itself, or ``Iterable[T] -> tuple[T, ...]``), so every documented call
 # such as ``BackendInfo(kinds=[...])`` failed to type-check; one concrete converter per element type fixes it.
@@ -74,6 +74,7 @@ def _physical(value: Iterable[PhysicalDevice]) -> tuple[PhysicalDevice, ...]:
     return tuple(value)
 
 
+def _non_empty(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise _fail(type(instance).__name__, attribute.name, value, "must be a non-empty string")
 
@@ -272,6 +273,45 @@ class Grant:
     vendor: str = attrs.field(validator=_non_empty)
     memory: int = attrs.field(validator=_non_negative)
     cores: int = attrs.field(default=0, validator=_percent)
+
+
+@attrs.frozen
+class GrantedDevice:
+    """A grant with the device behind it, as the node agent discovered and split it: what the
+    runtime hooks need (the physical index and facts, the split's mode) without a cache of their own."""
+
+    grant: Grant
+    device: PhysicalDevice
+    split: SchedulableDevice
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.grant.id == self.device.id == self.split.id):
+            raise _fail("GrantedDevice", "device", self.device.id, f"is not the granted device {self.grant.id!r}")
+
+    @property
+    def id(self) -> str:
+        return self.grant.id
+
+    @property
+    def index(self) -> int:
+        return self.device.index
+
+    @property
+    def whole(self) -> bool:
+        """The grant takes all of the device's compute and memory (no share to enforce)."""
+        return self.grant.cores >= 100 and self.grant.memory >= self.device.memory
+
+
+@attrs.frozen
+class NodeContext:
+    """Where a node-side hook runs: this node, whether its devices are simulated (an inventory,
+    not hardware: no vendor tools, no host files), the backend's config, and a directory the
+    backend may keep per-node state in (``<state root>/<backend>``; create it when first needed)."""
+
+    name: str = attrs.field(validator=_non_empty)
+    simulated: bool = False
+    config: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    state_dir: Path = attrs.field(default=Path("/var/lib/hami"), converter=Path)
 
 
 @attrs.frozen
