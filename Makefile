@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh machine that has only Python:
 #   make run    installs the core and every backend into .venv, then runs the main job (hami sandbox)
-#   make test   installs the same, then runs every test of the core and all backends
+#   make test   installs the same, runs `make check`, then every test of the core and all backends
+#   make check  lint (ruff), format (ruff format --check), types (mypy) and import layers (lint-imports)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 BACKENDS := $(sort $(wildcard backends/*/pyproject.toml))
 STAMP := $(VENV)/.hami-installed
 
-.PHONY: install run test clean examples dist
+.PHONY: install run check test clean examples dist
 
 install: $(STAMP)
 
@@ -20,7 +21,17 @@ $(STAMP): pyproject.toml $(BACKENDS)
 run: install
 	$(BIN)/hami sandbox
 
-test: install
+# Every tool runs even when an earlier one fails, so one pass shows all findings; configured in pyproject.toml.
+CHECK_PATHS := core backends tests bench docs/examples conftest.py
+check: install
+	@status=0; \
+	$(BIN)/ruff check $(CHECK_PATHS) || status=1; \
+	$(BIN)/ruff format --check $(CHECK_PATHS) || status=1; \
+	$(BIN)/mypy || status=1; \
+	PYTHONPATH=docs/examples/hami-acme $(BIN)/lint-imports || status=1; \
+	exit $$status
+
+test: install check
 	$(BIN)/python -m pytest
 
 clean:
