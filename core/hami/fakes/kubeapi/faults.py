@@ -11,8 +11,8 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from hami.fakes.kubeapi.errors import StatusError, injected
 

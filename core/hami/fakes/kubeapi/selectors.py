@@ -9,16 +9,17 @@ Every syntax problem raises :class:`SelectorError`, which the server answers wit
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = [
-    "SelectorError",
-    "Requirement",
-    "LabelSelector",
     "FieldSelector",
-    "parse_label_selector",
+    "LabelSelector",
+    "Requirement",
+    "SelectorError",
     "parse_field_selector",
+    "parse_label_selector",
 ]
 
 

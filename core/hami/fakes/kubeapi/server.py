@@ -15,9 +15,10 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
@@ -147,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
@@ -535,7 +536,7 @@ class _Handler(BaseHTTPRequestHandler):
                 waits.append(deadline - now)
             if bookmarks:
                 waits.append(max(0.0, next_bookmark - now))
-            item: WatchEvent | None | bool
+            item: WatchEvent | bool | None
             try:
                 item = watcher.queue.get(timeout=max(0.001, min(waits)))
             except queue.Empty:

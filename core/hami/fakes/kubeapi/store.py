@@ -20,9 +20,10 @@ import random
 import threading
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from hami.fakes.kubeapi import errors, strategy
 from hami.fakes.kubeapi.patch import STRATEGIC_MERGE_PATCH, apply_patch

@@ -131,7 +131,7 @@ class SamplePlugin(api_pb2_grpc.DevicePluginServicer):
     def set_health(self, device_id: str, health: str) -> None:
         with self._cond:
             devices = [
-                api_pb2.Device(ID=d.ID, health=health, topology=d.topology) if d.ID == device_id else d
+                api_pb2.Device(ID=d.ID, health=health, topology=d.topology) if device_id == d.ID else d
                 for d in self._devices
             ]
         self.set_devices(devices)
