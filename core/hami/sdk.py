@@ -2,9 +2,10 @@
 
 Everything a backend needs to implement the contract (:mod:`hami.plugin.hookspecs`) is re-exported
 here under a stable name: the hook marker, the value types it receives and returns, the JSON-shaped
-aliases for Kubernetes objects, the errors it may raise, and the helpers for backends of the usual
-shape (HAMi's request rules, even splitting, selectors, presence-based health, the vendor-tool
-runner, the simulated inventory). Internals may move; these names stay.
+aliases for Kubernetes objects, the errors it may raise, the scoring-policy base classes
+(``NodePolicy``/``DevicePolicy``, offered through ``hami_policies``), and the helpers for backends of
+the usual shape (HAMi's request rules, even splitting, selectors, presence-based health, the
+vendor-tool runner, the simulated inventory). Internals may move; these names stay.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from hami.backendkit import selectors
-from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, load_inventory
+from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, inventory_path, load_inventory
 from hami.backendkit.limits import container_resources, standard_request
 from hami.backendkit.presence import PresenceWatch
 from hami.backendkit.splitting import split_evenly
 from hami.backendkit.standard import StandardBackend
 from hami.backendkit.tools import run_tool
-from hami.errors import AnnotationError, BackendError, HamiError, QuantityError, RequestError, ValidationError
+from hami.errors import AnnotationError, BackendError, BackendRefused, HamiError, QuantityError, RequestError, ValidationError
 from hami.plugin import hookimpl
 from hami.plugin.model import (
     AnnotationKeys,
@@ -31,14 +32,17 @@ from hami.plugin.model import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    GrantedDevice,
     HealthEvent,
     Mount,
     NodeAnnotations,
+    NodeContext,
     NodeUsage,
     PhysicalDevice,
     ResourceNames,
     SchedulableDevice,
 )
+from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, HostView, NodePolicy, Policy, ScoreContext
 from hami.wire.quantity import parse_count, parse_quantity
 
 Pod = Mapping[str, Any]
@@ -54,32 +58,43 @@ __all__ = [
     "AnnotationKeys",
     "BackendError",
     "BackendInfo",
+    "BackendRefused",
+    "ClusterView",
     "Config",
     "Container",
     "ContainerEdits",
     "ContainerPatch",
     "DeviceKind",
     "DeviceNode",
+    "DevicePolicy",
     "DeviceRequest",
+    "DeviceScoreContext",
     "DeviceUsage",
     "Grant",
+    "GrantedDevice",
     "HamiError",
     "HealthEvent",
+    "HostView",
     "Mount",
     "NodeAnnotations",
+    "NodeContext",
+    "NodePolicy",
     "NodeUsage",
     "PhysicalDevice",
     "Pod",
+    "Policy",
     "PresenceWatch",
     "QuantityError",
     "RequestError",
     "ResourceNames",
     "SchedulableDevice",
+    "ScoreContext",
     "StandardBackend",
     "ValidationError",
     "container_resources",
     "hookimpl",
     "inventory_devices",
+    "inventory_path",
     "load_inventory",
     "parse_count",
     "parse_quantity",

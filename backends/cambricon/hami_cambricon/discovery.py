@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.sdk import BackendError, PhysicalDevice, inventory_devices
+from hami.sdk import BackendError, NodeContext, PhysicalDevice, inventory_devices
 
 from hami_cambricon import cnmon
 
@@ -51,11 +51,10 @@ def cnmon_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDev
     return devices
 
 
-def discover(config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
-    simulated = inventory_devices(config, node_name, [VENDOR])
-    if simulated or config.get("inventory"):
-        return simulated
-    return cnmon_devices(config, node_name)
+def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
+    if node.simulated:
+        return inventory_devices(config, node.name, [VENDOR])
+    return cnmon_devices(config, node.name)
 
 
 def present_indexes(config: Mapping[str, Any]) -> set[int] | None:

@@ -7,16 +7,14 @@ Decisions read from HAMi's source (pkg/device/cambricon/device.go):
 - ``vcore`` defaults to 100 (a card asked for without vcore is used whole); ``vmlu > 1`` gets whole
   cards, because sMLU limits only apply to a single card (HAMi's documentation says the same).
 - The runtime learns the share from ``CAMBRICON_DSMLU_PROFILE="<index>_<vcore>_<vmemory units>"`` and
-  ``CAMBRICON_DSMLU_ASSIGNED="false"``; HAMi writes them as pod annotations at scheduling time. No
-  hook lets a backend annotate the pod there, so they are container edits here: environment
-  variables and CRI annotations of the container.
+  ``CAMBRICON_DSMLU_ASSIGNED="false"``: pod annotations written with the allocation, as HAMi's
+  ``PatchAnnotations`` does (first container holding an MLU); each shared container also gets its
+  own profile as environment variables.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -33,8 +31,10 @@ from hami.sdk import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    GrantedDevice,
     HealthEvent,
     NodeAnnotations,
+    NodeContext,
     PhysicalDevice,
     PresenceWatch,
     ResourceNames,
@@ -97,21 +97,18 @@ INFO = BackendInfo(
 class CambriconBackend(StandardBackend):
     def __init__(self, info: BackendInfo = INFO) -> None:
         super().__init__(info, count_aliases={KIND.vendor: [COUNT_ALIAS]})
-        self._devices: dict[str, PhysicalDevice] = {}
         self._presence = PresenceWatch()
 
     # ------------------------------------------------------------ node side
 
     @hookimpl
-    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
-        devices = discovery.discover(config, node_name)
-        self._devices.update((d.id, d) for d in devices)
-        return devices
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
+        return discovery.discover(config, node)
 
     @hookimpl
-    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[HealthEvent]:
         """A card that drops out of cnmon's table is unhealthy until it is listed again."""
-        if config.get("inventory") or os.environ.get("HAMI_INVENTORY"):
+        if node.simulated:
             return []
         present = discovery.present_indexes(config)
         if present is None:
@@ -167,33 +164,30 @@ class CambriconBackend(StandardBackend):
     # ------------------------------------------------------------ runtime side
 
     @hookimpl
-    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
-        slots = [self._device(g.id, config).index for g in grants]
+    def hami_allocation_annotations(
+        self, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice], config: Mapping[str, Any]
+    ) -> dict[str, str] | None:
+        """HAMi's sMLU pod annotations: the profile of the first container holding an MLU."""
+        first = next((c[0] for c in containers if c), None)
+        if first is None or first.id not in devices:
+            return None
+        return {PROFILE_ENV: f"{devices[first.id].index}_{first.cores}_{first.memory // _unit(config)}", ASSIGNED_ENV: "false"}
+
+    @hookimpl
+    def hami_container_edits(self, devices: Sequence[GrantedDevice], config: Mapping[str, Any]) -> ContainerEdits:
+        slots = [d.index for d in devices]
         env: dict[str, str] = {}
-        annotations: dict[str, str] = {}
-        first = grants[0]
-        device = self._device(first.id, config)
-        if len(grants) == 1 and (first.cores < 100 or first.memory < device.memory):
-            profile = f"{device.index}_{first.cores}_{first.memory // _unit(config)}"
-            env.update({PROFILE_ENV: profile, ASSIGNED_ENV: "false"})
-            annotations.update({PROFILE_ENV: profile, ASSIGNED_ENV: "false"})
+        if len(devices) == 1 and not devices[0].whole:
+            first = devices[0]
+            env.update({PROFILE_ENV: f"{first.index}_{first.grant.cores}_{first.grant.memory // _unit(config)}", ASSIGNED_ENV: "false"})
         if config.get("cdi"):
-            return ContainerEdits(env=env, annotations=annotations, cdi_devices=[f"cambricon.com/mlu=mlu-{s}" for s in slots])
+            return ContainerEdits(env=env, cdi_devices=[f"cambricon.com/mlu=mlu-{s}" for s in slots])
         env[VISIBLE_ENV] = ",".join(str(s) for s in slots)
         nodes = [DeviceNode("/dev/cambricon_ctl", "/dev/cambricon_ctl")]
         for slot in slots:
             for name in (f"cambricon_dev{slot}", f"cambricon_ipcm{slot}", f"commu{slot}"):
                 nodes.append(DeviceNode(f"/dev/{name}", f"/dev/{name}"))
-        return ContainerEdits(env=env, annotations=annotations, devices=nodes)
-
-    def _device(self, device_id: str, config: Mapping[str, Any]) -> PhysicalDevice:
-        if device_id not in self._devices:
-            node = str(config.get("node_name") or os.environ.get("NODE_NAME") or socket.gethostname())
-            self.hami_discover_devices(config, node)
-        try:
-            return self._devices[device_id]
-        except KeyError:
-            raise BackendError(f"granted MLU {device_id!r} is not on this node (found: {sorted(self._devices) or 'none'})") from None
+        return ContainerEdits(env=env, devices=nodes)
 
 
 def _unit(config: Mapping[str, Any]) -> int:

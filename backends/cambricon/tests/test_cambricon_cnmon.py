@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from hami.sdk import NodeContext
 from hami_cambricon import cnmon, discovery
 from hami_cambricon.plugin import CambriconBackend
 from hypothesis import given, settings
@@ -56,7 +57,7 @@ def test_generated_tables_round_trip(cards):
 
 def test_discovery_through_fake_cnmon(fake_tools):
     fake_tools.install("cnmon", {"": "cnmon_mlu370-x8_v5.10.13.txt"})
-    devices = discovery.discover({"cnmon": "cnmon"}, "mlu-node")
+    devices = discovery.discover({"cnmon": "cnmon"}, NodeContext("mlu-node"))
     assert [(d.id, d.type, d.memory, d.index) for d in devices] == [
         ("mlu-node-cambricon-mlu-0", "MLU370-X8", 23374, 0),
         ("mlu-node-cambricon-mlu-1", "MLU370-X8", 23374, 1),
@@ -67,15 +68,17 @@ def test_discovery_through_fake_cnmon(fake_tools):
 
 def test_missing_cnmon_means_no_devices(fake_tools, caplog):
     with caplog.at_level(logging.WARNING):
-        assert discovery.discover({"cnmon": "cnmon"}, "n") == []
+        assert discovery.discover({"cnmon": "cnmon"}, NodeContext("n")) == []
     assert "not found on PATH" in caplog.text
 
 
 def test_health_follows_the_table(fake_tools):
     backend = CambriconBackend()
     fake_tools.install("cnmon", {"": "cnmon_mlu370-x4_v4.20.11.txt"})
-    devices = backend.hami_discover_devices({}, "n")
-    assert len(devices) == 3 and backend.hami_device_health(devices, {}) == []
+    node = NodeContext("n")
+    devices = backend.hami_discover_devices({}, node)
+    assert len(devices) == 3 and backend.hami_device_health(devices, {}, node) == []
+    assert backend.hami_device_health(devices, {}, NodeContext("n", simulated=True)) == []
     fake_tools.install("cnmon", {"": "cnmon_mlu370-x8_v5.10.13.txt"})  # card 2 gone
-    (event,) = backend.hami_device_health(devices, {})
+    (event,) = backend.hami_device_health(devices, {}, node)
     assert (event.device_id, event.healthy) == ("n-cambricon-mlu-2", False)

@@ -11,6 +11,8 @@ from hami.sdk import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    GrantedDevice,
+    NodeContext,
     PhysicalDevice,
     SchedulableDevice,
 )
@@ -42,11 +44,16 @@ def manager(hami_manager, register_backend, backend):
 
 def node_state(manager, backend, physical):
     split = [manager.split(d) for d in physical]
-    backend._devices.update((d.id, d) for d in physical)  # what the node agent's discovery leaves behind
     annotations = {KIND.annotations.node_register: encode_node_devices(split, "json"), **manager.node_annotations("cambricon", split, physical)}
     state = ClusterState({"MLU": KIND})
     state.apply_node({"metadata": {"name": NODE, "annotations": annotations}})
     return state
+
+
+def edits_for(manager, grants, wanted, container):
+    """Runtime edits with the devices as the node agent hands them over (found by discovery)."""
+    devices = [GrantedDevice(g, card(int(g.id.rsplit("-", 1)[1])), manager.split(card(int(g.id.rsplit("-", 1)[1])))) for g in grants]
+    return manager.container_edits(grants, wanted, container, NodeContext(NODE), devices)
 
 
 def pod(limits, annotations=None):
@@ -68,10 +75,14 @@ def test_seed_example_is_scheduled_and_edited(manager, backend):
     assert isinstance(result, Fit)
     ((grant,),) = result.devices["MLU"]
     assert (grant.memory, grant.cores) == (20 * 256, 10)
-    edits = manager.container_edits([grant], wanted, wanted["spec"]["containers"][0])
+    edits = edits_for(manager, [grant], wanted, wanted["spec"]["containers"][0])
     slot = int(grant.id.rsplit("-", 1)[1])
     assert edits.env == {"CAMBRICON_DSMLU_PROFILE": f"{slot}_10_20", "CAMBRICON_DSMLU_ASSIGNED": "false", "CAMBRICON_VISIBLE_DEVICES": str(slot)}
-    assert edits.annotations == {"CAMBRICON_DSMLU_PROFILE": f"{slot}_10_20", "CAMBRICON_DSMLU_ASSIGNED": "false"}
+    # HAMi's PatchAnnotations (pkg/device/cambricon/device.go): the profile is a pod annotation
+    devices = dict(state.node(NODE).devices)
+    assert manager.allocation_annotations("MLU", result.devices["MLU"], devices, wanted) == {
+        "CAMBRICON_DSMLU_PROFILE": f"{slot}_10_20", "CAMBRICON_DSMLU_ASSIGNED": "false"
+    }
     assert edits.devices == tuple(
         DeviceNode(p, p) for p in ("/dev/cambricon_ctl", f"/dev/cambricon_dev{slot}", f"/dev/cambricon_ipcm{slot}", f"/dev/commu{slot}")
     )
@@ -92,17 +103,15 @@ def test_type_selector_in_the_fit(manager, backend):
 
 
 def test_whole_cards_get_visible_devices_without_profile(manager, backend):
-    backend._devices.update((d.id, d) for d in [card(0), card(3)])
     grants = [Grant(f"{NODE}-cambricon-mlu-0", "MLU", 23374, 100), Grant(f"{NODE}-cambricon-mlu-3", "MLU", 23374, 100)]
-    edits = manager.container_edits(grants, pod({}), {"name": "c"})
+    edits = edits_for(manager, grants, pod({}), {"name": "c"})
     assert edits.env == {"CAMBRICON_VISIBLE_DEVICES": "0,3"} and not edits.annotations
 
 
 def test_cdi_names(hami_manager, register_backend):
     backend = CambriconBackend()
     register_backend(backend, config={"cdi": True})
-    backend._devices[card(5).id] = card(5)
-    edits = hami_manager.container_edits([Grant(card(5).id, "MLU", 23374, 100)], pod({}), {"name": "c"})
+    edits = edits_for(hami_manager, [Grant(card(5).id, "MLU", 23374, 100)], pod({}), {"name": "c"})
     assert edits.cdi_devices == ("cambricon.com/mlu=mlu-5",) and not edits.devices
 
 

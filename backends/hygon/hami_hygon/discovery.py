@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hami.sdk import BackendError, PhysicalDevice, inventory_devices
+from hami.sdk import BackendError, NodeContext, PhysicalDevice, inventory_devices
 
 from hami_hygon import hysmi
 
@@ -111,12 +111,11 @@ def hysmi_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDev
     return devices
 
 
-def discover(config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
-    """The inventory when one is configured (sandbox, tests, simulator), else hy-smi."""
-    simulated = inventory_devices(config, node_name, [VENDOR])
-    if simulated or config.get("inventory"):
-        return simulated
-    return hysmi_devices(config, node_name)
+def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
+    """The inventory on a simulated node (sandbox, tests, simulator), else hy-smi."""
+    if node.simulated:
+        return inventory_devices(config, node.name, [VENDOR])
+    return hysmi_devices(config, node.name)
 
 
 def present_indexes(config: Mapping[str, Any]) -> set[int] | None:

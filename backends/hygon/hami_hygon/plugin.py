@@ -14,14 +14,8 @@ Hook by hook:
 
 from __future__ import annotations
 
-import atexit
-import functools
 import logging
-import os
-import shutil
-import socket
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,9 +30,10 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
-    Grant,
+    GrantedDevice,
     HealthEvent,
     Mount,
+    NodeContext,
     PhysicalDevice,
     PresenceWatch,
     ResourceNames,
@@ -92,25 +87,22 @@ INFO = BackendInfo(
 
 
 class HygonBackend(StandardBackend):
-    """The Hygon backend; state is only a cache of the last discovery (vDCU state lives in files)."""
+    """The Hygon backend; it keeps no state (vDCU state lives in files)."""
 
     def __init__(self, info: BackendInfo = INFO) -> None:
         super().__init__(info)
-        self._devices: dict[str, PhysicalDevice] = {}
         self._presence = PresenceWatch()
 
     # ------------------------------------------------------------ node side
 
     @hookimpl
-    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
-        devices = discovery.discover(config, node_name)
-        self._devices.update((d.id, d) for d in devices)
-        return devices
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
+        return discovery.discover(config, node)
 
     @hookimpl
-    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[HealthEvent]:
         """A DCU that drops out of hy-smi's table is unhealthy until it is listed again."""
-        if config.get("inventory") or os.environ.get("HAMI_INVENTORY"):
+        if node.simulated:
             return []
         present = discovery.present_indexes(config)
         if present is None:
@@ -149,12 +141,14 @@ class HygonBackend(StandardBackend):
     # ------------------------------------------------------------ runtime side
 
     @hookimpl
-    def hami_prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-        shared = self._shared_grant(grants, config)
-        if shared is None:
+    def hami_prepare(
+        self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext
+    ) -> None:
+        """A vDCU for a single shared DCU; whole DCUs (several, or all of one) need none."""
+        if len(devices) != 1 or devices[0].whole:
             return
-        grant, device = shared
-        store = _store(config)
+        grant, device = devices[0].grant, devices[0].device
+        store = _store(config, node)
         key = _key(pod, container)
         physical = PhysicalDcu(
             index=device.index,
@@ -170,8 +164,8 @@ class HygonBackend(StandardBackend):
             raise
 
     @hookimpl
-    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-        store = _store(config)
+    def hami_release(self, pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
+        store = _store(config, node)
         key = _key(pod, container)
         try:
             conf = store.owned(key)
@@ -186,15 +180,16 @@ class HygonBackend(StandardBackend):
         store.remove(key)
 
     @hookimpl
-    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
+    def hami_container_edits(
+        self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext
+    ) -> ContainerEdits:
         nodes = [DeviceNode("/dev/kfd", "/dev/kfd", "rwm"), DeviceNode("/dev/mkfd", "/dev/mkfd", "rwm")]
-        for grant in grants:
-            device = self._device(grant.id, config)
+        for device in (d.device for d in devices):
             for name in (device.attributes.get("card") or f"card{device.index}", device.attributes.get("render") or f"renderD{128 + device.index}"):
                 nodes.append(DeviceNode(f"/dev/dri/{name}", f"/dev/dri/{name}", "rw"))
         mounts = []
         key = _key(pod, container)
-        if _store(config).container_dir(key).is_dir():
+        if _store(config, node).container_dir(key).is_dir():
             # where a real node keeps it (a simulated node's private copy is not a host path)
             folder = VdevStore(str(config.get("vdev_root", "/etc/vdev"))).container_dir(key)
             mounts.append(Mount(VDEV_CONTAINER_PATH, str(folder)))
@@ -202,46 +197,14 @@ class HygonBackend(StandardBackend):
         mounts.append(Mount(HYHAL, HYHAL, read_only=True))
         return ContainerEdits(devices=nodes, mounts=mounts)
 
-    # ------------------------------------------------------------ helpers
-
-    def _device(self, device_id: str, config: Mapping[str, Any]) -> PhysicalDevice:
-        """The discovered device behind a grant (node agent only: may re-run discovery)."""
-        if device_id not in self._devices:
-            node = str(config.get("node_name") or os.environ.get("NODE_NAME") or socket.gethostname())
-            self.hami_discover_devices(config, node)
-        try:
-            return self._devices[device_id]
-        except KeyError:
-            raise BackendError(f"granted DCU {device_id!r} is not on this node (found: {sorted(self._devices) or 'none'})") from None
-
-    def _shared_grant(self, grants: Sequence[Grant], config: Mapping[str, Any]) -> tuple[Grant, PhysicalDevice] | None:
-        """The single grant that needs a vDCU, or None for whole DCUs (several, or all of one)."""
-        if len(grants) != 1:
-            return None
-        grant = grants[0]
-        device = self._device(grant.id, config)
-        if grant.cores >= 100 and grant.memory >= device.memory:
-            return None
-        return grant, device
-
-
 def _whole(request: DeviceRequest) -> DeviceRequest:
     return attrs.evolve(request, memory=0, memory_percentage=100, cores=100)
 
 
-@functools.lru_cache(maxsize=1)
-def _simulated_root() -> str:
-    root = tempfile.mkdtemp(prefix="hami-vdev-")
-    atexit.register(shutil.rmtree, root, True)
-    return root
-
-
-def _store(config: Mapping[str, Any]) -> VdevStore:
-    """The vdev configs: ``vdev_root`` on a real node; a private directory on a simulated one
-    (``simulate: true``), which has no host to write to."""
-    if config.get("simulate"):
-        return VdevStore(_simulated_root())
-    return VdevStore(str(config.get("vdev_root", "/etc/vdev")))
+def _store(config: Mapping[str, Any], node: NodeContext) -> VdevStore:
+    """The vdev configs: ``vdev_root`` on a real node; the node's state directory on a simulated
+    one, which has no host to write to."""
+    return VdevStore(str(node.state_dir / "vdev") if node.simulated else str(config.get("vdev_root", "/etc/vdev")))
 
 
 def _key(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:

@@ -22,6 +22,8 @@ class TestHygonConformance(BackendConformance):
     def backend_config(self, conformance_inventory, vdev_root):
         return {"inventory": str(conformance_inventory), "vdev_root": str(vdev_root)}
 
-    def test_prepare_left_nothing_behind(self, manager, devices, backend_info, vdev_root):
-        self.test_runtime_hooks_stay_within_declared_host_paths(manager, devices, backend_info)
-        assert vdev_root.is_dir() and not list(vdev_root.glob("vdev*.conf"))
+    def test_prepare_left_nothing_behind(self, manager, devices, backend_info, node, vdev_root):
+        """A simulated node keeps its vdev configs in the node's state directory, never in vdev_root."""
+        self.test_runtime_hooks_stay_within_declared_host_paths(manager, devices, backend_info, node)
+        store = node.state_dir / "vdev"
+        assert store.is_dir() and not list(store.glob("vdev*.conf")) and not vdev_root.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from hami.sdk import NodeContext
 from hami.wire.codec import decode_node_devices, encode_node_devices
 from hami_hygon import discovery, hysmi
 from hami_hygon.plugin import KIND, HygonBackend
@@ -64,7 +65,7 @@ def test_showbus_round_trip(entries):
 
 def test_discovery_single_k100lc(fake_tools, tmp_path):
     fake_tools.install("hy-smi", {"": "hy-smi_k100lc.txt", "virtual -show-device-info": "hy-smi_virtual_show-device-info.txt"})
-    (device,) = discovery.discover({"hy_smi": "hy-smi", "sysfs_root": str(tmp_path / "nosys")}, "n1")
+    (device,) = discovery.discover({"hy_smi": "hy-smi", "sysfs_root": str(tmp_path / "nosys")}, NodeContext("n1"))
     assert device.id == "DCU-n1-0"  # --showbus not recorded: id falls back to node and index, with a warning
     assert (device.vendor, device.type, device.memory, device.index) == ("DCU", "DCU", 2000, 0)
     assert device.attributes["compute_units"] == 60
@@ -91,13 +92,13 @@ def test_discovery_uses_drm_nodes_of_hygon_devices_only(fake_tools, tmp_path):
     for name, vendor in [("card0", "0x1a03"), ("card1", "0x1d94"), ("renderD128", "0x1a03"), ("renderD129", "0x1d94"), ("card1-DP-1", "0x1d94")]:
         (drm / name / "device").mkdir(parents=True)
         (drm / name / "device" / "vendor").write_text(vendor + "\n")
-    (device,) = discovery.discover({"sysfs_root": str(tmp_path / "sys")}, "n1")
+    (device,) = discovery.discover({"sysfs_root": str(tmp_path / "sys")}, NodeContext("n1"))
     assert (device.attributes["card"], device.attributes["render"]) == ("card1", "renderD129")
 
 
 def test_no_hysmi_means_no_devices(fake_tools, caplog):
     with caplog.at_level(logging.WARNING):
-        assert discovery.discover({"hy_smi": "hy-smi-not-installed"}, "n1") == []
+        assert discovery.discover({"hy_smi": "hy-smi-not-installed"}, NodeContext("n1")) == []
     assert "not found on PATH" in caplog.text
 
 
@@ -105,10 +106,11 @@ def test_health_follows_the_table(fake_tools, tmp_path):
     backend = HygonBackend()
     fake_tools.install("hy-smi", {"": "hy-smi_hcu8.txt", "--showbus": "hy-smi_showbus_hcu8.txt"})
     config = {"memory_mib": 1024, "sysfs_root": str(tmp_path)}
-    devices = backend.hami_discover_devices(config, "n8")
-    assert backend.hami_device_health(devices, config) == []
+    node = NodeContext("n8")
+    devices = backend.hami_discover_devices(config, node)
+    assert backend.hami_device_health(devices, config, node) == []
     fake_tools.install("hy-smi", {"": "hy-smi_k100lc.txt"})  # only DCU 0 listed now
-    events = backend.hami_device_health(devices, config)
+    events = backend.hami_device_health(devices, config, node)
     assert sorted(e.device_id for e in events) == sorted(d.id for d in devices[1:]) and not any(e.healthy for e in events)
     fake_tools.install("hy-smi", {"": "hy-smi_hcu8.txt"})
-    assert all(e.healthy for e in backend.hami_device_health(devices, config))
+    assert all(e.healthy for e in backend.hami_device_health(devices, config, node))

@@ -6,6 +6,7 @@ import attrs
 import pytest
 import yaml
 from hami.sdk import (
+    NodeContext,
     BackendError,
     DeviceNode,
     DeviceRequest,
@@ -35,7 +36,14 @@ def inventory(tmp_path):
 
 @pytest.fixture
 def root(tmp_path):
-    return tmp_path / "etc-vdev"
+    return tmp_path / "vdev"
+
+
+@pytest.fixture
+def node(tmp_path):
+    """The test node: simulated (its devices come from an inventory), so its vdev configs live in
+    ``<state_dir>/vdev``, which is ``root``."""
+    return NodeContext(NODE, simulated=True, state_dir=tmp_path)
 
 
 @pytest.fixture
@@ -83,13 +91,13 @@ def test_selectors(manager, annotations, reason):
     assert manager.device_fits(DeviceRequest("DCU"), device, pod(annotations)) == reason
 
 
-def test_prepare_edits_release(manager, root):
+def test_prepare_edits_release(manager, root, node):
     grants = [Grant("DCU-TPXS320016070601", "DCU", 2000, 60)]
     ctr = container(dcunum=1, dcumem=2000, dcucores=60)
-    manager.prepare(grants, pod(), ctr)
+    manager.prepare(grants, pod(), ctr, node)
     conf = (root / "vdev0.conf").read_text()
     assert "PciBusId: 0000:05:00.0\n" in conf and "cu_count: 72\n" in conf and "mem: 2000 MiB\n" in conf
-    edits = manager.container_edits(grants, pod(), ctr)
+    edits = manager.container_edits(grants, pod(), ctr, node)
     assert edits.devices == (
         DeviceNode("/dev/kfd", "/dev/kfd", "rwm"),
         DeviceNode("/dev/mkfd", "/dev/mkfd", "rwm"),
@@ -101,47 +109,47 @@ def test_prepare_edits_release(manager, root):
         Mount("/opt/hygondriver", "/opt/hygondriver"),
         Mount("/opt/hyhal", "/opt/hyhal", read_only=True),
     )
-    manager.release(grants, pod(), ctr)
+    manager.release(grants, pod(), ctr, node)
     assert not list(root.glob("vdev*.conf"))
-    assert manager.container_edits(grants, pod(), ctr).mounts == (Mount("/opt/hyhal", "/opt/hyhal", read_only=True),)
+    assert manager.container_edits(grants, pod(), ctr, node).mounts == (Mount("/opt/hyhal", "/opt/hyhal", read_only=True),)
 
 
-def test_whole_and_multiple_dcus_get_no_vdev(manager, root):
-    manager.prepare([Grant("DCU-TPXS320010040501", "DCU", 32752, 100)], pod(), container())
+def test_whole_and_multiple_dcus_get_no_vdev(manager, root, node):
+    manager.prepare([Grant("DCU-TPXS320010040501", "DCU", 32752, 100)], pod(), container(), node)
     two = [Grant("DCU-TPXS320016070601", "DCU", 65520, 100), Grant("DCU-TPXS320010040501", "DCU", 32752, 100)]
-    manager.prepare(two, pod(uid="uid-2"), container())
+    manager.prepare(two, pod(uid="uid-2"), container(), node)
     assert not root.exists() or not list(root.glob("vdev*.conf"))
-    names = [d.container_path for d in manager.container_edits(two, pod(uid="uid-2"), container()).devices]
+    names = [d.container_path for d in manager.container_edits(two, pod(uid="uid-2"), container(), node).devices]
     assert names == ["/dev/kfd", "/dev/mkfd", "/dev/dri/card3", "/dev/dri/renderD131", "/dev/dri/card1", "/dev/dri/renderD129"]
 
 
-def test_two_containers_on_one_dcu_never_share_units(manager, root):
+def test_two_containers_on_one_dcu_never_share_units(manager, root, node):
     grant = [Grant("DCU-TPXS320010040501", "DCU", 1000, 50)]
-    manager.prepare(grant, pod(uid="a"), container())
-    manager.prepare(grant, pod(uid="b"), container())
+    manager.prepare(grant, pod(uid="a"), container(), node)
+    manager.prepare(grant, pod(uid="b"), container(), node)
     with pytest.raises(BackendError, match="compute units are free"):
-        manager.prepare([Grant("DCU-TPXS320010040501", "DCU", 1000, 10)], pod(uid="c"), container())
+        manager.prepare([Grant("DCU-TPXS320010040501", "DCU", 1000, 10)], pod(uid="c"), container(), node)
     masks = [int(line.split()[1], 16) for f in root.glob("vdev*.conf") for line in f.read_text().splitlines()[1:2]]
     assert len(masks) == 2 and masks[0] & masks[1] == 0
 
 
-def test_unknown_device_is_a_clear_error(manager):
+def test_unknown_device_is_a_clear_error(manager, node):
     with pytest.raises(BackendError, match="DCU-nope"):
-        manager.container_edits([Grant("DCU-nope", "DCU", 1, 1)], pod(), container())
+        manager.container_edits([Grant("DCU-nope", "DCU", 1, 1)], pod(), container(), node)
 
 
-def test_hy_virtual_is_invoked_and_failure_rolls_back(hami_manager, register_backend, inventory, root, fake_tools):
+def test_hy_virtual_is_invoked_and_failure_rolls_back(hami_manager, register_backend, inventory, root, fake_tools, node):
     fake_tools.install("hy-virtual", {"create 0": None, "remove 0": None})
     backend = HygonBackend(attrs.evolve(INFO, host_paths=(*INFO.host_paths, str(root))))
     config = {"inventory": str(inventory), "vdev_root": str(root), "node_name": NODE, "hy_virtual": ["hy-virtual", "{action}", "{vdev_id}"]}
     register_backend(backend, config=config)
     grants = [Grant("DCU-TPXS320016070601", "DCU", 2000, 60)]
-    hami_manager.prepare(grants, pod(), container())
-    hami_manager.release(grants, pod(), container())
+    hami_manager.prepare(grants, pod(), container(), node)
+    hami_manager.release(grants, pod(), container(), node)
     assert fake_tools.calls("hy-virtual") == [["create", "0"], ["remove", "0"]]
     fake_tools.install("hy-virtual", {})  # every call now fails
     with pytest.raises(BackendError, match="hy_virtual"):
-        hami_manager.prepare(grants, pod(uid="x"), container())
+        hami_manager.prepare(grants, pod(uid="x"), container(), node)
     assert not list(root.glob("vdev*.conf")) and not (root / "containers" / "x_main").exists()
 
 
@@ -150,21 +158,25 @@ def test_csv_kind_is_unchanged():
 
 
 def test_a_simulated_node_keeps_vdev_configs_private_but_reports_real_paths(hami_manager, register_backend, tmp_path):
-    """The sandbox (simulate: true) must not write /etc/vdev on the machine it runs on."""
+    """The sandbox (a simulated node) must not write /etc/vdev on the machine it runs on."""
     import yaml
     from hami.plugin.model import Grant
     from hami_hygon.plugin import plugin
 
     inventory = tmp_path / "nodes.yaml"
     inventory.write_text(yaml.safe_dump({"nodes": [{"name": "n", "devices": [{"vendor": "DCU", "type": "Z100", "memory": 32768}]}]}))
-    register_backend(plugin, config={"inventory": str(inventory), "simulate": True, "node_name": "n", "vdev_root": str(tmp_path / "etc-vdev")})
+    register_backend(plugin, config={"inventory": str(inventory), "vdev_root": str(tmp_path / "etc-vdev")})
     pod = {"metadata": {"uid": "u1", "name": "p", "namespace": "default"}}
     container = {"name": "c"}
     grants = [Grant("DCU-n-0", "DCU", 4000, 30)]
-    hami_manager.configure("hygon", {"inventory": str(inventory), "simulate": True, "node_name": "n", "vdev_root": str(tmp_path / "etc-vdev"),
+    hami_manager.configure("hygon", {"inventory": str(inventory), "vdev_root": str(tmp_path / "etc-vdev"),
                                      "extra_host_paths": [str(tmp_path / "etc-vdev")]})
-    hami_manager.prepare(grants, pod, container)
-    edits = hami_manager.container_edits(grants, pod, container)
+    node = hami_manager.node_context("hygon", "n", state_root=tmp_path / "state")
+    assert node.simulated  # an inventory is configured
+    hami_manager.prepare(grants, pod, container, node)
+    edits = hami_manager.container_edits(grants, pod, container, node)
     assert not (tmp_path / "etc-vdev").exists()  # nothing written where a real node keeps its configs
-    assert any(m.host_path.startswith(str(tmp_path / "etc-vdev")) for m in edits.mounts)  # but that is what is reported
-    hami_manager.release(grants, pod, container)
+    assert list((tmp_path / "state" / "hygon" / "vdev").glob("vdev*.conf"))  # but in the node's state directory
+    assert any(m.host_path.startswith(str(tmp_path / "etc-vdev")) for m in edits.mounts)  # and the real path is reported
+    hami_manager.release(grants, pod, container, node)
+    assert not list((tmp_path / "state" / "hygon" / "vdev").glob("vdev*.conf"))

@@ -422,7 +422,7 @@ class BackendManager:
         """``backend``'s devices on ``node`` (a context, or just the node's name)."""
         info = self.backends[backend]
         context = self._context(backend, node)
-        kwargs = {"config": context.config, "node_name": context.name, "node": context}
+        kwargs = {"config": self.config(backend), "node_name": context.name, "node": context}
         found = self._invoke("hami_discover_devices", backend, kwargs, cross_cutting=False)
         devices = [d for batch in found for d in _expect_list(batch, PhysicalDevice, "hami_discover_devices", backend)]
         for device in devices:
@@ -432,7 +432,7 @@ class BackendManager:
 
     def device_health(self, backend: str, devices: Sequence[PhysicalDevice], node: NodeContext | str = "") -> list[HealthEvent]:
         context = self._context(backend, node or "unknown")
-        batches = self._invoke("hami_device_health", backend, {"devices": list(devices), "config": context.config, "node": context}, cross_cutting=False)
+        batches = self._invoke("hami_device_health", backend, {"devices": list(devices), "config": self.config(backend), "node": context}, cross_cutting=False)
         return [e for batch in batches for e in _expect_list(batch, HealthEvent, "hami_device_health", backend)]
 
     def node_annotations(self, backend: str, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice]) -> dict[str, str]:

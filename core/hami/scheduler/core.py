@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from hami.errors import HamiError, ValidationError
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import DeviceRequest
+from hami.plugin.policy import ClusterView
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.ranking import NodeRanking
@@ -64,8 +65,11 @@ class Scheduler:
         core_v1: CoreV1Api | None,
         config: SchedulerConfig = SchedulerConfig(),
         keys: SigningKeys | None = None,
+        cluster: ClusterView | None = None,
     ) -> None:
         self.manager = manager
+        self.cluster = cluster if cluster is not None else manager.cluster
+        """What the scoring policies see beyond the candidates (the simulator adds CPU, memory, a seed)."""
         self.state = state
         self.core_v1 = core_v1
         self.config = config
@@ -90,27 +94,27 @@ class Scheduler:
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         node_policy = annotations.get(NODE_POLICY) or self.config.node_policy
         device_policy = annotations.get(DEVICE_POLICY) or self.config.device_policy
-        known = self.manager.policies()
         for level, name in (("node", node_policy), ("device", device_policy)):
-            if (level, name) not in known:
-                names = ", ".join(sorted(n for lvl, n in known if lvl == level))
-                raise ValidationError(f"unknown {level} scheduling policy {name!r} (from the pod or the configuration); known: {names}")
+            try:
+                self.manager.policy(level, name)
+            except ValidationError as exc:
+                raise ValidationError(f"{exc} (the name came from the pod or the configuration)") from None
         return node_policy, device_policy
 
     def node_score(self, policy: str, node: NodeState, requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> float:
-        return self.manager.score_node(policy, node.node_usage(), requests, pod)
+        return self.manager.score_node(policy, node.node_usage(), requests, pod, self.cluster)
 
     def _best_first(self, policy: str, wanted: set[str], requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> Iterator[NodeState]:
         """Candidate nodes from the best score down. Scores that depend on the node alone come from a
         ranking kept up to date incrementally; others are computed for every candidate."""
-        if not self.manager.policies()[("node", policy)].per_pod:
+        if not self.manager.policy("node", policy).per_pod:
             ranking = self._rankings.get(policy)
             if ranking is None:
-                ranking = self._rankings[policy] = NodeRanking(self.state, lambda node: self.manager.score_node(policy, node.node_usage(), (), {}))
+                ranking = self._rankings[policy] = NodeRanking(self.state, lambda node: self.manager.score_node(policy, node.node_usage(), (), {}, self.cluster))
             return ranking.best_first(wanted)
         nodes = [self.state.nodes[n] for n in wanted if n in self.state.nodes]
-        scores = self.manager.score_nodes(policy, [node.node_usage() for node in nodes], requests, pod)
-        scored = sorted(zip(scores, nodes), key=lambda r: (-r[0], r[1].name))
+        scores = self.manager.score_nodes(policy, [node.node_usage() for node in nodes], requests, pod, self.cluster)
+        scored = sorted(zip(scores, nodes, strict=True), key=lambda r: (-r[0], r[1].name))
         return (node for _, node in scored)
 
     # ------------------------------------------------------------ filter
@@ -154,7 +158,7 @@ class Scheduler:
                     failed[node.name] = reason
                     continue
                 try:
-                    result = fit_node(self.manager, node, pod, requests, device_policy)
+                    result = fit_node(self.manager, node, pod, requests, device_policy, self.cluster)
                 except HamiError as exc:
                     result = Misfit(node.name, f"BackendError: {exc}")
                 if isinstance(result, Fit):
@@ -177,6 +181,15 @@ class Scheduler:
         kube-scheduler goes on to prioritize and bind meanwhile, and bind waits for it."""
         meta = pod.get("metadata") or {}
         annotations = Allocation(fit.node, fit.devices).annotations(self.manager.kinds, meta.get("uid", ""), time.time(), self.keys)
+        node = self.state.node(fit.node)
+        for vendor, containers in sorted(fit.devices.items()):
+            try:  # the backend's own pod annotations (HAMi's PatchAnnotations), beside the signed allocation
+                extra = self.manager.allocation_annotations(vendor, containers, dict(node.devices) if node else {}, pod)
+            except HamiError as exc:
+                self.state.forget_pod(meta.get("uid", ""))
+                log.warning("event=annotate_failed pod=%s error=%r", pod_key(pod), str(exc))
+                return f"pod {pod_key(pod)}: {exc}"
+            annotations.update({k: v for k, v in extra.items() if k not in annotations})
         if self.core_v1 is None:
             return ""
         try:

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from hami.errors import RequestError
+from hami.k8snames import is_annotation_key, is_extended_resource_name
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import (
     BackendInfo,
@@ -35,9 +36,10 @@ from hami.plugin.model import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    GrantedDevice,
+    NodeContext,
+    NodeUsage,
     PhysicalDevice,
-    is_annotation_key,
-    is_extended_resource_name,
 )
 from hami.wire.codec import (
     decode_node_devices,
@@ -65,6 +67,8 @@ EXERCISED_HOOKS = {
     "hami_container_edits": "test_runtime_hooks_stay_within_declared_host_paths",
     "hami_prepare": "test_runtime_hooks_stay_within_declared_host_paths",
     "hami_release": "test_runtime_hooks_stay_within_declared_host_paths",
+    "hami_allocation_annotations": "test_allocation_annotations_are_valid_pod_annotations",
+    "hami_policies": "test_every_policy_scores_its_devices",
 }
 
 
@@ -123,8 +127,13 @@ class BackendConformance:
         return manager
 
     @pytest.fixture
-    def devices(self, manager: BackendManager, backend_info: BackendInfo) -> list[PhysicalDevice]:
-        return manager.discover(backend_info.name, NODE)
+    def node(self, manager: BackendManager, backend_info: BackendInfo, tmp_path: Path) -> NodeContext:
+        """The node context the agent would build: simulated, because an inventory is configured."""
+        return manager.node_context(backend_info.name, NODE, state_root=tmp_path / "state")
+
+    @pytest.fixture
+    def devices(self, manager: BackendManager, backend_info: BackendInfo, node: NodeContext) -> list[PhysicalDevice]:
+        return manager.discover(backend_info.name, node)
 
     # ------------------------------------------------------------ identity and loading
 
@@ -158,22 +167,27 @@ class BackendConformance:
 
     # ------------------------------------------------------------ node side
 
-    def test_discovery_reads_the_inventory(self, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
+    def test_discovery_reads_the_inventory(self, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext) -> None:
         """Every backend must run on the simulated source, so the sandbox and tests need no hardware."""
+        assert node.simulated
         assert len(devices) == DEVICES_PER_KIND * len(backend_info.kinds)
         assert all(isinstance(d, PhysicalDevice) and d.vendor in backend_info.vendors for d in devices)
         assert len({d.id for d in devices}) == len(devices)
 
-    def test_health_reports_events_for_own_devices(self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
-        events = manager.device_health(backend_info.name, devices)
+    def test_health_reports_events_for_own_devices(
+        self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext
+    ) -> None:
+        events = manager.device_health(backend_info.name, devices, node)
         ids = {d.id for d in devices}
         assert all(e.device_id in ids for e in events), events
 
-    def test_split_devices_round_trip_through_the_node_annotation(self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
-        extra = manager.node_annotations(backend_info.name, [manager.split(d) for d in devices], devices)
+    def test_split_devices_round_trip_through_the_node_annotation(
+        self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext
+    ) -> None:
+        extra = manager.node_annotations(backend_info.name, [manager.split(d, node) for d in devices], devices)
         assert all(is_annotation_key(k) and isinstance(v, str) for k, v in extra.items()), extra
         for device in devices:
-            split = manager.split(device)
+            split = manager.split(device, node)
             assert split.id == device.id and split.vendor == device.vendor
             assert split.count >= 1 and split.memory >= 1, split
             kind = manager.kind(device.vendor)
@@ -228,15 +242,50 @@ class BackendConformance:
             chosen = manager.select_devices(attrs.evolve(request, count=2), pair, {}, pod)  # checks ids and count
             assert chosen is None or len(chosen) in (0, 2)
 
+    def test_every_policy_scores_its_devices(self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
+        """The policies a backend offers load beside the core's (no name taken twice), and every
+        policy, the backend's and the core's, scores this backend's devices with a number."""
+        policies = manager.policies()
+        for kind in backend_info.kinds:
+            container = sample_container(kind)
+            pod = sample_pod(container)
+            (request,) = manager.container_requests(container, pod)
+            usages = [DeviceUsage(manager.split(d)) for d in devices if d.vendor == kind.vendor]
+            node = NodeUsage("conformance-node", usages)
+            for level, name in policies:
+                if level == "node":
+                    assert len(manager.score_nodes(name, [node, NodeUsage("empty-node")], [request], pod)) == 2
+                else:
+                    for usage in usages:
+                        manager.score_device(name, manager.normalize(request, usage, pod), usage, pod)  # checked: a number
+
     # ------------------------------------------------------------ runtime side
 
-    def test_runtime_hooks_stay_within_declared_host_paths(self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
+    def test_runtime_hooks_stay_within_declared_host_paths(
+        self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext
+    ) -> None:
+        """prepare → edits → release with the devices and node context the agent hands over; twice,
+        because kubelet retries Allocate and a pod watch may see a deletion twice."""
         for kind in backend_info.kinds:
             container = sample_container(kind)
             pod = sample_pod(container)
             device = next(d for d in devices if d.vendor == kind.vendor)
             grants = [Grant(device.id, kind.vendor, 1024, 10)]
-            manager.prepare(grants, pod, container)
-            edits = manager.container_edits(grants, pod, container)  # raises on undeclared host paths
+            granted = [GrantedDevice(grants[0], device, manager.split(device, node))]
+            for _ in range(2):
+                manager.prepare(grants, pod, container, node, granted)
+            edits = manager.container_edits(grants, pod, container, node, granted)  # raises on undeclared host paths
             assert isinstance(edits, ContainerEdits)
-            manager.release(grants, pod, container)
+            for _ in range(2):
+                manager.release(grants, pod, container, node, granted)
+
+    def test_allocation_annotations_are_valid_pod_annotations(
+        self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext
+    ) -> None:
+        for kind in backend_info.kinds:
+            container = sample_container(kind)
+            found = [d for d in devices if d.vendor == kind.vendor]
+            grants = [[], [Grant(found[0].id, kind.vendor, 1024, 10)]]
+            split = {d.id: manager.split(d, node) for d in found}
+            extra = manager.allocation_annotations(kind.vendor, grants, split, sample_pod(container))  # checks keys and values
+            assert all(is_annotation_key(k) and isinstance(v, str) for k, v in extra.items()), extra
