@@ -51,8 +51,21 @@ def test_json_device_list_full_hami_entry():
     )
     (device,) = decode_node_devices_json(text, "NVIDIA")
     assert (device.index, device.cores, device.numa, device.mode, device.healthy) == (3, 200, 1, "hami-core", True)
-    assert device.mig_profiles == ({"name": "1g.10gb", "memory": 9856, "count": 7},)
+    assert device.partitions == ({"name": "1g.10gb", "memory": 9856, "count": 7},)
     assert decode_node_devices_json(encode_node_devices_json([device]), "NVIDIA") == (device,)
+
+
+def test_json_device_list_bytes_are_hamis():
+    """The generic ``partitions`` field goes out under HAMi's key, in HAMi's field order (pkg/util/types.go
+    DeviceInfo), so HAMi's own scheduler reads our node annotation unchanged."""
+    device = SchedulableDevice(
+        id="GPU-2", vendor="NVIDIA", type="NVIDIA-A100", count=7, memory=81920, cores=100, index=3, numa=1, mode="mig",
+        partitions=[{"name": "1g.10gb", "memory": 9856, "count": 7}],
+    )
+    assert encode_node_devices_json([device]) == (
+        '[{"id":"GPU-2","index":3,"count":7,"devmem":81920,"devcore":100,"type":"NVIDIA-A100","numa":1,"mode":"mig",'
+        '"migProfiles":[{"name":"1g.10gb","memory":9856,"count":7}],"health":true}]'
+    )
 
 
 def test_csv_device_list_seven_and_nine_fields():

@@ -20,8 +20,8 @@ from hami.plugin.model import (
     PolicyInfo,
     ResourceNames,
     SchedulableDevice,
-    is_extended_resource_name,
 )
+from hami.k8snames import is_extended_resource_name
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -114,7 +114,7 @@ def test_edits_merge_unions_and_detects_conflicts():
         ("cambricon.com/mlu.smlu.vmemory", True),
         ("huawei.com/Ascend910B4-1-memory", True),
         ("gpu", False),
-        ("nvidia/gpu", False),  # the prefix must be a domain
+        ("nvidia/gpu", True),  # Kubernetes accepts a prefix without a dot
         ("kubernetes.io/gpu", False),
         ("x.kubernetes.io/gpu", False),
         ("nvidia.com/", False),

@@ -11,7 +11,7 @@ from hami import hookimpl
 from hami.backendkit.standard import StandardBackend
 from hami.plugin.model import Grant, SchedulableDevice
 from hami.scheduler.core import Scheduler
-from hami.scheduler.fit import NUMA_BIND, Fit, Misfit, fit_node
+from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
 from hami.wire.allocation import Allocation
 from hami.wire.annotations import DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT
@@ -34,7 +34,7 @@ class Nvidia(StandardBackend):
     def hami_container_requests(self, container, pod, config):
         requests = super().hami_container_requests(container, pod, config)
         if ((pod.get("metadata") or {}).get("annotations") or {}).get("nvidia.com/numa-bind") == "true":
-            return [attrs.evolve(r, attributes={**r.attributes, NUMA_BIND: True}) for r in requests]
+            return [attrs.evolve(r, single_numa=True) for r in requests]
         return requests
 
 

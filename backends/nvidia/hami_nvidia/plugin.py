@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from hami.scheduler.fit import NUMA_BIND
 from hami.sdk import (
     INVENTORY_ENV,
     AnnotationKeys,
@@ -146,7 +145,7 @@ class NvidiaBackend(StandardBackend):
                 id=device.id, vendor=device.vendor, type=device.type,
                 count=sum(t["count"] for t in layout), memory=sum(t["memory"] * t["count"] for t in layout),
                 cores=device.cores, index=device.index, numa=device.numa, mode="mig", healthy=device.healthy,
-                mig_profiles=(layout,) if layout else (),
+                partitions=(layout,) if layout else (),
             )
         if mode == "mig":
             log.warning("event=mig_mode_without_mig device=%s reason=%r", device.id, "node mode is mig but the GPU is not in MIG mode; nothing will fit on it")
@@ -166,7 +165,7 @@ class NvidiaBackend(StandardBackend):
     @hookimpl
     def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
         """HAMi's rules plus the pod's selectors, parsed once into the request (bad values are
-        RequestErrors naming them), ``numa-bind`` as the core's NUMA_BIND, a checked priority."""
+        RequestErrors naming them), ``numa-bind`` as the request's ``single_numa``, a checked priority."""
         requests = super().hami_container_requests(container, pod, config)
         if not requests:
             return []
@@ -178,9 +177,7 @@ class NvidiaBackend(StandardBackend):
         if task_priority is not None and task_priority > 1:
             raise RequestError(f"container {container.get('name')!r}: {edits.PRIORITY_RESOURCE}={task_priority} must be 0 (high) or 1 (low)")
         extra: dict[str, Any] = {ATTRIBUTE: selectors}
-        if selectors.numa_bind:
-            extra[NUMA_BIND] = True
-        return [attrs.evolve(r, attributes={**r.attributes, **extra}) for r in requests]
+        return [attrs.evolve(r, attributes={**r.attributes, **extra}, single_numa=selectors.numa_bind) for r in requests]
 
     @hookimpl
     def hami_normalize_request(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> DeviceRequest | None:
@@ -208,7 +205,7 @@ class NvidiaBackend(StandardBackend):
         ids = [c.device.id for c in candidates]
         if not topology.scores_differ(scores, ids):
             return None
-        if not request.attributes.get(NUMA_BIND):
+        if not request.single_numa:
             return topology.best_set(ids, request.count, scores)
         groups: dict[int, list[str]] = {}
         for usage in candidates:

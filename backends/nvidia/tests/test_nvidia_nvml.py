@@ -106,7 +106,7 @@ def test_mig_gpus_offer_their_instances(run_nvml):
     assert attributes["mig_devices"][3] == {"uuid": "MIG-big", "profile": "3g.40gb", "memory": 40192}
     mig, plain = out["split"]
     assert (mig["mode"], mig["count"], mig["memory"]) == ("mig", 4, 3 * 9728 + 40192)
-    assert mig["mig_profiles"] == [[{"name": "1g.10gb", "memory": 9728, "count": 3}, {"name": "3g.40gb", "memory": 40192, "count": 1}]]
+    assert mig["partitions"] == [[{"name": "1g.10gb", "memory": 9728, "count": 3}, {"name": "3g.40gb", "memory": 40192, "count": 1}]]
     assert (plain["mode"], plain["count"]) == ("hami-core", 10)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from hami.scheduler.core import Scheduler
-from hami.scheduler.fit import NUMA_BIND, Fit, Misfit, fit_node
+from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
 from hami.sdk import RequestError
 from hami.wire.codec import encode_node_devices
@@ -107,7 +107,7 @@ def test_mig_requests_round_up_to_the_smallest_profile(cluster):
 def test_numa_bind_sets_the_core_attribute_and_keeps_one_numa_node(cluster, nvidia):
     manager, state = cluster([a100(0, numa=0), a100(1, numa=1), a100(2, numa=1), a100(3, numa=0)])
     (request,) = manager.container_requests(pod({"nvidia.com/gpu": "2"})["spec"]["containers"][0], pod({}, **{"nvidia.com/numa-bind": "true"}))
-    assert request.attributes[NUMA_BIND] is True
+    assert request.single_numa is True
     wanted = pod({"nvidia.com/gpu": "2", "nvidia.com/gpumem": "1000"}, **{"nvidia.com/numa-bind": "true", "nvidia.com/use-gpuuuid": "GPU-0,GPU-1,GPU-2"})
     assert sorted(chosen(fit(manager, state, wanted))) == ["GPU-1", "GPU-2"]
 

@@ -1,7 +1,7 @@
 """Value types shared by every layer: frozen, validated at construction, never loose dicts.
 
 Units: memory in MiB; cores in percent of one device (a device with core scaling 2 offers 200);
-``vendor`` is the HAMi vendor key of a device kind (``NVIDIA``, ``Ascend910B3``, ``DCU`` …).
+``vendor`` is the HAMi vendor key of a device kind (``ACME``, ``ACME-X2`` …: one per chip family).
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from typing import Any, Literal
 import attrs
 
 from hami.errors import ValidationError
+from hami.k8snames import is_annotation_key, is_extended_resource_name
 
 MAX_REQUEST_CORES = 100
-"""A container asks for at most one whole device's compute (HAMi's gpucores, vcore, dcucores)."""
+"""A container asks for at most one whole device's compute (every kind's cores resource, as in HAMi)."""
 
 Encoding = Literal["json", "csv"]
 
 ALLOCATING_SUFFIX = "-devices-to-allocate"
 ALLOCATED_SUFFIX = "-devices-allocated"
 
-# Kubernetes naming rules (apimachinery validation): a DNS-1123 subdomain prefix and a qualified name.
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _CDI_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9][-a-zA-Z0-9_.]*=[a-zA-Z0-9_.:-]+$")
 
@@ -92,24 +90,6 @@ def _percent(instance: Any, attribute: attrs.Attribute, value: int | None) -> No
         raise _fail(type(instance).__name__, attribute.name, value, f"must be at most {MAX_REQUEST_CORES} (percent of one device)")
 
 
-def is_extended_resource_name(name: str) -> bool:
-    """``vendor.com/thing``: a domain outside kubernetes.io and a qualified name (kubelet's rule)."""
-    prefix, sep, rest = name.partition("/")
-    if not sep or not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix):
-        return False
-    if prefix == "kubernetes.io" or prefix.endswith(".kubernetes.io") or "." not in prefix:
-        return False
-    return 0 < len(rest) <= 63 and bool(_QUALIFIED_NAME.match(rest))
-
-
-def is_annotation_key(key: str) -> bool:
-    """An optional DNS-subdomain prefix and a qualified name of at most 63 characters."""
-    prefix, sep, rest = key.rpartition("/")
-    if sep and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return False
-    return 0 < len(rest) <= 63 and bool(_QUALIFIED_NAME.match(rest))
-
-
 # ---------------------------------------------------------------- identity
 
 
@@ -171,10 +151,21 @@ class DeviceKind:
     resources: ResourceNames
     annotations: AnnotationKeys
     node_encoding: Encoding = "json"
+    type_selector: str | None = None
+    """The pod annotation whose comma list restricts this kind's device types (HAMi's
+    ``use-<device>type``): lets generic tools such as the simulator express a type constraint."""
+    models: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+    """Short model names this kind's devices go by in cluster traces (``A10``, ``T4`` …): how the
+    simulator tells which installed kind a trace's devices are, without the core naming a vendor."""
 
     def __attrs_post_init__(self) -> None:
         if self.node_encoding not in ("json", "csv"):
             raise _fail("DeviceKind", "node_encoding", self.node_encoding, "must be 'json' or 'csv'")
+        if self.type_selector is not None and not is_annotation_key(self.type_selector):
+            raise _fail("DeviceKind", "type_selector", self.type_selector, "is not a valid annotation key")
+        for model in self.models:
+            if not isinstance(model, str) or not model.strip():
+                raise _fail("DeviceKind", "models", model, "must be non-empty strings")
         if any(c in self.vendor for c in ",:;"):
             raise _fail("DeviceKind", "vendor", self.vendor, "must not contain ',', ':' or ';' (it is written into allocation annotations)")
 
@@ -261,8 +252,10 @@ class SchedulableDevice:
     numa: int = attrs.field(default=0, validator=_non_negative)
     mode: str = ""
     healthy: bool = True
-    mig_profiles: tuple[Any, ...] = attrs.field(default=(), converter=frozen_tuple, hash=False)
-    """MIG geometries as HAMi's ``migProfiles`` carries them; passed through opaquely."""
+    partitions: tuple[Any, ...] = attrs.field(default=(), converter=frozen_tuple, hash=False)
+    """The hardware partition layouts the device offers, as the backend describes them (JSON
+    values): the core only carries them through the node annotation (HAMi's key for them, see
+    :mod:`hami.wire.codec`)."""
 
 
 @attrs.frozen
@@ -363,7 +356,7 @@ class NodeUsage:
 
 @attrs.frozen
 class NodeAnnotations:
-    """Extra node annotations a backend publishes beside its device list (NVLink pair scores, rings)."""
+    """Extra node annotations a backend publishes beside its device list (link pair scores, rings)."""
 
     values: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
 
@@ -399,7 +392,10 @@ class DeviceRequest:
     memory_percentage: int | None = attrs.field(default=None, validator=_percent)
     cores: int = attrs.field(default=0, validator=_percent)
     attributes: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
-    """Vendor detail the core carries but does not interpret (a template name, a MIG profile…)."""
+    """Vendor detail the core carries but does not interpret (a template name, a partition profile…)."""
+    single_numa: bool = False
+    """All of this request's devices must come from one NUMA node: the backend sets it (from a pod
+    annotation, say), the core's fit honours it."""
 
     def __attrs_post_init__(self) -> None:
         if self.count < 1:

@@ -19,10 +19,6 @@ from hami.plugin.model import DeviceRequest, DeviceUsage, Grant
 from hami.scheduler.state import NodeState
 from hami.wire.codec import PodDevices
 
-NUMA_BIND = "numa_bind"
-"""A request attribute a backend sets (e.g. from ``nvidia.com/numa-bind``): all devices from one NUMA node."""
-
-
 @attrs.frozen
 class Fit:
     node: str
@@ -74,7 +70,7 @@ def _choose(
         if chosen is not None:
             by_id = {c[1].device.id: c for c in ranked}
             return [by_id[i] for i in chosen] or None
-    if not request.attributes.get(NUMA_BIND):
+    if not request.single_numa:
         return ranked[: request.count]
     groups: dict[int, list[tuple[float, DeviceUsage, DeviceRequest]]] = {}
     for candidate in ranked:
@@ -117,7 +113,7 @@ def fit_node(
             chosen = _choose(manager, node, pod, candidates, request) if len(candidates) >= request.count else None
             if chosen is None:
                 if len(candidates) >= request.count:
-                    reasons["NumaNotFit" if request.attributes.get(NUMA_BIND) else "TopologyNotFit"] += len(candidates)
+                    reasons["NumaNotFit" if request.single_numa else "TopologyNotFit"] += len(candidates)
                 container = f"container #{position}"
                 return Misfit(node.name, f"{container} needs {request.count} {request.vendor}: {_counted(reasons, len(ids))}")
             grants = []

@@ -1,8 +1,9 @@
 """HAMi-compatible annotation encodings (hami-compat.md, "Encodings").
 
 * node device list, JSON: ``[{"id", "index", "count", "devmem", "devcore", "type", "numa", "mode",
-  "migProfiles", "health"}, …]``; missing keys mean zero / false / empty;
-* node device list, legacy CSV (Hygon): ``<id>,<count>,<devmem>,<devcore>,<type>,<numa>,<health>[,<index>,<mode>]:``;
+  <partitions>, "health"}, …]``; missing keys mean zero / false / empty; :data:`PARTITIONS_KEY` holds
+  :attr:`SchedulableDevice.partitions` under HAMi's name for it;
+* node device list, legacy CSV (one HAMi vendor still uses it): ``<id>,<count>,<devmem>,<devcore>,<type>,<numa>,<health>[,<index>,<mode>]:``;
 * pod allocation: ``<uuid>,<vendor>,<usedmem>,<usedcores>:`` per device, ``;`` after each container.
 
 Annotations are untrusted text: decoders raise nothing but :class:`AnnotationError`, whose message
@@ -20,6 +21,10 @@ from hami.plugin.model import Encoding, Grant, SchedulableDevice
 
 PodDevices = tuple[tuple[Grant, ...], ...]
 """Per container (init containers first, then app containers), the devices granted to it."""
+
+PARTITIONS_KEY = "migProfiles"
+"""HAMi's JSON key for a device's partition layouts (pkg/util/types.go): the wire keeps HAMi's
+spelling so the annotation stays byte-compatible; the Python field is the generic ``partitions``."""
 
 _JSON_INT_FIELDS = {"index": "index", "count": "count", "devmem": "memory", "devcore": "cores", "numa": "numa"}
 _MAX_ANNOTATION = 1 << 20  # 1 MiB: far above any real device list, bounds work on hostile input
@@ -55,7 +60,7 @@ def encode_node_devices_json(devices: Iterable[SchedulableDevice]) -> str:
                 "type": d.type,
                 "numa": d.numa,
                 "mode": d.mode,
-                "migProfiles": list(d.mig_profiles),
+                PARTITIONS_KEY: list(d.partitions),
                 "health": d.healthy,
             }
             for d in devices
@@ -93,11 +98,11 @@ def _device_from_json(item: Any, vendor: str, position: int) -> SchedulableDevic
     health = item.get("health", False)
     if not isinstance(health, bool):
         raise AnnotationError(f"{where}: health={health!r:.80} is not a boolean")
-    profiles = item.get("migProfiles") or []
-    if not isinstance(profiles, list):
-        raise AnnotationError(f"{where}: migProfiles={profiles!r:.80} is not a list")
+    partitions = item.get(PARTITIONS_KEY) or []
+    if not isinstance(partitions, list):
+        raise AnnotationError(f"{where}: {PARTITIONS_KEY}={partitions!r:.80} is not a list")
     try:
-        return SchedulableDevice(vendor=vendor, healthy=health, mig_profiles=tuple(profiles), **fields)
+        return SchedulableDevice(vendor=vendor, healthy=health, partitions=tuple(partitions), **fields)
     except ValidationError as exc:
         raise AnnotationError(f"{where}: {exc}") from None
 

@@ -38,7 +38,7 @@ def main() -> None:
         print(json.dumps({
             "devices": [{"id": d.id, "type": d.type, "memory": d.memory, "index": d.index, "numa": d.numa, "healthy": d.healthy,
                          "attributes": dict(d.attributes)} for d in devices],
-            "split": [{"id": s.id, "count": s.count, "memory": s.memory, "cores": s.cores, "mode": s.mode, "mig_profiles": list(s.mig_profiles)} for s in split],
+            "split": [{"id": s.id, "count": s.count, "memory": s.memory, "cores": s.cores, "mode": s.mode, "partitions": list(s.partitions)} for s in split],
             "annotations": manager.node_annotations("nvidia", split, devices),
         }))
     elif action == "health":

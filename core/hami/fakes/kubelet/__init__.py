@@ -6,9 +6,10 @@ Allocate/PreStartContainer on pod admission, restarts that wipe sockets, and nod
 
 from __future__ import annotations
 
+from hami.k8snames import is_extended_resource_name
+
 from .admission import AdmissionResult, ContainerAllocation
 from .kubelet import FakeKubelet
-from .names import is_extended_resource_name
 from .sample_plugin import SamplePlugin
 
 __all__ = ["AdmissionResult", "ContainerAllocation", "FakeKubelet", "SamplePlugin", "is_extended_resource_name"]

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from hami.k8snames import is_extended_resource_name
 from hami.node.deviceplugin import API_VERSION, HEALTHY, KUBELET_SOCKET, UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 
@@ -34,7 +35,6 @@ from .admission import (
     unexpected,
 )
 from .endpoint import CALL_TIMEOUT_S, PluginEndpoint
-from .names import is_extended_resource_name
 from .node_status import NodeStatusMirror
 
 log = logging.getLogger(__name__)
