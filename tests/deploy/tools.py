@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "hami"
 NAMESPACE = "hami-system"
-VALUE_SETS = {"default": "1.31.4", "all-backends": "1.34.1", "ha-ascend": "1.28.3"}
+VALUE_SETS = {"default": "1.31.4", "all-backends": "1.34.1", "ha-ascend": "1.28.3", "hami": "1.30.4"}
 """Value set (deploy/helm/hami/ci/<name>-values.yaml) → the cluster version it is rendered and validated for."""
 
 

@@ -211,3 +211,15 @@
 {{- $up := dig "devicePlugin" "enabled" nil .Values.AsMap -}}
 {{- if kindIs "bool" $up -}}{{- $up -}}{{- else -}}{{- .Values.agent.enabled -}}{{- end -}}
 {{- end -}}
+
+{{/* kube-scheduler's extra arguments. HAMi's chart passes its scheduler.kubeScheduler.extraArgs only to
+     clusters older than 1.22 (templates/scheduler/deployment.yaml); at HAMi's default they are no choice
+     of the user's, and --policy-config-file no longer exists in any kube-scheduler this chart supports */}}
+{{- define "hami.kubeSchedulerExtraArgs" -}}
+{{- $args := .Values.scheduler.kubeScheduler.extraArgs | default (list) -}}
+{{- if eq (toJson $args) (get (.Files.Get "compat/hami-v2.10-defaults.yaml" | fromYaml) "scheduler.kubeScheduler.extraArgs") -}}{{- $args = list -}}{{- end -}}
+{{- range $args -}}
+{{- if hasPrefix "--policy-config-file" (toString .) -}}{{- fail (printf "scheduler.kubeScheduler.extraArgs: %s: kube-scheduler has no policy files since 1.23; this chart generates its KubeSchedulerConfiguration (docs/deployment.md)" .) -}}{{- end -}}
+{{- end -}}
+{{- toJson $args -}}
+{{- end -}}
