@@ -1,24 +1,128 @@
-"""The ``hami`` command line."""
+"""The ``hami`` command line.
+
+Commands are imported when they are run (or asked for ``--help``), not when ``hami`` starts: the
+scheduler, the agent and the sandbox pull in kubernetes, grpc and numpy, and a user typing
+``hami --help`` should get an answer as fast as kubectl's. :data:`COMMANDS` names each command's
+module and carries its one-line help, so the listing imports nothing (a test keeps the lines equal to
+the commands' own docstrings, and ``bench/cli.py`` measures the start-up).
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
-import logging
+import os
 import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
 
+import attrs
 import click
-from rich.console import Console
-from rich.table import Table
 
 from hami import __version__
 from hami.errors import HamiError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@attrs.frozen
+class LazyCommand:
+    """Where a command lives ("module:attribute") and its one-line help, shown without importing it."""
+
+    target: str
+    help: str
+
+    def load(self, name: str) -> click.Command:
+        module_name, _, attribute = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # a missing optional dependency: say which, not a traceback
+            raise click.ClickException(f"'hami {name}' cannot start: {exc}") from None
+        command = getattr(module, attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.target} is {type(command).__name__}, not a click command")
+        return command
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported on first use (see the module docstring)."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, LazyCommand] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self.add_command(self.lazy[cmd_name].load(cmd_name), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Like click's, but the help of a command not yet imported comes from :data:`COMMANDS`."""
+        names = self.list_commands(ctx)
+        rows = []
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        for name in names:
+            command = self.commands.get(name)
+            if command is not None:
+                if not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.Command(name, help=self.lazy[name].help).get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+COMMANDS: dict[str, LazyCommand] = {
+    "agent": LazyCommand("hami.node.cli:agent_command",
+                         "Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."),
+    "certs": LazyCommand("hami.certs:certs_command",
+                         "Create (or keep) the webhook's self-signed CA and serving certificate, and patch the caBundle."),
+    "devices": LazyCommand("hami.node.cli:devices_command",
+                           "Discover and split this machine's devices with every installed backend; show what would be advertised."),
+    "sandbox": LazyCommand("hami.sandbox.cli:sandbox_command",
+                           "A whole heterogeneous cluster in one process: admit, schedule, bind and allocate every pod."),
+    "scheduler": LazyCommand("hami.scheduler.cli:scheduler_command",
+                             "Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."),
+    "scheduler-config": LazyCommand("hami.scheduler.cli:scheduler_config_command",
+                                    "Print the KubeSchedulerConfiguration for kube-scheduler, "
+                                    "managing every installed backend's resources."),
+    "simulate": LazyCommand("hami.sim.cli:simulate_command",
+                            "Replay an openb trace through hami's scheduler (filter, backend predicates, policies) "
+                            "and report the allocated share of GPU capacity as the workload arrives."),
+    "top": LazyCommand("hami.top:top_command",
+                       "Show every node's shared devices: memory, cores and slots used, and the pods holding them."),
+    "webhook": LazyCommand("hami.webhook.cli:webhook_command",
+                           "Serve the mutating admission webhook (POST /webhook, GET /healthz)."),
+}
+
+DEV_COMMANDS: dict[str, LazyCommand] = {
+    "apiserver": LazyCommand("hami.fakes.cli:apiserver_command",
+                             "Serve an in-memory Kubernetes API (core/v1 subset, leases, events) until Ctrl-C."),
+}
+
+
+def quiet_grpc(verbose: int, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Silence gRPC's C core logging unless asked for.
+
+    The core writes lines such as ``chttp2_transport.cc:… Got goaway`` straight to stderr (not through
+    Python logging), which reads as an error to a user when a sandbox agent or kubelet connection
+    closes normally. It reads ``GRPC_VERBOSITY`` once, when grpc is first imported, so this must run
+    before any command imports grpc; a value the user set, and ``-v``, leave gRPC's own default.
+    """
+    if verbose == 0 and "GRPC_VERBOSITY" not in environ:
+        environ["GRPC_VERBOSITY"] = "NONE"
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hami")
-@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="Log more (-v info and gRPC's own log, -vv debug).")
 def cli(verbose: int) -> None:
     """Share heterogeneous AI accelerators between Kubernetes pods."""
+    import logging
+
+    quiet_grpc(verbose)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -35,6 +139,9 @@ def backends(as_json: bool, show_all: bool) -> None:
     if as_json:
         click.echo(json.dumps([r.as_json() for r in records], indent=2))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="hami backends")
     for column in ("backend", "vendor key", "resources", "distribution", "status"):
         table.add_column(column, overflow="fold")
@@ -53,37 +160,9 @@ def backends(as_json: bool, show_all: bool) -> None:
         console.print("No backend is installed: pip install hami-nvidia (or another hami-<vendor>).")
 
 
-@cli.group()
+@cli.group(cls=LazyGroup, lazy=DEV_COMMANDS)
 def dev() -> None:
     """Tools for developing and testing hami and its backends."""
-
-
-def _attach_commands() -> None:
-    from hami.certs import certs_command
-    from hami.node.cli import agent_command, devices_command
-    from hami.sandbox.cli import sandbox_command
-    from hami.scheduler.cli import scheduler_command, scheduler_config_command
-    from hami.sim.cli import simulate_command
-    from hami.top import top_command
-    from hami.webhook.cli import webhook_command
-
-    cli.add_command(sandbox_command)
-    cli.add_command(simulate_command)
-    cli.add_command(top_command)
-    cli.add_command(certs_command)
-    cli.add_command(agent_command, "agent")
-    cli.add_command(devices_command, "devices")
-    cli.add_command(scheduler_command)
-    cli.add_command(scheduler_config_command)
-    cli.add_command(webhook_command)
-    try:
-        from hami.fakes.kubeapi.cli import apiserver_command
-    except ImportError:  # the harness needs hami[testing]
-        return
-    dev.add_command(apiserver_command, "apiserver")
-
-
-_attach_commands()
 
 
 def main() -> None:

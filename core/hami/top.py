@@ -12,13 +12,12 @@ import io
 import json
 import sys
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hami.plugin.model import DeviceKind
-from hami.scheduler.state import ClusterState
-from hami.wire.allocation import ordered_containers
+if TYPE_CHECKING:  # the scheduler's state is imported when the command runs: ``hami top --help`` stays fast
+    from hami.plugin.model import DeviceKind
 
 PAGE = 500
 
@@ -36,6 +35,9 @@ def _list(call: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
 
 def snapshot(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON view of ``hami top``: per node, per device, capacity, use and the containers holding it."""
+    from hami.scheduler.state import ClusterState
+    from hami.wire.allocation import ordered_containers
+
     state = ClusterState(kinds)
     state.replace_all(nodes=nodes, pods=pods)
     by_uid = {(p.get("metadata") or {}).get("uid"): p for p in pods}

@@ -400,7 +400,7 @@ def test_context_manager_and_store_access() -> None:
 
 def test_cli_command_serves_and_writes_kubeconfig(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kc"
-    code = "from hami.fakes.kubeapi.cli import apiserver_command; apiserver_command()"
+    code = "from hami.fakes.cli import apiserver_command; apiserver_command()"
     proc = subprocess.Popen([sys.executable, "-c", code, "--port", "0", "--kubeconfig", str(kubeconfig)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

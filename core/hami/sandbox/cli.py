@@ -7,15 +7,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
-from rich.console import Console
-from rich.table import Table
 
 from hami.errors import HamiError
-from hami.sandbox.outcome import PodOutcome
+
+if TYPE_CHECKING:  # rich and yaml are imported when the command runs: ``hami sandbox --help`` stays fast
+    from rich.console import Console
+
+    from hami.sandbox.outcome import PodOutcome
 
 
 def _examples_dir() -> Path | None:
@@ -26,6 +27,8 @@ def _examples_dir() -> Path | None:
 
 
 def load_pods(paths: tuple[str, ...]) -> list[dict[str, Any]]:
+    import yaml
+
     files: list[Path] = []
     if paths:
         files = [Path(p) for p in paths]
@@ -73,6 +76,8 @@ def _edits_cell(outcome: PodOutcome) -> str:
 
 
 def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     pods = Table(title="pods")
     for column in ("pod", "phase", "node", "devices", "container edits / reason"):
         pods.add_column(column, overflow="fold")
@@ -98,6 +103,8 @@ def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[
 @click.option("--keep-running", is_flag=True, help="Keep the cluster up afterwards and print a kubeconfig for it.")
 def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json: bool, keep_running: bool) -> None:
     """A whole heterogeneous cluster in one process: admit, schedule, bind and allocate every pod."""
+    from rich.console import Console
+
     from hami.sandbox.cluster import Sandbox
 
     pods = load_pods(pod_files)

@@ -1,12 +1,18 @@
-"""``hami dev apiserver``: run the in-memory API server by hand (for kubectl or a local agent)."""
+"""``hami dev apiserver``: run the in-memory API server by hand (for kubectl or a local agent).
+
+It lives here, outside :mod:`hami.fakes.kubeapi` (whose package imports the server), so that
+``hami dev apiserver --help`` imports only click; the server is imported when the command runs.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
-from hami.fakes.kubeapi.server import KubeAPIServer, serve
+if TYPE_CHECKING:
+    from hami.fakes.kubeapi.server import KubeAPIServer
 
 
 @click.command("apiserver")
@@ -16,6 +22,8 @@ from hami.fakes.kubeapi.server import KubeAPIServer, serve
               help="Write a kubeconfig for the server to FILE.")
 def apiserver_command(host: str, port: int, kubeconfig: str | None) -> None:
     """Serve an in-memory Kubernetes API (core/v1 subset, leases, events) until Ctrl-C."""
+    from hami.fakes.kubeapi.server import serve
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def ready(srv: KubeAPIServer) -> None:
