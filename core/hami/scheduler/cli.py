@@ -1,4 +1,7 @@
-"""``hami scheduler`` and ``hami scheduler-config``."""
+"""``hami scheduler`` and ``hami scheduler-config``.
+
+The scheduler, kubernetes and the backends are imported inside the commands, so that ``hami
+scheduler --help`` answers without loading them."""
 
 from __future__ import annotations
 
@@ -6,15 +9,15 @@ import logging
 import signal
 import threading
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import click
-import yaml
 
-from hami.kube import api_client
-from hami.plugin.manager import BackendManager, load_backends
 from hami.scheduler.config import DEFAULT_SCHEDULER_NAME, SchedulerConfig
-from hami.scheduler.server import WebhookHandler
-from hami.settings import configure_backends, load_settings, signing_keys
+
+if TYPE_CHECKING:
+    from hami.plugin.manager import BackendManager
+    from hami.scheduler.server import WebhookHandler
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,10 @@ def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | No
                       scheduler_name: str, node_policy: str, device_policy: str, lock_expiry: int, signing_key_dir: str | None,
                       insecure_skip_signature: bool, leader_elect: bool, lease_namespace: str, legacy_metrics: bool = False) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."""
+    from hami.kube import api_client
+    from hami.plugin.manager import load_backends
     from hami.scheduler.service import SchedulerService
+    from hami.settings import configure_backends, load_settings, signing_keys
 
     manager = load_backends()
     configure_backends(manager, load_settings(config_file))
@@ -77,6 +83,7 @@ def _webhook_handler(manager: BackendManager, scheduler_name: str, kubeconfig: s
     """The admission webhook served beside the extender (``POST /webhook``), quota read from the API."""
     from kubernetes.client import CoreV1Api
 
+    from hami.kube import api_client
     from hami.webhook.admission import review
     from hami.webhook.config import WebhookConfig
     from hami.webhook.quota import KubeQuotaSource
@@ -92,6 +99,9 @@ def _webhook_handler(manager: BackendManager, scheduler_name: str, kubeconfig: s
 @click.option("--ca-file", help="Verify the extender's certificate with this CA (default: insecure TLS to localhost).")
 def scheduler_config_command(url: str, scheduler_name: str, ca_file: str | None) -> None:
     """Print the KubeSchedulerConfiguration for kube-scheduler, managing every installed backend's resources."""
+    import yaml
+
+    from hami.plugin.manager import load_backends
     from hami.scheduler.kubeconfig import scheduler_configuration
 
     manager = load_backends()
