@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from kubernetes.client import CoreV1Api
@@ -61,10 +61,10 @@ class ExtenderHarness:
 
     def pod_json(self, namespace: str, name: str) -> dict[str, Any]:
         raw = self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False)
-        return json.loads(raw.data)
+        return cast("dict[str, Any]", json.loads(cast(Any, raw).data))
 
     def node_names(self) -> list[str]:
-        return [n["metadata"]["name"] for n in json.loads(self.core_v1.list_node(_preload_content=False).data)["items"]]
+        return [n["metadata"]["name"] for n in json.loads(cast(Any, self.core_v1.list_node(_preload_content=False)).data)["items"]]
 
     def schedule(self, namespace: str, name: str) -> Scheduled:
         pod = self.pod_json(namespace, name)

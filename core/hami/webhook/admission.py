@@ -31,6 +31,7 @@ import attrs
 
 from hami.errors import BackendError, HamiError
 from hami.plugin.manager import BackendManager
+from hami.plugin.model import frozen_tuple
 from hami.webhook.config import KUBE_DEFAULT_SCHEDULER, WebhookConfig
 from hami.webhook.quota import QuotaError, QuotaSource, check_quota
 from hami.wire.annotations import system_pod_annotations
@@ -58,8 +59,8 @@ class Decision:
     allowed: bool
     code: int = 200
     message: str = ""
-    patch: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=tuple)
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    patch: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=frozen_tuple)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=frozen_tuple)
 
     @classmethod
     def allow(cls, patch: Sequence[Mapping[str, Any]] = (), warnings: Sequence[str] = ()) -> Decision:

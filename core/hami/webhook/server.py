@@ -8,6 +8,7 @@ when they change on disk (cert-manager rotates them under a running pod).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import urlsplit
 
 from hami.errors import HamiError
@@ -43,7 +44,7 @@ class ServerError(HamiError):
     """The server cannot start (address in use, unreadable certificate)."""
 
 
-def read_request_body(rfile: BinaryIO, headers: Any, limit: int) -> bytes:
+def read_request_body(rfile: io.BufferedIOBase, headers: Any, limit: int) -> bytes:
     """The request body (Content-Length or chunked), refusing more than ``limit`` bytes.
 
     Raises :class:`~hami.webhook.admission.BadReview`; after one, the connection must be closed.
@@ -69,7 +70,7 @@ def read_request_body(rfile: BinaryIO, headers: Any, limit: int) -> bytes:
     return body
 
 
-def _drain(rfile: BinaryIO, length: int) -> None:
+def _drain(rfile: io.BufferedIOBase, length: int) -> None:
     """Read and discard, so the client can finish sending and read our answer."""
     while length > 0:
         got = rfile.read(min(_CHUNK, length))
@@ -78,7 +79,7 @@ def _drain(rfile: BinaryIO, length: int) -> None:
         length -= len(got)
 
 
-def _read_chunked(rfile: BinaryIO, limit: int) -> bytes:
+def _read_chunked(rfile: io.BufferedIOBase, limit: int) -> bytes:
     parts: list[bytes] = []
     total = 0
     while True:

@@ -67,13 +67,13 @@ def verify_allocation(annotations: Mapping[str, str], kinds: Mapping[str, Device
     """Refuse an allocation the scheduler did not write: a bad signature, or a work list that is not
     a prefix-emptied copy of the signed record."""
     verify(keys, annotations.get(SIGNATURE), pod_uid, annotations.get(ASSIGNED_NODE, ""), allocation_records(annotations))
-    for vendor, kind in kinds.items():
+    for kind in kinds.values():
         pending_text = annotations.get(kind.annotations.to_allocate)
         if not pending_text:
             continue
         record = decode_pod_devices(annotations.get(kind.annotations.allocated, ""))
         pending = decode_pod_devices(pending_text)
-        if len(pending) != len(record) or any(p and p != r for p, r in zip(pending, record)):
+        if len(pending) != len(record) or any(p and p != r for p, r in zip(pending, record, strict=True)):
             raise SignatureError(f"{kind.annotations.to_allocate} differs from the signed {kind.annotations.allocated}: it was changed after scheduling")
 
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any, cast
 
 import attrs
 from kubernetes.client import CoreV1Api
@@ -88,7 +89,7 @@ class NodeLock:
     def _annotations(self, node: str) -> tuple[dict[str, str], str]:
         # Raw JSON: deserialising a Node (whose annotations carry every device list) costs more than the request.
         response = self.core_v1.read_node(node, _preload_content=False, _request_timeout=self.request_timeout)
-        meta = json.loads(response.data).get("metadata") or {}
+        meta = json.loads(cast(Any, response).data).get("metadata") or {}
         return meta.get("annotations") or {}, meta.get("resourceVersion") or ""
 
     def holder(self, node: str) -> tuple[LockHolder | None, str]:

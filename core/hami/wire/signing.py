@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -29,10 +29,14 @@ class SignatureError(HamiError):
     """An allocation's signature is missing, malformed or does not match."""
 
 
+def _keys(value: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(value)  # a typed ``converter=tuple`` (mypy's attrs plugin cannot solve the generic one)
+
+
 @attrs.frozen
 class SigningKeys:
     current: bytes = attrs.field(repr=False)
-    previous: tuple[bytes, ...] = attrs.field(default=(), converter=tuple, repr=False)
+    previous: tuple[bytes, ...] = attrs.field(default=(), converter=_keys, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if len(self.current) < 16:

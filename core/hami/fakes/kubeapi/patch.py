@@ -68,10 +68,7 @@ def apply_patch(target: dict[str, Any], patch: Any, content_type: str) -> dict[s
         raise unsupported_media_type(ctype)
     if not isinstance(patch, dict):
         raise bad_request(f"the patch must be a JSON object for {ctype}, got {type(patch).__name__}")
-    if ctype == MERGE_PATCH:
-        result = merge_patch(target, patch)
-    else:
-        result = strategic_merge_patch(target, patch)
+    result = merge_patch(target, patch) if ctype == MERGE_PATCH else strategic_merge_patch(target, patch)
     if not isinstance(result, dict):  # pragma: no cover - a dict patch always yields a dict
         raise bad_request("patch did not produce an object")
     return result

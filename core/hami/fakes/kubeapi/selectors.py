@@ -36,9 +36,8 @@ def validate_label_key(key: str) -> None:
     if not key:
         raise SelectorError("label key must be non-empty")
     prefix, slash, name = key.rpartition("/")
-    if slash:
-        if not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN_RE.match(prefix):
-            raise SelectorError(f"invalid label key {key!r}: prefix part must be a DNS-1123 subdomain")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN_RE.match(prefix)):
+        raise SelectorError(f"invalid label key {key!r}: prefix part must be a DNS-1123 subdomain")
     if len(name) > 63 or not _NAME_RE.match(name):
         raise SelectorError(
             f"invalid label key {key!r}: name part must consist of alphanumeric characters, '-', '_' "

@@ -348,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         if raw in (None, ""):
             return None
         try:
-            value = int(raw)  # type: ignore[arg-type]
+            value = int(raw)
         except ValueError:
             raise errors.bad_request(f"invalid value for {name}: {raw!r}: must be an integer") from None
         if value < 0:

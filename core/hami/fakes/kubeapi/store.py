@@ -524,7 +524,7 @@ class Store:
         rv: int | None = None
         if resource_version not in (None, "", "0"):
             try:
-                rv = int(resource_version)  # type: ignore[arg-type]
+                rv = int(resource_version)
                 if rv < 0:
                     raise ValueError
             except ValueError:
