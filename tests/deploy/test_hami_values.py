@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
-import pytest
 import yaml
+from hami_deploy_tools import CHART, NAMESPACE  # type: ignore[import-not-found]  # registered by conftest
+
 from hami.plugin.manager import load_backends
 from hami.settings import configure_backends
-from hami_deploy_tools import CHART, NAMESPACE  # type: ignore[import-not-found]  # registered by conftest
 
 KUBE = "1.31.4"
 
