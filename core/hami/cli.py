@@ -103,6 +103,13 @@ DEV_COMMANDS: dict[str, LazyCommand] = {
 }
 
 
+# Long-running servers log with timestamps (their logs are read later); one-shot commands print a
+# warning the way kubectl does, without a timestamp in front of what the user just ran.
+SERVERS = frozenset({"agent", "scheduler", "webhook", "dev"})
+LOG_FORMAT_SERVER = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOG_FORMAT_COMMAND = "%(levelname)s %(name)s: %(message)s"
+
+
 def quiet_grpc(verbose: int, environ: MutableMapping[str, str] = os.environ) -> None:
     """Silence gRPC's C core logging unless asked for.
 
@@ -124,7 +131,8 @@ def cli(verbose: int) -> None:
 
     quiet_grpc(verbose)
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serving = click.get_current_context().invoked_subcommand in SERVERS
+    logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT_SERVER if serving else LOG_FORMAT_COMMAND)
 
 
 @cli.command()
