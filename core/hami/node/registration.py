@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import attrs
 from kubernetes.client import CoreV1Api
@@ -92,7 +93,7 @@ class NodeRegistrar:
     def write(self, discovery: Discovery, health: Mapping[str, bool]) -> dict[str, str]:
         """Read the node's annotations, write ours; raises the client's exceptions (the caller retries)."""
         resp = self.core_v1.read_node(self.node, _preload_content=False, _request_timeout=self.request_timeout)
-        existing = (json.loads(resp.data).get("metadata") or {}).get("annotations") or {}
+        existing = (json.loads(cast(Any, resp).data).get("metadata") or {}).get("annotations") or {}
         annotations = node_annotations(self.kinds, discovery, health, existing, self.clock())
         if annotations:
             self.core_v1.patch_node(

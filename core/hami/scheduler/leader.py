@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from kubernetes.client import CoordinationV1Api
+from kubernetes.client import CoordinationV1Api, V1LeaseSpec, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from hami.periodic import Periodic
@@ -59,22 +60,22 @@ class LeaderElector:
         except ApiException as exc:
             if exc.status != 404:
                 return self._set(False, f"HTTP {exc.status}")
-            body = {"metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds,
-                             "acquireTime": _stamp(now), "renewTime": _stamp(now), "leaseTransitions": 0}}
+            body: Any = {"metadata": {"name": self.name, "namespace": self.namespace},
+                              "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds,
+                                  "acquireTime": _stamp(now), "renewTime": _stamp(now), "leaseTransitions": 0}}
             try:
                 self.api.create_namespaced_lease(self.namespace, body)
                 return self._set(True, "created")
             except ApiException as create_exc:
                 return self._set(False, f"create lost (HTTP {create_exc.status})")
-        spec = lease.spec
+        spec = lease.spec or V1LeaseSpec()  # a Lease without a spec is held by nobody
         holder = spec.holder_identity
         renewed = spec.renew_time if isinstance(spec.renew_time, datetime) else _parse(spec.renew_time)
         duration = timedelta(seconds=spec.lease_duration_seconds or self.lease_seconds)
         if holder not in (None, "", self.identity) and renewed is not None and renewed + duration > now:
             return self._set(False, f"held by {holder}")
         transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
-        body = {"metadata": {"name": self.name, "namespace": self.namespace, "resourceVersion": lease.metadata.resource_version},
+        body = {"metadata": {"name": self.name, "namespace": self.namespace, "resourceVersion": (lease.metadata or V1ObjectMeta()).resource_version},
                 "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds,
                          "acquireTime": _stamp(now) if holder != self.identity else _stamp(spec.acquire_time or now),
                          "renewTime": _stamp(now), "leaseTransitions": transitions}}

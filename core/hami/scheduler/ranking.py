@@ -8,7 +8,7 @@ node of a large cluster for every pod.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from hami.scheduler.state import ClusterState, NodeState
 
@@ -42,7 +42,7 @@ class NodeRanking:
         self._sync()
         nodes = self.state.nodes
         if wanted is not None and len(wanted) * 8 < len(self._order):
-            order = sorted(self._keys[name] for name in wanted if name in self._keys)
+            order: Iterable[tuple[float, str]] = sorted(self._keys[name] for name in wanted if name in self._keys)
         else:
             order = self._order if wanted is None else (key for key in self._order if key[1] in wanted)
         for _, name in order:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -216,7 +216,7 @@ class ExtenderHTTPServer(ThreadedHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.server_address[0]}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{cast(str, self.server_address[0])}:{self.port}"
 
     def start(self) -> ExtenderHTTPServer:
         self._thread = threading.Thread(target=self.serve_forever, name="extender-http", daemon=True)

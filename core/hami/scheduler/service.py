@@ -50,7 +50,8 @@ class SchedulerService:
             LeaderElector(CoordinationV1Api(api), lease_namespace, config.scheduler_name, os.environ.get("POD_NAME") or socket.gethostname())
             if leader_elect else None
         )
-        leading: Callable[[], bool] = (lambda: self.elector.leading) if self.elector else (lambda: True)
+        elector = self.elector
+        leading: Callable[[], bool] = (lambda: elector.leading) if elector else (lambda: True)
         self.metrics = SchedulerMetrics(self.state, legacy=legacy_metrics, quotas=api_resource_quotas(core_v1))
         self.extender = Extender(self.scheduler, self.metrics, webhook=webhook, ready=lambda: self.cache.synced, leading=leading)
         self.server = ExtenderHTTPServer(self.extender, host, port, tls_cert=tls_cert, tls_key=tls_key)

@@ -252,10 +252,9 @@ class ClusterState:
 
     def _adjust(self, record: PodRecord, sign: int) -> None:
         node = self.nodes.get(record.node)
-        held = node.held if node is not None else None
-        if held is None:
+        if node is None:
             node = self.nodes.setdefault(record.node, NodeState(record.node, self._changed))
-            held = node.held
+        held = node.held
         for device_id, (slots, memory, cores) in record.holdings.items():
             acc = held.setdefault(device_id, [0, 0, 0])
             acc[0] += sign * slots
