@@ -48,6 +48,6 @@ def test_plot_needs_matplotlib_or_writes_a_png(tmp_path):
     out = tmp_path / "curve.png"
     result = CliRunner().invoke(simulate_command, [*trace(tmp_path), "--policy", "random", "--plot", str(out)])
     if importlib.util.find_spec("matplotlib") is None:
-        assert result.exit_code != 0 and "pip install matplotlib" in result.output
+        assert result.exit_code != 0 and "pip install 'hami[sim]'" in result.output
     else:
         assert result.exit_code == 0 and out.read_bytes().startswith(b"\x89PNG")

@@ -32,18 +32,25 @@ POLICIES_DEFAULT = ("random", "binpack", "spread", "bestfit", "fgd")
 @click.option("--backend", "backends", multiple=True, default=("nvidia",), show_default=True, help="Entry points to load (the NVIDIA backend; add plugin distributions whose policies you compare).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Runs in parallel worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per (policy, seed) run, one per line.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write allocated % vs arrived % per policy to this PNG (needs matplotlib).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write allocated % vs arrived % per policy to this PNG (pip install 'hami[sim]').")
 def simulate_command(
     nodes_path: str, pods_path: str, policies: tuple[str, ...], tune: float, seed: int | None, seeds_text: str | None,
     split_count: int, backends: tuple[str, ...], jobs: int, as_json: bool, plot_path: str | None,
 ) -> None:
     """Replay an openb trace through hami's scheduler (filter, backend predicates, policies) and
     report the allocated share of GPU capacity as the workload arrives."""
+    if seed is not None and seeds_text:
+        raise click.UsageError("give --seed or --seeds, not both")
+    if plot_path:  # before the run: a missing optional dependency should not cost the whole simulation
+        from hami.sim.plot import PlotUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
     from hami.errors import HamiError
     from hami.sim.runner import Job, parse_seeds, summarise
 
-    if seed is not None and seeds_text:
-        raise click.UsageError("give --seed or --seeds, not both")
     try:
         seeds = [seed] if seed is not None else parse_seeds(seeds_text or "42")
         job = Job(nodes_path, pods_path, split_count, tuple(backends))
@@ -58,12 +65,9 @@ def simulate_command(
     else:
         _table(summaries, Path(pods_path).stem, tune)
     if plot_path:
-        from hami.sim.plot import PlotUnavailable, plot_curves
+        from hami.sim.plot import plot_curves
 
-        try:
-            plot_curves(summaries, plot_path, title=f"{Path(pods_path).stem}, tune {tune}, seeds {seeds[0]}…{seeds[-1]}")
-        except PlotUnavailable as exc:
-            raise click.ClickException(str(exc)) from None
+        plot_curves(summaries, plot_path, title=f"{Path(pods_path).stem}, tune {tune}, seeds {seeds[0]}…{seeds[-1]}")
         click.echo(f"plot written to {plot_path}", err=True)
 
 

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from hami.sim.runner import PolicySummary
+if TYPE_CHECKING:
+    from hami.sim.runner import PolicySummary
 
 
 class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def plot_curves(summaries: Sequence[PolicySummary], path: str | os.PathLike[str], title: str = "") -> None:
+def require_matplotlib() -> Any:
+    """``matplotlib.pyplot`` on the file backend; the CLI calls this before a run, so a missing
+    optional dependency is reported at once, not after minutes of simulation."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
-        raise PlotUnavailable("--plot needs matplotlib, which is not installed: pip install matplotlib") from None
+    except ImportError as exc:
+        raise PlotUnavailable(f"--plot needs matplotlib, which is not installed ({exc}): pip install 'hami[sim]'") from None
+    return plt
+
+
+def plot_curves(summaries: Sequence[PolicySummary], path: str | os.PathLike[str], title: str = "") -> None:
+    plt = require_matplotlib()
     figure, axes = plt.subplots(figsize=(7, 4.5))
     arrived = list(range(len(summaries[0].curve))) if summaries else []
     for summary in summaries:

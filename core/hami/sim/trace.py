@@ -79,8 +79,11 @@ class TraceTask:
 # proportions matter. Unknown models get 16 GiB.
 MODEL_MEMORY = {"P100": 16384, "T4": 15360, "V100M16": 16384, "V100M32": 32768, "A10": 24576, "G1": 16384, "G2": 16384, "G3": 32768}
 
-NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
-POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec")
+# Required columns. The published openb lists vary (some pod lists lack gpu_spec, qos or the times), so
+# everything else is optional with the obvious default: no gpu_spec = any GPU model; a node's model is
+# needed only on a row with gpu > 0 (checked per row); qos, pod_phase and the times are not used.
+NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu")
+POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
 
 
 def _rows(path: Path, required: Sequence[str]) -> Iterable[tuple[int, dict[str, str]]]:
@@ -117,7 +120,7 @@ def _int(row: dict[str, str], column: str, where: str, default: int | None = Non
 
 
 def read_nodes_csv(path: str | os.PathLike[str]) -> list[TraceNode]:
-    """openb's node list: ``sn, cpu_milli, memory_mib, gpu, model``."""
+    """openb's node list: ``sn, cpu_milli, memory_mib, gpu`` and ``model`` (needed where ``gpu`` > 0)."""
     path = Path(path)
     nodes = []
     seen: set[str] = set()
@@ -132,7 +135,8 @@ def read_nodes_csv(path: str | os.PathLike[str]) -> list[TraceNode]:
         gpus = _int(row, "gpu", where, 0)
         model = (row.get("model") or "").strip()
         if gpus and not model:
-            raise TraceError(f"{where}: node {name!r} has gpu={gpus} but no model")
+            absent = "" if "model" in row else " (the file has no model column)"
+            raise TraceError(f"{where}: node {name!r} has gpu={gpus} but no model{absent}")
         device = GpuModelDevice(model, MODEL_MEMORY.get(model, 16384)) if gpus else None
         nodes.append(TraceNode(name, _int(row, "cpu_milli", where), _int(row, "memory_mib", where), (device,) * gpus if device else ()))
     if not nodes:
@@ -158,7 +162,8 @@ def read_nodes(path: str | os.PathLike[str]) -> list[TraceNode]:
 
 
 def read_pods_csv(path: str | os.PathLike[str]) -> list[TraceTask]:
-    """openb's pod list: ``name, cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec`` (other columns ignored)."""
+    """openb's pod list: ``name, cpu_milli, memory_mib, num_gpu, gpu_milli``, and ``gpu_spec`` when present
+    (allowed models, ``|``-separated; absent or empty = any model). Other columns are ignored."""
     path = Path(path)
     tasks = []
     for line, row in _rows(path, POD_COLUMNS):
