@@ -86,7 +86,7 @@ class ListWatch:
         if response is not None:
             try:
                 response.shutdown()  # unblocks the watch thread's read (urllib3 >= 2.3)
-            except Exception:  # noqa: BLE001 - shutting down a dead socket may fail in many ways
+            except Exception:  # shutting down a dead socket may fail in many ways
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -110,7 +110,7 @@ class ListWatch:
                 log.info("event=watch_expired watch=%s resource_version=%s", self.name, self.resource_version)
                 need_list = True
                 continue
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any API failure
+            except Exception as exc:  # the loop must outlive any API failure
                 if self._stop.is_set():
                     return
                 log.warning("event=watch_failed watch=%s error=%r retry_in=%.2f", self.name, describe(exc), delay)

@@ -10,9 +10,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from kubernetes import client
+
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.listwatch import ListWatch
-from kubernetes import client
 
 
 class Recorder:
@@ -71,7 +72,9 @@ def test_lists_then_watches_every_change(kube_apiserver: KubeAPIServer, core_v1:
 
 
 @pytest.mark.parametrize("abrupt", [False, True])
-def test_a_cut_stream_resumes_from_its_version_without_relisting(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api, abrupt: bool) -> None:
+def test_a_cut_stream_resumes_from_its_version_without_relisting(
+    kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api, abrupt: bool
+) -> None:
     recorder = Recorder()
     loop = start(core_v1, recorder, resync_seconds=None)
     try:

@@ -41,7 +41,7 @@ from hami.sdk import (
 from hami_nvidia import edits, mig, nvml, topology
 from hami_nvidia.health import NvmlEventSource, XidWatcher, nvml_probe
 from hami_nvidia.mps import MpsDaemon, MpsPaths
-from hami_nvidia.selectors import ATTRIBUTE, Selectors
+from hami_nvidia.selectors import ATTRIBUTE, USE_TYPE, Selectors
 from hami_nvidia.settings import (
     DEFAULT_CONFIG,
     ignored_xids,
@@ -67,6 +67,9 @@ KIND = DeviceKind(
         extra=("nvidia.com/priority",),
     ),
     annotations=AnnotationKeys.hami("hami.io/node-nvidia-register", "hami.io/node-handshake", "hami.io/vgpu"),
+    type_selector=USE_TYPE,
+    # model names as cluster traces spell them (Alibaba's openb: P100, T4, V100M16, V100M32, A10)
+    models=("P100", "T4", "V100", "V100M16", "V100M32", "A10", "A30", "A40", "A100", "H100", "H800", "H20", "L4", "L20", "L40", "L40S"),
 )
 
 INFO = BackendInfo(

@@ -28,14 +28,21 @@ POLICIES_DEFAULT = ("random", "binpack", "spread", "bestfit", "fgd")
 @click.option("--tune", default=1.3, show_default=True, type=float, help="Inflate (or trim) the workload to this multiple of the cluster's GPU capacity; 0 keeps it.")
 @click.option("--seed", type=int, help="One seed (inflation and shuffle).")
 @click.option("--seeds", "seeds_text", help="Seeds: 42-51, or a comma list. Default: 42.")
-@click.option("--split-count", default=100, show_default=True, type=int, help="Containers that may share one GPU (the NVIDIA backend's split_count).")
-@click.option("--backend", "backends", multiple=True, default=("nvidia",), show_default=True, help="Entry points to load (the NVIDIA backend; add plugin distributions whose policies you compare).")
+@click.option("--split-count", default=100, show_default=True, type=int, help="Containers sharing one device (split_count).")
+@click.option(
+    "--vendor",
+    help="Vendor key of the trace's devices. Default: the vendor the node file names, else the installed backend "
+    "that declares the trace's device models.",
+)
+@click.option(
+    "--backend", "backends", multiple=True, help="Entry points to load beside the vendor's backend (plugins whose policies you compare)."
+)
 @click.option("--jobs", default=1, show_default=True, type=int, help="Runs in parallel worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per (policy, seed) run, one per line.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write allocated % vs arrived % per policy to this PNG (pip install 'hami[sim]').")
 def simulate_command(
     nodes_path: str, pods_path: str, policies: tuple[str, ...], tune: float, seed: int | None, seeds_text: str | None,
-    split_count: int, backends: tuple[str, ...], jobs: int, as_json: bool, plot_path: str | None,
+    split_count: int, vendor: str | None, backends: tuple[str, ...], jobs: int, as_json: bool, plot_path: str | None,
 ) -> None:
     """Replay an openb trace through hami's scheduler (filter, backend predicates, policies) and
     report the allocated share of GPU capacity as the workload arrives."""
@@ -53,7 +60,7 @@ def simulate_command(
 
     try:
         seeds = [seed] if seed is not None else parse_seeds(seeds_text or "42")
-        job = Job(nodes_path, pods_path, split_count, tuple(backends))
+        job = Job(nodes_path, pods_path, split_count, tuple(backends), vendor=vendor)
         chosen = tuple(policies) or POLICIES_DEFAULT
         results = _run(job, chosen, seeds, tune, jobs)
     except HamiError as exc:

@@ -1,11 +1,12 @@
 """Replaying a workload through the real scheduler: one (policy, seed) run at a time.
 
 Every GPU task goes through :meth:`hami.scheduler.core.Scheduler.filter` on a
-:class:`ClusterState` built from node annotations, with the installed NVIDIA backend and the
-policy plugins: the same requests, predicates, fitting, scores and assumptions as the extender.
-The simulator only does what kube-scheduler does around the extender: it keeps CPU and memory and
-passes the nodes with room as candidates (vectorised), and it places CPU-only tasks — which the
-extender never sees — by the same node policy's score (``BackendManager.score_nodes``).
+:class:`ClusterState` built from node annotations, with the installed backend that owns the
+trace's device kind (:func:`hami.sim.cluster.trace_kind`) and the policy plugins: the same
+requests, predicates, fitting, scores and assumptions as the extender. The simulator only does
+what kube-scheduler does around the extender: it keeps CPU and memory and passes the nodes with
+room as candidates (vectorised), and it places CPU-only tasks — which the extender never sees — by
+the same node policy's score (``BackendManager.score_nodes``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from hami.plugin.model import NodeUsage
 from hami.policies.context import PolicyContext, attach_policies
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.core import Scheduler
-from hami.sim.cluster import GpuMirror, SimHost, cluster_state, node_objects
+from hami.sim.cluster import GpuMirror, SimHost, cluster_state, node_objects, only_kind, trace_kind
 from hami.sim.metrics import alloc_at_arrived
-from hami.sim.pods import pod_for, share_percent
+from hami.sim.pods import ShareResources, pod_for, share_percent
 from hami.sim.trace import MILLI, TraceNode, TraceTask
 from hami.sim.workload import prepare_workload
 
@@ -97,8 +98,9 @@ class RunResult:
 class Simulator:
     """A cluster and a pod list; :meth:`run` replays them under one policy and seed.
 
-    Without a ``manager``, the installed entry points named in ``backends`` are loaded (the NVIDIA
-    backend, plus any plugin distribution whose policies should be compared).
+    Without a ``manager``, the backend that owns the trace's device kind is loaded (``vendor``, or
+    the kind the installed backends recognise in the trace), plus the entry points named in
+    ``backends`` (plugin distributions whose policies should be compared).
     """
 
     def __init__(
@@ -109,15 +111,22 @@ class Simulator:
         manager: BackendManager | None = None,
         split_count: int = 100,
         narrow: bool = True,
-        backends: Sequence[str] = ("nvidia",),
+        backends: Sequence[str] = (),
+        vendor: str | None = None,
     ) -> None:
-        self.nodes = list(nodes)
         self.tasks = list(tasks)
-        self.manager = manager if manager is not None else load_backends(allow=backends)
-        owner = self.manager.owner("NVIDIA").name
+        installed = manager if manager is not None else load_backends()
+        self.kind = trace_kind(installed.kinds, nodes, vendor)
+        self.nodes = only_kind(nodes, self.kind)
+        self.resources = ShareResources.of(self.kind)
+        if manager is None:  # only the kind's backend (and the named ones) take part: their hooks run per pod
+            entry = next(r.name for r in installed.records if self.kind.vendor in r.vendors)
+            manager = load_backends(allow=[entry, *backends])
+        self.manager = manager
+        owner = self.manager.owner(self.kind.vendor).name
         self.manager.configure(owner, {**self.manager.config(owner), "split_count": split_count})
         self.narrow = narrow
-        self.objects = node_objects(self.manager, self.nodes)
+        self.objects = node_objects(self.manager, self.nodes, self.kind)
         self.capacity_milli = MILLI * sum(len(n.gpus) for n in self.nodes)
 
     def run(self, policy: str, seed: int, tune: float = 1.3, progress: Progress | None = None, shuffle: bool = True) -> RunResult:
@@ -143,7 +152,7 @@ class Simulator:
         try:
             for i, task in enumerate(workload):
                 arrived += task.total_gpu_milli
-                pod = pod_for(task, f"sim-{seed}-{i}")
+                pod = pod_for(task, f"sim-{seed}-{i}", self.resources)
                 room = host.room(task.cpu_milli, task.memory_mib)
                 if task.num_gpu:
                     if self.narrow:

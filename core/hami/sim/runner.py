@@ -42,11 +42,17 @@ class Job:
     nodes: str
     pods: str
     split_count: int = 100
-    backends: tuple[str, ...] = ("nvidia",)
+    backends: tuple[str, ...] = ()
+    """Entry points to load beside the backend that owns the trace's devices (policy plugins)."""
     narrow: bool = True
+    vendor: str | None = None
+    """The trace's device kind; None: decided from the installed backends (:func:`hami.sim.cluster.trace_kind`)."""
 
     def simulator(self) -> Simulator:
-        return Simulator(read_nodes(self.nodes), read_pods_csv(self.pods), split_count=self.split_count, backends=self.backends, narrow=self.narrow)
+        return Simulator(
+            read_nodes(self.nodes), read_pods_csv(self.pods),
+            split_count=self.split_count, backends=self.backends, narrow=self.narrow, vendor=self.vendor,
+        )
 
 
 _WORKER: dict[str, Simulator] = {}

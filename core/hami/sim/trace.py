@@ -35,6 +35,8 @@ class GpuModelDevice:
 
     model: str
     memory: int = 16384
+    vendor: str | None = None
+    """The device's vendor key when the node file names it (our inventory does; openb's CSV does not)."""
 
 
 @attrs.frozen
@@ -145,10 +147,11 @@ def read_nodes_csv(path: str | os.PathLike[str]) -> list[TraceNode]:
 
 
 def read_nodes_inventory(path: str | os.PathLike[str]) -> list[TraceNode]:
-    """Our node inventory YAML (:mod:`hami.backendkit.inventory`): every NVIDIA device becomes a GPU of its type."""
+    """Our node inventory YAML (:mod:`hami.backendkit.inventory`): every device becomes a GPU of its
+    type and vendor (the simulator keeps one vendor's, see :func:`hami.sim.cluster.trace_kind`)."""
     nodes = []
     for node in load_inventory(path):
-        gpus = tuple(GpuModelDevice(d.type, d.memory) for d in node.devices if d.vendor == "NVIDIA")
+        gpus = tuple(GpuModelDevice(d.type, d.memory, d.vendor) for d in node.devices)
         nodes.append(TraceNode(node.name, node.cpu_milli, node.memory, gpus))
     if not nodes:
         raise TraceError(f"{path}: no nodes")
