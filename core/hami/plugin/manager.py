@@ -42,6 +42,7 @@ from hami.errors import (
     HamiError,
     ValidationError,
 )
+from hami.k8snames import is_annotation_key
 from hami.plugin import ENTRY_POINT_GROUP, PROJECT, hookspecs
 from hami.plugin.model import (
     BackendInfo,
@@ -59,7 +60,6 @@ from hami.plugin.model import (
     PhysicalDevice,
     SchedulableDevice,
     frozen_map,
-    is_annotation_key,
 )
 from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, NodePolicy, Policy, ScoreContext
 from hami.wire.annotations import ASSIGNED_NODE
@@ -275,9 +275,9 @@ class BackendManager:
         if not hasattr(plugin, "hami_backend"):
             return None  # a cross-cutting plugin: policies, auditing
         info = self.pm.subset_hook_caller("hami_backend", [p for p in self.pm.get_plugins() if p is not plugin])()
-        return _expect(info[0] if info else None, BackendInfo, "hami_backend", name)
+        return cast(BackendInfo, _expect(info[0] if info else None, BackendInfo, "hami_backend", name))
 
-    def _claim(self, plugin: object, info: BackendInfo, name: str, distribution: str, version: str) -> None:
+    def _claim(self, plugin: object, info: BackendInfo, name: str | None, distribution: str, version: str) -> None:
         if info.name in self._backends:
             other = self._backends[info.name][2]
             raise BackendLoadError(f"backend name {info.name!r} is already taken by {other.distribution or other.name} {other.version}".rstrip())
@@ -391,7 +391,7 @@ class BackendManager:
     def _open_results(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """An open hook: each backend with its own config, then the cross-cutting plugins with none;
         every result paired with who returned it."""
-        results = []
+        results: list[tuple[str, Any]] = []
         for backend in self._backends:
             results.extend((backend, r) for r in self._invoke(hook, backend, {"config": self.config(backend), **kwargs}, cross_cutting=False))
         results.extend(("cross-cutting plugins", r) for r in self._invoke(hook, None, {"config": frozen_map({}), **kwargs}))
@@ -471,7 +471,7 @@ class BackendManager:
         _expect(result, SchedulableDevice, "hami_split_device", owner)
         if result.id != device.id or result.vendor != device.vendor:
             raise ContractError(f"changed the identity of device {device.id!r} to {result.id!r}/{result.vendor!r}", backend=owner, hook="hami_split_device")
-        return result
+        return cast(SchedulableDevice, result)
 
     def container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any]) -> list[DeviceRequest]:
         subject = f"container {container.get('name')!r}"
@@ -505,7 +505,7 @@ class BackendManager:
         _expect(result, DeviceRequest, "hami_normalize_request", self.owner(request.vendor).name)
         if result.vendor != request.vendor:
             raise ContractError(f"changed the vendor {request.vendor!r} to {result.vendor!r}", backend=self.owner(request.vendor).name, hook="hami_normalize_request")
-        return result
+        return cast(DeviceRequest, result)
 
     def device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
         reason = self._vendor_call("hami_device_fits", request.vendor, request=request, device=device, pod=pod)

@@ -72,17 +72,17 @@ def _physical(value: Iterable[PhysicalDevice]) -> tuple[PhysicalDevice, ...]:
     return tuple(value)
 
 
-def _non_empty(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _non_empty(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise _fail(type(instance).__name__, attribute.name, value, "must be a non-empty string")
 
 
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _fail(type(instance).__name__, attribute.name, value, "must be an integer >= 0")
 
 
-def _percent(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+def _percent(instance: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is None and attribute.name == "memory_percentage":
         return
     _non_negative(instance, attribute, value)  # type: ignore[arg-type]
@@ -424,7 +424,7 @@ class DeviceRequest:
 # ---------------------------------------------------------------- container edits
 
 
-def _absolute(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _absolute(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not value.startswith("/"):
         raise _fail(type(instance).__name__, attribute.name, value, "must be an absolute path")
 
@@ -477,7 +477,7 @@ class ContainerEdits:
                 if mine[key] != theirs[key]:
                     raise ValidationError(f"ContainerEdits {what} {key!r} set twice: {mine[key]!r} and {theirs[key]!r}")
 
-        def union(a: tuple, b: tuple) -> tuple:
+        def union(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
             return a + tuple(x for x in b if x not in a)
 
         return ContainerEdits(
