@@ -31,7 +31,7 @@ def test_json_lists_the_four_backends_ok():
     assert rows["nvidia"]["distribution"] == "hami-nvidia"
     assert "nvidia.com/gpumem" in rows["nvidia"]["resources"]
     assert "huawei.com/Ascend910B3" in rows["ascend"]["resources"]
-    assert "hami.policies.usage" not in rows  # built-ins only with --all
+    assert "hami.policies" not in rows  # built-ins only with --all
 
 
 def test_table_shows_each_vendor_key():
@@ -78,4 +78,4 @@ def test_allow_and_deny_lists(variable):
 
 def test_all_includes_the_builtin_policies():
     rows = {row["name"]: row for row in json.loads(run_hami("backends", "--json", "--all").stdout)}
-    assert rows["hami.policies.usage"]["status"] == "ok"
+    assert rows["hami.policies"]["status"] == "ok"

@@ -15,7 +15,7 @@ HOOKS = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunct
 
 def test_there_are_hooks_for_every_phase():
     assert {"hami_backend", "hami_discover_devices", "hami_device_health", "hami_split_device", "hami_container_requests",
-            "hami_mutate_container", "hami_device_fits", "hami_normalize_request", "hami_score_node", "hami_score_device",
+            "hami_mutate_container", "hami_device_fits", "hami_normalize_request", "hami_policies",
             "hami_container_edits", "hami_prepare", "hami_release"} <= set(HOOKS)
 
 

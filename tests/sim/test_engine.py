@@ -8,7 +8,7 @@ import pytest
 from hami import hookimpl
 from hami.backendkit.standard import StandardBackend
 from hami.plugin.manager import BackendManager
-from hami.plugin.model import PolicyInfo
+from hami.plugin.policy import NodePolicy
 from hami.sim.engine import Simulator
 from hami.sim.trace import GpuModelDevice, TraceNode, TraceTask
 from hami_nvidia.plugin import INFO as NVIDIA_INFO
@@ -80,13 +80,16 @@ class Quarantine:
 class LastFirst:
     """A policy registered in-process: prefer the node whose name sorts last."""
 
-    @hookimpl
-    def hami_scoring_policies(self):
-        return [PolicyInfo("last-first", "node", "test policy")]
+    class Policy(NodePolicy):
+        name = "last-first"
+        description = "test policy"
+
+        def score_node(self, node, context):
+            return float(ord(node.name[-1]))
 
     @hookimpl
-    def hami_score_node(self, policy, node, requests, pod):
-        return float(ord(node.name[-1])) if policy == "last-first" else None
+    def hami_policies(self):
+        return [self.Policy()]
 
 
 def test_placements_go_through_the_scheduler_filter():

@@ -1,10 +1,12 @@
-"""The packing policies as hook plugins: FGD's arithmetic, and use from the extender's filter."""
+"""The packing policies as registered objects: FGD's arithmetic, and use from the extender's filter."""
 
 from __future__ import annotations
 
 import pytest
+
 from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, SchedulableDevice
-from hami.policies.fgd import INFEASIBLE, FgdPolicy
+from hami.plugin.policy import ClusterView, DeviceScoreContext, ScoreContext
+from hami.policies.fgd import INFEASIBLE, fgd_policies
 from hami.scheduler.core import Scheduler
 from hami.scheduler.state import ClusterState
 from hami.wire.codec import encode_node_devices
@@ -24,31 +26,45 @@ def pod(uid, cpu="1", annotations=None):
     return {"metadata": {"uid": uid, "annotations": annotations or {}}, "spec": {"containers": [{"resources": {"requests": {"cpu": cpu}}}]}}
 
 
+VIEW = ClusterView()
+
+
 def test_fgd_prefers_the_placement_that_keeps_capacity_usable():
-    policy = FgdPolicy()
+    node_policy, device_policy = fgd_policies()
     half_used = NodeUsage("a", [gpu("a", 0, used_cores=50)])
     empty = NodeUsage("b", [gpu("b", 0)])
     for i in range(3):  # the workload: 50 % shares
-        policy.hami_score_nodes("fgd", [half_used, empty], [share(50)], pod(f"seen-{i}"))
-    scores = policy.hami_score_nodes("fgd", [half_used, empty], [share(30)], pod("new"))
+        node_policy.score_nodes([half_used, empty], ScoreContext(pod(f"seen-{i}"), [share(50)], VIEW))
+    scores = node_policy.score_nodes([half_used, empty], ScoreContext(pod("new"), [share(30)], VIEW))
     # 30 % on a leaves 20 %, useless to 50 % tasks: fragmentation grows there; b keeps 70 % usable
     assert scores[1] > scores[0]
-    # the same answer per device, as the device policy
-    assert policy.hami_score_device("fgd", share(30), empty.devices[0], pod("new")) == pytest.approx(scores[1], abs=30)
-    assert policy.hami_score_nodes("fgd", [half_used], [share(60)], pod("big"))[0] == INFEASIBLE
+    # the same answer per device, as the device policy (it shares the node policy's learner)
+    assert device_policy.score_device(empty.devices[0], DeviceScoreContext(pod("new"), share(30), VIEW)) == pytest.approx(scores[1], abs=30)
+    assert node_policy.score_nodes([half_used], ScoreContext(pod("big"), [share(60)], VIEW))[0] == INFEASIBLE
 
 
 def test_fgd_multi_device_classes_value_whole_free_devices():
-    policy = FgdPolicy()
+    node_policy, _ = fgd_policies()
     two = DeviceRequest("NVIDIA", count=2, cores=100)
     spare = NodeUsage("spare", [gpu("s", 0), gpu("s", 1), gpu("s", 2, used_cores=40)])
     tight = NodeUsage("tight", [gpu("t", 0), gpu("t", 1), gpu("t", 2)])
     for i in range(5):
-        policy.hami_score_nodes("fgd", [spare, tight], [two], pod(f"two-{i}"))
+        node_policy.score_nodes([spare, tight], ScoreContext(pod(f"two-{i}"), [two], VIEW))
     # a 40 % share on the node with three idle GPUs breaks the pair it could still host later;
     # on "spare" it joins the partly used GPU and both idle GPUs stay whole
-    scores = policy.hami_score_nodes("fgd", [spare, tight], [share(40)], pod("share"))
+    scores = node_policy.score_nodes([spare, tight], ScoreContext(pod("share"), [share(40)], VIEW))
     assert scores[0] > scores[1]
+
+
+def test_fgd_starts_afresh_with_a_new_cluster_view():
+    node_policy, _ = fgd_policies()
+    half_used = NodeUsage("a", [gpu("a", 0, used_cores=50)])
+    empty = NodeUsage("b", [gpu("b", 0)])
+    for i in range(3):
+        node_policy.score_nodes([half_used, empty], ScoreContext(pod(f"seen-{i}"), [share(50)], VIEW))
+    assert node_policy.fgd.book.total == 3
+    node_policy.score_nodes([half_used, empty], ScoreContext(pod("next-run"), [share(30)], ClusterView(seed=1)))
+    assert node_policy.fgd.book.total == 1  # what was learnt in the other view is gone
 
 
 def test_fgd_works_from_the_extender_filter(hami_manager, register_backend):
@@ -81,3 +97,36 @@ def test_bestfit_and_random_policies(hami_manager):
     assert hami_manager.score_device("bestfit", share(30), nodes[0].devices[0], pod("x")) > hami_manager.score_device("bestfit", share(30), nodes[1].devices[0], pod("x"))
     draws = hami_manager.score_nodes("random", nodes, [share(30)], pod("x"))
     assert len(draws) == 2 and all(0 <= d < 1 for d in draws)
+
+
+def test_random_draws_are_seeded_by_the_cluster_view(hami_manager):
+    nodes = [NodeUsage(name, [gpu(name, 0)]) for name in ("c", "a", "b")]
+    first = hami_manager.score_nodes("random", nodes, [share(30)], pod("x"), ClusterView(seed=7))
+    again = hami_manager.score_nodes("random", nodes[::-1], [share(30)], pod("x"), ClusterView(seed=7))
+    assert again == first[::-1]  # drawn in name order, so the order nodes come in does not matter
+    other = hami_manager.score_nodes("random", nodes, [share(30)], pod("x"), ClusterView(seed=8))
+    assert other != first
+
+
+class Host:
+    """A HostView: node a has 500 m CPU free, node b 8000 m."""
+
+    def __init__(self):
+        import numpy as np
+
+        self.cpu_free, self.mem_free = np.array([500, 8000]), np.array([10_000, 10_000])
+        self.cpu_total, self.mem_total = np.array([8000, 8000]), np.array([10_000, 10_000])
+
+    def index(self, node):
+        return {"a": 0, "b": 1}.get(node)
+
+
+def test_bestfit_reads_host_cpu_and_the_type_predicate_from_the_view(hami_manager):
+    nodes = [NodeUsage("a", [gpu("a", 0, used_cores=60)]), NodeUsage("b", [gpu("b", 0, type_="A100")])]
+    assert hami_manager.score_nodes("bestfit", nodes, [share(30)], pod("x"))[0] > -1e17  # no view: device capacity only
+    with_host = hami_manager.score_nodes("bestfit", nodes, [share(30)], pod("y", cpu="2"), ClusterView(host=Host()))
+    assert with_host[0] < -1e17 < with_host[1]  # node a lacks the 2 CPUs
+    only_t4 = ClusterView(device_fits=lambda request, device, pod: None if device.device.type == "T4" else "CardTypeMismatch")
+    typed = pod("z", annotations={"nvidia.com/use-gputype": "T4"})  # a selector the predicate reads
+    scores = hami_manager.score_nodes("bestfit", nodes, [share(30)], typed, only_t4)
+    assert scores[1] < -1e17 < scores[0]

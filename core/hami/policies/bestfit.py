@@ -8,12 +8,11 @@ fitting one with the least share left over.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from hami.plugin import hookimpl
-from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
-from hami.policies.context import PolicyContext, pod_host_request, selector_signature
+from hami.plugin.model import DeviceUsage, NodeUsage
+from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, NodePolicy, ScoreContext
+from hami.policies.context import pod_host_request, selector_signature
 from hami.policies.devicetable import (
     MILLI,
     Admission,
@@ -28,38 +27,33 @@ NAME = "bestfit"
 INFEASIBLE = -1e18
 
 
-class BestFitPolicy:
-    """The ``bestfit`` node and device policies."""
+class BestFitNodePolicy(NodePolicy):
+    """The ``bestfit`` node policy; its device tables and admission cache belong to one cluster view."""
+
+    name = NAME
+    description = "best-fit: the node left with the least free CPU and device capacity"
 
     def __init__(self) -> None:
-        self.attach(PolicyContext())
+        self._bind(ClusterView())
 
-    def attach(self, context: PolicyContext) -> None:
-        self.context = context
+    def _bind(self, cluster: ClusterView) -> None:
+        self.cluster = cluster
         self.tables: dict[str, DeviceTable] = {}
-        self.admission = Admission()
-        self.admission.manager = context.manager
+        self.admission = Admission(cluster.device_fits)
 
     def _table(self, vendor: str) -> DeviceTable:
         table = self.tables.get(vendor)
         if table is None:
             table = self.tables[vendor] = DeviceTable(vendor)
-            table.set_host(self.context.host)
+            table.set_host(self.cluster.host)
         return table
 
-    @hookimpl
-    def hami_scoring_policies(self) -> list[PolicyInfo]:
-        return [
-            PolicyInfo(NAME, "node", "best-fit: the node left with the least free CPU and device capacity"),
-            PolicyInfo(NAME, "device", "best-fit: the device left with the least free share"),
-        ]
-
-    @hookimpl
-    def hami_score_nodes(self, policy: str, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> list[float] | None:
-        if policy != NAME:
-            return None
+    def score_nodes(self, nodes: Sequence[NodeUsage], context: ScoreContext) -> list[float]:
+        if context.cluster is not self.cluster:
+            self._bind(context.cluster)
         np = numpy()
-        request = primary_request(requests)
+        pod = context.pod
+        request = primary_request(context.requests)
         vendor = request.vendor if request is not None else next((u.device.vendor for n in nodes for u in n.devices), None)
         if vendor is None:
             return [0.0] * len(nodes)
@@ -81,21 +75,24 @@ class BestFitPolicy:
             taken = np.sort(np.where(fits, d, 0), axis=1)[:, ::-1][:, : request.count].sum(axis=1)
         leftover = 0.5 * (remaining.sum(axis=1) - taken) / gpu_scale
         host = table.host_free(rows)
-        if host is not None:
+        if host is not None and self.cluster.host is not None:
             cpu_t, mem_t = pod_host_request(pod)
             feasible = feasible & (host[0] >= cpu_t) & (host[1] >= mem_t)
-            cpu_scale = float(np.max(self.context.host.cpu_total)) or 1.0
+            cpu_scale = float(np.max(self.cluster.host.cpu_total)) or 1.0
             leftover = leftover + 0.5 * (host[0] - cpu_t) / cpu_scale
         return np.round(np.where(feasible, -leftover, INFEASIBLE), 9).tolist()
 
-    @hookimpl
-    def hami_score_node(self, policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> float | None:
-        if policy != NAME:
-            return None
-        return self.hami_score_nodes(policy, [node], requests, pod)[0]
+    def score_node(self, node: NodeUsage, context: ScoreContext) -> float:
+        return self.score_nodes([node], context)[0]
 
-    @hookimpl
-    def hami_score_device(self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> float | None:
-        if policy != NAME:
-            return None
-        return -float(free_milli(device) - need_milli(request, device.device))
+
+class BestFitDevicePolicy(DevicePolicy):
+    name = NAME
+    description = "best-fit: the device left with the least free share"
+
+    def score_device(self, device: DeviceUsage, context: DeviceScoreContext) -> float:
+        return -float(free_milli(device) - need_milli(context.request, device.device))
+
+
+def bestfit_policies() -> list[NodePolicy | DevicePolicy]:
+    return [BestFitNodePolicy(), BestFitDevicePolicy()]

@@ -1,58 +1,17 @@
-"""What a packing policy may know beyond the hook arguments, handed over with ``attach``.
+"""What the packing policies read from a pod beyond its device requests.
 
-The scoring hooks carry a node's devices, not its CPU and memory, and a policy cannot ask the
-backend whether a pod's type selector admits a device type. Packing policies (best-fit, FGD) do
-better with both, so a host (the simulator today; the extender once its cache tracks host
-resources) attaches a :class:`PolicyContext` to every plugin that offers ``attach``. Without one,
-the policies still work, on device capacity alone.
+The cluster view they need (node CPU and memory, the backends' predicate, a seed) comes with every
+scoring call (:class:`hami.plugin.policy.ClusterView`); these helpers read the pod itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
-
-import attrs
+from typing import Any
 
 from hami.errors import QuantityError
+from hami.plugin.policy import HostView
 from hami.wire.quantity import parse_quantity
-
-
-class HostView(Protocol):
-    """Free and total CPU (milli) and memory (MiB) per node, as live arrays indexed by :meth:`index`."""
-
-    cpu_free: Any
-    mem_free: Any
-    cpu_total: Any
-    mem_total: Any
-
-    def index(self, node: str) -> int | None:
-        """The node's position in ``cpu_free``/``mem_free``; None when unknown (treated as unlimited)."""
-
-
-@attrs.frozen
-class PolicyContext:
-    manager: Any = None
-    """The :class:`hami.plugin.manager.BackendManager`: lets a policy ask ``device_fits`` which device
-    types a pod's selectors admit."""
-    host: HostView | None = None
-    seed: int | None = None
-    """For policies that draw random numbers: a seed makes a run reproducible."""
-
-
-@runtime_checkable
-class Attachable(Protocol):
-    def attach(self, context: PolicyContext) -> None: ...
-
-
-def attach_policies(manager: Any, context: PolicyContext) -> int:
-    """Give ``context`` to every registered plugin that takes one; returns how many did."""
-    count = 0
-    for plugin in manager.pm.get_plugins():
-        if isinstance(plugin, Attachable) and not isinstance(plugin, type):
-            plugin.attach(context)
-            count += 1
-    return count
 
 
 def _milli_cpu(value: Any) -> int:
@@ -102,4 +61,4 @@ def selector_signature(pod: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v)) for k, v in annotations.items() if not k.startswith("hami.io/")))
 
 
-__all__: Sequence[str] = ["Attachable", "HostView", "PolicyContext", "attach_policies", "pod_host_request", "pod_uid", "selector_signature"]
+__all__: Sequence[str] = ["HostView", "pod_host_request", "pod_uid", "selector_signature"]

@@ -22,7 +22,7 @@ from hami.plugin.model import (
     NodeUsage,
     SchedulableDevice,
 )
-from hami.policies.context import HostView
+from hami.plugin.policy import DeviceFits, HostView
 
 MILLI = 1000
 
@@ -215,16 +215,16 @@ def primary_request(requests: Sequence[DeviceRequest]) -> DeviceRequest | None:
 
 class Admission:
     """Which device types a pod's request may use, as the owning backend's predicate says
-    (``hami_device_fits`` on an idle device of each type); every type without a manager."""
+    (``ClusterView.device_fits`` on an idle device of each type); every type without one."""
 
-    def __init__(self) -> None:
-        self.manager: Any = None
+    def __init__(self, device_fits: DeviceFits | None = None) -> None:
+        self.device_fits = device_fits
         self._cache: dict[tuple[Any, ...], bool] = {}
 
     def allowed(self, table: DeviceTable, request: DeviceRequest, pod: Any, signature: tuple[Any, ...]) -> Any:
         """A bool per known device type of ``table``."""
         np = numpy()
-        if self.manager is None or not signature:
+        if self.device_fits is None or not signature:
             return np.ones(max(len(table.representatives), 1), dtype=bool)
         out = []
         for device in table.representatives:
@@ -232,8 +232,8 @@ class Admission:
             fits = self._cache.get(key)
             if fits is None:
                 try:
-                    fits = self._cache[key] = self.manager.device_fits(request, DeviceUsage(device), pod) is None
-                except Exception:  # noqa: BLE001 - a predicate failing on a synthetic device admits it; the real fit decides
+                    fits = self._cache[key] = self.device_fits(request, DeviceUsage(device), pod) is None
+                except Exception:  # a predicate failing on a synthetic device admits it; the real fit decides
                     fits = self._cache[key] = True
             out.append(fits)
         return np.array(out or [True], dtype=bool)

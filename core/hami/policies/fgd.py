@@ -2,12 +2,12 @@
 
 A device's leftover capacity is *fragmented* for a task class when that class cannot use it: too
 little left on the device, a device type the class does not accept, too few devices left for a
-multi-device class, or — when a host view is attached — too little CPU or memory left on the node.
+multi-device class, or — when the cluster view has one — too little CPU or memory left on the node.
 A node's fragmentation is the expected fragmented capacity for a task drawn from the workload's
 class distribution, ``F = R − U``: remaining capacity minus the expected *usable* capacity. FGD
 places each task where F grows least (``score = −ΔF``, higher is better), device included.
 
-The distribution is learnt online from the requests the hooks see (one observation per pod uid),
+The distribution is learnt online from the requests scored (one observation per pod uid),
 so the policy works in a live cluster and not only in replay. ``U`` decomposes per device for
 one-device classes: a device with ``r`` left of which ``u`` is usable contributes
 ``r · P(need ≤ u, class fits the node's CPU and memory, class accepts the type)``, a lookup in a
@@ -28,14 +28,9 @@ from typing import Any
 
 import attrs
 
-from hami.plugin import hookimpl
-from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
-from hami.policies.context import (
-    PolicyContext,
-    pod_host_request,
-    pod_uid,
-    selector_signature,
-)
+from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage
+from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, NodePolicy, ScoreContext
+from hami.policies.context import pod_host_request, pod_uid, selector_signature
 from hami.policies.devicetable import Admission, DeviceTable, numpy, primary_request
 
 NAME = "fgd"
@@ -243,7 +238,9 @@ def score_placements(
     )
     first, inverse = _distinct(key)
     if len(first) < rows:
-        pick = (lambda a: a[first])
+        def pick(a: Any) -> Any:
+            return a[first]
+
         node, device = _score(
             tables, remaining[first], usable[first], model[first], present[first], slots[first], need, allowed, count,
             host_ok[first], tuple(map(pick, now)), tuple(map(pick, later)),
@@ -308,8 +305,9 @@ def _score(
     return node, device
 
 
-class FgdPolicy:
-    """The ``fgd`` node and device policies; one instance per manager (it learns)."""
+class Fgd:
+    """What the ``fgd`` node and device policies share: the learnt distribution and the last node
+    scoring's per-device scores, for one cluster view (a new view starts afresh)."""
 
     refresh_growth = 1 / 32
     """Rebuild the tables when observations grew by this fraction since the last build."""
@@ -320,24 +318,24 @@ class FgdPolicy:
     fragment) and ties go by name; with it, FGD keeps emptier nodes for later (openb: +0.9 %)."""
 
     def __init__(self) -> None:
-        self.context = PolicyContext()
+        self.cluster = ClusterView()
         self.reset()
 
     def reset(self) -> None:
         self.book = ClassBook()
         self.tables_by_vendor: dict[str, DeviceTable] = {}
-        self.admission = Admission()
-        self.admission.manager = self.context.manager
+        self.admission = Admission(self.cluster.device_fits)
         self._tables: dict[str, Tables] = {}
         self._shapes: dict[TaskClass, tuple[Any, Any]] = {}
-        host = self.context.host
+        host = self.cluster.host
         self._cpu_scale = float(numpy().max(host.cpu_total)) if host is not None and len(host.cpu_total) else 0.0
         self._plan: tuple[str, Any, Any, Any] | None = None
 
-    def attach(self, context: PolicyContext) -> None:
-        """Start afresh with ``context`` (a simulator run, the extender's start)."""
-        self.context = context
-        self.reset()
+    def bind(self, cluster: ClusterView) -> None:
+        """Start afresh when called with a new cluster view (a simulator run, the extender's start)."""
+        if cluster is not self.cluster:
+            self.cluster = cluster
+            self.reset()
 
     # -------------------------------------------------------- state
 
@@ -345,7 +343,7 @@ class FgdPolicy:
         table = self.tables_by_vendor.get(vendor)
         if table is None:
             table = self.tables_by_vendor[vendor] = DeviceTable(vendor)
-            table.set_host(self.context.host)
+            table.set_host(self.cluster.host)
         return table
 
     def _current(self, table: DeviceTable) -> Tables:
@@ -355,7 +353,7 @@ class FgdPolicy:
             or tables.models != max(len(table.representatives), 1)
             or self.book.total >= tables.total * (1 + self.refresh_growth) + 1 - 1e-9
         )
-        if stale:
+        if stale or tables is None:
             tables = self._tables[table.vendor] = Tables.build(self.book, table, self.admission, self._shapes)
         return tables
 
@@ -366,19 +364,9 @@ class FgdPolicy:
         allowed = self.admission.allowed(table, request, pod, selector_signature(pod))
         return table.representative_needs(request), allowed, request.count
 
-    # -------------------------------------------------------- hooks
+    # -------------------------------------------------------- scoring
 
-    @hookimpl
-    def hami_scoring_policies(self) -> list[PolicyInfo]:
-        return [
-            PolicyInfo(NAME, "node", "fragmentation gradient descent: the node whose expected unusable capacity grows least"),
-            PolicyInfo(NAME, "device", "fragmentation gradient descent: the device whose use fragments least"),
-        ]
-
-    @hookimpl
-    def hami_score_nodes(self, policy: str, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> list[float] | None:
-        if policy != NAME:
-            return None
+    def score_nodes(self, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> list[float]:
         request = primary_request(requests)
         vendor = request.vendor if request is not None else self._any_vendor(nodes)
         if vendor is None:
@@ -409,16 +397,7 @@ class FgdPolicy:
             left = left + host[0] / self._cpu_scale
         return left
 
-    @hookimpl
-    def hami_score_node(self, policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> float | None:
-        if policy != NAME:
-            return None
-        return self.hami_score_nodes(policy, [node], requests, pod)[0]
-
-    @hookimpl
-    def hami_score_device(self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> float | None:
-        if policy != NAME:
-            return None
+    def score_device(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> float:
         table = self._table(request.vendor)
         uid = pod_uid(pod)
         position = table.positions.get(device.device.id)
@@ -456,3 +435,36 @@ class FgdPolicy:
             for usage in node.devices:
                 return usage.device.vendor
         return None
+
+
+class FgdNodePolicy(NodePolicy):
+    name = NAME
+    description = "fragmentation gradient descent: the node whose expected unusable capacity grows least"
+
+    def __init__(self, fgd: Fgd | None = None) -> None:
+        self.fgd = fgd or Fgd()
+
+    def score_nodes(self, nodes: Sequence[NodeUsage], context: ScoreContext) -> list[float]:
+        self.fgd.bind(context.cluster)
+        return self.fgd.score_nodes(nodes, context.requests, context.pod)
+
+    def score_node(self, node: NodeUsage, context: ScoreContext) -> float:
+        return self.score_nodes([node], context)[0]
+
+
+class FgdDevicePolicy(DevicePolicy):
+    name = NAME
+    description = "fragmentation gradient descent: the device whose use fragments least"
+
+    def __init__(self, fgd: Fgd | None = None) -> None:
+        self.fgd = fgd or Fgd()
+
+    def score_device(self, device: DeviceUsage, context: DeviceScoreContext) -> float:
+        self.fgd.bind(context.cluster)
+        return self.fgd.score_device(context.request, device, context.pod)
+
+
+def fgd_policies() -> list[NodePolicy | DevicePolicy]:
+    """The node and device policies, sharing one learner (device scores reuse the node scoring's)."""
+    fgd = Fgd()
+    return [FgdNodePolicy(fgd), FgdDevicePolicy(fgd)]

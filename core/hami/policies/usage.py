@@ -3,23 +3,21 @@
 Node score = 10 × (Σused/Σslots + Σused cores/Σcores + Σused MiB/ΣMiB) over the node's devices,
 before the pod lands. Device score = 10 × (ws·(1+used)/slots + wc·(req cores+used)/cores +
 wm·(req MiB+used)/MiB), weights from ``hami.io/device-scoring-weights`` (default 1/1/1).
-Binpack prefers the highest score, spread the lowest; hooks return "higher is better", so spread
+Binpack prefers the highest score, spread the lowest; policies return "higher is better", so spread
 returns the negated score.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from hami.errors import RequestError
-from hami.plugin import hookimpl
-from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, PolicyInfo
+from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage
+from hami.plugin.policy import DevicePolicy, DeviceScoreContext, NodePolicy, Policy, ScoreContext
 from hami.wire.annotations import SCORING_WEIGHTS as WEIGHTS_ANNOTATION
-
-_SIGN = {"binpack": 1.0, "spread": -1.0}
 
 
 @attrs.frozen
@@ -69,27 +67,37 @@ def device_usage_score(request: DeviceRequest, device: DeviceUsage, weights: Wei
     )
 
 
-@hookimpl
-def hami_scoring_policies() -> list[PolicyInfo]:
-    return [
-        PolicyInfo("binpack", "node", "fill the busiest node first (HAMi's default)", per_pod=False),
-        PolicyInfo("spread", "node", "put the pod on the least used node", per_pod=False),
-        PolicyInfo("binpack", "device", "fill the busiest device first"),
-        PolicyInfo("spread", "device", "put the container on the least used device (HAMi's default)"),
-    ]
-
-
-@hookimpl
-def hami_score_node(policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Mapping[str, Any]) -> float | None:
-    if policy not in _SIGN:
-        return None
-    return _SIGN[policy] * node_usage_score(node)
-
-
-@hookimpl
-def hami_score_device(policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> float | None:
-    if policy not in _SIGN:
-        return None
+def _weights(pod: Mapping[str, Any]) -> Weights:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    weights = parse_weights(annotations[WEIGHTS_ANNOTATION]) if WEIGHTS_ANNOTATION in annotations else Weights()
-    return _SIGN[policy] * device_usage_score(request, device, weights)
+    return parse_weights(annotations[WEIGHTS_ANNOTATION]) if WEIGHTS_ANNOTATION in annotations else Weights()
+
+
+class UsageNodePolicy(NodePolicy):
+    """``binpack`` (sign 1) or ``spread`` (sign -1) at node level; depends on the node alone."""
+
+    per_pod = False
+
+    def __init__(self, name: str, sign: float, description: str) -> None:
+        self.name, self.sign, self.description = name, sign, description
+
+    def score_node(self, node: NodeUsage, context: ScoreContext) -> float:
+        return self.sign * node_usage_score(node)
+
+
+class UsageDevicePolicy(DevicePolicy):
+    """``binpack`` or ``spread`` at device level, weighted by the pod's annotation."""
+
+    def __init__(self, name: str, sign: float, description: str) -> None:
+        self.name, self.sign, self.description = name, sign, description
+
+    def score_device(self, device: DeviceUsage, context: DeviceScoreContext) -> float:
+        return self.sign * device_usage_score(context.request, device, _weights(context.pod))
+
+
+def usage_policies() -> list[Policy]:
+    return [
+        UsageNodePolicy("binpack", 1.0, "fill the busiest node first (HAMi's default)"),
+        UsageNodePolicy("spread", -1.0, "put the pod on the least used node"),
+        UsageDevicePolicy("binpack", 1.0, "fill the busiest device first"),
+        UsageDevicePolicy("spread", -1.0, "put the container on the least used device (HAMi's default)"),
+    ]

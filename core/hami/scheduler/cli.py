@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hami.errors import ValidationError
 from hami.scheduler.config import DEFAULT_SCHEDULER_NAME, SchedulerConfig
 
 if TYPE_CHECKING:
@@ -61,8 +62,10 @@ def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | No
     config = SchedulerConfig(scheduler_name=scheduler_name, node_policy=node_policy, device_policy=device_policy, lock_expiry=timedelta(seconds=lock_expiry))
     manager.policies()  # fail now on a broken policy plugin
     for level, name in (("node", node_policy), ("device", device_policy)):
-        if (level, name) not in manager.policies():
-            raise click.BadParameter(f"unknown {level} policy {name!r}; known: {', '.join(sorted(n for l, n in manager.policies() if l == level))}")
+        try:
+            manager.policy(level, name)
+        except ValidationError as exc:
+            raise click.BadParameter(str(exc)) from None
     host, port = _split_bind(bind_address)
     service = SchedulerService(manager, api_client(kubeconfig), config, keys, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
                                leader_elect=leader_elect, lease_namespace=lease_namespace, webhook=_webhook_handler(manager, scheduler_name, kubeconfig),

@@ -16,6 +16,7 @@ import attrs
 
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import DeviceRequest, DeviceUsage, Grant
+from hami.plugin.policy import ClusterView
 from hami.scheduler.state import NodeState
 from hami.wire.codec import PodDevices
 
@@ -87,8 +88,10 @@ def fit_node(
     pod: Mapping[str, Any],
     requests: Sequence[Sequence[DeviceRequest]],
     device_policy: str,
+    cluster: ClusterView | None = None,
 ) -> Fit | Misfit:
-    """Fit every container's requests on ``node``; ``requests`` is per container, init containers first."""
+    """Fit every container's requests on ``node``; ``requests`` is per container, init containers first.
+    Devices are scored by ``device_policy`` with ``cluster`` (the manager's default view when None)."""
     working: dict[str, DeviceUsage] = {}
     granted: dict[str, list[tuple[Grant, ...]]] = {}
     vendors = {r.vendor for container in requests for r in container}
@@ -108,7 +111,7 @@ def fit_node(
                 if reason:
                     reasons[reason] += 1
                     continue
-                score = manager.score_device(device_policy, normalized, usage, pod)
+                score = manager.score_device(device_policy, normalized, usage, pod, cluster)
                 candidates.append((score, usage, normalized))
             chosen = _choose(manager, node, pod, candidates, request) if len(candidates) >= request.count else None
             if chosen is None:

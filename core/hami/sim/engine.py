@@ -22,7 +22,7 @@ import numpy as np
 
 from hami.plugin.manager import BackendManager, load_backends
 from hami.plugin.model import NodeUsage
-from hami.policies.context import PolicyContext, attach_policies
+from hami.plugin.policy import ClusterView
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.core import Scheduler
 from hami.sim.cluster import GpuMirror, SimHost, cluster_state, node_objects, only_kind, trace_kind
@@ -128,6 +128,7 @@ class Simulator:
         self.narrow = narrow
         self.objects = node_objects(self.manager, self.nodes, self.kind)
         self.capacity_milli = MILLI * sum(len(n.gpus) for n in self.nodes)
+        self._cluster = ClusterView()
 
     def run(self, policy: str, seed: int, tune: float = 1.3, progress: Progress | None = None, shuffle: bool = True) -> RunResult:
         """One replay; ``shuffle=False`` keeps the file's order (after inflation), for known answers."""
@@ -139,8 +140,10 @@ class Simulator:
         state = cluster_state(manager, self.objects)
         host = SimHost(self.nodes)
         mirror = GpuMirror(self.nodes)
-        attach_policies(manager, PolicyContext(manager=manager, host=host, seed=seed))
-        scheduler = Scheduler(manager, state, None, SchedulerConfig(node_policy=node_policy, device_policy=device_policy, events=False))
+        # A new view per run: stateful policies (FGD's distribution, random's generator) start afresh.
+        self._cluster = ClusterView(host=host, seed=seed, device_fits=manager.device_fits)
+        config = SchedulerConfig(node_policy=node_policy, device_policy=device_policy, events=False)
+        scheduler = Scheduler(manager, state, None, config, cluster=self._cluster)
         scheduler.policies({"metadata": {}})  # an unknown policy name fails here, before the run
         names = np.array(host.names, dtype=object)
         arrived = allocated = placed = 0
@@ -195,15 +198,15 @@ class Simulator:
             return None
         names = [self.nodes[j].name for j in candidates]
         usages = [node.node_usage() if (node := state.nodes.get(n)) is not None else NodeUsage(n) for n in names]
-        if self.manager.policies()[("node", node_policy)].per_pod:
-            scores = self.manager.score_nodes(node_policy, usages, [], pod)
+        if self.manager.policy("node", node_policy).per_pod:
+            scores = self.manager.score_nodes(node_policy, usages, [], pod, self._cluster)
         else:  # the score depends on the node alone: rescore only nodes whose usage changed
             memo = self._node_scores.setdefault(node_policy, {})
             scores = []
             for usage in usages:
                 cached = memo.get(usage.name)
                 if cached is None or cached[0] is not usage:
-                    cached = memo[usage.name] = (usage, self.manager.score_node(node_policy, usage, [], {}))
+                    cached = memo[usage.name] = (usage, self.manager.score_node(node_policy, usage, [], {}, self._cluster))
                 scores.append(cached[1])
         best = min(range(len(names)), key=lambda k: (-scores[k], names[k]))  # the filter's order and tie rule
         return names[best]
