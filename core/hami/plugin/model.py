@@ -202,7 +202,8 @@ class BackendInfo:
 
 @attrs.frozen
 class PolicyInfo:
-    """A scoring policy a plugin offers (``hami_scoring_policies``)."""
+    """What a scoring policy says about itself, validated (:attr:`hami.plugin.policy.Policy.info`):
+    the manager checks every policy offered through ``hami_policies`` with it."""
 
     name: str = attrs.field(validator=_non_empty)
     level: Literal["node", "device"]
