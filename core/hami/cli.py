@@ -165,7 +165,7 @@ def backends(as_json: bool, show_all: bool) -> None:
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     if not any(r.info for r in records):
-        console.print("No backend is installed: pip install hami-nvidia (or another hami-<vendor>).")
+        console.print("No backend is installed: pip install a hami-<vendor> distribution.")
 
 
 @cli.group(cls=LazyGroup, lazy=DEV_COMMANDS)

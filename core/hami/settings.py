@@ -1,8 +1,8 @@
 """The operator's configuration file, shared by the scheduler and the node agent (a ConfigMap)::
 
     backends:
-      nvidia: {split_count: 10, memory_scaling: 1.5}
-      hygon: {split_count: 4}
+      acme: {split_count: 10, memory_scaling: 1.5}
+      other: {split_count: 4}
 """
 
 from __future__ import annotations

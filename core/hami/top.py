@@ -3,7 +3,7 @@
 It reads what the scheduler reads — node device annotations and pod allocation annotations, from
 one list of nodes and one of pods — and accounts it with the scheduler's own
 :class:`~hami.scheduler.state.ClusterState`, so the numbers are the ones filter decisions see.
-Annotations are decoded by the installed backends (``pip install hami-nvidia`` …).
+Annotations are decoded by the installed backends (``pip install hami-<vendor>``).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def top_command(as_json: bool, kubeconfig: str | None, nodes: tuple[str, ...]) -
 
     manager = load_backends()
     if not manager.kinds:
-        click.echo("warning: no hami backend is installed here, so no device annotation can be read (pip install hami-nvidia …)", err=True)
+        click.echo("warning: no hami backend is installed here, so no device annotation can be read (pip install hami-<vendor>)", err=True)
     with api_client(kubeconfig) as api:
         core_v1 = CoreV1Api(api)
         try:

@@ -9,8 +9,8 @@ It is the simulated device source of every backend (config key ``inventory``, or
         memory: 512Gi        # a quantity; a bare number is MiB
         labels: {zone: a}
         devices:
-          - vendor: NVIDIA     # a vendor key of an installed backend
-            type: NVIDIA A100-SXM4-80GB
+          - vendor: ACME       # a vendor key of an installed backend
+            type: ACME X1-80GB
             memory: 80Gi       # per device; a bare number is MiB
             count: 8           # that many identical devices, ids <vendor>-<node>-<index>
             index: 0           # the first device's index (a second entry of the same vendor starts after the first)

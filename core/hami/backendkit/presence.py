@@ -1,6 +1,6 @@
 """Health from a vendor tool's device table: a device it stops listing is unhealthy until listed again.
 
-For backends whose tool (cnmon, hy-smi …) has no fault codes to watch; ``hami_device_health`` reports
+For backends whose tool (a vendor's SMI tool …) has no fault codes to watch; ``hami_device_health`` reports
 only changes, so this remembers what it reported last.
 """
 

@@ -1,4 +1,4 @@
-"""Running a vendor's command-line tool (npu-smi, cnmon, hy-smi …) for discovery and health."""
+"""Running a vendor's command-line tool (``<vendor>-smi`` and the like) for discovery and health."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Fake vendor tools for backend tests: executables on PATH that replay recorded output.
 
-Record genuine tool output (npu-smi, cnmon, hy-smi …) as fixture files starting with a
+Record genuine tool output (a vendor's SMI tool …) as fixture files starting with a
 ``# source: <where it was published>`` line and a ``# ---`` line; :class:`FakeTools` installs a small
 Python script per tool that prints the recording for an exact argument list and logs every call.
 """

@@ -10,7 +10,7 @@ HAMi's vGPU monitor names (Project-HAMi/HAMi ``cmd/vGPUmonitor/metrics.go``, v2.
 its label names and the const label ``zone="vGPU"``: ``hami_vgpu_memory_limit_bytes{namespace, pod,
 container, vdevice_index, device_uuid}``, and with ``legacy=True`` (``--legacy-metrics``)
 ``vGPU_device_memory_limit_in_bytes{podnamespace, podname, ctrname, vdeviceid, deviceuuid}``. What the
-monitor measures (NVML memory/utilisation, HAMi-core's shared region) has no source in the backend
+monitor measures (the driver's memory/utilisation, HAMi-core's shared region) has no source in the backend
 contract yet, so those series are absent. Our own ``hami_agent_*`` gauges use the same label style
 (``device_uuid``, ``device_index``) and unit (cores in percent of a device, 100 = whole).
 

@@ -36,7 +36,7 @@ class AllocationHandler(Protocol):
 
 
 def socket_name(resource: str, prefix: str = "hami-") -> str:
-    """``nvidia.com/gpu`` → ``hami-nvidia.com-gpu.sock``: a base name kubelet accepts as endpoint."""
+    """``acme.com/gpu`` → ``hami-acme.com-gpu.sock``: a base name kubelet accepts as endpoint."""
     return f"{prefix}{resource.replace('/', '-')}.sock"
 
 

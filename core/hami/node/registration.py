@@ -1,6 +1,6 @@
 """The node's device annotations and handshake: how the scheduler learns what this node has.
 
-Every vendor kind with devices gets its HAMi node annotation (JSON, or legacy CSV for Hygon) and a
+Every vendor kind with devices gets its HAMi node annotation (JSON, or HAMi's legacy CSV where the kind asks for it) and a
 handshake ``Reported_<time>``; a kind that had devices and lost them is written as an empty list
 rather than left stale. All annotations go in one merge patch, so the scheduler never sees half an
 update. Failures are retried with :class:`Backoff` by the agent's loop.

@@ -75,7 +75,7 @@ def hami_backend() -> BackendInfo:
                 name="acme",
                 kinds=[DeviceKind(
                     vendor="ACME",
-                    resources=ResourceNames(count="acme.com/npu", memory="acme.com/npumem"),
+                    resources=ResourceNames(count="acme.com/xpu", memory="acme.com/xpumem"),
                     annotations=AnnotationKeys.hami("hami.io/node-acme-register",
                                                     "hami.io/node-handshake-acme", "hami.io/acme"),
                 )],
@@ -133,7 +133,7 @@ def hami_device_health(devices: Sequence[PhysicalDevice], config: Config, node: 
 @hookspec(firstresult=True)
 def hami_split_device(device: PhysicalDevice, config: Config, node: NodeContext) -> SchedulableDevice | None:
     """Turn a physical device into schedulable capacity: share slots, scaled memory and cores,
-    the isolation mode, MIG profiles or templates.
+    the isolation mode, hardware partitions or templates.
 
     Vendor-dispatched, first non-None result wins. Return None to leave the decision to the next
     plugin; when nobody decides, the core offers the device whole (one slot, all its memory).
@@ -154,7 +154,7 @@ def hami_split_device(device: PhysicalDevice, config: Config, node: NodeContext)
 @hookspec
 def hami_node_annotations(devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Config) -> NodeAnnotations | None:
     """Extra node annotations to publish beside the device list: what the scheduler needs to
-    choose devices together (NVLink pair scores, HCCS or MLULink rings).
+    choose devices together (link pair scores, interconnect rings).
 
     Called by the node agent at every registration, once per backend (backend-dispatched) with that
     backend's split and physical devices. The keys must not be another backend's.
@@ -185,16 +185,16 @@ def hami_container_requests(container: Container, pod: Pod, config: Config) -> S
         @hookimpl
         def hami_container_requests(container, pod, config):
             limits = container.get("resources", {}).get("limits", {})
-            if "acme.com/npu" not in limits:
+            if "acme.com/xpu" not in limits:
                 return []
-            return [DeviceRequest(vendor="ACME", count=parse_count(limits["acme.com/npu"]))]
+            return [DeviceRequest(vendor="ACME", count=parse_count(limits["acme.com/xpu"]))]
     """
 
 
 @hookspec
 def hami_mutate_container(container: Container, pod: Pod, config: Config) -> ContainerPatch | None:
-    """Admission defaults for one container: limits to set (e.g. ``nvidia.com/gpu: 1`` when only
-    ``nvidia.com/gpumem`` is given, or a count the hardware rounds up, as Ascend 910C does from 1 die
+    """Admission defaults for one container: limits to set (e.g. ``acme.com/xpu: 1`` when only
+    ``acme.com/xpumem`` is given, or a count the hardware rounds up, as a two-die chip does from 1 die
     to 2) and warnings to show the user. A limit already present at another value is replaced, and
     a matching request with it.
 
@@ -206,16 +206,16 @@ def hami_mutate_container(container: Container, pod: Pod, config: Config) -> Con
         @hookimpl
         def hami_mutate_container(container, pod, config):
             limits = container.get("resources", {}).get("limits", {})
-            if "acme.com/npumem" in limits and "acme.com/npu" not in limits:
-                return ContainerPatch(limits={"acme.com/npu": "1"})
+            if "acme.com/xpumem" in limits and "acme.com/xpu" not in limits:
+                return ContainerPatch(limits={"acme.com/xpu": "1"})
             return None
     """
 
 
 @hookspec(firstresult=True)
 def hami_normalize_request(request: DeviceRequest, device: DeviceUsage, pod: Pod, config: Config) -> DeviceRequest | None:
-    """Adjust a request to what ``device`` can actually give (round memory up to a vNPU template,
-    pick a MIG profile) before it is fitted.
+    """Adjust a request to what ``device`` can actually give (round memory up to a virtual-device
+    template, pick a partition profile) before it is fitted.
 
     Vendor-dispatched, first non-None result wins; None keeps the request as it is. The result
     must keep the request's vendor.
@@ -253,7 +253,7 @@ def hami_select_devices(
     request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Pod, config: Config
 ) -> Sequence[str] | None:
     """Choose ``request.count`` devices among ``candidates`` (each fits on its own; best device
-    score first) when devices must be chosen together: NVLink pairs, HCCS rings, MLULink rings.
+    score first) when devices must be chosen together: linked pairs, interconnect rings.
 
     Vendor-dispatched, first non-None result wins: return the chosen device ids, or None to let the
     core take the best-scored ones (honouring NUMA binding). Return ``[]`` to say that no set of
@@ -329,8 +329,8 @@ def hami_container_edits(
 
 @hookspec
 def hami_prepare(grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Pod, container: Container, config: Config, node: NodeContext) -> None:
-    """Create what the grants need on the host before the container starts (a vNPU, a vDCU
-    config, a MIG instance). Called before ``hami_container_edits``.
+    """Create what the grants need on the host before the container starts (a virtual device,
+    a device config, a hardware partition). Called before ``hami_container_edits``.
 
     Vendor-dispatched. Must be idempotent (kubelet retries Allocate) and must roll back what it
     created if it fails; raise :class:`hami.errors.BackendRefused` with the reason. On a simulated
@@ -369,8 +369,8 @@ def hami_allocation_annotations(
     vendor: str, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice], pod: Pod, config: Config
 ) -> Mapping[str, str] | None:
     """Extra pod annotations to write with an allocation of ``vendor``'s devices: what the vendor's
-    device plugin or runtime reads from the pod (HAMi's Cambricon writes the sMLU profile, Ascend the
-    vNPU runtime info; ``pkg/device/*/device.go`` ``PatchAnnotations``).
+    device plugin or runtime reads from the pod (HAMi's device code writes a
+    partition profile or runtime info this way: ``pkg/device/*/device.go`` ``PatchAnnotations``).
 
     Vendor-dispatched: called by the scheduler when it writes the allocation, once per vendor key
     granted. ``containers`` holds one grant list per container (init containers first,

@@ -1,8 +1,8 @@
-"""ResourceQuota on shared-device resources (``limits.nvidia.com/gpumem``…), enforced at admission.
+"""ResourceQuota on shared-device resources (``limits.acme.com/gpumem``…), enforced at admission.
 
 kube-apiserver's own quota admission only counts ``requests.<extended resource>`` and charges a
-container what it writes. A device share is different: ``nvidia.com/gpumem: 3000`` with
-``nvidia.com/gpu: 2`` takes 3000 MiB on *each* of two devices. So, as in HAMi, the webhook enforces
+container what it writes. A device share is different: ``acme.com/gpumem: 3000`` with
+``acme.com/gpu: 2`` takes 3000 MiB on *each* of two devices. So, as in HAMi, the webhook enforces
 ``limits.<resource>`` itself for every resource of an installed backend:
 
 - a per-device resource (memory, memory percentage, cores) is charged value × the container's device
@@ -13,8 +13,8 @@ container what it writes. A device share is different: ``nvidia.com/gpumem: 3000
 - usage is recomputed from the namespace's non-terminated pods on every admission (nobody maintains
   ``status.used`` for these keys); quota scopes and scope selectors are honoured.
 
-Messages use kube-apiserver's wording: ``exceeded quota: q1, requested: limits.nvidia.com/gpumem=6000,
-used: limits.nvidia.com/gpumem=4000, limited: limits.nvidia.com/gpumem=8000``.
+Messages use kube-apiserver's wording: ``exceeded quota: q1, requested: limits.acme.com/gpumem=6000,
+used: limits.acme.com/gpumem=4000, limited: limits.acme.com/gpumem=8000``.
 """
 
 from __future__ import annotations
