@@ -49,3 +49,13 @@ dist: install
 	$(BIN)/python -m build --outdir dist .
 	$(foreach b,$(BACKENDS),$(BIN)/python -m build --outdir dist $(dir $(b)) &&) true
 	$(BIN)/python -m twine check --strict dist/*
+
+# The DaemonSet/scheduler image from those wheels (context: dist/). BASE_IMAGE: any Debian-like image
+# with python3 and its venv module. OFFLINE=1: dependencies from dist/wheelhouse, fetched here for
+# this machine's Python (which must then be the base image's), so the build needs no index.
+IMAGE ?= hami:dev
+BASE_IMAGE ?= python:3.11-slim
+image: dist
+	$(if $(OFFLINE),$(BIN)/python -m pip download --quiet --dest dist/wheelhouse "$$(ls dist/hami-*.whl)[certs]" dist/hami_*.whl && rm -f dist/wheelhouse/hami*)
+	docker build -f deploy/docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		$(if $(OFFLINE),--build-arg PIP_INSTALL_ARGS="--no-index --find-links /dist/wheelhouse") $(DOCKER_BUILD_ARGS) -t $(IMAGE) dist

@@ -21,7 +21,8 @@ def differences(left: Path, right: Path) -> list[str]:
     names_right = {p.name for p in right.glob("*.yaml")}
     problems = [f"{name}: only in {left}" for name in sorted(names_left - names_right)]
     problems += [f"{name}: only in {right}" for name in sorted(names_right - names_left)]
-    problems += [f"{name}: differs" for name in sorted(names_left & names_right) if not filecmp.cmp(left / name, right / name, shallow=False)]
+    same = {name for name in names_left & names_right if filecmp.cmp(left / name, right / name, shallow=False)}
+    problems += [f"{name}: differs" for name in sorted(names_left & names_right - same)]
     return problems
 
 

@@ -97,7 +97,9 @@ class Sandbox:
             plugin_dir = tempfile.mkdtemp(prefix="hs", dir="/tmp")  # unix socket paths must stay short
             self._dirs.append(plugin_dir)
             self.kubelets[node.name] = FakeKubelet(Path(plugin_dir), node.name, core_v1=self.core_v1).start()
-            agent = Agent(self.manager, self.core_v1, AgentOptions(node_name=node.name, device_plugin_dir=Path(plugin_dir), health_interval=5.0), self.keys)
+            # the backends' node state in the temp dir, never /var/lib/hami: users run the sandbox unprivileged
+            options = AgentOptions(node_name=node.name, device_plugin_dir=Path(plugin_dir), health_interval=5.0, state_dir=Path(plugin_dir) / "state")
+            agent = Agent(self.manager, self.core_v1, options, self.keys)
             self.agents[node.name] = agent.start()
         deadline = time.monotonic() + timeout
         for name, agent in self.agents.items():
@@ -129,7 +131,11 @@ class Sandbox:
             shutil.rmtree(directory, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # __exit__ will not run: stop what did start, or its threads keep the process alive
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
