@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from hami import hookimpl
 from hami.plugin.model import DeviceRequest, DeviceUsage, NodeUsage, SchedulableDevice
-from hami.plugin.policy import ClusterView, DeviceScoreContext, ScoreContext
+from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, NodePolicy, ScoreContext
 from hami.policies.fgd import INFEASIBLE, fgd_policies
 from hami.scheduler.core import Scheduler
 from hami.scheduler.state import ClusterState
@@ -130,3 +131,46 @@ def test_bestfit_reads_host_cpu_and_the_type_predicate_from_the_view(hami_manage
     typed = pod("z", annotations={"nvidia.com/use-gputype": "T4"})  # a selector the predicate reads
     scores = hami_manager.score_nodes("bestfit", nodes, [share(30)], typed, only_t4)
     assert scores[1] < -1e17 < scores[0]
+
+
+class Flaky:
+    """A plugin whose node and device policies both fail."""
+
+    class Node(NodePolicy):
+        name = "flaky"
+
+        def score_node(self, node, context):
+            raise KeyError("temperature")
+
+    class Device(DevicePolicy):
+        name = "flaky"
+
+        def score_device(self, device, context):
+            return "hot"
+
+    @hookimpl
+    def hami_policies(self):
+        return [self.Node(), self.Device()]
+
+
+def test_a_failing_policy_is_the_filters_answer_naming_it(hami_manager, register_backend):
+    from hami_nvidia.plugin import plugin
+
+    register_backend(plugin)
+    hami_manager.register(Flaky(), name="flaky-plugin")
+    state = ClusterState({"NVIDIA": KIND})
+    state.apply_node({"metadata": {"name": "a", "annotations": {KIND.annotations.node_register: encode_node_devices([gpu("a", 0).device], "json")}}})
+    scheduler = Scheduler(hami_manager, state, None)
+
+    def ask(uid, node_policy, device_policy):
+        annotations = {"hami.io/node-scheduler-policy": node_policy, "hami.io/gpu-scheduler-policy": device_policy}
+        limits = {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "10"}
+        spec = {"metadata": {"name": uid, "namespace": "default", "uid": uid, "annotations": annotations},
+                "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]}}
+        return scheduler.filter(spec, ["a"])
+
+    outcome = ask("p1", "flaky", "binpack")
+    assert outcome.node is None and "backend 'flaky-plugin', node policy 'flaky' score_nodes: KeyError" in outcome.error
+    outcome = ask("p2", "binpack", "flaky")
+    assert outcome.node is None and "device policy 'flaky' score_device: returned 'hot', expected a number" in outcome.failed["a"]
+    assert ask("p3", "binpack", "binpack").node == "a"

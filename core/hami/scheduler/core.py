@@ -152,7 +152,11 @@ class Scheduler:
             for name in wanted - self.state.nodes.keys():
                 failed[name] = "NodeUnregistered: no hami device annotation seen for this node"
             chosen: Fit | None = None
-            for node in self._best_first(node_policy, wanted, flat, pod):
+            try:
+                order = self._best_first(node_policy, wanted, flat, pod)
+            except HamiError as exc:  # a node policy that failed (named in the error) or a bad annotation
+                return self._failed(pod, FilterOutcome(error=f"pod {pod_key(pod)}: {exc}"))
+            for node in order:
                 reason = self._prefilter(node, flat)
                 if reason:
                     failed[node.name] = reason
