@@ -161,7 +161,7 @@ def backends(as_json: bool, show_all: bool) -> None:
             table.add_row(r.name, "", "", dist, status)
         for i, kind in enumerate(kinds):
             first = i == 0
-            table.add_row(r.info.name if first else "", kind.vendor, "\n".join(kind.resources.all()), dist if first else "", status if first else "")
+            table.add_row(r.info.name if first and r.info else "", kind.vendor, "\n".join(kind.resources.all()), dist if first else "", status if first else "")
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     if not any(r.info for r in records):

@@ -39,7 +39,7 @@ from hami.sdk import (
 
 from hami_ascend import discovery, edits, topology, vnpu
 from hami_ascend.chips import chip_for
-from hami_ascend.npusmi import HEALTHY, NpuSmi
+from hami_ascend.npusmi import HEALTHY, ChipRow, NpuSmi
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class AscendBackend(StandardBackend):
         except BackendError as exc:
             log.warning("event=ascend_health_probe_failed error=%r", str(exc))
             return []
-        seen = {(r.npu_id, r.chip_id): r for r in table.chips}
+        seen: dict[tuple[object, object], ChipRow] = {(r.npu_id, r.chip_id): r for r in table.chips}
         events = []
         for device in real:
             row = seen.get((device.attributes.get("card"), device.attributes.get("chip")))

@@ -38,7 +38,8 @@ def _query(tool: str, args: list[str], timeout: float) -> str | None:
 def drm_nodes(sysfs_root: str) -> list[tuple[str, str]]:
     """(cardN, renderDN) of Hygon devices in PCI order, as HAMi's plugin pairs them; [] when unknown."""
     drm = Path(sysfs_root) / "class" / "drm"
-    cards, renders = [], []
+    cards: list[str] = []
+    renders: list[str] = []
     try:
         named = [(m.group(1), int(m.group(2)), p) for p in drm.iterdir() if (m := _DRM_NAME.fullmatch(p.name))]
     except OSError:
@@ -53,7 +54,7 @@ def drm_nodes(sysfs_root: str) -> list[tuple[str, str]]:
     if len(cards) != len(renders):
         log.warning("event=hygon_drm_mismatch cards=%s renders=%s", cards, renders)
         return []
-    return list(zip(cards, renders))
+    return list(zip(cards, renders, strict=True))
 
 
 def hysmi_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:

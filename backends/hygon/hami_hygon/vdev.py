@@ -117,7 +117,7 @@ class VdevStore:
 
     def existing(self) -> dict[int, VdevConf]:
         """Every node-wide vdev config, by vdev id; unreadable ones are logged and skipped."""
-        found = {}
+        found: dict[int, VdevConf] = {}
         if not self.root.is_dir():
             return found
         for path in self.root.iterdir():

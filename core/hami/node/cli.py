@@ -134,10 +134,10 @@ def devices_command(as_json: bool, node_name: str, config_path: str | None) -> N
     for column in ("backend", "vendor", "index", "id", "type", "memory MiB", "cores", "numa", "health", "resource", "slots", "advertised MiB"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        health = "[green]Healthy[/]" if r["health"] == "Healthy" else "[red]Unhealthy[/]"
+        shown = "[green]Healthy[/]" if r["health"] == "Healthy" else "[red]Unhealthy[/]"
         table.add_row(
             r["backend"], r["vendor"], str(r["index"]), r["id"], r["type"], str(r["memory_mib"]), str(r["cores"]),
-            str(r["numa"]), health, r["resource"], str(r["slots"]), str(r["schedulable_memory_mib"]),
+            str(r["numa"]), shown, r["resource"], str(r["slots"]), str(r["schedulable_memory_mib"]),
         )
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)

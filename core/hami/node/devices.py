@@ -17,7 +17,7 @@ import attrs
 from hami.node.deviceplugin import HEALTHY, UNHEALTHY
 from hami.errors import BackendRefused
 from hami.plugin.manager import BackendManager
-from hami.plugin.model import Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice, frozen_map
+from hami.plugin.model import Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice, frozen_map, frozen_tuple
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class NodeDevice:
 
 @attrs.frozen
 class Discovery:
-    devices: tuple[NodeDevice, ...] = attrs.field(default=(), converter=tuple)
+    devices: tuple[NodeDevice, ...] = attrs.field(default=(), converter=frozen_tuple)
     errors: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     """Backend name → why its devices are missing."""
     annotations: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)

@@ -88,6 +88,7 @@ def _run(job: Job, policies: Sequence[str], seeds: Sequence[int], tune: float, j
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskID,
         TextColumn,
         TimeElapsedColumn,
     )
@@ -96,7 +97,7 @@ def _run(job: Job, policies: Sequence[str], seeds: Sequence[int], tune: float, j
         if jobs > 1:
             overall = bar.add_task("runs", total=len(policies) * len(seeds))
             return run_grid(job, policies, seeds, tune, jobs, done=lambda _: bar.advance(overall))
-        tasks: dict[tuple[str, int], int] = {}
+        tasks: dict[tuple[str, int], TaskID] = {}
 
         def progress(policy: str, seed: int, done: int, total: int) -> None:
             key = (policy, seed)

@@ -15,6 +15,7 @@ import attrs
 
 from hami.backendkit.inventory import load_inventory
 from hami.errors import HamiError
+from hami.plugin.model import frozen_tuple
 
 MILLI = 1000
 """One whole GPU in the trace's unit (``gpu_milli``)."""
@@ -44,7 +45,7 @@ class TraceNode:
     name: str
     cpu_milli: int = attrs.field(validator=_positive_milli)
     memory_mib: int = attrs.field(validator=_positive_milli)
-    gpus: tuple[GpuModelDevice, ...] = attrs.field(default=(), converter=tuple)
+    gpus: tuple[GpuModelDevice, ...] = attrs.field(default=(), converter=frozen_tuple)
 
     @property
     def gpu_milli(self) -> int:
@@ -60,7 +61,7 @@ class TraceTask:
     memory_mib: int = attrs.field(validator=_positive_milli)
     num_gpu: int = attrs.field(default=0, validator=_positive_milli)
     gpu_milli: int = attrs.field(default=0, validator=_positive_milli)
-    gpu_spec: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    gpu_spec: tuple[str, ...] = attrs.field(default=(), converter=frozen_tuple)
     """Allowed GPU models; empty = any."""
 
     def __attrs_post_init__(self) -> None:

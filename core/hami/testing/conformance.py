@@ -122,7 +122,7 @@ class BackendConformance:
     def manager(self, backend: object, backend_config: dict[str, Any]) -> BackendManager:
         manager = BackendManager(strict=True, allow=(), deny=())
         record = manager.register(backend, distribution="conformance")
-        assert record.status == "ok", record.error
+        assert record.status == "ok" and record.info is not None, record.error
         manager.configure(record.info.name, backend_config)
         return manager
 
