@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from hami.sdk import BackendError
+from hami.sdk import BackendError, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -134,20 +133,8 @@ class NpuSmi:
         return shutil.which(self.executable) is not None
 
     def run(self, args: Sequence[str]) -> str:
-        command = [self.executable, *args]
-        shown = " ".join(command)
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout, check=False)
-        except FileNotFoundError:
-            raise BackendError(f"{shown}: {self.executable!r} not found (is the Ascend driver installed and npu-smi on PATH?)") from None
-        except subprocess.TimeoutExpired:
-            raise BackendError(f"{shown}: no answer within {self.timeout:g} s") from None
-        except OSError as exc:
-            raise BackendError(f"{shown}: {exc}") from None
-        if done.returncode != 0:
-            output = (done.stdout + done.stderr).strip().replace("\n", " | ")
-            raise BackendError(f"{shown} exited with {done.returncode}: {output[:300]!r}")
-        return done.stdout
+        """npu-smi prints its errors (a failed create-vnpu, a driver fault) on stdout, so errors show it."""
+        return run_tool([self.executable, *args], self.timeout, missing_hint="is the Ascend driver installed?", output_in_errors=True)
 
     def info(self) -> InfoTable:
         return parse_info(self.run(["info"]))

@@ -8,18 +8,20 @@ from collections.abc import Sequence
 from hami.errors import BackendError
 
 
-def run_tool(argv: Sequence[str], timeout: float, *, missing_hint: str = "") -> str:
+def run_tool(argv: Sequence[str], timeout: float, *, missing_hint: str = "", output_in_errors: bool = False) -> str:
     """The tool's stdout; a :class:`BackendError` names the command and why it failed (not found,
-    timed out, could not start, non-zero exit with the start of its stderr)."""
+    timed out, could not start, non-zero exit with the start of its stderr — and of its stdout too
+    with ``output_in_errors``, for tools that print their errors there)."""
     command = " ".join(argv)
     try:
         done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
         raise BackendError(f"{argv[0]!r} not found on PATH{f' ({missing_hint})' if missing_hint else ''}") from None
     except subprocess.TimeoutExpired:
-        raise BackendError(f"{command!r} did not finish within {timeout:g} s") from None
+        raise BackendError(f"{command} did not finish within {timeout:g} s") from None
     except OSError as exc:
-        raise BackendError(f"{command!r} could not start: {exc}") from None
+        raise BackendError(f"{command} could not start: {exc}") from None
     if done.returncode != 0:
-        raise BackendError(f"{command!r} exited with {done.returncode}: {done.stderr.strip()[:200]}")
+        said = (done.stdout + done.stderr) if output_in_errors else done.stderr
+        raise BackendError(f"{command} exited with {done.returncode}: {said.strip().replace(chr(10), ' | ')[:300]}")
     return done.stdout
