@@ -99,7 +99,7 @@ class Agent:
         self.servers: dict[str, DevicePluginServer] = {}
         self.metrics = AgentMetrics(self, legacy=options.legacy_metrics)
         self.metrics_server: MetricsServer | None = None
-        self.discovery = Discovery()
+        self.discovery: Discovery = Discovery()
         self.health: dict[str, bool] = {}
         """Device id → health reported by ``hami_device_health`` (overrides what discovery said)."""
         self.node_registered = threading.Event()
@@ -183,7 +183,7 @@ class Agent:
         return self.health.get(device.id, device.schedulable.healthy)
 
     def _plugin_devices(self, devices: Sequence[NodeDevice]) -> list[api_pb2.Device]:
-        out = []
+        out: list[api_pb2.Device] = []
         for device in devices:
             health = HEALTHY if self.healthy(device) else UNHEALTHY
             topology = api_pb2.TopologyInfo(nodes=[api_pb2.NUMANode(ID=device.physical.numa)])
@@ -211,8 +211,8 @@ class Agent:
         with self._state:
             devices = list(self.discovery.devices)
         by_backend: dict[str, list[NodeDevice]] = {}
-        for device in devices:
-            by_backend.setdefault(device.backend, []).append(device)
+        for node_device in devices:
+            by_backend.setdefault(node_device.backend, []).append(node_device)
         for backend, owned in sorted(by_backend.items()):
             known = {d.id: d for d in owned}
             try:

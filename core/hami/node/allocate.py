@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import urllib3
@@ -31,7 +31,7 @@ from hami.node.deviceplugin.v1beta1 import api_pb2
 from hami.node.devices import Discovery, device_of_slot
 from hami.node.edits import to_response
 from hami.plugin.manager import BackendManager
-from hami.plugin.model import DeviceKind, Grant
+from hami.plugin.model import DeviceKind, Grant, NodeContext
 from hami.wire.allocation import (
     is_fully_allocated,
     next_container,
@@ -131,13 +131,13 @@ class Allocator:
             if exc.status == 404:
                 return None
             raise
-        return json.loads(resp.data)
+        return json.loads(cast(Any, resp).data)
 
     def _node_pods(self) -> list[Pod]:
         resp = self.core_v1.list_pod_for_all_namespaces(
             field_selector=f"spec.nodeName={self.node}", _preload_content=False, _request_timeout=self.request_timeout
         )
-        return list(json.loads(resp.data).get("items") or [])
+        return list(json.loads(cast(Any, resp).data).get("items") or [])
 
     def _lock_holder(self) -> LockHolder | None:
         holder, version = self.lock.holder(self.node)
@@ -199,7 +199,7 @@ class Allocator:
                 raise
             except Exception as exc:
                 raise self._api_error(exc, f"cannot find the pod to allocate {resource} for on node {self.node}") from None
-            for attempt in range(3):
+            for _attempt in range(3):
                 try:
                     response, container = self._allocate_for(pod, kind, devices_ids)
                     log.info(
@@ -208,9 +208,10 @@ class Allocator:
                     )
                     return response
                 except _Conflict:
-                    pod = self._reread(pod)  # someone wrote the pod in between: start over from what is there now
-                    if pod is None or not self._safe_pending(pod, kind):
+                    reread = self._reread(pod)  # someone wrote the pod in between: start over from what is there now
+                    if reread is None or not self._safe_pending(reread, kind):
                         break
+                    pod = reread
                 except AllocateError as exc:
                     if exc.permanent:
                         self.fail(pod, str(exc))
@@ -280,6 +281,7 @@ class Allocator:
             raise refuse(f"kubelet asked for {len(devices_ids)} devices of {resource} but the scheduler granted {len(step.grants)} to container \"{name}\"")
         self._note_slot_mismatch(key, name, step.grants, devices_ids)
         try:
+            node: NodeContext | str
             if self.discovery is None:
                 node, devices = self.node, None
             else:
@@ -317,7 +319,7 @@ class Allocator:
             body["metadata"]["resourceVersion"] = meta["resourceVersion"]
         try:
             self.core_v1.patch_namespaced_pod(
-                meta.get("name"), meta.get("namespace") or "default", body,
+                cast(str, meta.get("name")), meta.get("namespace") or "default", body,
                 _preload_content=False, _request_timeout=self.request_timeout, _content_type=MERGE_PATCH,
             )
         except ApiException as exc:
@@ -367,7 +369,7 @@ class Allocator:
             "count": 1,
         }
         try:
-            self.core_v1.create_namespaced_event(namespace, body, _preload_content=False, _request_timeout=self.request_timeout)
+            self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout)
         except Exception as exc:
             log.warning("event=event_write_failed pod=%s error=%r", pod_key(pod), describe_api_error(exc))
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from kubernetes.client import CoreV1Api
@@ -198,7 +198,7 @@ class Scheduler:
             return ""
         try:
             body = {"metadata": {"annotations": annotations}}
-            self.core_v1.patch_namespaced_pod(meta.get("name"), meta.get("namespace", "default"), body, _preload_content=False)
+            self.core_v1.patch_namespaced_pod(cast(str, meta.get("name")), meta.get("namespace", "default"), body, _preload_content=False)
         except (ApiException, OSError) as exc:
             self.state.forget_pod(meta.get("uid", ""))
             reason = f"pod {pod_key(pod)}: could not record the allocation: {_api_reason(exc)}"
@@ -258,7 +258,7 @@ class Scheduler:
         try:
             now = str(int(time.time()))
             self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: now}}})
-            body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": namespace, "uid": uid or None}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+            body: Any = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": namespace, "uid": uid or None}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
             self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
         except ApiException as exc:
             reason = f"{who}: binding to node {node!r} failed: {_api_reason(exc)}"
@@ -268,6 +268,8 @@ class Scheduler:
         return ""
 
     def _undo_bind(self, namespace: str, name: str, node: str) -> None:
+        if self.core_v1 is None or self.lock is None:  # bind() checked both
+            return
         try:
             self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.FAILED}}})
         except ApiException as exc:
@@ -294,8 +296,10 @@ class Scheduler:
         self._writer.submit(self._write_event, namespace, body)
 
     def _write_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        if self.core_v1 is None:  # _event() checked it
+            return
         try:
-            self.core_v1.create_namespaced_event(namespace, body, _preload_content=False)
+            self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False)
         except (ApiException, OSError) as exc:  # events are best effort
             log.debug("event=event_write_failed namespace=%s error=%r", namespace, str(exc))
 
