@@ -148,3 +148,52 @@ def test_agent_metrics_survive_an_unreachable_api_server(manager) -> None:
     families = {f.name: f.samples for f in metrics.registry.collect()}
     assert len(families["hami_agent_device_memory_bytes"]) == 2
     assert families["hami_agent_pod_list_errors"][0].value == 1
+
+
+def test_legacy_metrics_flag_adds_the_pre_2_8_names(manager) -> None:
+    """Upstream: cmd/scheduler/metrics.go (legacy descriptors behind --legacy-metrics, cmd/scheduler/main.go)
+    and cmd/vGPUmonitor/metrics.go initLegacyDescriptors: old names, old label names, same values."""
+    from hami.scheduler.metrics import SchedulerMetrics
+
+    state = ClusterState(manager.kinds)
+    state.apply_node({"metadata": {"name": NODE, "annotations": node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())}})
+    state.apply_pod(_pod("p", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 3000, 30)], manager))
+    families = {f.name: f.samples for f in SchedulerMetrics(state, legacy=True).registry.collect()}
+    assert LEGACY_SCHEDULER_NAMES - {"QuotaUsed"} <= set(families)
+    limit = {s.labels["deviceuuid"]: s for s in families["GPUDeviceMemoryLimit"]}[f"NVIDIA-{NODE}-1"]
+    assert (set(limit.labels), limit.value) == ({"nodeid", "deviceuuid", "deviceidx", "devicetype", "zone"}, 40960 * 2**20)
+    (ctr,) = families["vGPUCoreAllocated"]
+    assert (set(ctr.labels), ctr.value) == ({"podnamespace", "nodename", "podname", "containeridx", "deviceuuid", "zone"}, 30)
+    assert {s.labels["deviceuuid"]: s.value for s in families["nodeGPUMemoryPercentage"]}[f"NVIDIA-{NODE}-1"] == pytest.approx(3000 / 40960)
+    assert {s.labels["quotaName"]: s.labels["limit"] for s in families["QuotaUsed"]} == {"nvidia.com/gpumem": "0", "nvidia.com/gpucores": "0"}
+
+    agent = types.SimpleNamespace(node=NODE, manager=manager, discovery=discover_node(manager, NODE), core_v1=None, healthy=lambda d: True)
+    pods = [_pod("a", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 1000, 20)], manager)]
+    agent_families = {f.name: f.samples for f in AgentMetrics(agent, pods=lambda: pods, legacy=True).registry.collect()}
+    (old,) = agent_families["vGPU_device_memory_limit_in_bytes"]
+    assert old.labels == {"podnamespace": "ml", "podname": "a", "ctrname": "main", "vdeviceid": "0", "deviceuuid": f"NVIDIA-{NODE}-1", "zone": "vGPU"}
+    assert old.value == 1000 * 2**20
+
+
+def test_quota_metrics_without_a_quota_and_with_an_unreachable_api_server(manager) -> None:
+    """Upstream: pkg/device/quota.go tracks usage for every namespace (Limit 0, LimitSet false: no
+    hami_resource_quota_limit series); cmd/scheduler/metrics.go collectQuotaMetrics."""
+    from hami.scheduler.metrics import SchedulerMetrics
+
+    state = ClusterState(manager.kinds)
+    state.apply_pod(_pod("p", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 3000, 30), Grant(f"NVIDIA-{NODE}-0", "NVIDIA", 3000, 30)], manager))
+    quotas = [{"metadata": {"namespace": "ml", "name": "a"}, "spec": {"hard": {"limits.nvidia.com/gpumem": "8000", "limits.cpu": "4"}}},
+              {"metadata": {"namespace": "ml", "name": "b"}, "spec": {"hard": {"limits.nvidia.com/gpumem": "7k"}}},
+              {"metadata": {"namespace": "idle", "name": "c"}, "spec": {"hard": {"limits.nvidia.com/gpucores": "1.5"}}}]
+    families = {f.name: f.samples for f in SchedulerMetrics(state, quotas=lambda: quotas).registry.collect()}
+    used = {(s.labels["namespace"], s.labels["quota_name"]): (s.labels["limit"], s.value) for s in families["hami_resource_quota_used"]}
+    assert used == {("ml", "nvidia.com/gpumem"): ("7000", 6000), ("ml", "nvidia.com/gpucores"): ("0", 60)}  # the tighter quota; 1.5 is not an integer
+    assert {(s.labels["namespace"], s.labels["quota_name"]): s.value for s in families["hami_resource_quota_limit"]} == {("ml", "nvidia.com/gpumem"): 7000}
+
+    def away() -> list:
+        raise ConnectionError("API server away")
+
+    metrics = SchedulerMetrics(state, quotas=away)
+    families = {f.name: f.samples for f in metrics.registry.collect()}
+    assert families["hami_scheduler_quota_list_errors"][0].value == 1
+    assert len(families["hami_resource_quota_used"]) == 2 and not families["hami_resource_quota_limit"]
