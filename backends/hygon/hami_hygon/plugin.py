@@ -15,7 +15,6 @@ Hook by hook:
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,6 +39,7 @@ from hami.sdk import (
     StandardBackend,
     container_resources,
     hookimpl,
+    run_tool,
     selectors,
 )
 
@@ -227,13 +227,10 @@ def _hy_virtual(config: Mapping[str, Any], action: str, store: VdevStore, key: s
         argv = [part.format(**values) for part in template]
     except (KeyError, IndexError) as exc:
         raise BackendError(f"config hy_virtual={template!r} names an unknown placeholder {exc}") from None
-    timeout = float(config.get("hy_virtual_timeout", 10.0))
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BackendError(f"hy_virtual {' '.join(argv)!r} failed: {exc}") from None
-    if done.returncode != 0:
-        raise BackendError(f"hy_virtual {' '.join(argv)!r} exited with {done.returncode}: {done.stderr.strip()[:200]}")
+        run_tool(argv, float(config.get("hy_virtual_timeout", 10.0)))
+    except BackendError as exc:
+        raise BackendError(f"hy_virtual: {exc}") from None
     log.info("event=hy_virtual_ran action=%s key=%s vdev_id=%d", action, key, conf.vdev_id)
 
 
