@@ -58,15 +58,15 @@ def _node_problem(failed: Mapping[str, str]) -> str:
 
 def _as_api_json(pod: Mapping[str, Any]) -> dict[str, Any]:
     """The pod as the API server stores it: resource quantities are strings (YAML gives numbers)."""
-    pod = json.loads(json.dumps(pod))
-    for container in ordered_containers(pod):
+    stored: dict[str, Any] = json.loads(json.dumps(pod))
+    for container in ordered_containers(stored):
         for section in ("limits", "requests"):
             values = (container.get("resources") or {}).get(section)
             if isinstance(values, dict):
                 for key, value in values.items():
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
                         values[key] = str(value)
-    return pod
+    return stored
 
 
 class Sandbox:
@@ -142,6 +142,13 @@ class Sandbox:
 
     # ------------------------------------------------------------ playing kube-scheduler and kubelet
 
+    @property
+    def _raw(self) -> Any:
+        """The API client for raw calls (``_preload_content=False``: JSON in, urllib3 responses out)."""
+        if self.core_v1 is None:
+            raise HamiError("the sandbox is not started")
+        return self.core_v1
+
     def _post(self, verb: str, body: Any) -> Any:
         assert self.service is not None
         request = urllib.request.Request(f"{self.service.server.url}/{verb}", data=json.dumps(body).encode(),
@@ -150,7 +157,7 @@ class Sandbox:
             return json.loads(response.read())
 
     def _pod(self, namespace: str, name: str) -> dict[str, Any]:
-        return json.loads(self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False).data)
+        return json.loads(self._raw.read_namespaced_pod(name, namespace, _preload_content=False).data)
 
     def submit(self, pod: Mapping[str, Any]) -> PodOutcome:
         """One pod from creation to running (or the reason it does not run)."""
@@ -172,7 +179,7 @@ class Sandbox:
         if answer.get("patch"):
             pod = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
         try:
-            self.core_v1.create_namespaced_pod(namespace, pod, _preload_content=False)
+            self._raw.create_namespaced_pod(namespace, pod, _preload_content=False)
         except ApiException as exc:
             return outcome("Rejected", f"API server: {json.loads(exc.body or '{}').get('message', exc.reason)}")
         created = self._pod(namespace, name)
@@ -186,7 +193,7 @@ class Sandbox:
         admitted = self.kubelets[node].admit(self._pod(namespace, name))
         if not admitted.admitted:
             return outcome("Rejected", f"kubelet: {admitted.reason}: {admitted.message}", node)
-        self.core_v1.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False)
+        self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False)
         return outcome("Running", "", node, self._containers(self._pod(namespace, name), admitted))
 
     def _asks_hami(self, pod: Mapping[str, Any]) -> bool:
@@ -212,9 +219,10 @@ class Sandbox:
 
     def _bind(self, namespace: str, name: str, node: str) -> None:
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}}
-        self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+        self._raw.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
 
     def _containers(self, pod: Mapping[str, Any], admitted: Any) -> list[ContainerOutcome]:
+        assert self.service is not None
         annotations = pod["metadata"].get("annotations") or {}
         allocated = read_allocated(annotations, self.manager.kinds)
         types = {device_id: device.type for node in self.service.state.nodes.values() for device_id, device in node.devices.items()}
@@ -235,7 +243,7 @@ class Sandbox:
         """Delete a pod as a user would; the kubelet frees its devices and the agent its host resources."""
         pod = self._pod(namespace, name)
         node = pod.get("spec", {}).get("nodeName")
-        self.core_v1.delete_namespaced_pod(name, namespace, _preload_content=False)
+        self._raw.delete_namespaced_pod(name, namespace, _preload_content=False)
         if node in self.kubelets:
             self.kubelets[node].release(pod)
 
@@ -250,8 +258,7 @@ class Sandbox:
             for inventory_node in self.inventory:
                 node = state.node(inventory_node.name)
                 devices = []
-                for device_id in (node.devices if node else {}):
-                    usage = node.usage(device_id)
+                for usage in [node.usage(device_id) for device_id in node.devices] if node is not None else []:
                     d = usage.device
                     devices.append({"id": d.id, "vendor": d.vendor, "type": d.type, "memory_mib": d.memory, "used_memory_mib": usage.memory,
                                     "cores": d.cores, "used_cores": usage.cores, "slots": d.count, "used_slots": usage.used})
