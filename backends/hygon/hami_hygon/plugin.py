@@ -167,11 +167,7 @@ class HygonBackend(StandardBackend):
     def hami_release(self, pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
         store = _store(config, node)
         key = _key(pod, container)
-        try:
-            conf = store.owned(key)
-        except BackendError as exc:
-            log.warning("event=vdev_unreadable key=%s error=%r", key, str(exc))
-            conf = None
+        conf = store.releasable(key)
         if conf is not None:
             try:
                 _hy_virtual(config, "remove", store, key, conf)

@@ -142,6 +142,15 @@ class VdevStore:
             return VdevConf.parse(node_file.read_text(), str(node_file))
         return mine
 
+    def releasable(self, key: str) -> VdevConf | None:
+        """:meth:`owned`, but an unreadable config is logged and treated as absent: a release must
+        still clean up what it can."""
+        try:
+            return self.owned(key)
+        except BackendError as exc:
+            log.warning("event=vdev_unreadable key=%s error=%r", key, str(exc))
+            return None
+
     def create(self, key: str, device: PhysicalDcu, cores_percent: int, memory: int) -> VdevConf:
         """The vDCU of container ``key`` on ``device``; idempotent (kubelet retries Allocate)."""
         with self._locked():
@@ -174,11 +183,7 @@ class VdevStore:
         """Remove container ``key``'s vDCU; idempotent."""
         with self._locked():
             folder = self.container_dir(key)
-            try:
-                mine = self.owned(key)
-            except BackendError as exc:
-                log.warning("event=vdev_unreadable key=%s error=%r", key, str(exc))
-                mine = None
+            mine = self.releasable(key)
             if mine is not None:
                 (self.root / f"vdev{mine.vdev_id}.conf").unlink(missing_ok=True)
             shutil.rmtree(folder, ignore_errors=True)

@@ -49,6 +49,17 @@ def test_create_is_idempotent_and_state_survives_a_restart(tmp_path):
     assert after_restart.cu_mask & first.cu_mask == 0 and after_restart.vdev_id == 1
 
 
+def test_an_unreadable_config_is_released_anyway(tmp_path, caplog):
+    store = VdevStore(tmp_path)
+    store.create("a_c", DCU0, 30, 1000)
+    (store.container_dir("a_c") / CONTAINER_FILE).write_text("not a vdev config\n")
+    with pytest.raises(BackendError):
+        store.owned("a_c")
+    assert store.releasable("a_c") is None and "vdev_unreadable" in caplog.text
+    store.remove("a_c")
+    assert not store.container_dir("a_c").exists()
+
+
 def test_remove_frees_units_ids_and_files(tmp_path):
     store = VdevStore(tmp_path)
     first = store.create("a_c", DCU0, 100, 1000)
