@@ -42,7 +42,7 @@ KEY = b"bench-signing-key-0123456789abcdef"
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def rss_mib(pid: int) -> tuple[float, float]:

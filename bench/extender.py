@@ -53,7 +53,7 @@ def load_cluster(server: KubeAPIServer, nodes: int, gpus: int, rng: random.Rando
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def serve_cluster(nodes: int, gpus: int, seed: int, kubeconfig: str) -> None:

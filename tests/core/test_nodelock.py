@@ -67,7 +67,7 @@ def test_concurrent_acquirers_exactly_one_wins(core_v1, node):
         barrier = threading.Barrier(8)
         winners, losers = [], []
 
-        def contend(i):
+        def contend(i, barrier=barrier, winners=winners, losers=losers):  # this round's (bound now: B023)
             lock = NodeLock(core_v1)
             barrier.wait()
             try:

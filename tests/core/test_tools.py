@@ -15,7 +15,7 @@ def test_output_and_failures():
         run_tool(["no-such-tool-xyz"], 10, missing_hint="install the driver")
     with pytest.raises(BackendError, match="exited with 3: boom"):
         run_tool([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"], 10)
-    with pytest.raises(BackendError, match="did not finish within 0.2 s"):
+    with pytest.raises(BackendError, match=r"did not finish within 0\.2 s"):
         run_tool([sys.executable, "-c", "import time; time.sleep(5)"], 0.2)
 
 

@@ -51,8 +51,7 @@ def test_capacity_and_allocatable_follow_plugin(core_v1: client.CoreV1Api, kubel
 
 def test_existing_node_is_patched_not_recreated(core_v1: client.CoreV1Api, kubelet_dir: Path) -> None:
     core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="node-1", labels={"zone": "a"})))
-    with FakeKubelet(kubelet_dir, "node-1", core_v1=core_v1) as kubelet:
-        with SamplePlugin(kubelet_dir / "p.sock", ["d0", "d1"]) as plugin:
-            plugin.register(kubelet.socket_path, RESOURCE)
-            wait_counts(kubelet, core_v1, ("2", "2"))
+    with FakeKubelet(kubelet_dir, "node-1", core_v1=core_v1) as kubelet, SamplePlugin(kubelet_dir / "p.sock", ["d0", "d1"]) as plugin:
+        plugin.register(kubelet.socket_path, RESOURCE)
+        wait_counts(kubelet, core_v1, ("2", "2"))
     assert core_v1.read_node("node-1").metadata.labels == {"zone": "a"}

@@ -104,7 +104,7 @@ def test_rotated_certificate_is_picked_up(start_webhook: Any, tmp_path: Path, pa
 
 
 def test_tls_configuration_errors_are_clear(manager: Any, pair: tuple[Path, Path], tmp_path: Path) -> None:
-    cert, key = pair
+    cert, _key = pair
     with pytest.raises(ServerError, match="both a certificate and a key"):
         WebhookServer(manager, tls_cert=cert)
     with pytest.raises(ServerError, match="cannot read TLS files"):

@@ -58,7 +58,7 @@ def is_ring(cards: Sequence[str], links: Links) -> bool:
         if order[0] > order[-1]:
             continue  # each cycle once, not in both directions
         path = (first, *order, first)
-        if all(b in links.get(a, ()) for a, b in zip(path, path[1:])):
+        if all(b in links.get(a, ()) for a, b in itertools.pairwise(path)):
             return True
     return False
 

@@ -79,7 +79,7 @@ def parse_table(text: str) -> list[TableRow]:
             log.warning("event=hysmi_unparsed_line tool=hy-smi line_number=%d line=%r", number, line)
             continue
         cells = line.split()
-        rows.append(TableRow(int(match.group(1)), tuple(zip(header, cells))))
+        rows.append(TableRow(int(match.group(1)), tuple(zip(header, cells, strict=False))))
     return rows
 
 
@@ -131,7 +131,7 @@ def parse_virtual_info(text: str) -> list[VirtualInfo]:
             continue
         log.warning("event=hysmi_unparsed_line tool=hy-virtual line_number=%d line=%r", number, line)
     result = []
-    for index, fields in zip(indexes, blocks):
+    for index, fields in zip(indexes, blocks, strict=False):
         memory = _BYTES.match(fields.get("global memory", ""))
         result.append(
             VirtualInfo(
