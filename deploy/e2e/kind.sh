@@ -39,7 +39,8 @@ fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 
 echo "==> image $IMAGE (backends: $BACKENDS)"
-docker build -f "$ROOT/deploy/docker/Dockerfile" --build-arg BACKENDS="$BACKENDS" -t "$IMAGE" "$ROOT"
+make -C "$ROOT" dist  # the image installs the wheels; its build context is dist/
+docker build -f "$ROOT/deploy/docker/Dockerfile" --build-arg BACKENDS="$BACKENDS" -t "$IMAGE" "$ROOT/dist"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 echo "==> HAMi-core stand-in on $WORKER (empty libvgpu.so and ld.so.preload: the containers run unlimited)"
