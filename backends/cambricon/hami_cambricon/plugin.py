@@ -102,7 +102,7 @@ class CambriconBackend(StandardBackend):
     # ------------------------------------------------------------ node side
 
     @hookimpl
-    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discovery.discover(config, node)
 
     @hookimpl

@@ -96,7 +96,7 @@ class HygonBackend(StandardBackend):
     # ------------------------------------------------------------ node side
 
     @hookimpl
-    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discovery.discover(config, node)
 
     @hookimpl

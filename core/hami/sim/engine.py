@@ -15,13 +15,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import numpy as np
 
 from hami.plugin.manager import BackendManager, load_backends
-from hami.plugin.model import NodeUsage
+from hami.plugin.model import NodeUsage, frozen_tuple
 from hami.plugin.policy import ClusterView
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.core import Scheduler
@@ -65,9 +65,9 @@ class RunResult:
     capacity_milli: int
     arrived_milli: int
     allocated_milli: int
-    alloc_at_arrived: tuple[float, ...] = attrs.field(converter=tuple)
+    alloc_at_arrived: tuple[float, ...] = attrs.field(converter=frozen_tuple)
     failed_by_shape: dict[str, int] = attrs.field(factory=dict, hash=False)
-    placements: tuple[str | None, ...] = attrs.field(default=(), converter=tuple, repr=False)
+    placements: tuple[str | None, ...] = attrs.field(default=(), converter=frozen_tuple, repr=False)
     """The node of each task in replay order (None: failed); not part of the JSON."""
     cpu_seconds: float = 0.0
     """CPU time of the run (all threads): steadier than ``seconds`` on a shared machine."""
@@ -170,7 +170,7 @@ class Simulator:
                 if chosen is None:
                     failed[task_shape(task)] += 1
                 else:
-                    host.take(host.index(chosen), task.cpu_milli, task.memory_mib)
+                    host.take(cast(int, host.index(chosen)), task.cpu_milli, task.memory_mib)  # a node of this host list
                     allocated += task.total_gpu_milli
                     placed += 1
                 arrived_pct[i] = 100.0 * arrived / capacity

@@ -14,7 +14,7 @@ import numpy as np
 BUCKETS = 131
 
 
-def alloc_at_arrived(arrived_pct: Sequence[float], allocated_pct: Sequence[float], buckets: int = BUCKETS) -> list[float]:
+def alloc_at_arrived(arrived_pct: Sequence[float] | np.ndarray, allocated_pct: Sequence[float] | np.ndarray, buckets: int = BUCKETS) -> list[float]:
     arrived = np.asarray(arrived_pct, dtype=float)
     allocated = np.asarray(allocated_pct, dtype=float)
     if arrived.shape != allocated.shape:
@@ -25,7 +25,7 @@ def alloc_at_arrived(arrived_pct: Sequence[float], allocated_pct: Sequence[float
     counts = np.bincount(index[keep], minlength=buckets)
     values = []
     last = 0.0
-    for total, n in zip(sums.tolist(), counts.tolist()):
+    for total, n in zip(sums.tolist(), counts.tolist(), strict=True):
         if n:
             last = total / n
         values.append(round(last, 4))
