@@ -85,7 +85,9 @@ def test_no_driver_loaded_means_no_devices_and_one_clear_line(run_nvml):
 
 def test_a_broken_driver_is_an_error_naming_it(run_nvml):
     out, _ = run_nvml({"init_error": 4, "devices": [gpu(0)]})
-    assert out["error"].startswith("BackendError: NVML initialisation failed on node 'gpu-node-1': Insufficient Permissions")
+    assert out["error"].startswith(
+        "BackendRefused: backend 'nvidia', hami_discover_devices: NVML initialisation failed on node 'gpu-node-1': Insufficient Permissions"
+    )
 
 
 def test_no_library_at_all_means_no_devices_and_one_clear_line(run_nvml):

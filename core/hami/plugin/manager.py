@@ -643,8 +643,18 @@ class BackendManager:
         vendor = self._grants_vendor(grants, hook)
         owner = self.owner(vendor).name
         context = self._context(owner, node if node is not None else _assigned_node(pod))
-        if devices is None:
+        plugin = self._backends[owner][0]
+        wants = any(i.plugin is plugin and "devices" in i.argnames for i in getattr(self.pm.hook, hook).get_hookimpls())
+        if devices is None and not wants:
+            devices = []  # nobody asks for them: do not discover for nothing
+        elif devices is None and node is not None:  # the node is known: find the devices there
             devices = self.granted(grants, context, missing_ok=missing_ok)
+        elif devices is None:  # not even the node (tests, tools): best effort
+            try:
+                devices = self.granted(grants, context, missing_ok=True)
+            except HamiError as exc:
+                log.warning("event=granted_devices_unknown hook=%s node=%s error=%r", hook, context.name, str(exc))
+                devices = []
         elif any(d.grant not in grants for d in devices) or (not missing_ok and len(devices) != len(grants)):
             raise HamiError(f"{hook}: the devices {[d.id for d in devices]} are not the grants {[g.id for g in grants]}")
         return self._vendor_call(hook, vendor, grants=list(grants), devices=list(devices), pod=pod, container=container, node=context)

@@ -283,7 +283,7 @@ def admit_pod(manager: BackendManager, pod: Mapping[str, Any], namespace: str, c
             manager.container_requests(container, pod)
             defaults = manager.mutate_container(container, pod)
         except BackendError as exc:  # a backend broke the contract: our fault, not the user's
-            return Decision.deny(f"a device backend failed on container {container.get('name')!r}: {exc}", 500)
+            return Decision.deny(f"a device backend failed on container {container.get('name')!r}, so the request was denied (fail-closed): {exc}", 500)
         except HamiError as exc:
             message = str(exc)
             where = "" if f"container {container.get('name')!r}" in message else f" in container {container.get('name')!r}"
