@@ -19,7 +19,7 @@ from hami.backendkit.limits import container_resources, standard_request
 from hami.backendkit.presence import PresenceWatch
 from hami.backendkit.splitting import split_evenly
 from hami.backendkit.standard import StandardBackend
-from hami.backendkit.tools import run_tool
+from hami.backendkit.tools import ToolNotFound, run_tool
 from hami.errors import AnnotationError, BackendError, BackendRefused, HamiError, QuantityError, RequestError, ValidationError
 from hami.plugin import hookimpl
 from hami.plugin.model import (
@@ -98,6 +98,7 @@ __all__ = [
     "load_inventory",
     "parse_count",
     "parse_quantity",
+    "ToolNotFound",
     "run_tool",
     "selectors",
     "split_evenly",

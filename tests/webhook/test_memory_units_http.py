@@ -20,6 +20,9 @@ def _pod(limits: dict[str, str]) -> dict[str, Any]:
         pytest.param({"nvidia.com/gpumem": "3000Mi"}, "nvidia.com/gpumem", "3000Mi", 3000, id="nvidia-Mi-refused-too"),
         pytest.param({"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3G"}, "nvidia.com/gpumem", "3G", 2862, id="nvidia-decimal-G"),
         pytest.param({"hygon.com/dcunum": "1", "hygon.com/dcumem": "16Gi"}, "hygon.com/dcumem", "16Gi", 16384, id="hygon"),
+        # Cambricon counts 256 MiB slices: the answer is the number of slices to write, not MiB
+        pytest.param({"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "1Gi"}, "cambricon.com/mlu.smlu.vmemory", "1Gi", 4,
+                     id="cambricon-slices"),
         pytest.param({"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2Gi"}, "huawei.com/Ascend910B3-memory", "2Gi", 2048,
                      id="ascend"),
     ],

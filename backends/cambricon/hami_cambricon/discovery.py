@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.sdk import BackendError, NodeContext, PhysicalDevice, inventory_devices
+from hami.sdk import BackendError, NodeContext, PhysicalDevice, ToolNotFound, inventory_devices
 
 from hami_cambricon import cnmon
 
@@ -24,6 +24,9 @@ VENDOR = "MLU"
 def _table(config: Mapping[str, Any]) -> list[cnmon.Card] | None:
     try:
         text = cnmon.run([str(config.get("cnmon", "cnmon"))], float(config.get("cnmon_timeout", cnmon.DEFAULT_TIMEOUT)))
+    except ToolNotFound as exc:
+        log.info("event=cnmon_absent error=%r", str(exc))
+        return None
     except BackendError as exc:
         log.warning("event=cnmon_failed error=%r", str(exc))
         return None

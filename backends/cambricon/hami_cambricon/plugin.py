@@ -122,6 +122,9 @@ class CambriconBackend(StandardBackend):
 
     # ------------------------------------------------------------ scheduling side
 
+    def memory_unit_mib(self, config: Mapping[str, Any]) -> int:
+        return _unit(config)
+
     @hookimpl
     def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
         unit = _unit(config)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hami.sdk import BackendError, NodeContext, PhysicalDevice, inventory_devices
+from hami.sdk import BackendError, NodeContext, PhysicalDevice, ToolNotFound, inventory_devices
 
 from hami_hygon import hysmi
 
@@ -30,6 +30,9 @@ _DRM_NAME = re.compile(r"(card|renderD)(\d+)")
 def _query(tool: str, args: list[str], timeout: float) -> str | None:
     try:
         return hysmi.run([tool, *args], timeout)
+    except ToolNotFound as exc:
+        log.info("event=hysmi_absent args=%r error=%r", " ".join(args), str(exc))
+        return None
     except BackendError as exc:
         log.warning("event=hysmi_query_failed args=%r error=%r", " ".join(args), str(exc))
         return None

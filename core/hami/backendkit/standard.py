@@ -44,6 +44,11 @@ class StandardBackend:
     def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
         return split_evenly(device, config)
 
+    def memory_unit_mib(self, config: Mapping[str, Any]) -> int:
+        """MiB per unit of the memory resource (1: HAMi's plain MiB); a backend counting slices overrides it
+        so that a refused byte quantity is answered with the number of slices to write."""
+        return 1
+
     @hookimpl
     def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
         requests = (
@@ -53,6 +58,7 @@ class StandardBackend:
                 default_memory=config.get("default_memory", 0),
                 default_cores=config.get("default_cores", 0),
                 count_aliases=self.count_aliases.get(kind.vendor, ()),
+                memory_unit_mib=self.memory_unit_mib(config),
             )
             for kind in self.info.kinds
         )

@@ -8,6 +8,11 @@ from collections.abc import Sequence
 from hami.errors import BackendError
 
 
+class ToolNotFound(BackendError):
+    """The tool is not installed: on a node without that vendor's cards this is the normal case, which
+    discovery logs quietly, unlike a tool that is there and fails."""
+
+
 def run_tool(argv: Sequence[str], timeout: float, *, missing_hint: str = "", output_in_errors: bool = False) -> str:
     """The tool's stdout; a :class:`BackendError` names the command and why it failed (not found,
     timed out, could not start, non-zero exit with the start of its stderr — and of its stdout too
@@ -16,7 +21,7 @@ def run_tool(argv: Sequence[str], timeout: float, *, missing_hint: str = "", out
     try:
         done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
-        raise BackendError(f"{argv[0]!r} not found on PATH{f' ({missing_hint})' if missing_hint else ''}") from None
+        raise ToolNotFound(f"{argv[0]!r} not found on PATH{f' ({missing_hint})' if missing_hint else ''}") from None
     except subprocess.TimeoutExpired:
         raise BackendError(f"{command} did not finish within {timeout:g} s") from None
     except OSError as exc:
