@@ -72,7 +72,7 @@ def _wheels(dist: Path) -> list[Path]:
 
 
 def _install(python: Path, wheels: list[Path], dist: Path) -> subprocess.CompletedProcess[str]:
-    return _run([python, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", dist, "--find-links", WHEELHOUSE, *wheels],
+    return _run([python, "-m", "pip", "install", "--quiet", "--no-compile", "--no-index", "--find-links", dist, "--find-links", WHEELHOUSE, *wheels],
                 timeout=900)
 
 
