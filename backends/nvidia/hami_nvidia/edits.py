@@ -75,13 +75,14 @@ def cache_dir(config: Mapping[str, Any], owner: tuple[str, str]) -> str:
     return f"{hook_dir(config)}/containers/{owner[0]}_{owner[1]}"
 
 
-def hami_core(grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], strategy: str) -> ContainerEdits:
-    """HAMi-core's env and mounts; refuses when ``libvgpu.so`` (or ``ld.so.preload``) is not on the host."""
+def hami_core(grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], strategy: str, check_host: bool) -> ContainerEdits:
+    """HAMi-core's env and mounts; refuses when ``libvgpu.so`` (or ``ld.so.preload``) is not on the
+    host (``check_host``: a simulated node has none)."""
     vgpu = hook_dir(config)
     owner = _owner(pod, container)
     preload = not _disabled_control(container)
     needed = [f"{vgpu}/libvgpu.so"] + ([f"{vgpu}/ld.so.preload"] if preload else [])
-    for path in needed if not config.get("simulate") else ():  # the sandbox has no host libraries
+    for path in needed if check_host else ():
         if not host_path(config, path).is_file():
             raise BackendError(f"isolation mode hami-core needs HAMi-core's {path} on the host, and it is missing; install HAMi-core there or choose another nvidia.com/vgpu-mode")
     env = {f"CUDA_DEVICE_MEMORY_LIMIT_{i}": f"{g.memory}m" for i, g in enumerate(grants)}

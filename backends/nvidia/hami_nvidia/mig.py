@@ -3,13 +3,17 @@
 Discovery lists each MIG-enabled GPU's instances (``mig_devices``: uuid, profile, MiB). The split
 publishes them grouped by profile as HAMi's geometry shape (``[[{"name", "memory", "count"}]]``),
 so the scheduler can round a request up to the smallest profile that holds it (like a vNPU
-template). On the node, :class:`MigLedger` picks a free instance of that size for each container.
+template). On the node, :class:`MigLedger` picks a free instance of that size for each container
+(kept in the node's state directory).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -63,25 +67,41 @@ def normalize(request: DeviceRequest, device: SchedulableDevice) -> DeviceReques
 
 
 class MigLedger:
-    """Which MIG instance each container holds on this node, so no two containers share one.
+    """Which MIG instance each container holds on one node, so no two containers share one.
 
-    Kept in memory by the node agent's backend: :meth:`assign` is idempotent (kubelet retries
-    Allocate), :meth:`release` frees a container's instances when its pod is gone.
+    Kept in ``<node state dir>/mig.json`` (``NodeContext.state_dir``): an agent restart still knows
+    who holds what, and each node of a sandbox has its own. :meth:`assign` is idempotent (kubelet
+    retries Allocate), :meth:`release` frees a container's instances when its pod is gone.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[str, tuple[str, str]] = {}  # MIG uuid -> (pod uid, container)
+    _lock = threading.Lock()  # one process may serve several nodes (the sandbox): one lock for all files
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(state_dir) / "mig.json"
+
+    def _load(self) -> dict[str, tuple[str, str]]:
+        try:
+            raw = json.loads(self.path.read_text()) if self.path.exists() else {}
+            return {str(uuid): (str(uid), str(name)) for uuid, (uid, name) in raw.items()}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise BackendError(f"MIG ledger {str(self.path)!r} cannot be read ({exc}); expected {{MIG uuid: [pod uid, container]}}") from None
+
+    def _save(self, held: Mapping[str, tuple[str, str]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.with_suffix(".tmp").write_text(json.dumps({k: list(v) for k, v in held.items()}))
+        os.replace(self.path.with_suffix(".tmp"), self.path)
 
     def assign(self, owner: tuple[str, str], gpu: PhysicalDevice, memory: int) -> str:
         with self._lock:
+            held = self._load()
             sized = [i for i in instances(gpu) if i["memory"] == memory]
             for inst in sized:
-                if self._held.get(inst["uuid"]) == owner:
+                if held.get(inst["uuid"]) == owner:
                     return str(inst["uuid"])
             for inst in sized:
-                if inst["uuid"] not in self._held:
-                    self._held[inst["uuid"]] = owner
+                if inst["uuid"] not in held:
+                    held[inst["uuid"]] = owner
+                    self._save(held)
                     return str(inst["uuid"])
         sizes = sorted({i["memory"] for i in instances(gpu)})
         if not sized:
@@ -90,11 +110,8 @@ class MigLedger:
 
     def release(self, owner: tuple[str, str]) -> list[str]:
         with self._lock:
-            freed = [uuid for uuid, who in self._held.items() if who == owner]
-            for uuid in freed:
-                del self._held[uuid]
+            held = self._load()
+            freed = [uuid for uuid, who in held.items() if who == owner]
+            if freed:
+                self._save({k: v for k, v in held.items() if v != owner})
         return freed
-
-    def held(self) -> dict[str, tuple[str, str]]:
-        with self._lock:
-            return dict(self._held)

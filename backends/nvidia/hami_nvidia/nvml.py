@@ -184,7 +184,7 @@ def _discover(nvml: Any, node_name: str, host_root: str) -> list[PhysicalDevice]
             scores[other["uuid"]] = pair_score(level, links)
         peers = {by_bus[bus]: n for bus, n in facts["nvlinks"].items() if bus in by_bus}
         attributes = {
-            "source": SOURCE, "node_name": node_name, "bus_id": facts["bus_id"], "compute_capability": facts["compute_capability"],
+            "source": SOURCE, "bus_id": facts["bus_id"], "compute_capability": facts["compute_capability"],
             "mig_enabled": facts["mig_enabled"], "mig_devices": facts["mig_devices"], "nvlink_peers": peers, "pair_scores": scores,
         }
         if "reason" in facts:

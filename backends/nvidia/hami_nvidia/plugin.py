@@ -9,15 +9,12 @@ driver at import time.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 from hami.sdk import (
-    INVENTORY_ENV,
     AnnotationKeys,
     BackendError,
     BackendInfo,
@@ -25,9 +22,10 @@ from hami.sdk import (
     DeviceKind,
     DeviceRequest,
     DeviceUsage,
-    Grant,
+    GrantedDevice,
     HealthEvent,
     NodeAnnotations,
+    NodeContext,
     PhysicalDevice,
     RequestError,
     ResourceNames,
@@ -86,14 +84,11 @@ def _owner(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[str, s
 
 
 class NvidiaBackend(StandardBackend):
-    """The NVIDIA backend; one instance per process (the node agent keeps its discovery and ledgers)."""
+    """The NVIDIA backend; one instance per process. The node agent hands every hook the node and
+    the granted devices; MIG assignments live in the node's state directory."""
 
     def __init__(self, info: BackendInfo) -> None:
         super().__init__(info)
-        self._lock = threading.Lock()
-        self._devices: dict[str, PhysicalDevice] = {}
-        self._node_name = ""
-        self.ledger = mig.MigLedger()
         self.event_source_factory = NvmlEventSource
         self.probe = nvml_probe
         self._watcher: XidWatcher | None = None
@@ -102,26 +97,21 @@ class NvidiaBackend(StandardBackend):
     # ------------------------------------------------------------ discovery
 
     @hookimpl
-    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
-        """The node inventory when one is configured (sandbox, simulator, CI), else NVML; then the
-        node's ``include``/``exclude`` filters. Devices remember their node for per-node splitting."""
-        if config.get("inventory") or os.environ.get(INVENTORY_ENV):
-            found = [attrs.evolve(d, attributes={**d.attributes, "node_name": node_name}) for d in inventory_devices(config, node_name, self.info.vendors)]
-        else:
-            found = nvml.discover(node_name, config)
-        cfg = node_config(config, node_name)
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
+        """The node inventory on a simulated node (sandbox, simulator, CI), else NVML; then the
+        node's ``include``/``exclude`` filters."""
+        found = inventory_devices(config, node.name, self.info.vendors) if node.simulated else nvml.discover(node.name, config)
+        cfg = node_config(config, node.name)
         kept = [d for d in found if selected(cfg, d.id, d.index)]
         if len(kept) != len(found):
-            log.info("event=gpus_filtered node=%s kept=%d skipped=%s", node_name, len(kept), ",".join(d.id for d in found if d not in kept))
-        with self._lock:
-            self._devices = {d.id: d for d in kept}
-            self._node_name = node_name
+            log.info("event=gpus_filtered node=%s kept=%d skipped=%s", node.name, len(kept), ",".join(d.id for d in found if d not in kept))
         return kept
 
     @hookimpl
-    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
-        """XID events of NVML-discovered GPUs (the watcher thread starts on the first call)."""
-        watched = [d.id for d in devices if d.attributes.get("source") == nvml.SOURCE]
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[HealthEvent]:
+        """XID events of the node's GPUs (the watcher thread starts on the first call); simulated
+        GPUs have no driver to report any."""
+        watched = [] if node.simulated else [d.id for d in devices]
         if not watched:
             return []
         if self._watcher is None:
@@ -138,9 +128,9 @@ class NvidiaBackend(StandardBackend):
     # ------------------------------------------------------------ slicing
 
     @hookimpl
-    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
+    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any], node: NodeContext) -> SchedulableDevice:  # type: ignore[override]  # pluggy passes hook arguments by name
         """HAMi's even split with this node's overrides; a GPU in MIG mode offers its instances."""
-        cfg = node_config(config, device.attributes.get("node_name"))
+        cfg = node_config(config, node.name)
         mode = mode_of(cfg)
         if device.attributes.get("mig_enabled"):
             layout = mig.geometry(device)
@@ -218,40 +208,31 @@ class NvidiaBackend(StandardBackend):
 
     # ------------------------------------------------------------ runtime
 
-    def _device(self, device_id: str) -> PhysicalDevice | None:
-        with self._lock:
-            return self._devices.get(device_id)
-
-    def _mode(self, grants: Sequence[Grant], pod: Mapping[str, Any], config: Mapping[str, Any]) -> str:
-        """The pod's ``nvidia.com/vgpu-mode``, else what the granted GPUs run on this node."""
+    def _mode(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+        """The pod's ``nvidia.com/vgpu-mode``, else what the granted GPUs were split for on this node."""
         try:
             wanted = Selectors.from_pod(pod).mode
         except RequestError as exc:
             raise BackendError(str(exc)) from None
         if wanted:
             return wanted
-        modes = set()
-        for grant in grants:
-            device = self._device(grant.id)
-            if device is not None and device.attributes.get("mig_enabled"):
-                modes.add("mig")
-            else:
-                modes.add(mode_of(node_config(config, device.attributes.get("node_name") if device else self._node_name)))
+        modes = {d.split.mode or mode_of(config) for d in devices}
         if len(modes) > 1:
-            raise BackendError(f"the GPUs granted ({', '.join(g.id for g in grants)}) run different isolation modes {sorted(modes)}; set nvidia.com/vgpu-mode")
+            raise BackendError(f"the GPUs granted ({', '.join(d.id for d in devices)}) run different isolation modes {sorted(modes)}; set nvidia.com/vgpu-mode")
         return modes.pop() if modes else mode_of(config)
 
-    def _mig_instances(self, grants: Sequence[Grant], owner: tuple[str, str]) -> list[str]:
+    @staticmethod
+    def _mig_instances(devices: Sequence[GrantedDevice], owner: tuple[str, str], node: NodeContext) -> list[str]:
         """A MIG instance per grant, all or none (a failure frees what this container held)."""
+        ledger = mig.MigLedger(node.state_dir)
         found = []
         try:
-            for grant in grants:
-                device = self._device(grant.id)
-                if device is None or not device.attributes.get("mig_enabled"):
-                    raise BackendError(f"GPU {grant.id} is not a MIG-enabled GPU found on this node; it cannot serve nvidia.com/vgpu-mode mig")
-                found.append(self.ledger.assign(owner, device, grant.memory))
+            for d in devices:
+                if not d.device.attributes.get("mig_enabled"):
+                    raise BackendError(f"GPU {d.id} is not a MIG-enabled GPU; it cannot serve nvidia.com/vgpu-mode mig")
+                found.append(ledger.assign(owner, d.device, d.grant.memory))
         except BackendError:
-            self.ledger.release(owner)
+            ledger.release(owner)
             raise
         return found
 
@@ -262,55 +243,53 @@ class NvidiaBackend(StandardBackend):
         return self._mps[1]
 
     @hookimpl
-    def hami_prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
-        """hami-core: the per-container cache dir; mps: a running control daemon with its default
-        limits; mig: a free instance of the granted size for each GPU (idempotent)."""
-        mode = self._mode(grants, pod, config)
-        cfg = node_config(config, self._node_name)
-        simulated = bool(cfg.get("simulate"))  # the sandbox: no host files, no daemons
-        if mode == "hami-core" and not simulated:
+    def hami_prepare(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
+        """hami-core: the per-container cache dir; mps: a running control daemon, with the default
+        pinned-memory limit on each granted GPU before its client starts; mig: a free instance of
+        the granted size for each GPU (idempotent). A simulated node touches no host."""
+        cfg = node_config(config, node.name)
+        mode = self._mode(devices, pod, cfg)
+        if mode == "hami-core" and not node.simulated:
             owner = _owner(pod, container)
             if all(owner):
                 path = edits.host_path(cfg, edits.hook_dir(cfg))
                 if path.is_dir():  # without HAMi-core installed, container_edits refuses with the reason
                     edits.host_path(cfg, edits.cache_dir(cfg, owner)).mkdir(parents=True, exist_ok=True)
-        elif mode == "mps" and cfg.get("mps_manage_daemon", True) and not simulated:
+        elif mode == "mps" and cfg.get("mps_manage_daemon", True) and not node.simulated:
+            daemon = self._mps_daemon(cfg)
+            daemon.ensure(active_thread_percentage=int(number(cfg, "mps_default_active_thread_percentage")))
             limit = int(number(cfg, "mps_default_pinned_mem_limit"))
-            with self._lock:
-                indexes = sorted({d.index for d in self._devices.values()})
-            self._mps_daemon(cfg).ensure(
-                active_thread_percentage=int(number(cfg, "mps_default_active_thread_percentage")),
-                pinned_memory={i: limit for i in indexes} if limit else None,
-            )
+            if limit:
+                daemon.set_default_limits(pinned_memory={d.index: limit for d in devices})
         elif mode == "mig":
-            self._mig_instances(grants, _owner(pod, container))
+            self._mig_instances(devices, _owner(pod, container), node)
 
     @hookimpl
-    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
+    def hami_container_edits(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> ContainerEdits:
         """Env, mounts and CDI names of the chosen isolation mode (module ``edits``)."""
-        mode = self._mode(grants, pod, config)
-        cfg = node_config(config, self._node_name)
+        cfg, grants = node_config(config, node.name), [d.grant for d in devices]
+        mode = self._mode(devices, pod, cfg)
         strategy = strategy_of(cfg)
         if mode == "hami-core":
-            result = edits.hami_core(grants, pod, container, cfg, strategy)
+            result = edits.hami_core(grants, pod, container, cfg, strategy, not node.simulated)
         elif mode == "mps":
             result = edits.mps(grants, cfg, strategy)
         elif mode == "mig":
-            result = edits.mig(self._mig_instances(grants, _owner(pod, container)), strategy)
+            result = edits.mig(self._mig_instances(devices, _owner(pod, container), node), strategy)
         else:
             result = edits.none(grants, strategy)
         log.info("event=container_edits pod=%s container=%s mode=%s devices=%s", (pod.get("metadata") or {}).get("name"), container.get("name"), mode, ",".join(g.id for g in grants))
         return result
 
     @hookimpl
-    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    def hami_release(self, pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
         """Free the container's MIG instances and remove its HAMi-core cache dir (idempotent)."""
         owner = _owner(pod, container)
         if not all(owner):
             return
-        freed = self.ledger.release(owner)
-        cfg = node_config(config, self._node_name)
-        if not cfg.get("simulate"):
+        freed = mig.MigLedger(node.state_dir).release(owner)
+        if not node.simulated:
+            cfg = node_config(config, node.name)
             shutil.rmtree(edits.host_path(cfg, edits.cache_dir(cfg, owner)), ignore_errors=True)
         if freed:
             log.info("event=mig_released pod_uid=%s container=%s instances=%s", owner[0], owner[1], ",".join(freed))

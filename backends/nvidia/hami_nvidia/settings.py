@@ -2,8 +2,8 @@
 
 Every hook gets ``config`` (the defaults overlaid with the operator's settings). Some settings
 differ per node (HAMi's ``nodeconfig``): ``nodes: {<node name>: {split_count: 4, mode: mps}}``
-overrides the top level for that node. Discovery knows the node name and records it on each
-device (attribute ``node_name``), so splitting applies the right overrides.
+overrides the top level for that node. Every node-side hook gets the node (``NodeContext.name``),
+so discovery, splitting and the runtime hooks apply the right overrides.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "mps_manage_daemon": True,
     "mps_default_active_thread_percentage": 0,
     "mps_default_pinned_mem_limit": 0,
-    "simulate": False,
 }
 
 

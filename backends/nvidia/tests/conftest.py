@@ -1,5 +1,6 @@
 """Fixtures of the NVIDIA backend's tests: a fake NVML built from C, fake HAMi-core files on a fake
-host root, and a backend registered in a fresh manager."""
+host root, a backend registered in a fresh manager, and a node whose runtime calls get what the node
+agent hands over (its NodeContext and the granted devices)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
+from hami.sdk import Grant, GrantedDevice, NodeContext, PhysicalDevice
 from hami_nvidia.plugin import INFO, NvidiaBackend
 
 HERE = Path(__file__).parent
@@ -73,7 +76,7 @@ def host_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def backend() -> NvidiaBackend:
-    """A fresh backend instance (its discovery cache and MIG ledger are per instance)."""
+    """A fresh backend instance (its XID watcher and MPS daemon handle are per instance)."""
     fresh = NvidiaBackend(INFO)
     yield fresh
     fresh.close()
@@ -90,3 +93,38 @@ def nvidia(hami_manager, register_backend, backend):
         return hami_manager
 
     return configure
+
+
+@attrs.frozen
+class GpuNode:
+    """A node as the agent sees it: the runtime calls get its context and the granted devices with
+    the physical GPU (read from the inventory) and its split on this node."""
+
+    manager: Any
+    node: NodeContext
+    physical: dict[str, PhysicalDevice]
+
+    def devices(self, grants: list[Grant]) -> list[GrantedDevice]:
+        return [GrantedDevice(g, self.physical[g.id], self.manager.split(self.physical[g.id], self.node)) for g in grants]
+
+    def prepare(self, grants: list[Grant], pod: Any, container: Any) -> None:
+        self.manager.prepare(grants, pod, container, self.node, self.devices(grants))
+
+    def container_edits(self, grants: list[Grant], pod: Any, container: Any) -> Any:
+        return self.manager.container_edits(grants, pod, container, self.node, self.devices(grants))
+
+    def release(self, grants: list[Grant], pod: Any, container: Any) -> None:
+        self.manager.release(grants, pod, container, self.node, self.devices(grants))
+
+
+@pytest.fixture
+def on_node(tmp_path: Path) -> Callable[..., GpuNode]:
+    """``on_node(manager, name, simulated=False)``: the inventory's GPUs of node ``name`` on a node that
+    is simulated or real (a real one looks at the host root and runs the daemons), state in tmp_path."""
+
+    def build(manager: Any, name: str, *, simulated: bool = False) -> GpuNode:
+        node = NodeContext(name, simulated=simulated, config=manager.config("nvidia"), state_dir=tmp_path / "state" / name)
+        found = manager.discover("nvidia", attrs.evolve(node, simulated=True))  # the inventory stands in for NVML
+        return GpuNode(manager, node, {d.id: d for d in found})
+
+    return build

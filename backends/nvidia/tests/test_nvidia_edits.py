@@ -3,22 +3,26 @@ vendors.md), plus what prepare and release do on the host."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import yaml
+from hami.plugin.manager import BackendManager
 from hami.sdk import BackendError, Grant
+from hami_nvidia.plugin import INFO, NvidiaBackend
 
 NODE = "gpu-node"
 
 
 @pytest.fixture
-def gpu_node(nvidia, tmp_path: Path, host_root: Path):
-    """``gpu_node(**config)`` → manager whose backend discovered GPU-0, GPU-1 and MIG-enabled GPU-2."""
+def gpu_node(nvidia, on_node, tmp_path: Path, host_root: Path):
+    """``gpu_node(simulated=False, **config)`` → the node with GPU-0, GPU-1 and MIG-enabled GPU-2."""
 
-    def build(**config: Any):
+    def build(simulated: bool = False, **config: Any):
         instances = [{"uuid": f"MIG-2-{n}", "profile": "1g.10gb", "memory": 9728} for n in range(2)]
         devices = [
             {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 81920, "id": "GPU-0"},
@@ -27,9 +31,7 @@ def gpu_node(nvidia, tmp_path: Path, host_root: Path):
         ]
         inventory = tmp_path / "nodes.yaml"
         inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": devices}]}))
-        manager = nvidia(inventory=str(inventory), host_root=str(host_root), **config)
-        manager.discover("nvidia", NODE)
-        return manager
+        return on_node(nvidia(inventory=str(inventory), host_root=str(host_root), **config), NODE, simulated=simulated)
 
     return build
 
@@ -122,7 +124,7 @@ def test_node_default_mode_applies_without_the_pod_annotation(gpu_node):
     assert dict(edits.env) == {"NVIDIA_VISIBLE_DEVICES": "GPU-0,GPU-1"} and edits.mounts == ()
 
 
-def test_mig_containers_get_distinct_instances_and_release_frees_them(gpu_node, backend):
+def test_mig_containers_get_distinct_instances_and_release_frees_them(gpu_node):
     manager = gpu_node()
     grant = [Grant("GPU-2", "NVIDIA", 9728, 0)]
     manager.prepare(grant, pod(uid="a"), container())
@@ -135,7 +137,31 @@ def test_mig_containers_get_distinct_instances_and_release_frees_them(gpu_node, 
         manager.container_edits(grant, pod(uid="c"), container())
     manager.release(grant, pod(uid="a"), container())
     assert manager.container_edits(grant, pod(uid="c"), container()).env["NVIDIA_VISIBLE_DEVICES"] == "MIG-2-0"
-    assert backend.ledger.held() == {"MIG-2-0": ("c", "main"), "MIG-2-1": ("b", "main")}
+    assert json.loads((manager.node.state_dir / "mig.json").read_text()) == {"MIG-2-0": ["c", "main"], "MIG-2-1": ["b", "main"]}
+
+
+def test_the_mig_ledger_is_the_node_s_and_survives_a_restart(gpu_node):
+    """Kept in the node's state directory, not in the backend: a fresh backend (agent restart) knows
+    who holds what; another node (the sandbox runs several in one process) has its own instances."""
+    manager = gpu_node()
+    grant = [Grant("GPU-2", "NVIDIA", 9728, 0)]
+    manager.prepare(grant, pod(uid="a"), container())
+    assert json.loads((manager.node.state_dir / "mig.json").read_text()) == {"MIG-2-0": ["a", "main"]}
+    fresh = BackendManager(strict=True, allow=(), deny=())
+    fresh.register(NvidiaBackend(INFO), distribution="in-process")
+    fresh.configure("nvidia", manager.manager.config("nvidia"))
+    restarted = attrs.evolve(manager, manager=fresh)
+    assert restarted.container_edits(grant, pod(uid="b"), container()).env["NVIDIA_VISIBLE_DEVICES"] == "MIG-2-1"
+    other = attrs.evolve(manager, node=attrs.evolve(manager.node, name="other-node", state_dir=manager.node.state_dir.parent / "other-node"))
+    assert other.container_edits(grant, pod(uid="c"), container()).env["NVIDIA_VISIBLE_DEVICES"] == "MIG-2-0"
+
+
+def test_a_corrupt_mig_ledger_is_an_error_naming_the_file(gpu_node):
+    manager = gpu_node()
+    manager.node.state_dir.mkdir(parents=True)
+    (manager.node.state_dir / "mig.json").write_text('{"MIG-2-0": "uid"}')
+    with pytest.raises(BackendError, match=r"MIG ledger '.*mig.json' cannot be read .*expected"):
+        manager.prepare([Grant("GPU-2", "NVIDIA", 9728, 0)], pod(), container())
 
 
 def test_mig_cdi_names_and_refusals(gpu_node):
@@ -164,18 +190,22 @@ def test_prepare_creates_and_release_removes_the_cache_dir(gpu_node, host_root):
 
 
 def test_simulated_nodes_build_the_edits_without_host_files(gpu_node, host_root):
-    """The sandbox (config ``simulate``) has no HAMi-core on the host and must not write there."""
+    """A simulated node (the sandbox: ``NodeContext.simulated``) has no HAMi-core on the host and must
+    not write there."""
     for name in ("libvgpu.so", "ld.so.preload"):
         (host_root / "usr/local/vgpu" / name).unlink()
-    manager = gpu_node(simulate=True)
+    manager = gpu_node(simulated=True)
     manager.prepare(TWO, pod(), container())
     edits = manager.container_edits(TWO, pod(), container())
     assert edits.env["CUDA_DEVICE_MEMORY_LIMIT_1"] == "5000m" and len(edits.mounts) == 4
     assert not (host_root / "usr/local/vgpu/containers").exists()
+    manager.release(TWO, pod(), container())
+    with pytest.raises(BackendError, match="missing"):  # the same node, real: the host is looked at
+        gpu_node().container_edits(TWO, pod(), container())
 
 
-def test_a_failed_mig_prepare_holds_nothing(gpu_node, backend):
+def test_a_failed_mig_prepare_holds_nothing(gpu_node):
     manager = gpu_node()
     with pytest.raises(BackendError, match="GPU-2 has no MIG instance of 40000 MiB"):
         manager.prepare([Grant("GPU-2", "NVIDIA", 9728, 0), Grant("GPU-2", "NVIDIA", 40000, 0)], pod("mig"), container())
-    assert backend.ledger.held() == {}
+    assert json.loads((manager.node.state_dir / "mig.json").read_text()) == {}

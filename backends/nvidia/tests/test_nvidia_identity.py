@@ -72,7 +72,8 @@ def test_importing_the_backend_does_not_touch_nvml_and_works_without_the_binding
         "import hami_nvidia.plugin as p\n"
         "assert 'pynvml' not in sys.modules, 'imported pynvml at import time'\n"
         "sys.modules['pynvml'] = None  # as if nvidia-ml-py were not installed\n"
-        "print(p.plugin.hami_discover_devices(p.INFO.default_config, 'cpu-node'))\n"
+        "from hami.sdk import NodeContext\n"
+        "print(p.plugin.hami_discover_devices(p.INFO.default_config, NodeContext('cpu-node')))\n"
     )
     env = {"PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)

@@ -85,15 +85,17 @@ def test_failures_are_backend_errors_saying_why(control, tmp_path, monkeypatch):
         MpsDaemon(str(control), MpsPaths(), host_root=str(tmp_path)).command("get_default_active_thread_percentage")
 
 
-def test_prepare_of_an_mps_pod_starts_the_daemon_with_node_defaults(control, nvidia, tmp_path):
+def test_prepare_of_an_mps_pod_starts_the_daemon_with_node_defaults(control, nvidia, on_node, tmp_path):
+    """The daemon starts once; each MPS container's GPUs get the default pinned-memory limit before
+    the container starts, so a client that drops its own limits is still held to it."""
     inventory = tmp_path / "nodes.yaml"
     inventory.write_text(yaml.safe_dump({"nodes": [{"name": "n", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]}))
     manager = nvidia(inventory=str(inventory), host_root=str(tmp_path / "host"), mps_control=str(control),
                      mps_default_active_thread_percentage=25, mps_default_pinned_mem_limit=10000)
-    manager.discover("nvidia", "n")
+    node = on_node(manager, "n")
     pod = {"metadata": {"name": "p", "uid": "u", "annotations": {"nvidia.com/vgpu-mode": "mps"}}}
-    manager.prepare([Grant("NVIDIA-n-0", "NVIDIA", 2000, 20)], pod, {"name": "main"})
-    manager.prepare([Grant("NVIDIA-n-0", "NVIDIA", 2000, 20)], pod, {"name": "main"})
+    node.prepare([Grant("NVIDIA-n-0", "NVIDIA", 2000, 20)], pod, {"name": "main"})
+    node.prepare([Grant("NVIDIA-n-1", "NVIDIA", 2000, 20)], pod, {"name": "second"})
     log = calls(tmp_path)
     assert len([c for c in log if c.startswith("start")]) == 1
     assert [c for c in log if c.startswith("cmd set")] == [
@@ -101,3 +103,12 @@ def test_prepare_of_an_mps_pod_starts_the_daemon_with_node_defaults(control, nvi
         "cmd set_default_device_pinned_mem_limit 0 10000M",
         "cmd set_default_device_pinned_mem_limit 1 10000M",
     ]
+
+
+def test_a_simulated_node_starts_no_daemon(control, nvidia, on_node, tmp_path):
+    inventory = tmp_path / "nodes.yaml"
+    inventory.write_text(yaml.safe_dump({"nodes": [{"name": "n", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960}]}]}))
+    manager = nvidia(inventory=str(inventory), host_root=str(tmp_path / "host"), mps_control=str(control), mps_default_pinned_mem_limit=10000)
+    pod = {"metadata": {"name": "p", "uid": "u", "annotations": {"nvidia.com/vgpu-mode": "mps"}}}
+    on_node(manager, "n", simulated=True).prepare([Grant("NVIDIA-n-0", "NVIDIA", 2000, 20)], pod, {"name": "main"})
+    assert calls(tmp_path) == []

@@ -41,7 +41,7 @@ def cluster(nvidia, tmp_path: Path):
         inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": devices}]}))
         manager = nvidia(inventory=str(inventory), **config)
         physical = manager.discover("nvidia", NODE)
-        split = [manager.split(d) for d in physical]
+        split = [manager.split(d, NODE) for d in physical]  # per-node settings apply to this node's split
         annotations = {KIND.annotations.node_register: encode_node_devices(split, "json"), **manager.node_annotations("nvidia", split, physical)}
         state = ClusterState({"NVIDIA": KIND})
         state.apply_node({"metadata": {"name": NODE, "annotations": annotations}})

@@ -34,7 +34,7 @@ def main() -> None:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return
     if action == "discover":
-        split = [manager.split(d) for d in devices]
+        split = [manager.split(d, NODE) for d in devices]
         print(json.dumps({
             "devices": [{"id": d.id, "type": d.type, "memory": d.memory, "index": d.index, "numa": d.numa, "healthy": d.healthy,
                          "attributes": dict(d.attributes)} for d in devices],
