@@ -1,35 +1,23 @@
-"""This node's Ascend chips: from the node inventory when one is configured (sandbox, simulator),
-else from ``npu-smi info``.
+"""This node's Ascend chips: from the node inventory on a simulated node (sandbox, simulator), else
+from ``npu-smi info``.
 
-Every device carries the facts the runtime hooks need later: card (``-i``), chip (``-c``), physical
-id (``/dev/davinci<N>``, vNPU id range), HCCS ring or 910C module, and whether it is simulated (no
-vNPU is created on a simulated device). ``remember``/``facts`` keep them per device id for
-``hami_prepare`` and ``hami_container_edits``, which only see grants.
+Every device carries the facts the runtime hooks need later (they get them back with each grant):
+card (``-i``), chip (``-c``), physical id (``/dev/davinci<N>``, vNPU id range), HCCS ring or 910C
+module.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hami.sdk import (
-    INVENTORY_ENV,
-    BackendError,
-    PhysicalDevice,
-    inventory_devices,
-    load_inventory,
-)
+from hami.sdk import BackendError, NodeContext, PhysicalDevice, inventory_devices
 
 from hami_ascend.chips import Chip, chip_table, classify
 from hami_ascend.npusmi import HEALTHY, NpuSmi
 
 log = logging.getLogger(__name__)
-
-_FACTS: dict[str, Mapping[str, Any]] = {}
-_LOCK = threading.Lock()
 
 
 def ring_of(chip: Chip, phy_id: int, card: int) -> str:
@@ -42,7 +30,7 @@ def ring_of(chip: Chip, phy_id: int, card: int) -> str:
     return ""
 
 
-def _simulated(device: PhysicalDevice, table: Mapping[str, Chip]) -> PhysicalDevice:
+def _inventory_facts(device: PhysicalDevice, table: Mapping[str, Chip]) -> PhysicalDevice:
     """An inventory device with the facts discovery would have found (index = physical id)."""
     attributes = dict(device.attributes)
     phy = int(attributes.get("phy_id", device.index))
@@ -53,7 +41,6 @@ def _simulated(device: PhysicalDevice, table: Mapping[str, Chip]) -> PhysicalDev
     attributes.setdefault("chip", phy % 2 if chip is not None and chip.hccs == "module" else 0)
     if chip is not None:
         attributes.setdefault("ring", ring_of(chip, phy, card))
-    attributes["simulated"] = True
     return PhysicalDevice(
         id=device.id, vendor=device.vendor, type=device.type, memory=device.memory, index=device.index,
         cores=device.cores, numa=device.numa, healthy=device.healthy, attributes=attributes,
@@ -90,46 +77,17 @@ def from_npu_smi(text_source: NpuSmi, config: Mapping[str, Any], node_name: str)
     return devices
 
 
-def discover(config: Mapping[str, Any], node_name: str, vendors: Sequence[str]) -> list[PhysicalDevice]:
-    """Inventory first when configured; else npu-smi; no npu-smi is no devices, not an error."""
+def discover(config: Mapping[str, Any], node: NodeContext, vendors: Sequence[str]) -> list[PhysicalDevice]:
+    """The inventory on a simulated node; else npu-smi; no npu-smi is no devices, not an error."""
     table = chip_table(config)
-    simulated = inventory_devices(config, node_name, vendors)
-    if simulated or config.get("inventory") or os.environ.get(INVENTORY_ENV):
-        devices = [_simulated(d, table) for d in simulated]
-    else:
-        smi = NpuSmi.from_config(config)
-        if not smi.available():
-            log.info("event=ascend_no_npu_smi node=%s executable=%s", node_name, smi.executable)
-            return []
-        try:
-            devices = from_npu_smi(smi, config, node_name)
-        except BackendError as exc:
-            log.warning("event=ascend_discovery_failed node=%s error=%r", node_name, str(exc))
-            return []
-    remember(devices)
-    return devices
-
-
-def remember(devices: Sequence[PhysicalDevice]) -> None:
-    with _LOCK:
-        for device in devices:
-            _FACTS[device.id] = {**device.attributes, "vendor": device.vendor, "memory": device.memory}
-
-
-def facts(device_id: str, config: Mapping[str, Any], node_name: str = "") -> Mapping[str, Any]:
-    """What discovery found about ``device_id``; re-discovers once if it is not known yet."""
-    with _LOCK:
-        found = _FACTS.get(device_id)
-    if found is None:
-        vendors = tuple(chip_table(config))
-        node = node_name or str(config.get("node_name") or os.environ.get("NODE_NAME", ""))
-        if config.get("inventory") or os.environ.get(INVENTORY_ENV):
-            path = config.get("inventory") or os.environ[INVENTORY_ENV]
-            nodes = [n.name for n in load_inventory(path) if any(d.id == device_id for d in n.devices)]
-            node = nodes[0] if nodes else node
-        discover(config, node, vendors)
-        with _LOCK:
-            found = _FACTS.get(device_id)
-    if found is None:
-        raise BackendError(f"device {device_id!r} is not an Ascend chip discovered on this node")
-    return found
+    if node.simulated:
+        return [_inventory_facts(d, table) for d in inventory_devices(config, node.name, vendors)]
+    smi = NpuSmi.from_config(config)
+    if not smi.available():
+        log.info("event=ascend_no_npu_smi node=%s executable=%s", node.name, smi.executable)
+        return []
+    try:
+        return from_npu_smi(smi, config, node.name)
+    except BackendError as exc:
+        log.warning("event=ascend_discovery_failed node=%s error=%r", node.name, str(exc))
+        return []

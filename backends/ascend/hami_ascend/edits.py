@@ -40,12 +40,10 @@ def host(config: Mapping[str, Any], path: str) -> Path:
     return Path(str(config.get("host_root") or "/")) / path.lstrip("/")
 
 
-def require_vnpu_core(config: Mapping[str, Any]) -> None:
+def require_vnpu_core(config: Mapping[str, Any], simulated: bool) -> None:
     """Refuse the soft split when HAMi's vNPU core library is not installed on the host (a simulated
-    node, ``simulate: true``, has no host to look at)."""
-    if config.get("simulate"):
-        return
-    for path in (VNPU_CORE_DIR, f"{VNPU_CORE_DIR}/ld.so.preload"):
+    node has no host to look at)."""
+    for path in () if simulated else (VNPU_CORE_DIR, f"{VNPU_CORE_DIR}/ld.so.preload"):
         if not host(config, path).exists():
             raise BackendError(
                 f"huawei.com/vnpu-mode=hami-core needs HAMi's vNPU core library on the host, but {path} is missing "
@@ -75,8 +73,8 @@ def runtime_vnpu(phy_id: int, template: str) -> ContainerEdits:
     return ContainerEdits(env={"ASCEND_VISIBLE_DEVICES": str(phy_id), "ASCEND_VNPU_SPECS": template})
 
 
-def soft(grants: Sequence[Grant], phy_ids: Sequence[int], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
-    require_vnpu_core(config)
+def soft(grants: Sequence[Grant], phy_ids: Sequence[int], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], simulated: bool) -> ContainerEdits:
+    require_vnpu_core(config, simulated)
     mounts = [Mount(p, p, read_only=True) for p in DRIVER_MOUNTS] + [
         Mount("/hami-vnpu-core", VNPU_CORE_DIR, read_only=True),
         Mount("/etc/ld.so.preload", f"{VNPU_CORE_DIR}/ld.so.preload", read_only=True),

@@ -4,13 +4,17 @@ Hard split (default): a memory request rounds up to the smallest vNPU template o
 table, ``templates.yaml``, overridable with ``templates_file``); larger than every template, or more
 than one chip, means whole chips. ``hami_prepare`` creates the vNPU with npu-smi and
 ``hami_release`` destroys it. Soft split (pod annotation ``huawei.com/vnpu-mode: hami-core``): any
-memory and a core share, enforced in the container by HAMi's vNPU core library.
+memory and a core share, enforced in the container by HAMi's vNPU core library. With an allocation
+the scheduler writes HAMi's ``huawei.com/<chip>`` runtime info and ``predicate-time`` pod annotations,
+which the ascend-device-plugin reads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,8 +29,10 @@ from hami.sdk import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    GrantedDevice,
     HealthEvent,
     NodeAnnotations,
+    NodeContext,
     PhysicalDevice,
     RequestError,
     ResourceNames,
@@ -65,8 +71,7 @@ INFO = BackendInfo(
     description="Huawei Ascend NPUs split into vNPU templates (hard) or by HAMi's vNPU library (soft)",
     default_config={
         "split_count": 7, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0,
-        "templates_file": "", "npu_smi": "npu-smi", "npu_smi_timeout": 10, "vnpu_create": "npu-smi",
-        "state_dir": "", "host_root": "/",
+        "templates_file": "", "npu_smi": "npu-smi", "npu_smi_timeout": 10, "vnpu_create": "npu-smi", "host_root": "/",
     },
     host_paths=edits.HOST_PATHS,
 )
@@ -98,13 +103,13 @@ class AscendBackend(StandardBackend):
     # ------------------------------------------------------------ node side
 
     @hookimpl
-    def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
-        return discovery.discover(config, node_name, self.info.vendors)
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
+        return discovery.discover(config, node, self.info.vendors)
 
     @hookimpl
-    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> list[HealthEvent]:
+    def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[HealthEvent]:
         """Chips whose npu-smi health word changed from what ``devices`` say (simulated ones never do)."""
-        real = [d for d in devices if not d.attributes.get("simulated")]
+        real = [] if node.simulated else devices
         smi = NpuSmi.from_config(config)
         if not real or not smi.available():
             return []
@@ -223,51 +228,74 @@ class AscendBackend(StandardBackend):
         rings = topology.read_rings(node_annotations, request.vendor)
         return None if rings is None else topology.choose(chip, request.count, candidates, rings)
 
+    # ------------------------------------------------------------ allocation (scheduler)
+
+    @hookimpl
+    def hami_allocation_annotations(
+        self, vendor: str, containers: Sequence[Sequence[Grant]], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> dict[str, str] | None:
+        """HAMi's ``PatchAnnotations`` (pkg/device/ascend/device.go, v2.10.0): ``huawei.com/<chip>`` is
+        a JSON list of ``{UUID, temp, memory, core}`` for every granted chip, container by container
+        (``temp``: the smallest template holding the memory; like every empty or zero field it is left
+        out, as Go's omitempty does: soft split, whole chips), and ``predicate-time`` in Unix seconds."""
+        grants = [g for c in containers for g in c]
+        if not grants:
+            return None
+        chip = chip_for(config, vendor)
+        info = []
+        for grant in grants:
+            template = None if is_soft(pod) else chip.template_for(grant.memory)
+            entry = {"UUID": grant.id, "temp": template.name if template else "", "memory": grant.memory, "core": grant.cores}
+            info.append({k: v for k, v in entry.items() if v})
+        return {f"huawei.com/{vendor}": json.dumps(info, separators=(",", ":")), "predicate-time": str(int(time.time()))}
+
     # ------------------------------------------------------------ runtime side
 
-    def _plan(self, grants: Sequence[Grant], config: Mapping[str, Any]) -> list[tuple[Grant, Any, Mapping[str, Any], str]]:
+    @staticmethod
+    def _plan(devices: Sequence[GrantedDevice], config: Mapping[str, Any]) -> list[tuple[Grant, Any, Mapping[str, Any], str]]:
         """Per grant: its chip, discovery facts and template ("" = whole chip)."""
         plan = []
-        for grant in grants:
-            chip = chip_for(config, grant.vendor)
-            found = discovery.facts(grant.id, config)
-            template = None
-            if len(grants) == 1 and grant.cores < 100 and grant.memory < int(found.get("memory", chip.memory)):
-                template = chip.template_for(grant.memory, grant.cores)
-            plan.append((grant, chip, found, template.name if template else ""))
+        for d in devices:
+            chip = chip_for(config, d.grant.vendor)
+            template = chip.template_for(d.grant.memory, d.grant.cores) if len(devices) == 1 and d.grant.cores < 100 and d.grant.memory < d.device.memory else None
+            plan.append((d.grant, chip, d.device.attributes, template.name if template else ""))
         return plan
 
     @hookimpl
-    def hami_prepare(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    def hami_prepare(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
         if is_soft(pod):
-            edits.require_vnpu_core(config)
-            edits.host(config, edits.shmem_dir(pod, container)).mkdir(parents=True, exist_ok=True)
+            edits.require_vnpu_core(config, node.simulated)
+            if not node.simulated:
+                edits.host(config, edits.shmem_dir(pod, container)).mkdir(parents=True, exist_ok=True)
             return
         if config.get("vnpu_create", "npu-smi") == "runtime":
             return
-        plan = [p for p in self._plan(grants, config) if p[3]]
+        plan = [p for p in self._plan(devices, config) if p[3]]
         if plan:
-            vnpu.create(vnpu.container_key(pod, container), plan, vnpu.ledger_for(config), NpuSmi.from_config(config))
+            vnpu.create(vnpu.container_key(pod, container), plan, vnpu.ledger_for(node), NpuSmi.from_config(config), simulated=node.simulated)
 
     @hookimpl
-    def hami_release(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    def hami_release(self, pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
         if is_soft(pod):
-            shutil.rmtree(edits.host(config, edits.shmem_dir(pod, container)), ignore_errors=True)
+            if not node.simulated:
+                shutil.rmtree(edits.host(config, edits.shmem_dir(pod, container)), ignore_errors=True)
             return
-        vnpu.destroy(vnpu.container_key(pod, container), vnpu.ledger_for(config), NpuSmi.from_config(config))
+        vnpu.destroy(vnpu.container_key(pod, container), vnpu.ledger_for(node), NpuSmi.from_config(config))
 
     @hookimpl
-    def hami_container_edits(self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerEdits:
-        plan = self._plan(grants, config)
+    def hami_container_edits(
+        self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext
+    ) -> ContainerEdits:
+        plan = self._plan(devices, config)
         phy_ids = [int(found["phy_id"]) for _, _, found, _ in plan]
         if is_soft(pod):
-            return edits.soft(grants, phy_ids, pod, container, config)
+            return edits.soft([d.grant for d in devices], phy_ids, pod, container, config, node.simulated)
         split = [p for p in plan if p[3]]
         if not split:
             return edits.whole(phy_ids)
         if config.get("vnpu_create", "npu-smi") == "runtime":
             return edits.runtime_vnpu(phy_ids[0], split[0][3])
-        made = vnpu.ledger_for(config).get(vnpu.container_key(pod, container))
+        made = vnpu.ledger_for(node).get(vnpu.container_key(pod, container))
         if not made:
             raise BackendError(f"container {vnpu.container_key(pod, container)} has no vNPU: hami_prepare must create it before the container edits")
         return edits.created_vnpus(made)

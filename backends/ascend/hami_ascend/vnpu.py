@@ -2,8 +2,8 @@
 
 A ledger maps each container (pod UID + container name) to the vNPUs made for it, so that kubelet's
 Allocate retries do not create twice, release destroys exactly what prepare made, and container
-edits can name ``/dev/vdavinci<id>``. It lives in memory and, when ``state_dir`` is set, in
-``<state_dir>/vnpus.json`` so that an agent restart still releases what it created.
+edits can name ``/dev/vdavinci<id>``. It lives in memory and in ``vnpus.json`` in the node's state
+directory (``NodeContext.state_dir``), so that an agent restart still releases what it created.
 
 vNPU ids are chosen, not left to npu-smi, so the ledger knows them before the call returns:
 ``phy_id*16+100`` upward within the chip's span (MindCluster guide: 16 ids per training chip, 8 per
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from hami.sdk import BackendError, Grant
+from hami.sdk import BackendError, Grant, NodeContext
 
 from hami_ascend.chips import Chip
 from hami_ascend.npusmi import NpuSmi
@@ -91,12 +91,12 @@ _LEDGERS: dict[str, Ledger] = {}
 _LEDGERS_LOCK = threading.Lock()
 
 
-def ledger_for(config: Mapping[str, Any]) -> Ledger:
-    state_dir = str(config.get("state_dir") or "")
+def ledger_for(node: NodeContext) -> Ledger:
+    """The node's ledger: one per state directory (a sandbox runs several nodes in one process)."""
     with _LEDGERS_LOCK:
-        if state_dir not in _LEDGERS:
-            _LEDGERS[state_dir] = Ledger(state_dir or None)
-        return _LEDGERS[state_dir]
+        if str(node.state_dir) not in _LEDGERS:
+            _LEDGERS[str(node.state_dir)] = Ledger(str(node.state_dir))
+        return _LEDGERS[str(node.state_dir)]
 
 
 def _free_id(chip: Chip, phy_id: int, taken: set[int], device: str) -> int:
@@ -107,9 +107,10 @@ def _free_id(chip: Chip, phy_id: int, taken: set[int], device: str) -> int:
 
 
 def create(
-    key: str, plan: Sequence[tuple[Grant, Chip, Mapping[str, Any], str]], ledger: Ledger, smi: NpuSmi
+    key: str, plan: Sequence[tuple[Grant, Chip, Mapping[str, Any], str]], ledger: Ledger, smi: NpuSmi, *, simulated: bool = False
 ) -> tuple[VNpu, ...]:
-    """Create one vNPU per planned (grant, chip, facts, template); all or nothing; idempotent per key."""
+    """Create one vNPU per planned (grant, chip, facts, template); all or nothing; idempotent per key.
+    On a simulated node only the ledger records them (npu-smi is never run for them)."""
     with ledger.lock:
         existing = ledger.get(key)
         if existing:
@@ -121,7 +122,7 @@ def create(
         made: list[VNpu] = []
         for grant, chip, found, template in plan:
             phy = int(found["phy_id"])
-            vnpu = VNpu(grant.id, int(found["card"]), int(found["chip"]), _free_id(chip, phy, taken, grant.id), template, bool(found.get("simulated")))
+            vnpu = VNpu(grant.id, int(found["card"]), int(found["chip"]), _free_id(chip, phy, taken, grant.id), template, simulated)
             try:
                 if not vnpu.simulated:
                     smi.create_vnpu(vnpu.card, vnpu.chip, template, vnpu.vnpu_id)

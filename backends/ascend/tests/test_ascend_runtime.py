@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
-from hami.sdk import BackendError, DeviceNode, Grant, Mount
+from hami.sdk import BackendError, DeviceNode, Grant, Mount, NodeContext
 from hami_ascend.plugin import plugin
 
 SOFT = {"huawei.com/vnpu-mode": "hami-core"}
@@ -18,13 +19,34 @@ def pod(uid="uid-1", annotations=None):
 CONTAINER = {"name": "main"}
 
 
+class OnNode:
+    """The manager's runtime calls with the node's context, as the agent makes them (the manager finds
+    the granted chips by discovery on that node)."""
+
+    def __init__(self, manager, node):
+        self.manager, self.node = manager, node
+
+    def configure(self, *args):
+        self.manager.configure(*args)
+
+    def prepare(self, grants, pod, container):
+        self.manager.prepare(grants, pod, container, self.node)
+
+    def container_edits(self, grants, pod, container):
+        return self.manager.container_edits(grants, pod, container, self.node)
+
+    def release(self, grants, pod, container):
+        self.manager.release(grants, pod, container, self.node)
+
+
 @pytest.fixture
 def node(fake_npu_smi, hami_manager, register_backend, tmp_path):
-    """A 910A-class node discovered through the fake npu-smi, with a persistent vNPU ledger."""
+    """A 910A-class node discovered through the fake npu-smi; its vNPU ledger in its state dir."""
     fake_npu_smi.replay_info("info_910a_8card.txt")
-    register_backend(plugin, config={"state_dir": str(tmp_path / "state"), "host_root": str(tmp_path / "host")})
-    devices = hami_manager.discover("ascend", "n1")
-    return hami_manager, devices, fake_npu_smi, tmp_path
+    register_backend(plugin, config={"host_root": str(tmp_path / "host")})
+    context = NodeContext("n1", config=hami_manager.config("ascend"), state_dir=tmp_path / "state")
+    devices = hami_manager.discover("ascend", context)
+    return OnNode(hami_manager, context), devices, fake_npu_smi, tmp_path
 
 
 def test_prepare_creates_the_template_vnpu_and_release_destroys_it(node):
@@ -79,13 +101,13 @@ def test_a_failed_create_rolls_back_and_names_the_command(node, fake_npu_smi):
 
 def test_rollback_destroys_what_was_created_before_the_failure(node):
     """The vNPU ledger plans several vNPUs at once (a plan is per container); the second fails."""
-    from hami_ascend import discovery, vnpu
+    from hami_ascend import vnpu
     from hami_ascend.chips import packaged_table
     from hami_ascend.npusmi import NpuSmi
 
     manager, devices, smi, tmp = node
     chip = packaged_table()["Ascend910A"]
-    plan = [(Grant(d.id, "Ascend910A", 2184, 7), chip, discovery.facts(d.id, {}), "vir02") for d in devices[:2]]
+    plan = [(Grant(d.id, "Ascend910A", 2184, 7), chip, d.attributes, "vir02") for d in devices[:2]]
     smi.fail("create-vnpu:2")
     ledger = vnpu.Ledger(str(tmp / "other"))
     with pytest.raises(BackendError) as caught:
@@ -96,13 +118,13 @@ def test_rollback_destroys_what_was_created_before_the_failure(node):
 
 
 def test_a_failed_rollback_is_reported(node):
-    from hami_ascend import discovery, vnpu
+    from hami_ascend import vnpu
     from hami_ascend.chips import packaged_table
     from hami_ascend.npusmi import NpuSmi
 
     manager, devices, smi, tmp = node
     chip = packaged_table()["Ascend910A"]
-    plan = [(Grant(d.id, "Ascend910A", 2184, 7), chip, discovery.facts(d.id, {}), "vir02") for d in devices[:2]]
+    plan = [(Grant(d.id, "Ascend910A", 2184, 7), chip, d.attributes, "vir02") for d in devices[:2]]
     smi.fail("create-vnpu:2", "destroy-vnpu:*")
     with pytest.raises(BackendError, match="rollback could not destroy vNPU\\(s\\) 100"):
         vnpu.create("x/c", plan, vnpu.Ledger(None), NpuSmi())
@@ -184,7 +206,7 @@ def test_soft_split_edits_follow_hami_s_vnpu_core_contract(node):
 
 def test_grants_of_an_undiscovered_device_are_refused(node):
     manager, *_ = node
-    with pytest.raises(BackendError, match="'Ascend910A-elsewhere-0' is not an Ascend chip discovered on this node"):
+    with pytest.raises(BackendError, match="'Ascend910A-elsewhere-0' is not on node 'n1'"):
         manager.prepare([Grant("Ascend910A-elsewhere-0", "Ascend910A", 2184, 7)], pod(), CONTAINER)
 
 
@@ -193,5 +215,52 @@ def test_simulated_nodes_do_not_look_for_the_host_library(tmp_path):
     from hami_ascend.edits import require_vnpu_core
 
     with pytest.raises(BackendError, match="hami-vnpu-core"):
-        require_vnpu_core({"host_root": str(tmp_path)})
-    require_vnpu_core({"host_root": str(tmp_path), "simulate": True})
+        require_vnpu_core({"host_root": str(tmp_path)}, simulated=False)
+    require_vnpu_core({"host_root": str(tmp_path)}, simulated=True)
+
+
+def test_allocation_annotations_are_hami_s_runtime_info():
+    """HAMi v2.10.0 pkg/device/ascend/device.go PatchAnnotations: ``huawei.com/<chip>`` is
+    json.Marshal([]RuntimeInfo{UUID, temp, memory, core}) with omitempty over every granted chip,
+    container by container; ``temp`` is trimMemory's template; ``predicate-time`` is Unix seconds."""
+    from hami.plugin.manager import BackendManager
+
+    manager = BackendManager(strict=True, allow=(), deny=())
+    manager.register(plugin, distribution="in-process")
+    shared = [Grant("Ascend910A-n1-5", "Ascend910A", 4369, 14)]
+    whole = [Grant("Ascend910A-n1-0", "Ascend910A", 32768, 100), Grant("Ascend910A-n1-1", "Ascend910A", 32768, 100)]
+    before = int(time.time())
+    found = manager.allocation_annotations("Ascend910A", [[], shared, whole], {}, pod())
+    after = int(time.time())
+    assert found["huawei.com/Ascend910A"] == (
+        '[{"UUID":"Ascend910A-n1-5","temp":"vir04","memory":4369,"core":14},'
+        '{"UUID":"Ascend910A-n1-0","memory":32768,"core":100},{"UUID":"Ascend910A-n1-1","memory":32768,"core":100}]'
+    )
+    assert set(found) == {"huawei.com/Ascend910A", "predicate-time"} and before <= int(found["predicate-time"]) <= after
+    soft = manager.allocation_annotations("Ascend910A", [[Grant("Ascend910A-n1-2", "Ascend910A", 5000, 0)]], {}, pod(annotations=SOFT))
+    assert json.loads(soft["huawei.com/Ascend910A"]) == [{"UUID": "Ascend910A-n1-2", "memory": 5000}]  # hami-core: no temp, core 0 left out
+    assert manager.allocation_annotations("Ascend910A", [[], []], {}, pod()) == {}
+
+
+def test_simulated_nodes_keep_vnpus_in_their_own_state_dir(hami_manager, register_backend, fake_npu_smi, tmp_path):
+    """The sandbox's nodes share one process: each keeps its vNPU ledger in its own state directory,
+    and nothing runs npu-smi or touches the host."""
+    inventory = tmp_path / "nodes.yaml"
+    chips = [{"vendor": "Ascend910A", "type": "Ascend910A", "memory": 32768, "count": 2}]
+    inventory.write_text(json.dumps({"nodes": [{"name": "a", "devices": chips}, {"name": "b", "devices": chips}]}))
+    register_backend(plugin, config={"inventory": str(inventory), "host_root": str(tmp_path / "host")})
+    nodes = {name: hami_manager.node_context("ascend", name, state_root=tmp_path / name) for name in "ab"}
+    for name, node in nodes.items():
+        assert node.simulated
+        (device, _) = hami_manager.discover("ascend", node)
+        grants = [Grant(device.id, "Ascend910A", 2184, 7)]
+        hami_manager.prepare(grants, pod(), CONTAINER, node)
+        edits = hami_manager.container_edits(grants, pod(), CONTAINER, node)
+        assert dict(edits.env) == {"ASCEND_VISIBLE_DEVICES": "100", "ASCEND_RUNTIME_OPTIONS": "VIRTUAL"}  # each node's own first id
+        soft = [Grant(device.id, "Ascend910A", 5000, 30)]
+        hami_manager.prepare(soft, pod("s", annotations=SOFT), CONTAINER, node)
+    for name in "ab":
+        assert list(json.loads((tmp_path / name / "ascend" / "vnpus.json").read_text())) == ["uid-1/main"]
+    hami_manager.release(grants, pod(), CONTAINER, nodes["b"])
+    assert json.loads((tmp_path / "b" / "ascend" / "vnpus.json").read_text()) == {}
+    assert fake_npu_smi.calls() == [] and not (tmp_path / "host").exists()
