@@ -211,3 +211,26 @@ def test_unregistered_extended_resource_ignored(fake_kubelet: FakeKubelet, plugi
     result = fake_kubelet.admit(p)
     assert result.admitted
     assert result.container("c").devices == {RESOURCE: ["d0"]}
+
+
+def test_pod_is_not_admitted_without_devices_while_its_plugin_is_away(fake_kubelet: FakeKubelet, kubelet_dir: Path) -> None:
+    """Kubelet keeps a vanished plugin's resource (unhealthy) for its grace period: a pod asking for it
+    fails admission instead of starting without devices, and succeeds once the plugin is back."""
+    plugin = SamplePlugin(kubelet_dir / "gone.sock", ["d0", "d1"]).start()
+    plugin.register(fake_kubelet.socket_path, RESOURCE)
+    fake_kubelet.wait_devices(RESOURCE, 2)
+    plugin.stop()
+    fake_kubelet.wait_devices(RESOURCE, 0)
+
+    refused = fake_kubelet.admit(pod("early", ("main", 1)))
+    assert not refused.admitted and refused.reason == "UnexpectedAdmissionError", refused
+    assert plugin.allocate_calls == []
+
+    back = SamplePlugin(kubelet_dir / "back.sock", ["d0", "d1"]).start()
+    try:
+        back.register(fake_kubelet.socket_path, RESOURCE)
+        fake_kubelet.wait_devices(RESOURCE, 2)
+        admitted = fake_kubelet.admit(pod("early", ("main", 1)))
+        assert admitted.admitted and admitted.container("main").devices == {RESOURCE: ["d0"]}
+    finally:
+        back.stop()

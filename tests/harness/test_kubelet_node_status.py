@@ -28,7 +28,7 @@ def wait_counts(kubelet: FakeKubelet, api: client.CoreV1Api, want: tuple[Any, An
 
 
 def test_capacity_and_allocatable_follow_plugin(core_v1: client.CoreV1Api, kubelet_dir: Path) -> None:
-    with FakeKubelet(kubelet_dir, "node-1", core_v1=core_v1) as kubelet:
+    with FakeKubelet(kubelet_dir, "node-1", core_v1=core_v1, stream_grace_period=0) as kubelet:
         node = core_v1.read_node("node-1")  # kubelet registered its node
         assert node.metadata.labels["kubernetes.io/hostname"] == "node-1"
         assert node.status.capacity["pods"] == "110"

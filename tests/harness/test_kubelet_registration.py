@@ -89,12 +89,19 @@ def test_health_change_updates_view(fake_kubelet: FakeKubelet, plugin: SamplePlu
     assert fake_kubelet.topology(RESOURCE) == {"d9": [], "d8": [1]}
 
 
-def test_plugin_stop_removes_resource(fake_kubelet: FakeKubelet, plugin: SamplePlugin) -> None:
-    plugin.register(fake_kubelet.socket_path, RESOURCE)
-    fake_kubelet.wait_devices(RESOURCE, 3)
-    plugin.stop()
-    fake_kubelet.wait_for(lambda: RESOURCE not in fake_kubelet.resources(), 5, "resource removal")
-    assert fake_kubelet.devices(RESOURCE) == {}
+def test_plugin_stop_removes_resource_after_the_grace_period(kubelet_dir: Path) -> None:
+    with FakeKubelet(kubelet_dir, stream_grace_period=0) as kubelet:
+        plugin = SamplePlugin(kubelet_dir / "p.sock", ["a", "b", "c"]).start()
+        plugin.register(kubelet.socket_path, RESOURCE)
+        kubelet.wait_devices(RESOURCE, 3)
+        plugin.stop()
+        kubelet.wait_for(lambda: RESOURCE not in kubelet.resources(), 5, "resource removal")
+        assert kubelet.devices(RESOURCE) == {}
+
+
+def test_default_grace_period_is_kubelets_five_minutes(kubelet_dir: Path) -> None:
+    """pkg/kubelet/cm/devicemanager/endpoint.go: endpointStopGracePeriod = 5 * time.Minute."""
+    assert FakeKubelet(kubelet_dir).stream_grace_period == 300.0
 
 
 def test_grace_period_keeps_resource_unhealthy(kubelet_dir: Path) -> None:

@@ -40,6 +40,9 @@ from .node_status import NodeStatusMirror
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+STREAM_GRACE_PERIOD = 300.0
+"""Seconds a resource outlives its plugin's ended stream: kubelet's ``endpointStopGracePeriod``."""
+
 
 class _Registration(api_pb2_grpc.RegistrationServicer):
     """The ``v1beta1.Registration`` service; errors are plain (code Unknown), as kubelet returns them."""
@@ -66,7 +69,11 @@ class FakeKubelet:
     ``core_v1`` (a ``kubernetes.client.CoreV1Api``) is optional; with it the node is created if absent and
     its ``status.capacity`` (all devices) / ``status.allocatable`` (healthy devices) follow the plugins.
     ``stream_grace_period`` is how long a resource whose ListAndWatch stream ended stays (with no healthy
-    devices) before it is removed; kubelet uses 5 minutes, tests want 0.
+    devices) before it is removed. The default is kubelet's 5 minutes (``endpointStopGracePeriod``,
+    pkg/kubelet/cm/devicemanager/endpoint.go): a pod admitted meanwhile fails with
+    ``UnexpectedAdmissionError`` instead of starting without its devices, and a plugin that
+    re-registers within it serves the resource again. 0 removes the resource at once (a test that
+    wants the resource gone says so).
     """
 
     def __init__(
@@ -76,7 +83,7 @@ class FakeKubelet:
         core_v1: Any | None = None,
         *,
         dial_timeout: float = 10.0,
-        stream_grace_period: float = 0.0,
+        stream_grace_period: float = STREAM_GRACE_PERIOD,
         register_node: bool = True,
     ) -> None:
         self.plugin_dir = Path(plugin_dir)
@@ -134,6 +141,8 @@ class FakeKubelet:
             self._registrations.clear()
             for ep in endpoints:
                 self._stream_ended(ep.resource)
+                if ep.resource in self._devices:  # a restarted kubelet knows the resource (checkpoint), no device
+                    self._devices[ep.resource] = {}
         for ep in endpoints:
             ep.close()
         for entry in self.plugin_dir.iterdir():
