@@ -122,3 +122,14 @@ spec: {containers: [{name: c, image: cuda, resources: {limits: {nvidia.com/gpume
     node = next(n for n in report["nodes"] if n["name"] == "dcu-z100")
     assert {"id", "type", "memory_mib", "used_memory_mib", "cores", "used_cores", "slots", "used_slots"} <= set(node["devices"][0])
     assert sum(d["used_memory_mib"] for d in node["devices"]) == 1000
+
+
+def test_every_node_is_simulated_with_its_own_state_dir(sandbox):
+    """The agents share the sandbox's process: the inventory alone makes each node simulated (no
+    ``simulate`` key), and each node's backends keep their state (MIG and vNPU ledgers, vdev configs)
+    in a directory of their own, never under /var/lib/hami."""
+    contexts = [(node, c) for node, agent in sandbox.agents.items() for c in agent.discovery.contexts.values()]
+    assert len({node for node, _ in contexts}) == len(sandbox.inventory) >= 2
+    assert all(c.simulated and c.name == node and "simulate" not in c.config for node, c in contexts)
+    dirs = [c.state_dir for _, c in contexts]
+    assert len(set(dirs)) == len(dirs) and not any(Path("/var/lib/hami") in d.parents for d in dirs)

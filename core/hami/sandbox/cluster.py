@@ -91,8 +91,8 @@ class Sandbox:
         self.core_v1 = client.CoreV1Api(self.api.api_client())
         for backend in self.manager.backends:
             overrides = (self.settings.get("backends") or {}).get(backend, {})
-            # The simulated source: devices from the inventory, no vendor tools or host libraries.
-            self.manager.configure(backend, {**overrides, "inventory": str(self.nodes_file), "simulate": True})
+            # The inventory makes every node simulated (NodeContext.simulated): no vendor tools or host libraries.
+            self.manager.configure(backend, {**overrides, "inventory": str(self.nodes_file)})
         for node in self.inventory:
             plugin_dir = tempfile.mkdtemp(prefix="hs", dir="/tmp")  # unix socket paths must stay short
             self._dirs.append(plugin_dir)
