@@ -29,21 +29,23 @@ def hami_backend():
         name="acme",
         kinds=[KIND],
         description="ACME NPUs shared by memory",
-        default_config={"split_count": 4},
+        default_config={"split_count": 4, "node_split": {}},
         host_paths=("/dev",),
     )
 
 
 @hookimpl
-def hami_discover_devices(config, node_name):
-    # A real backend asks its SDK here, imported lazily; the inventory is the simulated source.
-    return inventory_devices(config, node_name, ["ACME"])
+def hami_discover_devices(config, node):
+    if node.simulated:  # an inventory is configured: sandbox, tests, demos
+        return inventory_devices(config, node.name, ["ACME"])
+    return []  # a real backend asks its SDK here, imported lazily
 
 
 @hookimpl
-def hami_split_device(device, config):
+def hami_split_device(device, config, node):
+    count = config["node_split"].get(node.name, config["split_count"])  # a node may share differently
     return SchedulableDevice(
-        id=device.id, vendor=device.vendor, type=device.type, count=config["split_count"],
+        id=device.id, vendor=device.vendor, type=device.type, count=count,
         memory=device.memory, cores=100, index=device.index, numa=device.numa, healthy=device.healthy,
     )
 
@@ -63,9 +65,10 @@ def hami_device_fits(request, device, pod, config):
 
 
 @hookimpl
-def hami_container_edits(grants, pod, container, config):
+def hami_container_edits(devices, config):  # each grant with the device the node agent found
+    nodes = [f"/dev/acme{d.index}" for d in devices]
     return ContainerEdits(
-        env={"ACME_VISIBLE_DEVICES": ",".join(g.id for g in grants),
-             "ACME_MEMORY_LIMIT_MIB": str(min(g.memory for g in grants))},
-        devices=[DeviceNode("/dev/acmectl", "/dev/acmectl")],
+        env={"ACME_VISIBLE_DEVICES": ",".join(str(d.index) for d in devices),
+             "ACME_MEMORY_LIMIT_MIB": str(min(d.grant.memory for d in devices))},
+        devices=[DeviceNode(p, p) for p in ["/dev/acmectl", *nodes]],
     )
