@@ -4,15 +4,19 @@ Kubelet's Allocate names devices but not the pod. Like HAMi, the agent finds the
 the scheduler left in the API objects: the pod named in the node lock, else the pods on this node in
 ``bind-phase=allocating``. Nothing is kept in memory between calls, so an agent restart loses
 nothing. Every failure is an :class:`AllocateError` carrying the gRPC code and a message a person can
-act on; *permanent* failures (forged or garbage annotations, a count mismatch, a backend refusing)
-also mark the pod ``bind-phase=failed``, release the node lock and leave a ``AllocationFailed`` event,
-while *transient* ones (the API server unreachable) leave the pod as it is so kubelet's retry can
-succeed. Only errors of the API client are transient (:func:`is_transient`): a backend's failure,
-even an ``OSError`` from its host, is the backend's and is permanent.
+act on. Kubelet does not call Allocate again for a pod whose Allocate failed (the pod fails with
+``UnexpectedAdmissionError``), so *every* failure once the pod is known marks it
+``bind-phase=failed``, releases the node lock and leaves an ``AllocationFailed`` event. Errors of the
+API client (:func:`is_transient`: no connection, a timeout, 5xx, 429) are first retried inside the
+call (``api_retries``); when the budget is spent kubelet gets UNAVAILABLE and those three writes,
+if the API server refuses them too, are retried in the background until ``cleanup_deadline``
+(then the lock's expiry and the scheduler's takeover of a failed pod's lock take over). A backend's
+failure, even an ``OSError`` from its host, is the backend's and is not retried.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -109,8 +113,15 @@ class Allocator:
         request_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         discovery: Callable[[], Discovery] | None = None,
+        api_retries: int = 3,
+        retry_interval: float = 0.2,
+        cleanup_deadline: float = 300.0,
     ) -> None:
         self.manager = manager
+        self.api_retries = api_retries
+        self.retry_interval = retry_interval
+        self.cleanup_deadline = cleanup_deadline
+        """Seconds the background clean-up of a pod failed by an unreachable API server keeps trying."""
         self.discovery = discovery
         """The agent's current discovery: the granted devices and node contexts the runtime hooks get
         (None: the manager discovers the node named in the pod's annotations itself)."""
@@ -122,6 +133,7 @@ class Allocator:
         self.lock = NodeLock(core_v1, request_timeout=request_timeout)
         self._mutex = threading.Lock()  # kubelet admits one pod at a time; so do we
         self._lock_seen: tuple[LockHolder | None, str] = (None, "")  # the lock as the current call read it
+        self._event_written: dict[str, bool] = {}  # per pod failed in the background: its event is recorded
 
     # ------------------------------------------------------------ API access (raw JSON: what hooks take)
     def _read_pod(self, namespace: str, name: str) -> Pod | None:
@@ -159,7 +171,9 @@ class Allocator:
         resource = kind.resources.count
         holder = self._lock_holder()
         lock_state = "lock free"
-        if holder is not None:
+        if holder is not None and holder.anonymous:
+            lock_state = "lock held by an older HAMi (no pod named)"
+        elif holder is not None:
             lock_state = f"lock held by {holder.namespace}/{holder.name}"
             pod = self._read_pod(holder.namespace, holder.name)
             if pod is None:
@@ -193,13 +207,10 @@ class Allocator:
         kind = self._kind(resource)
         with self._mutex:
             started = time.perf_counter()
-            try:
-                pod = self.find_pending_pod(kind)
-            except AllocateError:
-                raise
-            except Exception as exc:
-                raise self._api_error(exc, f"cannot find the pod to allocate {resource} for on node {self.node}") from None
-            for _attempt in range(3):
+            pod = self._retrying(lambda: self.find_pending_pod(kind), f"cannot find the pod to allocate {resource} for on node {self.node}")
+            conflicts = 3
+            api_errors = 0
+            while True:
                 try:
                     response, container = self._allocate_for(pod, kind, devices_ids)
                     log.info(
@@ -208,21 +219,49 @@ class Allocator:
                     )
                     return response
                 except _Conflict:
-                    reread = self._reread(pod)  # someone wrote the pod in between: start over from what is there now
-                    if reread is None or not self._safe_pending(reread, kind):
-                        break
+                    conflicts -= 1
+                    if conflicts <= 0:
+                        raise self._give_up(pod, AllocateError(
+                            f"pod {pod_key(pod)}: the pod kept changing while its {resource} devices were allocated", grpc.StatusCode.ABORTED)) from None
+                    try:  # someone wrote the pod in between: start over from what is there now
+                        reread = self._retrying(functools.partial(self._reread, pod), f"pod {pod_key(pod)}: cannot re-read it")
+                    except AllocateError as exc:
+                        raise self._give_up(pod, exc) from None
+                    if reread is None:
+                        raise self._give_up(pod, AllocateError(f"pod {pod_key(pod)} was deleted while it was being allocated", grpc.StatusCode.NOT_FOUND)) from None
+                    if not self._safe_pending(reread, kind):
+                        raise self._give_up(reread, AllocateError(
+                            f"pod {pod_key(pod)} is no longer waiting for {resource} devices on {self.node} (changed while it was being allocated)",
+                            grpc.StatusCode.ABORTED)) from None
                     pod = reread
                 except AllocateError as exc:
-                    if exc.permanent:
-                        self.fail(pod, str(exc))
-                    raise
+                    raise self._give_up(pod, exc) from None
                 except Exception as exc:
+                    if is_transient(exc) and api_errors < self.api_retries:
+                        api_errors += 1
+                        time.sleep(self.retry_interval * api_errors)
+                        continue
                     if is_transient(exc):
-                        raise self._api_error(exc, f"pod {pod_key(pod)}: cannot update its allocation") from None
-                    message = f"pod {pod_key(pod)}: {type(exc).__name__}: {exc}"
-                    self.fail(pod, message)
-                    raise AllocateError(message, grpc.StatusCode.INTERNAL, permanent=True) from None
-            raise AllocateError(f"pod {pod_key(pod)}: the pod kept changing while its {resource} devices were allocated; retry", grpc.StatusCode.ABORTED)
+                        raise self._give_up(pod, self._api_error(exc, f"pod {pod_key(pod)}: cannot update its allocation")) from None
+                    raise self._give_up(pod, AllocateError(f"pod {pod_key(pod)}: {type(exc).__name__}: {exc}", grpc.StatusCode.INTERNAL, permanent=True)) from None
+
+    def _retrying(self, call: Callable[[], Any], what: str) -> Any:
+        """``call()``, retried ``api_retries`` times on a transient API error; AllocateError saying why."""
+        for attempt in range(self.api_retries + 1):
+            try:
+                return call()
+            except AllocateError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc) or attempt == self.api_retries:
+                    raise self._api_error(exc, what) from None
+                time.sleep(self.retry_interval * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _give_up(self, pod: Pod, exc: AllocateError) -> AllocateError:
+        """End the pod's bind: kubelet will not ask again for it. Returns ``exc`` for the caller to raise."""
+        self.fail(pod, str(exc))
+        return exc
 
     def _kind(self, resource: str) -> DeviceKind:
         kind = self.manager.kind_for_resource(resource)
@@ -342,16 +381,53 @@ class Allocator:
             log.warning("event=lock_release_failed node=%s pod=%s error=%r", self.node, pod_key(pod), describe_api_error(exc))
 
     def fail(self, pod: Pod, message: str) -> None:
-        """``bind-phase=failed``, lock released, event: each best effort (the caller reports the reason anyway)."""
+        """``bind-phase=failed``, lock released, event. What the API server refuses for a transient
+        reason is retried in the background (kubelet will not call again, so nothing else would)."""
         log.warning("event=pod_allocation_failed pod=%s node=%s reason=%r", pod_key(pod), self.node, message)
-        try:
-            self._patch_annotations(pod, {BIND_PHASE: BindPhase.FAILED}, with_version=False)
-        except Exception as exc:
-            log.warning("event=bind_phase_write_failed pod=%s error=%r", pod_key(pod), describe_api_error(exc))
-        self._release_lock(pod)
-        self.event(pod, message)
+        if not self._try_fail(pod, message):
+            thread = threading.Thread(target=self._fail_later, args=(pod, message), name=f"fail-{pod_key(pod)}", daemon=True)
+            thread.start()
 
-    def event(self, pod: Pod, message: str, reason: str = EVENT_REASON, type_: str = "Warning") -> None:
+    def _try_fail(self, pod: Pod, message: str, *, recheck: bool = False) -> bool:
+        """One round of the three writes; False when one of them failed for a transient reason."""
+        done = True
+        try:
+            if recheck:  # later, from the background: only a pod still stuck in allocating
+                current = self._read_pod(*_name(pod))
+                if current is not None and _annotations(current).get(BIND_PHASE) == BindPhase.ALLOCATING:
+                    self._patch_annotations(current, {BIND_PHASE: BindPhase.FAILED}, with_version=True)
+            else:
+                self._patch_annotations(pod, {BIND_PHASE: BindPhase.FAILED}, with_version=False)
+        except Exception as exc:
+            done = not (is_transient(exc) or isinstance(exc, _Conflict))
+            log.warning("event=bind_phase_write_failed pod=%s error=%r retry=%s", pod_key(pod), describe_api_error(exc), not done)
+        try:
+            self.lock.release(self.node, *_name(pod))
+        except Exception as exc:
+            done = done and not is_transient(exc)
+            log.warning("event=lock_release_failed node=%s pod=%s error=%r", self.node, pod_key(pod), describe_api_error(exc))
+        if not recheck or not self._event_written.get(pod_key(pod), False):
+            written = self.event(pod, message)
+            self._event_written[pod_key(pod)] = written
+            done = done and written
+        return done
+
+    def _fail_later(self, pod: Pod, message: str) -> None:
+        deadline = self.clock() + self.cleanup_deadline
+        delay = self.retry_interval
+        try:
+            while self.clock() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                if self._try_fail(pod, message, recheck=True):
+                    log.info("event=pod_allocation_failure_recorded pod=%s node=%s", pod_key(pod), self.node)
+                    return
+            log.warning("event=pod_allocation_failure_not_recorded pod=%s node=%s after=%.0fs", pod_key(pod), self.node, self.cleanup_deadline)
+        finally:
+            self._event_written.pop(pod_key(pod), None)
+
+    def event(self, pod: Pod, message: str, reason: str = EVENT_REASON, type_: str = "Warning") -> bool:
+        """Record an event for ``pod``; False when the API server refused it for a transient reason."""
         meta = pod.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
         now = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -372,6 +448,8 @@ class Allocator:
             self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout)
         except Exception as exc:
             log.warning("event=event_write_failed pod=%s error=%r", pod_key(pod), describe_api_error(exc))
+            return not is_transient(exc)
+        return True
 
     # ------------------------------------------------------------ GetPreferredAllocation
     def preferred(self, resource: str, request: api_pb2.ContainerPreferredAllocationRequest) -> list[str]:
@@ -404,6 +482,11 @@ class Allocator:
             if slot not in chosen:
                 chosen.append(slot)
         return chosen
+
+
+def _name(pod: Mapping[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return meta.get("namespace") or "default", meta.get("name") or ""
 
 
 class _Conflict(Exception):

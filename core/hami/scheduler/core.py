@@ -19,6 +19,7 @@ from typing import Any, cast
 import attrs
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from hami.errors import HamiError, ValidationError
 from hami.plugin.manager import BackendManager
@@ -148,6 +149,8 @@ class Scheduler:
         uid = meta.get("uid") or ""
         failed: dict[str, str] = {}
         with self.state.lock:
+            if uid:  # a retried pod: what its earlier, unbound try holds must not compete with this one
+                self.state.forget_unbound(uid)
             wanted = set(node_names)
             for name in wanted - self.state.nodes.keys():
                 failed[name] = "NodeUnregistered: no hami device annotation seen for this node"
@@ -172,19 +175,23 @@ class Scheduler:
             if chosen is None:
                 return self._failed(pod, FilterOutcome(failed=failed))
             init_count = len((pod.get("spec") or {}).get("initContainers") or [])
-            self.state.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, pod_holdings(chosen.devices, init_count), chosen.devices))
+            now = time.time()
+            holdings = pod_holdings(chosen.devices, init_count)
+            self.state.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now))))
         if len(self._writes) > 1000:  # forget writes that succeeded for pods never bound; keep failures for bind
             self._writes = {u: f for u, f in self._writes.items() if not f.done() or f.result()}
-        self._writes[uid] = self._writer.submit(self._annotate, pod, chosen)
+        self._writes[uid] = self._writer.submit(self._annotate, pod, chosen, now)
         self._event(pod, "FilteringSucceed", f"hami chose node {chosen.node}", "Normal")
         log.info("event=filter_succeeded pod=%s node=%s candidates=%d", pod_key(pod), chosen.node, len(node_names))
         return FilterOutcome(node=chosen.node, failed=failed)
 
-    def _annotate(self, pod: Mapping[str, Any], fit: Fit) -> str:
+    def _annotate(self, pod: Mapping[str, Any], fit: Fit, now: float) -> str:
         """Write the allocation onto the pod ('' on success, else why). Runs off the filter's path:
-        kube-scheduler goes on to prioritize and bind meanwhile, and bind waits for it."""
+        kube-scheduler goes on to prioritize and bind meanwhile, and bind waits for it. A
+        ``bind-phase`` left by an earlier, failed try is removed."""
         meta = pod.get("metadata") or {}
-        annotations = Allocation(fit.node, fit.devices).annotations(self.manager.kinds, meta.get("uid", ""), time.time(), self.keys)
+        annotations: dict[str, str | None] = {}
+        annotations.update(Allocation(fit.node, fit.devices).annotations(self.manager.kinds, meta.get("uid", ""), now, self.keys))
         node = self.state.node(fit.node)
         for vendor, containers in sorted(fit.devices.items()):
             try:  # the backend's own pod annotations (HAMi's PatchAnnotations), beside the signed allocation
@@ -196,6 +203,7 @@ class Scheduler:
             annotations.update({k: v for k, v in extra.items() if k not in annotations})
         if self.core_v1 is None:
             return ""
+        annotations[BIND_PHASE] = None  # a merge patch's null: no-op unless a failed try left one
         try:
             body = {"metadata": {"annotations": annotations}}
             self.core_v1.patch_namespaced_pod(cast(str, meta.get("name")), meta.get("namespace", "default"), body, _preload_content=False)
@@ -242,41 +250,59 @@ class Scheduler:
     # ------------------------------------------------------------ bind
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> str:
-        """Lock the node, mark the pod allocating, create the Binding; '' on success, else the reason."""
+        """Lock the node, mark the pod allocating, create the Binding; '' on success, else the reason.
+
+        Every failure drops the filter's reservation for the pod and marks it ``bind-phase=failed``
+        (so informer events do not count its stale record again): kube-scheduler retries the pod,
+        which must not compete with itself."""
         if self.core_v1 is None or self.lock is None:
             return "bind needs an API server connection"
         who = f"pod {namespace}/{name}"
         written = self.wait_written(uid) if uid else ""
         if written:
+            self._bind_failed(namespace, name, uid, written)
             return written
         try:
             self.lock.acquire(node, namespace, name, timeout=self.config.bind_lock_timeout)
         except NodeLockError as exc:
-            return f"{who}: {exc}"
-        except ApiException as exc:
-            return f"{who}: cannot lock node {node!r}: {_api_reason(exc)}"
+            reason = f"{who}: {exc}"
+            self._bind_failed(namespace, name, uid, reason)
+            return reason
+        except (ApiException, OSError, HTTPError) as exc:
+            reason = f"{who}: cannot lock node {node!r}: {_api_reason(exc)}"
+            self._bind_failed(namespace, name, uid, reason)
+            return reason
         try:
             now = str(int(time.time()))
             self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: now}}})
             body: Any = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": namespace, "uid": uid or None}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
             self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
-        except ApiException as exc:
+        except (ApiException, OSError, HTTPError) as exc:
             reason = f"{who}: binding to node {node!r} failed: {_api_reason(exc)}"
-            self._undo_bind(namespace, name, node)
+            self._bind_failed(namespace, name, uid, reason)
+            self._release(namespace, name, node)
             return reason
         log.info("event=bound pod=%s/%s node=%s", namespace, name, node)
         return ""
 
-    def _undo_bind(self, namespace: str, name: str, node: str) -> None:
-        if self.core_v1 is None or self.lock is None:  # bind() checked both
+    def _bind_failed(self, namespace: str, name: str, uid: str, reason: str) -> None:
+        """Drop the pod's reservation and mark it ``bind-phase=failed`` (best effort: the filter of
+        the retry drops the reservation too)."""
+        dropped = self.state.forget_unbound(uid) if uid else False
+        log.info("event=bind_failed pod=%s/%s reservation_dropped=%s reason=%r", namespace, name, dropped, reason[:300])
+        if self.core_v1 is None:
             return
         try:
-            self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.FAILED}}})
-        except ApiException as exc:
-            log.warning("event=bind_undo_failed pod=%s/%s error=%r", namespace, name, _api_reason(exc))
+            self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.FAILED}}}, _preload_content=False)
+        except (ApiException, OSError, HTTPError) as exc:
+            log.warning("event=bind_phase_write_failed pod=%s/%s error=%r", namespace, name, _api_reason(exc))
+
+    def _release(self, namespace: str, name: str, node: str) -> None:
+        if self.lock is None:  # bind() checked it
+            return
         try:
             self.lock.release(node, namespace, name)
-        except (ApiException, NodeLockError) as exc:
+        except (ApiException, OSError, HTTPError, NodeLockError) as exc:
             log.warning("event=lock_release_failed node=%s error=%r", node, str(exc))
 
     # ------------------------------------------------------------ events

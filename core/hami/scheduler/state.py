@@ -19,9 +19,10 @@ import attrs
 from hami.errors import AnnotationError
 from hami.plugin.model import DeviceKind, DeviceUsage, NodeUsage, SchedulableDevice
 from hami.scheduler.usage import Holding, pod_holdings
-from hami.wire.allocation import read_allocated
-from hami.wire.annotations import ASSIGNED_NODE, DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT
+from hami.wire.allocation import allocation_records, read_allocated
+from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE, DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT, SCHEDULE_TIME, SIGNATURE, BindPhase
 from hami.wire.codec import PodDevices, decode_node_devices
+from hami.wire.signing import SignatureError, SigningKeys, verify
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,18 @@ class NodeState:
         return self._node_usage
 
 
+class Trust:
+    """Where a :class:`PodRecord` came from (docs/scheduler.md, "Which records count")."""
+
+    ASSUMED = "assumed"
+    """The filter's own choice, not yet seen back on the pod."""
+    SIGNED = "signed"
+    """A ``…-devices-allocated`` record whose signature verifies (or signing is off)."""
+    UNSIGNED = "unsigned"
+    """A record we cannot verify on a bound pod (upstream HAMi's, during a migration): counted as
+    usage, capped at the device counts the pod's containers request, never our grant."""
+
+
 @attrs.frozen
 class PodRecord:
     namespace: str
@@ -103,6 +116,10 @@ class PodRecord:
     node: str
     holdings: Mapping[str, Holding] = attrs.field(hash=False)
     devices: Mapping[str, PodDevices] = attrs.field(hash=False)
+    trust: str = Trust.ASSUMED
+    bound: bool = False
+    scheduled: str = ""
+    """The ``hami.io/vgpu-time`` the record was (or, assumed, will be) written with."""
 
 
 def _parse_handshake(value: str) -> tuple[str, float | None]:
@@ -113,9 +130,31 @@ def _parse_handshake(value: str) -> tuple[str, float | None]:
         return state, None
 
 
+def _requested_count(container: Mapping[str, Any], resource: str) -> int:
+    """The device count a container asks for (limits, else requests); 0 when absent or unreadable."""
+    resources = container.get("resources") or {}
+    for section in ("limits", "requests"):
+        value = (resources.get(section) or {}).get(resource) if isinstance(resources.get(section), dict) else None
+        if value is not None:
+            try:
+                return max(int(str(value)), 0)
+            except ValueError:
+                return 0
+    return 0
+
+
 class ClusterState:
-    def __init__(self, kinds: Mapping[str, DeviceKind], *, clock: Callable[[], float] = time.time, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        kinds: Mapping[str, DeviceKind],
+        *,
+        clock: Callable[[], float] = time.time,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        keys: SigningKeys | None = None,
+    ) -> None:
         self.kinds = dict(kinds)
+        self.keys = keys
+        """Verify pod records with these keys; None (signing off) trusts every record as before."""
         self.clock = clock
         self.handshake_timeout = handshake_timeout
         self.lock = threading.RLock()
@@ -209,13 +248,21 @@ class ClusterState:
     # ------------------------------------------------------------ pods
 
     def apply_pod(self, pod: Mapping[str, Any]) -> None:
-        """Account one pod's granted devices (a pod ADDED/MODIFIED event); terminated pods free theirs."""
+        """Account one pod's granted devices (a pod ADDED/MODIFIED event); terminated pods free theirs.
+
+        Only what the scheduler signed is believed (docs/scheduler.md, "Which records count"): an
+        edited record never replaces a verified one, an unsigned record counts only on a bound pod
+        that requests devices of that kind (capped at that count), and an unbound pod's record
+        counts only while its bind has not failed. An event older than the filter's current choice
+        for the pod (a retried pod) leaves that choice alone."""
         meta = pod.get("metadata") or {}
         uid = meta.get("uid")
         if not uid:
             return
         annotations = meta.get("annotations") or {}
-        node = (pod.get("spec") or {}).get("nodeName") or annotations.get(ASSIGNED_NODE)
+        spec = pod.get("spec") or {}
+        bound_to = spec.get("nodeName")
+        node = bound_to or annotations.get(ASSIGNED_NODE)
         phase = (pod.get("status") or {}).get("phase")
         if not node or phase in _TERMINATED:
             self.forget_pod(uid)
@@ -225,11 +272,75 @@ class ClusterState:
         except AnnotationError as exc:
             log.warning("event=pod_annotation_corrupt pod=%s/%s error=%r", meta.get("namespace"), meta.get("name"), str(exc))
             devices = {}
-        if not devices:
-            self.forget_pod(uid)
-            return
-        init_count = len((pod.get("spec") or {}).get("initContainers") or [])
-        self.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), node, pod_holdings(devices, init_count), devices))
+        who = f"{meta.get('namespace')}/{meta.get('name')}"
+        with self.lock:
+            held = self.pods.get(uid)
+            if not bound_to:
+                if held is not None and held.trust == Trust.ASSUMED and (
+                    devices != held.devices or annotations.get(SCHEDULE_TIME) != held.scheduled or annotations.get(BIND_PHASE) == BindPhase.FAILED
+                ):
+                    return  # the pod as it was before the filter's latest choice: that choice stands until bind ends it
+                if annotations.get(BIND_PHASE) == BindPhase.FAILED or not devices:
+                    self.forget_pod(uid)
+                    return
+            elif not devices:
+                if held is not None and held.trust != Trust.UNSIGNED and held.node == node:
+                    log.warning("event=pod_record_removed pod=%s node=%s action=kept_signed_grant", who, node)
+                    if not held.bound:
+                        self.hold(uid, attrs.evolve(held, bound=True))
+                    return
+                self.forget_pod(uid)
+                return
+            why = self._unverified(annotations, uid)
+            if why is None:
+                trust = Trust.SIGNED
+            elif held is not None and held.trust != Trust.UNSIGNED and held.node == node:
+                log.warning("event=pod_record_unverified pod=%s node=%s action=kept_signed_grant reason=%r", who, node, why)
+                if bound_to and not held.bound:
+                    self.hold(uid, attrs.evolve(held, bound=True))
+                return
+            elif not bound_to:
+                log.warning("event=pod_record_unverified pod=%s node=%s action=ignored_unbound reason=%r", who, node, why)
+                self.forget_pod(uid)
+                return
+            else:
+                devices = self._capped(devices, pod)
+                if not devices:
+                    log.warning("event=pod_record_unverified pod=%s node=%s action=ignored_no_device_request reason=%r", who, node, why)
+                    self.forget_pod(uid)
+                    return
+                log.info("event=pod_record_unverified pod=%s node=%s action=counted_unsigned reason=%r", who, node, why)
+                trust = Trust.UNSIGNED
+            init_count = len(spec.get("initContainers") or [])
+            holdings = pod_holdings(devices, init_count)
+            record = PodRecord(meta.get("namespace", ""), meta.get("name", ""), node, holdings, devices, trust, bool(bound_to), annotations.get(SCHEDULE_TIME, ""))
+            self.hold(uid, record)
+
+    def _unverified(self, annotations: Mapping[str, str], uid: str) -> str | None:
+        """None when the pod's records carry the scheduler's signature (or signing is off), else why not."""
+        if self.keys is None:
+            return None
+        try:
+            verify(self.keys, annotations.get(SIGNATURE), uid, annotations.get(ASSIGNED_NODE, ""), allocation_records(annotations))
+        except SignatureError as exc:
+            return str(exc)
+        return None
+
+    def _capped(self, devices: Mapping[str, PodDevices], pod: Mapping[str, Any]) -> dict[str, PodDevices]:
+        """An unsigned record, cut per container to the device count that container requests of the
+        vendor: a record on a pod that requests no devices (a squat) counts for nothing."""
+        spec = pod.get("spec") or {}
+        containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        capped: dict[str, PodDevices] = {}
+        for vendor, per_container in devices.items():
+            resource = self.kinds[vendor].resources.count
+            entries = tuple(
+                grants[: _requested_count(containers[i], resource) if i < len(containers) and isinstance(containers[i], dict) else 0]
+                for i, grants in enumerate(per_container)
+            )
+            if any(entries):
+                capped[vendor] = entries
+        return capped
 
     def hold(self, uid: str, record: PodRecord) -> None:
         """Record what a pod holds, replacing what it held before (also the filter's assumption)."""
@@ -242,6 +353,16 @@ class ClusterState:
             self.pods[uid] = record
             self._pods_by_node.setdefault(record.node, set()).add(uid)
             self._adjust(record, +1)
+
+    def forget_unbound(self, uid: str) -> bool:
+        """Drop what a pod not yet bound holds (its filter was retried, or its bind failed); a bound
+        pod keeps its grant. True when something was dropped."""
+        with self.lock:
+            held = self.pods.get(uid)
+            if held is None or held.bound:
+                return False
+            self.forget_pod(uid)
+            return True
 
     def forget_pod(self, uid: str) -> None:
         with self.lock:

@@ -3,7 +3,11 @@
 The lock is the node annotation ``hami.io/mutex.lock = "<RFC3339 time>,<namespace>,<pod>"``, taken
 and released with a merge patch that carries the node's ``resourceVersion``: the API server answers
 409 to everyone but the first writer, so two schedulers (or a scheduler and an agent) never both
-hold it. A lock older than ``expiry``, or whose owner pod is gone, may be taken over.
+hold it. A lock older than ``expiry`` may be taken over, and so, at once, may a lock whose holder
+pod is no longer between bind and Allocate: gone, finished (``Succeeded``/``Failed``), being
+deleted, ``bind-phase`` ``failed`` or ``success``, or a newer pod of the same name. A bare
+``<RFC3339 time>`` lock, written by older HAMi (``pkg/util/nodelock/nodelock.go``, ParseNodeLock's
+comma-less form), names no holder and counts as held until it expires, as upstream treats it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -20,7 +24,7 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from hami.errors import HamiError
-from hami.wire.annotations import NODE_LOCK
+from hami.wire.annotations import BIND_PHASE, NODE_LOCK, BindPhase
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +46,50 @@ class LockHolder:
     name: str
 
     def encode(self) -> str:
-        return f"{self.since.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')},{self.namespace},{self.name}"
+        stamp = self.since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{stamp},{self.namespace},{self.name}" if self.name else stamp
+
+    @property
+    def anonymous(self) -> bool:
+        """A bare-timestamp lock of older HAMi: no pod to ask, held until it expires."""
+        return not self.name
 
     @classmethod
     def decode(cls, value: str) -> LockHolder | None:
         """None for a value that is not a lock (corrupt locks must not wedge a node forever)."""
         parts = value.split(",")
-        if len(parts) != 3 or not parts[1] or not parts[2]:
+        if len(parts) == 1:  # older HAMi's bare "<RFC3339>" lock
+            parts = [parts[0], "", ""]
+        elif len(parts) != 3 or not parts[1] or not parts[2]:
             return None
         try:
             since = datetime.fromisoformat(parts[0].replace("Z", "+00:00"))
         except ValueError:
             return None
         return cls(since if since.tzinfo else since.replace(tzinfo=timezone.utc), parts[1], parts[2])
+
+
+def stale_reason(pod: Mapping[str, Any], holder: LockHolder) -> str | None:
+    """Why ``pod`` (the lock holder, as read from the API) no longer needs the node lock; None while
+    it may still be between bind and Allocate."""
+    meta = pod.get("metadata") or {}
+    phase = (pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):
+        return f"pod {phase.lower()}"
+    if meta.get("deletionTimestamp"):
+        return "pod being deleted"
+    bind_phase = (meta.get("annotations") or {}).get(BIND_PHASE)
+    if bind_phase in (BindPhase.FAILED, BindPhase.SUCCESS):
+        return f"bind-phase {bind_phase}"
+    created = meta.get("creationTimestamp")
+    if bind_phase is None and isinstance(created, str):
+        try:
+            born = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if born > holder.since:
+            return "a newer pod of the same name"
+    return None
 
 
 def _now() -> datetime:
@@ -67,24 +102,25 @@ class NodeLock:
         core_v1: CoreV1Api,
         *,
         expiry: timedelta = DEFAULT_EXPIRY,
-        pod_exists: Callable[[str, str], bool] | None = None,
+        holder_active: Callable[[LockHolder], str | None] | None = None,
         clock: Callable[[], datetime] = _now,
         request_timeout: float = 5.0,
     ) -> None:
         self.core_v1 = core_v1
         self.expiry = expiry
-        self.pod_exists = pod_exists or self._pod_exists
+        self.holder_active = holder_active or self._holder_active
+        """None while the holder may still be binding or allocating, else why its lock is stale."""
         self.clock = clock
         self.request_timeout = request_timeout
 
-    def _pod_exists(self, namespace: str, name: str) -> bool:
+    def _holder_active(self, holder: LockHolder) -> str | None:
         try:
-            self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False, _request_timeout=self.request_timeout)
+            response = self.core_v1.read_namespaced_pod(holder.name, holder.namespace, _preload_content=False, _request_timeout=self.request_timeout)
         except ApiException as exc:
             if exc.status == 404:
-                return False
+                return "pod gone"
             raise
-        return True
+        return stale_reason(json.loads(cast(Any, response).data), holder)
 
     def _annotations(self, node: str) -> tuple[dict[str, str], str]:
         # Raw JSON: deserialising a Node (whose annotations carry every device list) costs more than the request.
@@ -120,10 +156,14 @@ class NodeLock:
         current, version = self.holder(node)
         now = self.clock()
         if current is not None and (current.namespace, current.name) != (namespace, name):
-            expired = now - current.since >= self.expiry
-            if not expired and self.pod_exists(current.namespace, current.name):
+            stale = "expired" if now - current.since >= self.expiry else None
+            if stale is None and current.anonymous:
+                raise NodeLockError(f"node {node!r} is locked since {current.since.isoformat()} by an older HAMi (no holder named); it expires after {self.expiry}")
+            if stale is None:
+                stale = self.holder_active(current)
+            if stale is None:
                 raise NodeLockError(f"node {node!r} is locked by pod {current.namespace}/{current.name} since {current.since.isoformat()}")
-            log.info("event=node_lock_taken_over node=%s previous=%s/%s expired=%s", node, current.namespace, current.name, expired)
+            log.info("event=node_lock_taken_over node=%s previous=%s/%s why=%r", node, current.namespace, current.name, stale)
         mine = LockHolder(now, namespace, name)
         self._patch(node, version, mine.encode())
         return mine
