@@ -109,9 +109,10 @@ def recorded(kube_apiserver, core_v1: CoreV1Api, kubelet_dir: Path, tmp_path: Pa
         core_v1.patch_node(NODE, {"metadata": {"annotations": {NODE_LOCK: LockHolder(datetime.now(timezone.utc), "team", "ghost").encode()}}})
         core_v1.create_namespaced_pod("team", _pod("p1", "team", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000"}))
         pod = json.loads(core_v1.read_namespaced_pod("p1", "team", _preload_content=False).data)
-        filtered = _post(f"{url}/filter", {"Pod": pod, "NodeNames": [NODE]})
+        extender_url = service.extender_server.url  # kube-scheduler's loopback listener
+        filtered = _post(f"{extender_url}/filter", {"Pod": pod, "NodeNames": [NODE]})
         assert filtered["NodeNames"] == [NODE], filtered
-        assert _post(f"{url}/bind", {"PodName": "p1", "PodNamespace": "team", "PodUID": pod["metadata"]["uid"], "Node": NODE})["Error"] == ""
+        assert _post(f"{extender_url}/bind", {"PodName": "p1", "PodNamespace": "team", "PodUID": pod["metadata"]["uid"], "Node": NODE})["Error"] == ""
         admitted = kubelet.admit(core_v1.read_namespaced_pod("p1", "team"))
         assert admitted.admitted, admitted.error
 

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 
+import pytest
 import yaml
 from click.testing import CliRunner
 from hami.plugin.model import SchedulableDevice
@@ -49,6 +50,28 @@ def test_scheduler_config_manages_every_installed_resource():
         assert managed[name] is True
 
 
+def test_scheduler_config_defaults_to_the_loopback_extender_and_can_send_a_client_certificate():
+    (extender,) = yaml.safe_load(CliRunner().invoke(scheduler_config_command, []).output)["extenders"]
+    assert extender["urlPrefix"] == "http://127.0.0.1:8444" and extender["enableHTTPS"] is False and "tlsConfig" not in extender
+    result = CliRunner().invoke(scheduler_config_command, ["--url", "https://127.0.0.1:8444", "--ca-file", "/ca.crt",
+                                                           "--client-cert", "/c.crt", "--client-key", "/c.key"])
+    (extender,) = yaml.safe_load(result.output)["extenders"]
+    assert extender["tlsConfig"] == {"insecure": False, "caFile": "/ca.crt", "certFile": "/c.crt", "keyFile": "/c.key"}
+    refused = CliRunner().invoke(scheduler_config_command, ["--client-cert", "/c.crt", "--client-key", "/c.key"])
+    assert refused.exit_code == 2 and "is not https://" in refused.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--extender-bind", "0.0.0.0:8444"], "reachable from outside the pod"),
+    (["--extender-bind", "127.0.0.1:8443", "--bind", "127.0.0.1:8443"], "needs a listener of its own"),
+])
+def test_the_scheduler_refuses_an_exposed_extender_without_a_client_ca(tmp_path, args, message):
+    from hami.scheduler.cli import scheduler_command
+
+    result = CliRunner().invoke(scheduler_command, [*args, "--insecure-skip-signature"])
+    assert result.exit_code == 2 and message in result.output
+
+
 def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
     kubeconfig = kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")
     devices = [SchedulableDevice(id="GPU-0", vendor="NVIDIA", type="A100", count=4, memory=8000)]
@@ -58,13 +81,16 @@ def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
     (keys / "key").write_text("0123456789abcdef0123456789abcdef\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "hami.cli", "scheduler", "--bind", "127.0.0.1:0", "--kubeconfig", str(kubeconfig), "--signing-key-dir", str(keys)],
+        [sys.executable, "-m", "hami.cli", "scheduler", "--bind", "127.0.0.1:0", "--extender-bind", "127.0.0.1:0", "--kubeconfig", str(kubeconfig), "--signing-key-dir", str(keys)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         line = process.stdout.readline()
         assert line.startswith("hami scheduler serving on http://127.0.0.1:"), line + process.stderr.read()
         url = line.split()[-1]
+        extender_line = process.stdout.readline()
+        assert extender_line.startswith("hami scheduler extender (kube-scheduler's) on http://127.0.0.1:"), extender_line
+        extender_url = extender_line.split()[-1]
         def ready():
             try:
                 return urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200
@@ -82,7 +108,11 @@ def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
         core_v1.create_namespaced_pod("default", client.V1Pod(metadata=client.V1ObjectMeta(name="p"), spec=client.V1PodSpec(
             containers=[client.V1Container(name="c", image="i", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": "1000"}))])))
         pod = json.loads(core_v1.read_namespaced_pod("p", "default", _preload_content=False).data)
-        request = urllib.request.Request(f"{url}/filter", data=json.dumps({"Pod": pod, "NodeNames": ["n1"]}).encode(), method="POST")
+        filter_body = json.dumps({"Pod": pod, "NodeNames": ["n1"]}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the webhook listener does not serve kube-scheduler's verbs
+            urllib.request.urlopen(urllib.request.Request(f"{url}/filter", data=filter_body, method="POST"), timeout=10)
+        assert refused.value.code == 404 and "--extender-bind" in json.loads(refused.value.read())["Error"]
+        request = urllib.request.Request(f"{extender_url}/filter", data=filter_body, method="POST")
         assert json.loads(urllib.request.urlopen(request, timeout=10).read())["NodeNames"] == ["n1"]
         assert wait_for(lambda: "hami.io/allocation-signature" in (core_v1.read_namespaced_pod("p", "default").metadata.annotations or {}))
     finally:

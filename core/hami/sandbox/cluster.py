@@ -151,7 +151,8 @@ class Sandbox:
 
     def _post(self, verb: str, body: Any) -> Any:
         assert self.service is not None
-        request = urllib.request.Request(f"{self.service.server.url}/{verb}", data=json.dumps(body).encode(),
+        server = self.service.server if verb == "webhook" else self.service.extender_server  # kube-scheduler's listener
+        request = urllib.request.Request(f"{server.url}/{verb}", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DEFAULT_EXTENDER_BIND = "127.0.0.1:8444"
+
 
 def _split_bind(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
@@ -31,8 +33,13 @@ def _split_bind(value: str) -> tuple[str, int]:
 
 
 @click.command("scheduler")
-@click.option("--bind", "bind_address", default="0.0.0.0:8443", show_default=True, help="HOST:PORT of the extender (and webhook).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate.")
+@click.option("--bind", "bind_address", default="0.0.0.0:8443", show_default=True,
+              help="HOST:PORT of the admission webhook, /healthz, /readyz and /metrics (the API server's and Prometheus' listener).")
+@click.option("--extender-bind", default=DEFAULT_EXTENDER_BIND, show_default=True,
+              help="HOST:PORT of filter/prioritize/bind: the pod's loopback, where only kube-scheduler beside it reaches them.")
+@click.option("--client-ca", type=click.Path(exists=True, dir_okay=False),
+              help="Serve the extender over HTTPS and require a client certificate signed by this CA (needed to bind it beyond loopback).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (reloaded on change).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Private key of --tls-cert.")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: the in-cluster service account.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="Backend settings (YAML).")
@@ -45,10 +52,13 @@ def _split_bind(value: str) -> tuple[str, int]:
 @click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, help="Elect a leader on a Lease (replicas > 1).")
 @click.option("--lease-namespace", default="kube-system", show_default=True)
 @click.option("--legacy-metrics", is_flag=True, help="Also export HAMi's pre-2.8 metric names (GPUDeviceMemoryLimit, nodeGPUOverview, ...), as HAMi's flag does.")
-def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | None, kubeconfig: str | None, config_file: str | None,
+def scheduler_command(bind_address: str, extender_bind: str, client_ca: str | None,
+                      tls_cert: str | None, tls_key: str | None, kubeconfig: str | None, config_file: str | None,
                       scheduler_name: str, node_policy: str, device_policy: str, lock_expiry: int, signing_key_dir: str | None,
                       insecure_skip_signature: bool, leader_elect: bool, lease_namespace: str, legacy_metrics: bool = False) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."""
+    host, port = _split_bind(bind_address)
+    extender_host, extender_port = _extender_listener(extender_bind, (host, port), client_ca, tls_cert, tls_key)
     from hami.kube import api_client
     from hami.plugin.manager import load_backends
     from hami.scheduler.service import SchedulerService
@@ -66,12 +76,12 @@ def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | No
             manager.policy(level, name)
         except ValidationError as exc:
             raise click.BadParameter(str(exc)) from None
-    host, port = _split_bind(bind_address)
     service = SchedulerService(manager, api_client(kubeconfig), config, keys, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
                                leader_elect=leader_elect, lease_namespace=lease_namespace, webhook=_webhook_handler(manager, scheduler_name, kubeconfig),
-                               legacy_metrics=legacy_metrics)
+                               legacy_metrics=legacy_metrics, extender_host=extender_host, extender_port=extender_port, client_ca=client_ca)
     service.start()
     click.echo(f"hami scheduler serving on {service.server.url}")
+    click.echo(f"hami scheduler extender (kube-scheduler's) on {service.extender_server.url}")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
@@ -80,6 +90,31 @@ def scheduler_command(bind_address: str, tls_cert: str | None, tls_key: str | No
         pass
     finally:
         service.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _extender_listener(value: str, webhook: tuple[str, int], client_ca: str | None, tls_cert: str | None,
+                       tls_key: str | None) -> tuple[str, int]:
+    """The extender's HOST:PORT, refused where it would let anyone but kube-scheduler bind pods."""
+    host, port = _split_bind(value)
+    if (host, port) == webhook and port != 0:
+        raise click.BadParameter(f"{value!r} is also --bind: the extender needs a listener of its own", param_hint="--extender-bind")
+    if client_ca and not (tls_cert and tls_key):
+        raise click.BadParameter("a client CA needs --tls-cert and --tls-key (the extender then speaks HTTPS)", param_hint="--client-ca")
+    if not client_ca and not _is_loopback(host):
+        raise click.BadParameter(f"{value!r} is reachable from outside the pod: anyone reaching it could bind pods. "
+                                 "Bind it to 127.0.0.1 (kube-scheduler runs beside it) or give --client-ca", param_hint="--extender-bind")
+    return host, port
 
 
 def _webhook_handler(manager: BackendManager, scheduler_name: str, kubeconfig: str | None) -> WebhookHandler:
@@ -97,10 +132,14 @@ def _webhook_handler(manager: BackendManager, scheduler_name: str, kubeconfig: s
 
 
 @click.command("scheduler-config")
-@click.option("--url", default="https://127.0.0.1:8443", show_default=True, help="Where kube-scheduler reaches the extender.")
+@click.option("--url", default=f"http://{DEFAULT_EXTENDER_BIND}", show_default=True,
+              help="Where kube-scheduler reaches the extender (hami scheduler --extender-bind).")
 @click.option("--scheduler-name", default=DEFAULT_SCHEDULER_NAME, show_default=True)
 @click.option("--ca-file", help="Verify the extender's certificate with this CA (default: insecure TLS to localhost).")
-def scheduler_config_command(url: str, scheduler_name: str, ca_file: str | None) -> None:
+@click.option("--client-cert", help="kube-scheduler's client certificate for an extender run with --client-ca.")
+@click.option("--client-key", help="Private key of --client-cert.")
+def scheduler_config_command(url: str, scheduler_name: str, ca_file: str | None, client_cert: str | None = None,
+                             client_key: str | None = None) -> None:
     """Print the KubeSchedulerConfiguration for kube-scheduler, managing every installed backend's resources."""
     import yaml
 
@@ -108,4 +147,10 @@ def scheduler_config_command(url: str, scheduler_name: str, ca_file: str | None)
     from hami.scheduler.kubeconfig import scheduler_configuration
 
     manager = load_backends()
-    click.echo(yaml.safe_dump(scheduler_configuration(manager, url, scheduler_name=scheduler_name, ca_file=ca_file), sort_keys=False), nl=False)
+    if bool(client_cert) != bool(client_key):
+        raise click.BadParameter("give both --client-cert and --client-key", param_hint="--client-cert")
+    if client_cert and not url.startswith("https://"):
+        raise click.BadParameter(f"a client certificate is sent over HTTPS only; {url!r} is not https://", param_hint="--url")
+    configuration = scheduler_configuration(manager, url, scheduler_name=scheduler_name, ca_file=ca_file,
+                                            cert_file=client_cert, key_file=client_key)
+    click.echo(yaml.safe_dump(configuration, sort_keys=False), nl=False)

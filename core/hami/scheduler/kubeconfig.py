@@ -9,9 +9,11 @@ from hami.scheduler.config import DEFAULT_SCHEDULER_NAME
 
 
 def scheduler_configuration(manager: BackendManager, url: str, *, scheduler_name: str = DEFAULT_SCHEDULER_NAME,
-                            insecure: bool = True, ca_file: str | None = None, http_timeout: str = "30s") -> dict[str, Any]:
+                            insecure: bool = True, ca_file: str | None = None, http_timeout: str = "30s",
+                            cert_file: str | None = None, key_file: str | None = None) -> dict[str, Any]:
     """Every installed backend's resources are managed and ``ignoredByScheduler``: memory and core
-    shares are never advertised by nodes, and the extender checks counts against the real devices."""
+    shares are never advertised by nodes, and the extender checks counts against the real devices.
+    ``cert_file``/``key_file``: kube-scheduler's client certificate, for an extender run with --client-ca."""
     resources = sorted({name for kind in manager.kinds.values() for name in kind.resources.all()})
     https = url.startswith("https://")
     extender: dict[str, Any] = {
@@ -28,6 +30,8 @@ def scheduler_configuration(manager: BackendManager, url: str, *, scheduler_name
     }
     if https:
         extender["tlsConfig"] = {"insecure": insecure} if not ca_file else {"insecure": False, "caFile": ca_file}
+        if cert_file and key_file:
+            extender["tlsConfig"].update(certFile=cert_file, keyFile=key_file)
     return {
         "apiVersion": "kubescheduler.config.k8s.io/v1",
         "kind": "KubeSchedulerConfiguration",

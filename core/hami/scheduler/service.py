@@ -40,7 +40,13 @@ class SchedulerService:
         webhook: WebhookHandler | None = None,
         handshake_interval: float = 15.0,
         legacy_metrics: bool = False,
+        extender_host: str = "127.0.0.1",
+        extender_port: int | None = 0,
+        client_ca: str | None = None,
     ) -> None:
+        """``host:port``: the webhook listener (the API server's, HTTPS with ``tls_cert``);
+        ``extender_host:extender_port``: kube-scheduler's (None: the verbs on the webhook listener,
+        for in-process use only), HTTPS with a required client certificate when ``client_ca`` is given."""
         core_v1 = CoreV1Api(api)
         self.state = ClusterState(manager.kinds)
         self.cache = ClusterCache(self.state, core_v1)
@@ -53,8 +59,12 @@ class SchedulerService:
         elector = self.elector
         leading: Callable[[], bool] = (lambda: elector.leading) if elector else (lambda: True)
         self.metrics = SchedulerMetrics(self.state, legacy=legacy_metrics, quotas=api_resource_quotas(core_v1))
-        self.extender = Extender(self.scheduler, self.metrics, webhook=webhook, ready=lambda: self.cache.synced, leading=leading)
-        self.server = ExtenderHTTPServer(self.extender, host, port, tls_cert=tls_cert, tls_key=tls_key)
+        self.extender = Extender(self.scheduler, self.metrics, webhook=webhook, ready=lambda: self.cache.synced, leading=leading,
+                                 pods=self.cache.informed)
+        self.server = ExtenderHTTPServer(self.extender, host, port, tls_cert=tls_cert, tls_key=tls_key, serve_verbs=extender_port is None)
+        self.extender_server = self.server if extender_port is None else ExtenderHTTPServer(
+            self.extender, extender_host, extender_port, tls_cert=tls_cert if client_ca else None, tls_key=tls_key if client_ca else None,
+            client_ca=client_ca, serve_webhook=False)
 
     def start(self) -> SchedulerService:
         self.cache.start()
@@ -62,11 +72,15 @@ class SchedulerService:
             self.elector.start()
         self.handshake.start()
         self.server.start()
-        log.info("event=scheduler_started url=%s", self.server.url)
+        if self.extender_server is not self.server:
+            self.extender_server.start()
+        log.info("event=scheduler_started webhook_url=%s extender_url=%s", self.server.url, self.extender_server.url)
         return self
 
     def stop(self) -> None:
         self.server.stop()
+        if self.extender_server is not self.server:
+            self.extender_server.stop()
         self.handshake.stop()
         if self.elector:
             self.elector.stop()
