@@ -6,7 +6,9 @@ adding a kind is one :class:`ResourceType` line. Kind-specific write rules live 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
@@ -194,11 +196,28 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def kubernetes_version() -> tuple[int, int]:
+    """The Kubernetes release the installed ``kubernetes`` client was generated for (client 37.x is
+    1.37): the OpenAPI documents come from that client, so ``/version`` reports the same release."""
+    try:
+        major = int(metadata.version("kubernetes").split(".", 1)[0])
+    except (metadata.PackageNotFoundError, ValueError):
+        return (1, 31)
+    return (1, major) if major >= 17 else (1, 31)
+
+
+def git_version() -> str:
+    major, minor = kubernetes_version()
+    return f"v{major}.{minor}.0-hami.kubeapi"
+
+
 def version_info() -> dict[str, Any]:
+    major, minor = kubernetes_version()
     return {
-        "major": "1",
-        "minor": "31",
-        "gitVersion": "v1.31.0-hami.kubeapi",
+        "major": str(major),
+        "minor": str(minor),
+        "gitVersion": git_version(),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2024-08-13T00:00:00Z",

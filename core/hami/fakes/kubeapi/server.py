@@ -23,7 +23,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from hami.fakes.kubeapi import errors, resources
+from hami.fakes.kubeapi import apply as ssa
+from hami.fakes.kubeapi import errors, resources, tables
 from hami.fakes.kubeapi.audit import RequestLog, RequestRecord, component_of, rbac_verb
 from hami.fakes.kubeapi.errors import StatusError
 from hami.fakes.kubeapi.faults import Faults
@@ -49,6 +50,7 @@ _TRUE = ("1", "true", "True", "TRUE")
 _RETURNS_DELETED_OBJECT = frozenset({"pods", "resourcequotas", "namespaces"})
 
 
+APPLY_PATCH = "application/apply-patch+yaml"
 MAX_DEPTH = 64  # deeper documents are refused (400) instead of exhausting the recursion limit later
 
 
@@ -132,6 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in separate writes; don't wait for ACKs
     server: _HTTPServer
     server_version = "hami-kubeapi"
+    _warnings: list[str]  # Warning headers for the answer being built
+    _watch_table: tuple[ResourceType, str, str] | None = None  # a watch answered as Table rows
 
     # ------------------------------------------------------------ plumbing
 
@@ -205,6 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(code)
+        for warning in self._warnings:
+            self.send_header("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+        self._warnings = []
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache, private")
@@ -217,6 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         api = self.server.api
+        self._warnings = []
         started = time.monotonic()
         code = 500
         try:
@@ -251,6 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         segments = [unquote(s) for s in url.path.split("/") if s]
         query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if segments and segments[0] == "openapi":
+            return self._openapi(method, segments[1:])
         meta = self._meta_document(segments)
         if meta is not None:
             if method not in ("GET", "HEAD"):
@@ -322,6 +332,63 @@ class _Handler(BaseHTTPRequestHandler):
             return doc
         return None
 
+    def _openapi(self, method: str, rest: list[str]) -> int:
+        """``/openapi/v2`` (JSON; 406 to a client that accepts only protobuf) and ``/openapi/v3[/<gv>]``."""
+        from hami.fakes.kubeapi import openapi
+
+        if method not in ("GET", "HEAD"):
+            raise errors.method_not_allowed()
+        if rest == ["v2"]:
+            try:
+                accepted = tables.parse_accept(self.headers.get("Accept"))
+            except ValueError as exc:
+                raise StatusError(406, "NotAcceptable", str(exc)) from None
+            if accepted and not any(m.mime in ("application/json", "application/*", "*/*") for m in accepted):
+                raise StatusError(406, "NotAcceptable", "the OpenAPI v2 document is served as application/json only "
+                                                        f"(asked for {self.headers.get('Accept')!r})")
+            self._send(200, openapi.v2_document())
+            return 200
+        if rest == ["v3"]:
+            self._send(200, openapi.v3_root())
+            return 200
+        doc = None
+        if len(rest) == 3 and rest[:2] == ["v3", "api"]:
+            doc = openapi.v3_document("", rest[2])
+        elif len(rest) == 4 and rest[:2] == ["v3", "apis"]:
+            doc = openapi.v3_document(rest[2], rest[3])
+        if doc is None:
+            raise errors.path_not_found()
+        self._send(200, doc)
+        return 200
+
+    def _table(self, query: dict[str, str]) -> str | None:
+        """The Table version the request asks for (``Accept: …;as=Table;g=meta.k8s.io``), or None."""
+        return tables.wants_table(self.headers.get("Accept"))
+
+    def _manager(self, query: dict[str, str]) -> str:
+        return query.get("fieldManager") or ssa.manager_from_user_agent(self.headers.get("User-Agent"))
+
+    def _validate_fields(self, info: ResourceType, obj: Any, query: dict[str, str]) -> None:
+        """``fieldValidation=Strict`` refuses unknown fields (400), ``Warn`` sends a Warning header;
+        without the parameter nothing is checked (the schema is loaded only for clients that ask)."""
+        mode = query.get("fieldValidation")
+        if not mode or mode == "Ignore" or not isinstance(obj, dict):
+            if mode not in (None, "", "Ignore", "Warn", "Strict"):
+                raise errors.bad_request(f"fieldValidation must be one of Ignore, Warn or Strict, got {mode!r}")
+            return
+        if mode not in ("Warn", "Strict"):
+            raise errors.bad_request(f"fieldValidation must be one of Ignore, Warn or Strict, got {mode!r}")
+        from hami.fakes.kubeapi import openapi
+
+        unknown = openapi.unknown_fields(info, obj)
+        if not unknown:
+            return
+        text = ", ".join(f'unknown field "{f}"' for f in unknown)
+        if mode == "Strict":
+            raise errors.bad_request(f'{info.kind} in version "{info.version}" cannot be handled as a {info.kind}: '
+                                     f"strict decoding error: {text}")
+        self._warnings.extend(f'unknown field "{f}"' for f in unknown)
+
     def _decode(self, body: bytes, *, patch: bool = False) -> Any:
         if not body.strip():
             raise errors.bad_request("the request body is empty")
@@ -342,6 +409,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise
         except (ValueError, TypeError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
             raise errors.bad_request(f"couldn't decode the request body: {exc}") from None
+
+    def _decode_yaml(self, body: bytes) -> Any:
+        """An apply configuration: YAML (JSON is YAML too)."""
+        if not body.strip():
+            raise errors.bad_request("the request body is empty")
+        try:
+            decoded = yaml.safe_load(body.decode("utf-8"))
+            json.dumps(decoded, allow_nan=False)
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
+            raise errors.bad_request(f"couldn't decode the apply configuration: {exc}") from None
+        _check_depth(decoded)
+        return decoded
 
     def _int_param(self, query: dict[str, str], name: str) -> int | None:
         raw = query.get(name)
@@ -367,15 +446,24 @@ class _Handler(BaseHTTPRequestHandler):
                 timeout = self._int_param(query, "timeoutSeconds")
                 if route.watch or query.get("watch") in _TRUE:
                     return self._watch(info, ns, query, timeout)
-                self._send_json(200, store.list(info, ns, query.get("labelSelector"), query.get("fieldSelector"),
-                                                limit, query.get("continue")))
+                table = self._table(query)
+                listed = store.list(info, ns, query.get("labelSelector"), query.get("fieldSelector"),
+                                    limit, query.get("continue"))
+                if table:
+                    self._send_json(200, tables.table(info, listed["items"], version=table,
+                                                      include_object=query.get("includeObject") or "Metadata",
+                                                      list_meta=listed["metadata"]))
+                else:
+                    self._send_json(200, listed)
                 return 200
             if route.watch:
                 raise errors.method_not_allowed()
             if method == "POST":
                 if ns is None and info.namespaced:
                     raise errors.method_not_allowed()
-                self._send_json(201, store.create(info, self._decode(body), ns))
+                obj = self._decode(body)
+                self._validate_fields(info, obj, query)
+                self._send_json(201, store.create(info, obj, ns))
                 return 201
             if method == "DELETE":
                 if ns is None and info.namespaced:
@@ -401,16 +489,37 @@ class _Handler(BaseHTTPRequestHandler):
         if sub not in (None, "status") or (sub == "status" and not info.status_subresource):
             raise errors.path_not_found()
         if method in ("GET", "HEAD"):
-            self._send_json(200, store.get(info, name, ns))
+            table = self._table(query)
+            obj = store.get(info, name, ns)
+            if table:
+                self._send_json(200, tables.table(info, [obj], version=table,
+                                                  include_object=query.get("includeObject") or "Metadata",
+                                                  list_meta={"resourceVersion": obj["metadata"]["resourceVersion"]}))
+            else:
+                self._send_json(200, obj)
             return 200
         if method == "PUT":
-            self._send_json(200, store.replace(info, self._decode(body), ns, name, sub))
+            obj = self._decode(body)
+            self._validate_fields(info, obj, query)
+            self._send_json(200, store.replace(info, obj, ns, name, sub, self._manager(query)))
             return 200
         if method == "PATCH":
             ctype = normalize_content_type(self.headers.get("Content-Type"))
+            if ctype == APPLY_PATCH:
+                config = self._decode_yaml(body)
+                self._validate_fields(info, config, query)
+                force = query.get("force") in _TRUE
+                obj, created = store.apply(info, name, config, query.get("fieldManager") or "", force, ns, sub)
+                self._send_json(201 if created else 200, obj)
+                return 201 if created else 200
+            if query.get("force"):
+                raise errors.bad_request("force is only valid for apply (application/apply-patch+yaml) requests")
             if ctype not in PATCH_TYPES:
                 raise errors.unsupported_media_type(ctype)
-            self._send_json(200, store.patch(info, name, self._decode(body, patch=True), ctype, ns, sub))
+            patch = self._decode(body, patch=True)
+            if ctype != "application/json-patch+json":
+                self._validate_fields(info, patch, query)
+            self._send_json(200, store.patch(info, name, patch, ctype, ns, sub, self._manager(query)))
             return 200
         if method == "DELETE" and sub is None:
             options = self._decode(body) if body.strip() else {}
@@ -460,12 +569,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        as_table = self._watch_table
+        if as_table is not None and kind in ("ADDED", "MODIFIED", "DELETED"):
+            info, version, include = as_table
+            obj = tables.table(info, [obj], version=version, include_object=include,
+                               list_meta={"resourceVersion": obj["metadata"].get("resourceVersion", "")})
         self._write_chunk(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
 
     def _watch(self, info: ResourceType, namespace: str | None, query: dict[str, str], timeout: int | None) -> int:
         api = self.server.api
         flt = make_filter(info, namespace if info.namespaced else None, query.get("labelSelector"),
                           query.get("fieldSelector"))
+        version = self._table(query)
+        include = query.get("includeObject") or "Metadata"
+        if version:
+            tables.table(info, [], include_object=include)  # a bad includeObject is a 400 before the stream
+        self._watch_table = (info, version, include) if version else None
         bookmarks = query.get("allowWatchBookmarks") in _TRUE
         send_initial = query.get("sendInitialEvents") in _TRUE
         expired: StatusError | None = None

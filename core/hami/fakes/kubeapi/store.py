@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from hami.fakes.kubeapi import apply as ssa
 from hami.fakes.kubeapi import errors, strategy
 from hami.fakes.kubeapi.patch import STRATEGIC_MERGE_PATCH, apply_patch
 from hami.fakes.kubeapi.resources import (
@@ -280,7 +281,12 @@ class Store:
     # ------------------------------------------------------------ writes
 
     def create(
-        self, resource: str | ResourceType, obj: dict[str, Any], namespace: str | None = None
+        self,
+        resource: str | ResourceType,
+        obj: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        managed_fields: builtins.list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         info = self.resource(resource)
         obj = strategy.check_body(info, _copy(obj))
@@ -301,6 +307,8 @@ class Store:
                       "managedFields", "selfLink", "generation"):
             meta.pop(field, None)
         strategy.prepare_create(info, obj)
+        if managed_fields is not None:
+            meta["managedFields"] = managed_fields
         with self._lock:
             name = meta.get("name") or ""
             if not name and meta.get("generateName"):
@@ -325,6 +333,7 @@ class Store:
         namespace: str | None = None,
         name: str | None = None,
         subresource: str | None = None,
+        manager: str = "unknown",
     ) -> dict[str, Any]:
         """PUT: replace the object; a non-empty ``metadata.resourceVersion`` must be the current one."""
         info = self.resource(resource)
@@ -342,7 +351,7 @@ class Store:
             )
         with self._lock:
             old = self._get_locked(info, ns, name)
-            return self._update_locked(info, old, obj, subresource)
+            return self._update_locked(info, old, obj, subresource, manager)
 
     def patch(
         self,
@@ -352,6 +361,7 @@ class Store:
         content_type: str = STRATEGIC_MERGE_PATCH,
         namespace: str | None = None,
         subresource: str | None = None,
+        manager: str = "unknown",
     ) -> dict[str, Any]:
         """PATCH: apply under the lock; a resourceVersion *in the patched result* must be current."""
         info = self.resource(resource)
@@ -368,7 +378,51 @@ class Store:
                 raise errors.invalid(info.kind, info.group, name,
                                      [("metadata.namespace", "FieldValueInvalid",
                                        "Invalid value: field is immutable")])
-            return self._update_locked(info, old, patched, subresource)
+            return self._update_locked(info, old, patched, subresource, manager)
+
+    def apply(
+        self,
+        resource: str | ResourceType,
+        name: str,
+        config: Any,
+        manager: str,
+        force: bool = False,
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Server-side apply (see :mod:`hami.fakes.kubeapi.apply`): returns the object and whether it
+        was created."""
+        info = self.resource(resource)
+        ssa.check_manager(manager)
+        if not isinstance(config, dict):
+            raise errors.bad_request("the apply configuration must be a JSON or YAML object")
+        for field in ("apiVersion", "kind"):
+            if not config.get(field):
+                raise errors.bad_request(f"invalid object type: {field} must be set in an apply configuration")
+        config = strategy.check_body(info, _copy(config), "apply configuration")
+        meta = config["metadata"]
+        if meta.get("name") not in (None, "", name):
+            raise errors.bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+        meta["name"] = name
+        ns = self._ns(info, namespace)
+        if info.namespaced:
+            if meta.get("namespace") not in (None, "", ns):
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request")
+            meta["namespace"] = ns
+        meta.pop("managedFields", None)
+        with self._lock:
+            old = self._objects[info.key].get((ns, name))
+            if old is None:
+                if subresource:
+                    raise errors.not_found(info.plural, info.group, name)
+                created = ssa.apply(info, None, config, manager, force)
+                fields = created["metadata"].pop("managedFields")
+                return self.create(info, created, namespace, managed_fields=fields), True
+            new = ssa.apply(info, old, config, manager, force, subresource)
+            return self._update_locked(info, old, new, subresource, manager,
+                                       managed=new["metadata"].pop("managedFields")), False
 
     def mutate(
         self,
@@ -390,7 +444,13 @@ class Store:
             return self._update_locked(info, old, new, subresource)
 
     def _update_locked(
-        self, info: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str | None
+        self,
+        info: ResourceType,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        subresource: str | None,
+        manager: str = "unknown",
+        managed: builtins.list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         name = old["metadata"]["name"]
         meta = new["metadata"]
@@ -418,8 +478,13 @@ class Store:
             meta["generation"] = int(old_meta.get("generation", 0)) + 1
         unchanged = _copy(old)
         unchanged["metadata"].pop("resourceVersion", None)
-        if new == unchanged:
+        old_fields = unchanged["metadata"].pop("managedFields", None)
+        if managed is None:
+            managed = ssa.track_update(info, old, new, manager, subresource)
+        if new == unchanged and _untimed(managed) == _untimed(old_fields):
             return _copy(old)  # a no-op write changes nothing, not even the resourceVersion
+        if managed:
+            meta["managedFields"] = managed
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
             return self._remove(info, new)
@@ -583,6 +648,10 @@ class Store:
         info = self.resource(resource)
         with self._lock:
             return list(self._history[info.key])
+
+
+def _untimed(entries: builtins.list[dict[str, Any]] | None) -> Any:
+    return [{k: v for k, v in e.items() if k != "time"} for e in entries or []]
 
 
 def _ident(obj: dict[str, Any]) -> str:
