@@ -1,9 +1,14 @@
 """Hygon DCUs as hami devices: from hy-smi on a real node, from the node inventory elsewhere.
 
-hy-smi gives the device list (default table), PCI bus ids and serial numbers (``--showbus``), compute
-units and memory (``virtual -show-device-info``) and the model (``--showproductname``). Only the table
-is required; every other query that fails costs its fields and a warning. Ids follow HAMi's
-dcu-vgpu-device-plugin (``DCU-<serial>``) so pods' ``hygon.com/use-gpuuuid`` keep working.
+hy-smi gives the device list (default table), PCI bus ids and serial numbers (``--showbus``) and
+compute units (``virtual -show-device-info``). Memory comes from the first source that answers for a
+device: ``virtual -show-device-info`` (needs the virtualization module), ``--showmeminfo vram``
+(total), ``--showmemavailable``, then the config's ``memory_mib``; the model from ``--showproductname``,
+then ``-a`` (``Card Series``), then the config's ``device_type``. A later query runs only for the
+devices the earlier ones left unknown. Only the table is required; every other query that fails
+costs its fields and a warning. A device whose memory stays unknown is returned unadvertised, with
+what to do, so ``hami devices`` shows it. Ids follow HAMi's dcu-vgpu-device-plugin (``DCU-<serial>``)
+so pods' ``hygon.com/use-gpuuuid`` keep working.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ HYGON_PCI_VENDOR = "0x1d94"
 _MIB = 1 << 20
 _UNSAFE_ID = re.compile(r"[,:;\s]")
 _DRM_NAME = re.compile(r"(card|renderD)(\d+)")
+UNKNOWN_MEMORY = (
+    "memory unknown: hy-smi gave none (virtual -show-device-info, --showmeminfo vram, --showmemavailable); "
+    "set memory_mib in the hygon config or install the virtualization module"
+)
 
 
 def _query(tool: str, args: list[str], timeout: float) -> str | None:
@@ -74,17 +83,29 @@ def hysmi_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDev
     sizes = {}
     for info in hysmi.parse_virtual_info(virtual_text) if virtual_text else []:
         sizes[info.actual_device if info.actual_device is not None else info.index] = info
-    names_text = _query(tool, ["--showproductname"], timeout)
-    names = hysmi.parse_indexed_values(names_text, "Card Series") if names_text else {}
+    indexes = [row.index for row in rows]
+    memory = {i: b // _MIB for i in indexes if i in sizes and (b := sizes[i].memory_bytes)}
+    for args, key in ((["--showmeminfo", "vram"], hysmi.MEMINFO_TOTAL), (["--showmemavailable"], hysmi.MEM_AVAILABLE)):
+        if all(i in memory for i in indexes):
+            break
+        text = _query(tool, args, timeout)
+        for index, mib in (hysmi.parse_memory_mib(text, key) if text else {}).items():
+            if mib > 0:
+                memory.setdefault(index, mib)
+    names: dict[int, str] = {}
+    for args in (["--showproductname"], ["-a"]):
+        if all(i in names for i in indexes):
+            break
+        text = _query(tool, args, timeout)
+        for index, series in (hysmi.parse_indexed_values(text, "Card Series") if text else {}).items():
+            if hysmi.model_name(series) and series.upper() != "N/A":
+                names.setdefault(index, hysmi.model_name(series))
     drm = drm_nodes(str(config.get("sysfs_root", "/sys")))
     devices = []
     for row in rows:
         index = row.index
         size = sizes.get(index)
-        memory = size.memory_bytes // _MIB if size and size.memory_bytes else config.get("memory_mib")
-        if not memory:
-            log.warning("event=hygon_device_skipped index=%d reason='memory unknown: hy-smi virtual -show-device-info gave none and config memory_mib is unset'", index)
-            continue
+        mib = int(memory.get(index) or config.get("memory_mib") or 0)
         units = size.compute_units if size and size.compute_units else int(config.get("compute_units", 60))
         bus = buses.get(index)
         if bus and bus.serial:
@@ -100,8 +121,10 @@ def hysmi_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDev
                 id=device_id,
                 vendor=VENDOR,
                 type=f"DCU-{model}" if model else str(config.get("device_type", "DCU")),
-                memory=int(memory),
+                memory=mib,
                 index=index,
+                advertised=bool(mib),
+                reason="" if mib else UNKNOWN_MEMORY,
                 attributes={
                     "pci_bus_id": bus.pci_bus_id if bus else "",
                     "serial": (bus.serial or "") if bus else "",
@@ -111,7 +134,8 @@ def hysmi_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDev
                 },
             )
         )
-    log.info("event=hygon_discovered node=%s devices=%d", node_name, len(devices))
+    unsized = sum(not d.advertised for d in devices)
+    log.info("event=hygon_discovered node=%s devices=%d unadvertised=%d", node_name, len(devices), unsized)
     return devices
 
 

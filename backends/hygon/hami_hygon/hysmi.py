@@ -1,4 +1,5 @@
-"""Reading ``hy-smi``: the device table, ``--showbus`` and ``virtual -show-device-info``.
+"""Reading ``hy-smi``: the device table, ``--showbus``, ``virtual -show-device-info``, the memory
+queries (``--showmeminfo vram``, ``--showmemavailable``) and the ``Card Series`` lines.
 
 hy-smi prints fixed-width text tables meant for people; newer drivers call the device ``HCU``
 instead of ``DCU``. The parsers are pure functions over that text so they are tested against
@@ -28,6 +29,12 @@ _SERIAL = re.compile(r"SN:\s*(\S+)")
 _VDEV_HEAD = re.compile(r"^\s*Device\s+(\d+)\s*:\s*$")
 _VDEV_FIELD = re.compile(r"^\s+([A-Za-z][A-Za-z ]*?)\s*:\s*(.*?)\s*$")
 _BYTES = re.compile(r"^(\d+)\s*bytes$")
+_MEMORY_KEY = re.compile(r"^(.*?)\s*\((MiB|B)\)$", re.IGNORECASE)
+_SEPARATORS = re.compile(r"\s*[,:;]\s*")
+MEMINFO_TOTAL = "vram Total Memory"
+"""``hy-smi --showmeminfo vram``: ``HCU[0] : vram Total Memory (MiB): 65520`` (total capacity)."""
+MEM_AVAILABLE = "Available memory size"
+"""``hy-smi --showmemavailable``: ``HCU[0] : Available memory size (MiB): 65438``."""
 
 
 @attrs.frozen
@@ -111,6 +118,33 @@ def parse_indexed_values(text: str, key: str) -> dict[int, str]:
         if match and match.group(2).lower().startswith(prefix):
             found[int(match.group(1))] = match.group(2)[len(prefix):].strip()
     return found
+
+
+def parse_memory_mib(text: str, key: str) -> dict[int, int]:
+    """Lines ``HCU[i] : <key> (MiB): <n>`` (or ``(B)``, converted) as MiB by device index; a value
+    that is not a whole number (``N/A``) is left out with a warning naming it."""
+    found: dict[int, int] = {}
+    wanted = key.lower()
+    for line in text.splitlines():
+        match = _INDEXED.match(line)
+        if not match:
+            continue
+        label, sep, value = match.group(2).rpartition(":")
+        unit = _MEMORY_KEY.match(label.strip())
+        if not sep or not unit or unit.group(1).lower() != wanted:
+            continue
+        value = value.strip()
+        if not value.isdigit():
+            log.warning("event=hysmi_unparsed_value tool=hy-smi key=%r index=%s value=%r", key, match.group(1), value)
+            continue
+        found[int(match.group(1))] = int(value) if unit.group(2).lower() == "mib" else int(value) >> 20
+    return found
+
+
+def model_name(series: str) -> str:
+    """A ``Card Series`` value fit for a device type: separators of HAMi's CSV node annotation
+    (``,`` ``:``) and ``;`` become spaces (``BW200, UBB BW1000`` -> ``BW200 UBB BW1000``)."""
+    return _SEPARATORS.sub(" ", series).strip()
 
 
 def parse_virtual_info(text: str) -> list[VirtualInfo]:

@@ -70,7 +70,8 @@ def test_discovery_single_k100lc(fake_tools, tmp_path):
     assert (device.vendor, device.type, device.memory, device.index) == ("DCU", "DCU", 2000, 0)
     assert device.attributes["compute_units"] == 60
     assert (device.attributes["card"], device.attributes["render"]) == ("card0", "renderD128")
-    assert fake_tools.calls("hy-smi") == [[], ["--showbus"], ["virtual", "-show-device-info"], ["--showproductname"]]
+    # memory came from virtual -show-device-info, so no memory query follows; no model: --showproductname, then -a
+    assert fake_tools.calls("hy-smi") == [[], ["--showbus"], ["virtual", "-show-device-info"], ["--showproductname"], ["-a"]]
 
 
 def test_discovery_eight_hcus_and_csv_round_trip(fake_tools, hami_manager, register_backend, tmp_path):

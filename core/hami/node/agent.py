@@ -4,8 +4,10 @@ It loads the installed backends, discovers and splits this node's devices, write
 device annotations and handshake (every ``register_interval`` and on a health change, with backoff
 while the API server is away), serves one kubelet device plugin per resource name, answers
 Allocate from the pod annotations the scheduler wrote, releases devices of pods that are gone, and
-re-registers within a poll interval when kubelet restarts. All allocation state lives in the API
-objects, so restarting the agent loses nothing.
+re-registers within a poll interval when kubelet restarts. Allocation state lives in the API
+objects; what the API server forgets — pods deleted while the agent was down — the pod ledger in
+the state directory remembers, and the first pod list after a start reconciles it
+(:mod:`hami.node.podwatch`), so restarting the agent loses nothing and releases nothing twice.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from hami.node.deviceplugin.v1beta1 import api_pb2
 from hami.node.devices import Discovery, NodeDevice, discover_node
 from hami.node.metrics import AgentMetrics, MetricsServer, serve_metrics
 from hami.node.plugin_server import DevicePluginServer, DevicePluginServicer
-from hami.node.podwatch import PodReleaser
+from hami.node.podresources import PodResourcesClient, pod_resources_socket
+from hami.node.podwatch import LEDGER_FILE, PodReleaser
 from hami.node.registration import Backoff, NodeRegistrar
 from hami.plugin.manager import DEFAULT_STATE_ROOT, BackendManager
 from hami.wire.signing import SigningKeys
@@ -62,7 +65,12 @@ class AgentOptions:
     legacy_metrics: bool = False
     """Also export HAMi's pre-2.8 metric names (``--legacy-metrics``)."""
     state_dir: Path = attrs.field(default=DEFAULT_STATE_ROOT, converter=Path)
-    """Root of the backends' per-node state (``<state_dir>/<backend>``, ``NodeContext.state_dir``)."""
+    """Root of the backends' per-node state (``<state_dir>/<backend>``, ``NodeContext.state_dir``) and
+    of the agent's pod ledger (``<state_dir>/hami-agent/pods.json``): a host directory, so that a
+    restarted agent still knows which pods hold devices."""
+    pod_resources_socket: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    """Kubelet's PodResources socket; None: beside the device plugin directory
+    (:func:`hami.node.podresources.pod_resources_socket`)."""
 
 
 class Agent:
@@ -92,11 +100,15 @@ class Agent:
             manager, core_v1, self.node, keys, request_timeout=options.request_timeout, clock=clock, discovery=lambda: self.discovery
         )
         self.registrar = NodeRegistrar(core_v1, self.node, manager.kinds, request_timeout=options.request_timeout, clock=clock)
+        pod_resources = options.pod_resources_socket or pod_resources_socket(options.device_plugin_dir)
         self.releaser = PodReleaser(
             manager, core_v1, self.node, request_timeout=options.request_timeout, backoff=Backoff(options.retry_initial, options.retry_max),
-            discovery=lambda: self.discovery,
+            discovery=lambda: self.discovery, ledger=options.state_dir / LEDGER_FILE,
+            pod_resources=PodResourcesClient(pod_resources, timeout=options.request_timeout),
         )
         self.servers: dict[str, DevicePluginServer] = {}
+        self._explained: set[tuple[str, str, str]] = set()
+        """(backend, device id, reason) of the unadvertised devices already logged: once, not every refresh."""
         self.metrics = AgentMetrics(self, legacy=options.legacy_metrics)
         self.metrics_server: MetricsServer | None = None
         self.discovery: Discovery = Discovery()
@@ -173,6 +185,14 @@ class Agent:
     def refresh(self) -> Discovery:
         """Discover and split again, then publish the lists to the plugin servers."""
         discovery = discover_node(self.manager, self.node, self.options.state_dir)
+        for seen in discovery.unadvertised:
+            key = (seen.backend, seen.id, seen.physical.reason)
+            if key not in self._explained:
+                self._explained.add(key)
+                log.warning(
+                    "event=device_not_advertised backend=%s node=%s id=%s index=%d reason=%r",
+                    seen.backend, self.node, seen.id, seen.physical.index, seen.physical.reason,
+                )
         with self._state:
             self.discovery = discovery
             self._next_discovery = time.monotonic() + self.options.register_interval

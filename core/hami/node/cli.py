@@ -123,7 +123,8 @@ def devices_command(as_json: bool, node_name: str, config_path: str | None) -> N
     for backend, error in sorted(discovery.errors.items()):
         click.echo(f"warning: backend {backend}: discovery failed: {error}", err=True)
     health = current_health(manager, discovery)
-    rows = [d.as_json(health.get(d.id)) for d in discovery.devices]
+    rows = [d.as_json(health.get(d.id)) for d in discovery.devices] + [d.as_json() for d in discovery.unadvertised]
+    rows.sort(key=lambda r: (r["backend"], r["index"], r["id"]))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -131,15 +132,19 @@ def devices_command(as_json: bool, node_name: str, config_path: str | None) -> N
     from rich.table import Table
 
     table = Table(title=f"hami devices on {node_name}")
-    for column in ("backend", "vendor", "index", "id", "type", "memory MiB", "cores", "numa", "health", "resource", "slots", "advertised MiB"):
+    for column in ("backend", "vendor", "index", "id", "type", "memory MiB", "cores", "numa", "health", "resource", "slots", "advertised MiB", "advertised"):
         table.add_column(column, overflow="fold")
     for r in rows:
         shown = "[green]Healthy[/]" if r["health"] == "Healthy" else "[red]Unhealthy[/]"
+        offered = "yes" if r["advertised"] else "[yellow]no[/] (below)"
         table.add_row(
-            r["backend"], r["vendor"], str(r["index"]), r["id"], r["type"], str(r["memory_mib"]), str(r["cores"]),
-            str(r["numa"]), shown, r["resource"], str(r["slots"]), str(r["schedulable_memory_mib"]),
+            r["backend"], r["vendor"], str(r["index"]), r["id"], r["type"], str(r["memory_mib"] or "?"), str(r["cores"]),
+            str(r["numa"]), shown, r["resource"] or "-", str(r["slots"]), str(r["schedulable_memory_mib"]), offered,
         )
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
+    for r in rows:
+        if not r["advertised"]:
+            click.echo(f"not advertised: {r['backend']} {r['vendor']} index {r['index']} ({r['id']}): {r['reason']}")
     if not rows:
         console.print(f"No devices found on {node_name} (no hardware, no driver, or no inventory entry for this node).")

@@ -80,6 +80,31 @@ class NodeDevice:
             "schedulable_cores": self.schedulable.cores,
             "mode": self.schedulable.mode,
             "slot_ids": self.slot_ids(),
+            "advertised": True,
+            "reason": "",
+        }
+
+
+@attrs.frozen
+class UnadvertisedDevice:
+    """A device the vendor tool showed that the backend cannot offer (``PhysicalDevice.advertised``
+    False): listed by ``hami devices`` with the reason, never split, registered or granted."""
+
+    backend: str
+    physical: PhysicalDevice
+
+    @property
+    def id(self) -> str:
+        return self.physical.id
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``hami devices --json`` row: the same keys as an advertised device's, nothing offered."""
+        p = self.physical
+        return {
+            "backend": self.backend, "vendor": p.vendor, "id": p.id, "index": p.index, "type": p.type,
+            "memory_mib": p.memory or None, "cores": p.cores, "numa": p.numa, "health": health_word(p.healthy),
+            "resource": None, "slots": 0, "schedulable_memory_mib": 0, "schedulable_cores": 0, "mode": "",
+            "slot_ids": [], "advertised": False, "reason": p.reason,
         }
 
 
@@ -92,6 +117,8 @@ class Discovery:
     """What the backends publish beside their device lists (``hami_node_annotations``: topology)."""
     contexts: Mapping[str, NodeContext] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     """Backend name → the node context its hooks got (and the runtime hooks get)."""
+    unadvertised: tuple[UnadvertisedDevice, ...] = attrs.field(default=(), converter=frozen_tuple)
+    """Devices the vendor tools showed that cannot be offered, with the reason."""
 
     def granted(self, grants: Sequence[Grant], *, missing_ok: bool = False) -> list[GrantedDevice]:
         """The grants with the devices this discovery found; a device not found is refused
@@ -129,11 +156,16 @@ def discover_node(manager: BackendManager, node_name: str, state_root: Path | st
     errors: dict[str, str] = {}
     annotations: dict[str, str] = {}
     contexts: dict[str, NodeContext] = {}
+    unadvertised: list[UnadvertisedDevice] = []
     for backend in sorted(manager.backends):
         try:
             context = contexts[backend] = manager.node_context(backend, node_name, state_root=state_root)
             found = []
-            for physical in manager.discover(backend, context):
+            seen = []
+            for physical in manager.discover(backend, context, unadvertised=True):
+                if not physical.advertised:
+                    seen.append(UnadvertisedDevice(backend, physical))
+                    continue
                 kind = manager.kind(physical.vendor)
                 found.append(NodeDevice(backend, kind.resources.count, physical, manager.split(physical, context)))
             if found:
@@ -147,8 +179,9 @@ def discover_node(manager: BackendManager, node_name: str, state_root: Path | st
             if too_long:
                 log.warning("event=device_id_too_long backend=%s id=%s limit=%d", backend, device.id, MAX_DEVICE_ID)
         devices.extend(found)
+        unadvertised.extend(seen)
         log.debug("event=discovered backend=%s node=%s devices=%d", backend, node_name, len(found))
-    return Discovery(devices, errors, annotations, contexts)
+    return Discovery(devices, errors, annotations, contexts, unadvertised)
 
 
 def current_health(manager: BackendManager, discovery: Discovery) -> dict[str, bool]:

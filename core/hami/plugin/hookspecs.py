@@ -96,6 +96,9 @@ def hami_discover_devices(config: Config, node_name: str, node: NodeContext) -> 
     operator's. No hardware or no driver is not an error: return ``[]`` and log why. Import
     vendor SDKs here, lazily, so the backend loads on machines without them. When
     ``node.simulated``, read the inventory (``hami.sdk.inventory_devices``) and touch no hardware.
+    A device the vendor tool shows but the backend cannot offer (memory unknown, unsupported chip)
+    is returned with ``advertised=False`` and a ``reason`` the operator can act on: ``hami devices``
+    lists it and the agent logs it once, instead of it silently vanishing.
 
     Example::
 

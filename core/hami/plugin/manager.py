@@ -418,8 +418,9 @@ class BackendManager:
         """``node`` as given (the agent builds one per backend), or the default context of a node name."""
         return self.node_context(backend, node) if isinstance(node, str) else node
 
-    def discover(self, backend: str, node: NodeContext | str) -> list[PhysicalDevice]:
-        """``backend``'s devices on ``node`` (a context, or just the node's name)."""
+    def discover(self, backend: str, node: NodeContext | str, *, unadvertised: bool = False) -> list[PhysicalDevice]:
+        """``backend``'s devices on ``node`` (a context, or just the node's name); the devices it saw
+        but cannot advertise (``advertised=False``) only when asked, for listing them."""
         info = self.backends[backend]
         context = self._context(backend, node)
         kwargs = {"config": self.config(backend), "node_name": context.name, "node": context}
@@ -428,7 +429,7 @@ class BackendManager:
         for device in devices:
             if device.vendor not in info.vendors:
                 raise ContractError(f"returned device {device.id!r} of vendor {device.vendor!r}, which it does not own", backend=backend, hook="hami_discover_devices")
-        return devices
+        return devices if unadvertised else [d for d in devices if d.advertised]
 
     def device_health(self, backend: str, devices: Sequence[PhysicalDevice], node: NodeContext | str = "") -> list[HealthEvent]:
         context = self._context(backend, node or "unknown")

@@ -235,6 +235,14 @@ class PhysicalDevice:
     healthy: bool = True
     attributes: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     """Vendor facts the core does not interpret: PCI bus id, compute capability, link peers, …"""
+    advertised: bool = True
+    """False: the vendor tool showed the device but it cannot be offered (``reason`` says why, e.g. its
+    memory is unknown). The agent lists and logs it, and never splits, registers or grants it."""
+    reason: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.advertised and not self.reason.strip():
+            raise _fail("PhysicalDevice", "reason", self.reason, "a device that is not advertised needs the reason")
 
 
 @attrs.frozen
