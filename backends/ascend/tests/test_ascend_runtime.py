@@ -250,7 +250,7 @@ def test_simulated_nodes_keep_vnpus_in_their_own_state_dir(hami_manager, registe
     inventory.write_text(json.dumps({"nodes": [{"name": "a", "devices": chips}, {"name": "b", "devices": chips}]}))
     register_backend(plugin, config={"inventory": str(inventory), "host_root": str(tmp_path / "host")})
     nodes = {name: hami_manager.node_context("ascend", name, state_root=tmp_path / name) for name in "ab"}
-    for name, node in nodes.items():
+    for node in nodes.values():
         assert node.simulated
         (device, _) = hami_manager.discover("ascend", node)
         grants = [Grant(device.id, "Ascend910A", 2184, 7)]
