@@ -37,16 +37,15 @@ def cnmon_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDev
     cards = _table(config)
     devices = []
     for card in cards or []:
-        if not card.memory_total:
-            log.warning("event=mlu_skipped index=%d reason='no memory total in cnmon output'", card.index)
-            continue
         devices.append(
             PhysicalDevice(
                 id=f"{node_name}-cambricon-mlu-{card.index}",
                 vendor=VENDOR,
                 type=card.model,
-                memory=card.memory_total,
+                memory=card.memory_total or 0,
                 index=card.index,
+                advertised=bool(card.memory_total),
+                reason="" if card.memory_total else "memory unknown: cnmon printed no memory total for this card (N/A or missing)",
                 attributes={"pci_bus_id": card.pci_bus_id or "", "firmware": card.firmware, "cnmon": card.version or ""},
             )
         )

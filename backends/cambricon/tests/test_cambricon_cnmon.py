@@ -83,3 +83,25 @@ def test_health_follows_the_table(fake_tools):
     fake_tools.install("cnmon", {"": "cnmon_mlu370-x8_v5.10.13.txt"})  # card 2 gone
     (event,) = backend.hami_device_health(devices, {}, node)
     assert (event.device_id, event.healthy) == ("n-cambricon-mlu-2", False)
+
+
+def test_card_without_memory_total_is_listed_unadvertised(read_recording, hami_manager, register_backend, tmp_path, monkeypatch):
+    """A card whose memory cell cnmon leaves out (derived from a genuine recording: card 1's memory
+    cell blanked, which no public output shows) is seen, not advertised, and says why."""
+    from hami_cambricon.plugin import CambriconBackend
+
+    text = read_recording("cnmon_mlu370-x8_v5.10.13.txt")
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| 1 ")) + 1
+    lines[at] = lines[at].replace("0 MiB/ 23374 MiB", "     N/A        ")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "cnmon").write_text("#!/bin/sh\ncat <<'EOF'\n" + "\n".join(lines) + "\nEOF\n")
+    (tmp_path / "bin" / "cnmon").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.delenv("HAMI_INVENTORY", raising=False)
+    register_backend(CambriconBackend())
+    advertised = hami_manager.discover("cambricon", "n")
+    seen = hami_manager.discover("cambricon", "n", unadvertised=True)
+    assert 1 not in [d.index for d in advertised] and len(seen) == len(advertised) + 1
+    (unsized,) = [d for d in seen if not d.advertised]
+    assert (unsized.index, unsized.memory) == (1, 0) and "memory unknown" in unsized.reason
