@@ -1,4 +1,4 @@
-"""The committed device plugin modules are current, and the compiled schema matches the kubelet contract."""
+"""The committed kubelet API modules (device plugin v1beta1, PodResources v1) are current, and the compiled schemas match kubelet."""
 
 from __future__ import annotations
 
@@ -155,3 +155,81 @@ def test_wire_bytes_of_a_known_message() -> None:
     # Field numbers/types decide the bytes: Device{ID="a"(1), health="H"(2), topology{nodes[{ID=1}]}(3)}.
     dev = api_pb2.Device(ID="a", health="H", topology=api_pb2.TopologyInfo(nodes=[api_pb2.NUMANode(ID=1)]))
     assert dev.SerializeToString() == b"\x0a\x01a\x12\x01H\x1a\x04\x0a\x02\x08\x01"
+
+
+# ---------------------------------------------------------------- kubelet PodResources API v1
+# k8s.io/kubelet/pkg/apis/podresources/v1/api.proto: message -> {field: (number, type, repeated)}.
+U64 = FieldDescriptor.TYPE_UINT64
+PODRESOURCES_EXPECTED: dict[str, dict[str, tuple[int, int, bool]]] = {
+    "AllocatableResourcesRequest": {},
+    "AllocatableResourcesResponse": {"devices": (1, MSG, True), "cpu_ids": (2, I64, True), "memory": (3, MSG, True)},
+    "ListPodResourcesRequest": {},
+    "ListPodResourcesResponse": {"pod_resources": (1, MSG, True)},
+    "PodResources": {"name": (1, S, False), "namespace": (2, S, False), "containers": (3, MSG, True)},
+    "ContainerResources": {
+        "name": (1, S, False),
+        "devices": (2, MSG, True),
+        "cpu_ids": (3, I64, True),
+        "memory": (4, MSG, True),
+        "dynamic_resources": (5, MSG, True),
+    },
+    "ContainerMemory": {"memory_type": (1, S, False), "size": (2, U64, False), "topology": (3, MSG, False)},
+    "ContainerDevices": {"resource_name": (1, S, False), "device_ids": (2, S, True), "topology": (3, MSG, False)},
+    "TopologyInfo": {"nodes": (1, MSG, True)},
+    "NUMANode": {"ID": (1, I64, False)},
+    "DynamicResource": {"claim_name": (2, S, False), "claim_namespace": (3, S, False), "claim_resources": (4, MSG, True)},
+    "ClaimResource": {
+        "cdi_devices": (1, MSG, True),
+        "driver_name": (2, S, False),
+        "pool_name": (3, S, False),
+        "device_name": (4, S, False),
+    },
+    "CDIDevice": {"name": (1, S, False)},
+    "GetPodResourcesRequest": {"pod_name": (1, S, False), "pod_namespace": (2, S, False)},
+    "GetPodResourcesResponse": {"pod_resources": (1, MSG, False)},
+}
+PODRESOURCES_SERVICE = {
+    "List": ("ListPodResourcesRequest", "ListPodResourcesResponse"),
+    "GetAllocatableResources": ("AllocatableResourcesRequest", "AllocatableResourcesResponse"),
+    "Get": ("GetPodResourcesRequest", "GetPodResourcesResponse"),
+}
+
+
+def test_podresources_modules_are_current(tmp_path: Path) -> None:
+    pytest.importorskip("grpc_tools")
+    from hami.node.podresources import regenerate as pr_regenerate
+
+    pr_regenerate.generate(tmp_path)
+    for name in pr_regenerate.GENERATED:
+        committed = _without_generator_versions((pr_regenerate.PACKAGE_DIR / name).read_text())
+        fresh = _without_generator_versions((tmp_path / name).read_text())
+        assert fresh == committed, f"{name} is stale: run `python -m hami.node.podresources.regenerate`"
+    assert "from hami.node.podresources.v1 import api_pb2" in (pr_regenerate.PACKAGE_DIR / "api_pb2_grpc.py").read_text()
+
+
+@pytest.mark.parametrize("message", sorted(PODRESOURCES_EXPECTED))
+def test_podresources_fields_match_kubelet(message: str) -> None:
+    from hami.node.podresources.v1 import api_pb2 as pr
+
+    assert pr.DESCRIPTOR.package == "v1"
+    assert set(pr.DESCRIPTOR.message_types_by_name) == set(PODRESOURCES_EXPECTED)
+    desc = pr.DESCRIPTOR.message_types_by_name[message]
+    assert {f.name: (f.number, f.type, _repeated(f)) for f in desc.fields} == PODRESOURCES_EXPECTED[message]
+
+
+def test_podresources_service_and_method_paths() -> None:
+    from hami.node.podresources.v1 import api_pb2 as pr
+
+    (service,) = pr.DESCRIPTOR.services_by_name.values()
+    assert service.full_name == "v1.PodResourcesLister"
+    assert {m.name: (m.input_type.name, m.output_type.name) for m in service.methods} == PODRESOURCES_SERVICE
+    assert all(not m.server_streaming and not m.client_streaming for m in service.methods)
+
+
+def test_podresources_wire_bytes_of_a_known_message() -> None:
+    from hami.node.podresources.v1 import api_pb2 as pr
+
+    # PodResources{name="p"(1), namespace="n"(2), containers[{name="c"(1), devices[{resource_name="r"(1), device_ids["d"](2)}](2)}](3)}
+    devices = [pr.ContainerDevices(resource_name="r", device_ids=["d"])]
+    msg = pr.PodResources(name="p", namespace="n", containers=[pr.ContainerResources(name="c", devices=devices)])
+    assert msg.SerializeToString() == b"\x0a\x01p\x12\x01n\x1a\x0b\x0a\x01c\x12\x06\x0a\x01r\x12\x01d"

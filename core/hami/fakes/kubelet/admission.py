@@ -104,6 +104,8 @@ class PodView:
     key: str
     node_name: str | None
     containers: list[tuple[str, bool, dict[str, Any]]]  # (name, is_init, limits)
+    namespace: str = "default"
+    name: str = ""
 
 
 def pod_view(pod: Any) -> PodView:
@@ -122,7 +124,10 @@ def pod_view(pod: Any) -> PodView:
         for c in group:
             limits = (c.get("resources") or {}).get("limits") or {}
             containers.append((c["name"], is_init, dict(limits)))
-    return PodView(key=key, node_name=spec.get("nodeName", spec.get("node_name")), containers=containers)
+    return PodView(
+        key=key, node_name=spec.get("nodeName", spec.get("node_name")), containers=containers,
+        namespace=str(meta.get("namespace") or "default"), name=str(meta.get("name") or ""),
+    )
 
 
 def device_count(resource: str, quantity: Any) -> int:

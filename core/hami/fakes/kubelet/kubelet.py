@@ -22,6 +22,8 @@ import grpc
 from hami.k8snames import is_extended_resource_name
 from hami.node.deviceplugin import API_VERSION, HEALTHY, KUBELET_SOCKET, UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+from hami.node.podresources import pod_resources_socket as pod_resources_socket_for
+from hami.node.podresources.v1 import api_pb2_grpc as podresources_grpc
 
 from .admission import (
     CREATE_CONTAINER_CONFIG_ERROR,
@@ -36,6 +38,7 @@ from .admission import (
 )
 from .endpoint import CALL_TIMEOUT_S, PluginEndpoint
 from .node_status import NodeStatusMirror
+from .podresources import PodResourcesServicer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,8 +88,11 @@ class FakeKubelet:
         dial_timeout: float = 10.0,
         stream_grace_period: float = STREAM_GRACE_PERIOD,
         register_node: bool = True,
+        pod_resources_socket: Path | str | None = None,
     ) -> None:
         self.plugin_dir = Path(plugin_dir)
+        self.pod_resources_socket = Path(pod_resources_socket or pod_resources_socket_for(self.plugin_dir))
+        """Where ``PodResourcesLister`` is served (:func:`hami.node.podresources.pod_resources_socket`)."""
         self.node_name = node_name
         self.core_v1 = core_v1
         self.dial_timeout = dial_timeout
@@ -101,6 +107,8 @@ class FakeKubelet:
         self._devices: dict[str, dict[str, str]] = {}
         # pod key -> {container name -> ContainerAllocation}; the in-memory stand-in for the checkpoint.
         self._pods: dict[str, dict[str, ContainerAllocation]] = {}
+        self._pod_names: dict[str, tuple[str, str]] = {}  # pod key -> (namespace, name), for PodResources
+        self._pod_resources: grpc.Server | None = None
         self._timers: list[threading.Timer] = []
         self._admit_lock = threading.Lock()  # one admission at a time, like the device manager's mutex
 
@@ -171,11 +179,28 @@ class FakeKubelet:
         server.start()
         self._server = server
         log.info("fake kubelet serving Registration on %s", self.socket_path)
+        self._serve_pod_resources()
+
+    def _serve_pod_resources(self) -> None:
+        socket = self.pod_resources_socket
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        if socket.exists():
+            socket.unlink()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fake-kubelet-podresources"))
+        podresources_grpc.add_PodResourcesListerServicer_to_server(PodResourcesServicer(self.pod_resources, self._allocatable), server)
+        server.add_insecure_port(f"unix://{socket}")
+        server.start()
+        self._pod_resources = server
+        log.info("fake kubelet serving PodResourcesLister on %s", socket)
 
     def _stop_server(self) -> None:
         if self._server is not None:
             self._server.stop(grace=0).wait(5)
             self._server = None
+        if self._pod_resources is not None:
+            self._pod_resources.stop(grace=0).wait(5)
+            self._pod_resources = None
+            self.pod_resources_socket.unlink(missing_ok=True)
         try:
             self.socket_path.unlink()
         except FileNotFoundError:
@@ -303,6 +328,15 @@ class FakeKubelet:
             devs = dict(ep.devices) if ep is not None else {}
         return {i: [n.ID for n in d.topology.nodes] for i, d in devs.items()}
 
+    def pod_resources(self) -> dict[tuple[str, str], dict[str, ContainerAllocation]]:
+        """What ``List`` reports: (namespace, name) of each admitted pod → its containers' devices."""
+        with self._cond:
+            return {self._pod_names.get(k, ("default", k)): dict(c) for k, c in self._pods.items()}
+
+    def _allocatable(self) -> dict[str, list[str]]:
+        with self._cond:
+            return {r: sorted(d for d, h in devs.items() if h == HEALTHY) for r, devs in self._devices.items()}
+
     def assigned(self, resource: str) -> set[str]:
         """Device IDs of ``resource`` currently assigned to admitted pods."""
         with self._cond:
@@ -352,12 +386,14 @@ class FakeKubelet:
                 if view.key in self._pods:  # already admitted: kubelet reuses the assignment
                     return AdmissionResult(view.key, True, containers=dict(self._pods[view.key]))
                 self._pods[view.key] = {}
+                self._pod_names[view.key] = (view.namespace, view.name)
             try:
                 containers = self._allocate_pod(view)
                 self._pre_start(containers)
             except AdmissionError as err:
                 with self._cond:  # devices of a rejected pod go back to the pool
                     self._pods.pop(view.key, None)
+                    self._pod_names.pop(view.key, None)
                     self._cond.notify_all()
                 log.info("pod %s not admitted: %s", view.key, err)
                 return AdmissionResult(view.key, False, err.reason, str(err))
@@ -369,6 +405,7 @@ class FakeKubelet:
         key = pod if isinstance(pod, str) else pod_view(pod).key
         with self._cond:
             self._pods.pop(key, None)
+            self._pod_names.pop(key, None)
             self._cond.notify_all()
 
     def _allocate_pod(self, view: PodView) -> dict[str, ContainerAllocation]:
