@@ -302,3 +302,65 @@ def test_allocate_latency_and_results_are_served_as_metrics(start_agent, hami_ma
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
     assert samples[("hami_agent_allocate_total", (("code", "OK"), ("resource", GPU)))] == 1
     assert samples[("hami_agent_allocate_seconds_count", (("resource", GPU),))] == 1
+
+
+def _eventually(check, what, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_api_blip_during_allocate_is_retried_inside_the_call(agent, core_v1, kubelet, hami_manager, kube_apiserver):
+    """Kubelet does not call Allocate again for a pod, so a short outage is retried within the call."""
+    agent.allocator.retry_interval = 0.01
+    core_v1.create_namespaced_pod("default", pod_manifest("blip", {"main": {GPU: "1"}}))
+    schedule_pod(core_v1, hami_manager, "default", "blip", NODE, {"NVIDIA": [[g(DEV0)]]}, KEYS)
+    kube_apiserver.faults.fail(503, count=2, method="PATCH", path="/pods/blip")
+    result = kubelet.admit(core_v1.read_namespaced_pod("blip", "default"))
+    assert result.admitted, result.error
+    assert annotations(core_v1, "blip")[BIND_PHASE] == "success" and lock_value(core_v1) is None
+
+
+def test_api_outage_during_allocate_still_ends_the_bind(agent, core_v1, kubelet, hami_manager, kube_apiserver):
+    """Issue 19 item 3: a transient error used to leave the pod allocating with the node lock held
+    (kubelet never retries, so every device pod on the node was refused until the lock expired).
+    Now the lock is released at once, and bind-phase=failed is written once the API server is back."""
+    agent.allocator.retry_interval = 0.01
+    core_v1.create_namespaced_pod("default", pod_manifest("stranded", {"main": {GPU: "1"}}))
+    schedule_pod(core_v1, hami_manager, "default", "stranded", NODE, {"NVIDIA": [[g(DEV0)]]}, KEYS)
+    assert lock_value(core_v1)
+    kube_apiserver.faults.fail(503, method="PATCH", path="/pods/stranded")
+    try:
+        result = kubelet.admit(core_v1.read_namespaced_pod("stranded", "default"))
+        assert not result.admitted
+        assert "code = Unavailable" in result.message and "the API server is unreachable (HTTP 503" in result.message
+        assert lock_value(core_v1) is None  # node writes still work: the lock went at once
+        assert annotations(core_v1, "stranded")[BIND_PHASE] == "allocating"
+    finally:
+        kube_apiserver.faults.clear()
+    _eventually(lambda: annotations(core_v1, "stranded")[BIND_PHASE] == "failed", "bind-phase failed after the outage")
+    _assert_failed(core_v1, "stranded", "the API server is unreachable")
+    ok = run(core_v1, kubelet, hami_manager, "after", {"main": {GPU: "1"}}, [[g(DEV1)]])
+    assert ok.admitted, ok.error
+
+
+def test_pod_deleted_while_allocating_releases_the_lock(agent, core_v1, kubelet, hami_manager, backend):
+    """A conflict whose re-read finds the pod gone used to answer ABORTED and keep the lock."""
+    core_v1.create_namespaced_pod("default", pod_manifest("vanishing", {"main": {GPU: "1"}}))
+    schedule_pod(core_v1, hami_manager, "default", "vanishing", NODE, {"NVIDIA": [[g(DEV0)]]}, KEYS)
+    pod = core_v1.read_namespaced_pod("vanishing", "default")
+
+    class DeleteOnPrepare(list):  # RecordingBackend appends to ``prepared`` inside hami_prepare
+        def append(self, item):
+            core_v1.delete_namespaced_pod("vanishing", "default", grace_period_seconds=0)
+            super().append(item)
+
+    backend.prepared = DeleteOnPrepare()
+    result = kubelet.admit(pod)
+    assert not result.admitted and "was deleted while it was being allocated" in result.message
+    assert lock_value(core_v1) is None

@@ -72,6 +72,8 @@ class Scheduler:
         self.cluster = cluster if cluster is not None else manager.cluster
         """What the scoring policies see beyond the candidates (the simulator adds CPU, memory, a seed)."""
         self.state = state
+        if keys is not None and state.keys is None:
+            state.keys = keys  # the cache believes only records signed with our keys (state.apply_pod)
         self.core_v1 = core_v1
         self.config = config
         self.keys = keys
