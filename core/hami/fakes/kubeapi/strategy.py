@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
+from decimal import Decimal
 from typing import Any
 
 from hami.fakes.kubeapi.errors import bad_request, invalid
@@ -85,8 +86,54 @@ def validate_name(info: ResourceType, name: str) -> None:
         )
 
 
+_SI = ((18, "E"), (15, "P"), (12, "T"), (9, "G"), (6, "M"), (3, "k"), (0, ""), (-3, "m"), (-6, "u"), (-9, "n"))
+
+
+def canonical_number(value: int | float) -> str:
+    """A JSON number in a quantity field as the API server stores it: ``3000`` -> ``3k``, ``0.5`` ->
+    ``500m`` (decimal SI, the largest suffix that keeps the mantissa whole; clients such as kubectl
+    send YAML numbers as JSON numbers, and a typed client cannot read a number back)."""
+    number = Decimal(str(value))
+    if number == 0:
+        return "0"
+    for exponent, suffix in _SI:
+        mantissa = number.scaleb(-exponent)
+        if mantissa == mantissa.to_integral_value():
+            return f"{int(mantissa)}{suffix}"
+    return f"{int(number.scaleb(9).to_integral_value())}n"  # below a nano: rounded, as the server does
+
+
+def _canonical_map(values: Any) -> None:
+    if isinstance(values, dict):
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[key] = canonical_number(value)
+
+
+def canonical_quantities(info: ResourceType, obj: dict[str, Any]) -> None:
+    """Numbers in the quantity maps of pods (container resources), nodes (capacity, allocatable) and
+    quotas (hard, used) become quantity strings."""
+    if info.key == "pods":
+        spec = obj.get("spec") or {}
+        for field in ("containers", "initContainers"):
+            for c in spec.get(field) or []:
+                resources = c.get("resources") if isinstance(c, dict) else None
+                if isinstance(resources, dict):
+                    _canonical_map(resources.get("limits"))
+                    _canonical_map(resources.get("requests"))
+    elif info.key == "nodes":
+        status = obj.get("status") or {}
+        _canonical_map(status.get("capacity"))
+        _canonical_map(status.get("allocatable"))
+    elif info.key == "resourcequotas":
+        _canonical_map((obj.get("spec") or {}).get("hard"))
+        _canonical_map((obj.get("status") or {}).get("hard"))
+        _canonical_map((obj.get("status") or {}).get("used"))
+
+
 def prepare_create(info: ResourceType, obj: dict[str, Any]) -> None:
     """Registry ``PrepareForCreate`` + ``Validate`` for the kinds that have rules."""
+    canonical_quantities(info, obj)
     if info.key == "pods":
         spec = obj.get("spec") or {}
         containers = spec.get("containers")
@@ -110,6 +157,7 @@ def prepare_update(
     info: ResourceType, new: dict[str, Any], old: dict[str, Any], subresource: str | None
 ) -> dict[str, Any]:
     """Registry ``PrepareForUpdate``: which parts of ``new`` the endpoint may change."""
+    canonical_quantities(info, new)
     if subresource == "status":
         result = copy.deepcopy(old)
         if new.get("status") is None:
