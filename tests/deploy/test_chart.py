@@ -225,3 +225,25 @@ def test_a_simulated_inventory_reaches_the_agent(render) -> None:
     mount = next(m for m in agent["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] == "config")
     assert env["HAMI_INVENTORY"] == f"{mount['mountPath']}/inventory.yaml" and env["HAMI_STRICT_PLUGINS"] == "1"
     assert "HAMI_INVENTORY" not in _env(render("default").one("DaemonSet"), "agent")
+
+
+def test_kube_scheduler_reaches_the_extender_on_loopback_only(render) -> None:
+    """Issue 19: the verbs listen on the pod's 127.0.0.1; the Service (and so every other pod) reaches only
+    the webhook listener, which refuses them. kube-scheduler's generated configuration points at the loopback one."""
+    for value_set in VALUE_SETS:
+        deployment = render(value_set).one("Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        scheduler = next(c for c in pod["containers"] if c["name"] == "hami-scheduler")
+        extender_bind = next(a.split("=", 1)[1] for a in scheduler["command"] if a.startswith("--extender-bind="))
+        host, port = extender_bind.rsplit(":", 1)
+        assert host == "127.0.0.1"
+        assert int(port) not in [p["containerPort"] for p in scheduler["ports"]]  # no named port: nothing routes to it
+        (init,) = [c for c in pod["initContainers"] if c["name"] == "scheduler-config"]
+        assert f"hami scheduler-config --url http://127.0.0.1:{port} " in init["args"][0]
+        assert not any(a.startswith("--client-ca") for a in scheduler["command"])
+
+
+def test_the_extender_port_must_differ_from_the_webhook_port(helm: Path) -> None:
+    done = subprocess.run([str(helm), "template", "hami", str(CHART), "--namespace", NAMESPACE, "--set", "scheduler.extenderPort=8443"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "scheduler.extenderPort (8443) must differ from scheduler.port" in done.stderr
