@@ -140,7 +140,12 @@ def test_the_webhook_reaches_the_scheduler_and_honours_the_ignore_label(render) 
         docs = render(value_set)
         (hook,) = docs.one("MutatingWebhookConfiguration")["webhooks"]
         assert hook["admissionReviewVersions"] == ["v1"] and hook["sideEffects"] == "None" and hook["failurePolicy"] == policy
-        assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}]
+        assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"], "scope": "Namespaced"}]
+        # UPDATE of hami's pod annotations: only the scheduler's and the agents' service accounts (issue 19)
+        deployment, daemonset = docs.one("Deployment"), docs.one("DaemonSet")
+        writers = _env(deployment, "hami-scheduler")["HAMI_SYSTEM_WRITERS"].split(",")
+        accounts = [w["spec"]["template"]["spec"]["serviceAccountName"] for w in (deployment, daemonset)]
+        assert writers == [f"system:serviceaccount:{NAMESPACE}:{name}" for name in accounts]
         ignore = {"key": "hami.io/webhook", "operator": "NotIn", "values": ["ignore"]}
         assert ignore in hook["namespaceSelector"]["matchExpressions"] and ignore in hook["objectSelector"]["matchExpressions"]
         excluded = next(e for e in hook["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name")

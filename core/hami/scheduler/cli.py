@@ -6,6 +6,7 @@ scheduler --help`` answers without loading them."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from datetime import timedelta
@@ -123,10 +124,11 @@ def _webhook_handler(manager: BackendManager, scheduler_name: str, kubeconfig: s
 
     from hami.kube import api_client
     from hami.webhook.admission import review
-    from hami.webhook.config import WebhookConfig
+    from hami.webhook.config import SYSTEM_WRITERS_ENV, WebhookConfig
     from hami.webhook.quota import KubeQuotaSource
 
-    config = WebhookConfig(scheduler_name=scheduler_name)
+    # who may change hami's annotations of existing pods (the chart sets its two service accounts)
+    config = WebhookConfig(scheduler_name=scheduler_name, system_writers=os.environ.get(SYSTEM_WRITERS_ENV, ""))
     quota = KubeQuotaSource(CoreV1Api(api_client(kubeconfig)))
     return lambda body: review(manager, body, config, quota)
 

@@ -6,6 +6,9 @@ share it and tests can call it without a socket. The rules (docs/webhook.md):
 - a body that is not an ``admission.k8s.io/v1`` AdmissionReview with a request and a uid is a
   **400** with a ``Status`` body; everything else is a 200 AdmissionReview echoing ``request.uid``;
 - CREATE of a pod that sets an annotation only hami writes is **denied** (403), whatever it asks for;
+- UPDATE of a pod that adds, changes or removes one is **denied** (403) unless the request's
+  ``userInfo.username`` is one of ``config.system_writers`` (the scheduler's and the agents' service
+  accounts); any other UPDATE is allowed with no patch after comparing the two annotation maps;
 - a pod asking for no resource of an installed backend is allowed **with no patch**;
 - a pod naming another scheduler (not ours, not ``default-scheduler``) is left alone;
 - otherwise: preset ``spec.nodeName``, privileged containers with shared devices, impossible
@@ -173,14 +176,54 @@ def _is_pod(request: Mapping[str, Any]) -> bool:
 
 def decide(manager: BackendManager, request: Mapping[str, Any], config: WebhookConfig, quota: QuotaSource | None = None) -> Decision:
     """The decision for a parsed request (see the module docstring for the rules)."""
-    if not _is_pod(request) or request.get("subResource") or request.get("operation") != "CREATE":
-        return Decision.allow()  # the scheduler writes our annotations by UPDATE; deletes are not ours
+    if not _is_pod(request):
+        return Decision.allow()
+    if request.get("operation") == "UPDATE" and request.get("subResource") in (None, "", "status"):
+        return review_update(manager, request, config)
+    if request.get("subResource") or request.get("operation") != "CREATE":
+        return Decision.allow()  # deletes, bindings, exec and the like are not ours
     pod = request.get("object")
     if not isinstance(pod, dict):
         return Decision.deny(f"AdmissionReview.request.object must be the pod being created, got {_json_type(pod)}", 400)
     metadata = pod.get("metadata")
     namespace = request.get("namespace") or (metadata.get("namespace") if isinstance(metadata, dict) else None) or "default"
     return admit_pod(manager, pod, str(namespace), config, quota)
+
+
+def _annotation_map(obj: Any, which: str) -> dict[str, Any]:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if annotations is None:
+        return {}
+    if not isinstance(annotations, dict):
+        raise BadReview(f"AdmissionReview.request.{which}.metadata.annotations must be an object, got {_json_type(annotations)}")
+    return annotations
+
+
+def review_update(manager: BackendManager, request: Mapping[str, Any], config: WebhookConfig) -> Decision:
+    """System annotations of an existing pod change only by hami's own service accounts: a pod owner
+    who edits ``…-devices-allocated`` (or the signature, bind-phase, assigned node) would change what
+    the scheduler and the agent believe the pod holds. Cheap for every other UPDATE: two dict reads."""
+    try:
+        new = _annotation_map(request.get("object"), "object")
+        old = _annotation_map(request.get("oldObject"), "oldObject")
+    except BadReview as exc:
+        return Decision.deny(str(exc), 400)
+    if new == old:
+        return Decision.allow()
+    system_keys = system_pod_annotations(manager.kinds.values())
+    changed = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k) and is_system_annotation(k, system_keys))
+    if not changed:
+        return Decision.allow()
+    user_info = request.get("userInfo")
+    user = user_info.get("username") if isinstance(user_info, dict) else None
+    if isinstance(user, str) and user in config.system_writers:
+        return Decision.allow()
+    log.warning("event=webhook_system_annotation_change_denied user=%r pod=%s keys=%s", user, _subject(request), ",".join(changed))
+    return Decision.deny(
+        f"user {user!r} may not add, change or remove annotation(s) {', '.join(changed)} of an existing pod: only hami "
+        "(its scheduler and node agents) writes them, and they decide which devices the pod holds"
+    )
 
 
 def _shape_error(pod: Mapping[str, Any]) -> str | None:

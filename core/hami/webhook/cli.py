@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from hami.errors import HamiError
-from hami.webhook.config import DEFAULT_SCHEDULER_NAME, WebhookConfig
+from hami.webhook.config import DEFAULT_SCHEDULER_NAME, SYSTEM_WRITERS_ENV, WebhookConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,14 @@ def _bind_option(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     "--overwrite-default-scheduler/--keep-default-scheduler", default=True, show_default=True,
     help="Also take over pods that name default-scheduler.",
 )
+@click.option(
+    "--system-writers", envvar=SYSTEM_WRITERS_ENV, default="", show_envvar=True,
+    help="Comma-separated users (system:serviceaccount:<ns>:<name>) that may change hami's annotations of existing pods: "
+    "the scheduler's and the agents' service accounts.",
+)
 def webhook_command(
     address: tuple[str, int], tls_cert: str | None, tls_key: str | None, kubeconfig: str | None,
-    scheduler_name: str, overwrite_default_scheduler: bool,
+    scheduler_name: str, overwrite_default_scheduler: bool, system_writers: str = "",
 ) -> None:
     """Serve the mutating admission webhook (POST /webhook, GET /healthz)."""
     from hami.plugin.manager import load_backends
@@ -79,9 +84,11 @@ def webhook_command(
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     try:
-        config = WebhookConfig(scheduler_name=scheduler_name, overwrite_default_scheduler=overwrite_default_scheduler)
+        config = WebhookConfig(scheduler_name=scheduler_name, overwrite_default_scheduler=overwrite_default_scheduler, system_writers=system_writers)
     except HamiError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scheduler-name") from None
+        raise click.BadParameter(str(exc), param_hint="--scheduler-name/--system-writers") from None
+    if not config.system_writers:
+        log.warning("event=webhook_no_system_writers reason=%r", f"{SYSTEM_WRITERS_ENV} is empty: no UPDATE may change hami's pod annotations")
     manager = load_backends()
     if not manager.kinds:
         log.warning("event=webhook_no_backends reason=%r", "no backend is installed: every pod passes untouched")

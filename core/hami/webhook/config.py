@@ -28,6 +28,22 @@ def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
         raise ValidationError(f"WebhookConfig.{attribute.name}={value!r}: must be a positive integer")
 
 
+SYSTEM_WRITERS_ENV = "HAMI_SYSTEM_WRITERS"
+"""Comma-separated ``system_writers`` for the commands (the chart sets it to its two service accounts)."""
+
+
+def _usernames(value: object) -> frozenset[str]:
+    """A comma-separated string or an iterable of usernames; blanks dropped, anything else refused."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)) or not all(isinstance(u, str) for u in items):
+        raise ValidationError(f"WebhookConfig.system_writers={value!r}: must be usernames (e.g. system:serviceaccount:hami-system:hami-scheduler)")
+    names = frozenset(u.strip() for u in items if u.strip())
+    for name in names:
+        if any(c.isspace() for c in name):
+            raise ValidationError(f"WebhookConfig.system_writers: {name!r} contains white space; separate usernames with commas")
+    return names
+
+
 @attrs.frozen
 class WebhookConfig:
     """Admission settings.
@@ -37,8 +53,13 @@ class WebhookConfig:
     default, as in HAMi: kube-apiserver defaults the field before mutating webhooks run in many
     set-ups, so without it almost no pod would reach us).
     ``max_body_bytes``: larger request bodies get a 400 without being parsed.
+    ``system_writers``: the users (``request.userInfo.username``, for a service account
+    ``system:serviceaccount:<namespace>:<name>``) allowed to change hami's system annotations of an
+    existing pod: the scheduler's and the node agents' accounts. Everyone else's UPDATE that adds,
+    changes or removes one is denied; with none configured, nobody may.
     """
 
     scheduler_name: str = attrs.field(default=DEFAULT_SCHEDULER_NAME, validator=_scheduler_name)
     overwrite_default_scheduler: bool = True
     max_body_bytes: int = attrs.field(default=DEFAULT_MAX_BODY_BYTES, validator=_positive)
+    system_writers: frozenset[str] = attrs.field(default=frozenset(), converter=_usernames)
