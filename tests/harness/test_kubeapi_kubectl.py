@@ -139,7 +139,7 @@ def test_get_other_kinds_prints_their_columns(kubectl: Run, core_v1: Any) -> Non
     cms = kubectl("get", "configmaps").stdout
     assert _header(cms) == ["NAME", "DATA", "AGE"] and _rows(cms)[1][:2] == ["cfg", "2"]
     ns = kubectl("get", "namespaces").stdout
-    assert _header(ns) == ["NAME", "STATUS", "AGE"] and ["default", "Active"] == _rows(ns)[1][:2]
+    assert _header(ns) == ["NAME", "STATUS", "AGE"] and _rows(ns)[1][:2] == ["default", "Active"]
     events = kubectl("get", "events.events.k8s.io").stdout + kubectl("get", "events.events.k8s.io", ok=False).stderr
     assert "No resources found" in events
 
@@ -183,8 +183,8 @@ def test_get_watch_prints_the_first_rows_then_an_update(kubectl_bin: Path, kube_
 
 
 def test_apply_server_side_creates_then_reports_a_conflicting_manager(kubectl: Run, core_v1: Any) -> None:
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "labels": {"app": "demo"}},
-              "data": {"a": "1", "b": "2"}}
+    config: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "cfg", "labels": {"app": "demo"}}, "data": {"a": "1", "b": "2"}}
     done = kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(config))
     assert "configmap/cfg serverside-applied" in done.stdout
     managed = core_v1.read_namespaced_config_map("cfg", "default").metadata.managed_fields
