@@ -8,6 +8,10 @@ import pytest
 from hami.errors import AnnotationError
 from hami.plugin.model import Grant, SchedulableDevice
 from hami.wire.codec import (
+    MAX_DEVICE_CORES,
+    MAX_DEVICE_INDEX,
+    MAX_DEVICE_MEMORY_MIB,
+    MAX_DEVICE_SLOTS,
     decode_node_devices,
     decode_node_devices_csv,
     decode_node_devices_json,
@@ -135,16 +139,17 @@ def test_encoders_refuse_values_the_format_cannot_carry():
 _safe_text = st.text(st.characters(blacklist_characters=",:;", blacklist_categories=("Cs",)), min_size=1, max_size=20).filter(str.strip)
 _small = st.integers(min_value=0, max_value=2**40)
 
+_id_text = st.text(st.characters(whitelist_categories=("L", "N", "P", "S"), blacklist_characters=",:;"), min_size=1, max_size=20)
 devices = st.builds(
     SchedulableDevice,
-    id=_safe_text,
+    id=_id_text,
     vendor=_safe_text,
     type=st.text(st.characters(blacklist_characters=",:;", blacklist_categories=("Cs",)), max_size=20),
-    count=_small,
-    memory=_small,
-    cores=_small,
-    index=_small,
-    numa=_small,
+    count=st.integers(0, MAX_DEVICE_SLOTS),
+    memory=st.integers(0, MAX_DEVICE_MEMORY_MIB),
+    cores=st.integers(0, MAX_DEVICE_CORES),
+    index=st.integers(0, MAX_DEVICE_INDEX),
+    numa=st.integers(0, MAX_DEVICE_INDEX),
     mode=st.text(st.characters(blacklist_characters=",:;", blacklist_categories=("Cs",)), max_size=10),
     healthy=st.booleans(),
 )
@@ -189,3 +194,69 @@ def test_arbitrary_json_raises_only_annotation_error(value):
 def test_non_string_input_is_an_annotation_error():
     with pytest.raises(AnnotationError, match="expected a string"):
         decode_pod_devices(None)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- issue 19 item 7: hostile registrations
+
+
+def _in_bounds(device: SchedulableDevice) -> bool:
+    return (
+        0 <= device.memory <= MAX_DEVICE_MEMORY_MIB and 0 <= device.count <= MAX_DEVICE_SLOTS and 0 <= device.cores <= MAX_DEVICE_CORES
+        and 0 <= device.index <= MAX_DEVICE_INDEX and 0 <= device.numa <= MAX_DEVICE_INDEX
+        and not any(c in ",:;" or c.isspace() or not c.isprintable() for c in device.id) and 0 < len(device.id) <= 256
+    )
+
+
+_hostile_int = st.one_of(st.integers(), st.integers(min_value=10**17, max_value=10**400), st.sampled_from([2**63, 2**64, -1, 10**6]))
+_hostile_id = st.one_of(
+    st.text(max_size=12), st.sampled_from(["a,b", "a:b", "a;b", "a b", "a\tb", "a\nb", "x" * 300, "", "G\x00"])
+)
+_hostile_entry = st.fixed_dictionaries(
+    {"id": _hostile_id},
+    optional={"devmem": _hostile_int, "count": _hostile_int, "devcore": _hostile_int, "index": _hostile_int, "numa": _hostile_int,
+              "health": st.booleans(), "type": st.text(max_size=5)},
+)
+
+
+@given(st.lists(_hostile_entry, max_size=4))
+def test_hostile_json_registration_never_yields_an_out_of_bound_device(entries):
+    try:
+        decoded = decode_node_devices_json(json.dumps(entries), "V")
+    except AnnotationError:
+        return
+    assert all(_in_bounds(d) for d in decoded), decoded
+
+
+@given(st.lists(st.tuples(_hostile_id, _hostile_int, _hostile_int, _hostile_int, _hostile_int), max_size=4))
+def test_hostile_csv_registration_never_yields_an_out_of_bound_device(rows):
+    text = "".join(f"{i},{count},{mem},{cores},T,{numa},true:" for i, count, mem, cores, numa in rows)
+    try:
+        decoded = decode_node_devices_csv(text, "V")
+    except AnnotationError:
+        return
+    assert all(_in_bounds(d) for d in decoded), decoded
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ({"id": "a", "devmem": 10**400}, "devmem=1000"),
+        ({"id": "a", "count": 10**18}, "count=1000000000000000000 is larger than 1024"),
+        ({"id": "a", "devcore": 10**6}, "devcore=1000000 is larger than 10000"),
+        ({"id": "a", "numa": 70000}, "numa=70000"),
+        ({"id": "GPU-0,GPU-1"}, "contains ','"),
+        ({"id": "GPU 0"}, "contains ' '"),
+        ({"id": "GPU:0"}, "contains ':'"),
+        ({"id": "x" * 300}, "1 to 256 characters"),
+    ],
+)
+def test_hostile_registration_is_refused_naming_the_value(entry, fragment):
+    with pytest.raises(AnnotationError, match="V node device #0") as err:
+        decode_node_devices_json(json.dumps([entry]), "V")
+    assert fragment in str(err.value)
+
+
+def test_bounds_allow_what_real_devices_register():
+    text = json.dumps([{"id": "GPU-8d9f9b8e-1c2a-4c5e-9a7b-0f1e2d3c4b5a", "count": 10, "devmem": 81920 * 100, "devcore": 100 * 100,
+                        "type": "NVIDIA H100 80GB HBM3", "numa": 7, "index": 255, "health": True}])
+    assert decode_node_devices_json(text, "NVIDIA")[0].memory == 8192000

@@ -7,7 +7,12 @@
 * pod allocation: ``<uuid>,<vendor>,<usedmem>,<usedcores>:`` per device, ``;`` after each container.
 
 Annotations are untrusted text: decoders raise nothing but :class:`AnnotationError`, whose message
-names the offending part.
+names the offending part. A node's device list is also held to bounds no real device reaches
+(:func:`check_node_device`), so a hostile or broken registration cannot make the scheduler hand out
+10^400 MiB or 10^18 slots: memory at most :data:`MAX_DEVICE_MEMORY_MIB` (16 PiB), slots at most
+:data:`MAX_DEVICE_SLOTS`, cores at most :data:`MAX_DEVICE_CORES` (100 % × a core scaling of
+:data:`MAX_CORE_SCALING`), index and NUMA node at most :data:`MAX_DEVICE_INDEX`, and device ids free
+of the separators HAMi's encodings use (``,`` ``:`` ``;``), whitespace and control characters.
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ PARTITIONS_KEY = "migProfiles"
 """HAMi's JSON key for a device's partition layouts (pkg/util/types.go): the wire keeps HAMi's
 spelling so the annotation stays byte-compatible; the Python field is the generic ``partitions``."""
 
+MAX_DEVICE_MEMORY_MIB = 16 * 1024**3
+"""16 PiB in MiB: three orders of magnitude above any accelerator, memory scaling included."""
+MAX_DEVICE_SLOTS = 1024
+"""Containers sharing one device at once (HAMi's deviceSplitCount is 10 by default)."""
+MAX_CORE_SCALING = 100
+MAX_DEVICE_CORES = 100 * MAX_CORE_SCALING
+"""Cores are percent of one device (100) times the backend's core scaling, at most :data:`MAX_CORE_SCALING`."""
+MAX_DEVICE_INDEX = 65_535
+"""Device index and NUMA node (Linux allows 1024 NUMA nodes)."""
+MAX_DEVICE_ID = 256
+_ID_SEPARATORS = ",:;"
+
 _JSON_INT_FIELDS = {"index": "index", "count": "count", "devmem": "memory", "devcore": "cores", "numa": "numa"}
 _MAX_ANNOTATION = 1 << 20  # 1 MiB: far above any real device list, bounds work on hostile input
 
@@ -43,6 +60,33 @@ def _separator_free(value: str, what: str, separators: str) -> str:
     if bad:
         raise AnnotationError(f"{what}={value!r} contains {''.join(bad)!r}, which the encoding uses as a separator")
     return value
+
+
+def check_device_id(value: str, what: str = "device id") -> str:
+    """A device id usable in every HAMi encoding: 1..256 printable characters, no ``,:;`` or whitespace."""
+    if not value or len(value) > MAX_DEVICE_ID:
+        raise AnnotationError(f"{what}={value[:80]!r} must have 1 to {MAX_DEVICE_ID} characters, has {len(value)}")
+    bad = sorted({c for c in value if c in _ID_SEPARATORS or c.isspace() or not c.isprintable()})
+    if bad:
+        raise AnnotationError(
+            f"{what}={value[:80]!r} contains {''.join(bad)!r}: HAMi's separators, whitespace and control characters are refused"
+        )
+    return value
+
+
+def check_node_device(device: SchedulableDevice, where: str) -> SchedulableDevice:
+    """Refuse a registered device outside the bounds above; the message names the field and the limit."""
+    check_device_id(device.id, f"{where}: id")
+    for field, value, limit in (
+        ("devmem", device.memory, MAX_DEVICE_MEMORY_MIB),
+        ("count", device.count, MAX_DEVICE_SLOTS),
+        ("devcore", device.cores, MAX_DEVICE_CORES),
+        ("index", device.index, MAX_DEVICE_INDEX),
+        ("numa", device.numa, MAX_DEVICE_INDEX),
+    ):
+        if value > limit:
+            raise AnnotationError(f"{where}: {field}={str(value)[:40]} is larger than {limit}, more than any device has")
+    return device
 
 
 # ---------------------------------------------------------------- node device list, JSON
@@ -102,9 +146,10 @@ def _device_from_json(item: Any, vendor: str, position: int) -> SchedulableDevic
     if not isinstance(partitions, list):
         raise AnnotationError(f"{where}: {PARTITIONS_KEY}={partitions!r:.80} is not a list")
     try:
-        return SchedulableDevice(vendor=vendor, healthy=health, partitions=tuple(partitions), **fields)
+        device = SchedulableDevice(vendor=vendor, healthy=health, partitions=tuple(partitions), **fields)
     except ValidationError as exc:
         raise AnnotationError(f"{where}: {exc}") from None
+    return check_node_device(device, where)
 
 
 # ---------------------------------------------------------------- node device list, CSV (legacy)
@@ -146,6 +191,7 @@ def decode_node_devices_csv(text: str, vendor: str) -> tuple[SchedulableDevice, 
                     mode=fields[8] if len(fields) == 9 else "",
                 )
             )
+            check_node_device(devices[-1], where)
         except ValidationError as exc:
             raise AnnotationError(f"{where}: {exc}") from None
     return tuple(devices)
