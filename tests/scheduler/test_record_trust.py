@@ -160,7 +160,7 @@ def test_parallel_binds_onto_a_nearly_full_node(manager, core_v1):
             errors: dict[str, str] = {}
             barrier = threading.Barrier(len(unbound))
 
-            def bind(name: str) -> None:
+            def bind(name: str, barrier: threading.Barrier = barrier, errors: dict[str, str] = errors) -> None:
                 barrier.wait()
                 answer = harness.post("bind", {"PodName": name, "PodNamespace": "default", "PodUID": uids[name], "Node": NODE})
                 errors[name] = answer.get("Error", "")
