@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, cast
 
 from kubernetes.client import CoreV1Api
 
@@ -11,10 +13,15 @@ from hami.listwatch import ListWatch
 from hami.scheduler.informed import Informed
 from hami.scheduler.state import ClusterState
 
+log = logging.getLogger(__name__)
+DUPLICATE_DEVICE_REASON = "DuplicateDeviceID"
+
 
 class ClusterCache:
     def __init__(self, state: ClusterState, core_v1: CoreV1Api, *, resync_seconds: float = 300.0, watch_timeout: int = 240) -> None:
         self.state = state
+        self.core_v1 = core_v1
+        state.on_duplicate = self._duplicate_event
         self.informed = Informed()
         """The API server's copies of pending pods and node labels: what the extender decides on."""
         self.nodes = ListWatch("nodes", core_v1.list_node, self._node_event, self._node_list,
@@ -36,6 +43,27 @@ class ClusterCache:
             self.state.delete_node((node.get("metadata") or {}).get("name", ""))
         else:
             self.state.apply_node(node)
+
+    def _duplicate_event(self, node: str, other: str, device_id: str) -> None:
+        """A Warning Event on the refused node naming the node that registered the id first (best effort)."""
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{node}.", "namespace": "default"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node},
+            "reason": DUPLICATE_DEVICE_REASON,
+            "message": f"device id {device_id!r} is already registered by node {other!r}: the devices of this node's registration "
+                       "that includes it are not schedulable until one of the two nodes stops registering it",
+            "type": "Warning",
+            "source": {"component": "hami-scheduler"},
+            "reportingComponent": "hami-scheduler",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core_v1.create_namespaced_event("default", cast(Any, body), _preload_content=False, _request_timeout=5.0)
+        except Exception as exc:
+            log.warning("event=event_write_failed node=%s error=%r", node, f"{type(exc).__name__}: {exc}")
 
     def _pod_event(self, kind: str, pod: Mapping[str, Any]) -> None:
         self.informed.apply_pod(kind, pod)

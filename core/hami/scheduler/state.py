@@ -11,16 +11,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 import attrs
 
 from hami.errors import AnnotationError
 from hami.plugin.model import DeviceKind, DeviceUsage, NodeUsage, SchedulableDevice
+from hami.scheduler.handshake import handshake_problem
 from hami.scheduler.usage import Holding, pod_holdings
 from hami.wire.allocation import allocation_records, read_allocated
-from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE, DEVICE_CORDON, HANDSHAKE_TIME_LAYOUT, SCHEDULE_TIME, SIGNATURE, BindPhase
+from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE, DEVICE_CORDON, SCHEDULE_TIME, SIGNATURE, BindPhase
 from hami.wire.codec import PodDevices, decode_node_devices
 from hami.wire.signing import SignatureError, SigningKeys, verify
 
@@ -122,14 +122,6 @@ class PodRecord:
     """The ``hami.io/vgpu-time`` the record was (or, assumed, will be) written with."""
 
 
-def _parse_handshake(value: str) -> tuple[str, float | None]:
-    state, _, stamp = value.partition("_")
-    try:
-        return state, datetime.strptime(stamp, HANDSHAKE_TIME_LAYOUT).timestamp()
-    except ValueError:
-        return state, None
-
-
 def _requested_count(container: Mapping[str, Any], resource: str) -> int:
     """The device count a container asks for (limits, else requests); 0 when absent or unreadable."""
     resources = container.get("resources") or {}
@@ -164,6 +156,12 @@ class ClusterState:
         self._listeners: list[set[str]] = []
         self.handshakes: dict[str, tuple[dict[str, str], Mapping[str, Any]]] = {}
         """Per node: each vendor's handshake value and the node object it came with."""
+        self.device_owner: dict[str, str] = {}
+        """Device id → the node whose registration of it was accepted first; a later node registering
+        the same id has that vendor's devices refused until the owner lets go of it."""
+        self._refused: dict[str, Mapping[str, Any]] = {}  # node → its node object, refused for a duplicate id
+        self.on_duplicate: Callable[[str, str, str], None] | None = None
+        """Called with (node, other node, device id) when a registration is refused for a duplicate id."""
 
     def changes(self) -> set[str]:
         """A set that collects the names of nodes changed (or removed) from now on; the caller drains it."""
@@ -192,14 +190,14 @@ class ClusterState:
         by_vendor: dict[str, tuple[str, ...]] = {}
         problems: dict[str, str] = {}
         now = self.clock()
+        candidates: list[tuple[str, tuple[SchedulableDevice, ...]]] = []
         for vendor, kind in self.kinds.items():
             text = annotations.get(kind.annotations.node_register)
             if not text:
                 continue
-            handshake = annotations.get(kind.annotations.handshake, "")
-            state, stamp = _parse_handshake(handshake)
-            if state == "Deleted" or (state == "Requesting" and stamp is not None and now - stamp > self.handshake_timeout):
-                problems[vendor] = f"the {vendor} device plugin has not reported since {handshake.partition('_')[2]}"
+            gone = handshake_problem(annotations.get(kind.annotations.handshake, ""), node, kind.resources.count, now, self.handshake_timeout)
+            if gone:  # HAMi's rule: a stale request and nothing allocatable (pkg/device/devices.go CheckHealth)
+                problems[vendor] = f"the {vendor} device plugin {gone}"
                 continue
             try:
                 decoded = decode_node_devices(text, vendor, kind.node_encoding)
@@ -207,43 +205,90 @@ class ClusterState:
                 problems[vendor] = f"corrupt {kind.annotations.node_register}: {exc}"
                 log.warning("event=node_annotation_corrupt node=%s vendor=%s error=%r", name, vendor, str(exc))
                 continue
-            ids = []
-            for device in decoded:
-                if device.id in devices:
-                    problems[vendor] = f"device id {device.id!r} is registered twice"
-                    continue
-                devices[device.id] = device
-                ids.append(device.id)
-            by_vendor[vendor] = tuple(ids)
+            candidates.append((vendor, decoded))
         cordon = frozenset(u.strip() for u in (annotations.get(DEVICE_CORDON) or "").split(",") if u.strip())
-        handshakes = {vendor: annotations[k.annotations.handshake] for vendor, k in self.kinds.items() if annotations.get(k.annotations.handshake)}
         with self.lock:
-            if name in self.nodes:
-                self.nodes[name].annotations = annotations
-            if handshakes:
-                self.handshakes[name] = (handshakes, node)
-            else:
-                self.handshakes.pop(name, None)
-            state_ = self.nodes.get(name) or NodeState(name, self._changed)
-            if (state_.devices, state_.cordoned, state_.problems) == (devices, cordon, problems):
-                return  # a heartbeat or an unrelated change: nothing to redo
-            state_.devices, state_.by_vendor, state_.cordoned, state_.problems = devices, by_vendor, cordon, problems
-            state_.annotations = annotations
-            state_.touch()
-            self.nodes[name] = state_
+            clashes: list[tuple[str, str, str]] = []  # (vendor, device id, the node that registered it first)
+            for vendor, decoded in candidates:
+                clash = next(((d.id, self.device_owner[d.id]) for d in decoded if self.device_owner.get(d.id, name) != name), None)
+                if clash is not None:
+                    problems[vendor] = f"device id {clash[0]!r} is already registered by node {clash[1]!r}; {vendor} devices refused here"
+                    clashes.append((vendor, *clash))
+                    continue
+                ids = []
+                for device in decoded:
+                    if device.id in devices:
+                        problems[vendor] = f"device id {device.id!r} is registered twice"
+                        continue
+                    devices[device.id] = device
+                    ids.append(device.id)
+                by_vendor[vendor] = tuple(ids)
+            previous = self.nodes[name].problems if name in self.nodes else {}
+            new_clashes = [(i, other) for vendor, i, other in clashes if previous.get(vendor) != problems[vendor]]  # one event per clash
+            freed = self._claim(name, set(devices), node if clashes else None)
+            self._apply_node_locked(name, node, annotations, devices, by_vendor, cordon, problems)
+        for device_id, other in new_clashes:
+            log.warning("event=duplicate_device_id node=%s device=%s registered_by=%s", name, device_id, other)
+            if self.on_duplicate is not None:
+                self.on_duplicate(name, other, device_id)
+        for other_node in freed:
+            self.apply_node(other_node)
+
+    def _claim(self, name: str, ids: set[str], refused: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+        """Make ``name`` the owner of ``ids`` (and of nothing else); returns the refused nodes to re-read
+        because an id they wanted was let go. Called with the lock held."""
+        released = [i for i, owner in self.device_owner.items() if owner == name and i not in ids]
+        for device_id in released:
+            del self.device_owner[device_id]
+        for device_id in ids:
+            self.device_owner[device_id] = name
+        if refused is not None:
+            self._refused[name] = refused
+        else:
+            self._refused.pop(name, None)
+        if not released:
+            return []
+        return [n for other, n in self._refused.items() if other != name]
+
+    def _apply_node_locked(
+        self, name: str, node: Mapping[str, Any], annotations: Mapping[str, str], devices: dict[str, SchedulableDevice],
+        by_vendor: dict[str, tuple[str, ...]], cordon: frozenset[str], problems: dict[str, str],
+    ) -> None:
+        handshakes = {  # every registered vendor is asked, as HAMi asks, also where no plugin wrote a handshake
+            vendor: annotations.get(k.annotations.handshake, "")
+            for vendor, k in self.kinds.items()
+            if annotations.get(k.annotations.handshake) or annotations.get(k.annotations.node_register)
+        }
+        if name in self.nodes:
+            self.nodes[name].annotations = annotations
+        if handshakes:
+            self.handshakes[name] = (handshakes, node)
+        else:
+            self.handshakes.pop(name, None)
+        state_ = self.nodes.get(name) or NodeState(name, self._changed)
+        if (state_.devices, state_.cordoned, state_.problems) == (devices, cordon, problems):
+            return  # a heartbeat or an unrelated change: nothing to redo
+        state_.devices, state_.by_vendor, state_.cordoned, state_.problems = devices, by_vendor, cordon, problems
+        state_.annotations = annotations
+        state_.touch()
+        self.nodes[name] = state_
 
     def recheck_handshakes(self) -> None:
         """Apply the 60 s rule again: time passes without node events."""
         with self.lock:
-            waiting = [node for values, node in self.handshakes.values() if any(v.startswith("Requesting_") for v in values.values())]
+            waiting = [node for values, node in self.handshakes.values() if any("Requesting" in v for v in values.values())]
         for node in waiting:
             self.apply_node(node)
 
     def delete_node(self, name: str) -> None:
         with self.lock:
             self.handshakes.pop(name, None)
+            self._refused.pop(name, None)
+            freed = self._claim(name, set(), None)
             if self.nodes.pop(name, None) is not None:
                 self._changed(name)
+        for other_node in freed:
+            self.apply_node(other_node)
 
     # ------------------------------------------------------------ pods
 
