@@ -32,6 +32,11 @@ def is_qualified_name(value: str) -> bool:
     return 0 < len(name) <= QUALIFIED_NAME_MAX and _QUALIFIED_NAME_PART.fullmatch(name) is not None
 
 
+def is_label_value(value: str) -> bool:
+    """``IsValidLabelValue``: empty, or at most 63 characters of the qualified-name part's alphabet."""
+    return value == "" or (len(value) <= QUALIFIED_NAME_MAX and _QUALIFIED_NAME_PART.fullmatch(value) is not None)
+
+
 def is_extended_resource_name(name: str) -> bool:
     """``vendor.com/thing``, as kubelet and the API server decide: namespaced, not native (no
     ``kubernetes.io/``), not starting with ``requests.``, and ``requests.<name>`` a qualified name

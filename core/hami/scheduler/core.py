@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from hami.errors import HamiError, ValidationError
+from hami.k8snames import is_label_value
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import DeviceRequest
 from hami.plugin.policy import ClusterView
@@ -32,6 +33,7 @@ from hami.scheduler.state import ClusterState, NodeState, PodRecord
 from hami.scheduler.usage import pod_holdings
 from hami.wire.allocation import Allocation, ordered_containers
 from hami.wire.annotations import (
+    ASSIGNED_NODE,
     BIND_PHASE,
     BIND_TIME,
     DEVICE_POLICY,
@@ -207,7 +209,9 @@ class Scheduler:
             return ""
         annotations[BIND_PHASE] = None  # a merge patch's null: no-op unless a failed try left one
         try:
-            body = {"metadata": {"annotations": annotations}}
+            body: dict[str, Any] = {"metadata": {"annotations": annotations}}
+            if is_label_value(fit.node):  # HAMi's monitor lists pods by it (pkg/util/util.go PatchPodAnnotations)
+                body["metadata"]["labels"] = {ASSIGNED_NODE: fit.node}
             self.core_v1.patch_namespaced_pod(cast(str, meta.get("name")), meta.get("namespace", "default"), body, _preload_content=False)
         except (ApiException, OSError) as exc:
             self.state.forget_pod(meta.get("uid", ""))
