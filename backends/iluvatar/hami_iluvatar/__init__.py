@@ -1,0 +1,1 @@
+"""hami backend for Iluvatar CoreX GPUs (ixsmi discovery, HAMi vGPU shares)."""

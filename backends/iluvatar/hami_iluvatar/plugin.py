@@ -1,0 +1,172 @@
+"""Iluvatar CoreX GPUs: ixsmi discovery and HAMi v2.10's per-chip vGPU shares.
+
+Read from upstream pkg/device/iluvatar/device.go and charts/hami/templates/scheduler/device-configmap.yaml
+(v2.10.0): one device kind per chip (MR-V100, MR-V50, BI-V150, BI-V100), each with
+``iluvatar.ai/<chip>-vgpu`` (count), ``iluvatar.ai/<chip>.vMem`` (slices of 256 MiB) and
+``iluvatar.ai/<chip>.vCore`` (percent, default 0); registration is HAMi's legacy CSV under
+``hami.io/node-<chip>-register``; allocations are ``hami.io/<chip>-devices-to-allocate`` /
+``-allocated``; a container asking for several GPUs gets them whole (upstream writes vCore = count x 100,
+clamped to 100 in Fit); the container gets ``SOL_CONTINER_NAME`` (HAMi's spelling, kept for the vendor
+stack) and the GPUs' device nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+from hami.sdk import (
+    AnnotationKeys,
+    BackendError,
+    BackendInfo,
+    ContainerEdits,
+    DeviceKind,
+    DeviceNode,
+    DeviceRequest,
+    DeviceUsage,
+    GrantedDevice,
+    NodeContext,
+    PhysicalDevice,
+    ResourceNames,
+    StandardBackend,
+    ToolNotFound,
+    hookimpl,
+    inventory_devices,
+    run_tool,
+    selectors,
+)
+
+log = logging.getLogger(__name__)
+
+CHIPS = ("MR-V100", "MR-V50", "BI-V150", "BI-V100")
+"""HAMi's default ``iluvatars`` list (chipName = commonWord = vendor key)."""
+MEMORY_FACTOR = 256
+"""MiB per ``vMem`` unit (upstream ``MemoryFactor``)."""
+CONTAINER_NAME_ENV = "SOL_CONTINER_NAME"
+VISIBLE_ENV = "IX_VISIBLE_DEVICES"
+
+
+def _kind(chip: str) -> DeviceKind:
+    return DeviceKind(
+        vendor=chip,
+        resources=ResourceNames(count=f"iluvatar.ai/{chip}-vgpu", memory=f"iluvatar.ai/{chip}.vMem", cores=f"iluvatar.ai/{chip}.vCore"),
+        annotations=AnnotationKeys.hami(f"hami.io/node-{chip}-register", f"hami.io/node-handshake-{chip}", f"hami.io/{chip}"),
+        node_encoding="csv",
+        models=(chip,),
+    )
+
+
+KINDS = {chip: _kind(chip) for chip in CHIPS}
+
+INFO = BackendInfo(
+    name="iluvatar",
+    kinds=list(KINDS.values()),
+    description="Iluvatar CoreX GPUs shared by memory and core percentage (HAMi's per-chip vGPU resources)",
+    default_config={"split_count": 4, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0, "ixsmi": "ixsmi", "ixsmi_timeout": 10.0},
+    host_paths=("/dev",),
+)
+
+
+@attrs.frozen
+class Gpu:
+    """One GPU of ixsmi's default table."""
+
+    index: int
+    name: str
+    bus_id: str
+    memory_mib: int
+
+
+_ROW = re.compile(r"^\|\s*(\d+)\s+(.+?)\s*\|\s*([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*\|")
+_MEMORY = re.compile(r"\|\s*(\d+)MiB\s*/\s*(\d+)MiB\s*\|")
+
+
+def parse_ixsmi(text: str) -> list[Gpu]:
+    """``ixsmi``'s table: a name/bus line, then a line whose second cell is ``<used>MiB / <total>MiB``.
+    A GPU line without its memory line is an error naming the GPU (a truncated or changed layout)."""
+    gpus: list[Gpu] = []
+    pending: re.Match[str] | None = None
+    for line in text.splitlines():
+        row = _ROW.match(line)
+        if row:
+            if pending:
+                raise BackendError(f"ixsmi: GPU {pending[1]} ({pending[2]}) has no memory line")
+            pending = row
+            continue
+        memory = _MEMORY.search(line)
+        if pending and memory:
+            name = re.sub(r"^Iluvatar\s+", "", pending[2])
+            gpus.append(Gpu(int(pending[1]), name, pending[3], int(memory[2])))
+            pending = None
+    if pending:
+        raise BackendError(f"ixsmi: GPU {pending[1]} ({pending[2]}) has no memory line")
+    return gpus
+
+
+def chip_of(name: str) -> str | None:
+    """The configured chip a model name belongs to, longest match first (``MR-V100 DUO`` → ``MR-V100``,
+    ``BI-V150S`` → ``BI-V150``)."""
+    upper = name.upper()
+    return next((c for c in sorted(CHIPS, key=len, reverse=True) if c in upper), None)
+
+
+def to_device(gpu: Gpu) -> PhysicalDevice:
+    chip = chip_of(gpu.name)
+    device_id = "iluvatar-" + gpu.bus_id.lower().replace(":", "-")  # ':' is a separator in HAMi's annotations
+    if chip is None:
+        return PhysicalDevice(id=device_id, vendor=CHIPS[0], type=gpu.name, memory=gpu.memory_mib, index=gpu.index,
+                              advertised=False, reason=f"model {gpu.name!r} is none of HAMi's Iluvatar chips {', '.join(CHIPS)}")
+    return PhysicalDevice(id=device_id, vendor=chip, type=f"Iluvatar {gpu.name}", memory=gpu.memory_mib, index=gpu.index,
+                          attributes={"pci_bus_id": gpu.bus_id})
+
+
+class IluvatarBackend(StandardBackend):
+    """Stateless: everything a hook needs comes with the call."""
+
+    @hookimpl
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
+        if node.simulated:
+            return inventory_devices(config, node.name, CHIPS)
+        try:
+            text = run_tool([str(config.get("ixsmi", "ixsmi"))], float(config.get("ixsmi_timeout", 10.0)))
+            return [to_device(gpu) for gpu in parse_ixsmi(text)]
+        except ToolNotFound as exc:
+            log.info("event=ixsmi_absent detail=%r", str(exc))
+        except BackendError as exc:
+            log.warning("event=ixsmi_failed error=%r", str(exc))
+        return []
+
+    def memory_unit_mib(self, config: Mapping[str, Any]) -> int:
+        return MEMORY_FACTOR
+
+    @hookimpl
+    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+        out = []
+        for request in super().hami_container_requests(container, pod, config):
+            if request.memory:
+                request = attrs.evolve(request, memory=request.memory * MEMORY_FACTOR)
+            if request.count > 1:
+                request = attrs.evolve(request, cores=100)
+            out.append(request)
+        return out
+
+    @hookimpl
+    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+        annos = selectors.pod_annotations(pod)
+        chip = request.vendor
+        return selectors.uuid_reason(annos, device.device.id, f"hami.io/use-{chip}-uuid", f"hami.io/no-use-{chip}-uuid") if annos else None
+
+    @hookimpl
+    def hami_container_edits(self, devices: Sequence[GrantedDevice], container: Mapping[str, Any]) -> ContainerEdits:
+        env = {VISIBLE_ENV: ",".join(str(d.device.index) for d in devices)}
+        named = any(e.get("name") == CONTAINER_NAME_ENV for e in container.get("env") or [])
+        if container.get("name") and not named:
+            env[CONTAINER_NAME_ENV] = str(container["name"])
+        nodes = [DeviceNode(f"/dev/iluvatar{d.device.index}", f"/dev/iluvatar{d.device.index}") for d in devices]
+        return ContainerEdits(env=env, devices=nodes)
+
+
+plugin = IluvatarBackend(INFO)

@@ -1,0 +1,97 @@
+"""Iluvatar: ixsmi recordings, HAMi v2.10's per-chip resources (pkg/device/iluvatar/device.go), edits."""
+
+from __future__ import annotations
+
+import pytest
+from hami.sdk import BackendError, DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice
+from hami.testing.conformance import BackendConformance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hami_iluvatar import plugin as mod
+from hami_iluvatar.plugin import plugin
+
+
+class TestIluvatarConformance(BackendConformance):
+    @pytest.fixture
+    def backend(self) -> object:
+        return plugin
+
+
+def test_ixsmi_sixteen_bi_v150(read_recording):
+    gpus = mod.parse_ixsmi(read_recording("ixsmi_bi-v150_x16.txt"))
+    assert [g.index for g in gpus] == list(range(16))
+    assert {g.name for g in gpus} == {"BI-V150"} and {g.memory_mib for g in gpus} == {32768}
+    assert gpus[10].bus_id == "00000000:48:00.0"
+
+
+def test_ixsmi_wide_layout_and_duo_names(read_recording):
+    gpus = mod.parse_ixsmi(read_recording("ixsmi_mr-v100-duo_x2.txt"))
+    assert [(g.name, g.bus_id) for g in gpus] == [("MR-V100 DUO", "00000000:35:00.0"), ("MR-V100 DUO", "00000000:38:00.0")]
+    assert mod.to_device(gpus[0]).vendor == "MR-V100"
+
+
+def test_truncated_table_names_the_gpu(read_recording):
+    text = read_recording("ixsmi_bi-v100_cdi.txt")
+    cut = text.split("| 0%   35C")[0]
+    with pytest.raises(BackendError, match="GPU 0 .*no memory line"):
+        mod.parse_ixsmi(cut)
+
+
+@given(st.text(alphabet=st.sampled_from("|0123456789 MiB/:.ABCDEF-\n"), max_size=300))
+def test_parser_never_crashes_otherwise(text):
+    try:
+        gpus = mod.parse_ixsmi(text)
+    except BackendError:
+        return
+    assert all(g.memory_mib >= 0 for g in gpus)
+
+
+def test_discovery_runs_ixsmi(fake_tools):
+    fake_tools.install("ixsmi", {"": "ixsmi_bi-v100_cdi.txt"})
+    (device,) = plugin.hami_discover_devices({"ixsmi": "ixsmi", "ixsmi_timeout": 5.0}, NodeContext("n1"))
+    assert (device.vendor, device.type, device.memory, device.id) == ("BI-V100", "Iluvatar BI-V100", 32768, "iluvatar-00000000-00-06.0")
+    assert fake_tools.calls("ixsmi") == [[]]
+
+
+def test_absent_tool_is_no_devices(fake_tools):
+    assert plugin.hami_discover_devices({"ixsmi": "ixsmi"}, NodeContext("n1")) == []
+
+
+def test_unknown_chip_is_unadvertised():
+    device = mod.to_device(mod.Gpu(0, "ZZ-V9", "0000:01:00.0", 16384))
+    assert not device.advertised and "ZZ-V9" in device.reason
+
+
+def _container(**limits):
+    return {"name": "c", "resources": {"limits": {k: str(v) for k, v in limits.items()}}}
+
+
+def test_vmem_is_256_mib_slices_and_cores_default_zero():
+    (r,) = plugin.hami_container_requests(_container(**{"iluvatar.ai/BI-V100-vgpu": 1, "iluvatar.ai/BI-V100.vMem": 64, "iluvatar.ai/BI-V100.vCore": 50}), {}, dict(mod.INFO.default_config))
+    assert (r.vendor, r.count, r.memory, r.cores) == ("BI-V100", 1, 64 * 256, 50)
+    (whole,) = plugin.hami_container_requests(_container(**{"iluvatar.ai/MR-V100-vgpu": 1}), {}, dict(mod.INFO.default_config))
+    assert (whole.memory, whole.memory_percentage, whole.cores) == (0, 100, 0)
+
+
+def test_several_gpus_are_whole():
+    (r,) = plugin.hami_container_requests(_container(**{"iluvatar.ai/MR-V100-vgpu": 2}), {}, dict(mod.INFO.default_config))
+    assert (r.count, r.cores, r.memory_percentage) == (2, 100, 100)
+
+
+def test_uuid_selectors_are_per_chip():
+    usage = DeviceUsage(SchedulableDevice(id="iluvatar-a", vendor="BI-V150", type="Iluvatar BI-V150", count=4, memory=32768))
+    pod = {"metadata": {"annotations": {"hami.io/use-BI-V150-uuid": "iluvatar-b"}}}
+    assert plugin.hami_device_fits(DeviceRequest("BI-V150"), usage, pod, {}) == "CardUuidMismatch"
+    assert plugin.hami_device_fits(DeviceRequest("BI-V150"), usage, {"metadata": {"annotations": {"hami.io/no-use-BI-V150-uuid": "x"}}}, {}) is None
+
+
+def test_edits_name_the_container_and_devices():
+    device = PhysicalDevice(id="i3", vendor="BI-V150", type="Iluvatar BI-V150", memory=32768, index=3)
+    split = SchedulableDevice(id="i3", vendor="BI-V150", type="Iluvatar BI-V150", count=4, memory=32768, index=3)
+    granted = [GrantedDevice(Grant("i3", "BI-V150", 8192, 50), device, split)]
+    edits = plugin.hami_container_edits(granted, {"name": "train"})
+    assert edits.env == {"IX_VISIBLE_DEVICES": "3", "SOL_CONTINER_NAME": "train"}
+    assert [d.host_path for d in edits.devices] == ["/dev/iluvatar3"]
+    kept = plugin.hami_container_edits(granted, {"name": "train", "env": [{"name": "SOL_CONTINER_NAME", "value": "mine"}]})
+    assert "SOL_CONTINER_NAME" not in kept.env
