@@ -42,6 +42,7 @@ from hami.plugin.model import (
     ResourceNames,
     SchedulableDevice,
 )
+from hami.plugin.naming import renamed_info
 from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, HostView, NodePolicy, Policy, ScoreContext
 from hami.wire.quantity import parse_count, parse_quantity
 
@@ -98,6 +99,7 @@ __all__ = [
     "load_inventory",
     "parse_count",
     "parse_quantity",
+    "renamed_info",
     "ToolNotFound",
     "run_tool",
     "selectors",

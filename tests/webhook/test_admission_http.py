@@ -68,9 +68,9 @@ DENIALS = [
     pytest.param(_pod(None, init=[{"name": "setup", "securityContext": {"privileged": True}, "resources": {"limits": {"hygon.com/dcunum": "1"}}}]),
                  ["container 'setup' is privileged", "hygon.com/dcunum"], id="privileged-init-container"),
     # impossible requests
-    pytest.param(_pod({GPUMEM: "3000", "nvidia.com/gpumem-percentage": "50"}),
-                 ["nvidia.com/gpumem=3000", "nvidia.com/gpumem-percentage=50", "exclusive", "container 'c'"], id="memory-and-percentage"),
-    pytest.param(_pod({"nvidia.com/gpu": "1", "nvidia.com/gpucores": "150"}), ["nvidia.com/gpucores=150", "over 100"], id="cores-over-100"),
+    # memory beside a percentage and cores over 100 are admitted with a warning (HAMi v2.10): tests/webhook/test_hami_request_compat.py
+    pytest.param(_pod({"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "150"}),
+                 ["nvidia.com/gpumem-percentage=150", "over 100", "container 'c'"], id="percentage-over-100"),
     pytest.param(_pod({GPUMEM: "-1"}), ["nvidia.com/gpumem", "'-1'", "negative", "container 'c'"], id="negative-memory"),
     pytest.param(_pod({GPUMEM: "1.5"}), ["nvidia.com/gpumem", "'1.5'", "whole number"], id="fractional-memory"),
     pytest.param(_pod({GPUMEM: "500m"}), ["nvidia.com/gpumem", "'500m'", "whole number"], id="milli-memory"),
@@ -78,11 +78,10 @@ DENIALS = [
     pytest.param(_pod({GPUMEM: "lots"}), ["nvidia.com/gpumem", "'lots'", "not a Kubernetes quantity"], id="not-a-quantity"),
     pytest.param(_pod({"nvidia.com/gpu": "0", GPUMEM: "3000"}), ["nvidia.com/gpu=0", "memory"], id="count-zero-with-memory"),
     pytest.param(_pod({"nvidia.com/gpu": "-2"}), ["nvidia.com/gpu", "'-2'", "negative"], id="negative-count"),
-    pytest.param(_pod({"cambricon.com/mlu.smlu.vcore": "101"}), ["cambricon.com/mlu.smlu.vcore=101", "over 100"], id="cambricon-cores"),
     pytest.param(_pod({"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "-2000"}),
                  ["huawei.com/Ascend910B3-memory", "negative"], id="ascend-negative-memory"),
-    pytest.param(_pod(None, init=[{"name": "warm", "resources": {"limits": {"hygon.com/dcucores": "200"}}}]),
-                 ["container 'warm'", "hygon.com/dcucores=200"], id="init-container-request"),
+    pytest.param(_pod(None, init=[{"name": "warm", "resources": {"limits": {"hygon.com/dcucores": "2.5"}}}]),
+                 ["container 'warm'", "hygon.com/dcucores", "'2.5'"], id="init-container-request"),
     pytest.param(_pod(None, requests={GPUMEM: "-5"}), ["nvidia.com/gpumem", "'-5'"], id="bad-value-in-requests"),
 ]
 
@@ -133,8 +132,10 @@ ADMITTED = [
                  {"nvidia.com/gpucores": "50", "nvidia.com/gpu": "1"}, id="gpucores-50"),
     pytest.param(_pod({"nvidia.com/gpu": "1", "nvidia.com/gpucores": "50", GPUMEM: "3000"}), [SCHED],
                  {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "50", GPUMEM: "3000"}, id="gpu-with-cores-and-memory"),
-    pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"nvidia.com/use-gputype": "A100,V100"}), [SCHED],
-                 {"nvidia.com/gpu": "1"}, id="use-gputype"),
+    # a whole GPU without cores becomes exclusive (upstream pkg/device/nvidia/device.go defaultExclusiveCoreIfNeeded)
+    pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"nvidia.com/use-gputype": "A100,V100"}),
+                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpucores", "value": "100"}],
+                 {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "100"}, id="use-gputype"),
     pytest.param(_pod({"nvidia.com/gpu": "2", "nvidia.com/gpumem-percentage": "50"},
                       annotations={"nvidia.com/use-gpuuuid": "GPU-0fd0f6a1-0d4c-4a5e-9f7e-1c2d3e4f5a6b"}), [SCHED],
                  {"nvidia.com/gpu": "2", "nvidia.com/gpumem-percentage": "50"}, id="use-gpuuuid"),

@@ -19,6 +19,7 @@ from hami.sdk import (
     BackendError,
     BackendInfo,
     ContainerEdits,
+    ContainerPatch,
     DeviceKind,
     DeviceRequest,
     DeviceUsage,
@@ -31,6 +32,7 @@ from hami.sdk import (
     ResourceNames,
     SchedulableDevice,
     StandardBackend,
+    container_resources,
     hookimpl,
     inventory_devices,
     split_evenly,
@@ -39,7 +41,7 @@ from hami.sdk import (
 from hami_nvidia import edits, mig, nvml, topology
 from hami_nvidia.health import NvmlEventSource, XidWatcher, nvml_probe
 from hami_nvidia.mps import MpsDaemon, MpsPaths
-from hami_nvidia.selectors import ATTRIBUTE, USE_TYPE, Selectors
+from hami_nvidia.selectors import ATTRIBUTE, PARSE_BOOL, USE_TYPE, Selectors, parse_bool
 from hami_nvidia.settings import (
     DEFAULT_CONFIG,
     ignored_xids,
@@ -155,22 +157,55 @@ class NvidiaBackend(StandardBackend):
 
     # ------------------------------------------------------------ scheduling
 
+    def resource_names(self, config: Mapping[str, Any]) -> ResourceNames:
+        """The resource names in use (``resource_names`` in the config renames them)."""
+        return self.kinds(config)[0].resources
+
+    def priority_resource(self, config: Mapping[str, Any]) -> str:
+        return self.resource_names(config).extra[0]
+
     @hookimpl
     def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
         """HAMi's rules plus the pod's selectors, parsed once into the request (bad values are
-        RequestErrors naming them), ``numa-bind`` as the request's ``single_numa``, a checked priority."""
+        RequestErrors naming them), ``numa-bind`` as the request's ``single_numa``, a checked priority:
+        a whole number >= 0, lower runs first (0 high, 1 low and HAMi-core's default: upstream
+        examples/nvidia/example.yaml; cmd/vGPUmonitor/feedback.go orders any level)."""
         requests = super().hami_container_requests(container, pod, config)
         if not requests:
             return []
         selectors = Selectors.from_pod(pod)
         try:
-            task_priority = edits.priority(container)
+            edits.priority(container, self.priority_resource(config))
         except BackendError as exc:
-            raise RequestError(f"container {container.get('name')!r}: {exc}") from None
-        if task_priority is not None and task_priority > 1:
-            raise RequestError(f"container {container.get('name')!r}: {edits.PRIORITY_RESOURCE}={task_priority} must be 0 (high) or 1 (low)")
+            raise RequestError(f"container {container.get('name')!r}: {exc} (0 is high priority, 1 low)") from None
         extra: dict[str, Any] = {ATTRIBUTE: selectors}
         return [attrs.evolve(r, attributes={**r.attributes, **extra}, single_numa=selectors.numa_bind) for r in requests]
+
+    @hookimpl
+    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+        """HAMi's defaults (one GPU for memory or cores alone), plus upstream's defaultExclusiveCoreIfNeeded
+        (pkg/device/nvidia/device.go MutateAdmission): a GPU count without cores and without memory (or with
+        100 % of it) asks for the whole card, so ``gpucores: 100`` keeps others off it. A warning for a
+        ``CUDA_DISABLE_CONTROL`` value that is not a boolean (HAMi-core's control stays on)."""
+        patch = super().hami_mutate_container(container, pod, config)
+        limits, warnings = (dict(patch.limits), list(patch.warnings)) if patch else ({}, [])
+        names = self.resource_names(config)
+        resources = {**container_resources(container), **limits}
+        if names.count in resources and names.cores and names.cores not in resources:
+            exclusive = True
+            if names.memory_percentage and names.memory_percentage in resources:
+                exclusive = str(resources[names.memory_percentage]).strip() == "100"
+            elif names.memory and names.memory in resources:
+                exclusive = False
+            if exclusive and str(resources[names.count]).strip() != "0":
+                limits[names.cores] = "100"
+        for value in edits.disable_control_values(container):
+            if parse_bool(value) is None:
+                warnings.append(
+                    f"container {container.get('name')!r}: {edits.DISABLE_CONTROL}={value!r} is not a boolean, so HAMi-core's limits stay on; "
+                    f"write true to disable them (Go's ParseBool spellings: {', '.join(PARSE_BOOL)})"
+                )
+        return ContainerPatch(limits=limits, warnings=warnings) if limits or warnings else None
 
     @hookimpl
     def hami_normalize_request(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> DeviceRequest | None:
@@ -209,14 +244,17 @@ class NvidiaBackend(StandardBackend):
     # ------------------------------------------------------------ runtime
 
     def _mode(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], config: Mapping[str, Any]) -> str:
-        """The pod's ``nvidia.com/vgpu-mode``, else what the granted GPUs were split for on this node."""
+        """The pod's ``nvidia.com/vgpu-mode`` (of a list, the one the granted GPUs were split for), else
+        what the granted GPUs were split for on this node."""
         try:
-            wanted = Selectors.from_pod(pod).mode
+            wanted = Selectors.from_pod(pod).modes
         except RequestError as exc:
             raise BackendError(str(exc)) from None
-        if wanted:
-            return wanted
         modes = {d.split.mode or mode_of(config) for d in devices}
+        if len(wanted) == 1:
+            return wanted[0]
+        if wanted:
+            modes = (modes & set(wanted)) or set(wanted)
         if len(modes) > 1:
             raise BackendError(f"the GPUs granted ({', '.join(d.id for d in devices)}) run different isolation modes {sorted(modes)}; set nvidia.com/vgpu-mode")
         return modes.pop() if modes else mode_of(config)
@@ -254,7 +292,13 @@ class NvidiaBackend(StandardBackend):
             if all(owner):
                 path = edits.host_path(cfg, edits.hook_dir(cfg))
                 if path.is_dir():  # without HAMi-core installed, container_edits refuses with the reason
-                    edits.host_path(cfg, edits.cache_dir(cfg, owner)).mkdir(parents=True, exist_ok=True)
+                    # world-writable as upstream server.go makes them: any container user writes its cache and locks
+                    for made in (edits.host_path(cfg, edits.cache_dir(cfg, owner)), edits.host_path(cfg, edits.VGPU_LOCK)):
+                        made.mkdir(parents=True, exist_ok=True)
+                        try:
+                            made.chmod(0o777)
+                        except PermissionError as exc:  # made by someone else (an older HAMi): theirs to keep
+                            log.warning("event=hami_core_dir_mode path=%s error=%r", made, str(exc))
         elif mode == "mps" and cfg.get("mps_manage_daemon", True) and not node.simulated:
             daemon = self._mps_daemon(cfg)
             daemon.ensure(active_thread_percentage=int(number(cfg, "mps_default_active_thread_percentage")))
@@ -271,7 +315,7 @@ class NvidiaBackend(StandardBackend):
         mode = self._mode(devices, pod, cfg)
         strategy = strategy_of(cfg)
         if mode == "hami-core":
-            result = edits.hami_core(grants, pod, container, cfg, strategy, not node.simulated)
+            result = edits.hami_core(grants, pod, container, cfg, strategy, not node.simulated, self.priority_resource(cfg))
         elif mode == "mps":
             result = edits.mps(grants, cfg, strategy)
         elif mode == "mig":

@@ -26,6 +26,17 @@ ATTRIBUTE = "nvidia_selectors"
 DEFAULT_DEVICE_MODE = "hami-core"
 """What a device registered without a mode (an older agent, HAMi's own) runs."""
 
+PARSE_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+              "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+"""Go's ``strconv.ParseBool`` spellings: upstream reads ``numa-bind`` (pkg/device/nvidia/device.go
+assertNuma) and ``CUDA_DISABLE_CONTROL`` (server.go Allocate) with it."""
+
+
+def parse_bool(value: str) -> bool | None:
+    """``value`` as Go's ParseBool reads it, or None when Go would return an error."""
+    return PARSE_BOOL.get(value)
+
+
 TYPE_MISMATCH = "CardTypeMismatch"
 UUID_MISMATCH = "CardUuidMismatch"
 MODE_MISMATCH = "CardModeMismatch"
@@ -50,26 +61,35 @@ class Selectors:
     nouse_types: tuple[str, ...] = ()
     use_uuids: frozenset[str] = frozenset()
     nouse_uuids: frozenset[str] = frozenset()
-    mode: str = ""
+    modes: tuple[str, ...] = ()
+    """The isolation modes ``nvidia.com/vgpu-mode`` allows (a comma list, as upstream's checkType)."""
     numa_bind: bool = False
 
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> Selectors:
         """Parse the pod's annotations; a value that means nothing is a :class:`RequestError` naming it."""
         ann = annotations_of(pod)
-        mode = ann.get(VGPU_MODE, "")
-        if not isinstance(mode, str) or (mode and mode not in MODES):
-            raise RequestError(f"pod annotation {VGPU_MODE}={mode!r:.80}: must be one of {', '.join(MODES)}")
-        numa = ann.get(NUMA_BIND, "false")
-        if not isinstance(numa, str) or numa.strip().lower() not in ("true", "false", ""):
-            raise RequestError(f"pod annotation {NUMA_BIND}={numa!r:.80}: must be \"true\" or \"false\"")
+        modes = _list(ann.get(VGPU_MODE), VGPU_MODE, lower=False)
+        unknown = [m for m in modes if m not in MODES]
+        if unknown:
+            # upstream matches the annotation as a substring of the device's mode, so a typo leaves the pod
+            # Pending on every node; we refuse it at admission instead
+            raise RequestError(f"pod annotation {VGPU_MODE}={ann.get(VGPU_MODE)!r:.80}: {unknown[0]!r} is not an isolation mode; use one or a comma list of {', '.join(MODES)}")
+        numa = ann.get(NUMA_BIND, "")
+        bound = (parse_bool(numa.strip()) if numa.strip() else False) if isinstance(numa, str) else None
+        if bound is None:
+            # upstream ignores an unparseable value (no NUMA binding); we refuse it so the pod does not run unbound unnoticed
+            raise RequestError(
+                f"pod annotation {NUMA_BIND}={numa!r:.80}: not a boolean; write true or false "
+                f"(Go's ParseBool spellings: {', '.join(PARSE_BOOL)})"
+            )
         return cls(
             use_types=_list(ann.get(USE_TYPE), USE_TYPE, lower=True),
             nouse_types=_list(ann.get(NOUSE_TYPE), NOUSE_TYPE, lower=True),
             use_uuids=frozenset(_list(ann.get(USE_UUID), USE_UUID, lower=False)),
             nouse_uuids=frozenset(_list(ann.get(NOUSE_UUID), NOUSE_UUID, lower=False)),
-            mode=mode,
-            numa_bind=numa.strip().lower() == "true",
+            modes=modes,
+            numa_bind=bool(bound),
         )
 
     @classmethod
@@ -88,6 +108,6 @@ class Selectors:
             return UUID_MISMATCH
         if device.id in self.nouse_uuids:
             return UUID_MISMATCH
-        if self.mode and self.mode != (device.mode or DEFAULT_DEVICE_MODE):
+        if self.modes and (device.mode or DEFAULT_DEVICE_MODE) not in self.modes:
             return MODE_MISMATCH
         return None

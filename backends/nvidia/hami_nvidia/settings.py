@@ -39,6 +39,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "exclude": [],
     "nodes": {},
     "hook_path": "/usr/local",
+    "libvgpu_version": "",
     "host_root": "/",
     "core_utilization_policy": "",
     "libcuda_log_level": "",

@@ -43,8 +43,7 @@ def test_hami_request_defaults(manager, limits, count, memory, percentage, cores
 @pytest.mark.parametrize(
     ("limits", "fragment"),
     [
-        ({"nvidia.com/gpumem": "3000", "nvidia.com/gpumem-percentage": "50"}, "exclusive"),
-        ({"nvidia.com/gpucores": "101"}, "nvidia.com/gpucores=101"),
+        ({"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "101"}, "nvidia.com/gpumem-percentage=101"),
         ({"nvidia.com/gpu": "0", "nvidia.com/gpumem": "10"}, "nvidia.com/gpu=0"),
         ({"nvidia.com/gpu": "1.5"}, "'1.5'"),
         ({"nvidia.com/gpumem": "-1"}, "'-1'"),
@@ -58,7 +57,7 @@ def test_impossible_requests_name_the_value(manager, limits, fragment):
 def test_webhook_default_adds_one_gpu_when_only_memory_is_given(manager):
     patch = manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}, {})
     assert dict(patch.limits) == {"nvidia.com/gpu": "1"}
-    assert manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}, {}).limits == {}
+    assert manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "30"}}}, {}).limits == {}
 
 
 def test_importing_the_backend_does_not_touch_nvml_and_works_without_the_bindings():

@@ -145,7 +145,9 @@ def test_topology_can_be_switched_off(cluster):
     [
         ({"nvidia.com/gpu": "1"}, {"nvidia.com/vgpu-mode": "turbo"}, "nvidia.com/vgpu-mode='turbo'"),
         ({"nvidia.com/gpu": "1"}, {"nvidia.com/numa-bind": "yes"}, "nvidia.com/numa-bind='yes'"),
-        ({"nvidia.com/gpu": "1", "nvidia.com/priority": "5"}, {}, "nvidia.com/priority=5"),
+        ({"nvidia.com/gpu": "1", "nvidia.com/priority": "-1"}, {}, "nvidia.com/priority='-1'"),
+        ({"nvidia.com/gpu": "1"}, {"nvidia.com/vgpu-mode": "mps,turbo"}, "'turbo' is not an isolation mode"),
+        ({"nvidia.com/gpu": "1"}, {"nvidia.com/numa-bind": "tRuE"}, "nvidia.com/numa-bind='tRuE'"),
         ({"nvidia.com/gpu": "1", "nvidia.com/priority": "high"}, {}, "'high'"),
     ],
 )

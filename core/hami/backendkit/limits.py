@@ -1,10 +1,12 @@
 """HAMi's request rules for a device kind with the usual resource shape, for backends to reuse.
 
 count given → that many devices; only memory, percentage or cores given → one device; memory and
-percentage are exclusive; neither → ``default_memory`` MiB when configured, else 100 % of each
-device; cores default to ``default_cores`` and may not exceed 100. Limits are read first, then
-requests (Kubernetes requires them equal for extended resources). Device memory is a plain number of
-MiB; a byte quantity such as ``3Gi`` is refused with the MiB value to write (:func:`parse_memory_mib`).
+percentage together → memory wins; neither (or 0, which means "unset" as in HAMi) →
+``default_memory`` MiB when configured, else 100 % of each device; a percentage over 100 is refused;
+cores default to ``default_cores`` and are clamped to 100. Limits are read first, then requests
+(Kubernetes requires them equal for extended resources). Device memory is a plain number of MiB; a
+byte quantity such as ``3Gi`` is refused with the MiB value to write (:func:`parse_memory_mib`).
+:func:`request_warnings` words what the rules changed, for the admission response.
 """
 
 from __future__ import annotations
@@ -106,16 +108,40 @@ def standard_request(
         if memory or percentage or cores:
             raise RequestError(f"{where}: {names.count}=0 together with a memory or core request")
         return None
-    if memory is not None and percentage is not None:
-        raise RequestError(f"{where}: {names.memory}={memory} and {names.memory_percentage}={percentage} are exclusive; give one")
     if percentage is not None and percentage > 100:
-        raise RequestError(f"{where}: {names.memory_percentage}={percentage} is over 100")
-    cores = default_cores if cores is None else cores
-    if cores > MAX_REQUEST_CORES:
-        raise RequestError(f"{where}: {names.cores}={cores} is over {MAX_REQUEST_CORES} (percent of one device)")
+        # upstream pkg/device/nvidia/device.go validateMemoryPercentage refuses it at admission too
+        raise RequestError(f"{where}: {names.memory_percentage}={percentage} is over 100 (a percentage of each device's memory: give 1-100)")
+    # 0 is "unset" (upstream GenerateResourceRequests): a 0 MiB grant would become a 0 memory limit,
+    # which HAMi-core reads as no limit at all. Memory wins over a percentage (upstream Fit).
+    memory, percentage = memory or None, percentage or None
+    if memory is not None:
+        percentage = None
+    cores = min(default_cores if cores is None else cores, MAX_REQUEST_CORES)  # upstream Fit clamps (Coresreq > 100)
     if memory is None and percentage is None:
         memory, percentage = (default_memory, None) if default_memory else (0, 100)
     try:
         return DeviceRequest(vendor=kind.vendor, count=1 if count is None else count, memory=memory or 0, memory_percentage=percentage, cores=cores)
     except ValidationError as exc:
         raise RequestError(f"{where}: {exc}") from None
+
+
+def request_warnings(container: Mapping[str, Any], kind: DeviceKind) -> list[str]:
+    """What :func:`standard_request` does to the container's values that the user may not expect
+    (a percentage ignored beside memory, cores clamped, 0 read as unset): admission warnings."""
+    resources = container_resources(container)
+    names = kind.resources
+    where = f"container {container.get('name')!r}"
+    found: list[str] = []
+    try:
+        memory = _read(resources, names.memory, where, memory_unit=1)
+        percentage = _read(resources, names.memory_percentage, where)
+        cores = _read(resources, names.cores, where)
+    except (RequestError, QuantityError):
+        return []  # the request itself reports the bad value
+    if memory and percentage:
+        found.append(f"{where}: {names.memory}={memory} and {names.memory_percentage}={percentage} both given; the memory amount is used")
+    if cores is not None and cores > MAX_REQUEST_CORES:
+        found.append(f"{where}: {names.cores}={cores} is clamped to {MAX_REQUEST_CORES} (percent of one device)")
+    if percentage == 0 and not memory:
+        found.append(f"{where}: {names.memory_percentage}=0 means unset: the device's whole memory (or the configured default) is granted")
+    return found

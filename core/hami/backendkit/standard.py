@@ -12,12 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hami.backendkit.inventory import inventory_devices
-from hami.backendkit.limits import container_resources, standard_request
+from hami.backendkit.limits import container_resources, request_warnings, standard_request
 from hami.backendkit.splitting import split_evenly
 from hami.plugin import hookimpl
+from hami.plugin.naming import renamed_info
 from hami.plugin.model import (
     BackendInfo,
     ContainerPatch,
+    DeviceKind,
     DeviceRequest,
     PhysicalDevice,
     SchedulableDevice,
@@ -44,6 +46,10 @@ class StandardBackend:
     def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
         return split_evenly(device, config)
 
+    def kinds(self, config: Mapping[str, Any]) -> tuple[DeviceKind, ...]:
+        """The declared kinds under the names ``config['resource_names']`` gives (hami.plugin.naming)."""
+        return renamed_info(self.info, config).kinds
+
     def memory_unit_mib(self, config: Mapping[str, Any]) -> int:
         """MiB per unit of the memory resource (1: HAMi's plain MiB); a backend counting slices overrides it
         so that a refused byte quantity is answered with the number of slices to write."""
@@ -60,19 +66,23 @@ class StandardBackend:
                 count_aliases=self.count_aliases.get(kind.vendor, ()),
                 memory_unit_mib=self.memory_unit_mib(config),
             )
-            for kind in self.info.kinds
+            for kind in self.kinds(config)
         )
         return [r for r in requests if r is not None]
 
     @hookimpl
     def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
-        """HAMi's webhook default: asking for memory or cores alone means one device."""
+        """HAMi's webhook default: asking for memory or cores alone means one device; warnings for
+        what the request rules change (memory beside a percentage, cores clamped, 0 read as unset)."""
         resources = container_resources(container)
         limits = {}
-        for kind in self.info.kinds:
+        warnings: list[str] = []
+        for kind in self.kinds(config):
             names = kind.resources
             counted = any(n in resources for n in (names.count, *self.count_aliases.get(kind.vendor, ())))
             shares = any(n is not None and n in resources for n in (names.memory, names.memory_percentage, names.cores))
             if shares and not counted:
                 limits[names.count] = "1"
-        return ContainerPatch(limits=limits) if limits else None
+            if shares:
+                warnings.extend(request_warnings(container, kind))
+        return ContainerPatch(limits=limits, warnings=warnings) if limits or warnings else None

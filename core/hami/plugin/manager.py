@@ -61,6 +61,7 @@ from hami.plugin.model import (
     SchedulableDevice,
     frozen_map,
 )
+from hami.plugin.naming import renamed_info
 from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, NodePolicy, Policy, ScoreContext
 from hami.wire.annotations import ASSIGNED_NODE
 
@@ -170,6 +171,7 @@ class BackendManager:
         self._policy_owners: dict[tuple[str, str], str] = {}
         self._cluster: ClusterView | None = None
         self._overrides: dict[str, dict[str, Any]] = {}
+        self._declared: dict[str, BackendInfo] = {}  # backend -> its info before resource_names renamed it
         self._configs: dict[str, Mapping[str, Any]] = {}
         self._callers: dict[tuple[str, str, bool], Any] = {}
         self._callers_lock = threading.Lock()
@@ -328,8 +330,31 @@ class BackendManager:
         """Overlay the operator's settings on a backend's ``default_config`` for every later call."""
         if backend not in self._backends:
             raise BackendError(f"cannot configure {backend!r}: not a loaded backend (loaded: {', '.join(sorted(self._backends)) or 'none'})")
+        declared = self._declared.setdefault(backend, self._backends[backend][1])
+        self._rename(backend, renamed_info(declared, {**declared.default_config, **overrides}))
         self._overrides[backend] = dict(overrides)
         self._configs.pop(backend, None)
+
+    def _rename(self, backend: str, info: BackendInfo) -> None:
+        """Serve ``backend``'s kinds under the names its ``resource_names`` setting gives (hami.plugin.naming)."""
+        plugin, current, record = self._backends[backend]
+        if info == current:
+            return
+        for kind in info.kinds:
+            for resource in kind.resources.all():
+                owner = self._resource_kinds.get(resource)
+                if owner is not None and self._owners.get(owner.vendor) != backend:
+                    raise ValidationError(f"backends.{backend}.resource_names: {resource!r} is already served by vendor {owner.vendor!r}")
+        for kind in current.kinds:
+            for resource in kind.resources.all():
+                self._resource_kinds.pop(resource, None)
+        for kind in info.kinds:
+            self._kinds[kind.vendor] = kind
+            self._resource_kinds.update((resource, kind) for resource in kind.resources.all())
+        renamed = attrs.evolve(record, info=info)
+        self.records = [renamed if r is record else r for r in self.records]
+        self._backends[backend] = (plugin, info, renamed)
+        log.info("event=backend_resources_renamed backend=%s resources=%s", backend, ",".join(info.resource_names))
 
     def config(self, backend: str) -> Mapping[str, Any]:
         """What the hooks of ``backend`` receive as ``config`` (built once per configuration: hooks are hot)."""
