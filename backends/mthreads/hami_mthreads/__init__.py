@@ -1,0 +1,1 @@
+"""hami backend for Moore Threads GPUs. Installs the ``mthreads`` entry point of group ``hami.backends``."""
