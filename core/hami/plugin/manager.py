@@ -637,6 +637,18 @@ class BackendManager:
             raise self._policy_raised(chosen, "score_device", exc) from exc
         return self._score(chosen, "score_device", score)
 
+    def refuse_device(self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], cluster: ClusterView | None = None) -> str | None:
+        """Why device policy ``policy`` keeps ``device`` from ``request`` (None: it may be scored)."""
+        chosen = cast(DevicePolicy, self.policy("device", policy))
+        context = DeviceScoreContext(pod, request, cluster or self.cluster)
+        try:
+            reason = chosen.refuse(device, context)
+        except Exception as exc:
+            raise self._policy_raised(chosen, "refuse", exc) from exc
+        if reason is not None and not (isinstance(reason, str) and reason):
+            raise self._policy_broke(chosen, "refuse", f"returned {reason!r:.120}, expected a reason or None")
+        return reason
+
     @staticmethod
     def _grants_vendor(grants: Sequence[Grant], hook: str) -> str:
         vendors = {g.vendor for g in grants}

@@ -105,13 +105,30 @@ class NodePolicy(Policy):
 
 
 class DevicePolicy(Policy):
-    """Scores one candidate device of a node for one request of a container."""
+    """Scores one candidate device of a node for one request of a container.
+
+    A pod may name several device policies as a comma list (HAMi's ``binpack,numa``,
+    ``mutex,topology-aware``): every policy of the list may :meth:`refuse` devices, the scores of
+    those with ``sort_key`` set are compared in the order written, and the owning backend chooses
+    the devices when one of them ``selects``.
+    """
 
     level: ClassVar[Literal["node", "device"]] = "device"
+    sort_key: bool = True
+    """False for a policy that only filters or selects: in a comma list its score is not compared
+    (HAMi's gpuSortKeyChain keeps only binpack, spread and numa as sort keys)."""
+    selects: bool = False
+    """True: the owning backend chooses the devices (``hami_select_devices``) for every request,
+    single devices included, not only for multi-device requests (HAMi's ``topology-aware``)."""
 
     @abc.abstractmethod
     def score_device(self, device: DeviceUsage, context: DeviceScoreContext) -> float:
         """One device's score (higher is better); ``device`` already fits the request."""
+
+    def refuse(self, device: DeviceUsage, context: DeviceScoreContext) -> str | None:
+        """Why this policy keeps ``device`` from the request (a reason counted in the pod's failure,
+        like ``ExclusiveDeviceAllocateConflict``); None, the default, lets every fitting device be scored."""
+        return None
 
 
 __all__ = [

@@ -12,15 +12,17 @@ from hami.plugin import hookimpl
 from hami.plugin.policy import Policy
 from hami.policies.bestfit import bestfit_policies
 from hami.policies.fgd import fgd_policies
+from hami.policies.placement import placement_policies
 from hami.policies.randomfit import random_policies
 from hami.policies.usage import usage_policies
 
 
 class BuiltinPolicies:
-    """binpack, spread (HAMi's), random, bestfit and fgd, at node and device level."""
+    """binpack, spread (HAMi's), random, bestfit and fgd, at node and device level; HAMi's numa,
+    mutex and topology-aware at device level."""
 
     def __init__(self) -> None:
-        self.policies: list[Policy] = [*usage_policies(), *random_policies(), *bestfit_policies(), *fgd_policies()]
+        self.policies: list[Policy] = [*usage_policies(), *placement_policies(), *random_policies(), *bestfit_policies(), *fgd_policies()]
 
     @hookimpl
     def hami_policies(self) -> list[Policy]:

@@ -72,9 +72,14 @@ def scheduler_command(bind_address: str, extender_bind: str, client_ca: str | No
         log.warning("event=signing_disabled reason='--insecure-skip-signature': allocations are not signed")
     config = SchedulerConfig(scheduler_name=scheduler_name, node_policy=node_policy, device_policy=device_policy, lock_expiry=timedelta(seconds=lock_expiry))
     manager.policies()  # fail now on a broken policy plugin
+    from hami.scheduler.fit import device_choice
+
     for level, name in (("node", node_policy), ("device", device_policy)):
         try:
-            manager.policy(level, name)
+            if level == "device":
+                device_choice(manager, name)  # a device policy may be a comma list (HAMi's binpack,numa)
+            else:
+                manager.policy(level, name)
         except ValidationError as exc:
             raise click.BadParameter(str(exc)) from None
     service = SchedulerService(manager, api_client(kubeconfig), config, keys, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,

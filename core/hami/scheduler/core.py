@@ -27,7 +27,7 @@ from hami.plugin.manager import BackendManager
 from hami.plugin.model import DeviceRequest
 from hami.plugin.policy import ClusterView
 from hami.scheduler.config import SchedulerConfig
-from hami.scheduler.fit import Fit, Misfit, fit_node
+from hami.scheduler.fit import Fit, Misfit, device_choice, fit_node
 from hami.scheduler.ranking import NodeRanking
 from hami.scheduler.state import ClusterState, NodeState, PodRecord
 from hami.scheduler.usage import pod_holdings
@@ -101,7 +101,10 @@ class Scheduler:
         device_policy = annotations.get(DEVICE_POLICY) or self.config.device_policy
         for level, name in (("node", node_policy), ("device", device_policy)):
             try:
-                self.manager.policy(level, name)
+                if level == "device":
+                    device_choice(self.manager, name)  # a device policy may be a comma list (HAMi's binpack,numa)
+                else:
+                    self.manager.policy(level, name)
             except ValidationError as exc:
                 raise ValidationError(f"{exc} (the name came from the pod or the configuration)") from None
         return node_policy, device_policy
