@@ -36,7 +36,7 @@ from hami.errors import BackendError, HamiError
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import frozen_tuple
 from hami.webhook.config import KUBE_DEFAULT_SCHEDULER, WebhookConfig
-from hami.webhook.quota import QuotaError, QuotaSource, check_quota
+from hami.webhook.quota import RESERVATION_ANNOTATION, QuotaError, QuotaSource, reserve_quota
 from hami.wire.annotations import system_pod_annotations
 
 log = logging.getLogger(__name__)
@@ -336,11 +336,16 @@ def admit_pod(manager: BackendManager, pod: Mapping[str, Any], namespace: str, c
 
     if quota is not None:
         try:
-            exceeded = check_quota(manager, mutated, namespace, quota)
+            exceeded, reservation = reserve_quota(manager, mutated, namespace, quota)
         except QuotaError as exc:
             return Decision.deny(f"cannot check ResourceQuota, so the pod was denied: {exc}", 500)
         if exceeded:
             return Decision.deny(exceeded)
+        if reservation is not None:  # the pod carries its reservation's token: listed, it ends the reservation
+            if isinstance((pod.get("metadata") or {}).get("annotations"), dict):
+                patch.append({"op": "add", "path": f"/metadata/annotations/{_escape(RESERVATION_ANNOTATION)}", "value": reservation})
+            else:
+                patch.append({"op": "add", "path": "/metadata/annotations", "value": {RESERVATION_ANNOTATION: reservation}})
 
     if scheduler != config.scheduler_name and (scheduler == "" or config.overwrite_default_scheduler):
         patch.insert(0, {"op": "replace" if "schedulerName" in spec else "add", "path": "/spec/schedulerName", "value": config.scheduler_name})

@@ -11,7 +11,14 @@ container what it writes. A device share is different: ``acme.com/gpumem: 3000``
   (init containers with ``restartPolicy: Always``), or the largest init container plus the sidecars
   started before it, whichever is larger;
 - usage is recomputed from the namespace's non-terminated pods on every admission (nobody maintains
-  ``status.used`` for these keys); quota scopes and scope selectors are honoured.
+  ``status.used`` for these keys); quota scopes and scope selectors are honoured;
+- admission *reserves* what it admits (:func:`reserve_quota`): check and reservation happen under one
+  lock per namespace, and a pod admitted but not yet in the pod list counts through its reservation.
+  The webhook writes the reservation's token into the pod (``hami.io/quota-reservation``); the
+  reservation ends when a listed pod carries the token (the list counts it from then on) or after
+  :data:`RESERVATION_TTL` seconds (a pod refused after us by another admission step). Reservations
+  live in the webhook process: with several webhook replicas each reserves only what it admitted
+  (see docs/webhook.md for why this and not a compare-and-swap on the ResourceQuota).
 
 Messages use kube-apiserver's wording: ``exceeded quota: q1, requested: limits.acme.com/gpumem=6000,
 used: limits.acme.com/gpumem=4000, limited: limits.acme.com/gpumem=8000``.
@@ -21,10 +28,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
 
 from hami.backendkit.limits import container_resources
 from hami.errors import HamiError, QuantityError
@@ -38,6 +50,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUOTA_PREFIX = "limits."
+RESERVATION_ANNOTATION = "hami.io/quota-reservation"
+"""Pod annotation the webhook sets to the token of the quota reservation it made for the pod."""
+RESERVATION_TTL = 60.0
+"""Seconds a reservation counts when no listed pod carries its token (longer than an admission chain takes)."""
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 _LIST_PAGE = 500
 
@@ -56,12 +72,52 @@ class QuotaSource(Protocol):
     def pods(self, namespace: str) -> list[Mapping[str, Any]]: ...
 
 
+@attrs.frozen
+class _Reservation:
+    pod: Mapping[str, Any] = attrs.field(hash=False)
+    expires: float
+
+
+class QuotaReservations:
+    """In-flight quota reservations of one webhook process, per namespace, with the lock that makes
+    check-and-reserve atomic for that namespace."""
+
+    def __init__(self, ttl: float = RESERVATION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._pending: dict[str, dict[str, _Reservation]] = {}  # namespace -> token -> reservation
+
+    def lock(self, namespace: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(namespace, threading.Lock())
+
+    def in_flight(self, namespace: str, listed: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The reserved pods not yet in ``listed`` and not expired; the rest are dropped. Call under :meth:`lock`."""
+        seen = {((p.get("metadata") or {}).get("annotations") or {}).get(RESERVATION_ANNOTATION) for p in listed}
+        now = self.clock()
+        pending = self._pending.get(namespace, {})
+        for token in [t for t, r in pending.items() if t in seen or r.expires <= now]:
+            del pending[token]
+        return [r.pod for r in pending.values()]
+
+    def reserve(self, namespace: str, pod: Mapping[str, Any]) -> str:
+        token = secrets.token_hex(16)
+        self._pending.setdefault(namespace, {})[token] = _Reservation(pod, self.clock() + self.ttl)
+        return token
+
+    def count(self, namespace: str) -> int:
+        return len(self._pending.get(namespace, {}))
+
+
 class StaticQuotaSource:
     """Fixed quotas and pods (the simulator, unit tests): ``{namespace: [objects]}``."""
 
     def __init__(self, quotas: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, pods: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> None:
         self._quotas = {ns: list(items) for ns, items in (quotas or {}).items()}
         self._pods = {ns: list(items) for ns, items in (pods or {}).items()}
+        self.reservations = QuotaReservations()
 
     def resource_quotas(self, namespace: str) -> list[Mapping[str, Any]]:
         return list(self._quotas.get(namespace, ()))
@@ -77,6 +133,7 @@ class KubeQuotaSource:
     def __init__(self, core_v1: kubernetes.client.CoreV1Api, *, timeout: float = 5.0) -> None:
         self.core_v1 = core_v1
         self.timeout = timeout
+        self.reservations = QuotaReservations()
 
     def _list(self, call: Any, what: str, namespace: str) -> list[Mapping[str, Any]]:
         items: list[Mapping[str, Any]] = []
@@ -277,11 +334,36 @@ def _pretty(values: Mapping[str, Decimal]) -> str:
     return ",".join(f"{k}={format_quantity(values[k])}" for k in sorted(values))
 
 
+def reserve_quota(manager: BackendManager, pod: Pod, namespace: str, source: QuotaSource) -> tuple[str | None, str | None]:
+    """Check ``pod`` against the quotas counting the in-flight reservations, and reserve it when it fits.
+
+    Returns (kube-apiserver's "exceeded quota" message, None) or (None, the reservation token to write
+    into the pod as :data:`RESERVATION_ANNOTATION`; None when no quota limits the pod or the source keeps
+    no reservations). Raises :class:`QuotaError` when the API server cannot be read.
+    """
+    reservations: QuotaReservations | None = getattr(source, "reservations", None)
+    if reservations is None:
+        return check_quota(manager, pod, namespace, source), None
+    with reservations.lock(namespace):
+        limited: list[bool] = []
+        exceeded = _check(manager, pod, namespace, source, reservations, limited)
+        if exceeded is not None or not limited:
+            return exceeded, None
+        return None, reservations.reserve(namespace, pod)
+
+
 def check_quota(manager: BackendManager, pod: Pod, namespace: str, source: QuotaSource) -> str | None:
-    """kube-apiserver's "exceeded quota" message for the first quota ``pod`` would exceed, or None.
+    """kube-apiserver's "exceeded quota" message for the first quota ``pod`` would exceed, or None
+    (a check only: :func:`reserve_quota` is what admission calls).
 
     Raises :class:`QuotaError` when the API server cannot be read.
     """
+    return _check(manager, pod, namespace, source, None, [])
+
+
+def _check(
+    manager: BackendManager, pod: Pod, namespace: str, source: QuotaSource, reservations: QuotaReservations | None, limited_out: list[bool]
+) -> str | None:
     requested = pod_charge(manager, pod)
     if not requested:
         return None
@@ -293,12 +375,15 @@ def check_quota(manager: BackendManager, pod: Pod, namespace: str, source: Quota
     if not quotas:
         return None
     existing = [p for p in source.pods(namespace) if counts_against_quota(p)]
+    if reservations is not None:
+        existing += reservations.in_flight(namespace, existing)
     for quota in quotas:
         name = str((quota.get("metadata") or {}).get("name", ""))
         hard = {key: _quantity(value, f"quota {name} {key}") for key, value in ((quota.get("spec") or {}).get("hard") or {}).items() if key in requested}
         limited = {key: value for key, value in hard.items() if value is not None}
         if not limited:
             continue
+        limited_out.append(True)
         used: dict[str, Decimal] = {key: Decimal(0) for key in limited}
         for other in existing:
             if quota_selects(quota, other):
