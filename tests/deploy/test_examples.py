@@ -24,7 +24,8 @@ from hami.webhook.config import WebhookConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 NODES = EXAMPLES / "nodes.yaml"
-POD_FILES = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "nodes.yaml")
+ALL_VENDORS = EXAMPLES / "nodes-all-vendors.yaml"  # vendors outside the default node set
+POD_FILES = sorted(p for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("nodes"))
 SEED = {"nvidia-gpumem.yaml", "nvidia-gpucores.yaml", "nvidia-use-gputype.yaml", "nvidia-use-gpuuuid.yaml", "cambricon-mlu.yaml", "ascend-910b.yaml"}
 
 
@@ -42,10 +43,12 @@ def _pod(path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> tuple[BackendManager, ClusterState, list[str]]:
     manager = load_backends(strict=True)
+    merged = tmp_path_factory.mktemp("nodes") / "nodes.yaml"
+    merged.write_text(yaml.safe_dump({"nodes": [n for f in (NODES, ALL_VENDORS) for n in yaml.safe_load(f.read_text())["nodes"]]}))
     for backend in manager.backends:
-        manager.configure(backend, {"inventory": str(NODES)})
+        manager.configure(backend, {"inventory": str(merged)})
     state = ClusterState(manager.kinds)
-    names = [n.name for n in load_inventory(NODES)]
+    names = [n.name for n in load_inventory(merged)]
     for name in names:
         annotations = node_annotations(manager.kinds, discover_node(manager, name), {}, {}, time.time())
         state.apply_node({"metadata": {"name": name, "annotations": annotations}})
@@ -101,7 +104,9 @@ def test_example_meets_its_expectation(path: Path, cluster) -> None:
     with state.lock:  # the assumption the filter recorded: forget it, examples are independent
         state.forget_pod(pod["metadata"]["uid"])
     kinds = {d.vendor for d in state.nodes[outcome.node].devices.values()}
-    wanted = {"nvidia": "NVIDIA", "ascend": "Ascend910B3", "cambricon": "MLU", "hygon": "DCU"}[path.stem.split("-")[0]]
+    wanted = {"nvidia": "NVIDIA", "ascend": "Ascend910B3", "cambricon": "MLU", "hygon": "DCU", "amd": "AMD", "awsneuron": "AWSNeuron", "mthreads": "Mthreads"}[
+        path.stem.split("-")[0]
+    ]
     assert wanted in kinds
     if path.name == "nvidia-use-gpuuuid.yaml":
         assert outcome.node == "gpu-a100"

@@ -36,7 +36,7 @@ def load_pods(paths: tuple[str, ...]) -> list[dict[str, Any]]:
         examples = _examples_dir()
         if examples is None:
             raise HamiError("no --pods given and hami/sandbox/examples (the packaged example pods) is missing from this installation of hami")
-        files = sorted(p for p in examples.glob("*.yaml") if p.name != "nodes.yaml")
+        files = sorted(p for p in examples.glob("*.yaml") if not p.name.startswith("nodes"))
     pods = []
     for path in files:
         try:

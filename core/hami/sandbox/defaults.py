@@ -37,4 +37,4 @@ def example_pod_files() -> list[Path]:
     directory = examples_dir()
     if directory is None:
         return []
-    return sorted(p for p in directory.glob("*.yaml") if p.name != NODES_FILE)
+    return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("nodes"))  # nodes.yaml, nodes-all-vendors.yaml
