@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from hami.sdk import (
     AnnotationKeys,
     BackendError,
@@ -65,7 +66,10 @@ INFO = BackendInfo(
     name="iluvatar",
     kinds=list(KINDS.values()),
     description="Iluvatar CoreX GPUs shared by memory and core percentage (HAMi's per-chip vGPU resources)",
-    default_config={"split_count": 4, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0, "ixsmi": "ixsmi", "ixsmi_timeout": 10.0},
+    default_config={
+        "split_count": 4, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0,
+        "ixsmi": "ixsmi", "ixsmi_timeout": 10.0,
+    },
     host_paths=("/dev",),
 )
 
@@ -143,7 +147,9 @@ class IluvatarBackend(StandardBackend):
         return MEMORY_FACTOR
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         out = []
         for request in super().hami_container_requests(container, pod, config):
             if request.memory:
@@ -154,9 +160,8 @@ class IluvatarBackend(StandardBackend):
         return out
 
     @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
-        annos = selectors.pod_annotations(pod)
-        chip = request.vendor
+    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
+        annos, chip = selectors.pod_annotations(pod), request.vendor
         return selectors.uuid_reason(annos, device.device.id, f"hami.io/use-{chip}-uuid", f"hami.io/no-use-{chip}-uuid") if annos else None
 
     @hookimpl

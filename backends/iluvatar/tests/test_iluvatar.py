@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hami.sdk import BackendError, DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice
-from hami.testing.conformance import BackendConformance
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hami.sdk import BackendError, DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice
+from hami.testing.conformance import BackendConformance
 from hami_iluvatar import plugin as mod
 from hami_iluvatar.plugin import plugin
 
@@ -34,7 +34,7 @@ def test_ixsmi_wide_layout_and_duo_names(read_recording):
 def test_truncated_table_names_the_gpu(read_recording):
     text = read_recording("ixsmi_bi-v100_cdi.txt")
     cut = text.split("| 0%   35C")[0]
-    with pytest.raises(BackendError, match="GPU 0 .*no memory line"):
+    with pytest.raises(BackendError, match=r"GPU 0 .*no memory line"):
         mod.parse_ixsmi(cut)
 
 
@@ -68,7 +68,8 @@ def _container(**limits):
 
 
 def test_vmem_is_256_mib_slices_and_cores_default_zero():
-    (r,) = plugin.hami_container_requests(_container(**{"iluvatar.ai/BI-V100-vgpu": 1, "iluvatar.ai/BI-V100.vMem": 64, "iluvatar.ai/BI-V100.vCore": 50}), {}, dict(mod.INFO.default_config))
+    limits = {"iluvatar.ai/BI-V100-vgpu": 1, "iluvatar.ai/BI-V100.vMem": 64, "iluvatar.ai/BI-V100.vCore": 50}
+    (r,) = plugin.hami_container_requests(_container(**limits), {}, dict(mod.INFO.default_config))
     assert (r.vendor, r.count, r.memory, r.cores) == ("BI-V100", 1, 64 * 256, 50)
     (whole,) = plugin.hami_container_requests(_container(**{"iluvatar.ai/MR-V100-vgpu": 1}), {}, dict(mod.INFO.default_config))
     assert (whole.memory, whole.memory_percentage, whole.cores) == (0, 100, 0)
@@ -82,8 +83,9 @@ def test_several_gpus_are_whole():
 def test_uuid_selectors_are_per_chip():
     usage = DeviceUsage(SchedulableDevice(id="iluvatar-a", vendor="BI-V150", type="Iluvatar BI-V150", count=4, memory=32768))
     pod = {"metadata": {"annotations": {"hami.io/use-BI-V150-uuid": "iluvatar-b"}}}
-    assert plugin.hami_device_fits(DeviceRequest("BI-V150"), usage, pod, {}) == "CardUuidMismatch"
-    assert plugin.hami_device_fits(DeviceRequest("BI-V150"), usage, {"metadata": {"annotations": {"hami.io/no-use-BI-V150-uuid": "x"}}}, {}) is None
+    assert plugin.hami_device_fits(DeviceRequest("BI-V150"), usage, pod) == "CardUuidMismatch"
+    other = {"metadata": {"annotations": {"hami.io/no-use-BI-V150-uuid": "x"}}}
+    assert plugin.hami_device_fits(DeviceRequest("BI-V150"), usage, other) is None
 
 
 def test_edits_name_the_container_and_devices():

@@ -1,0 +1,1 @@
+"""hami backend for Kunlunxin XPUs (xpu-smi discovery, whole XPUs and vXPU partitions)."""

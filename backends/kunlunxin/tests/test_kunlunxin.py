@@ -1,0 +1,108 @@
+"""Kunlunxin: xpu-smi recording, HAMi v2.10's whole XPUs and vXPUs (pkg/device/kunlun/*.go), topology."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hami.sdk import BackendError, DeviceRequest, DeviceUsage, Grant, NodeContext, SchedulableDevice
+from hami.testing.conformance import BackendConformance
+from hami_kunlunxin import plugin as mod
+from hami_kunlunxin.plugin import plugin
+
+CONFIG = dict(mod.INFO.default_config)
+
+
+class TestKunlunxinConformance(BackendConformance):
+    @pytest.fixture
+    def backend(self) -> object:
+        return plugin
+
+
+def test_xpu_smi_eight_p800(read_recording):
+    devices = mod.parse_xpu_smi(read_recording("xpu-smi_p800_x8.txt"))
+    assert [d.index for d in devices] == list(range(8))
+    assert {d.type for d in devices} == {"Kunlunxin P800 OAM"} and {d.memory for d in devices} == {98304}
+    assert devices[4].id == "xpu-00000000-9a-00.0"
+
+
+def test_truncated_table_names_the_xpu(read_recording):
+    cut = read_recording("xpu-smi_p800_x8.txt").split("| N/A   43C")[0]
+    with pytest.raises(BackendError, match=r"XPU 0 \(P800 OAM\) has no memory line"):
+        mod.parse_xpu_smi(cut)
+
+
+@given(st.text(alphabet=st.sampled_from("|0123456789 MiB/:.ABCDEF-\nP"), max_size=300))
+def test_parser_refuses_or_parses(text):
+    try:
+        devices = mod.parse_xpu_smi(text)
+    except BackendError:
+        return
+    assert all(d.memory >= 0 for d in devices)
+
+
+def test_discovery_mode_picks_the_kind(fake_tools):
+    fake_tools.install("xpu-smi", {"": "xpu-smi_p800_x8.txt"})
+    assert {d.vendor for d in plugin.hami_discover_devices(CONFIG, NodeContext("n"))} == {"XPU"}
+    assert {d.vendor for d in plugin.hami_discover_devices({**CONFIG, "mode": "whole"}, NodeContext("n"))} == {"kunlun"}
+
+
+def _container(**limits):
+    return {"name": "c", "resources": {"limits": {k: str(v) for k, v in limits.items()}}}
+
+
+@pytest.mark.parametrize(("asked", "granted", "cores"), [(1, 24576, 25), (24576, 24576, 25), (30000, 49152, 50), (60000, 98304, 100)])
+def test_vxpu_memory_is_rounded_to_a_partition(asked, granted, cores):
+    (r,) = plugin.hami_container_requests(_container(**{"kunlunxin.com/vxpu": 1, "kunlunxin.com/vxpu-memory": asked}), {}, CONFIG)
+    assert (r.vendor, r.memory, r.cores) == ("XPU", granted, cores)
+
+
+def test_vxpu_without_memory_is_the_whole_xpu_and_admission_writes_the_partition():
+    (r,) = plugin.hami_container_requests(_container(**{"kunlunxin.com/vxpu": 2}), {}, CONFIG)
+    assert (r.count, r.memory, r.cores) == (2, 98304, 100)
+    patch = plugin.hami_mutate_container(_container(**{"kunlunxin.com/vxpu": 1, "kunlunxin.com/vxpu-memory": 30000}), {}, CONFIG)
+    assert patch.limits == {"kunlunxin.com/vxpu-memory": "49152"}
+
+
+def test_whole_xpus():
+    (r,) = plugin.hami_container_requests(_container(**{"kunlunxin.com/xpu": 4}), {}, CONFIG)
+    assert (r.vendor, r.count, r.memory_percentage, r.cores) == ("kunlun", 4, 100, 0)
+
+
+def test_a_shared_xpu_takes_one_partition_size():
+    usage = DeviceUsage(SchedulableDevice(id="x0", vendor="XPU", type="P800", count=4, memory=98304), used=1, memory=24576, cores=25)
+    assert plugin.hami_device_fits(DeviceRequest("XPU", memory=49152, cores=50), usage, {}) == "VxpuPartitionMismatch"
+    assert plugin.hami_device_fits(DeviceRequest("XPU", memory=24576, cores=25), usage, {}) is None
+    pod = {"metadata": {"annotations": {"baidu.com/use-gpuuuid": "x9"}}}
+    assert plugin.hami_device_fits(DeviceRequest("XPU", memory=24576, cores=25), usage, pod) == "CardUuidMismatch"
+
+
+@pytest.mark.parametrize(("free", "count", "chosen"), [
+    (range(8), 8, list(range(8))),
+    (range(7), 8, []),
+    ([0, 1, 2, 4, 5], 2, [4, 5]),  # the wing with exactly two free
+    ([0, 4], 2, [0, 4]),  # across wings on a linked pair
+    ([0, 5], 2, []),
+    ([0, 1, 4, 5, 6], 4, [0, 1, 4, 5]),
+    ([0, 1, 2, 3, 5, 6], 4, [0, 1, 2, 3]),
+    ([0, 1, 2, 4, 5, 6], 4, [0, 1, 4, 5]),  # the first ring whose leftovers (2-6) are still a linked pair
+    ([1, 2, 3, 5, 6, 7], 4, [2, 3, 6, 7]),  # 1-5 left over
+    ([0, 1, 3, 4, 6, 7], 4, [0, 3, 4, 7]),  # the only ring; its leftovers (1-6) are no pair
+    (range(8), 3, []),
+])
+def test_choose_follows_topo_go(free, count, chosen):
+    assert mod.choose(list(free), count) == chosen
+
+
+def test_select_uses_indexes_and_ids():
+    splits = [SchedulableDevice(id=f"x{i}", vendor="kunlun", type="P800", count=1, memory=98304, index=i) for i in (0, 4, 5)]
+    candidates = [DeviceUsage(s) for s in splits]
+    assert plugin.hami_select_devices(DeviceRequest("kunlun", count=2), candidates) == ["x4", "x5"]
+
+
+def test_whole_allocation_annotations():
+    devices = {f"x{i}": SchedulableDevice(id=f"x{i}", vendor="kunlun", type="P800", count=1, memory=98304, index=i) for i in range(8)}
+    values = plugin.hami_allocation_annotations("kunlun", [[], [Grant("x4", "kunlun", 98304, 0), Grant("x5", "kunlun", 98304, 0)]], devices)
+    assert values == {"hami.io/kunlun-allocated": ";x4,kunlun,98304,0:x5,kunlun,98304,0:;", "BAIDU_COM_DEVICE_IDX": "4,5"}
+    assert plugin.hami_allocation_annotations("XPU", [[Grant("x4", "XPU", 24576, 25)]], devices) is None

@@ -1,0 +1,1 @@
+"""hami backend for MetaX GPUs (mx-smi discovery, whole GPUs and sGPU shares)."""
