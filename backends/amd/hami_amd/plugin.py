@@ -118,7 +118,7 @@ class AmdBackend(StandardBackend):
 
     @hookimpl
     def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
-        cores = container_resources(container).get(KIND.resources.cores)
+        cores = container_resources(container).get(str(KIND.resources.cores))
         if cores is not None and str(cores).strip() in ("0", "-0"):
             raise RequestError(f"container {container.get('name')!r}: {KIND.resources.cores}=0: must be an integer percentage between 1 and 100")
         return super().hami_container_requests(container, pod, config)

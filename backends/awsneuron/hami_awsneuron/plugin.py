@@ -150,7 +150,7 @@ class NeuronBackend(StandardBackend):
         return [DeviceRequest(VENDOR, count=cores // per_device, cores=100)]
 
     @hookimpl
-    def hami_mutate_container(self) -> None:
+    def hami_mutate_container(self) -> None:  # type: ignore[override]  # pluggy passes only the arguments named
         """No admission defaults: each resource stands alone (HAMi's MutateAdmission only validates)."""
         return None
 

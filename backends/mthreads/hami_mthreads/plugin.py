@@ -143,7 +143,7 @@ class MthreadsBackend(StandardBackend):
         """HAMi's count default, and a warning for an sGPU memory the vendor's plugin does not slice
         (HAMi's webhook refuses it; the scheduler here still places it as that many 512 MiB units)."""
         patch = super().hami_mutate_container(container, pod, config)
-        memory = str(container_resources(container).get(KIND.resources.memory, "")).strip()
+        memory = str(container_resources(container).get(str(KIND.resources.memory), "")).strip()
         if memory and memory not in {str(m) for m in LEGAL_MEMORY}:
             warning = f"{KIND.resources.memory}={memory}: Moore Threads sGPU slices memory as one of {list(LEGAL_MEMORY)} units of 512 MiB"
             return ContainerPatch(limits=patch.limits if patch else {}, warnings=[warning])
