@@ -40,8 +40,10 @@ clean:
 # deploy/examples is the copy people edit; the hami wheel ships it as hami/sandbox/examples
 # (tests/install/test_packaged_examples.py fails until the two are the same again).
 examples:
-	rm -f core/hami/sandbox/examples/*.yaml
+	rm -f core/hami/sandbox/examples/*.yaml core/hami/sandbox/examples/quickstart/*.yaml
 	cp deploy/examples/*.yaml core/hami/sandbox/examples/
+	mkdir -p core/hami/sandbox/examples/quickstart
+	cp deploy/examples/quickstart/*.yaml core/hami/sandbox/examples/quickstart/
 
 # Wheels and sdists of the core and every backend into dist/, metadata checked with twine.
 dist: install

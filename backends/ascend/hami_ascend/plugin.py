@@ -43,12 +43,13 @@ from hami.sdk import (
     parse_count,
 )
 
-from hami_ascend import discovery, edits, topology, vnpu
+from hami_ascend import aliases, discovery, edits, topology, vnpu
 from hami_ascend.chips import chip_for
 from hami_ascend.npusmi import HEALTHY, ChipRow, NpuSmi
 
 log = logging.getLogger(__name__)
 
+ALIAS_HOLDER = "Ascend910B3"
 CHIPS = ("Ascend910A", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910B4-1", "Ascend910C", "Ascend310P")
 VNPU_MODE = "huawei.com/vnpu-mode"
 SOFT = "hami-core"
@@ -57,10 +58,13 @@ TEMPLATE = "template"
 
 
 def chip_kind(chip: str) -> DeviceKind:
-    """``huawei.com/<Chip>``, ``-memory``, ``-core``; ``hami.io/node-register-<Chip>``; ``hami.io/<Chip>-devices-…``."""
+    """``huawei.com/<Chip>``, ``-memory``, ``-core``; ``hami.io/node-register-<Chip>``; ``hami.io/<Chip>-devices-…``.
+    The 910B3 kind also declares HAMi's older names (hami_ascend.aliases) so that the webhook routes
+    pods using them here, to be rewritten to the per-chip names."""
+    extra = aliases.NAMES if chip == ALIAS_HOLDER else ()
     return DeviceKind(
         vendor=chip,
-        resources=ResourceNames(count=f"huawei.com/{chip}", memory=f"huawei.com/{chip}-memory", cores=f"huawei.com/{chip}-core"),
+        resources=ResourceNames(count=f"huawei.com/{chip}", memory=f"huawei.com/{chip}-memory", cores=f"huawei.com/{chip}-core", extra=extra),
         annotations=AnnotationKeys.hami(f"hami.io/node-register-{chip}", f"hami.io/node-handshake-{chip}", f"hami.io/{chip}"),
     )
 
@@ -71,6 +75,7 @@ INFO = BackendInfo(
     description="Huawei Ascend NPUs split into vNPU templates (hard) or by HAMi's vNPU library (soft)",
     default_config={
         "split_count": 7, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0,
+        "resource_aliases": aliases.DEFAULT_ALIASES, "cluster_chips": [],
         "templates_file": "", "npu_smi": "npu-smi", "npu_smi_timeout": 10, "vnpu_create": "npu-smi", "host_root": "/",
     },
     host_paths=edits.HOST_PATHS,
@@ -145,6 +150,9 @@ class AscendBackend(StandardBackend):
 
     @hookimpl
     def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+        change = aliases.rewrite(container, config, CHIPS)
+        if change is not None:  # what the container asks once the webhook has rewritten the older names
+            container = aliases.translated(container, change)
         requests = []
         for request in super().hami_container_requests(container, pod, config):
             minimum = chip_for(config, request.vendor).min_count
@@ -168,9 +176,15 @@ class AscendBackend(StandardBackend):
 
     @hookimpl
     def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+        change = aliases.rewrite(container, config, CHIPS)
+        if change is not None:
+            container = aliases.translated(container, change)
         patch = super().hami_mutate_container(container, pod, config)
         limits = dict(patch.limits) if patch else {}
         warnings = list(patch.warnings) if patch else []
+        if change is not None:
+            limits = {**change.limits, **limits}
+            warnings.insert(0, change.why)
         resources = container_resources(container)
         for kind in self.info.kinds:
             minimum = chip_for(config, kind.vendor).min_count
@@ -187,6 +201,8 @@ class AscendBackend(StandardBackend):
                 if 0 < asked < minimum:
                     limits[name] = str(minimum)  # takes effect once the webhook may replace limits
                     warnings.append(f"{name}={asked} is rounded up to {minimum}: one {kind.vendor} module holds {minimum} dies; set {name}: {minimum}")
+        if change is not None:
+            return ContainerPatch(limits=limits, warnings=warnings, remove=change.removed)
         return ContainerPatch(limits=limits, warnings=warnings) if limits or warnings else None
 
     @hookimpl

@@ -2,8 +2,12 @@
 
 Decisions read from HAMi's source (pkg/device/cambricon/device.go):
 - ``cambricon.com/mlu.smlu.vmemory`` is in **slices of 256 MiB** (``MemoryFactor = 256``), not a
-  percentage; the slice is configurable (``vmemory_unit_mib``) to match the device plugin's
-  ``min-dsmlu-unit``. A request's memory is converted to MiB for the grant.
+  percentage as HAMi's older README said; the slice is configurable (``vmemory_unit_mib``) to match
+  the device plugin's ``min-dsmlu-unit``, and ``vmemory_percent: true`` chooses the README's reading
+  (a percentage of the card). A request's memory is converted to MiB for the grant; the webhook
+  warns how it read the value.
+- ``cambricon.com/mlunum`` (HAMi's older count name) is rewritten to ``cambricon.com/vmlu`` at
+  admission: kubelet calls the device plugin only for the name it advertises.
 - ``vcore`` defaults to 100 (a card asked for without vcore is used whole); ``vmlu > 1`` gets whole
   cards, because sMLU limits only apply to a single card (HAMi's documentation says the same).
 - The runtime learns the share from ``CAMBRICON_DSMLU_PROFILE="<index>_<vcore>_<vmemory units>"`` and
@@ -26,6 +30,7 @@ from hami.sdk import (
     BackendError,
     BackendInfo,
     ContainerEdits,
+    ContainerPatch,
     DeviceKind,
     DeviceNode,
     DeviceRequest,
@@ -37,9 +42,11 @@ from hami.sdk import (
     NodeContext,
     PhysicalDevice,
     PresenceWatch,
+    RequestError,
     ResourceNames,
     SchedulableDevice,
     StandardBackend,
+    container_resources,
     hookimpl,
     selectors,
 )
@@ -49,12 +56,13 @@ from hami_cambricon import discovery, topology
 log = logging.getLogger(__name__)
 
 COUNT_ALIAS = "cambricon.com/mlunum"
+VMEMORY = "cambricon.com/mlu.smlu.vmemory"
 
 KIND = DeviceKind(
     vendor="MLU",
     resources=ResourceNames(
         count="cambricon.com/vmlu",
-        memory="cambricon.com/mlu.smlu.vmemory",
+        memory=VMEMORY,
         cores="cambricon.com/mlu.smlu.vcore",
         extra=(COUNT_ALIAS,),
     ),
@@ -84,6 +92,7 @@ INFO = BackendInfo(
         "default_memory": 0,
         "default_cores": 100,
         "vmemory_unit_mib": 256,
+        "vmemory_percent": False,
         "cnmon": "cnmon",
         "cnmon_timeout": 10.0,
         "mlulink_policy": "best-effort",
@@ -132,10 +141,40 @@ class CambriconBackend(StandardBackend):
         for request in super().hami_container_requests(container, pod, config):
             if request.count > 1:
                 request = attrs.evolve(request, memory=0, memory_percentage=100, cores=100)
+            elif request.memory and _percent(config):  # the older README's reading: % of the card
+                if request.memory > 100:
+                    raise RequestError(
+                        f"container {container.get('name')!r}: {VMEMORY}={request.memory} is over 100, and this cluster "
+                        "reads vmemory as a percentage of the card (vmemory_percent): give 1-100"
+                    )
+                request = attrs.evolve(request, memory=0, memory_percentage=request.memory)
             elif request.memory:
                 request = attrs.evolve(request, memory=request.memory * unit)  # vmemory slices -> MiB
             result.append(attrs.evolve(request, attributes={**request.attributes, VMEMORY_UNIT: unit}))
         return result
+
+    @hookimpl
+    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+        """HAMi's count default, ``mlunum`` rewritten to ``vmlu`` (the name the device plugin advertises:
+        kubelet would start the container without an MLU otherwise), and a warning that says how
+        ``vmemory`` was read, since HAMi's older README and its code disagree."""
+        patch = super().hami_mutate_container(container, pod, config)
+        limits = dict(patch.limits) if patch else {}
+        warnings = list(patch.warnings) if patch else []
+        resources = container_resources(container)
+        remove: tuple[str, ...] = ()
+        if COUNT_ALIAS in resources:
+            if KIND.resources.count in resources:
+                raise RequestError(f"container {container.get('name')!r}: asks for both {COUNT_ALIAS} and {KIND.resources.count}; write only {KIND.resources.count}")
+            limits[KIND.resources.count] = str(resources[COUNT_ALIAS])
+            remove = (COUNT_ALIAS,)
+            warnings.append(f"{COUNT_ALIAS} is HAMi's older name of {KIND.resources.count}, rewritten to it; write {KIND.resources.count}")
+        vmemory = resources.get(VMEMORY)
+        if vmemory is not None:
+            warnings.append(_vmemory_reading(str(vmemory), config))
+        if not (limits or warnings or remove):
+            return None
+        return ContainerPatch(limits=limits, warnings=warnings, remove=remove)
 
     @hookimpl
     def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
@@ -191,6 +230,26 @@ class CambriconBackend(StandardBackend):
             for name in (f"cambricon_dev{slot}", f"cambricon_ipcm{slot}", f"commu{slot}"):
                 nodes.append(DeviceNode(f"/dev/{name}", f"/dev/{name}"))
         return ContainerEdits(env=env, devices=nodes)
+
+
+def _percent(config: Mapping[str, Any]) -> bool:
+    value = config.get("vmemory_percent", False)
+    if not isinstance(value, bool):
+        raise BackendError(f"config vmemory_percent={value!r} must be true or false")
+    return value
+
+
+def _vmemory_reading(value: str, config: Mapping[str, Any]) -> str:
+    """How this cluster reads ``vmemory`` (HAMi v2.10's code: 256 MiB slices; HAMi's older README: % of the card)."""
+    name = VMEMORY
+    if _percent(config):
+        return f"{name}={value} is read as {value} % of the card's memory (this cluster's vmemory_percent setting; HAMi v2.10 reads slices of {_unit(config)} MiB)"
+    try:
+        mib = f" = {int(value) * _unit(config)} MiB"
+    except ValueError:
+        mib = ""
+    return (f"{name}={value} is {value} slices of {_unit(config)} MiB{mib} (HAMi v2.10's reading), not {value} % of the card "
+            "as HAMi's older README said; an operator can choose the percentage reading (vmemory_percent)")
 
 
 def _unit(config: Mapping[str, Any]) -> int:

@@ -513,6 +513,7 @@ class BackendManager:
     def mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any]) -> ContainerPatch:
         limits: dict[str, str] = {}
         warnings: list[str] = []
+        remove: list[str] = []
         for patch in self._open_call("hami_mutate_container", container=container, pod=pod):
             if patch is None:
                 continue
@@ -522,7 +523,8 @@ class BackendManager:
                     raise BackendError(f"two plugins default {name!r} differently: {limits[name]!r} and {value!r}")
                 limits[name] = value
             warnings.extend(patch.warnings)
-        return ContainerPatch(limits=limits, warnings=warnings)
+            remove.extend(name for name in patch.remove if name not in remove)
+        return ContainerPatch(limits=limits, warnings=warnings, remove=[name for name in remove if name not in limits])
 
     def normalize(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> DeviceRequest:
         result = self._vendor_call("hami_normalize_request", request.vendor, request=request, device=device, pod=pod)

@@ -503,12 +503,18 @@ class ContainerEdits:
 
 @attrs.frozen
 class ContainerPatch:
-    """Admission defaults for one container (``hami_mutate_container``): limits to set, warnings to show."""
+    """Admission defaults for one container (``hami_mutate_container``): limits to set, warnings to show,
+    and resource names to remove (an older alias rewritten to the name the device plugin advertises,
+    so that kubelet hands the container to that plugin)."""
 
     limits: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+    remove: tuple[str, ...] = attrs.field(default=(), converter=_strs)
 
     def __attrs_post_init__(self) -> None:
+        for name in self.remove:
+            if not is_extended_resource_name(name) or name in self.limits:
+                raise _fail("ContainerPatch", "remove", name, "must be an extended resource name that limits does not set")
         for name, value in self.limits.items():
             if not is_extended_resource_name(name):
                 raise _fail("ContainerPatch", "limits", name, "is not a valid extended resource name")

@@ -1,10 +1,14 @@
 """The sandbox cluster: the in-memory API server, one fake kubelet and node agent per node, the
 scheduler extender with the admission webhook, all in one process over real HTTP and gRPC.
 
-It then plays the two Kubernetes components that cannot run here: kube-scheduler (webhook → filter
-over every node → prioritize → bind, for pods that ask for a resource the generated extender
-configuration manages) and kubelet (admission → Allocate per container). Devices come from the node
-inventory (every backend's simulated source), so nothing needs hardware.
+It then plays the two Kubernetes components that cannot run here: kube-scheduler (webhook → the
+pod's scheduler profile → every node through the filter plugins, cpu, memory and every extended
+resource against allocatable minus what the node's pods ask (hami.sandbox.kubescheduler) → the
+extender's filter, prioritize and bind for pods that ask for a resource the generated extender
+configuration manages) and kubelet (admission → Allocate per container). A pod no node can take
+stays Pending with kube-scheduler's own message. Devices come from the node inventory (every
+backend's simulated source), so nothing needs hardware; each Node gets the inventory's cpu, memory
+and labels, as a kubelet started with them would report.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from hami.node.agent import Agent, AgentOptions
 from hami.plugin.manager import BackendManager, load_backends
 from hami.plugin.model import NodeInventory
 from hami.sandbox.defaults import default_nodes_file
+from hami.sandbox.kubescheduler import fit_error, merge_extender, node_reasons, pod_requests
 from hami.sandbox.outcome import (
     ContainerOutcome,
     DeviceGrant,
@@ -50,10 +55,6 @@ from hami.wire.allocation import ordered_containers, read_allocated
 from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
-
-
-def _node_problem(failed: Mapping[str, str]) -> str:
-    return "; ".join(f"{node}: {reason}" for node, reason in sorted(failed.items())) or "no node was offered"
 
 
 def _as_api_json(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class Sandbox:
         self.agents: dict[str, Agent] = {}
         self.service: SchedulerService | None = None
         self._dirs: list[str] = []
+        self.webhook_config = WebhookConfig()
         self.managed = frozenset(r["name"] for r in scheduler_configuration(self.manager, "http://sandbox")["extenders"][0]["managedResources"])
 
     # ------------------------------------------------------------ life cycle
@@ -97,6 +99,7 @@ class Sandbox:
             plugin_dir = tempfile.mkdtemp(prefix="hs", dir="/tmp")  # unix socket paths must stay short
             self._dirs.append(plugin_dir)
             self.kubelets[node.name] = FakeKubelet(Path(plugin_dir), node.name, core_v1=self.core_v1).start()
+            self._describe_node(node)
             # the backends' node state in the temp dir, never /var/lib/hami: users run the sandbox unprivileged
             options = AgentOptions(node_name=node.name, device_plugin_dir=Path(plugin_dir), health_interval=5.0, state_dir=Path(plugin_dir) / "state")
             agent = Agent(self.manager, self.core_v1, options, self.keys)
@@ -105,7 +108,7 @@ class Sandbox:
         for name, agent in self.agents.items():
             if not agent.node_registered.wait(max(deadline - time.monotonic(), 0.1)):
                 raise HamiError(f"sandbox: the agent on node {name!r} did not register within {timeout:.0f} s")
-        config = WebhookConfig()
+        config = self.webhook_config
         quota = KubeQuotaSource(self.core_v1)
         self.service = SchedulerService(self.manager, self.api.api_client(), SchedulerConfig(), self.keys, host="127.0.0.1", port=0,
                                         webhook=lambda body: review(self.manager, body, config, quota))
@@ -170,11 +173,12 @@ class Sandbox:
         expected = expected_phase(pod)
 
         def outcome(phase: str, reason: str = "", node: str = "", containers: Iterable[ContainerOutcome] = ()) -> PodOutcome:
-            return PodOutcome(namespace, name, phase, node, reason, tuple(containers), expected)  # type: ignore[arg-type]
+            return PodOutcome(namespace, name, phase, node, reason, tuple(containers), expected, warnings)  # type: ignore[arg-type]
 
         answer = self._post("webhook", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
             "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
             "namespace": namespace, "name": name, "operation": "CREATE", "object": pod, "userInfo": {"username": "sandbox"}}})["response"]
+        warnings = tuple(answer.get("warnings") or ())
         if not answer.get("allowed"):
             return outcome("Rejected", f"admission webhook: {(answer.get('status') or {}).get('message', 'denied')}")
         if answer.get("patch"):
@@ -184,11 +188,7 @@ class Sandbox:
         except ApiException as exc:
             return outcome("Rejected", f"API server: {json.loads(exc.body or '{}').get('message', exc.reason)}")
         created = self._pod(namespace, name)
-        if self._asks_hami(created):
-            node, reason = self._schedule(created)
-        else:  # kube-scheduler alone: any node will do in the sandbox
-            node, reason = self.inventory[0].name, ""
-            self._bind(namespace, name, node)
+        node, reason = self._schedule(created)
         if not node:
             return outcome("Pending", reason)
         admitted = self.kubelets[node].admit(self._pod(namespace, name))
@@ -205,18 +205,62 @@ class Sandbox:
                 return True
         return False
 
+    def _describe_node(self, node: NodeInventory) -> None:
+        """The inventory's labels, cpu and memory on the Node (what a kubelet started with them reports)."""
+        self._raw.patch_node(node.name, {"metadata": {"labels": dict(node.labels)}}, _preload_content=False)
+        sizes = {k: v for k, v in (("cpu", f"{node.cpu_milli}m"), ("memory", f"{node.memory}Mi")) if not v.startswith("0")}
+        if sizes:
+            self._raw.patch_node_status(node.name, {"status": {"capacity": sizes, "allocatable": sizes}}, _preload_content=False)
+
     def _schedule(self, pod: Mapping[str, Any]) -> tuple[str, str]:
+        """kube-scheduler for one pod: ``(node, "")`` once bound, else ``("", the FailedScheduling message)``.
+
+        The pod's profile decides: hami's (the webhook routed it) ignores the managed resources
+        (``ignoredByScheduler``) and calls the extender when the pod asks for one; default-scheduler
+        checks every resource against the nodes and knows no extender; any other name has no
+        scheduler here, so the pod waits, as it would in a cluster without that scheduler."""
         meta = pod["metadata"]
-        nodes = [n.name for n in self.inventory]
-        result = self._post("filter", {"Pod": pod, "NodeNames": nodes})
-        chosen = result.get("NodeNames") or []
-        if result.get("Error") or not chosen:
-            return "", result.get("Error") or f"no node fits: {_node_problem(result.get('FailedNodes') or {})}"
-        self._post("prioritize", {"Pod": pod, "NodeNames": chosen})
-        bound = self._post("bind", {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": chosen[0]})
-        if bound.get("Error"):
-            return "", f"bind: {bound['Error']}"
-        return chosen[0], ""
+        profile = (pod.get("spec") or {}).get("schedulerName") or "default-scheduler"
+        ours = profile == self.webhook_config.scheduler_name
+        if not ours and profile != "default-scheduler":
+            return "", f"no scheduler named {profile!r} runs in the sandbox (only default-scheduler and {self.webhook_config.scheduler_name})"
+        nodes = {n["metadata"]["name"]: n for n in json.loads(self._raw.list_node(_preload_content=False).data)["items"]}
+        placed: dict[str, list[dict[str, Any]]] = {}
+        for other in json.loads(self._raw.list_pod_for_all_namespaces(_preload_content=False).data)["items"]:
+            where = (other.get("spec") or {}).get("nodeName")
+            if where and (other.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                placed.setdefault(where, []).append(other)
+        asked = pod_requests(pod)
+        ignored = self.managed if ours else frozenset()
+        statuses: dict[str, list[str]] = {}
+        feasible = []
+        for name in [n.name for n in self.inventory if n.name in nodes]:
+            requested: dict[str, Any] = {}
+            for other in placed.get(name, []):
+                for resource, value in pod_requests(other).items():
+                    requested[resource] = requested.get(resource, 0) + value
+            reasons = node_reasons(pod, nodes[name], asked, requested, len(placed.get(name, [])), ignored)
+            if reasons:
+                statuses[name] = reasons
+            else:
+                feasible.append(name)
+        if feasible and ours and self._asks_hami(pod):
+            result = self._post("filter", {"Pod": pod, "NodeNames": feasible})
+            if result.get("Error"):
+                return "", str(result["Error"])
+            merge_extender(statuses, result)
+            chosen = [n for n in result.get("NodeNames") or [] if n in feasible]
+            if not chosen:
+                return "", fit_error(len(nodes), statuses)
+            self._post("prioritize", {"Pod": pod, "NodeNames": chosen})
+            bound = self._post("bind", {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": chosen[0]})
+            if bound.get("Error"):
+                return "", f"bind: {bound['Error']}"
+            return chosen[0], ""
+        if not feasible:
+            return "", fit_error(len(nodes), statuses)
+        self._bind(meta["namespace"], meta["name"], feasible[0])
+        return feasible[0], ""
 
     def _bind(self, namespace: str, name: str, node: str) -> None:
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}}
@@ -229,8 +273,12 @@ class Sandbox:
         types = {device_id: device.type for node in self.service.state.nodes.values() for device_id, device in node.devices.items()}
         out = []
         for position, container in enumerate(ordered_containers(pod)):
-            grants = [g for containers in allocated.values() for g in containers[position]]
             allocation = admitted.containers.get(container["name"])
+            # a grant counts only where kubelet called the device plugin: a resource no plugin
+            # advertises is skipped by kubelet, and the container starts without the device
+            handed = set(allocation.devices) if allocation else set()
+            grants = [g for vendor, containers in allocated.items() for g in containers[position]
+                      if vendor in self.manager.kinds and self.manager.kinds[vendor].resources.count in handed]
             out.append(ContainerOutcome(
                 name=container["name"],
                 devices=tuple(DeviceGrant(g.id, types.get(g.id, g.vendor), g.memory, g.cores) for g in grants),

@@ -38,6 +38,8 @@ class PodOutcome:
     reason: str = ""
     containers: tuple[ContainerOutcome, ...] = ()
     expected: Phase = "Running"
+    warnings: tuple[str, ...] = ()
+    """The admission webhook's warnings (kubectl prints them on create): how a request was read or rewritten."""
 
     @property
     def as_expected(self) -> bool:
@@ -51,6 +53,7 @@ class PodOutcome:
             "expected": self.expected,
             "node": self.node,
             "reason": self.reason,
+            "warnings": list(self.warnings),
             "containers": [
                 {
                     "name": c.name,

@@ -333,6 +333,7 @@ def admit_pod(manager: BackendManager, pod: Mapping[str, Any], namespace: str, c
             return Decision.deny(f"invalid device request{where}: {message}")
         warnings.extend(defaults.warnings)
         patch.extend(_limit_ops(f"/spec/{field}/{i}", container, defaults.limits, mutated["spec"][field][i]))
+        patch.extend(_remove_ops(f"/spec/{field}/{i}", defaults.remove, mutated["spec"][field][i]))
 
     if quota is not None:
         try:
@@ -350,6 +351,20 @@ def admit_pod(manager: BackendManager, pod: Mapping[str, Any], namespace: str, c
     if scheduler != config.scheduler_name and (scheduler == "" or config.overwrite_default_scheduler):
         patch.insert(0, {"op": "replace" if "schedulerName" in spec else "add", "path": "/spec/schedulerName", "value": config.scheduler_name})
     return Decision.allow(patch, warnings)
+
+
+def _remove_ops(path: str, names: Sequence[str], mutated: dict[str, Any]) -> list[dict[str, Any]]:
+    """JSON Patch removing ``names`` from the container's limits and requests (an alias a backend
+    rewrote), applied to ``mutated`` as well."""
+    ops = []
+    resources = mutated.get("resources") or {}
+    for section in ("limits", "requests"):
+        values = resources.get(section)
+        for name in names:
+            if isinstance(values, dict) and name in values:
+                del values[name]
+                ops.append({"op": "remove", "path": f"{path}/resources/{section}/{_escape(name)}"})
+    return ops
 
 
 def _limit_ops(path: str, container: Mapping[str, Any], limits: Mapping[str, str], mutated: dict[str, Any]) -> list[dict[str, Any]]:
