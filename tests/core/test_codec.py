@@ -51,11 +51,12 @@ def test_json_device_list_missing_keys_mean_zero_and_false():
 def test_json_device_list_full_hami_entry():
     text = json.dumps(
         [{"id": "GPU-2", "index": 3, "count": 10, "devmem": 81920, "devcore": 200, "type": "NVIDIA-A100", "numa": 1,
-          "mode": "hami-core", "migProfiles": [{"name": "1g.10gb", "memory": 9856, "count": 7}], "health": True}]
+          "mode": "hami-core", "migProfiles": [{"name": "1g.10gb", "memoryMB": 9856, "core": 14, "sliceCount": 1, "placements": [{"start": 0, "size": 1}]}],
+          "health": True}]
     )
     (device,) = decode_node_devices_json(text, "NVIDIA")
     assert (device.index, device.cores, device.numa, device.mode, device.healthy) == (3, 200, 1, "hami-core", True)
-    assert device.partitions == ({"name": "1g.10gb", "memory": 9856, "count": 7},)
+    assert device.partitions == ({"name": "1g.10gb", "memory": 9856, "cores": 14, "slices": 1, "placements": ({"start": 0, "size": 1},)},)
     assert decode_node_devices_json(encode_node_devices_json([device]), "NVIDIA") == (device,)
 
 
@@ -64,11 +65,11 @@ def test_json_device_list_bytes_are_hamis():
     DeviceInfo), so HAMi's own scheduler reads our node annotation unchanged."""
     device = SchedulableDevice(
         id="GPU-2", vendor="NVIDIA", type="NVIDIA-A100", count=7, memory=81920, cores=100, index=3, numa=1, mode="mig",
-        partitions=[{"name": "1g.10gb", "memory": 9856, "count": 7}],
+        partitions=[{"name": "1g.10gb", "memory": 9856, "cores": 14, "slices": 1, "placements": [{"start": 0, "size": 1}]}],
     )
     assert encode_node_devices_json([device]) == (
         '[{"id":"GPU-2","index":3,"count":7,"devmem":81920,"devcore":100,"type":"NVIDIA-A100","numa":1,"mode":"mig",'
-        '"migProfiles":[{"name":"1g.10gb","memory":9856,"count":7}],"health":true}]'
+        '"migProfiles":[{"name":"1g.10gb","memoryMB":9856,"core":14,"sliceCount":1,"placements":[{"start":0,"size":1}]}],"health":true}]'
     )
 
 

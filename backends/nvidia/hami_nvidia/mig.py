@@ -41,8 +41,8 @@ def geometry(device: PhysicalDevice) -> list[dict[str, Any]]:
 def templates(device: SchedulableDevice) -> list[tuple[str, int]]:
     """(profile, MiB) of every template in the device's published geometries, smallest first."""
     found = set()
-    for geometry_ in device.partitions:
-        for template in geometry_ if isinstance(geometry_, Sequence) else ():
+    for geometry_ in device.partitions:  # profiles as the scheduler decodes them, or layouts (lists of them) as split made them
+        for template in (geometry_,) if isinstance(geometry_, Mapping) else geometry_ if isinstance(geometry_, Sequence) else ():
             if isinstance(template, Mapping) and isinstance(template.get("name"), str) and isinstance(template.get("memory"), int):
                 found.add((template["name"], template["memory"]))
     return sorted(found, key=lambda t: (t[1], t[0]))

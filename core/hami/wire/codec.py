@@ -2,8 +2,9 @@
 
 * node device list, JSON: ``[{"id", "index", "count", "devmem", "devcore", "type", "numa", "mode",
   <partitions>, "health"}, …]``; missing keys mean zero / false / empty; :data:`PARTITIONS_KEY` holds
-  :attr:`SchedulableDevice.partitions` under HAMi's name for it;
-* node device list, legacy CSV (one HAMi vendor still uses it): ``<id>,<count>,<devmem>,<devcore>,<type>,<numa>,<health>[,<index>,<mode>]:``;
+  :attr:`SchedulableDevice.partitions` under HAMi's name for it, as HAMi's profile objects (:data:`PARTITION_FIELDS`);
+* node device list, legacy CSV (one HAMi vendor still uses it, HAMi <= 2.7 used it for every vendor; read for
+  any kind): ``<id>,<count>,<devmem>,<devcore>,<type>,<numa>,<health>[,<index>,<mode>]:``;
 * pod allocation: ``<uuid>,<vendor>,<usedmem>,<usedcores>:`` per device, ``;`` after each container.
 
 Annotations are untrusted text: decoders raise nothing but :class:`AnnotationError`, whose message
@@ -18,7 +19,7 @@ of the separators HAMi's encodings use (``,`` ``:`` ``;``), whitespace and contr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hami.errors import AnnotationError, ValidationError
@@ -28,8 +29,15 @@ PodDevices = tuple[tuple[Grant, ...], ...]
 """Per container (init containers first, then app containers), the devices granted to it."""
 
 PARTITIONS_KEY = "migProfiles"
-"""HAMi's JSON key for a device's partition layouts (pkg/util/types.go): the wire keeps HAMi's
-spelling so the annotation stays byte-compatible; the Python field is the generic ``partitions``."""
+"""HAMi's JSON key for a device's partition profiles (pkg/device/devices.go ``DeviceInfo``): the wire
+keeps HAMi's spelling so the annotation stays byte-compatible; the Python field is the generic ``partitions``."""
+
+PARTITION_FIELDS = (("name", "name"), ("memory", "memoryMB"), ("cores", "core"), ("slices", "sliceCount"), ("placements", "placements"))
+"""A partition profile as Python sees it (generic keys) and as the wire spells it: HAMi v2.10's
+``MigProfile`` ``{name, memoryMB, core, sliceCount, placements: [{start, size}]}`` (pkg/device/devices.go),
+a flat list per device. Before, we wrote a list of layouts (``[[{name, memory, count}]]``), which HAMi
+cannot unmarshal (it drops the whole node); decoding still reads that form from agents not yet upgraded."""
+_MAX_INT32 = 2**31 - 1
 
 MAX_DEVICE_MEMORY_MIB = 16 * 1024**3
 """16 PiB in MiB: three orders of magnitude above any accelerator, memory scaling included."""
@@ -104,7 +112,7 @@ def encode_node_devices_json(devices: Iterable[SchedulableDevice]) -> str:
                 "type": d.type,
                 "numa": d.numa,
                 "mode": d.mode,
-                PARTITIONS_KEY: list(d.partitions),
+                PARTITIONS_KEY: partitions_to_wire(d.partitions, d.id),
                 "health": d.healthy,
             }
             for d in devices
@@ -142,17 +150,93 @@ def _device_from_json(item: Any, vendor: str, position: int) -> SchedulableDevic
     health = item.get("health", False)
     if not isinstance(health, bool):
         raise AnnotationError(f"{where}: health={health!r:.80} is not a boolean")
-    partitions = item.get(PARTITIONS_KEY) or []
-    if not isinstance(partitions, list):
-        raise AnnotationError(f"{where}: {PARTITIONS_KEY}={partitions!r:.80} is not a list")
+    partitions = partitions_from_wire(item.get(PARTITIONS_KEY) or [], where)
     try:
-        device = SchedulableDevice(vendor=vendor, healthy=health, partitions=tuple(partitions), **fields)
+        device = SchedulableDevice(vendor=vendor, healthy=health, partitions=partitions, **fields)
     except ValidationError as exc:
         raise AnnotationError(f"{where}: {exc}") from None
     return check_node_device(device, where)
 
 
+# ---------------------------------------------------------------- partition profiles
+
+
+def _wire_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT32:
+        raise AnnotationError(f"{what}={value!r:.80} is not an integer from 0 to {_MAX_INT32}")
+    return value
+
+
+def _flat(partitions: Any, what: str) -> list[Any]:
+    """Profiles, with layouts (lists of profiles, our older form) flattened."""
+    if not isinstance(partitions, (list, tuple)):
+        raise AnnotationError(f"{what}: {PARTITIONS_KEY}={partitions!r:.80} is not a list")
+    out: list[Any] = []
+    for item in partitions:
+        out.extend(item if isinstance(item, (list, tuple)) else [item])
+    return out
+
+
+def partitions_to_wire(partitions: Sequence[Any], device: str) -> list[dict[str, Any]]:
+    """``partitions`` as HAMi's ``[]MigProfile``; each a mapping with the generic keys of
+    :data:`PARTITION_FIELDS` (missing numbers are 0, a missing ``memory`` may be given as ``memoryMB``)."""
+    out = []
+    for position, item in enumerate(_flat(partitions, f"device {device!r}")):
+        what = f"device {device!r} partition #{position}"
+        if not isinstance(item, Mapping):
+            raise AnnotationError(f"{what}: {item!r:.80} is not a mapping")
+        name = item.get("name", "")
+        if not isinstance(name, str):
+            raise AnnotationError(f"{what}: name={name!r:.80} is not a string")
+        placements = item.get("placements") or ()
+        if not isinstance(placements, (list, tuple)):
+            raise AnnotationError(f"{what}: placements={placements!r:.80} is not a list")
+        out.append({
+            "name": name,
+            "memoryMB": _wire_int(item.get("memory", item.get("memoryMB", 0)), f"{what}: memory"),
+            "core": _wire_int(item.get("cores", 0), f"{what}: cores"),
+            "sliceCount": _wire_int(item.get("slices", 0), f"{what}: slices"),
+            "placements": [_placement(p, f"{what} placement") for p in placements],
+        })
+    return out
+
+
+def _placement(item: Any, what: str) -> dict[str, int]:
+    if not isinstance(item, Mapping):
+        raise AnnotationError(f"{what}: {item!r:.80} is not an object with start and size")
+    return {"start": _wire_int(item.get("start", 0), f"{what}: start"), "size": _wire_int(item.get("size", 0), f"{what}: size")}
+
+
+def partitions_from_wire(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """HAMi's ``migProfiles`` (or our older list of layouts) as generic partitions; every number bounded
+    to what Go's int32/uint32 fields hold, so what we re-encode HAMi can read."""
+    out = []
+    for position, item in enumerate(_flat(value, where)):
+        what = f"{where}: {PARTITIONS_KEY} #{position}"
+        if not isinstance(item, dict):
+            raise AnnotationError(f"{what}: {item!r:.80} is not an object")
+        name = item.get("name", "")
+        if not isinstance(name, str):
+            raise AnnotationError(f"{what}: name={name!r:.80} is not a string")
+        placements = item.get("placements") or []
+        if not isinstance(placements, list):
+            raise AnnotationError(f"{what}: placements={placements!r:.80} is not a list")
+        memory = item["memoryMB"] if "memoryMB" in item else item.get("memory", 0)  # "memory": our older form
+        out.append({
+            "name": name,
+            "memory": _wire_int(memory, f"{what}: memoryMB"),
+            "cores": _wire_int(item.get("core", 0), f"{what}: core"),
+            "slices": _wire_int(item.get("sliceCount", 0), f"{what}: sliceCount"),
+            "placements": tuple(_placement(p, f"{what} placement") for p in placements),
+        })
+    return tuple(out)
+
+
 # ---------------------------------------------------------------- node device list, CSV (legacy)
+
+
+_PARSE_BOOL = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True), **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}
+"""Go's strconv.ParseBool, which HAMi's DecodeNodeDevices reads the health field with."""
 
 
 def encode_node_devices_csv(devices: Iterable[SchedulableDevice]) -> str:
@@ -174,8 +258,8 @@ def decode_node_devices_csv(text: str, vendor: str) -> tuple[SchedulableDevice, 
         fields = entry.split(",")
         if len(fields) not in (7, 9):
             raise AnnotationError(f"{where}: expected 7 or 9 comma-separated fields, got {len(fields)}")
-        if fields[6] not in ("true", "false"):
-            raise AnnotationError(f"{where}: health={fields[6]!r} is not true or false")
+        if fields[6] not in _PARSE_BOOL:
+            raise AnnotationError(f"{where}: health={fields[6]!r} is not a boolean ({', '.join(sorted(_PARSE_BOOL))})")
         try:
             devices.append(
                 SchedulableDevice(
@@ -186,7 +270,7 @@ def decode_node_devices_csv(text: str, vendor: str) -> tuple[SchedulableDevice, 
                     cores=_int(fields[3], "devcore", where),
                     type=fields[4],
                     numa=_int(fields[5], "numa", where),
-                    healthy=fields[6] == "true",
+                    healthy=_PARSE_BOOL[fields[6]],
                     index=_int(fields[7], "index", where) if len(fields) == 9 else 0,
                     mode=fields[8] if len(fields) == 9 else "",
                 )
@@ -211,7 +295,14 @@ def encode_node_devices(devices: Iterable[SchedulableDevice], encoding: Encoding
 
 
 def decode_node_devices(text: str, vendor: str, encoding: Encoding) -> tuple[SchedulableDevice, ...]:
-    return decode_node_devices_csv(text, vendor) if encoding == "csv" else decode_node_devices_json(text, vendor)
+    """Either form, whatever the kind writes: HAMi <= 2.7 device plugins registered NVIDIA GPUs in
+    the CSV form (pkg/util/util.go ``EncodeNodeDevices``, 7 fields in v2.4, 9 from v2.5), later ones
+    in JSON, so a node of a cluster being migrated may carry either. A JSON list starts with ``[``."""
+    text = _check_size(text, f"{vendor} node device list")
+    is_json = text.lstrip().startswith("[")
+    if encoding == "csv" and not is_json:
+        return decode_node_devices_csv(text, vendor)
+    return decode_node_devices_json(text, vendor) if is_json else decode_node_devices_csv(text, vendor)
 
 
 # ---------------------------------------------------------------- pod allocation
