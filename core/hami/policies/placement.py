@@ -4,12 +4,12 @@ v2.10): ``numa``, ``mutex`` and ``topology-aware``, usable alone or in a comma l
 HAMi sorts a node's devices and its device ``Fit`` walks them from the end, so the last in sort
 order is taken first; expressed as "higher is better" scores:
 
-* ``numa``: the highest-numbered NUMA node's devices first (``lessByChain``: NUMA ascending), which
+* ``numa``: the highest-numbered NUMA node's devices first (``lessByChain`` sorts NUMA nodes in increasing order), which
   keeps a container's devices together on one NUMA node; in a list it is one sort key among others;
 * ``mutex``: only idle devices (``Fit``: ``isMutex && dev.Used > 0`` is an
   ``ExclusiveDeviceAllocateConflict``), ordered by NUMA node like HAMi's sort; in a list it filters only;
-* ``topology-aware``: the owning backend chooses the best-connected devices (HAMi's NVIDIA ``Fit``:
-  ``computeBestCombination`` over its pair scores) through ``hami_select_devices``, for single-device
+* ``topology-aware``: the owning backend chooses the best-connected devices (HAMi's pkg/device/nvidia/device.go
+  ``Fit``: ``computeBestCombination`` over its pair scores) through ``hami_select_devices``, for single-device
   requests too; the devices it chooses among are scored like ``spread`` (HAMi's ``Less`` falls back
   to spread for it); in a list it selects only.
 """

@@ -34,7 +34,7 @@ keeps HAMi's spelling so the annotation stays byte-compatible; the Python field 
 
 PARTITION_FIELDS = (("name", "name"), ("memory", "memoryMB"), ("cores", "core"), ("slices", "sliceCount"), ("placements", "placements"))
 """A partition profile as Python sees it (generic keys) and as the wire spells it: HAMi v2.10's
-``MigProfile`` ``{name, memoryMB, core, sliceCount, placements: [{start, size}]}`` (pkg/device/devices.go),
+profile objects ``{name, memoryMB, core, sliceCount, placements: [{start, size}]}`` (pkg/device/devices.go),
 a flat list per device. Before, we wrote a list of layouts (``[[{name, memory, count}]]``), which HAMi
 cannot unmarshal (it drops the whole node); decoding still reads that form from agents not yet upgraded."""
 _MAX_INT32 = 2**31 - 1
@@ -178,7 +178,7 @@ def _flat(partitions: Any, what: str) -> list[Any]:
 
 
 def partitions_to_wire(partitions: Sequence[Any], device: str) -> list[dict[str, Any]]:
-    """``partitions`` as HAMi's ``[]MigProfile``; each a mapping with the generic keys of
+    """``partitions`` as HAMi's list of profile objects; each a mapping with the generic keys of
     :data:`PARTITION_FIELDS` (missing numbers are 0, a missing ``memory`` may be given as ``memoryMB``)."""
     out = []
     for position, item in enumerate(_flat(partitions, f"device {device!r}")):
@@ -208,7 +208,7 @@ def _placement(item: Any, what: str) -> dict[str, int]:
 
 
 def partitions_from_wire(value: Any, where: str) -> tuple[dict[str, Any], ...]:
-    """HAMi's ``migProfiles`` (or our older list of layouts) as generic partitions; every number bounded
+    """HAMi's profile list (:data:`PARTITIONS_KEY`, or our older list of layouts) as generic partitions; every number bounded
     to what Go's int32/uint32 fields hold, so what we re-encode HAMi can read."""
     out = []
     for position, item in enumerate(_flat(value, where)):
@@ -295,7 +295,7 @@ def encode_node_devices(devices: Iterable[SchedulableDevice], encoding: Encoding
 
 
 def decode_node_devices(text: str, vendor: str, encoding: Encoding) -> tuple[SchedulableDevice, ...]:
-    """Either form, whatever the kind writes: HAMi <= 2.7 device plugins registered NVIDIA GPUs in
+    """Either form, whatever the kind writes: HAMi <= 2.7 device plugins registered their devices in
     the CSV form (pkg/util/util.go ``EncodeNodeDevices``, 7 fields in v2.4, 9 from v2.5), later ones
     in JSON, so a node of a cluster being migrated may carry either. A JSON list starts with ``[``."""
     text = _check_size(text, f"{vendor} node device list")
