@@ -137,7 +137,7 @@ def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevic
     vendor = DRS.vendor if _mode(config, node.name) == "drs" else GCU.vendor
     return [
         PhysicalDevice(
-            id=f"{node.name}-enflame-{'drs' if vendor == DRS.vendor else 'GCU'}-{c.index}",
+            id=f"{node.name}-{'enflame-drs' if vendor == DRS.vendor else 'GCU'}-{c.index}",  # HAMi's ids
             vendor=vendor,
             type=c.model,
             memory=c.memory_mib or 0,

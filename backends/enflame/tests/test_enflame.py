@@ -39,7 +39,7 @@ def test_parser_never_crashes(lines):
 def test_discovery_through_fake_efsmi(fake_tools):
     fake_tools.install("efsmi", {"": "efsmi_s60_x2_v1.2.0.301.txt"})
     devices = enflame.discover(CONFIG, NodeContext("n1"))
-    assert [(d.id, d.vendor, d.memory, d.advertised) for d in devices] == [("n1-enflame-GCU-0", "GCU", 49120, True), ("n1-enflame-GCU-1", "GCU", 42976, True)]
+    assert [(d.id, d.vendor, d.memory, d.advertised) for d in devices] == [("n1-GCU-0", "GCU", 49120, True), ("n1-GCU-1", "GCU", 42976, True)]
     drs = enflame.discover({**CONFIG, "node_mode": {"n1": "drs"}}, NodeContext("n1"))
     assert {d.vendor for d in drs} == {"Enflame"} and drs[0].id == "n1-enflame-drs-0"
     assert fake_tools.calls("efsmi") == [[], []]

@@ -1,0 +1,112 @@
+"""Biren GPUs: whole devices (``birentech.com/gpu``), as HAMi v2.10 models them.
+
+Read from upstream pkg/device/biren/device.go (v2.10.0) and Project-HAMi/biren-device-plugin
+(pkg/brgpu/register.go, plugin.go, runc.go): the node registers ``hami.io/node-biren-register``
+(JSON, type ``Biren``, one slot per device), a request is a count of whole devices (HAMi asks
+100 % of the memory and no cores), ``birentech.com/use-gpuuuid``/``nouse-gpuuuid`` select by id,
+the allocation is ``hami.io/Biren-devices-to-allocate``/``-allocated``. The device plugin names
+devices ``card_<N>``, exposes ``/dev/biren/card_<N>`` and sets ``BR_PHY_CARDS``; device ids here are
+brsmi's uuid (``card_<N>`` repeats on every node, and a device id must be unique in the cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hami.sdk import (
+    AnnotationKeys,
+    BackendError,
+    BackendInfo,
+    ContainerEdits,
+    DeviceKind,
+    DeviceNode,
+    DeviceRequest,
+    DeviceUsage,
+    GrantedDevice,
+    NodeContext,
+    PhysicalDevice,
+    ResourceNames,
+    SchedulableDevice,
+    StandardBackend,
+    ToolNotFound,
+    hookimpl,
+    inventory_devices,
+    run_tool,
+    selectors,
+)
+
+log = logging.getLogger(__name__)
+
+KIND = DeviceKind(
+    vendor="Biren",
+    resources=ResourceNames(count="birentech.com/gpu"),
+    annotations=AnnotationKeys.hami("hami.io/node-biren-register", "hami.io/node-handshake-biren", "hami.io/Biren"),
+)
+USE_UUID, NOUSE_UUID = "birentech.com/use-gpuuuid", "birentech.com/nouse-gpuuuid"
+ARGS = ("gpu", "--query-gpu=index,name,uuid,memory.total", "--format=csv,noheader,nounits")
+
+INFO = BackendInfo(
+    name="biren",
+    kinds=[KIND],
+    description="Biren GPUs, whole devices (no sharing: Biren's stack enforces no per-container limits)",
+    default_config={"brsmi": "brsmi", "brsmi_timeout": 10.0},
+    host_paths=("/dev/biren",),
+)
+
+
+def parse(text: str) -> list[tuple[int, str, str, int | None]]:
+    """``brsmi gpu --query-gpu=index,name,uuid,memory.total --format=csv,noheader,nounits`` rows:
+    (index, name, uuid, MiB or None); lines that do not start with an index are skipped."""
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != 4 or not cells[0].isdigit():
+            continue
+        memory = cells[3].split()[0] if cells[3] else ""
+        rows.append((int(cells[0]), cells[1] or "Biren GPU", cells[2], int(memory) if memory.isdigit() else None))
+    return rows
+
+
+def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
+    if node.simulated:
+        return inventory_devices(config, node.name, [KIND.vendor])
+    try:
+        rows = parse(run_tool([str(config["brsmi"]), *ARGS], float(config["brsmi_timeout"]), missing_hint="is the Biren driver installed?"))
+    except ToolNotFound as exc:
+        log.info("event=brsmi_absent error=%r", str(exc))
+        return []
+    except BackendError as exc:
+        log.warning("event=brsmi_failed error=%r", str(exc))
+        return []
+    return [
+        PhysicalDevice(
+            id=uuid or f"{node.name}-biren-{index}", vendor=KIND.vendor, type=name, memory=memory or 0, index=index, advertised=memory is not None,
+            reason="" if memory is not None else "memory unknown: brsmi printed no memory.total for this GPU", attributes={"card": f"card_{index}"},
+        )
+        for index, name, uuid, memory in rows
+    ]
+
+
+class BirenBackend(StandardBackend):
+    @hookimpl
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
+        return discover(config, node)
+
+    @hookimpl
+    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
+        """One slot: a Biren GPU is never shared (HAMi registers Count 1)."""
+        return SchedulableDevice(id=device.id, vendor=KIND.vendor, type=device.type, count=1, memory=device.memory, index=device.index, healthy=device.healthy)
+
+    @hookimpl
+    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+        return selectors.uuid_reason(selectors.pod_annotations(pod), device.device.id, USE_UUID, NOUSE_UUID)
+
+    @hookimpl
+    def hami_container_edits(self, devices: Sequence[GrantedDevice]) -> ContainerEdits:
+        cards = [f"card_{d.index}" for d in devices]
+        return ContainerEdits(env={"BR_PHY_CARDS": ",".join(cards)}, devices=[DeviceNode(f"/dev/biren/{c}", f"/dev/biren/{c}") for c in cards])
+
+
+plugin = BirenBackend(INFO)

@@ -1,0 +1,127 @@
+"""Vastai accelerators: whole devices (``vastaitech.com/va``), as HAMi v2.10 models them.
+
+Read from upstream pkg/device/vastai/device.go (v2.10.0): the node registers ``hami.io/node-va-register``
+(JSON, type ``Vastai``, one slot per device), a request is a count of whole devices (100 % of the
+memory, no cores), ``vastaitech.com/use-gpuuuid``/``nouse-gpuuuid`` select by id, the allocation is
+``hami.io/Vastai-devices-to-allocate``/``-allocated``. The container gets ``VASTAI_VISIBLE_DEVICES``
+(what Vastai's container runtime, ``--runtime=vastai``, reads to expose the devices).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hami.sdk import (
+    AnnotationKeys,
+    BackendError,
+    BackendInfo,
+    ContainerEdits,
+    DeviceKind,
+    DeviceRequest,
+    DeviceUsage,
+    GrantedDevice,
+    NodeContext,
+    PhysicalDevice,
+    ResourceNames,
+    SchedulableDevice,
+    StandardBackend,
+    ToolNotFound,
+    hookimpl,
+    inventory_devices,
+    run_tool,
+    selectors,
+)
+
+log = logging.getLogger(__name__)
+
+KIND = DeviceKind(
+    vendor="Vastai",
+    resources=ResourceNames(count="vastaitech.com/va"),
+    annotations=AnnotationKeys.hami("hami.io/node-va-register", "hami.io/node-handshake-va", "hami.io/Vastai"),
+)
+USE_UUID, NOUSE_UUID = "vastaitech.com/use-gpuuuid", "vastaitech.com/nouse-gpuuuid"
+ARGS = ("getmem", "--display-format=json")
+_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "kb": 1 << 10, "mib": 1 << 20, "mb": 1 << 20, "gib": 1 << 30, "gb": 1 << 30, "g": 1 << 30}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+INFO = BackendInfo(
+    name="vastai",
+    kinds=[KIND],
+    description="Vastai accelerators, whole devices (no sharing: Vastai's stack enforces no per-container limits)",
+    default_config={"vasmi": "vasmi", "vasmi_timeout": 10.0},
+    host_paths=("/dev",),
+)
+
+
+def _mib(value: Any) -> int | None:
+    match = _SIZE.match(str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        return None
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()]) >> 20
+
+
+def parse(text: str) -> list[tuple[str, str, int | None]]:
+    """``vasmi getmem --display-format=json``: ``{"elem": [{"pci_bus", "sn", "vals": {"Physical"|"Physical memory": {"value"}}}]}``
+    as (pci bus, serial, MiB or None), in the tool's order."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise BackendError(f"vasmi printed no JSON ({exc}): {text[:120]!r}") from None
+    elems = data.get("elem") if isinstance(data, dict) else None
+    if not isinstance(elems, list):
+        raise BackendError(f"vasmi JSON has no 'elem' list: {text[:120]!r}")
+    rows = []
+    for elem in elems:
+        if not isinstance(elem, dict):
+            continue
+        vals = elem.get("vals") if isinstance(elem.get("vals"), dict) else {}
+        memory = next((v.get("value") for k in ("Physical", "Physical memory") if isinstance(v := vals.get(k), dict)), None)
+        rows.append((str(elem.get("pci_bus", "")).lower(), str(elem.get("sn", "")), _mib(memory) if memory is not None else None))
+    return rows
+
+
+def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
+    if node.simulated:
+        return inventory_devices(config, node.name, [KIND.vendor])
+    try:
+        rows = parse(run_tool([str(config["vasmi"]), *ARGS], float(config["vasmi_timeout"]), missing_hint="is the Vastai driver installed?"))
+    except ToolNotFound as exc:
+        log.info("event=vasmi_absent error=%r", str(exc))
+        return []
+    except BackendError as exc:
+        log.warning("event=vasmi_failed error=%r", str(exc))
+        return []
+    return [
+        PhysicalDevice(
+            id=f"{node.name}-vastai-{index}", vendor=KIND.vendor, type="Vastai", memory=memory or 0, index=index, advertised=memory is not None,
+            reason="" if memory is not None else "memory unknown: vasmi getmem printed no Physical memory for this device",
+            attributes={"pci_bus": bus, "serial": serial},
+        )
+        for index, (bus, serial, memory) in enumerate(rows)
+    ]
+
+
+class VastaiBackend(StandardBackend):
+    @hookimpl
+    def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
+        return discover(config, node)
+
+    @hookimpl
+    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
+        """One slot: HAMi registers each Vastai device (or die) with Count 1."""
+        return SchedulableDevice(id=device.id, vendor=KIND.vendor, type=device.type, count=1, memory=device.memory, index=device.index, healthy=device.healthy)
+
+    @hookimpl
+    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+        return selectors.uuid_reason(selectors.pod_annotations(pod), device.device.id, USE_UUID, NOUSE_UUID)
+
+    @hookimpl
+    def hami_container_edits(self, devices: Sequence[GrantedDevice]) -> ContainerEdits:
+        return ContainerEdits(env={"VASTAI_VISIBLE_DEVICES": ",".join(str(d.index) for d in devices)})
+
+
+plugin = VastaiBackend(INFO)
