@@ -159,9 +159,13 @@ def test_devices_switches(render, helm: Path) -> None:
     assert env["HAMI_BACKENDS"] == "ascend,nvidia"
     assert render("default", "--set", "devices.kunlun.enabled=false", kube_version=KUBE)  # off is what we do anyway
     assert render("default", "--set", "devices.enflame.enabled=true", kube_version=KUBE)  # HAMi's default: no choice made
-    # docs/iluvatar-gpu-support.md at v2.9.0: --set devices.iluvatar.enabled=true (HAMi's default: false)
-    message = _fail(helm, "--set", "devices.iluvatar.enabled=true")
-    assert "devices.iluvatar.enabled=true" in message and "backends: nvidia, ascend, cambricon, hygon" in message
+    # docs/iluvatar-gpu-support.md at v2.9.0: --set devices.iluvatar.enabled=true (HAMi's default: false);
+    # HAMi's devices.kunlun is the kunlunxin backend
+    docs = render("default", "--set", "devices.iluvatar.enabled=true", "--set", "devices.kunlun.enabled=true", kube_version=KUBE)
+    env = {e["name"]: e.get("value") for e in _containers(docs, "DaemonSet")["agent"]["env"]}
+    assert env["HAMI_BACKENDS"] == "iluvatar,kunlunxin,nvidia"
+    message = _fail(helm, "--set", "metaxResourceName=metax-tech.com/mygpu")
+    assert "backends.metax.enabled" in message
 
 
 def test_typos_fail_naming_the_key(helm: Path) -> None:

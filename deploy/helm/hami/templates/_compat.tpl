@@ -33,7 +33,7 @@
   "^devicePlugin\\.(image|monitor\\.image)\\.(tag|pullSecrets)$"
   "^devicePlugin\\.(enabled|deviceSplitCount|deviceMemoryScaling|deviceCoreScaling|deviceListStrategy|tolerations|runtimeClassName|pluginPath)$"
   "^devicePlugin\\.(nvidiaNodeSelector|podAnnotations|resources)(\\.|$)"
-  "^devices\\.(nvidia|ascend|cambricon|hygon|amd|awsneuron|mthreads)\\.enabled$"
+  "^devices\\.(nvidia|ascend|cambricon|hygon|amd|awsneuron|mthreads|iluvatar|metax|kunlun)\\.enabled$"
   "^devices\\.ascend\\.(nodeSelector|tolerations)(\\.|$)"
   "^devices\\.nvidia\\.(gpuCorePolicy|libCudaLogLevel)$"
   ) -}}
@@ -78,8 +78,9 @@
 {{- else if regexMatch "^devicePlugin\\.monitor\\." $p -}}the agent serves the monitor's metrics: agent.metrics.enabled, agent.metrics.port
 {{- else if regexMatch "^devicePlugin\\.nodeConfiguration\\." $p -}}per-node settings: backends.nvidia.config.nodes.<node>.{split_count, memory_scaling, core_scaling, mode, include, exclude}
 {{- else if regexMatch "^devicePlugin\\.(service\\.|hostPID|hostNetwork|securityContext)" $p -}}the agent's pod is set by agent.privileged and agent.metrics.*
-{{- else if regexMatch "^devices\\.[^.]+\\.enabled$" $p -}}no such backend in this chart (backends: nvidia, ascend, cambricon, hygon, amd, awsneuron, mthreads)
-{{- else if regexMatch "^(metax|enflame|kunlun|vastai|biren)" $p -}}no such backend in this chart (backends: nvidia, ascend, cambricon, hygon, amd, awsneuron, mthreads)
+{{- else if regexMatch "^devices\\.[^.]+\\.enabled$" $p -}}no such backend in this chart (backends: nvidia, ascend, cambricon, hygon, amd, awsneuron, mthreads, iluvatar, metax, kunlunxin)
+{{- else if regexMatch "^(metax|kunlun)" $p -}}the metax and kunlunxin backends use HAMi's default resource names; turn them on with backends.metax.enabled / backends.kunlunxin.enabled (or devices.kunlun.enabled)
+{{- else if regexMatch "^(enflame|vastai|biren)" $p -}}no such backend in this chart (backends: nvidia, ascend, cambricon, hygon, amd, awsneuron, mthreads, iluvatar, metax, kunlunxin)
 {{- else if eq $p "legacyMetrics" -}}not supported: see docs/deployment.md, Metrics
 {{- else if eq $p "namespaceOverride" -}}install into the namespace you want (-n)
 {{- else if eq $p "scheduler.metricsBindAddress" -}}the scheduler serves /metrics on scheduler.port
@@ -172,10 +173,10 @@
 {{- toJson $out -}}
 {{- end -}}
 
-{{/* The backends in use: backends.<name>.enabled, or HAMi's devices.<name>.enabled when given */}}
+{{/* The backends in use: backends.<name>.enabled, or HAMi's devices.<name>.enabled when given (kunlunxin: devices.kunlun) */}}
 {{- define "hami.backendOn" -}}
 {{- $ := index . 0 -}}{{- $name := index . 1 -}}
-{{- $up := dig "devices" $name "enabled" nil $.Values.AsMap -}}
+{{- $up := dig "devices" (get (dict "kunlunxin" "kunlun") $name | default $name) "enabled" nil $.Values.AsMap -}}
 {{- if kindIs "bool" $up -}}{{- $up -}}{{- else -}}{{- (get $.Values.backends $name).enabled | default false -}}{{- end -}}
 {{- end -}}
 
