@@ -70,8 +70,9 @@ def test_requests_follow_hami(manager):
     (many,) = manager.container_requests(container(dcunum=2, dcumem=2000, dcucores=10), pod())
     assert (many.count, many.memory, many.memory_percentage, many.cores) == (2, 0, 100, 100)
     assert manager.mutate_container(container(dcunum=2, dcumem=2000), pod()).warnings
-    with pytest.raises(RequestError, match="dcucores"):
-        manager.container_requests(container(dcunum=1, dcucores=150), pod())
+    # cores over 100 are clamped, as upstream pkg/device/hygon/device.go Fit does (``Coresreq > 100``)
+    (clamped,) = manager.container_requests(container(dcunum=1, dcucores=150), pod())
+    assert clamped.cores == 100
 
 
 @pytest.mark.parametrize(
