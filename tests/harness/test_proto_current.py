@@ -233,3 +233,103 @@ def test_podresources_wire_bytes_of_a_known_message() -> None:
     devices = [pr.ContainerDevices(resource_name="r", device_ids=["d"])]
     msg = pr.PodResources(name="p", namespace="n", containers=[pr.ContainerResources(name="c", devices=devices)])
     assert msg.SerializeToString() == b"\x0a\x01p\x12\x01n\x1a\x0b\x0a\x01c\x12\x06\x0a\x01r\x12\x01d"
+
+
+# ---------------------------------------------------------------- kubelet DRA v1 and plugin registration v1
+# k8s.io/kubelet/pkg/apis/dra/v1/api.proto and pkg/apis/pluginregistration/v1/api.proto (our hami/dra/*).
+DRA_EXPECTED: dict[str, dict[str, tuple[int, int, bool]]] = {
+    "NodePrepareResourcesRequest": {"claims": (1, MSG, True)},
+    "NodePrepareResourcesResponse": {"claims": (1, MSG, True)},
+    "NodePrepareResourceResponse": {"devices": (1, MSG, True), "error": (2, S, False)},
+    "Device": {
+        "request_names": (1, S, True),
+        "pool_name": (2, S, False),
+        "device_name": (3, S, False),
+        "cdi_device_ids": (4, S, True),
+        "share_id": (5, S, False),
+    },
+    "NodeUnprepareResourcesRequest": {"claims": (1, MSG, True)},
+    "NodeUnprepareResourcesResponse": {"claims": (1, MSG, True)},
+    "NodeUnprepareResourceResponse": {"error": (1, S, False)},
+    "Claim": {"namespace": (1, S, False), "uid": (2, S, False), "name": (3, S, False)},
+}
+REGISTRATION_EXPECTED: dict[str, dict[str, tuple[int, int, bool]]] = {
+    "PluginInfo": {"type": (1, S, False), "name": (2, S, False), "endpoint": (3, S, False), "supported_versions": (4, S, True)},
+    "RegistrationStatus": {"plugin_registered": (1, B, False), "error": (2, S, False)},
+    "RegistrationStatusResponse": {},
+    "InfoRequest": {},
+}
+
+
+def test_dra_modules_are_current(tmp_path: Path) -> None:
+    pytest.importorskip("grpc_tools")
+    from hami.dra import regenerate as dra_regenerate
+
+    dra_regenerate.generate(tmp_path)
+    for proto in dra_regenerate.PROTOS:
+        for name in dra_regenerate.GENERATED:
+            committed = _without_generator_versions((proto.parent / name).read_text())
+            fresh = _without_generator_versions((tmp_path / proto.parent.name / name).read_text())
+            assert fresh == committed, f"{proto.parent.name}/{name} is stale: run `python -m hami.dra.regenerate`"
+    assert "from hami.dra.v1 import api_pb2" in (dra_regenerate.PACKAGE_DIR / "v1" / "api_pb2_grpc.py").read_text()
+
+
+@pytest.mark.parametrize(
+    ("module", "package", "expected"),
+    [
+        ("hami.dra.v1.api_pb2", "k8s.io.kubelet.pkg.apis.dra.v1", "DRA"),
+        ("hami.dra.pluginregistration.api_pb2", "pluginregistration", "REG"),
+    ],
+)
+def test_dra_and_registration_fields_match_kubelet(module: str, package: str, expected: str) -> None:
+    import importlib
+
+    pb = importlib.import_module(module)
+    table = DRA_EXPECTED if expected == "DRA" else REGISTRATION_EXPECTED
+    assert pb.DESCRIPTOR.package == package
+    assert set(pb.DESCRIPTOR.message_types_by_name) == set(table)
+    for message, fields in table.items():
+        desc = pb.DESCRIPTOR.message_types_by_name[message]
+        assert {f.name: (f.number, f.type, _repeated(f)) for f in desc.fields} == fields, message
+
+
+def test_dra_maps_optional_share_id_and_method_paths() -> None:
+    from hami.dra.pluginregistration import api_pb2 as reg
+    from hami.dra.v1 import api_pb2 as dra
+
+    maps = (
+        ("NodePrepareResourcesResponse", "NodePrepareResourceResponse"),
+        ("NodeUnprepareResourcesResponse", "NodeUnprepareResourceResponse"),
+    )
+    for message, value in maps:
+        entry = dra.DESCRIPTOR.message_types_by_name[message].fields_by_name["claims"].message_type
+        assert entry.GetOptions().map_entry
+        assert [(x.name, x.number, x.type) for x in entry.fields] == [("key", 1, S), ("value", 2, MSG)]
+        assert entry.fields_by_name["value"].message_type.name == value
+    # ``optional string share_id = 5``: presence is tracked (proto3 optional, a synthetic oneof).
+    share = dra.Device.DESCRIPTOR.fields_by_name["share_id"]
+    assert share.has_presence
+    assert not dra.Device().HasField("share_id")
+    (service,) = dra.DESCRIPTOR.services_by_name.values()
+    assert service.full_name == "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin"
+    assert {m.name: (m.input_type.name, m.output_type.name) for m in service.methods} == {
+        "NodePrepareResources": ("NodePrepareResourcesRequest", "NodePrepareResourcesResponse"),
+        "NodeUnprepareResources": ("NodeUnprepareResourcesRequest", "NodeUnprepareResourcesResponse"),
+    }
+    (registration,) = reg.DESCRIPTOR.services_by_name.values()
+    assert registration.full_name == "pluginregistration.Registration"
+    assert {m.name: (m.input_type.name, m.output_type.name) for m in registration.methods} == {
+        "GetInfo": ("InfoRequest", "PluginInfo"),
+        "NotifyRegistrationStatus": ("RegistrationStatus", "RegistrationStatusResponse"),
+    }
+    assert all(not m.server_streaming and not m.client_streaming for m in (*service.methods, *registration.methods))
+
+
+def test_dra_wire_bytes_of_a_known_message() -> None:
+    from hami.dra.v1 import api_pb2 as dra
+
+    # Device{request_names["r"](1), pool_name="p"(2), device_name="d"(3), cdi_device_ids["c"](4), share_id="s"(5)}
+    msg = dra.Device(request_names=["r"], pool_name="p", device_name="d", cdi_device_ids=["c"], share_id="s")
+    assert msg.SerializeToString() == b"\x0a\x01r\x12\x01p\x1a\x01d\x22\x01c\x2a\x01s"
+    # Claim{namespace="n"(1), uid="u"(2), name="x"(3)}
+    assert dra.Claim(namespace="n", uid="u", name="x").SerializeToString() == b"\x0a\x01n\x12\x01u\x1a\x01x"
