@@ -142,8 +142,11 @@ ADMITTED = [
     pytest.param(_pod({"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/mlu.smlu.vcore": "10"}),
                  [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/cambricon.com~1vmlu", "value": "1"}],
                  {"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/mlu.smlu.vcore": "10", "cambricon.com/vmlu": "1"}, id="cambricon-20-10"),
-    pytest.param(_pod({"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "20"}), [SCHED],
-                 {"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "20"}, id="cambricon-count-alias"),
+    # HAMi's older count name is rewritten to the one the device plugin advertises (issue 27)
+    pytest.param(_pod({"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "20"}),
+                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/cambricon.com~1vmlu", "value": "1"},
+                  {"op": "remove", "path": "/spec/containers/0/resources/limits/cambricon.com~1mlunum"}],
+                 {"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/vmlu": "1"}, id="cambricon-count-alias"),
     pytest.param(_pod({"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2000"}), [SCHED],
                  {"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2000"}, id="ascend910b-2000"),
     pytest.param(_pod({"huawei.com/Ascend910B3-memory": "2000"}),
