@@ -42,12 +42,14 @@ from hami.sdk import (
     NodeContext,
     PhysicalDevice,
     PresenceWatch,
+    QuantityError,
     RequestError,
     ResourceNames,
     SchedulableDevice,
     StandardBackend,
     container_resources,
     hookimpl,
+    parse_count,
     selectors,
 )
 
@@ -133,6 +135,34 @@ class CambriconBackend(StandardBackend):
 
     def memory_unit_mib(self, config: Mapping[str, Any]) -> int:
         return _unit(config)
+
+    @hookimpl
+    def hami_node_capacity_devices(self, vendor: str, node: Mapping[str, Any], config: Mapping[str, Any]) -> list[SchedulableDevice] | None:
+        """HAMi's cambricon-device-plugin writes no device list: HAMi v2.10 reads the MLUs from node
+        capacity (pkg/device/cambricon/device.go ``GetNodeDevices``): one MLU per 100 of
+        ``mlu.smlu.vcore``, each with count 100, 100 cores and ``vmemory × 256 MiB × 100 / vcore`` MiB,
+        id ``<node>-cambricon-mlu-<i>``. Read the same way, so a node of a cluster in migration keeps
+        its MLUs in our scheduler."""
+        if vendor != KIND.vendor:
+            return None
+        capacity = (node.get("status") or {}).get("capacity") or {}
+        (kind,) = [k for k in self.kinds(config) if k.vendor == KIND.vendor]  # under the configured resource names
+        resources = kind.resources
+        raw_cores, raw_memory = capacity.get(resources.cores or ""), capacity.get(resources.memory or "")
+        if raw_cores is None:
+            return None
+        try:
+            cards, memory = parse_count(str(raw_cores), str(resources.cores)), parse_count(str(raw_memory or 0), str(resources.memory))
+        except QuantityError as exc:
+            raise AnnotationError(f"node capacity: {exc}") from None
+        if cards <= 0:
+            return None
+        name = str((node.get("metadata") or {}).get("name") or "")
+        per_card = memory * _unit(config) * 100 // cards
+        return [
+            SchedulableDevice(id=f"{name}-cambricon-mlu-{i}", vendor=vendor, type="MLU", count=100, memory=per_card, cores=100, index=i)
+            for i in range(-(-cards // 100))
+        ]
 
     @hookimpl
     def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:

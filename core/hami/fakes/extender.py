@@ -36,7 +36,7 @@ class ExtenderHarness:
     def __init__(self, manager: BackendManager, core_v1: CoreV1Api, *, config: SchedulerConfig = SchedulerConfig(),
                  keys: SigningKeys | None = TEST_KEYS, pod_wait: float = 1.0) -> None:
         self.core_v1 = core_v1
-        self.state = ClusterState(manager.kinds)
+        self.state = ClusterState(manager.kinds, capacity_devices=manager.node_capacity_devices)
         self.cache = ClusterCache(self.state, core_v1, watch_timeout=30)
         self.scheduler = Scheduler(manager, self.state, core_v1, config, keys)
         self.extender = Extender(self.scheduler, ready=lambda: self.cache.synced, pods=self.cache.informed, pod_wait=pod_wait)

@@ -276,6 +276,28 @@ def hami_select_devices(
     """
 
 
+@hookspec(firstresult=True)
+def hami_node_capacity_devices(vendor: str, node: Mapping[str, Any], config: Config) -> Sequence[SchedulableDevice] | None:
+    """The devices of ``vendor`` on ``node`` (the Node object as the API server returns it) when
+    the node carries no device-list annotation for it: some device plugins of a cluster being
+    migrated from HAMi publish only node capacity (``status.capacity``), and HAMi's scheduler reads
+    the devices from there. Called by the scheduler on every node event of such a node.
+
+    Vendor-dispatched, first non-None result wins: return the devices (each of ``vendor``, held to
+    the same bounds as an annotation's), or None / ``[]`` when the node shows none. Must be pure and
+    cheap: it runs under the scheduler's cache.
+
+    Example::
+
+        @hookimpl
+        def hami_node_capacity_devices(vendor, node, config):
+            capacity = (node.get("status") or {}).get("capacity") or {}
+            cards = int(capacity.get("acme.com/cards", "0"))
+            name = node["metadata"]["name"]
+            return [SchedulableDevice(id=f"{name}-acme-{i}", vendor=vendor, type="ACME", count=10, memory=16384) for i in range(cards)]
+    """
+
+
 @hookspec
 def hami_policies() -> Sequence[Policy]:
     """The scoring policies this plugin offers: :class:`hami.plugin.policy.NodePolicy` and

@@ -485,6 +485,19 @@ class BackendManager:
             raise ContractError(f"chose {ids}: expected {request.count} distinct ids among the candidates", backend=self.owner(request.vendor).name, hook="hami_select_devices")
         return ids
 
+    def node_capacity_devices(self, vendor: str, node: Mapping[str, Any]) -> tuple[SchedulableDevice, ...]:
+        """The owner's reading of a node registered without a device-list annotation (its capacity);
+        () when it has none. Devices of another vendor are a contract breach."""
+        owner = self.owner(vendor).name
+        found = self._invoke("hami_node_capacity_devices", owner, {"config": self.config(owner), "vendor": vendor, "node": node})
+        if not found:
+            return ()
+        devices = tuple(_expect_list(found, SchedulableDevice, "hami_node_capacity_devices", vendor))
+        for device in devices:
+            if device.vendor != vendor:
+                raise ContractError(f"returned device {device.id!r} of vendor {device.vendor!r} for {vendor!r}", backend=owner, hook="hami_node_capacity_devices")
+        return devices
+
     def split(self, device: PhysicalDevice, node: NodeContext | str | None = None) -> SchedulableDevice:
         """``device``'s schedulable capacity on ``node`` (a context or a name; per-node settings need it)."""
         owner = self.owner(device.vendor).name

@@ -48,7 +48,7 @@ class SchedulerService:
         ``extender_host:extender_port``: kube-scheduler's (None: the verbs on the webhook listener,
         for in-process use only), HTTPS with a required client certificate when ``client_ca`` is given."""
         core_v1 = CoreV1Api(api)
-        self.state = ClusterState(manager.kinds)
+        self.state = ClusterState(manager.kinds, capacity_devices=manager.node_capacity_devices)
         self.cache = ClusterCache(self.state, core_v1)
         self.scheduler = Scheduler(manager, self.state, core_v1, config, keys)
         self.handshake = HandshakeRequester(self.state, core_v1, interval=handshake_interval)

@@ -10,18 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from hami.errors import AnnotationError
+from hami.errors import AnnotationError, HamiError
 from hami.plugin.model import DeviceKind, DeviceUsage, NodeUsage, SchedulableDevice
 from hami.scheduler.handshake import handshake_problem
 from hami.scheduler.usage import Holding, pod_holdings
 from hami.wire.allocation import allocation_records, read_allocated
 from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE, DEVICE_CORDON, SCHEDULE_TIME, SIGNATURE, BindPhase
-from hami.wire.codec import PodDevices, decode_node_devices
+from hami.wire.codec import PodDevices, check_node_device, decode_node_devices
 from hami.wire.signing import SignatureError, SigningKeys, verify
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,12 @@ class ClusterState:
         clock: Callable[[], float] = time.time,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         keys: SigningKeys | None = None,
+        capacity_devices: Callable[[str, Mapping[str, Any]], Sequence[SchedulableDevice]] | None = None,
     ) -> None:
         self.kinds = dict(kinds)
+        self.capacity_devices = capacity_devices
+        """A vendor's devices on a node without its device-list annotation, read from the node's
+        capacity by the owning backend (``BackendManager.node_capacity_devices``); None: such nodes have none."""
         self.keys = keys
         """Verify pod records with these keys; None (signing off) trusts every record as before."""
         self.clock = clock
@@ -194,6 +198,9 @@ class ClusterState:
         for vendor, kind in self.kinds.items():
             text = annotations.get(kind.annotations.node_register)
             if not text:
+                found = self._capacity_devices(name, vendor, node, problems)
+                if found:
+                    candidates.append((vendor, found))
                 continue
             gone = handshake_problem(annotations.get(kind.annotations.handshake, ""), node, kind.resources.count, now, self.handshake_timeout)
             if gone:  # HAMi's rule: a stale request and nothing allocatable (pkg/device/devices.go CheckHealth)
@@ -233,6 +240,18 @@ class ClusterState:
                 self.on_duplicate(name, other, device_id)
         for other_node in freed:
             self.apply_node(other_node)
+
+    def _capacity_devices(self, name: str, vendor: str, node: Mapping[str, Any], problems: dict[str, str]) -> tuple[SchedulableDevice, ...]:
+        """Devices registered HAMi's other way, by node capacity (HAMi's pkg/device/<vendor>
+        ``GetNodeDevices`` of vendors without a register annotation); a failure is the node's problem."""
+        if self.capacity_devices is None:
+            return ()
+        try:
+            return tuple(check_node_device(d, f"{vendor} capacity device") for d in self.capacity_devices(vendor, node))
+        except HamiError as exc:
+            problems[vendor] = f"devices from node capacity: {exc}"
+            log.warning("event=node_capacity_devices_failed node=%s vendor=%s error=%r", name, vendor, str(exc))
+            return ()
 
     def _claim(self, name: str, ids: set[str], refused: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
         """Make ``name`` the owner of ``ids`` (and of nothing else); returns the refused nodes to re-read

@@ -42,6 +42,7 @@ from hami.plugin.model import (
     PhysicalDevice,
 )
 from hami.wire.codec import (
+    check_node_device,
     decode_node_devices,
     decode_pod_devices,
     encode_node_devices,
@@ -60,6 +61,7 @@ EXERCISED_HOOKS = {
     "hami_split_device": "test_split_devices_round_trip_through_the_node_annotation",
     "hami_node_annotations": "test_split_devices_round_trip_through_the_node_annotation",
     "hami_select_devices": "test_fit_hooks_keep_the_contract",
+    "hami_node_capacity_devices": "test_capacity_devices_belong_to_the_vendor",
     "hami_container_requests": "test_requests_round_trip_through_the_allocation_codec",
     "hami_mutate_container": "test_admission_defaults_touch_only_own_resources",
     "hami_normalize_request": "test_fit_hooks_keep_the_contract",
@@ -241,6 +243,16 @@ class BackendConformance:
             pair = [DeviceUsage(manager.split(d)) for d in devices if d.vendor == kind.vendor]
             chosen = manager.select_devices(attrs.evolve(request, count=2), pair, {}, pod)  # checks ids and count
             assert chosen is None or len(chosen) in (0, 2)
+
+    def test_capacity_devices_belong_to_the_vendor(self, manager: BackendManager, backend_info: BackendInfo) -> None:
+        """A node without the device-list annotation: whatever the backend reads from its capacity
+        is its own vendor's and within the registration bounds (None/[] for a node showing nothing)."""
+        for kind in backend_info.kinds:
+            names = [n for n in (kind.resources.count, kind.resources.memory, kind.resources.cores) if n]
+            node = {"metadata": {"name": "conformance-node"}, "status": {"capacity": dict.fromkeys(names, "200"), "allocatable": dict.fromkeys(names, "200")}}
+            for device in manager.node_capacity_devices(kind.vendor, node):  # checks the vendor
+                check_node_device(device, f"{kind.vendor} capacity device")
+            assert manager.node_capacity_devices(kind.vendor, {"metadata": {"name": "conformance-node"}}) == ()
 
     def test_every_policy_scores_its_devices(self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
         """The policies a backend offers load beside the core's (no name taken twice), and every
