@@ -105,7 +105,8 @@ def test_example_meets_its_expectation(path: Path, cluster) -> None:
         state.forget_pod(pod["metadata"]["uid"])
     kinds = {d.vendor for d in state.nodes[outcome.node].devices.values()}
     wanted = {"nvidia": "NVIDIA", "ascend": "Ascend910B3", "cambricon": "MLU", "hygon": "DCU", "amd": "AMD", "awsneuron": "AWSNeuron", "mthreads": "Mthreads",
-              "iluvatar": "BI-V150", "metax": "Metax-SGPU", "kunlunxin": "XPU"}[
+              "iluvatar": "BI-V150", "metax": "Metax-SGPU", "kunlunxin": "XPU",
+              "enflame": "Enflame", "biren": "Biren", "vastai": "Vastai"}[
         path.stem.split("-")[0]
     ]
     assert wanted in kinds

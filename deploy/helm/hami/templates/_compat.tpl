@@ -33,7 +33,7 @@
   "^devicePlugin\\.(image|monitor\\.image)\\.(tag|pullSecrets)$"
   "^devicePlugin\\.(enabled|deviceSplitCount|deviceMemoryScaling|deviceCoreScaling|deviceListStrategy|tolerations|runtimeClassName|pluginPath)$"
   "^devicePlugin\\.(nvidiaNodeSelector|podAnnotations|resources)(\\.|$)"
-  "^devices\\.(nvidia|ascend|cambricon|hygon|amd|awsneuron|mthreads|iluvatar|metax|kunlun)\\.enabled$"
+  "^devices\\.(nvidia|ascend|cambricon|hygon|amd|awsneuron|mthreads|iluvatar|metax|kunlun|enflame|biren|vastai)\\.enabled$"
   "^devices\\.ascend\\.(nodeSelector|tolerations)(\\.|$)"
   "^devices\\.nvidia\\.(gpuCorePolicy|libCudaLogLevel)$"
   ) -}}
@@ -78,9 +78,9 @@
 {{- else if regexMatch "^devicePlugin\\.monitor\\." $p -}}the agent serves the monitor's metrics: agent.metrics.enabled, agent.metrics.port
 {{- else if regexMatch "^devicePlugin\\.nodeConfiguration\\." $p -}}per-node settings: backends.nvidia.config.nodes.<node>.{split_count, memory_scaling, core_scaling, mode, include, exclude}
 {{- else if regexMatch "^devicePlugin\\.(service\\.|hostPID|hostNetwork|securityContext)" $p -}}the agent's pod is set by agent.privileged and agent.metrics.*
-{{- else if regexMatch "^devices\\.[^.]+\\.enabled$" $p -}}no such backend in this chart (backends: nvidia, ascend, cambricon, hygon, amd, awsneuron, mthreads, iluvatar, metax, kunlunxin)
+{{- else if regexMatch "^devices\\.[^.]+\\.enabled$" $p -}}no such backend in this chart (backends: nvidia, ascend, cambricon, hygon, amd, awsneuron, mthreads, iluvatar, metax, kunlunxin, enflame, biren, vastai)
 {{- else if regexMatch "^(metax|kunlun)" $p -}}the metax and kunlunxin backends use HAMi's default resource names; turn them on with backends.metax.enabled / backends.kunlunxin.enabled (or devices.kunlun.enabled)
-{{- else if regexMatch "^(enflame|vastai|biren)" $p -}}no such backend in this chart (backends: nvidia, ascend, cambricon, hygon, amd, awsneuron, mthreads, iluvatar, metax, kunlunxin)
+{{- else if regexMatch "^(enflame|vastai|biren)" $p -}}the enflame, biren and vastai backends use HAMi's default resource names; turn them on with backends.enflame.enabled / backends.biren.enabled / backends.vastai.enabled (or devices.<name>.enabled)
 {{- else if eq $p "legacyMetrics" -}}not supported: see docs/deployment.md, Metrics
 {{- else if eq $p "namespaceOverride" -}}install into the namespace you want (-n)
 {{- else if eq $p "scheduler.metricsBindAddress" -}}the scheduler serves /metrics on scheduler.port
