@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from hami.sdk import DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice
-from hami_biren import plugin as biren
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hami.sdk import DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice
 from hami.testing.conformance import BackendConformance
-import pytest
+from hami_biren import plugin as biren
 
 CONFIG = biren.INFO.default_config
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from hami.sdk import (
     AnnotationKeys,
     BackendError,
@@ -48,7 +49,6 @@ from hami.sdk import (
     run_tool,
     selectors,
 )
-
 from hami_enflame import efsmi
 
 log = logging.getLogger(__name__)

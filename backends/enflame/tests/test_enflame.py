@@ -6,11 +6,22 @@ import json
 import logging
 
 import pytest
-from hami.sdk import BackendRefused, DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, RequestError, SchedulableDevice
-from hami_enflame import efsmi
-from hami_enflame import plugin as enflame
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hami.sdk import (
+    BackendRefused,
+    DeviceRequest,
+    DeviceUsage,
+    Grant,
+    GrantedDevice,
+    NodeContext,
+    PhysicalDevice,
+    RequestError,
+    SchedulableDevice,
+)
+from hami_enflame import efsmi
+from hami_enflame import plugin as enflame
 
 CONFIG = enflame.INFO.default_config
 
@@ -73,7 +84,7 @@ def test_whole_gcus_and_drs_profiles_as_hami_chooses_them():
         _requests({"enflame.com/drs-gcu": 2})
     with pytest.raises(RequestError, match=r"enflame.com/gcu-core=120 must be in range \(0,100\]"):
         _requests({"enflame.com/gcu-core": 120})
-    with pytest.raises(RequestError, match="'c'.*enflame.com/drs-gcu must be greater than 0"):
+    with pytest.raises(RequestError, match=r"'c'.*enflame.com/drs-gcu must be greater than 0"):
         _requests({"enflame.com/drs-gcu": 0})
 
 

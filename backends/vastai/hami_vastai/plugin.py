@@ -78,7 +78,8 @@ def parse(text: str) -> list[tuple[str, str, int | None]]:
     for elem in elems:
         if not isinstance(elem, dict):
             continue
-        vals = elem.get("vals") if isinstance(elem.get("vals"), dict) else {}
+        vals = elem.get("vals")
+        vals = vals if isinstance(vals, dict) else {}
         memory = next((v.get("value") for k in ("Physical", "Physical memory") if isinstance(v := vals.get(k), dict)), None)
         rows.append((str(elem.get("pci_bus", "")).lower(), str(elem.get("sn", "")), _mib(memory) if memory is not None else None))
     return rows

@@ -6,11 +6,12 @@ import json
 import logging
 
 import pytest
-from hami.sdk import BackendError, DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice
-from hami.testing.conformance import BackendConformance
-from hami_vastai import plugin as vastai
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hami.sdk import BackendError, DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice
+from hami.testing.conformance import BackendConformance
+from hami_vastai import plugin as vastai
 
 CONFIG = vastai.INFO.default_config
 
