@@ -192,7 +192,8 @@ class Sandbox:
         if not node:
             return outcome("Pending", reason)
         admitted = self.kubelets[node].admit(self._pod(namespace, name))
-        if not admitted.admitted:
+        if not admitted.admitted:  # kubelet fails the pod: it no longer counts on the node
+            self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Failed", "reason": admitted.reason}}, _preload_content=False)
             return outcome("Rejected", f"kubelet: {admitted.reason}: {admitted.message}", node)
         self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False)
         return outcome("Running", "", node, self._containers(self._pod(namespace, name), admitted))
