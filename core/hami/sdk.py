@@ -27,7 +27,9 @@ from hami.plugin.model import (
     BackendInfo,
     ContainerEdits,
     ContainerPatch,
+    ContainerShare,
     DeviceKind,
+    DeviceLoad,
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
@@ -41,6 +43,8 @@ from hami.plugin.model import (
     PhysicalDevice,
     ResourceNames,
     SchedulableDevice,
+    ShareLoad,
+    UsageReport,
 )
 from hami.plugin.naming import renamed_info
 from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, HostView, NodePolicy, Policy, ScoreContext
@@ -65,7 +69,9 @@ __all__ = [
     "Container",
     "ContainerEdits",
     "ContainerPatch",
+    "ContainerShare",
     "DeviceKind",
+    "DeviceLoad",
     "DeviceNode",
     "DevicePolicy",
     "DeviceRequest",
@@ -90,7 +96,9 @@ __all__ = [
     "ResourceNames",
     "SchedulableDevice",
     "ScoreContext",
+    "ShareLoad",
     "StandardBackend",
+    "UsageReport",
     "ValidationError",
     "container_resources",
     "hookimpl",

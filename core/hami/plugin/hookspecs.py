@@ -40,6 +40,7 @@ from hami.plugin.model import (
     BackendInfo,
     ContainerEdits,
     ContainerPatch,
+    ContainerShare,
     DeviceRequest,
     DeviceUsage,
     Grant,
@@ -49,6 +50,7 @@ from hami.plugin.model import (
     NodeContext,
     PhysicalDevice,
     SchedulableDevice,
+    UsageReport,
 )
 from hami.plugin.policy import Policy
 
@@ -127,6 +129,30 @@ def hami_device_health(devices: Sequence[PhysicalDevice], config: Config, node: 
                 return []
             return [HealthEvent(d.id, healthy=False, reason=f"fault code {c}")
                     for d in devices if (c := acme_sdk.fault_code(d.id))]
+    """
+
+
+@hookspec
+def hami_sample_usage(devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], config: Config, node: NodeContext) -> UsageReport | None:
+    """Measure what ``devices`` and the ``containers`` holding them are doing now: memory in use,
+    compute utilization, power and temperature per device, and per container share what it uses
+    of its grant (HAMi's device monitor reads the driver and HAMi-core's shared region for this).
+
+    Called by the node agent's usage sampler every ``usage_interval`` (5 s by default), once per backend
+    (backend-dispatched) with that backend's devices and the live containers granted them; scrapes
+    of ``/metrics``, ``hami top`` and the dashboard only read the cached result, so this hook may
+    read files or call a vendor library, but must not block for long. Return None when the vendor
+    reports nothing; leave out what you cannot read and name it in ``UsageReport.skipped`` (a
+    truncated or foreign file is a skip, never an exception). When ``node.simulated``, return
+    plausible figures derived from the grants (the sandbox shows them) and touch no hardware.
+
+    Example::
+
+        @hookimpl
+        def hami_sample_usage(devices, containers, config, node):
+            loads = [DeviceLoad(d.id, memory_used=acme_sdk.used_bytes(d.index), utilization=acme_sdk.busy(d.index))
+                     for d in devices]
+            return UsageReport(devices=loads)
     """
 
 

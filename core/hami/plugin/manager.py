@@ -48,6 +48,7 @@ from hami.plugin.model import (
     BackendInfo,
     ContainerEdits,
     ContainerPatch,
+    ContainerShare,
     DeviceKind,
     DeviceRequest,
     DeviceUsage,
@@ -59,6 +60,7 @@ from hami.plugin.model import (
     NodeUsage,
     PhysicalDevice,
     SchedulableDevice,
+    UsageReport,
     frozen_map,
 )
 from hami.plugin.naming import renamed_info
@@ -460,6 +462,31 @@ class BackendManager:
         context = self._context(backend, node or "unknown")
         batches = self._invoke("hami_device_health", backend, {"devices": list(devices), "config": self.config(backend), "node": context}, cross_cutting=False)
         return [e for batch in batches for e in _expect_list(batch, HealthEvent, "hami_device_health", backend)]
+
+    def sample_usage(
+        self, backend: str, devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], node: NodeContext | str = ""
+    ) -> UsageReport:
+        """``backend``'s usage sample of its ``devices`` and the ``containers`` granted them, merged;
+        a figure for a device or container it was not given is a contract breach."""
+        context = self._context(backend, node or "unknown")
+        kwargs = {"devices": list(devices), "containers": list(containers), "config": self.config(backend), "node": context}
+        parts = [p for p in self._invoke("hami_sample_usage", backend, kwargs, cross_cutting=False) if p is not None]
+        reports = [_expect(p, UsageReport, "hami_sample_usage", backend) for p in parts]
+        merged = UsageReport(
+            devices=[d for r in reports for d in r.devices], shares=[s for r in reports for s in r.shares], skipped=[k for r in reports for k in r.skipped]
+        )
+        ids = {d.id for d in devices}
+        owners = {(c.namespace, c.pod, c.container) for c in containers}
+        for load in merged.devices:
+            if load.device_id not in ids:
+                raise ContractError(f"reported usage of device {load.device_id!r}, which it was not asked about", backend=backend, hook="hami_sample_usage")
+        for share in merged.shares:
+            if share.device_id not in ids or (share.namespace, share.pod, share.container) not in owners:
+                raise ContractError(
+                    f"reported usage of {share.namespace}/{share.pod}[{share.container}] on {share.device_id!r}, which it was not asked about",
+                    backend=backend, hook="hami_sample_usage",
+                )
+        return merged
 
     def node_annotations(self, backend: str, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice]) -> dict[str, str]:
         """A backend's extra node annotations; the registration and handshake keys stay the core's."""

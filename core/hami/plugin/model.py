@@ -384,6 +384,91 @@ class HealthEvent:
     reason: str = ""
 
 
+# ---------------------------------------------------------------- usage (what devices really do)
+
+
+def _ratio(instance: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not (0.0 <= value <= 1.0):
+        raise _fail(type(instance).__name__, attribute.name, value, "must be a ratio between 0 and 1 (or None: not reported)")
+
+
+def _optional_non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value >= 0:
+        raise _fail(type(instance).__name__, attribute.name, value, "must be >= 0 (or None: not reported)")
+
+
+@attrs.frozen
+class ContainerShare:
+    """A running container holding devices on this node, as the agent knows it from the pod's
+    allocation: what ``hami_sample_usage`` measures per container (HAMi-core's region, a vendor tool)."""
+
+    namespace: str = attrs.field(validator=_non_empty)
+    pod: str = attrs.field(validator=_non_empty)
+    pod_uid: str = attrs.field(validator=_non_empty)
+    container: str = attrs.field(validator=_non_empty)
+    grants: tuple[Grant, ...] = attrs.field(default=(), converter=frozen_tuple)
+    """This container's grants of the backend's kinds, in the order the runtime numbers them."""
+    priority: int | None = None
+    """The task priority the container asked for (the backend reads it from the pod), None: none."""
+
+
+@attrs.frozen
+class DeviceLoad:
+    """What one physical device is doing now, host-wide (the driver's figures). None: not reported."""
+
+    device_id: str = attrs.field(validator=_non_empty)
+    memory_used: int = attrs.field(validator=_non_negative)
+    """Bytes in use on the device, every process included."""
+    memory_total: int | None = attrs.field(default=None, validator=_optional_non_negative)
+    utilization: float | None = attrs.field(default=None, validator=_ratio)
+    """Compute busy ratio over the driver's last sample period (0..1)."""
+    memory_utilization: float | None = attrs.field(default=None, validator=_ratio)
+    power_watts: float | None = attrs.field(default=None, validator=_optional_non_negative)
+    temperature_celsius: float | None = None
+
+
+@attrs.frozen
+class ShareLoad:
+    """What one container does with one of its granted devices (``vdevice_index`` = its position
+    in the container's grants, as HAMi-core numbers them). None: the vendor does not report it."""
+
+    device_id: str = attrs.field(validator=_non_empty)
+    namespace: str = attrs.field(validator=_non_empty)
+    pod: str = attrs.field(validator=_non_empty)
+    container: str = attrs.field(validator=_non_empty)
+    vdevice_index: int = attrs.field(default=0, validator=_non_negative)
+    memory_used: int = attrs.field(default=0, validator=_non_negative)
+    """Bytes the container has allocated on the device."""
+    memory_limit: int | None = attrs.field(default=None, validator=_optional_non_negative)
+    """Bytes the enforcement layer holds it to (None: no limit known)."""
+    utilization: float | None = attrs.field(default=None, validator=_ratio)
+    last_kernel_seconds: float | None = attrs.field(default=None, validator=_optional_non_negative)
+    """Seconds since the container last launched work on the device."""
+    memory_context: int | None = attrs.field(default=None, validator=_optional_non_negative)
+    memory_module: int | None = attrs.field(default=None, validator=_optional_non_negative)
+    memory_buffer: int | None = attrs.field(default=None, validator=_optional_non_negative)
+    throttled: bool = False
+    """The backend is holding the container back now (priority feedback)."""
+
+
+def _loads(value: Iterable[DeviceLoad]) -> tuple[DeviceLoad, ...]:
+    return tuple(value)
+
+
+def _share_loads(value: Iterable[ShareLoad]) -> tuple[ShareLoad, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class UsageReport:
+    """One backend's sample (``hami_sample_usage``): host figures per device, and per container share."""
+
+    devices: tuple[DeviceLoad, ...] = attrs.field(default=(), converter=_loads)
+    shares: tuple[ShareLoad, ...] = attrs.field(default=(), converter=_share_loads)
+    skipped: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+    """What could not be read this time and why (a truncated or foreign file): logged by the agent."""
+
+
 # ---------------------------------------------------------------- requests
 
 

@@ -32,6 +32,7 @@ from hami.plugin.manager import BackendManager
 from hami.plugin.model import (
     BackendInfo,
     ContainerEdits,
+    ContainerShare,
     DeviceKind,
     DeviceRequest,
     DeviceUsage,
@@ -40,6 +41,7 @@ from hami.plugin.model import (
     NodeContext,
     NodeUsage,
     PhysicalDevice,
+    UsageReport,
 )
 from hami.wire.codec import (
     check_node_device,
@@ -58,6 +60,7 @@ EXERCISED_HOOKS = {
     "hami_backend": "test_identity_is_complete",
     "hami_discover_devices": "test_discovery_reads_the_inventory",
     "hami_device_health": "test_health_reports_events_for_own_devices",
+    "hami_sample_usage": "test_usage_sample_keeps_the_contract",
     "hami_split_device": "test_split_devices_round_trip_through_the_node_annotation",
     "hami_node_annotations": "test_split_devices_round_trip_through_the_node_annotation",
     "hami_select_devices": "test_fit_hooks_keep_the_contract",
@@ -182,6 +185,23 @@ class BackendConformance:
         events = manager.device_health(backend_info.name, devices, node)
         ids = {d.id for d in devices}
         assert all(e.device_id in ids for e in events), events
+
+    def test_usage_sample_keeps_the_contract(
+        self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext
+    ) -> None:
+        """A simulated node's sample (what the sandbox shows): figures only for the devices and
+        containers asked about (the manager checks), usage within what exists, twice (the sampler repeats)."""
+        containers = []
+        for kind in backend_info.kinds:
+            device = next(d for d in devices if d.vendor == kind.vendor)
+            containers.append(ContainerShare("default", f"pod-{len(containers)}", f"uid-{len(containers)}", "main", [Grant(device.id, kind.vendor, 1024, 10)]))
+        for _ in range(2):
+            report = manager.sample_usage(backend_info.name, devices, containers, node)
+            assert isinstance(report, UsageReport)
+            for share in report.shares:
+                assert share.memory_limit is None or share.memory_used <= share.memory_limit * 2, share
+            for load in report.devices:
+                assert load.memory_total is None or load.memory_used <= load.memory_total, load
 
     def test_split_devices_round_trip_through_the_node_annotation(
         self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext
