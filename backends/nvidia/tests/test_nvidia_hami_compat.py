@@ -279,7 +279,7 @@ def test_mounts_follow_server_go(gpu_node, host_root: Path):
     (vgpu / "libvgpu.so").unlink()  # only the versioned library installed: still served
     assert mounts(node.container_edits(grant, pod(), ctr({GPU: "1"})))["/usr/local/vgpu/libvgpu.so"][0].endswith(".v2.10.0")
     node = gpu_node(libvgpu_version="../../etc/passwd")
-    with pytest.raises(BackendError, match="libvgpu.so on the host"):
+    with pytest.raises(BackendError, match=r"libvgpu\.so on the host"):
         node.container_edits(grant, pod(), ctr({GPU: "1"}))
 
 
@@ -308,7 +308,7 @@ def test_renamed_resources_are_used_everywhere(gpu_node, tmp_path: Path):
     assert manager.kind_for_resource("nvidia.com/vgpu").vendor == "NVIDIA"
     assert manager.kind_for_resource(GPU) is None and manager.kind_for_resource(MEM) is None
     assert manager.kinds["NVIDIA"].resources.all() == tuple(RENAMED.values())
-    assert [r.resources for r in manager.records if r.info and r.info.name == "nvidia"][0] == tuple(RENAMED.values())
+    assert next(r.resources for r in manager.records if r.info and r.info.name == "nvidia") == tuple(RENAMED.values())
     managed = {m["name"] for m in scheduler_configuration(manager, "http://127.0.0.1:8444")["extenders"][0]["managedResources"]}
     assert managed == set(RENAMED.values())
     # requests and mutation
@@ -317,7 +317,7 @@ def test_renamed_resources_are_used_everywhere(gpu_node, tmp_path: Path):
     assert (r.count, r.memory) == (1, 3000)
     assert dict(manager.mutate_container(ctr({"nvidia.com/vgpu-memory": "3000"}), pod()).limits) == {"nvidia.com/vgpu": "1"}
     assert dict(manager.mutate_container(ctr({"nvidia.com/vgpu": "1"}), pod()).limits) == {"nvidia.com/vgpu-cores": "100"}
-    with pytest.raises(RequestError, match="nvidia.com/vgpu-memory-percentage=120"):
+    with pytest.raises(RequestError, match=r"nvidia\.com/vgpu-memory-percentage=120"):
         manager.container_requests(ctr({"nvidia.com/vgpu": "1", "nvidia.com/vgpu-memory-percentage": "120"}), pod())
     # quota charges the renamed resources
     charged = pod_charge(manager, {"metadata": {}, "spec": {"containers": [ctr({"nvidia.com/vgpu": "1", "nvidia.com/vgpu-memory": "3000"})]}})
@@ -359,7 +359,7 @@ def test_a_rename_onto_another_backends_resource_is_refused(nvidia, register_bac
     ))
     manager = nvidia()
     register_backend(other)
-    with pytest.raises(ValidationError, match="'example.com/vgpu' is already served by vendor 'OTHER'"):
+    with pytest.raises(ValidationError, match=r"'example\.com/vgpu' is already served by vendor 'OTHER'"):
         manager.configure("nvidia", {"resource_names": {"count": "example.com/vgpu"}})
     assert manager.kind_for_resource(GPU) is not None  # nothing changed
 
