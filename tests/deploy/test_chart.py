@@ -252,3 +252,18 @@ def test_the_extender_port_must_differ_from_the_webhook_port(helm: Path) -> None
     done = subprocess.run([str(helm), "template", "hami", str(CHART), "--namespace", NAMESPACE, "--set", "scheduler.extenderPort=8443"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "scheduler.extenderPort (8443) must differ from scheduler.port" in done.stderr
+
+
+def test_the_agent_keeps_its_state_and_reads_pod_resources_on_the_host(render) -> None:
+    """Partition ledgers and the pod ledger must outlive the agent's pod (it reconciles at start), and the
+    agent asks kubelet's PodResources API which pods still hold devices: both are host mounts."""
+    for args in ((), ("--set", "agent.stateDir=/data/hami")):
+        agent = render("default", *args).one("DaemonSet")["spec"]["template"]["spec"]
+        state = "/data/hami" if args else "/var/lib/hami"
+        container = agent["containers"][0]
+        assert f"--state-dir={state}" in container["command"]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        host = {v["name"]: v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v}
+        assert host["state"] == state and state in mounts
+        assert host["pod-resources"] == "/var/lib/kubelet/pod-resources"
+        assert mounts["/var/lib/kubelet/pod-resources"]["readOnly"] is True

@@ -68,6 +68,13 @@ def _setup_logging(level: str) -> None:
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Level of the agent's structured logs.")
 @click.option("--metrics-bind", default="0.0.0.0:9394", show_default=True, help="HOST:PORT of the Prometheus /metrics endpoint; empty to disable.")
 @click.option("--legacy-metrics", is_flag=True, help="Also export HAMi's pre-2.8 metric names (vGPU_device_memory_limit_in_bytes), as HAMi's flag does.")
+@click.option(
+    "--state-dir",
+    default="/var/lib/hami",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Host directory for the backends' node state (partition ledgers) and the agent's pod ledger; must survive agent restarts.",
+)
 def agent_command(
     node_name: str | None,
     kubeconfig: str | None,
@@ -80,6 +87,7 @@ def agent_command(
     log_level: str,
     metrics_bind: str,
     legacy_metrics: bool = False,
+    state_dir: str = "/var/lib/hami",
 ) -> None:
     """Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."""
     from hami.node.agent import Agent, AgentOptions
@@ -100,6 +108,7 @@ def agent_command(
             health_interval=health_interval,
             metrics_bind=_host_port(metrics_bind) if metrics_bind else None,
             legacy_metrics=legacy_metrics,
+            state_dir=Path(state_dir),
         )
         agent = Agent(manager, _core_v1(kubeconfig), options, keys, insecure_skip_signature=keys is None)
     except HamiError as exc:
