@@ -101,6 +101,12 @@ RESOURCES: tuple[ResourceType, ...] = (
         False,
         frozenset({"reason", "regarding.kind", "regarding.name", "regarding.namespace", "type"}),
     ),
+    # Dynamic Resource Allocation (GA in 1.34): what hami.dra publishes and reads, and the sandbox allocates
+    ResourceType("resource.k8s.io", "v1", "deviceclasses", "DeviceClass", False, "deviceclass"),
+    ResourceType("resource.k8s.io", "v1", "resourceclaims", "ResourceClaim", True, "resourceclaim", (), True),
+    ResourceType("resource.k8s.io", "v1", "resourceclaimtemplates", "ResourceClaimTemplate", True, "resourceclaimtemplate"),
+    ResourceType("resource.k8s.io", "v1", "resourceslices", "ResourceSlice", False, "resourceslice", (), False,
+                 frozenset({"spec.nodeName", "spec.driver"})),
 )
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
