@@ -51,7 +51,7 @@ def test_openapi_v3_root_lists_every_group_version_with_a_hash(kube_apiserver: K
     code, root, _ = _get(kube_apiserver, "/openapi/v3")
     assert code == 200
     assert set(root["paths"]) == {"api/v1", "apis/coordination.k8s.io/v1", "apis/events.k8s.io/v1",
-                                  "apis/admissionregistration.k8s.io/v1"}
+                                  "apis/admissionregistration.k8s.io/v1", "apis/resource.k8s.io/v1"}
     url = root["paths"]["apis/coordination.k8s.io/v1"]["serverRelativeURL"]
     assert url.startswith("/openapi/v3/apis/coordination.k8s.io/v1?hash=")
     code, doc, _ = _get(kube_apiserver, url)

@@ -31,7 +31,7 @@ _META_TYPES = frozenset({
     "Preconditions",
 })
 _PACKAGES = {"": "core", "coordination.k8s.io": "coordination", "events.k8s.io": "events",
-             "admissionregistration.k8s.io": "admissionregistration"}
+             "admissionregistration.k8s.io": "admissionregistration", "resource.k8s.io": "resource"}
 _CLASS_PREFIX = re.compile(r"^(?:[A-Z][a-z]+)?V\d+(?:alpha\d+|beta\d+)?(?=[A-Z])")
 _LIST = re.compile(r"^List\[(.+)\]$")
 _DICT = re.compile(r"^Dict\[str, (.+)\]$")
