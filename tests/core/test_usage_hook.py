@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hami.errors import BackendCrashed, ContractError, ValidationError
 from hami.plugin.manager import BackendManager
 from hami.sdk import (
@@ -60,7 +61,7 @@ class Other:
 
 
 DEVICES = [PhysicalDevice(id="acme-0", vendor="ACME", type="X1", memory=16384), PhysicalDevice(id="acme-1", vendor="ACME", type="X1", memory=16384, index=1)]
-SHARE = ContainerShare("ns", "p", "uid-1", "main", [Grant("acme-0", "ACME", 2048, 30)], priority=1)
+SHARE = ContainerShare("ns", "p", "uid-1", "main", [Grant("acme-0", "ACME", 2048, 30)], {"acme.com/xpu": "1"})
 
 
 def _manager(*plugins: object) -> BackendManager:

@@ -408,8 +408,8 @@ class ContainerShare:
     container: str = attrs.field(validator=_non_empty)
     grants: tuple[Grant, ...] = attrs.field(default=(), converter=frozen_tuple)
     """This container's grants of the backend's kinds, in the order the runtime numbers them."""
-    priority: int | None = None
-    """The task priority the container asked for (the backend reads it from the pod), None: none."""
+    limits: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    """The container's resource limits as the pod states them (a backend reads its own, e.g. a priority)."""
 
 
 @attrs.frozen

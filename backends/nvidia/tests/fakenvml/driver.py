@@ -4,6 +4,7 @@ because nvidia-ml-py loads the library by name once per process.
 
     python driver.py discover '<config json>'
     python driver.py health '<config json>' <events wanted> <seconds>
+    python driver.py usage '<config json>' [<rounds>]
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import logging
 import sys
 import time
+
+import attrs
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 
@@ -41,6 +44,10 @@ def main() -> None:
             "split": [{"id": s.id, "count": s.count, "memory": s.memory, "cores": s.cores, "mode": s.mode, "partitions": list(s.partitions)} for s in split],
             "annotations": manager.node_annotations("nvidia", split, devices),
         }))
+    elif action == "usage":
+        rounds = [manager.sample_usage("nvidia", devices, [], NODE) for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 1)]
+        backend.close()
+        print(json.dumps({"rounds": [{"devices": [attrs.asdict(d) for d in r.devices], "skipped": list(r.skipped)} for r in rounds]}))
     elif action == "health":
         wanted, seconds = int(sys.argv[3]), float(sys.argv[4])
         events: list[dict] = []

@@ -10,7 +10,8 @@
  *                 "numa": 0, "bus_id": "00000000:07:00.0", "cc": [8, 0], "switch": 1,
  *                 "mig": 1, "mig_devices": [{"uuid": "MIG-...", "name": "... MIG 1g.10gb", "memory_mib": 9728}],
  *                 "nvlinks": ["00000000:0F:00.0", ...],   remote bus id of each active link
- *                 "lost": false}],                          true: memory queries say GPU_IS_LOST
+ *                 "lost": false,                            true: memory queries say GPU_IS_LOST
+ *                 "used_mib": 1024, "util": [37, 12], "power_mw": 215000, "temp_c": 61}],   usage figures
  *    "xid_events": [{"uuid": "GPU-...", "xid": 79}]}     delivered in order by nvmlEventSetWait_v2
  *
  * Two-GPU pairs sharing "switch" get NVML_TOPOLOGY_SINGLE, same "numa" NVML_TOPOLOGY_NODE, else SYSTEM.
@@ -138,8 +139,32 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(dev *d, nvmlMemory_t *m) {
   MISSING();
   if (num(d->spec, "lost", 0)) return GPU_LOST;
   m->total = (unsigned long long)num(d->spec, "memory_mib", 16384) * 1024 * 1024;
-  m->used = 0;
-  m->free = m->total;
+  m->used = (unsigned long long)num(d->spec, "used_mib", 0) * 1024 * 1024;
+  m->free = m->total - m->used;
+  return OK;
+}
+
+/* usage (the vGPU monitor's host figures): "util": [gpu %, memory %], "power_mw", "temp_c"; absent = NOT_SUPPORTED */
+typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
+nvmlReturn_t nvmlDeviceGetUtilizationRates(dev *d, nvmlUtilization_t *u) {
+  MISSING();
+  if (num(d->spec, "lost", 0)) return GPU_LOST;
+  jv *util = get(d->spec, "util");
+  if (!util || util->t != 4 || util->len != 2) return NOT_SUPPORTED;
+  u->gpu = (unsigned int)util->v[0]->n;
+  u->memory = (unsigned int)util->v[1]->n;
+  return OK;
+}
+nvmlReturn_t nvmlDeviceGetPowerUsage(dev *d, unsigned int *mw) {
+  MISSING();
+  if (!get(d->spec, "power_mw")) return NOT_SUPPORTED;
+  *mw = (unsigned int)num(d->spec, "power_mw", 0);
+  return OK;
+}
+nvmlReturn_t nvmlDeviceGetTemperature(dev *d, int sensor, unsigned int *c) {
+  MISSING();
+  if (sensor != 0 || !get(d->spec, "temp_c")) return NOT_SUPPORTED;
+  *c = (unsigned int)num(d->spec, "temp_c", 0);
   return OK;
 }
 
