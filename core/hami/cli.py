@@ -79,6 +79,8 @@ COMMANDS: dict[str, LazyCommand] = {
                          "Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."),
     "certs": LazyCommand("hami.certs:certs_command",
                          "Create (or keep) the webhook's self-signed CA and serving certificate, and patch the caBundle."),
+    "dra": LazyCommand("hami.dra.cli:dra_command",
+                       "Kubernetes DRA driver for every installed backend: publish ResourceSlices, prepare claims through CDI."),
     "devices": LazyCommand("hami.node.cli:devices_command",
                            "Discover and split this machine's devices with every installed backend; show what would be advertised."),
     "sandbox": LazyCommand("hami.sandbox.cli:sandbox_command",
@@ -105,7 +107,7 @@ DEV_COMMANDS: dict[str, LazyCommand] = {
 
 # Long-running servers log with timestamps (their logs are read later); one-shot commands print a
 # warning the way kubectl does, without a timestamp in front of what the user just ran.
-SERVERS = frozenset({"agent", "scheduler", "webhook", "dev"})
+SERVERS = frozenset({"agent", "scheduler", "webhook", "dev", "dra"})
 LOG_FORMAT_SERVER = "%(asctime)s %(levelname)s %(name)s %(message)s"
 LOG_FORMAT_COMMAND = "%(levelname)s %(name)s: %(message)s"
 
