@@ -95,6 +95,8 @@ COMMANDS: dict[str, LazyCommand] = {
                             "and report the allocated share of GPU capacity as the workload arrives."),
     "top": LazyCommand("hami.top:top_command",
                        "Show every node's shared devices: memory, cores and slots used, and the pods holding them."),
+    "ui": LazyCommand("hami.ui.cli:ui_command",
+                      "Serve a read-only web dashboard of the cluster's devices, shares and Pending reasons."),
     "webhook": LazyCommand("hami.webhook.cli:webhook_command",
                            "Serve the mutating admission webhook (POST /webhook, GET /healthz)."),
 }

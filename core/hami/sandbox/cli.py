@@ -101,7 +101,10 @@ def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[
 @click.option("--pods", "pod_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Pod YAML, multi-document (default: deploy/examples).")
 @click.option("--json", "as_json", is_flag=True, help="Print {\"pods\": [...], \"nodes\": [...]} instead of tables.")
 @click.option("--keep-running", is_flag=True, help="Keep the cluster up afterwards and print a kubeconfig for it.")
-def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json: bool, keep_running: bool) -> None:
+@click.option("--serve", is_flag=True, help="Keep the cluster up with the web dashboard on 127.0.0.1 and its API server open to kubectl.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="The dashboard's port with --serve (0: any free port).")
+def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json: bool, keep_running: bool, serve: bool, port: int) -> None:
     """A whole heterogeneous cluster in one process: admit, schedule, bind and allocate every pod."""
     from rich.console import Console
 
@@ -119,7 +122,11 @@ def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json:
             click.echo(json.dumps({"pods": [o.as_json() for o in outcomes], "nodes": nodes}, indent=2))
         else:
             print_report(console, outcomes, nodes)
-        if keep_running:
+        if serve:
+            from hami.sandbox.serve import serve as serve_dashboard
+
+            serve_dashboard(sandbox, outcomes, port, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+        elif keep_running:
             path = Path("sandbox-kubeconfig.yaml").resolve()
             sandbox.api.write_kubeconfig(path)
             console.print(f"cluster running; kubeconfig: {path} (Ctrl-C to stop)")
