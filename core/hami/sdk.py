@@ -5,7 +5,8 @@ here under a stable name: the hook marker, the value types it receives and retur
 aliases for Kubernetes objects, the errors it may raise, the scoring-policy base classes
 (``NodePolicy``/``DevicePolicy``, offered through ``hami_policies``), and the helpers for backends of
 the usual shape (HAMi's request rules, even splitting, selectors, presence-based health, the
-vendor-tool runner, the simulated inventory). Internals may move; these names stay.
+vendor-tool runner and discovery, the simulated inventory, tool-table pairing, per-node unit
+ranges, whole-device backends, HAMi's pod allocation encoding). Internals may move; these names stay.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from hami.backendkit import selectors
+from hami.backendkit.discovery import tool_devices
 from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, inventory_path, load_inventory
 from hami.backendkit.limits import container_resources, standard_request
 from hami.backendkit.presence import PresenceWatch
+from hami.backendkit.ranges import RangeLedger, owner_key
 from hami.backendkit.splitting import split_evenly
 from hami.backendkit.standard import StandardBackend
+from hami.backendkit.tables import paired_rows
 from hami.backendkit.tools import ToolNotFound, run_tool
+from hami.backendkit.whole import WholeDeviceBackend, one_slot
 from hami.errors import AnnotationError, BackendError, BackendRefused, HamiError, QuantityError, RequestError, ValidationError
 from hami.plugin import hookimpl
 from hami.plugin.model import (
@@ -48,6 +53,7 @@ from hami.plugin.model import (
 )
 from hami.plugin.naming import renamed_info
 from hami.plugin.policy import ClusterView, DevicePolicy, DeviceScoreContext, HostView, NodePolicy, Policy, ScoreContext
+from hami.wire.codec import encode_pod_devices
 from hami.wire.quantity import parse_count, parse_quantity
 
 Pod = Mapping[str, Any]
@@ -92,6 +98,7 @@ __all__ = [
     "Policy",
     "PresenceWatch",
     "QuantityError",
+    "RangeLedger",
     "RequestError",
     "ResourceNames",
     "SchedulableDevice",
@@ -100,11 +107,16 @@ __all__ = [
     "StandardBackend",
     "UsageReport",
     "ValidationError",
+    "WholeDeviceBackend",
     "container_resources",
+    "encode_pod_devices",
     "hookimpl",
     "inventory_devices",
     "inventory_path",
     "load_inventory",
+    "one_slot",
+    "owner_key",
+    "paired_rows",
     "parse_count",
     "parse_quantity",
     "renamed_info",
@@ -113,4 +125,5 @@ __all__ = [
     "selectors",
     "split_evenly",
     "standard_request",
+    "tool_devices",
 ]

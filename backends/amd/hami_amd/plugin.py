@@ -5,7 +5,7 @@ Read from upstream pkg/device/amd/device.go and docs/develop/amd-vgpu.md (v2.10.
   ``amd.com/gpucores`` a percentage 1-100 of the compute units (omitted: 100);
 - the container gets ``ROCR_VISIBLE_DEVICES`` (container-local order), ``HSA_CU_MASK``
   (``<local index>:<first>-<last>`` per shared GPU, ``;``-separated, ranges disjoint between the
-  containers of one GPU: :mod:`hami_amd.ranges`) and ``HIP_DEVICE_MEMORY_LIMIT=<MiB>m``.
+  containers of one GPU: the SDK's ``RangeLedger``) and ``HIP_DEVICE_MEMORY_LIMIT=<MiB>m``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 from hami.sdk import (
     AnnotationKeys,
-    BackendError,
     BackendInfo,
     ContainerEdits,
     DeviceKind,
@@ -28,19 +27,18 @@ from hami.sdk import (
     GrantedDevice,
     NodeContext,
     PhysicalDevice,
+    RangeLedger,
     RequestError,
     ResourceNames,
     StandardBackend,
-    ToolNotFound,
     container_resources,
     hookimpl,
-    inventory_devices,
+    owner_key,
     run_tool,
     selectors,
+    tool_devices,
 )
-
 from hami_amd import rocmsmi
-from hami_amd.ranges import RangeLedger, owner_key
 
 log = logging.getLogger(__name__)
 
@@ -85,30 +83,23 @@ def _render_minor(bus: str, index: int) -> int:
 
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
-    if node.simulated:
-        return inventory_devices(config, node.name, [KIND.vendor])
-    try:
-        text = run_tool([str(config["rocm_smi"]), *rocmsmi.ARGS], float(config["rocm_smi_timeout"]), missing_hint="is ROCm installed?")
-        cards = rocmsmi.parse(text)
-    except ToolNotFound as exc:
-        log.info("event=rocm_smi_absent error=%r", str(exc))
-        return []
-    except BackendError as exc:
-        log.warning("event=rocm_smi_failed error=%r", str(exc))
-        return []
-    return [
-        PhysicalDevice(
-            id=card.unique_id or f"{node.name}-amd-gpu-{card.index}",
-            vendor=KIND.vendor,
-            type=card.model,
-            memory=card.memory_mib or 0,
-            index=card.index,
-            advertised=card.memory_mib is not None,
-            reason="" if card.memory_mib is not None else "memory unknown: rocm-smi printed no VRAM Total Memory for this card",
-            attributes={"pci_bus": card.bus, "render_minor": _render_minor(card.bus, card.index), "compute_units": compute_units(card.model, config)},
-        )
-        for card in cards
-    ]
+    def read() -> list[PhysicalDevice]:
+        cards = rocmsmi.parse(run_tool([str(config["rocm_smi"]), *rocmsmi.ARGS], float(config["rocm_smi_timeout"]), missing_hint="is ROCm installed?"))
+        return [
+            PhysicalDevice(
+                id=card.unique_id or f"{node.name}-amd-gpu-{card.index}",
+                vendor=KIND.vendor,
+                type=card.model,
+                memory=card.memory_mib or 0,
+                index=card.index,
+                advertised=card.memory_mib is not None,
+                reason="" if card.memory_mib is not None else "memory unknown: rocm-smi printed no VRAM Total Memory for this card",
+                attributes={"pci_bus": card.bus, "render_minor": _render_minor(card.bus, card.index), "compute_units": compute_units(card.model, config)},
+            )
+            for card in cards
+        ]
+
+    return tool_devices(node, config, [KIND.vendor], read, tool="rocm-smi", log=log)
 
 
 class AmdBackend(StandardBackend):

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import attrs
+
 from hami.sdk import BackendError
 
 ARGS = ("--showproductname", "--showmeminfo", "vram", "--showbus", "--json")

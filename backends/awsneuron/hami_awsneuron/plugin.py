@@ -6,7 +6,7 @@ a core request up to a device's cores takes one device, a larger one must fill w
 on ``inf*`` instances, else runs of 1/4/8/16 aligned to their size); the allocation writes
 ``AWS_NEURON_IDS``, ``NEURON_ALLOC_TIME``, ``NEURON_ALLOCATED``, ``NEURON_RESOURCE_TYPE`` and
 ``aws.amazon.com/predicate-node``. Cores are picked at Allocate, disjoint per device
-(:mod:`hami_awsneuron.ranges`), and given as ``NEURON_RT_VISIBLE_CORES``.
+(the SDK's ``RangeLedger``), and given as ``NEURON_RT_VISIBLE_CORES``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from hami.sdk import (
     AnnotationKeys,
-    BackendError,
     BackendInfo,
     ContainerEdits,
     DeviceKind,
@@ -31,21 +31,20 @@ from hami.sdk import (
     NodeAnnotations,
     NodeContext,
     PhysicalDevice,
+    RangeLedger,
     RequestError,
     ResourceNames,
     SchedulableDevice,
     StandardBackend,
-    ToolNotFound,
     container_resources,
     hookimpl,
-    inventory_devices,
+    owner_key,
     parse_count,
     run_tool,
     selectors,
+    tool_devices,
 )
-
 from hami_awsneuron import neuronls
-from hami_awsneuron.ranges import RangeLedger, owner_key
 
 log = logging.getLogger(__name__)
 
@@ -71,29 +70,23 @@ INFO = BackendInfo(
 
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
-    if node.simulated:
-        return inventory_devices(config, node.name, [VENDOR])
-    try:
+    def read() -> list[PhysicalDevice]:
         devices, instance = neuronls.parse(run_tool([str(config["neuron_ls"])], float(config["neuron_ls_timeout"]), missing_hint="is the Neuron driver installed?"))
-    except ToolNotFound as exc:
-        log.info("event=neuron_ls_absent error=%r", str(exc))
-        return []
-    except BackendError as exc:
-        log.warning("event=neuron_ls_failed error=%r", str(exc))
-        return []
-    return [
-        PhysicalDevice(
-            id=f"{node.name}-{VENDOR}-{d.index}",
-            vendor=VENDOR,
-            type=f"{VENDOR} {instance}".strip(),
-            memory=d.memory_mib,
-            index=d.index,
-            advertised=d.cores > 0,
-            reason="" if d.cores > 0 else "NeuronCore count unknown: neuron-ls printed no NEURON CORES for this device",
-            attributes={"cores": d.cores, "connected_to": list(d.connected), "bdf": d.bdf, "instance_type": instance or str(config.get("instance_type", ""))},
-        )
-        for d in devices
-    ]
+        return [
+            PhysicalDevice(
+                id=f"{node.name}-{VENDOR}-{d.index}",
+                vendor=VENDOR,
+                type=f"{VENDOR} {instance}".strip(),
+                memory=d.memory_mib,
+                index=d.index,
+                advertised=d.cores > 0,
+                reason="" if d.cores > 0 else "NeuronCore count unknown: neuron-ls printed no NEURON CORES for this device",
+                attributes={"cores": d.cores, "connected_to": list(d.connected), "bdf": d.bdf, "instance_type": instance or str(config.get("instance_type", ""))},
+            )
+            for d in devices
+        ]
+
+    return tool_devices(node, config, [VENDOR], read, tool="neuron-ls", log=log)
 
 
 def contiguous(candidates: Sequence[DeviceUsage], count: int, instance_type: str) -> list[str]:
@@ -166,8 +159,7 @@ class NeuronBackend(StandardBackend):
     def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
         if int(request.attributes.get(NEURONCORES, 0)) > device.device.count:
             return "CardInsufficientCore"
-        annos = selectors.pod_annotations(pod)
-        return selectors.uuid_reason(annos, device.device.id, USE_UUID, NOUSE_UUID) if annos else None
+        return selectors.pod_uuid_reason(pod, device.device.id, (USE_UUID, NOUSE_UUID))
 
     @hookimpl
     def hami_select_devices(self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str]) -> list[str]:

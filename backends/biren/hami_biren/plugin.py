@@ -17,24 +17,18 @@ from typing import Any
 
 from hami.sdk import (
     AnnotationKeys,
-    BackendError,
     BackendInfo,
     ContainerEdits,
     DeviceKind,
     DeviceNode,
-    DeviceRequest,
-    DeviceUsage,
     GrantedDevice,
     NodeContext,
     PhysicalDevice,
     ResourceNames,
-    SchedulableDevice,
-    StandardBackend,
-    ToolNotFound,
+    WholeDeviceBackend,
     hookimpl,
-    inventory_devices,
     run_tool,
-    selectors,
+    tool_devices,
 )
 
 log = logging.getLogger(__name__)
@@ -70,38 +64,28 @@ def parse(text: str) -> list[tuple[int, str, str, int | None]]:
 
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
-    if node.simulated:
-        return inventory_devices(config, node.name, [KIND.vendor])
-    try:
+    def read() -> list[PhysicalDevice]:
         rows = parse(run_tool([str(config["brsmi"]), *ARGS], float(config["brsmi_timeout"]), missing_hint="is the Biren driver installed?"))
-    except ToolNotFound as exc:
-        log.info("event=brsmi_absent error=%r", str(exc))
-        return []
-    except BackendError as exc:
-        log.warning("event=brsmi_failed error=%r", str(exc))
-        return []
-    return [
-        PhysicalDevice(
-            id=uuid or f"{node.name}-biren-{index}", vendor=KIND.vendor, type=name, memory=memory or 0, index=index, advertised=memory is not None,
-            reason="" if memory is not None else "memory unknown: brsmi printed no memory.total for this GPU", attributes={"card": f"card_{index}"},
-        )
-        for index, name, uuid, memory in rows
-    ]
+        return [
+            PhysicalDevice(
+                id=uuid or f"{node.name}-biren-{index}", vendor=KIND.vendor, type=name, memory=memory or 0, index=index, advertised=memory is not None,
+                reason="" if memory is not None else "memory unknown: brsmi printed no memory.total for this GPU", attributes={"card": f"card_{index}"},
+            )
+            for index, name, uuid, memory in rows
+        ]
+
+    return tool_devices(node, config, [KIND.vendor], read, tool="brsmi", log=log)
 
 
-class BirenBackend(StandardBackend):
+class BirenBackend(WholeDeviceBackend):
+    """One slot per GPU (HAMi registers Count 1: a Biren GPU is never shared), uuid selectors; the device
+    plugin's card names in ``BR_PHY_CARDS`` and their device files."""
+
+    uuid_keys = (USE_UUID, NOUSE_UUID)
+
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discover(config, node)
-
-    @hookimpl
-    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
-        """One slot: a Biren GPU is never shared (HAMi registers Count 1)."""
-        return SchedulableDevice(id=device.id, vendor=KIND.vendor, type=device.type, count=1, memory=device.memory, index=device.index, healthy=device.healthy)
-
-    @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
-        return selectors.uuid_reason(selectors.pod_annotations(pod), device.device.id, USE_UUID, NOUSE_UUID)
 
     @hookimpl
     def hami_container_edits(self, devices: Sequence[GrantedDevice]) -> ContainerEdits:

@@ -31,7 +31,6 @@ from hami.sdk import (
     ContainerEdits,
     DeviceKind,
     DeviceRequest,
-    DeviceUsage,
     Grant,
     GrantedDevice,
     NodeContext,
@@ -40,14 +39,13 @@ from hami.sdk import (
     RequestError,
     ResourceNames,
     SchedulableDevice,
-    StandardBackend,
-    ToolNotFound,
+    WholeDeviceBackend,
     container_resources,
     hookimpl,
-    inventory_devices,
+    one_slot,
     parse_count,
     run_tool,
-    selectors,
+    tool_devices,
 )
 from hami_enflame import efsmi
 
@@ -124,33 +122,32 @@ def _mode(config: Mapping[str, Any], node_name: str) -> str:
 
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
-    if node.simulated:
-        return inventory_devices(config, node.name, INFO.vendors)
-    try:
+    def read() -> list[PhysicalDevice]:
         cards = efsmi.parse(run_tool([str(config["efsmi"]), *efsmi.ARGS], float(config["efsmi_timeout"]), missing_hint="is the Enflame driver installed?"))
-    except ToolNotFound as exc:
-        log.info("event=efsmi_absent error=%r", str(exc))
-        return []
-    except BackendError as exc:
-        log.warning("event=efsmi_failed error=%r", str(exc))
-        return []
-    vendor = DRS.vendor if _mode(config, node.name) == "drs" else GCU.vendor
-    return [
-        PhysicalDevice(
-            id=f"{node.name}-{'enflame-drs' if vendor == DRS.vendor else 'GCU'}-{c.index}",  # HAMi's ids
-            vendor=vendor,
-            type=c.model,
-            memory=c.memory_mib or 0,
-            index=c.index,
-            advertised=c.memory_mib is not None,
-            reason="" if c.memory_mib is not None else "memory unknown: efsmi printed no Mem for this card",
-            attributes={"pci_bus": c.bus, "serial": c.serial, "virt": c.virt},
-        )
-        for c in cards
-    ]
+        vendor = DRS.vendor if _mode(config, node.name) == "drs" else GCU.vendor
+        return [
+            PhysicalDevice(
+                id=f"{node.name}-{'enflame-drs' if vendor == DRS.vendor else 'GCU'}-{c.index}",  # HAMi's ids
+                vendor=vendor,
+                type=c.model,
+                memory=c.memory_mib or 0,
+                index=c.index,
+                advertised=c.memory_mib is not None,
+                reason="" if c.memory_mib is not None else "memory unknown: efsmi printed no Mem for this card",
+                attributes={"pci_bus": c.bus, "serial": c.serial, "virt": c.virt},
+            )
+            for c in cards
+        ]
+
+    return tool_devices(node, config, INFO.vendors, read, tool="efsmi", log=log)
 
 
-class EnflameBackend(StandardBackend):
+class EnflameBackend(WholeDeviceBackend):
+    """Whole GCUs as the SDK's whole-device backend; DRS cards split and edited here."""
+
+    uuid_keys = (USE_UUID, NOUSE_UUID)
+    visible_env = "ENFLAME_VISIBLE_DEVICES"
+
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discover(config, node)
@@ -159,12 +156,9 @@ class EnflameBackend(StandardBackend):
     def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
         """A GCU is one slot; a DRS card offers its slice capacity and the largest profile's memory."""
         if device.vendor == GCU.vendor:
-            return SchedulableDevice(id=device.id, vendor=GCU.vendor, type=device.type, count=1, memory=device.memory, index=device.index, healthy=device.healthy)
+            return super().hami_split_device(device, config)
         top = max((p.memory_gb for p in profiles(config)), default=0) * 1024
-        return SchedulableDevice(
-            id=device.id, vendor=DRS.vendor, type=device.type, count=int(config["drs_capacity"]), memory=top or device.memory, index=device.index,
-            healthy=device.healthy,
-        )
+        return attrs.evolve(one_slot(device), count=int(config["drs_capacity"]), memory=top or device.memory)
 
     @hookimpl
     def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
@@ -202,10 +196,6 @@ class EnflameBackend(StandardBackend):
         return attrs.evolve(request, memory=profile.memory_gb * 1024, cores=cores, attributes={**request.attributes, PROFILE: profile.name})
 
     @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
-        return selectors.uuid_reason(selectors.pod_annotations(pod), device.device.id, USE_UUID, NOUSE_UUID)
-
-    @hookimpl
     def hami_allocation_annotations(
         self, vendor: str, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice], pod: Mapping[str, Any], config: Mapping[str, Any]
     ) -> dict[str, str] | None:
@@ -231,15 +221,13 @@ class EnflameBackend(StandardBackend):
         return out
 
     @hookimpl
-    def hami_container_edits(self, devices: Sequence[GrantedDevice], node: NodeContext) -> ContainerEdits:
-        env = {"ENFLAME_VISIBLE_DEVICES": ",".join(str(d.index) for d in devices)}
-        drs = [d for d in devices if d.device.vendor == DRS.vendor]
-        if drs and not node.simulated:
+    def hami_container_edits(self, devices: Sequence[GrantedDevice], node: NodeContext) -> ContainerEdits:  # type: ignore[override]  # pluggy passes hook arguments by name
+        if any(d.device.vendor == DRS.vendor for d in devices) and not node.simulated:
             raise BackendRefused(
                 "DRS instances are created by Enflame's DRS runtime from the pod's enflame.com/* annotations; "
                 "hami-enflame does not create them yet (run efsmi --drs --create-instance through Enflame's tooling)"
             )
-        return ContainerEdits(env=env)
+        return super().hami_container_edits(devices)
 
 
 plugin = EnflameBackend(INFO)

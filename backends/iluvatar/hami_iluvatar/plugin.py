@@ -21,7 +21,6 @@ import attrs
 
 from hami.sdk import (
     AnnotationKeys,
-    BackendError,
     BackendInfo,
     ContainerEdits,
     DeviceKind,
@@ -33,11 +32,11 @@ from hami.sdk import (
     PhysicalDevice,
     ResourceNames,
     StandardBackend,
-    ToolNotFound,
     hookimpl,
-    inventory_devices,
+    paired_rows,
     run_tool,
     selectors,
+    tool_devices,
 )
 
 log = logging.getLogger(__name__)
@@ -91,23 +90,7 @@ _MEMORY = re.compile(r"\|\s*(\d+)MiB\s*/\s*(\d+)MiB\s*\|")
 def parse_ixsmi(text: str) -> list[Gpu]:
     """``ixsmi``'s table: a name/bus line, then a line whose second cell is ``<used>MiB / <total>MiB``.
     A GPU line without its memory line is an error naming the GPU (a truncated or changed layout)."""
-    gpus: list[Gpu] = []
-    pending: re.Match[str] | None = None
-    for line in text.splitlines():
-        row = _ROW.match(line)
-        if row:
-            if pending:
-                raise BackendError(f"ixsmi: GPU {pending[1]} ({pending[2]}) has no memory line")
-            pending = row
-            continue
-        memory = _MEMORY.search(line)
-        if pending and memory:
-            name = re.sub(r"^Iluvatar\s+", "", pending[2])
-            gpus.append(Gpu(int(pending[1]), name, pending[3], int(memory[2])))
-            pending = None
-    if pending:
-        raise BackendError(f"ixsmi: GPU {pending[1]} ({pending[2]}) has no memory line")
-    return gpus
+    return [Gpu(int(row[1]), re.sub(r"^Iluvatar\s+", "", row[2]), row[3], int(memory[2])) for row, memory in paired_rows(text, _ROW, _MEMORY, tool="ixsmi")]
 
 
 def chip_of(name: str) -> str | None:
@@ -132,16 +115,10 @@ class IluvatarBackend(StandardBackend):
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
-        if node.simulated:
-            return inventory_devices(config, node.name, CHIPS)
-        try:
-            text = run_tool([str(config.get("ixsmi", "ixsmi"))], float(config.get("ixsmi_timeout", 10.0)))
-            return [to_device(gpu) for gpu in parse_ixsmi(text)]
-        except ToolNotFound as exc:
-            log.info("event=ixsmi_absent detail=%r", str(exc))
-        except BackendError as exc:
-            log.warning("event=ixsmi_failed error=%r", str(exc))
-        return []
+        def read() -> list[PhysicalDevice]:
+            return [to_device(gpu) for gpu in parse_ixsmi(run_tool([str(config.get("ixsmi", "ixsmi"))], float(config.get("ixsmi_timeout", 10.0))))]
+
+        return tool_devices(node, config, CHIPS, read, tool="ixsmi", log=log)
 
     def memory_unit_mib(self, config: Mapping[str, Any]) -> int:
         return MEMORY_FACTOR
@@ -161,8 +138,8 @@ class IluvatarBackend(StandardBackend):
 
     @hookimpl
     def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
-        annos, chip = selectors.pod_annotations(pod), request.vendor
-        return selectors.uuid_reason(annos, device.device.id, f"hami.io/use-{chip}-uuid", f"hami.io/no-use-{chip}-uuid") if annos else None
+        chip = request.vendor
+        return selectors.pod_uuid_reason(pod, device.device.id, (f"hami.io/use-{chip}-uuid", f"hami.io/no-use-{chip}-uuid"))
 
     @hookimpl
     def hami_container_edits(self, devices: Sequence[GrantedDevice], container: Mapping[str, Any]) -> ContainerEdits:

@@ -23,7 +23,6 @@ import attrs
 
 from hami.sdk import (
     AnnotationKeys,
-    BackendError,
     BackendInfo,
     ContainerEdits,
     ContainerPatch,
@@ -39,13 +38,15 @@ from hami.sdk import (
     ResourceNames,
     SchedulableDevice,
     StandardBackend,
-    ToolNotFound,
     container_resources,
+    encode_pod_devices,
     hookimpl,
-    inventory_devices,
+    one_slot,
+    paired_rows,
     parse_count,
     run_tool,
     selectors,
+    tool_devices,
 )
 
 log = logging.getLogger(__name__)
@@ -88,23 +89,11 @@ _MEMORY = re.compile(r"\|\s*\d+MiB\s*/\s*(\d+)MiB\s*\|")
 def parse_xpu_smi(text: str, vendor: str = "XPU") -> list[PhysicalDevice]:
     """``xpu-smi``'s table: a name/bus line, then a line with ``<used>MiB / <total>MiB`` (the third line,
     L3 usage, is skipped). A device line without its memory line is an error naming the device."""
-    devices: list[PhysicalDevice] = []
-    pending: re.Match[str] | None = None
-    for line in text.splitlines():
-        row = _ROW.match(line)
-        memory = _MEMORY.search(line)
-        if row:
-            if pending:
-                raise BackendError(f"xpu-smi: XPU {pending[1]} ({pending[2]}) has no memory line")
-            pending = row
-        elif pending and memory:
-            bus = pending[3].lower()
-            devices.append(PhysicalDevice(id="xpu-" + bus.replace(":", "-"), vendor=vendor, type=f"Kunlunxin {pending[2]}",
-                                          memory=int(memory[1]), index=int(pending[1]), attributes={"pci_bus_id": bus}))
-            pending = None
-    if pending:
-        raise BackendError(f"xpu-smi: XPU {pending[1]} ({pending[2]}) has no memory line")
-    return devices
+    return [
+        PhysicalDevice(id="xpu-" + row[3].lower().replace(":", "-"), vendor=vendor, type=f"Kunlunxin {row[2]}",
+                       memory=int(memory[1]), index=int(row[1]), attributes={"pci_bus_id": row[3].lower()})
+        for row, memory in paired_rows(text, _ROW, _MEMORY, tool="xpu-smi", noun="XPU")
+    ]
 
 
 def choose(indexes: Sequence[int], count: int) -> list[int]:
@@ -144,22 +133,17 @@ class KunlunxinBackend(StandardBackend):
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
-        if node.simulated:
-            return inventory_devices(config, node.name, self.info.vendors)
         vendor = WHOLE.vendor if config.get("mode") == "whole" else VXPU.vendor
-        try:
+
+        def read() -> list[PhysicalDevice]:
             return parse_xpu_smi(run_tool([str(config.get("xpu_smi", "xpu-smi"))], float(config.get("xpu_smi_timeout", 10.0))), vendor)
-        except ToolNotFound as exc:
-            log.info("event=xpu_smi_absent detail=%r", str(exc))
-        except BackendError as exc:
-            log.warning("event=xpu_smi_failed error=%r", str(exc))
-        return []
+
+        return tool_devices(node, config, self.info.vendors, read, tool="xpu-smi", log=log)
 
     @hookimpl
     def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
-        count = 1 if device.vendor == WHOLE.vendor else int(config.get("vxpu_count", 4))
-        return SchedulableDevice(id=device.id, vendor=device.vendor, type=device.type, count=count, memory=device.memory,
-                                 cores=100, index=device.index, numa=device.numa, healthy=device.healthy)
+        split = one_slot(device)
+        return split if device.vendor == WHOLE.vendor else attrs.evolve(split, count=int(config.get("vxpu_count", 4)))
 
     @hookimpl
     def hami_container_requests(
@@ -193,11 +177,9 @@ class KunlunxinBackend(StandardBackend):
 
     @hookimpl
     def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
-        annos = selectors.pod_annotations(pod)
-        for use, nouse in UUID_SELECTORS:
-            reason = selectors.uuid_reason(annos, device.device.id, use, nouse)
-            if reason:
-                return reason
+        reason = selectors.pod_uuid_reason(pod, device.device.id, *UUID_SELECTORS)
+        if reason:
+            return reason
         if request.vendor == VXPU.vendor and device.used and device.memory // device.used != request.memory:
             return "VxpuPartitionMismatch"  # upstream FitVXPU: one partition size per XPU
         return None
@@ -216,8 +198,7 @@ class KunlunxinBackend(StandardBackend):
         """Whole XPUs: upstream's ``hami.io/kunlun-allocated`` and ``BAIDU_COM_DEVICE_IDX`` (last container's indexes)."""
         if vendor != WHOLE.vendor or not any(containers):
             return None
-        encoded = "".join("".join(f"{g.id},{g.vendor},{g.memory},{g.cores}:" for g in grants) + ";" for grants in containers)
-        values = {WHOLE_ALLOCATED: encoded}
+        values = {WHOLE_ALLOCATED: encode_pod_devices(containers)}
         for grants in containers:
             if grants:
                 values[INDEX_ANNOTATION] = ",".join(str(devices[g.id].index) for g in grants if g.id in devices)

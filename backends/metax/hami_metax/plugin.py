@@ -26,7 +26,6 @@ import attrs
 
 from hami.sdk import (
     AnnotationKeys,
-    BackendError,
     BackendInfo,
     ContainerEdits,
     DeviceKind,
@@ -43,14 +42,14 @@ from hami.sdk import (
     ResourceNames,
     SchedulableDevice,
     StandardBackend,
-    ToolNotFound,
     container_resources,
     hookimpl,
-    inventory_devices,
+    paired_rows,
     parse_count,
     parse_quantity,
     run_tool,
     selectors,
+    tool_devices,
 )
 
 log = logging.getLogger(__name__)
@@ -88,20 +87,7 @@ _LIST = re.compile(r"^GPU#(\d+)\s+\S+.*\(UUID:\s*([^)\s]+)\)")
 
 def parse_mx_smi(text: str) -> list[tuple[int, str, str, int]]:
     """``mx-smi``'s table as (index, name, bus id, memory MiB): a name/bus line, then ``<used>/<total> MiB``."""
-    rows: list[tuple[int, str, str, int]] = []
-    pending: re.Match[str] | None = None
-    for line in text.splitlines():
-        row, memory = _ROW.match(line), _MEMORY.search(line)
-        if row:
-            if pending:
-                raise BackendError(f"mx-smi: GPU {pending[1]} ({pending[2]}) has no memory line")
-            pending = row
-        elif pending and memory:
-            rows.append((int(pending[1]), pending[2], pending[3].lower(), int(memory[1])))
-            pending = None
-    if pending:
-        raise BackendError(f"mx-smi: GPU {pending[1]} ({pending[2]}) has no memory line")
-    return rows
+    return [(int(row[1]), row[2], row[3].lower(), int(memory[1])) for row, memory in paired_rows(text, _ROW, _MEMORY, tool="mx-smi")]
 
 
 def parse_uuids(text: str) -> dict[int, str]:
@@ -125,24 +111,18 @@ class MetaxBackend(StandardBackend):
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
-        if node.simulated:
-            return inventory_devices(config, node.name, self.info.vendors)
         tool, timeout = str(config.get("mx_smi", "mx-smi")), float(config.get("mx_smi_timeout", 10.0))
         vendor = GPU.vendor if config.get("mode") == "gpu" else SGPU.vendor
-        try:
-            rows = parse_mx_smi(run_tool([tool], timeout))
-            uuids = parse_uuids(run_tool([tool, "-L"], timeout))
-        except ToolNotFound as exc:
-            log.info("event=mx_smi_absent detail=%r", str(exc))
-            return []
-        except BackendError as exc:
-            log.warning("event=mx_smi_failed error=%r", str(exc))
-            return []
-        return [
-            PhysicalDevice(id=uuids.get(i, "metax-" + bus.replace(":", "-")), vendor=vendor, memory=memory, index=i,
-                           type=name if "MetaX" in name else f"MetaX {name}", attributes={"pci_bus_id": bus})
-            for i, name, bus, memory in rows
-        ]
+
+        def read() -> list[PhysicalDevice]:
+            rows, uuids = parse_mx_smi(run_tool([tool], timeout)), parse_uuids(run_tool([tool, "-L"], timeout))
+            return [
+                PhysicalDevice(id=uuids.get(i, "metax-" + bus.replace(":", "-")), vendor=vendor, memory=memory, index=i,
+                               type=name if "MetaX" in name else f"MetaX {name}", attributes={"pci_bus_id": bus})
+                for i, name, bus, memory in rows
+            ]
+
+        return tool_devices(node, config, self.info.vendors, read, tool="mx-smi", log=log)
 
     @hookimpl
     def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
@@ -187,8 +167,7 @@ class MetaxBackend(StandardBackend):
 
     @hookimpl
     def hami_device_fits(self, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
-        annos = selectors.pod_annotations(pod)
-        return selectors.uuid_reason(annos, device.device.id, USE_UUID, NOUSE_UUID) if annos else None
+        return selectors.pod_uuid_reason(pod, device.device.id, (USE_UUID, NOUSE_UUID))
 
     @hookimpl
     def hami_select_devices(

@@ -17,12 +17,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from hami.sdk import (
     AnnotationKeys,
     BackendError,
     BackendInfo,
-    ContainerPatch,
     ContainerEdits,
+    ContainerPatch,
     DeviceKind,
     DeviceNode,
     DeviceRequest,
@@ -35,12 +36,11 @@ from hami.sdk import (
     ResourceNames,
     SchedulableDevice,
     StandardBackend,
-    ToolNotFound,
     container_resources,
     hookimpl,
-    inventory_devices,
     run_tool,
     selectors,
+    tool_devices,
 )
 
 log = logging.getLogger(__name__)
@@ -85,29 +85,23 @@ def parse(text: str) -> list[tuple[int, str, int | None, str]]:
 
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
-    if node.simulated:
-        return inventory_devices(config, node.name, [VENDOR])
-    try:
+    def read() -> list[PhysicalDevice]:
         gpus = parse(run_tool([str(config["mthreads_gmi"]), *ARGS], float(config["mthreads_gmi_timeout"]), missing_hint="is the MUSA driver installed?"))
-    except ToolNotFound as exc:
-        log.info("event=mthreads_gmi_absent error=%r", str(exc))
-        return []
-    except BackendError as exc:
-        log.warning("event=mthreads_gmi_failed error=%r", str(exc))
-        return []
-    return [
-        PhysicalDevice(
-            id=f"{node.name}-mthreads-{index}",
-            vendor=VENDOR,
-            type=model,
-            memory=memory or 0,
-            index=index,
-            advertised=memory is not None,
-            reason="" if memory is not None else "memory unknown: mthreads-gmi printed no FB Memory Usage Total",
-            attributes={"uuid": uuid},
-        )
-        for index, model, memory, uuid in gpus
-    ]
+        return [
+            PhysicalDevice(
+                id=f"{node.name}-mthreads-{index}",
+                vendor=VENDOR,
+                type=model,
+                memory=memory or 0,
+                index=index,
+                advertised=memory is not None,
+                reason="" if memory is not None else "memory unknown: mthreads-gmi printed no FB Memory Usage Total",
+                attributes={"uuid": uuid},
+            )
+            for index, model, memory, uuid in gpus
+        ]
+
+    return tool_devices(node, config, [VENDOR], read, tool="mthreads-gmi", log=log)
 
 
 class MthreadsBackend(StandardBackend):
@@ -151,8 +145,7 @@ class MthreadsBackend(StandardBackend):
 
     @hookimpl
     def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
-        annos = selectors.pod_annotations(pod)
-        return selectors.uuid_reason(annos, device.device.id, USE_UUID, NOUSE_UUID) if annos else None
+        return selectors.pod_uuid_reason(pod, device.device.id, (USE_UUID, NOUSE_UUID))
 
     @hookimpl
     def hami_allocation_annotations(self, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice]) -> dict[str, str] | None:

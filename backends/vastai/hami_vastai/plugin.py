@@ -12,28 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from hami.sdk import (
     AnnotationKeys,
     BackendError,
     BackendInfo,
-    ContainerEdits,
     DeviceKind,
-    DeviceRequest,
-    DeviceUsage,
-    GrantedDevice,
     NodeContext,
     PhysicalDevice,
     ResourceNames,
-    SchedulableDevice,
-    StandardBackend,
-    ToolNotFound,
+    WholeDeviceBackend,
     hookimpl,
-    inventory_devices,
     run_tool,
-    selectors,
+    tool_devices,
 )
 
 log = logging.getLogger(__name__)
@@ -86,43 +79,30 @@ def parse(text: str) -> list[tuple[str, str, int | None]]:
 
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
-    if node.simulated:
-        return inventory_devices(config, node.name, [KIND.vendor])
-    try:
+    def read() -> list[PhysicalDevice]:
         rows = parse(run_tool([str(config["vasmi"]), *ARGS], float(config["vasmi_timeout"]), missing_hint="is the Vastai driver installed?"))
-    except ToolNotFound as exc:
-        log.info("event=vasmi_absent error=%r", str(exc))
-        return []
-    except BackendError as exc:
-        log.warning("event=vasmi_failed error=%r", str(exc))
-        return []
-    return [
-        PhysicalDevice(
-            id=f"{node.name}-vastai-{index}", vendor=KIND.vendor, type="Vastai", memory=memory or 0, index=index, advertised=memory is not None,
-            reason="" if memory is not None else "memory unknown: vasmi getmem printed no Physical memory for this device",
-            attributes={"pci_bus": bus, "serial": serial},
-        )
-        for index, (bus, serial, memory) in enumerate(rows)
-    ]
+        return [
+            PhysicalDevice(
+                id=f"{node.name}-vastai-{index}", vendor=KIND.vendor, type="Vastai", memory=memory or 0, index=index, advertised=memory is not None,
+                reason="" if memory is not None else "memory unknown: vasmi getmem printed no Physical memory for this device",
+                attributes={"pci_bus": bus, "serial": serial},
+            )
+            for index, (bus, serial, memory) in enumerate(rows)
+        ]
+
+    return tool_devices(node, config, [KIND.vendor], read, tool="vasmi", log=log)
 
 
-class VastaiBackend(StandardBackend):
+class VastaiBackend(WholeDeviceBackend):
+    """One slot per device (HAMi registers each device, or die, with Count 1), uuid selectors,
+    ``VASTAI_VISIBLE_DEVICES`` for Vastai's container runtime."""
+
+    uuid_keys = (USE_UUID, NOUSE_UUID)
+    visible_env = "VASTAI_VISIBLE_DEVICES"
+
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discover(config, node)
-
-    @hookimpl
-    def hami_split_device(self, device: PhysicalDevice, config: Mapping[str, Any]) -> SchedulableDevice:
-        """One slot: HAMi registers each Vastai device (or die) with Count 1."""
-        return SchedulableDevice(id=device.id, vendor=KIND.vendor, type=device.type, count=1, memory=device.memory, index=device.index, healthy=device.healthy)
-
-    @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
-        return selectors.uuid_reason(selectors.pod_annotations(pod), device.device.id, USE_UUID, NOUSE_UUID)
-
-    @hookimpl
-    def hami_container_edits(self, devices: Sequence[GrantedDevice]) -> ContainerEdits:
-        return ContainerEdits(env={"VASTAI_VISIBLE_DEVICES": ",".join(str(d.index) for d in devices)})
 
 
 plugin = VastaiBackend(INFO)

@@ -44,3 +44,12 @@ def uuid_reason(annotations: Mapping[str, str], device_id: str, use_key: str, no
     if device_id in split_list(annotations.get(nouse_key, "")):
         return UUID_MISMATCH
     return None
+
+
+def pod_uuid_reason(pod: Mapping[str, Any], device_id: str, *keys: tuple[str, str]) -> str | None:
+    """:func:`uuid_reason` over the pod's annotations for each ``(use_key, nouse_key)`` pair (a vendor
+    may honour more than one spelling): the first mismatch, or None."""
+    annotations = pod_annotations(pod)
+    if not annotations:
+        return None
+    return next((r for use, nouse in keys if (r := uuid_reason(annotations, device_id, use, nouse))), None)

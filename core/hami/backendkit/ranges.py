@@ -1,8 +1,9 @@
-"""Disjoint index ranges per device (compute units, cores) for each container, in the node's state dir.
+"""Disjoint index ranges on a device (compute units, cores) for each container, kept in the node's state dir.
 
 A share of a device is only isolated if no two containers get the same units: the ledger hands each
 container (``owner``) the first free run of ``size`` units on a device, gives the same run back when
-asked again (Allocate retried, agent restarted) and frees it on release.
+asked again (Allocate retried, agent restarted) and frees it on release. Backends that pin a share to
+numbered units (a compute-unit mask, a list of cores) keep one ledger file per node.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hami.sdk import BackendRefused
+from hami.errors import BackendRefused
 
 
 class RangeLedger:
+    """One JSON file ``{device: {owner: [start, size]}}``, rewritten atomically on every change."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
@@ -54,11 +57,13 @@ class RangeLedger:
         return start, size
 
     def release(self, owner: str) -> None:
+        """Free every run the owner holds (on any device); nothing to do when it holds none."""
         data = self._load()
         if any(owner in runs for runs in data.values()):
             self._save({device: {o: r for o, r in runs.items() if o != owner} for device, runs in data.items()})
 
 
 def owner_key(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    """The ledger owner of one container: ``<pod uid>/<container>`` (``<namespace>/<name>/<container>`` without a uid)."""
     meta = pod.get("metadata") or {}
     return f"{meta.get('uid') or meta.get('namespace', '') + '/' + meta.get('name', '')}/{container.get('name', '')}"
