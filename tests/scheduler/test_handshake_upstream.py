@@ -39,19 +39,20 @@ def node(handshake: str | None, allocatable: str | None) -> dict:
 @pytest.mark.parametrize(
     ("handshake", "allocatable", "alive"),
     [
-        (f"Requesting_{stamp(300)}", "40", True),  # HAMi >= 2.8 plugin: never answers, kubelet still lists it
-        (f"Requesting_{stamp(300)}", "500m", True),  # Go's Quantity.Value() rounds up: above zero
-        (f"Requesting_{stamp(300)}", "0", False),  # plugin gone: kubelet zeroed the resource
-        (f"Requesting_{stamp(300)}", None, False),
-        (f"Requesting_{stamp(10)}", None, True),  # asked less than 60 s ago
+        (lambda: f"Requesting_{stamp(300)}", "40", True),  # HAMi >= 2.8 plugin: never answers, kubelet still lists it
+        (lambda: f"Requesting_{stamp(300)}", "500m", True),  # Go's Quantity.Value() rounds up: above zero
+        (lambda: f"Requesting_{stamp(300)}", "0", False),  # plugin gone: kubelet zeroed the resource
+        (lambda: f"Requesting_{stamp(300)}", None, False),
+        (lambda: f"Requesting_{stamp(10)}", None, True),  # asked less than 60 s ago
         ("Requesting_not-a-time", None, True),  # unparseable time: CheckHealth returns healthy
         ("Requesting", None, True),  # no '_': healthy
-        (f"Reported_{stamp(3000)}", None, True),
-        (f"Deleted_{stamp(3000)}", None, True),  # CheckHealth turns it into a new request, healthy
+        (lambda: f"Reported_{stamp(3000)}", None, True),
+        (lambda: f"Deleted_{stamp(3000)}", None, True),  # CheckHealth turns it into a new request, healthy
         (None, None, True),
     ],
 )
 def test_upstream_check_health_rule(handshake, allocatable, alive):
+    handshake = handshake() if callable(handshake) else handshake  # stamped when the test runs
     state = ClusterState({"NVIDIA": KIND})
     state.apply_node(node(handshake, allocatable))
     assert (list(state.node("n1").devices) == ["GPU-0"]) is alive
