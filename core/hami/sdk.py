@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hami.backendkit import selectors
-from hami.backendkit.discovery import tool_devices
+from hami.backendkit.discovery import tool_devices, tool_json
 from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, inventory_path, load_inventory
 from hami.backendkit.limits import container_resources, standard_request
 from hami.backendkit.presence import PresenceWatch
@@ -126,4 +126,5 @@ __all__ = [
     "split_evenly",
     "standard_request",
     "tool_devices",
+    "tool_json",
 ]

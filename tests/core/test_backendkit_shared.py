@@ -205,3 +205,9 @@ def test_whole_devices_one_slot_uuid_and_env():
     assert WHOLE.hami_device_fits(DeviceRequest("Acme"), DeviceUsage(split), pod, {}) == UUID_MISMATCH
     edits = WHOLE.hami_container_edits([GrantedDevice(Grant("c7", "Acme", 4096, 100), device, split)])
     assert (dict(edits.env), list(edits.devices)) == ({"ACME_VISIBLE_DEVICES": "3"}, [])
+
+
+def test_tool_json_names_the_tool_and_what_it_printed():
+    assert sdk.tool_json('{"card0": {}}', "acme-smi") == {"card0": {}}
+    with pytest.raises(BackendError, match=r"^acme-smi printed no JSON \(.*\): 'ERROR: device 0 busy'$"):
+        sdk.tool_json("ERROR: device 0 busy", "acme-smi")

@@ -6,13 +6,12 @@ prints memory in bytes as a string; anything else (the ``system`` entry, unknown
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import attrs
 
-from hami.sdk import BackendError
+from hami.sdk import BackendError, tool_json
 
 ARGS = ("--showproductname", "--showmeminfo", "vram", "--showbus", "--json")
 _CARD = re.compile(r"^card(\d+)$")
@@ -38,10 +37,7 @@ def _field(card: dict[str, Any], *names: str) -> str:
 
 def parse(text: str) -> list[Card]:
     """Cards by index; a card without a readable memory total gets ``memory_mib=None``."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BackendError(f"rocm-smi printed no JSON ({exc}): {text[:120]!r}") from None
+    data = tool_json(text, "rocm-smi")
     if not isinstance(data, dict):
         raise BackendError(f"rocm-smi JSON must be an object of cards, got {type(data).__name__}")
     cards = []

@@ -9,7 +9,6 @@ container's GPUs; several GPUs are whole GPUs; the allocation writes ``mthreads.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -41,6 +40,7 @@ from hami.sdk import (
     run_tool,
     selectors,
     tool_devices,
+    tool_json,
 )
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,7 @@ INFO = BackendInfo(
 
 def parse(text: str) -> list[tuple[int, str, int | None, str]]:
     """``(index, model, memory MiB or None, uuid)`` per GPU of ``mthreads-gmi -q --json``."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BackendError(f"mthreads-gmi printed no JSON ({exc}): {text[:120]!r}") from None
+    data = tool_json(text, "mthreads-gmi")
     gpus = data.get("GPU") if isinstance(data, dict) else None
     if not isinstance(gpus, list):
         raise BackendError(f"mthreads-gmi JSON has no GPU list: {text[:120]!r}")

@@ -9,7 +9,6 @@ memory, no cores), ``vastaitech.com/use-gpuuuid``/``nouse-gpuuuid`` select by id
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from hami.sdk import (
     hookimpl,
     run_tool,
     tool_devices,
+    tool_json,
 )
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,7 @@ def _mib(value: Any) -> int | None:
 def parse(text: str) -> list[tuple[str, str, int | None]]:
     """``vasmi getmem --display-format=json``: ``{"elem": [{"pci_bus", "sn", "vals": {"Physical"|"Physical memory": {"value"}}}]}``
     as (pci bus, serial, MiB or None), in the tool's order."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BackendError(f"vasmi printed no JSON ({exc}): {text[:120]!r}") from None
+    data = tool_json(text, "vasmi")
     elems = data.get("elem") if isinstance(data, dict) else None
     if not isinstance(elems, list):
         raise BackendError(f"vasmi JSON has no 'elem' list: {text[:120]!r}")

@@ -8,6 +8,7 @@ Both give no devices, so the node's other vendors are still discovered.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -39,3 +40,12 @@ def tool_devices(
     except BackendError as exc:
         log.warning("event=%s_failed error=%r", event, str(exc))
     return []
+
+
+def tool_json(text: str, tool: str) -> Any:
+    """A tool's JSON output; output that is not JSON (an error message printed instead, a truncated
+    document) is a :class:`BackendError` naming the tool and showing the start of what it printed."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BackendError(f"{tool} printed no JSON ({exc}): {text[:120]!r}") from None
