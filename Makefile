@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BACKENDS := $(sort $(wildcard backends/*/pyproject.toml))
 STAMP := $(VENV)/.hami-installed
 
-.PHONY: install run check test clean examples dist
+.PHONY: install run check test clean examples dist docs
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ run: install
 	$(BIN)/hami sandbox
 
 # Every tool runs even when an earlier one fails, so one pass shows all findings; configured in pyproject.toml.
-CHECK_PATHS := core backends tests bench docs/examples conftest.py
+CHECK_PATHS := core backends tests bench tools docs/examples conftest.py
 check: install
 	@status=0; \
 	$(BIN)/ruff check $(CHECK_PATHS) || status=1; \
@@ -44,6 +44,11 @@ examples:
 	cp deploy/examples/*.yaml core/hami/sandbox/examples/
 	mkdir -p core/hami/sandbox/examples/quickstart
 	cp deploy/examples/quickstart/*.yaml core/hami/sandbox/examples/quickstart/
+
+# docs/backends.md's vendor table from `hami backends --json` of this install
+# (tests/deploy/test_vendor_table.py fails until it is regenerated).
+docs: install
+	$(BIN)/python tools/vendor_table.py
 
 # Wheels and sdists of the core and every backend into dist/, metadata checked with twine.
 dist: install

@@ -16,6 +16,7 @@ from typing import Any
 
 from hami.backendkit import selectors
 from hami.backendkit.discovery import tool_devices, tool_json
+from hami.backendkit.enforcement import ISOLATION_MISSING, library_problem, simulated_enforcement
 from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, inventory_path, load_inventory
 from hami.backendkit.limits import container_resources, standard_request
 from hami.backendkit.presence import PresenceWatch
@@ -38,6 +39,7 @@ from hami.plugin.model import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     HealthEvent,
@@ -65,6 +67,7 @@ Config = Mapping[str, Any]
 
 __all__ = [
     "INVENTORY_ENV",
+    "ISOLATION_MISSING",
     "AnnotationError",
     "AnnotationKeys",
     "BackendError",
@@ -83,6 +86,7 @@ __all__ = [
     "DeviceRequest",
     "DeviceScoreContext",
     "DeviceUsage",
+    "Enforcement",
     "Grant",
     "GrantedDevice",
     "HamiError",
@@ -113,6 +117,7 @@ __all__ = [
     "hookimpl",
     "inventory_devices",
     "inventory_path",
+    "library_problem",
     "load_inventory",
     "one_slot",
     "owner_key",
@@ -123,6 +128,7 @@ __all__ = [
     "ToolNotFound",
     "run_tool",
     "selectors",
+    "simulated_enforcement",
     "split_evenly",
     "standard_request",
     "tool_devices",

@@ -23,6 +23,7 @@ from hami.sdk import (
     DeviceKind,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     GrantedDevice,
     HealthEvent,
     NodeAnnotations,
@@ -38,7 +39,7 @@ from hami.sdk import (
     split_evenly,
 )
 
-from hami_nvidia import edits, mig, nvml, topology
+from hami_nvidia import edits, enforcement, mig, nvml, topology
 from hami_nvidia.health import NvmlEventSource, XidWatcher, nvml_probe
 from hami_nvidia.mps import MpsDaemon, MpsPaths
 from hami_nvidia.selectors import ATTRIBUTE, PARSE_BOOL, USE_TYPE, Selectors, parse_bool
@@ -127,6 +128,11 @@ class NvidiaBackend(StandardBackend):
             )
         self._watcher.ensure_started(watched)
         return self._watcher.changes(watched)
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """HAMi-core's library, the MPS daemon, MIG mode per GPU, as the node runs them (module ``enforcement``)."""
+        return enforcement.check(devices, config, node)
 
     # ------------------------------------------------------------ slicing
 
@@ -315,6 +321,11 @@ class NvidiaBackend(StandardBackend):
         cfg, grants = node_config(config, node.name), [d.grant for d in devices]
         mode = self._mode(devices, pod, cfg)
         strategy = strategy_of(cfg)
+        if mode == "hami-core" and not node.simulated and (all(d.whole for d in devices) or cfg.get("advisory_limits") is True):
+            missing = enforcement.hami_core(cfg)
+            if not missing.ready:  # nothing to enforce on a whole GPU; advisory limits were asked for
+                log.warning("event=hami_core_missing_visibility_only pod=%s reason=%r", (pod.get("metadata") or {}).get("name"), missing.reason)
+                mode = "none"
         if mode == "hami-core":
             result = edits.hami_core(grants, pod, container, cfg, strategy, not node.simulated, self.priority_resource(cfg))
         elif mode == "mps":

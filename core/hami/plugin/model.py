@@ -384,6 +384,36 @@ class HealthEvent:
     reason: str = ""
 
 
+@attrs.frozen
+class Enforcement:
+    """Whether the mechanism that enforces a share's limits is really there (``hami_enforcement``).
+
+    One per vendor key and share mode (``mode`` as the split writes it; ``""``: every mode of the
+    vendor), optionally narrowed to some devices (``device_ids``; empty: all of them). A device whose
+    mechanism is not ``ready`` is offered whole only, unless the operator opted into advisory limits."""
+
+    vendor: str = attrs.field(validator=_non_empty)
+    mode: str = ""
+    ready: bool = True
+    mechanism: str = ""
+    """What enforces the limits, as an operator would look for it (a library and its version, a daemon's pipe)."""
+    reason: str = ""
+    """Why it is not ready, naming what to install or switch on (required when not ``ready``)."""
+    device_ids: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.ready and not self.reason.strip():
+            raise _fail("Enforcement", "reason", self.reason, "a mechanism that is not ready needs the reason")
+        if any(c in self.mode for c in ",;:") or self.mode != self.mode.strip():
+            raise _fail("Enforcement", "mode", self.mode, "must be a plain mode name")
+
+    def covers(self, device: SchedulableDevice) -> bool:
+        """Whether this report is about ``device`` (its vendor, its mode, its id when narrowed)."""
+        return (
+            device.vendor == self.vendor and self.mode in ("", device.mode) and (not self.device_ids or device.id in self.device_ids)
+        )
+
+
 # ---------------------------------------------------------------- usage (what devices really do)
 
 
