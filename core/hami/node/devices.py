@@ -17,7 +17,8 @@ import attrs
 from hami.node.deviceplugin import HEALTHY, UNHEALTHY
 from hami.errors import BackendRefused
 from hami.plugin.manager import BackendManager
-from hami.plugin.model import Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice, frozen_map, frozen_tuple
+from hami.plugin.model import Enforcement, Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice, frozen_map, frozen_tuple
+from hami.wire.isolation import ADVISORY, ENFORCED, UNVERIFIED, WHOLE_ONLY, ModeState, state_for
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class NodeDevice:
     resource: str
     physical: PhysicalDevice
     schedulable: SchedulableDevice
+    isolation: str = UNVERIFIED
+    """``enforced``, ``advisory`` (mechanism missing, shares offered anyway), ``whole-only`` (mechanism
+    missing: one slot, partial requests refused) or ``unverified`` (the backend reports nothing)."""
+    isolation_reason: str = ""
 
     @property
     def id(self) -> str:
@@ -82,6 +87,8 @@ class NodeDevice:
             "slot_ids": self.slot_ids(),
             "advertised": True,
             "reason": "",
+            "isolation": self.isolation,
+            "isolation_reason": self.isolation_reason,
         }
 
 
@@ -104,7 +111,7 @@ class UnadvertisedDevice:
             "backend": self.backend, "vendor": p.vendor, "id": p.id, "index": p.index, "type": p.type,
             "memory_mib": p.memory or None, "cores": p.cores, "numa": p.numa, "health": health_word(p.healthy),
             "resource": None, "slots": 0, "schedulable_memory_mib": 0, "schedulable_cores": 0, "mode": "",
-            "slot_ids": [], "advertised": False, "reason": p.reason,
+            "slot_ids": [], "advertised": False, "reason": p.reason, "isolation": UNVERIFIED, "isolation_reason": "",
         }
 
 
@@ -119,6 +126,9 @@ class Discovery:
     """Backend name → the node context its hooks got (and the runtime hooks get)."""
     unadvertised: tuple[UnadvertisedDevice, ...] = attrs.field(default=(), converter=frozen_tuple)
     """Devices the vendor tools showed that cannot be offered, with the reason."""
+    isolation: tuple[ModeState, ...] = attrs.field(default=(), converter=frozen_tuple)
+    """What the backends reported about their share modes' enforcement (``hami_enforcement``), as
+    the node annotation and ``hami_isolation_ready`` carry it."""
 
     def granted(self, grants: Sequence[Grant], *, missing_ok: bool = False) -> list[GrantedDevice]:
         """The grants with the devices this discovery found; a device not found is refused
@@ -157,6 +167,7 @@ def discover_node(manager: BackendManager, node_name: str, state_root: Path | st
     annotations: dict[str, str] = {}
     contexts: dict[str, NodeContext] = {}
     unadvertised: list[UnadvertisedDevice] = []
+    isolation: list[ModeState] = []
     for backend in sorted(manager.backends):
         try:
             context = contexts[backend] = manager.node_context(backend, node_name, state_root=state_root)
@@ -169,6 +180,8 @@ def discover_node(manager: BackendManager, node_name: str, state_root: Path | st
                 kind = manager.kind(physical.vendor)
                 found.append(NodeDevice(backend, kind.resources.count, physical, manager.split(physical, context)))
             if found:
+                found, states = enforce(manager, backend, context, found)
+                isolation.extend(states)
                 annotations.update(manager.node_annotations(backend, [d.schedulable for d in found], [d.physical for d in found]))
         except Exception as exc:  # a broken backend must not hide the others' devices
             errors[backend] = f"{type(exc).__name__}: {exc}"
@@ -181,7 +194,42 @@ def discover_node(manager: BackendManager, node_name: str, state_root: Path | st
         devices.extend(found)
         unadvertised.extend(seen)
         log.debug("event=discovered backend=%s node=%s devices=%d", backend, node_name, len(found))
-    return Discovery(devices, errors, annotations, contexts, unadvertised)
+    return Discovery(devices, errors, annotations, contexts, unadvertised, isolation)
+
+
+def advisory_limits(config: Mapping[str, Any]) -> bool:
+    """The operator's explicit opt-in (``advisory_limits: true`` in a backend's config) to offer
+    shares whose limits nothing enforces; anything but a true boolean keeps them whole-only."""
+    return config.get("advisory_limits") is True
+
+
+def enforce(manager: BackendManager, backend: str, context: NodeContext, found: list[NodeDevice]) -> tuple[list[NodeDevice], list[ModeState]]:
+    """Ask ``backend`` what enforces its shares here (``hami_enforcement``) and hold each device to
+    it: enforced as split; mechanism missing: one slot (whole devices only) unless the backend's
+    config sets ``advisory_limits: true``. A failing check counts as missing (never offer a share
+    nobody vouched for)."""
+    advisory = advisory_limits(context.config)
+    try:
+        reports = manager.enforcement(backend, [d.physical for d in found], context)
+    except Exception as exc:
+        why = f"the enforcement check failed: {type(exc).__name__}: {exc}"
+        log.warning("event=enforcement_check_failed backend=%s node=%s error=%r", backend, context.name, why)
+        reports = [Enforcement(v, ready=False, reason=why) for v in sorted({d.vendor for d in found})]
+    states = [
+        ModeState(r.vendor, r.mode, ENFORCED if r.ready else ADVISORY if advisory else WHOLE_ONLY, r.mechanism, r.reason, r.device_ids)
+        for r in reports
+    ]
+    out = []
+    for device in found:
+        state = state_for(device.schedulable, states)
+        if state is None:
+            out.append(device)
+            continue
+        split = device.schedulable
+        if state.state == WHOLE_ONLY and split.count > 1:
+            split = attrs.evolve(split, count=1)
+        out.append(attrs.evolve(device, schedulable=split, isolation=state.state, isolation_reason=state.reason))
+    return out, states
 
 
 def current_health(manager: BackendManager, discovery: Discovery) -> dict[str, bool]:

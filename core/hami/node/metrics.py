@@ -126,6 +126,8 @@ class AgentCollector(Collector):
         broken = out.gauge("hami_agent_backend_load_errors", "1 per backend that failed to load",
                            ["node", "backend", "distribution", "version"])
         undiscovered = out.gauge("hami_agent_discovery_errors", "1 per backend whose discovery failed", ["node", "backend"])
+        isolation = out.gauge("hami_isolation_ready", "1 when what enforces a share mode's limits is on this node (0: missing, shares whole-only or advisory)",
+                              ["node", "vendor", "mode"])
         pod_list = out.gauge("hami_agent_pod_list_errors", "Scrapes that could not list this node's pods (allocation metrics missing)",
                              ["node"])
 
@@ -166,6 +168,12 @@ class AgentCollector(Collector):
         yield from out.families
 
 
+        ready: dict[tuple[str, str], bool] = {}
+        for state in getattr(self.agent.discovery, "isolation", ()):
+            key = (state.vendor, state.mode or "all")
+            ready[key] = ready.get(key, True) and state.state == "enforced"
+        for (vendor, mode), ok in sorted(ready.items()):
+            isolation(1.0 if ok else 0.0, node, vendor, mode)
 class AllocateCall:
     """Filled in by the caller of :meth:`AgentMetrics.time_allocate`: the gRPC code the call ended with."""
 

@@ -21,6 +21,7 @@ from hami.node.devices import Discovery
 from hami.plugin.model import DeviceKind, SchedulableDevice
 from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
 from hami.wire.codec import encode_node_devices
+from hami.wire.isolation import ISOLATION_ANNOTATION, encode_isolation
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def node_annotations(
         ]
         out[keys.node_register] = encode_node_devices(schedulable, kind.node_encoding)
         out[keys.handshake] = handshake_value(now)
+    if discovery.isolation or ISOLATION_ANNOTATION in existing:
+        out[ISOLATION_ANNOTATION] = encode_isolation(discovery.isolation)
     return out
 
 
@@ -101,4 +104,33 @@ class NodeRegistrar:
                 _preload_content=False, _request_timeout=self.request_timeout, _content_type="application/merge-patch+json",
             )
         log.info("event=node_registered node=%s annotations=%s devices=%d", self.node, ",".join(sorted(annotations)), len(discovery.devices))
+        after = annotations.get(ISOLATION_ANNOTATION)
+        if after is not None and after != existing.get(ISOLATION_ANNOTATION):
+            self.isolation_event(after)
         return annotations
+
+    def isolation_event(self, text: str) -> None:
+        """A Node event when the isolation state changes: Warning ``IsolationMissing`` naming what is
+        missing, Normal ``IsolationReady`` once everything is enforced (a failed write is logged only)."""
+        body_json = json.loads(text)
+        missing = body_json.get("status") == "False"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        body = {
+            "metadata": {"generateName": f"{self.node}.", "namespace": "default"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": self.node},
+            "reason": body_json.get("reason", ""),
+            "message": str(body_json.get("message", ""))[:1024],
+            "type": "Warning" if missing else "Normal",
+            "source": {"component": "hami-agent", "host": self.node},
+            "reportingComponent": "hami-agent",
+            "reportingInstance": self.node,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        if missing:
+            log.warning("event=isolation_missing node=%s message=%r", self.node, body["message"])
+        try:
+            self.core_v1.create_namespaced_event("default", cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout)
+        except Exception as exc:
+            log.warning("event=isolation_event_failed node=%s error=%r", self.node, f"{type(exc).__name__}: {exc}")

@@ -43,6 +43,7 @@ from hami.plugin.model import (
     ContainerShare,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     HealthEvent,
@@ -153,6 +154,32 @@ def hami_sample_usage(devices: Sequence[PhysicalDevice], containers: Sequence[Co
             loads = [DeviceLoad(d.id, memory_used=acme_sdk.used_bytes(d.index), utilization=acme_sdk.busy(d.index))
                      for d in devices]
             return UsageReport(devices=loads)
+    """
+
+
+@hookspec
+def hami_enforcement(devices: Sequence[PhysicalDevice], config: Config, node: NodeContext) -> Sequence[Enforcement]:
+    """Say whether what enforces this backend's share limits is really on this node: per vendor key
+    and share mode, ready (and by what) or missing (and why, naming what to install or switch on).
+
+    Called by the node agent after every discovery (start and each re-registration), once per backend
+    (backend-dispatched) with its advertised devices. A device whose mode is reported not ready is
+    offered whole only (one slot; the scheduler refuses partial requests on it naming the node and the
+    reason) unless the backend's config sets ``advisory_limits: true``; a mode not reported at all is
+    shown as unverified. Check cheaply (a file's header, a directory, a driver flag discovery already
+    read); a broken check raises and the agent reports it like a failed discovery. When
+    ``node.simulated``, touch no host: devices are enforced unless their inventory ``attributes`` say
+    ``isolation_missing: <why>`` (:func:`hami.sdk.simulated_enforcement`).
+
+    Example::
+
+        @hookimpl
+        def hami_enforcement(devices, config, node):
+            if node.simulated:
+                return simulated_enforcement(devices, "ACME", "partition")
+            ok = Path("/sys/module/acme_vdev").is_dir()
+            return [Enforcement("ACME", "partition", ready=ok, mechanism="acme_vdev kernel module",
+                                reason="" if ok else "kernel module acme_vdev is not loaded (modprobe acme_vdev)")]
     """
 
 

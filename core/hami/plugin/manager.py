@@ -52,6 +52,7 @@ from hami.plugin.model import (
     DeviceKind,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     HealthEvent,
@@ -462,6 +463,19 @@ class BackendManager:
         context = self._context(backend, node or "unknown")
         batches = self._invoke("hami_device_health", backend, {"devices": list(devices), "config": self.config(backend), "node": context}, cross_cutting=False)
         return [e for batch in batches for e in _expect_list(batch, HealthEvent, "hami_device_health", backend)]
+
+    def enforcement(self, backend: str, devices: Sequence[PhysicalDevice], node: NodeContext | str = "") -> list[Enforcement]:
+        """``backend``'s report on what enforces its share limits on ``node`` (``hami_enforcement``);
+        a report for a vendor it does not own is a contract breach."""
+        context = self._context(backend, node or "unknown")
+        kwargs = {"devices": list(devices), "config": self.config(backend), "node": context}
+        batches = self._invoke("hami_enforcement", backend, kwargs, cross_cutting=False)
+        reports = [e for batch in batches for e in _expect_list(batch, Enforcement, "hami_enforcement", backend)]
+        vendors = self.backends[backend].vendors
+        for report in reports:
+            if report.vendor not in vendors:
+                raise ContractError(f"reported enforcement of vendor {report.vendor!r}, which it does not own", backend=backend, hook="hami_enforcement")
+        return reports
 
     def sample_usage(
         self, backend: str, devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], node: NodeContext | str = ""

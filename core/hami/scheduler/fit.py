@@ -16,10 +16,11 @@ import attrs
 
 from hami.errors import ValidationError
 from hami.plugin.manager import BackendManager
-from hami.plugin.model import DeviceRequest, DeviceUsage, Grant
+from hami.plugin.model import MAX_REQUEST_CORES, DeviceRequest, DeviceUsage, Grant
 from hami.plugin.policy import ClusterView, DevicePolicy
 from hami.scheduler.state import NodeState
 from hami.wire.codec import PodDevices
+from hami.wire.isolation import MISSING_REASON, whole_only_reason
 
 FALLBACK_SORT_KEY = "spread"
 """The sort key of a comma list that names none (``mutex,topology-aware``): HAMi's lessByChain
@@ -86,6 +87,10 @@ def device_reason(manager: BackendManager, node: NodeState, request: DeviceReque
     vendor_reason = manager.device_fits(request, usage, pod)
     if vendor_reason:
         return vendor_reason, request
+    if request.cores < MAX_REQUEST_CORES or request.memory_on(device) < device.memory:
+        missing = whole_only_reason(node.annotations, device)
+        if missing:  # a share here would carry a limit nothing enforces (hami.wire.isolation)
+            return f"{MISSING_REASON} ({missing}; only whole devices)", request
     if usage.free_slots < 1:
         return "CardTimeSlicingExhausted", request
     if request.exclusive and usage.used > 0:

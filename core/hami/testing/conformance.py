@@ -61,6 +61,7 @@ EXERCISED_HOOKS = {
     "hami_discover_devices": "test_discovery_reads_the_inventory",
     "hami_device_health": "test_health_reports_events_for_own_devices",
     "hami_sample_usage": "test_usage_sample_keeps_the_contract",
+    "hami_enforcement": "test_simulated_node_is_enforced",
     "hami_split_device": "test_split_devices_round_trip_through_the_node_annotation",
     "hami_node_annotations": "test_split_devices_round_trip_through_the_node_annotation",
     "hami_select_devices": "test_fit_hooks_keep_the_contract",
@@ -185,6 +186,14 @@ class BackendConformance:
         events = manager.device_health(backend_info.name, devices, node)
         ids = {d.id for d in devices}
         assert all(e.device_id in ids for e in events), events
+
+    def test_simulated_node_is_enforced(
+        self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext
+    ) -> None:
+        """A simulated node touches no host and is enforced by definition (unless its inventory says
+        ``isolation_missing``): every report is ready and of an owned vendor (the manager checks)."""
+        reports = manager.enforcement(backend_info.name, devices, node)
+        assert all(r.ready for r in reports), [r for r in reports if not r.ready]
 
     def test_usage_sample_keeps_the_contract(
         self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo, node: NodeContext
