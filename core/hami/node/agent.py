@@ -29,11 +29,12 @@ from hami.node.allocate import Allocator, describe_api_error
 from hami.node.deviceplugin import DEVICE_PLUGIN_DIR, HEALTHY, KUBELET_SOCKET, UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2
 from hami.node.devices import Discovery, NodeDevice, discover_node
-from hami.node.metrics import AgentMetrics, MetricsServer, serve_metrics
+from hami.node.metrics import AgentMetrics, MetricsServer, api_pods, serve_metrics
 from hami.node.plugin_server import DevicePluginServer, DevicePluginServicer
 from hami.node.podresources import PodResourcesClient, pod_resources_socket
 from hami.node.podwatch import LEDGER_FILE, PodReleaser
 from hami.node.registration import Backoff, NodeRegistrar
+from hami.node.usage import UsageSampler
 from hami.plugin.manager import DEFAULT_STATE_ROOT, BackendManager
 from hami.wire.signing import SigningKeys
 
@@ -62,6 +63,8 @@ class AgentOptions:
     """Run the pod watch that calls ``hami_release`` for pods that are gone."""
     metrics_bind: tuple[str, int] | None = None
     """Serve Prometheus metrics on (host, port); None: do not serve (tests)."""
+    usage_interval: float = 5.0
+    """Seconds between usage samples (``hami_sample_usage``; HAMi's feedback period); ``/metrics`` reads the last one."""
     legacy_metrics: bool = False
     """Also export HAMi's pre-2.8 metric names (``--legacy-metrics``)."""
     state_dir: Path = attrs.field(default=DEFAULT_STATE_ROOT, converter=Path)
@@ -109,6 +112,7 @@ class Agent:
         self.servers: dict[str, DevicePluginServer] = {}
         self._explained: set[tuple[str, str, str]] = set()
         """(backend, device id, reason) of the unadvertised devices already logged: once, not every refresh."""
+        self.usage = UsageSampler(self, api_pods(core_v1, self.node), interval=options.usage_interval)
         self.metrics = AgentMetrics(self, legacy=options.legacy_metrics)
         self.metrics_server: MetricsServer | None = None
         self.discovery: Discovery = Discovery()
@@ -144,6 +148,7 @@ class Agent:
             self._threads.append(thread)
         if self.options.watch_pods:
             self.releaser.start()
+        self.usage.start()
         if self.options.metrics_bind is not None:
             self.metrics_server = serve_metrics(self.metrics.registry, *self.options.metrics_bind)
         return self
@@ -152,6 +157,7 @@ class Agent:
         self._stop.set()
         self._wake.set()
         self.releaser.stop()
+        self.usage.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()

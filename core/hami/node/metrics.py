@@ -132,9 +132,12 @@ class AgentCollector(Collector):
                              ["node"])
 
         totals: dict[str, list[float]] = {}
+        live_keys: set[tuple[str, str]] = set()
+        live: set[tuple[str, str]] | None = live_keys
         try:
             for pod, _vendor, name, vindex, grant in self._grants():
                 meta = pod.get("metadata") or {}
+                live_keys.add((str(meta.get("uid", "")), name))
                 values = (meta.get("namespace", ""), meta.get("name", ""), name, str(vindex), grant.id)
                 vmem(grant.memory * MIB, *values)
                 vcore(grant.cores, *values)
@@ -147,6 +150,7 @@ class AgentCollector(Collector):
         except Exception as exc:  # the API server being away must not break the device metrics
             self.pod_errors += 1
             log.warning("event=metrics_pod_list_failed node=%s error=%r", node, f"{type(exc).__name__}: {exc}")
+            live = None  # unknown: the cached usage sample stands
         pod_list(self.pod_errors, node)
 
         for device in self.agent.discovery.devices:
@@ -164,16 +168,93 @@ class AgentCollector(Collector):
                 broken(1, node, record.name, record.distribution or "", record.version or "")
         for backend in sorted(self.agent.discovery.errors):
             undiscovered(1, node, backend)
-        yield build_info()
-        yield from out.families
-
-
         ready: dict[tuple[str, str], bool] = {}
         for state in getattr(self.agent.discovery, "isolation", ()):
             key = (state.vendor, state.mode or "all")
             ready[key] = ready.get(key, True) and state.state == "enforced"
         for (vendor, mode), ok in sorted(ready.items()):
             isolation(1.0 if ok else 0.0, node, vendor, mode)
+        self._usage(out, live)
+        yield build_info()
+        yield from out.families
+
+    def _usage(self, out: Families, live: set[tuple[str, str]] | None) -> None:
+        """What devices and containers really use, from the agent's cached usage sample
+        (:mod:`hami.node.usage`) under upstream's names and labels; utilization in percent (0-100)
+        as upstream exports it, although the names say ratio."""
+        sampler = getattr(self.agent, "usage", None)
+        if sampler is None:
+            return
+        node = self.agent.node
+        host = ["node", "device_index", "device_uuid", "device_type"]
+        host_mem = out.gauge("hami_host_gpu_memory_used_bytes", "Device memory in use on the host, every process included", host)
+        host_util = out.gauge("hami_host_gpu_utilization_ratio", "Device compute utilization (0-100)", host)
+        host_mc = out.gauge("hami_host_gpu_memory_controller_utilization_ratio", "Device memory controller utilization (0-100)",
+                            ["device_index", "device_uuid", "device_type"])
+        power = out.gauge("hami_agent_device_power_watts", "Device power draw", host)
+        temperature = out.gauge("hami_agent_device_temperature_celsius", "Device temperature", host)
+        ctr = ["namespace", "pod", "container", "vdevice_index", "device_uuid"]
+        used = out.gauge("hami_vgpu_memory_used_bytes", "vGPU device memory usage in bytes", ctr)
+        ctr_mem = out.gauge("hami_container_device_memory_bytes", "Container device memory usage in bytes", ctr)
+        ctr_util = out.gauge("hami_container_device_utilization_ratio", "Container device SM utilization (0-100)", ctr)
+        last = out.gauge("hami_container_last_kernel_elapsed_seconds", "Seconds since last kernel execution in container", ctr)
+        parts = {name: out.gauge(f"hami_vgpu_memory_{name}_bytes", f"Container device memory {name} size in bytes", ctr)
+                 for name in ("context", "module", "buffer")}
+        throttled = out.gauge("hami_agent_container_throttled", "1 while priority feedback holds the container back", ctr)
+        age = out.gauge("hami_agent_usage_sample_age_seconds", "Age of the usage sample this scrape shows (sampled every usage_interval)", ["node"])
+        skipped = out.gauge("hami_agent_usage_skipped", "What the last usage sample could not read (truncated, foreign or stale files)",
+                            ["node", "backend"])
+        legacy = self.legacy
+        if legacy:
+            legacy_host = ["nodeid", "deviceidx", "deviceuuid", "devicetype"]
+            legacy_ctr = ["podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"]
+            old_host_mem = out.gauge("HostGPUMemoryUsage", "GPU device memory usage", legacy_host)
+            old_host_util = out.gauge("HostCoreUtilization", "GPU core utilization", legacy_host)
+            old_used = out.gauge("vGPU_device_memory_usage_in_bytes", "vGPU device usage", legacy_ctr)
+            old_util = out.gauge("Device_utilization_desc_of_container", "Container device utilization description", legacy_ctr)
+            old_last = out.gauge("Device_last_kernel_of_container", "Container device last kernel description", legacy_ctr)
+        snap = sampler.latest(live)
+        known = {d.id: d for d in self.agent.discovery.devices}
+        for backend, report in sorted(snap.reports.items()):
+            skipped(len(report.skipped), node, backend)
+            for load in report.devices:
+                device = known.get(load.device_id)
+                labels = (node, str(device.physical.index) if device else "", load.device_id, device.physical.type if device else "")
+                host_mem(load.memory_used, *labels)
+                if load.utilization is not None:
+                    host_util(round(load.utilization * 100, 2), *labels)
+                if load.memory_utilization is not None:
+                    host_mc(round(load.memory_utilization * 100, 2), *labels[1:])
+                if load.power_watts is not None:
+                    power(load.power_watts, *labels)
+                if load.temperature_celsius is not None:
+                    temperature(load.temperature_celsius, *labels)
+                if legacy:
+                    old_host_mem(load.memory_used, *labels)
+                    if load.utilization is not None:
+                        old_host_util(round(load.utilization * 100, 2), *labels)
+            for share in report.shares:
+                ctr_labels = (share.namespace, share.pod, share.container, str(share.vdevice_index), share.device_id)
+                used(share.memory_used, *ctr_labels)
+                ctr_mem(share.memory_used, *ctr_labels)
+                for name, value in (("context", share.memory_context), ("module", share.memory_module), ("buffer", share.memory_buffer)):
+                    if value is not None:
+                        parts[name](value, *ctr_labels)
+                if share.utilization is not None:
+                    ctr_util(round(share.utilization * 100, 2), *ctr_labels)
+                if share.last_kernel_seconds is not None:
+                    last(share.last_kernel_seconds, *ctr_labels)
+                throttled(1.0 if share.throttled else 0.0, *ctr_labels)
+                if legacy:
+                    old_used(share.memory_used, *ctr_labels)
+                    if share.utilization is not None:
+                        old_util(round(share.utilization * 100, 2), *ctr_labels)
+                    if share.last_kernel_seconds is not None:
+                        old_last(share.last_kernel_seconds, *ctr_labels)
+        if snap.taken_at:
+            age(max(sampler.clock() - snap.taken_at, 0.0), node)
+
+
 class AllocateCall:
     """Filled in by the caller of :meth:`AgentMetrics.time_allocate`: the gRPC code the call ended with."""
 
