@@ -44,6 +44,9 @@ examples:
 	cp deploy/examples/*.yaml core/hami/sandbox/examples/
 	mkdir -p core/hami/sandbox/examples/quickstart
 	cp deploy/examples/quickstart/*.yaml core/hami/sandbox/examples/quickstart/
+	rm -f core/hami/sandbox/examples/dra/*.yaml
+	mkdir -p core/hami/sandbox/examples/dra
+	cp deploy/examples/dra/*.yaml core/hami/sandbox/examples/dra/
 
 # docs/backends.md's vendor table from `hami backends --json` of this install
 # (tests/deploy/test_vendor_table.py fails until it is regenerated).

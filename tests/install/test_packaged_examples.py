@@ -32,6 +32,9 @@ def test_the_packaged_examples_are_deploy_examples() -> None:
     assert (DEPLOY / "quickstart").is_dir()
     assert not differences(DEPLOY / "quickstart", PACKAGED / "quickstart"), "deploy/examples/quickstart differs from its packaged copy; run `make examples`"
     assert (PACKAGED / "nodes.yaml").is_file()
+    # the DRA examples (issue 24): `hami sandbox --dra` runs the packaged copy
+    assert sorted(p.name for p in (DEPLOY / "dra").glob("*.yaml"))
+    assert not differences(DEPLOY / "dra", PACKAGED / "dra"), "deploy/examples/dra differs from its packaged copy; run `make examples`"
 
 
 def test_the_comparison_notices_an_extra_a_missing_and_a_changed_file(tmp_path: Path) -> None:

@@ -104,8 +104,13 @@ def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[
 @click.option("--serve", is_flag=True, help="Keep the cluster up with the web dashboard on 127.0.0.1 and its API server open to kubectl.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="The dashboard's port with --serve (0: any free port).")
-def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json: bool, keep_running: bool, serve: bool, port: int) -> None:
+@click.option("--dra", is_flag=True, help="A DRA cluster instead (slices, claims, CEL, CDI; default pods: the DRA examples); prints JSON.")
+def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json: bool, keep_running: bool, serve: bool, port: int,
+                    dra: bool = False) -> None:
     """A whole heterogeneous cluster in one process: admit, schedule, bind and allocate every pod."""
+    if dra:
+        _run_dra(nodes_file, pod_files)
+        return
     from rich.console import Console
 
     from hami.sandbox.cluster import Sandbox
@@ -140,6 +145,20 @@ def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json:
     if unexpected:
         for o in unexpected:
             click.echo(f"error: pod {o.namespace}/{o.name} is {o.phase}, expected {o.expected}: {o.reason or 'no reason given'}", err=True)
+        sys.exit(1)
+
+
+def _run_dra(nodes_file: str | None, pod_files: tuple[str, ...]) -> None:
+    """``--dra``: print the DRA sandbox's JSON report; exit 1 when a pod is not in its expected phase."""
+    from hami.sandbox.dra import example_files, run
+
+    report = run(nodes_file, [Path(p) for p in pod_files] or example_files())
+    click.echo(json.dumps(report, indent=2))
+    unexpected = [p for p in report["pods"] if p["phase"] != p["expected"]]
+    for p in unexpected:
+        why = p["reason"] or "no reason given"
+        click.echo(f"error: pod {p['namespace']}/{p['name']} is {p['phase']}, expected {p['expected']}: {why}", err=True)
+    if unexpected:
         sys.exit(1)
 
 
