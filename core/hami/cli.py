@@ -94,7 +94,7 @@ COMMANDS: dict[str, LazyCommand] = {
                             "Replay an openb trace through hami's scheduler (filter, backend predicates, policies) "
                             "and report the allocated share of GPU capacity as the workload arrives."),
     "top": LazyCommand("hami.top:top_command",
-                       "Show every node's shared devices: memory, cores and slots used, and the pods holding them."),
+                       "Show every node's shared devices: memory, cores and slots granted and really in use, and the pods holding them."),
     "ui": LazyCommand("hami.ui.cli:ui_command",
                       "Serve a read-only web dashboard of the cluster's devices, shares and Pending reasons."),
     "webhook": LazyCommand("hami.webhook.cli:webhook_command",

@@ -14,6 +14,7 @@ truncated or foreign file) is logged once per reason, not on every round.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -30,6 +31,12 @@ from hami.wire.allocation import ordered_containers, read_allocated
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 5.0
+USAGE_ANNOTATION = "hami.io/node-usage"
+"""Node annotation with a compact summary of the last sample, for ``hami top`` (which reads nodes,
+not every agent): ``{"t": unix seconds, "devices": {id: [bytes used, utilization %]}, "shares":
+{"<namespace>/<pod>/<container>": {id: [bytes used, utilization %, throttled 0/1]}}}``; written at
+most every ``publish_interval`` (30 s, the registration period), so it costs one PATCH per node then."""
+PUBLISH_INTERVAL = 30.0
 _TERMINATED = ("Succeeded", "Failed")
 ShareKey = tuple[str, str]  # (pod uid, container name)
 
@@ -83,13 +90,17 @@ class UsageSampler:
 
     def __init__(
         self, agent: Any, pods: Callable[[], Iterable[Mapping[str, Any]]], *, interval: float = DEFAULT_INTERVAL, min_gap: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, publish_interval: float = PUBLISH_INTERVAL, wall: Callable[[], float] = time.time,
     ) -> None:
         self.agent = agent
         self.pods = pods
         self.interval = interval
         self.min_gap = min_gap
         self.clock = clock
+        self.wall = wall
+        self.publish_interval = publish_interval
+        self._published = float("-inf")
+        self._published_covered: frozenset[ShareKey] = frozenset()
         self.snapshot = UsageSnapshot()
         self.rounds = 0
         self.errors = 0
@@ -138,6 +149,43 @@ class UsageSampler:
                 self._logged.clear()
             return self.snapshot
 
+    def summary(self, snap: UsageSnapshot | None = None) -> str:
+        """The :data:`USAGE_ANNOTATION` value of ``snap`` (default: the last sample)."""
+        snap = snap or self.snapshot
+        devices: dict[str, list[float | None]] = {}
+        shares: dict[str, dict[str, list[float | int | None]]] = {}
+        for load in snap.devices():
+            pct = round(load.utilization * 100, 1) if load.utilization is not None else None
+            devices[load.device_id] = [load.memory_used, pct]
+        for share in snap.shares():
+            pct = round(share.utilization * 100, 1) if share.utilization is not None else None
+            shares.setdefault(f"{share.namespace}/{share.pod}/{share.container}", {})[share.device_id] = [share.memory_used, pct, int(share.throttled)]
+        return json.dumps({"t": int(self.wall()), "devices": devices, "shares": shares}, separators=(",", ":"), sort_keys=True)
+
+    def publish(self) -> bool:
+        """Write the summary on the Node when ``publish_interval`` has passed; False when not due or
+        the API server refused (logged; the next round tries again)."""
+        core_v1 = getattr(self.agent, "core_v1", None)
+        since = self.clock() - self._published
+        changed = self.snapshot.covered != self._published_covered and since >= self.interval  # a pod came or went
+        if core_v1 is None or self.publish_interval <= 0 or (since < self.publish_interval and not changed):
+            return False
+        try:
+            core_v1.patch_node(
+                self.agent.node, {"metadata": {"annotations": {USAGE_ANNOTATION: self.summary()}}},
+                _preload_content=False, _request_timeout=5.0, _content_type="application/merge-patch+json",
+            )
+        except Exception as exc:
+            log.warning("event=usage_publish_failed node=%s error=%r", self.agent.node, f"{type(exc).__name__}: {exc}")
+            return False
+        self._published = self.clock()
+        self._published_covered = self.snapshot.covered
+        return True
+
+    def _round(self) -> None:
+        self.sample()
+        self.publish()
+
     def latest(self, live: Iterable[ShareKey] | None = None, pods: Iterable[Mapping[str, Any]] | None = None) -> UsageSnapshot:
         """The cached sample; sampled now if none is recent or ``live`` (the containers a reader sees
         now) is not what the sample covered (rate-limited by ``min_gap``)."""
@@ -154,7 +202,7 @@ class UsageSampler:
         return self.snapshot
 
     def start(self) -> UsageSampler:
-        self._loop = Periodic("hami-usage", self.interval, self.sample, run_first=True).start()
+        self._loop = Periodic("hami-usage", self.interval, self._round, run_first=True).start()
         return self
 
     def stop(self) -> None:
