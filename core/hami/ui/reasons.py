@@ -16,9 +16,10 @@ import re
 
 import attrs
 
-# kube-scheduler's reasons start with a capital letter or "node(s)"; a count before anything else
-# (", 1 needed" inside an extender's message) is part of the reason, not the next one.
-_SPLIT = re.compile(r", (?=\d+ (?:[A-Z]|node\(s\)))")
+# kube-scheduler's reasons start with a capital letter or "node(s)", the extender's also with a device
+# tally ("2/8 CardInsufficientMemory"); a count before anything else (", 1 needed" inside an
+# extender's message) is part of the reason, not the next one.
+_SPLIT = re.compile(r", (?=\d+ (?:[A-Z]|node\(s\)|\d+/\d+ ))")
 _FIT_ERROR = re.compile(r"^0/(?P<total>\d+) nodes are available(?::\s*(?P<rest>.*))?$", re.DOTALL)
 _COUNTED = re.compile(r"^(?P<count>\d+) (?P<reason>.+)$", re.DOTALL)
 
