@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 BACKENDS := $(sort $(wildcard backends/*/pyproject.toml))
 STAMP := $(VENV)/.hami-installed
 
-.PHONY: install run check test clean examples dist docs
+.PHONY: install run check test clean examples dist browser docs
 
 install: $(STAMP)
 
@@ -31,7 +31,14 @@ check: install
 	PYTHONPATH=docs/examples/hami-acme $(BIN)/lint-imports || status=1; \
 	exit $$status
 
-test: install check
+# tests/ui drive Debian's chromium through Playwright: installed here when missing and we are root with
+# apt (CI); elsewhere a note, and those tests skip saying what to install.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
+		echo "note: no chromium (as root: apt-get install -y chromium); the browser tests in tests/ui will skip"
+
+test: install check browser
 	$(BIN)/python -m pytest
 
 clean:
