@@ -214,3 +214,27 @@ def certs_command(namespace: str, secret_name: str, service: str, extra_dns_name
             (target / name).write_text(value)
         (target / KEY_KEY).chmod(0o600)
     click.echo(f"Secret {namespace}/{secret_name} ready" + (f"; caBundle of {webhook_config}: {changed} webhook(s) updated" if webhook_config else ""))
+
+
+@click.command("signing-keys")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Directory for 'key' (scheduler only) and 'public-key' (agents).")
+@click.option("--previous-public-key", type=click.Path(exists=True, dir_okay=False),
+              help="The public key being rotated out, written as 'previous-public-key' so pods it signed still verify.")
+def signing_keys_command(out_dir: str, previous_public_key: str | None) -> None:
+    """Write a new Ed25519 allocation key pair: mount 'key' into the scheduler only, 'public-key' into agents."""
+    import shutil
+
+    from hami.wire.signing import PREVIOUS_PUBLIC_KEY_FILE, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, SignatureError, SigningKeys, load_public_key
+
+    target = Path(out_dir)
+    if (target / PRIVATE_KEY_FILE).exists():
+        raise click.ClickException(f"{str(target / PRIVATE_KEY_FILE)!r} exists; refusing to overwrite a signing key")
+    try:
+        if previous_public_key:
+            load_public_key(Path(previous_public_key))
+        SigningKeys.generate().write(target, private=True)
+        if previous_public_key:
+            shutil.copyfile(previous_public_key, target / PREVIOUS_PUBLIC_KEY_FILE)
+    except (SignatureError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {target / PRIVATE_KEY_FILE} (scheduler only) and {target / PUBLIC_KEY_FILE} (agents)")

@@ -90,6 +90,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "scheduler-config": LazyCommand("hami.scheduler.cli:scheduler_config_command",
                                     "Print the KubeSchedulerConfiguration for kube-scheduler, "
                                     "managing every installed backend's resources."),
+    "signing-keys": LazyCommand("hami.certs:signing_keys_command",
+                                "Write a new Ed25519 allocation key pair (scheduler: key; agents: public-key)."),
     "simulate": LazyCommand("hami.sim.cli:simulate_command",
                             "Replay an openb trace through hami's scheduler (filter, backend predicates, policies) "
                             "and report the allocated share of GPU capacity as the workload arrives."),

@@ -48,11 +48,11 @@ def configure_backends(manager: BackendManager, settings: Mapping[str, Any]) -> 
         manager.configure(name, overrides)
 
 
-def signing_keys(directory: str | None, insecure_skip: bool) -> SigningKeys | None:
-    """The allocation signing keys; running without them must be asked for explicitly."""
+def signing_keys(directory: str | None, insecure_skip: bool, *, legacy_hmac_key: str | None = None) -> SigningKeys | None:
+    """The scheduler's allocation signing keys; running without them must be asked for explicitly."""
     directory = directory or os.environ.get(SIGNING_KEY_DIR_ENV)
     if directory:
-        return SigningKeys.from_directory(directory)
+        return SigningKeys.from_directory(directory, legacy_hmac_key=legacy_hmac_key)
     if insecure_skip:
         return None
     raise HamiError(f"no signing key: pass --signing-key-dir (or set {SIGNING_KEY_DIR_ENV}) or, for development only, --insecure-skip-signature")

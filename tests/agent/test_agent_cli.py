@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 from hami.fakes.kubelet import FakeKubelet
 from hami.node.cli import agent_command, devices_command
+from hami.wire.signing import SigningKeys
 
 NODE = "node-1"
 
@@ -87,7 +88,7 @@ def test_agent_process_serves_kubelet_with_a_kubeconfig(kube_apiserver, core_v1,
     kubeconfig = kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")
     keys = tmp_path / "keys"
     keys.mkdir()
-    (keys / "key").write_text("0123456789abcdef0123456789abcdef\n")
+    SigningKeys.generate().write(keys, private=False)  # an agent gets the public key only
     env = {**os.environ, "HAMI_INVENTORY": str(inventory), "NODE_NAME": NODE, "HAMI_BACKENDS": "nvidia"}
     code = "from hami.node.cli import agent_command; agent_command()"
     with FakeKubelet(kubelet_dir, NODE, core_v1=core_v1) as kubelet:

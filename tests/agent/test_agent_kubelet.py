@@ -19,7 +19,7 @@ from hami_nvidia.plugin import INFO as NVIDIA_INFO
 NODE = "node-1"
 GPU, DCU = "nvidia.com/gpu", "hygon.com/dcunum"
 DEV0, DEV1 = "NVIDIA-node-1-0", "NVIDIA-node-1-1"
-KEYS = SigningKeys(b"k" * 32)
+KEYS = SigningKeys.from_seed(b"k" * 32)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from hami_hygon.plugin import KIND as DCU
 from hami_nvidia.plugin import KIND as NVIDIA
 
 KINDS = {"NVIDIA": NVIDIA, "DCU": DCU}
-KEYS = SigningKeys(b"s" * 32)
+KEYS = SigningKeys.from_seed(b"s" * 32)
 A = Grant("GPU-a", "NVIDIA", 3000, 30)
 B = Grant("GPU-b", "NVIDIA", 5000, 0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import shlex
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +184,40 @@ def test_tls_by_hook_jobs_or_by_cert_manager(render) -> None:
 
 
 def test_signing_key_is_generated_or_taken_from_an_existing_secret(render) -> None:
-    secret = render("default").one("Secret", "hami-signing-key")
-    assert len(base64.b64decode(secret["data"]["key"])) >= 16
+    """An Ed25519 pair: the private key in a Secret only the scheduler mounts, the public key (in a
+    certificate, all sprig can make) in a ConfigMap the agents mount; the two belong together."""
+    from hami.wire.signing import SigningKeys, sign, verify
+
+    docs = render("default")
+    secret = docs.one("Secret", "hami-signing-key")
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    public = docs.one("ConfigMap", "hami-signing-public-key")["data"]
+    assert set(public) == {"public-key"} and "PRIVATE" not in public["public-key"]
+    files = {name: base64.b64decode(value) for name, value in secret["data"].items()}
+    assert set(files) == {"key", "public-key"} and files["key"].startswith(b"-----BEGIN PRIVATE KEY-----")
+    with tempfile.TemporaryDirectory() as scheduler_dir, tempfile.TemporaryDirectory() as agent_dir:
+        for name, content in files.items():
+            Path(scheduler_dir, name).write_bytes(content)
+        Path(agent_dir, "public-key").write_text(public["public-key"])
+        scheduler, agent = SigningKeys.from_directory(scheduler_dir), SigningKeys.public_from_directory(agent_dir)
+        verify(agent, sign(scheduler, "uid", "node", {"a-devices-allocated": "x"}), "uid", "node", {"a-devices-allocated": "x"})
+    deployment, daemonset = docs.one("Deployment"), docs.one("DaemonSet")
+    assert {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}["signing-key"]["secret"]["secretName"] == "hami-signing-key"
+    agent_volumes = daemonset["spec"]["template"]["spec"]["volumes"]
+    assert {v["name"]: v for v in agent_volumes}["signing-key"] == {"name": "signing-key", "configMap": {"name": "hami-signing-public-key"}}
+    assert not any(v.get("secret", {}).get("secretName", "").startswith("hami-signing") for v in agent_volumes)  # no Secret with the private key
+    assert not any("legacy" in arg for _, c in docs.containers() for arg in c.get("command", []))  # nothing to migrate on a fresh install
     docs = render("ha-ascend")
-    assert not docs.find("Secret")
-    for workload in (docs.one("Deployment"), docs.one("DaemonSet")):
-        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
-        assert volumes["signing-key"]["secret"]["secretName"] == "my-signing-key"
+    assert not docs.find("Secret") and not docs.find("ConfigMap", "my-signing-public-key")
+    volumes = {v["name"]: v for v in docs.one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["signing-key"]["secret"]["secretName"] == "my-signing-key"
+    volumes = {v["name"]: v for v in docs.one("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["signing-key"]["configMap"]["name"] == "my-signing-public-key"
+
+
+def test_an_existing_secret_needs_the_public_key_configmap(helm) -> None:
+    done = subprocess.run([str(helm), "template", "hami", str(CHART), "--set", "signing.existingSecret=mine"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "signing.existingSecret needs signing.existingPublicKeyConfigMap" in done.stderr
 
 
 def test_replicas_turn_on_leader_election_in_both_containers(render) -> None:

@@ -41,7 +41,7 @@ from hami_nvidia.plugin import INFO as NVIDIA_INFO
 from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
 NODE = "gpu-1"
-KEYS = SigningKeys(b"rbac-test-signing-key-0123456789")
+KEYS = SigningKeys.from_seed(b"rbac-test-signing-key-0123456789")
 SERVICE_ACCOUNTS = {"scheduler": "hami-scheduler", "agent": "hami-agent", "certs": "hami-certs"}
 Grant = tuple[str, str, str, str, frozenset[str]]  # namespace ('' = cluster-wide), group, resource, verb, resourceNames
 

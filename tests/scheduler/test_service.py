@@ -23,6 +23,7 @@ from hami.scheduler.leader import LeaderElector
 from hami.scheduler.state import ClusterState
 from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
 from hami.wire.codec import encode_node_devices
+from hami.wire.signing import SigningKeys
 from hami_nvidia.plugin import KIND
 from kubernetes import client
 
@@ -78,7 +79,7 @@ def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
     core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="n1", annotations={KIND.annotations.node_register: encode_node_devices(devices, "json")})))
     keys = tmp_path / "keys"
     keys.mkdir()
-    (keys / "key").write_text("0123456789abcdef0123456789abcdef\n")
+    SigningKeys.generate().write(keys, private=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "hami.cli", "scheduler", "--bind", "127.0.0.1:0", "--extender-bind", "127.0.0.1:0", "--kubeconfig", str(kubeconfig), "--signing-key-dir", str(keys)],

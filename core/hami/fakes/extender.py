@@ -22,7 +22,8 @@ from hami.scheduler.server import Extender, ExtenderHTTPServer
 from hami.scheduler.state import ClusterState
 from hami.wire.signing import SigningKeys
 
-TEST_KEYS = SigningKeys(b"hami-test-signing-key-0123456789")
+TEST_KEYS = SigningKeys.from_seed(b"hami-test-signing-key-0123456789")
+"""The test harness's scheduler key pair (a published seed: never for a real cluster); agents get ``TEST_KEYS.verifier()``."""
 
 
 @attrs.frozen

@@ -127,7 +127,7 @@ class Allocator:
         (None: the manager discovers the node named in the pod's annotations itself)."""
         self.core_v1 = core_v1
         self.node = node
-        self.keys = keys
+        self.keys = keys.verifier() if keys is not None else None  # an agent only verifies, even if handed a private key
         self.request_timeout = request_timeout
         self.clock = clock
         self.lock = NodeLock(core_v1, request_timeout=request_timeout)

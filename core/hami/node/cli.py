@@ -61,7 +61,10 @@ def _setup_logging(level: str) -> None:
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Kubeconfig file; in-cluster config when absent.")
 @click.option("--device-plugin-dir", default=DEVICE_PLUGIN_DIR, show_default=True, type=click.Path(file_okay=False), help="Kubelet's device plugin directory.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML: per-backend config overrides.")
-@click.option("--signing-key-dir", envvar="HAMI_SIGNING_KEY_DIR", type=click.Path(exists=True, file_okay=False), help="Directory with the allocation signing key ('key', optional 'previous-key').")
+@click.option("--signing-key-dir", envvar="HAMI_SIGNING_KEY_DIR", type=click.Path(exists=True, file_okay=False),
+              help="Directory with the scheduler's Ed25519 'public-key' (optional 'previous-public-key'); never the private key.")
+@click.option("--accept-legacy-hmac-key", type=click.Path(exists=True, dir_okay=False),
+              help="Also accept allocations signed with this HMAC key of a release before Ed25519 signatures (upgrade window only).")
 @click.option("--insecure-skip-signature", is_flag=True, help="Trust pod allocation annotations without a signature (testing only).")
 @click.option("--register-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between node annotation writes.")
 @click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between device health checks.")
@@ -88,6 +91,7 @@ def agent_command(
     metrics_bind: str,
     legacy_metrics: bool = False,
     state_dir: str = "/var/lib/hami",
+    accept_legacy_hmac_key: str | None = None,
 ) -> None:
     """Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."""
     from hami.node.agent import Agent, AgentOptions
@@ -99,7 +103,7 @@ def agent_command(
     if signing_key_dir is None and not insecure_skip_signature:
         raise click.UsageError("pass --signing-key-dir (or set HAMI_SIGNING_KEY_DIR), or --insecure-skip-signature to trust any pod annotation")
     try:
-        keys = SigningKeys.from_directory(signing_key_dir) if signing_key_dir else None
+        keys = SigningKeys.public_from_directory(signing_key_dir, legacy_hmac_key=accept_legacy_hmac_key) if signing_key_dir else None
         manager = configured_manager(config_path)
         options = AgentOptions(
             node_name=node_name,

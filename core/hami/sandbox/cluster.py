@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -76,7 +75,7 @@ class Sandbox:
         self.inventory: tuple[NodeInventory, ...] = load_inventory(self.nodes_file)
         self.manager = manager or load_backends()
         self.settings = dict(settings or {})
-        self.keys = SigningKeys(os.urandom(32))
+        self.keys = SigningKeys.generate()
         self.api = KubeAPIServer()
         self.core_v1: client.CoreV1Api | None = None
         self.kubelets: dict[str, FakeKubelet] = {}
@@ -102,7 +101,7 @@ class Sandbox:
             self._describe_node(node)
             # the backends' node state in the temp dir, never /var/lib/hami: users run the sandbox unprivileged
             options = AgentOptions(node_name=node.name, device_plugin_dir=Path(plugin_dir), health_interval=5.0, state_dir=Path(plugin_dir) / "state")
-            agent = Agent(self.manager, self.core_v1, options, self.keys)
+            agent = Agent(self.manager, self.core_v1, options, self.keys.verifier())
             self.agents[node.name] = agent.start()
         deadline = time.monotonic() + timeout
         for name, agent in self.agents.items():

@@ -48,7 +48,10 @@ def _split_bind(value: str) -> tuple[str, int]:
 @click.option("--node-policy", default="binpack", show_default=True)
 @click.option("--device-policy", default="spread", show_default=True)
 @click.option("--lock-expiry", default=300, show_default=True, help="Seconds after which a node lock may be taken over.")
-@click.option("--signing-key-dir", type=click.Path(exists=True, file_okay=False), help="Mounted Secret with 'key' (and 'previous-key').")
+@click.option("--signing-key-dir", type=click.Path(exists=True, file_okay=False),
+              help="Mounted Secret with the Ed25519 private 'key' (and 'previous-public-key' during a rotation).")
+@click.option("--accept-legacy-hmac-key", type=click.Path(exists=True, dir_okay=False),
+              help="Also trust records signed with this HMAC key of a release before Ed25519 signatures (upgrades).")
 @click.option("--insecure-skip-signature", is_flag=True, help="Do not sign allocations (development only).")
 @click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, help="Elect a leader on a Lease (replicas > 1).")
 @click.option("--lease-namespace", default="kube-system", show_default=True)
@@ -56,7 +59,8 @@ def _split_bind(value: str) -> tuple[str, int]:
 def scheduler_command(bind_address: str, extender_bind: str, client_ca: str | None,
                       tls_cert: str | None, tls_key: str | None, kubeconfig: str | None, config_file: str | None,
                       scheduler_name: str, node_policy: str, device_policy: str, lock_expiry: int, signing_key_dir: str | None,
-                      insecure_skip_signature: bool, leader_elect: bool, lease_namespace: str, legacy_metrics: bool = False) -> None:
+                      insecure_skip_signature: bool, leader_elect: bool, lease_namespace: str, legacy_metrics: bool = False,
+                      accept_legacy_hmac_key: str | None = None) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."""
     host, port = _split_bind(bind_address)
     extender_host, extender_port = _extender_listener(extender_bind, (host, port), client_ca, tls_cert, tls_key)
@@ -67,7 +71,7 @@ def scheduler_command(bind_address: str, extender_bind: str, client_ca: str | No
 
     manager = load_backends()
     configure_backends(manager, load_settings(config_file))
-    keys = signing_keys(signing_key_dir, insecure_skip_signature)
+    keys = signing_keys(signing_key_dir, insecure_skip_signature, legacy_hmac_key=accept_legacy_hmac_key)
     if keys is None:
         log.warning("event=signing_disabled reason='--insecure-skip-signature': allocations are not signed")
     config = SchedulerConfig(scheduler_name=scheduler_name, node_policy=node_policy, device_policy=device_policy, lock_expiry=timedelta(seconds=lock_expiry))

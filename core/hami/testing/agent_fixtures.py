@@ -32,7 +32,7 @@ def start_agent(kube_apiserver: Any, kubelet_dir: Path) -> Iterator[Callable[...
         api = kube_apiserver.api_client()
         clients.append(api)
         opts = AgentOptions(node_name=node, device_plugin_dir=kubelet_dir, **{**FAST_OPTIONS, "state_dir": kubelet_dir / "state", **options})
-        agent = Agent(manager, client.CoreV1Api(api), opts, keys, insecure_skip_signature=insecure)
+        agent = Agent(manager, client.CoreV1Api(api), opts, keys.verifier() if keys is not None else None, insecure_skip_signature=insecure)
         agents.append(agent)
         return agent.start()
 

@@ -90,6 +90,15 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "hami.webhookName" -}}{{ include "hami.fullname" . }}-webhook{{- end -}}
 {{- define "hami.tlsSecret" -}}{{ default (printf "%s-tls" (include "hami.fullname" .)) .Values.tls.secretName }}{{- end -}}
 {{- define "hami.signingSecret" -}}{{ default (printf "%s-signing-key" (include "hami.fullname" .)) .Values.signing.existingSecret }}{{- end -}}
+{{- define "hami.signingPublicKey" -}}{{ default (printf "%s-signing-public-key" (include "hami.fullname" .)) .Values.signing.existingPublicKeyConfigMap }}{{- end -}}
+{{/* "true" when the scheduler's Secret (made by this chart, seen by lookup) holds an older release's HMAC key */}}
+{{- define "hami.legacyHmac" -}}
+{{- if not .Values.signing.existingSecret -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "hami.signingSecret" .) -}}
+{{- $data := dict -}}{{- if and $existing $existing.data -}}{{- $data = $existing.data -}}{{- end -}}
+{{- $old := index $data "key" | default "" | b64dec -}}
+{{- if or (index $data "legacy-hmac-key") (and $old (not (hasPrefix "-----BEGIN" $old))) -}}true{{- end -}}
+{{- end -}}
 
 {{/* HAMI_BACKENDS: the enabled backends, comma separated, in name order */}}
 {{- define "hami.enabledBackends" -}}
