@@ -98,7 +98,7 @@ def test_settings_files_load_with_the_components_own_readers(render, value_set: 
     enabled = set(_env(docs.one("Deployment"), "hami-scheduler")["HAMI_BACKENDS"].split(","))
     assert set(scheduler["backends"]) == enabled
     if value_set == "all-backends":
-        assert scheduler["backends"]["nvidia"] == {"split_count": 10, "memory_scaling": 1.5, "hook_path": "/usr/local"}
+        assert scheduler["backends"]["nvidia"] == {"split_count": 10, "memory_scaling": 1.5, "hook_path": "/usr/local", "libvgpu_version": "v2.10.0"}
 
 
 def _env(workload: dict[str, Any], container: str) -> dict[str, str]:

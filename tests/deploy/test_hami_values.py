@@ -72,7 +72,7 @@ def test_global_registry_and_tags_reach_every_image(render, helm: Path) -> None:
     # hack/deploy-helm.sh at v2.10.0 empties the per-image registries and sets the tags
     tagged = render("default", "--set", "scheduler.extender.image.registry=", "--set", "scheduler.extender.image.tag=0.2.0",
                     "--set", "devicePlugin.image.tag=0.2.0", "--set", "global.imageTag=0.1.0", kube_version=KUBE)
-    assert {c["image"] for _, c in tagged.containers() if c["name"] != "kube-scheduler"} == {"ghcr.io/project-hami/hami-py:0.2.0"}
+    assert {c["image"] for _, c in tagged.containers() if c["name"] not in ("kube-scheduler", "hami-core")} == {"ghcr.io/project-hami/hami-py:0.2.0"}
     message = _fail(helm, "--set", "scheduler.extender.image.tag=0.2.0", "--set", "devicePlugin.image.tag=0.3.0")
     assert "devicePlugin.image.tag=0.3.0" in message and "scheduler.extender.image.tag=0.2.0" in message
     message = _fail(helm, "--set", "devicePlugin.image.repository=myorg/hami")  # HAMi's default (projecthami/hami) passes

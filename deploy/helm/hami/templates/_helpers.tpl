@@ -79,6 +79,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- dig "scheduler" "defaultSchedulerPolicy" "gpuSchedulerPolicy" "" .Values.AsMap | default .Values.scheduler.devicePolicy -}}
 {{- end -}}
 
+{{/* The version suffix of the libvgpu.so the hami-core init container installs (agent.hamiCore) */}}
+{{- define "hami.libvgpuVersion" -}}
+{{- .Values.agent.hamiCore.libvgpuVersion | default .Values.agent.hamiCore.image.tag -}}
+{{- end -}}
+
 {{/* HAMi-core's host directory: agent.hookPath, or HAMi's global.gpuHookPath when given */}}
 {{- define "hami.hookPath" -}}
 {{- dig "global" "gpuHookPath" "" .Values.AsMap | default .Values.agent.hookPath -}}
@@ -205,6 +210,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 {{- if and (eq $name "nvidia") (not (hasKey $cfg "hook_path")) -}}{{- $_ := set $cfg "hook_path" (include "hami.hookPath" $) -}}{{- end -}}
+{{- if and (eq $name "nvidia") $.Values.agent.hamiCore.enabled (not (hasKey $cfg "libvgpu_version")) -}}{{- $_ := set $cfg "libvgpu_version" (include "hami.libvgpuVersion" $) -}}{{- end -}}
 {{- if and (eq $name "nvidia") (ne (trimSuffix "/" (toString $cfg.hook_path)) "/usr/local") (not (hasKey $cfg "extra_host_paths")) -}}
 {{- $_ := set $cfg "extra_host_paths" (list (printf "%s/vgpu" (trimSuffix "/" (toString $cfg.hook_path)))) -}}
 {{- end -}}
