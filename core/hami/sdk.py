@@ -25,6 +25,7 @@ from hami.backendkit.splitting import split_evenly
 from hami.backendkit.standard import StandardBackend
 from hami.backendkit.tables import paired_rows
 from hami.backendkit.tools import ToolNotFound, run_tool
+from hami.backendkit.usage import simulated_usage
 from hami.backendkit.whole import WholeDeviceBackend, one_slot
 from hami.errors import AnnotationError, BackendError, BackendRefused, HamiError, QuantityError, RequestError, ValidationError
 from hami.plugin import hookimpl
@@ -128,6 +129,7 @@ __all__ = [
     "ToolNotFound",
     "run_tool",
     "selectors",
+    "simulated_usage",
     "simulated_enforcement",
     "split_evenly",
     "standard_request",

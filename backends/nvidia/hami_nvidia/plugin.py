@@ -96,8 +96,8 @@ class NvidiaBackend(StandardBackend):
         self.probe = nvml_probe
         self._watcher: XidWatcher | None = None
         self._mps: tuple[tuple[str, str, str], MpsDaemon] | None = None
-
         self._usage: Any = None  # hami_nvidia.usage.UsageMonitor, made on the first real-node sample
+
     # ------------------------------------------------------------ discovery
 
     @hookimpl
@@ -350,24 +350,26 @@ class NvidiaBackend(StandardBackend):
         if freed:
             log.info("event=mig_released pod_uid=%s container=%s instances=%s", owner[0], owner[1], ",".join(freed))
 
-    def close(self) -> None:
-        """Stop the XID watcher thread and the usage monitor (tests, agent shutdown)."""
-        if self._watcher is not None:
-            self._watcher.stop()
-
-
-plugin = NvidiaBackend(INFO)
-"""The entry point ``hami_nvidia.plugin:plugin``."""
     @hookimpl
     def hami_sample_usage(self, devices: Sequence[PhysicalDevice], containers: Sequence[Any], config: Mapping[str, Any], node: NodeContext) -> Any:
         """NVML host figures, HAMi-core's region per container and priority feedback (hami_nvidia.usage)."""
+        from hami.sdk import simulated_usage
+
         from hami_nvidia import usage
 
         if node.simulated:
-            return usage.simulated(devices, containers, usage.time.time())
+            return simulated_usage(devices, containers, usage.time.time())
         if self._usage is None:
             self._usage = usage.UsageMonitor()
         return self._usage.sample(devices, containers, node_config(config, node.name))
 
+    def close(self) -> None:
+        """Stop the XID watcher thread and the usage monitor (tests, agent shutdown)."""
+        if self._watcher is not None:
+            self._watcher.stop()
         if self._usage is not None:
             self._usage.close()
+
+
+plugin = NvidiaBackend(INFO)
+"""The entry point ``hami_nvidia.plugin:plugin``."""

@@ -8,14 +8,12 @@ directory the container's ``/usr/local/vgpu`` is mounted from (:func:`hami_nvidi
 A region that cannot be read (truncated, foreign, unknown version) or belongs to no live container
 (stale: its pod is gone) is a skip named in the report, never an error; the mapping of a readable one
 is kept between samples, as upstream's ContainerLister keeps it, and dropped when its container goes.
-On a simulated node the figures are made up from the grants, deterministic per container and sample.
+On a simulated node the figures are made up from the grants (``hami.sdk.simulated_usage``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -188,44 +186,6 @@ class UsageMonitor:
                 except self._nvml.NVMLError:
                     pass
                 self._nvml, self._nvml_state = None, "unknown"
-
-
-def _unit(*parts: object) -> float:
-    """A stable number in [0, 1) from ``parts`` (simulated figures that differ per container)."""
-    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def simulated(devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], now: float, period: float = 5.0) -> UsageReport:
-    """Plausible figures for the sandbox: each share uses 30-90 % of its memory grant and a slowly
-    varying part of its compute grant; a device adds a driver base of 300 MiB and sums its shares."""
-    tick = int(now // period)
-    by_device: dict[str, list[ShareLoad]] = {}
-    shares = []
-    for share in containers:
-        for index, grant in enumerate(share.grants):
-            seed = _unit(share.pod_uid, share.container, grant.id)
-            granted = grant.memory * MIB
-            cores = (grant.cores or 100) / 100
-            busy = cores * (0.35 + 0.6 * seed) * (0.75 + 0.25 * math.sin(tick / 3 + seed * 6.28))
-            load = ShareLoad(
-                grant.id, share.namespace, share.pod, share.container, vdevice_index=index,
-                memory_used=int(granted * (0.3 + 0.6 * seed)), memory_limit=granted or None,
-                utilization=round(min(max(busy, 0.0), 1.0), 4), last_kernel_seconds=float(int(seed * 5)),
-            )
-            shares.append(load)
-            by_device.setdefault(grant.id, []).append(load)
-    loads = []
-    for device in devices:
-        mine = by_device.get(device.id, [])
-        total = device.memory * MIB
-        used = min(300 * MIB + sum(s.memory_used for s in mine), total) if total else 0
-        busy = min(sum(s.utilization or 0.0 for s in mine), 1.0)
-        loads.append(DeviceLoad(
-            device.id, memory_used=used, memory_total=total or None, utilization=round(busy, 4),
-            memory_utilization=round(busy * 0.4, 4), power_watts=round(60 + 240 * busy, 1), temperature_celsius=round(35 + 40 * busy, 1),
-        ))
-    return UsageReport(devices=loads, shares=shares)
 
 
 def region_dir(config: Mapping[str, Any], pod_uid: str, container: str) -> Path:

@@ -8,21 +8,26 @@ kind it declares. A real backend subclasses it and overrides what its hardware d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hami.backendkit.inventory import inventory_devices
 from hami.backendkit.limits import container_resources, request_warnings, standard_request
 from hami.backendkit.splitting import split_evenly
+from hami.backendkit.usage import simulated_usage
 from hami.plugin import hookimpl
 from hami.plugin.naming import renamed_info
 from hami.plugin.model import (
     BackendInfo,
     ContainerPatch,
+    ContainerShare,
     DeviceKind,
     DeviceRequest,
+    NodeContext,
     PhysicalDevice,
     SchedulableDevice,
+    UsageReport,
 )
 
 
@@ -37,6 +42,12 @@ class StandardBackend:
     @hookimpl
     def hami_backend(self) -> BackendInfo:
         return self.info
+
+    @hookimpl
+    def hami_sample_usage(self, devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], node: NodeContext) -> UsageReport | None:
+        """On a simulated node, plausible figures from the grants (the sandbox shows usage); a real
+        backend overrides this with what its vendor tool reports."""
+        return simulated_usage(devices, containers, time.time()) if node.simulated else None
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
