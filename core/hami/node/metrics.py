@@ -10,8 +10,9 @@ HAMi's vGPU monitor names (Project-HAMi/HAMi ``cmd/vGPUmonitor/metrics.go``, v2.
 its label names and the const label ``zone="vGPU"``: ``hami_vgpu_memory_limit_bytes{namespace, pod,
 container, vdevice_index, device_uuid}``, and with ``legacy=True`` (``--legacy-metrics``)
 ``vGPU_device_memory_limit_in_bytes{podnamespace, podname, ctrname, vdeviceid, deviceuuid}``. What the
-monitor measures (the driver's memory/utilisation, HAMi-core's shared region) has no source in the backend
-contract yet, so those series are absent. Our own ``hami_agent_*`` gauges use the same label style
+monitor measures (``hami_host_gpu_*``, ``hami_vgpu_memory_used_bytes``, ``hami_container_*``) comes from
+the agent's usage sampler (:mod:`hami.node.usage`, ``hami_sample_usage`` every ``usage_interval``), read
+from its cached sample, never measured per scrape. Our own ``hami_agent_*`` gauges use the same label style
 (``device_uuid``, ``device_index``) and unit (cores in percent of a device, 100 = whole).
 
 Wiring (the agent owns it)::
