@@ -327,8 +327,6 @@ class Fgd:
         self.admission = Admission(self.cluster.device_fits)
         self._tables: dict[str, Tables] = {}
         self._shapes: dict[TaskClass, tuple[Any, Any]] = {}
-        host = self.cluster.host
-        self._cpu_scale = float(numpy().max(host.cpu_total)) if host is not None and len(host.cpu_total) else 0.0
         self._plan: tuple[str, Any, Any, Any] | None = None
 
     def bind(self, cluster: ClusterView) -> None:
@@ -393,8 +391,11 @@ class Fgd:
         """Free device share plus free CPU share of each node (0…2); what the task itself takes is
         the same everywhere and left out."""
         left = table.remaining[rows].sum(axis=1) / (1000.0 * table.width)
-        if host is not None and self._cpu_scale:
-            left = left + host[0] / self._cpu_scale
+        view = self.cluster.host
+        # Read per call: a live cluster's nodes (and so the largest CPU) arrive after the policy starts.
+        cpu_scale = float(numpy().max(view.cpu_total)) if view is not None and len(view.cpu_total) else 0.0
+        if host is not None and cpu_scale:
+            left = left + host[0] / cpu_scale
         return left
 
     def score_device(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> float:

@@ -68,7 +68,7 @@ class ClusterCache:
     def _pod_event(self, kind: str, pod: Mapping[str, Any]) -> None:
         self.informed.apply_pod(kind, pod)
         if kind == "DELETED":
-            self.state.forget_pod((pod.get("metadata") or {}).get("uid", ""))
+            self.state.delete_pod((pod.get("metadata") or {}).get("uid", ""))
         else:
             self.state.apply_pod(pod)
 

@@ -18,6 +18,7 @@ import attrs
 from hami.errors import AnnotationError, HamiError
 from hami.plugin.model import DeviceKind, DeviceUsage, NodeUsage, SchedulableDevice
 from hami.scheduler.handshake import handshake_problem
+from hami.scheduler.noderesources import NodeResources, node_allocatable, pod_host_requests
 from hami.scheduler.usage import Holding, pod_holdings
 from hami.wire.allocation import allocation_records, read_allocated
 from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE, DEVICE_CORDON, SCHEDULE_TIME, SIGNATURE, BindPhase
@@ -166,6 +167,9 @@ class ClusterState:
         self._refused: dict[str, Mapping[str, Any]] = {}  # node → its node object, refused for a duplicate id
         self.on_duplicate: Callable[[str, str, str], None] | None = None
         """Called with (node, other node, device id) when a registration is refused for a duplicate id."""
+        self.host = NodeResources()
+        """Each node's allocatable CPU/memory minus its pods' requests: the packing policies' host view."""
+        self._host_assumed: set[str] = set()  # pods counted on a node by the filter's choice, not yet bound
 
     def changes(self) -> set[str]:
         """A set that collects the names of nodes changed (or removed) from now on; the caller drains it."""
@@ -233,6 +237,7 @@ class ClusterState:
             previous = self.nodes[name].problems if name in self.nodes else {}
             new_clashes = [(i, other) for vendor, i, other in clashes if previous.get(vendor) != problems[vendor]]  # one event per clash
             freed = self._claim(name, set(devices), node if clashes else None)
+            self.host.set_node(name, node_allocatable(node))
             self._apply_node_locked(name, node, annotations, devices, by_vendor, cordon, problems)
         for device_id, other in new_clashes:
             log.warning("event=duplicate_device_id node=%s device=%s registered_by=%s", name, device_id, other)
@@ -304,6 +309,7 @@ class ClusterState:
             self.handshakes.pop(name, None)
             self._refused.pop(name, None)
             freed = self._claim(name, set(), None)
+            self.host.set_node(name, None)
             if self.nodes.pop(name, None) is not None:
                 self._changed(name)
         for other_node in freed:
@@ -328,6 +334,7 @@ class ClusterState:
         bound_to = spec.get("nodeName")
         node = bound_to or annotations.get(ASSIGNED_NODE)
         phase = (pod.get("status") or {}).get("phase")
+        self._account_host(uid, pod, bound_to, phase)
         if not node or phase in _TERMINATED:
             self.forget_pod(uid)
             return
@@ -380,6 +387,32 @@ class ClusterState:
             record = PodRecord(meta.get("namespace", ""), meta.get("name", ""), node, holdings, devices, trust, bool(bound_to), annotations.get(SCHEDULE_TIME, ""))
             self.hold(uid, record)
 
+    def _account_host(self, uid: str, pod: Mapping[str, Any], bound_to: str | None, phase: str | None) -> None:
+        """CPU and memory: a bound pod counts on its node until it terminates (every pod, with devices
+        or not, as kube-scheduler counts them); an unbound one keeps what the filter assumed."""
+        with self.lock:
+            if phase in _TERMINATED:
+                self._host_assumed.discard(uid)
+                self.host.release(uid)
+            elif bound_to:
+                self._host_assumed.discard(uid)
+                self.host.place(uid, bound_to, *pod_host_requests(pod))
+
+    def assume_host(self, uid: str, node: str, pod: Mapping[str, Any]) -> None:
+        """Count the pod's CPU and memory on ``node`` from the filter's choice on (kube-scheduler's assume)."""
+        with self.lock:
+            if uid in self.host.pods and uid not in self._host_assumed:
+                return  # already bound: its bound node stands
+            self._host_assumed.add(uid)
+            self.host.place(uid, node, *pod_host_requests(pod))
+
+    def delete_pod(self, uid: str) -> None:
+        """A pod deleted: its devices, CPU and memory are free."""
+        with self.lock:
+            self.forget_pod(uid)
+            self._host_assumed.discard(uid)
+            self.host.release(uid)
+
     def _unverified(self, annotations: Mapping[str, str], uid: str) -> str | None:
         """None when the pod's records carry the scheduler's signature (or signing is off), else why not."""
         if self.keys is None:
@@ -422,6 +455,9 @@ class ClusterState:
         """Drop what a pod not yet bound holds (its filter was retried, or its bind failed); a bound
         pod keeps its grant. True when something was dropped."""
         with self.lock:
+            if uid in self._host_assumed:
+                self._host_assumed.discard(uid)
+                self.host.release(uid)
             held = self.pods.get(uid)
             if held is None or held.bound:
                 return False
@@ -468,8 +504,8 @@ class ClusterState:
             if pods is not None:
                 pods = list(pods)
                 listed = {(p.get("metadata") or {}).get("uid") for p in pods}
-                for uid in [u for u in self.pods if u not in listed]:
-                    self.forget_pod(uid)
+                for uid in [u for u in {*self.pods, *self.host.pods} if u not in listed]:
+                    self.delete_pod(uid)
                 for pod in pods:
                     self.apply_pod(pod)
 

@@ -37,12 +37,16 @@ POLICIES_DEFAULT = ("random", "binpack", "spread", "bestfit", "fgd")
 @click.option(
     "--backend", "backends", multiple=True, help="Entry points to load beside the vendor's backend (plugins whose policies you compare)."
 )
+@click.option(
+    "--live", is_flag=True,
+    help="Replay through the live path: in-memory API server, informer-fed scheduler cache, extender filter and bind (slower; same report).",
+)
 @click.option("--jobs", default=1, show_default=True, type=int, help="Runs in parallel worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per (policy, seed) run, one per line.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write allocated % vs arrived % per policy to this PNG (pip install 'hami[sim]').")
 def simulate_command(
     nodes_path: str, pods_path: str, policies: tuple[str, ...], tune: float, seed: int | None, seeds_text: str | None,
-    split_count: int, vendor: str | None, backends: tuple[str, ...], jobs: int, as_json: bool, plot_path: str | None,
+    split_count: int, vendor: str | None, backends: tuple[str, ...], live: bool, jobs: int, as_json: bool, plot_path: str | None,
 ) -> None:
     """Replay an openb trace through hami's scheduler (filter, backend predicates, policies) and
     report the allocated share of GPU capacity as the workload arrives."""
@@ -60,7 +64,7 @@ def simulate_command(
 
     try:
         seeds = [seed] if seed is not None else parse_seeds(seeds_text or "42")
-        job = Job(nodes_path, pods_path, split_count, tuple(backends), vendor=vendor)
+        job = Job(nodes_path, pods_path, split_count, tuple(backends), vendor=vendor, live=live)
         chosen = tuple(policies) or POLICIES_DEFAULT
         results = _run(job, chosen, seeds, tune, jobs)
     except HamiError as exc:

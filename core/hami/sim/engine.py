@@ -165,7 +165,7 @@ class Simulator:
                     if chosen is not None:
                         mirror.take(state.pods[pod["metadata"]["uid"]].holdings)
                 else:
-                    chosen = self._place_host_only(node_policy, state, room, pod)
+                    chosen = self._place_host_only(node_policy, state, room, pod, self._cluster)
                 placements.append(chosen)
                 if chosen is None:
                     failed[task_shape(task)] += 1
@@ -190,7 +190,7 @@ class Simulator:
         )
         return result
 
-    def _place_host_only(self, node_policy: str, state: Any, room: np.ndarray, pod: dict[str, Any]) -> str | None:
+    def _place_host_only(self, node_policy: str, state: Any, room: np.ndarray, pod: dict[str, Any], cluster: ClusterView) -> str | None:
         """A task without devices: the node policy's best-scored node among those with room
         (the filter hands such pods straight back, as kube-scheduler would never ask it)."""
         candidates = np.flatnonzero(room)
@@ -199,14 +199,14 @@ class Simulator:
         names = [self.nodes[j].name for j in candidates]
         usages = [node.node_usage() if (node := state.nodes.get(n)) is not None else NodeUsage(n) for n in names]
         if self.manager.policy("node", node_policy).per_pod:
-            scores = self.manager.score_nodes(node_policy, usages, [], pod, self._cluster)
+            scores = self.manager.score_nodes(node_policy, usages, [], pod, cluster)
         else:  # the score depends on the node alone: rescore only nodes whose usage changed
             memo = self._node_scores.setdefault(node_policy, {})
             scores = []
             for usage in usages:
                 cached = memo.get(usage.name)
                 if cached is None or cached[0] is not usage:
-                    cached = memo[usage.name] = (usage, self.manager.score_node(node_policy, usage, [], {}, self._cluster))
+                    cached = memo[usage.name] = (usage, self.manager.score_node(node_policy, usage, [], {}, cluster))
                 scores.append(cached[1])
         best = min(range(len(names)), key=lambda k: (-scores[k], names[k]))  # the filter's order and tie rule
         return names[best]

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from hami.sim.engine import RunResult, Simulator
+from hami.sim.engine import Progress, RunResult, Simulator
 from hami.sim.trace import TraceError, read_nodes, read_pods_csv
 
 
@@ -47,12 +47,23 @@ class Job:
     narrow: bool = True
     vendor: str | None = None
     """The trace's device kind; None: decided from the installed backends (:func:`hami.sim.cluster.trace_kind`)."""
+    live: bool = False
+    """Replay through the live path (in-memory API server, informers, extender verbs: :mod:`hami.sim.live`)."""
 
     def simulator(self) -> Simulator:
         return Simulator(
             read_nodes(self.nodes), read_pods_csv(self.pods),
             split_count=self.split_count, backends=self.backends, narrow=self.narrow, vendor=self.vendor,
         )
+
+
+    def run(self, simulator: Simulator, policy: str, seed: int, tune: float, progress: Progress | None = None) -> RunResult:
+        """One run, simulated or (``live``) through the live scheduler path."""
+        if self.live:
+            from hami.sim.live import LiveReplay
+
+            return LiveReplay(simulator).run(policy, seed, tune, progress)
+        return simulator.run(policy, seed, tune, progress)
 
 
 _WORKER: dict[str, Simulator] = {}
@@ -62,7 +73,7 @@ def _worker_run(job: Job, policy: str, seed: int, tune: float) -> RunResult:
     simulator = _WORKER.get("sim")
     if simulator is None:
         simulator = _WORKER["sim"] = job.simulator()
-    return simulator.run(policy, seed, tune)
+    return job.run(simulator, policy, seed, tune)
 
 
 def run_grid(
@@ -82,7 +93,7 @@ def run_grid(
         simulator = job.simulator()
         for policy, seed in order:
             callback = (lambda d, t, p=policy, s=seed: progress(p, s, d, t)) if progress else None
-            result = results[(policy, seed)] = simulator.run(policy, seed, tune, callback)
+            result = results[(policy, seed)] = job.run(simulator, policy, seed, tune, callback)
             if done:
                 done(result)
     else:
