@@ -28,6 +28,7 @@ from hami.sdk import (
     DeviceKind,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     HealthEvent,
@@ -41,6 +42,7 @@ from hami.sdk import (
     container_resources,
     hookimpl,
     parse_count,
+    simulated_enforcement,
 )
 
 from hami_ascend import aliases, discovery, edits, topology, vnpu
@@ -110,6 +112,22 @@ class AscendBackend(StandardBackend):
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discovery.discover(config, node, self.info.vendors)
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """vNPU shares are hardware partitions npu-smi creates (``create-vnpu``): ready where npu-smi runs
+        on this node. With ``vnpu_create: runtime`` Ascend's container runtime creates them, which the
+        agent cannot see: nothing is reported (unverified)."""
+        vendors = sorted({d.vendor for d in devices})
+        if node.simulated:
+            return [e for v in vendors for e in simulated_enforcement(devices, v, [""], "vNPU partitions (npu-smi create-vnpu)")]
+        if config.get("vnpu_create", "npu-smi") == "runtime":
+            return []
+        smi = NpuSmi.from_config(config)
+        if smi.available():
+            return [Enforcement(v, "", mechanism=f"vNPU partitions ({smi.executable} create-vnpu)") for v in vendors]
+        why = f"{smi.executable} is not on the agent's PATH, so no vNPU can be created (install the Ascend driver tools or set npu_smi)"
+        return [Enforcement(v, "", ready=False, mechanism="vNPU partitions (npu-smi create-vnpu)", reason=why) for v in vendors]
 
     @hookimpl
     def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[HealthEvent]:

@@ -35,6 +35,7 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     HealthEvent,
@@ -51,6 +52,7 @@ from hami.sdk import (
     hookimpl,
     parse_count,
     selectors,
+    simulated_enforcement,
 )
 
 from hami_cambricon import discovery, topology
@@ -115,6 +117,20 @@ class CambriconBackend(StandardBackend):
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discovery.discover(config, node)
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """sMLU limits are enforced by the Cambricon driver's dynamic sMLU: ready for the cards cnmon (the
+        driver's tool) listed with its version; a card it did not (an inventory or a cnmon without a
+        version line) is not vouched for. The driver's sMLU switch itself is not probed (no documented query)."""
+        if node.simulated:
+            return simulated_enforcement(devices, "MLU", [""], "dynamic sMLU (Cambricon driver)")
+        out = [Enforcement("MLU", "", mechanism="dynamic sMLU (Cambricon driver)")]
+        for d in devices:
+            if not d.attributes.get("cnmon"):
+                out.append(Enforcement("MLU", "", ready=False, mechanism="dynamic sMLU (Cambricon driver)", device_ids=(d.id,),
+                                       reason=f"MLU {d.index} was not listed by cnmon with a driver version, so its sMLU support is unknown"))
+        return out
 
     @hookimpl
     def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[HealthEvent]:

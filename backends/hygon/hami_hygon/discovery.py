@@ -129,6 +129,7 @@ def hysmi_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDev
                     "pci_bus_id": bus.pci_bus_id if bus else "",
                     "serial": (bus.serial or "") if bus else "",
                     "compute_units": units,
+                    "virtualization": size is not None,  # the virtualization module answered: it enforces vDCU limits
                     "card": card,
                     "render": render,
                 },

@@ -29,6 +29,7 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     GrantedDevice,
     HealthEvent,
     Mount,
@@ -41,6 +42,7 @@ from hami.sdk import (
     hookimpl,
     run_tool,
     selectors,
+    simulated_enforcement,
 )
 
 from hami_hygon import discovery
@@ -98,6 +100,19 @@ class HygonBackend(StandardBackend):
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discovery.discover(config, node)
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """vDCU limits are enforced by the DCU virtualization module (the vdev configs the agent writes
+        are read by it): ready for the DCUs ``hy-smi virtual -show-device-info`` answered for."""
+        if node.simulated:
+            return simulated_enforcement(devices, discovery.VENDOR, [""], "vDCU (virtualization module)")
+        out = [Enforcement(discovery.VENDOR, "", mechanism="vDCU (virtualization module)")]
+        for d in devices:
+            if not d.attributes.get("virtualization"):
+                out.append(Enforcement(discovery.VENDOR, "", ready=False, mechanism="vDCU (virtualization module)", device_ids=(d.id,),
+                                       reason=f"hy-smi virtual -show-device-info gave nothing for DCU {d.index}: the virtualization module is not loaded"))
+        return out
 
     @hookimpl
     def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[HealthEvent]:
