@@ -11,15 +11,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from hami.plugin.manager import load_backends
 from hami.sandbox.cli import load_pods
 from hami.sandbox.cluster import Sandbox, default_nodes_file
+from hami.sandbox.defaults import write_default_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox() as running:
+def sandbox(tmp_path_factory):
+    """The cluster ``hami sandbox`` runs by default: a node of every installed vendor (all of them here)."""
+    manager = load_backends()
+    with Sandbox(write_default_cluster(tmp_path_factory.mktemp("cluster"), manager.kinds), manager=manager) as running:
         yield running
 
 
@@ -41,6 +46,14 @@ def test_every_example_reaches_the_phase_it_expects(outcomes):
     assert not wrong
     assert len(outcomes) >= 15
     assert sum(o.phase == "Running" for o in outcomes.values()) >= 13
+
+
+def test_every_vendors_example_pod_runs_on_its_node(outcomes):
+    """Issue 22: a sandbox with a node of every vendor runs each vendor's example pod."""
+    nodes = {"amd-share": "amd-mi300x", "neuron-core": "neuron-inf2", "mthreads-share": "mthreads-s4000", "iluvatar-share": "iluvatar-bi150",
+             "metax-share": "metax-c500", "kunlunxin-share": "kunlunxin-p800", "enflame-drs": "enflame-s60", "biren-gpu": "biren-166m",
+             "vastai-va": "vastai-va1"}
+    assert {name: (outcomes[name].phase, outcomes[name].node) for name in nodes} == {name: ("Running", node) for name, node in nodes.items()}
 
 
 def test_init_container_app_containers_and_a_sidecar(outcomes):

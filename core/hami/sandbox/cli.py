@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,7 +76,7 @@ def _edits_cell(outcome: PodOutcome) -> str:
     return "\n".join(lines)
 
 
-def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[str, Any]]) -> None:
+def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[str, Any]], skipped: list[dict[str, str]] | None = None) -> None:
     from rich.table import Table
 
     pods = Table(title="pods")
@@ -85,6 +86,8 @@ def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[
         colour = "green" if o.phase == "Running" else "yellow" if o.phase == "Pending" else "red"
         mark = "" if o.as_expected else f" [bold red](expected {o.expected})[/]"
         pods.add_row(f"{o.namespace}/{o.name}", f"[{colour}]{o.phase}[/]{mark}", o.node, _devices_cell(o), _edits_cell(o) or o.reason)
+    for s in skipped or []:
+        pods.add_row(f"{s['namespace']}/{s['name']}", "[dim]skipped[/]", "", "", s["reason"])
     console.print(pods)
     table = Table(title="devices")
     for column in ("node", "device", "type", "memory MiB used/total", "cores used/total", "slots used/total"):
@@ -97,8 +100,8 @@ def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[
 
 
 @click.command("sandbox")
-@click.option("--nodes", "nodes_file", type=click.Path(exists=True, dir_okay=False), help="Node inventory YAML (default: one node per vendor).")
-@click.option("--pods", "pod_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Pod YAML, multi-document (default: deploy/examples).")
+@click.option("--nodes", "nodes_file", type=click.Path(exists=True, dir_okay=False), help="Node inventory YAML (default: the packaged node sets' nodes of every installed vendor).")
+@click.option("--pods", "pod_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Pod YAML, multi-document (default: deploy/examples; those of vendors not installed are skipped).")
 @click.option("--json", "as_json", is_flag=True, help="Print {\"pods\": [...], \"nodes\": [...]} instead of tables.")
 @click.option("--keep-running", is_flag=True, help="Keep the cluster up afterwards and print a kubeconfig for it.")
 @click.option("--serve", is_flag=True, help="Keep the cluster up with the web dashboard on 127.0.0.1 and its API server open to kubectl.")
@@ -113,20 +116,26 @@ def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json:
         return
     from rich.console import Console
 
+    from hami.plugin.manager import load_backends
     from hami.sandbox.cluster import Sandbox
+    from hami.sandbox.defaults import write_default_cluster
 
-    pods = load_pods(pod_files)
+    manager = load_backends()
+    pods, skipped = _runnable(load_pods(pod_files), pod_files, {n for info in manager.backends.values() for n in info.resource_names})
     console = Console(width=None if sys.stdout.isatty() else 140, stderr=as_json)
-    with Sandbox(nodes_file) as sandbox:
+    with (
+        tempfile.TemporaryDirectory(prefix="hami-sandbox-") as scratch,
+        Sandbox(nodes_file or write_default_cluster(Path(scratch), manager.kinds), manager=manager) as sandbox,
+    ):
         outcomes = []
         with console.status("scheduling pods…") if sys.stdout.isatty() and not as_json else _nothing():
             for pod in pods:
                 outcomes.append(sandbox.submit(pod))
         nodes = sandbox.nodes()
         if as_json:
-            click.echo(json.dumps({"pods": [o.as_json() for o in outcomes], "nodes": nodes}, indent=2))
+            click.echo(json.dumps({"pods": [o.as_json() for o in outcomes], "skipped": skipped, "nodes": nodes}, indent=2))
         else:
-            print_report(console, outcomes, nodes)
+            print_report(console, outcomes, nodes, skipped)
         if serve:
             from hami.sandbox.serve import serve as serve_dashboard
 
@@ -160,6 +169,25 @@ def _run_dra(nodes_file: str | None, pod_files: tuple[str, ...]) -> None:
         click.echo(f"error: pod {p['namespace']}/{p['name']} is {p['phase']}, expected {p['expected']}: {why}", err=True)
     if unexpected:
         sys.exit(1)
+
+
+def _runnable(pods: list[dict[str, Any]], pod_files: tuple[str, ...], served: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The pods to run and the example pods skipped, with why: the packaged examples are written for a
+    full install, so one whose resources no installed backend serves is reported, not run (a user with
+    one backend still gets a green sandbox). Pods the user names are always run."""
+    from hami.sandbox.defaults import skip_reason
+
+    if pod_files:
+        return pods, []
+    run, skipped = [], []
+    for pod in pods:
+        why = skip_reason(pod, served)
+        if why:
+            meta = pod.get("metadata") or {}
+            skipped.append({"namespace": str(meta.get("namespace") or "default"), "name": str(meta.get("name", "")), "reason": why})
+        else:
+            run.append(pod)
+    return run, skipped
 
 
 class _nothing:

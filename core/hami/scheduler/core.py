@@ -31,17 +31,18 @@ from hami.scheduler.fit import Fit, Misfit, device_choice, fit_node
 from hami.scheduler.ranking import NodeRanking
 from hami.scheduler.state import ClusterState, NodeState, PodRecord
 from hami.scheduler.usage import pod_holdings
-from hami.wire.allocation import Allocation, ordered_containers
+from hami.wire.allocation import Allocation, allocation_records, ordered_containers
 from hami.wire.annotations import (
     ASSIGNED_NODE,
     BIND_PHASE,
     BIND_TIME,
     DEVICE_POLICY,
     NODE_POLICY,
+    SIGNATURE,
     BindPhase,
 )
 from hami.wire.nodelock import NodeLock, NodeLockError
-from hami.wire.signing import SigningKeys
+from hami.wire.signing import SigningKeys, sign
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,8 @@ class Scheduler:
         cluster: ClusterView | None = None,
     ) -> None:
         self.manager = manager
-        self.cluster = cluster if cluster is not None else ClusterView(host=state.host, device_fits=manager.device_fits)
-        """What the scoring policies see beyond the candidates: each node's free CPU and memory (the
-        informer-fed ``state.host``; the simulator brings its own), the backends' predicate, a seed."""
+        self.cluster = cluster if cluster is not None else manager.cluster
+        """What the scoring policies see beyond the candidates (the simulator adds CPU, memory, a seed)."""
         self.state = state
         if keys is not None and state.keys is None:
             state.keys = keys  # the cache believes only records signed with our keys (state.apply_pod)
@@ -186,7 +186,6 @@ class Scheduler:
             now = time.time()
             holdings = pod_holdings(chosen.devices, init_count)
             self.state.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now))))
-            self.state.assume_host(uid, chosen.node, pod)
         if len(self._writes) > 1000:  # forget writes that succeeded for pods never bound; keep failures for bind
             self._writes = {u: f for u, f in self._writes.items() if not f.done() or f.result()}
         self._writes[uid] = self._writer.submit(self._annotate, pod, chosen, now)
@@ -210,6 +209,11 @@ class Scheduler:
                 log.warning("event=annotate_failed pod=%s error=%r", pod_key(pod), str(exc))
                 return f"pod {pod_key(pod)}: {exc}"
             annotations.update({k: v for k, v in extra.items() if k not in annotations})
+        records = allocation_records({k: v for k, v in annotations.items() if v is not None})
+        if self.keys is not None and len(records) > len(fit.devices):
+            # a backend's own annotation named like a record (some HAMi vendors' <domain>/gpu-devices-allocated JSON) is read as one
+            # by the agent and the cache, which verify every ``…-devices-allocated`` key: sign it with the rest
+            annotations[SIGNATURE] = sign(self.keys, meta.get("uid", ""), fit.node, records)
         if self.core_v1 is None:
             return ""
         annotations[BIND_PHASE] = None  # a merge patch's null: no-op unless a failed try left one
