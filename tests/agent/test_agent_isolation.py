@@ -93,3 +93,21 @@ def test_cambricon_vouches_only_for_cards_cnmon_listed():
     reports = CambriconBackend().hami_enforcement(cards, {}, NodeContext("n"))
     assert [(r.ready, r.device_ids) for r in reports] == [(True, ()), (False, ("MLU-1",))]
     assert all(r.ready for r in CambriconBackend().hami_enforcement(cards, {}, NodeContext("n", simulated=True)))
+
+
+def test_hami_devices_shows_isolation_per_device(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from hami.node.cli import devices_command
+
+    inventory = tmp_path / "nodes.yaml"
+    inventory.write_text(
+        "nodes:\n  - name: n1\n    devices:\n"
+        "      - {vendor: NVIDIA, type: A100, memory: 40960, count: 1}\n"
+        "      - {vendor: NVIDIA, type: A100, memory: 40960, count: 1, index: 1, attributes: {isolation_missing: HAMi-core is not installed}}\n"
+    )
+    monkeypatch.setenv("HAMI_INVENTORY", str(inventory))
+    monkeypatch.setenv("HAMI_BACKENDS", "nvidia")
+    rows = json.loads(CliRunner().invoke(devices_command, ["--json", "--node-name", "n1"]).stdout)
+    assert [(r["index"], r["slots"], r["isolation"]) for r in rows] == [(0, 10, "enforced"), (1, 1, "whole-only")]
+    table = CliRunner().invoke(devices_command, ["--node-name", "n1"])
+    assert "whole-only: nvidia NVIDIA index 1 (NVIDIA-n1-1): HAMi-core is not installed (simulated)" in table.output

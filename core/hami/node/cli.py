@@ -120,6 +120,10 @@ def agent_command(
     agent.run_forever()
 
 
+ISOLATION_STYLE = {"enforced": "[green]enforced[/]", "advisory": "[red]advisory[/]", "whole-only": "[yellow]whole-only[/] (below)"}
+"""How ``hami devices`` shows a device's isolation (hami.wire.isolation); ``unverified`` as it is."""
+
+
 @click.command("devices")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--node-name", envvar="NODE_NAME", default=socket.gethostname, show_default="$NODE_NAME or the host name", help="Node name (the inventory is keyed by it).")
@@ -145,7 +149,7 @@ def devices_command(as_json: bool, node_name: str, config_path: str | None) -> N
     from rich.table import Table
 
     table = Table(title=f"hami devices on {node_name}")
-    for column in ("backend", "vendor", "index", "id", "type", "memory MiB", "cores", "numa", "health", "resource", "slots", "advertised MiB", "advertised"):
+    for column in ("backend", "vendor", "index", "id", "type", "memory MiB", "cores", "numa", "health", "resource", "slots", "advertised MiB", "advertised", "isolation"):
         table.add_column(column, overflow="fold")
     for r in rows:
         shown = "[green]Healthy[/]" if r["health"] == "Healthy" else "[red]Unhealthy[/]"
@@ -153,11 +157,14 @@ def devices_command(as_json: bool, node_name: str, config_path: str | None) -> N
         table.add_row(
             r["backend"], r["vendor"], str(r["index"]), r["id"], r["type"], str(r["memory_mib"] or "?"), str(r["cores"]),
             str(r["numa"]), shown, r["resource"] or "-", str(r["slots"]), str(r["schedulable_memory_mib"]), offered,
+            ISOLATION_STYLE.get(r["isolation"], r["isolation"]),
         )
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     for r in rows:
         if not r["advertised"]:
             click.echo(f"not advertised: {r['backend']} {r['vendor']} index {r['index']} ({r['id']}): {r['reason']}")
+        elif r["isolation"] in ("whole-only", "advisory"):
+            click.echo(f"{r['isolation']}: {r['backend']} {r['vendor']} index {r['index']} ({r['id']}): {r['isolation_reason']}")
     if not rows:
         console.print(f"No devices found on {node_name} (no hardware, no driver, or no inventory entry for this node).")

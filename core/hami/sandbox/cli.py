@@ -90,12 +90,13 @@ def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[
         pods.add_row(f"{s['namespace']}/{s['name']}", "[dim]skipped[/]", "", "", s["reason"])
     console.print(pods)
     table = Table(title="devices")
-    for column in ("node", "device", "type", "memory MiB used/total", "cores used/total", "slots used/total"):
+    for column in ("node", "device", "type", "memory MiB used/total", "cores used/total", "slots used/total", "isolation"):
         table.add_column(column, overflow="fold")
     for node in nodes:
         for i, d in enumerate(node["devices"]):
             table.add_row(node["name"] if i == 0 else "", d["id"], d["type"], f"{d['used_memory_mib']}/{d['memory_mib']}",
-                          f"{d['used_cores']}/{d['cores']}", f"{d['used_slots']}/{d['slots']}")
+                          f"{d['used_cores']}/{d['cores']}", f"{d['used_slots']}/{d['slots']}",
+                          d.get("isolation", "") if d.get("isolation") != "whole-only" else f"[yellow]whole-only[/]: {d.get('isolation_reason', '')}")
     console.print(table)
 
 

@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 
 from hami.backendkit.inventory import load_inventory
 from hami.errors import HamiError
+from hami.wire.isolation import device_isolation
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.fakes.kubelet import FakeKubelet
 from hami.node.agent import Agent, AgentOptions
@@ -309,8 +310,10 @@ class Sandbox:
                 devices = []
                 for usage in [node.usage(device_id) for device_id in node.devices] if node is not None else []:
                     d = usage.device
+                    isolation, why = device_isolation(node.annotations, d)  # type: ignore[union-attr]  # node is set when it has devices
                     devices.append({"id": d.id, "vendor": d.vendor, "type": d.type, "memory_mib": d.memory, "used_memory_mib": usage.memory,
-                                    "cores": d.cores, "used_cores": usage.cores, "slots": d.count, "used_slots": usage.used})
+                                    "cores": d.cores, "used_cores": usage.cores, "slots": d.count, "used_slots": usage.used,
+                                    "isolation": isolation, "isolation_reason": why})
                 out.append({"name": inventory_node.name, "devices": devices})
         return out
 

@@ -115,6 +115,16 @@ def decode_isolation(text: str) -> tuple[ModeState, ...]:
     return tuple(out)
 
 
+def device_isolation(annotations: Mapping[str, str], device: SchedulableDevice) -> tuple[str, str]:
+    """(state, reason) of ``device`` on the node with these annotations, for displays: ``unverified``
+    when nothing was reported about it (or the annotation is unreadable: the reason says so)."""
+    try:
+        found = state_for(device, decode_isolation(annotations[ISOLATION_ANNOTATION])) if annotations.get(ISOLATION_ANNOTATION) else None
+    except AnnotationError as exc:
+        return UNVERIFIED, str(exc)
+    return (found.state, found.reason) if found is not None else (UNVERIFIED, "")
+
+
 def whole_only_reason(annotations: Mapping[str, str], device: SchedulableDevice) -> str | None:
     """Why only whole requests may land on ``device`` of the node with these annotations (None: any
     request may); an unreadable annotation counts as missing isolation (fail closed)."""
