@@ -52,6 +52,7 @@ values=$(mktemp)
 cat > "$values" <<VALUES
 image: {repository: ${IMAGE%:*}, tag: ${IMAGE##*:}, pullPolicy: Never}
 agent:
+  hamiCore: {enabled: false}  # simulated GPUs: the stand-in above, not HAMi's image (the agent reports them enforced)
   inventory:
     nodes:
       - name: $WORKER
