@@ -38,6 +38,7 @@ def snapshot(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods:
     """The JSON view of ``hami top``: per node, per device, capacity, use and the containers holding it."""
     from hami.scheduler.state import ClusterState
     from hami.wire.allocation import ordered_containers
+    from hami.wire.isolation import device_isolation
 
     state = ClusterState(kinds)
     state.replace_all(nodes=nodes, pods=pods)
@@ -59,12 +60,14 @@ def snapshot(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods:
             devices = []
             for device_id in sorted(node.devices, key=lambda i: (node.devices[i].vendor, node.devices[i].index, i)):
                 device, usage = node.devices[device_id], node.usage(device_id)
+                isolation, why = device_isolation(node.annotations, device)
                 entry = {
                     "id": device.id, "vendor": device.vendor, "type": device.type, "index": device.index, "numa": device.numa,
                     "healthy": device.healthy, "cordoned": device.id in node.cordoned,
                     "slots": {"used": usage.used, "total": device.count},
                     "memory_mib": {"used": usage.memory, "total": device.memory},
                     "cores": {"used": usage.cores, "total": device.cores},
+                    "isolation": isolation, "isolation_reason": why,
                     "pods": sorted(holders.get((node_name, device.id), []), key=lambda h: (h["namespace"], h["pod"], h["container"])),
                 }
                 devices.append(_with_usage(entry, usage_by_node.get(node_name)))
@@ -162,6 +165,8 @@ def render(view: Mapping[str, Any], width: int | None = None) -> str:
             health = "[green]ok[/]" if d["healthy"] else "[red]unhealthy[/]"
             if d["cordoned"]:
                 health += " [yellow]cordoned[/]"
+            if d.get("isolation") in ("whole-only", "advisory"):  # limits nothing enforces: never shown as plain ok
+                health += f" [{'yellow' if d['isolation'] == 'whole-only' else 'red'}]{d['isolation']}[/]"
             pods = "\n".join(escape(f"{p['namespace']}/{p['pod']}[{p['container']}] {p['memory_mib']}Mi {p['cores']}%") + _used(p) for p in d["pods"])
             table.add_row(escape(node["name"]) if first else "", escape(f"{d['vendor']}[{d['index']}] {d['id']}"), escape(d["type"]), health,
                           _bar(d["slots"]["used"], d["slots"]["total"]), _bar(d["memory_mib"]["used"], d["memory_mib"]["total"]),

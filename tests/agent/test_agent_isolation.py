@@ -111,3 +111,22 @@ def test_hami_devices_shows_isolation_per_device(tmp_path, monkeypatch):
     assert [(r["index"], r["slots"], r["isolation"]) for r in rows] == [(0, 10, "enforced"), (1, 1, "whole-only")]
     table = CliRunner().invoke(devices_command, ["--node-name", "n1"])
     assert "whole-only: nvidia NVIDIA index 1 (NVIDIA-n1-1): HAMi-core is not installed (simulated)" in table.output
+
+
+def test_hami_top_marks_whole_only_devices():
+    from hami.plugin.manager import load_backends
+    from hami.sdk import SchedulableDevice
+    from hami.top import render, snapshot
+    from hami.wire.codec import encode_node_devices
+    from hami.wire.isolation import ModeState, encode_isolation
+
+    manager = load_backends(allow=("nvidia",))
+    gpus = [SchedulableDevice(id=f"GPU-{i}", vendor="NVIDIA", type="A100", count=1 + 9 * i, memory=40960, index=i, mode="hami-core") for i in range(2)]
+    missing = ModeState("NVIDIA", "hami-core", "whole-only", "HAMi-core", "libvgpu.so is missing", ("GPU-0",))
+    annotations = {"hami.io/node-nvidia-register": encode_node_devices(gpus, "json"),
+                   ISOLATION_ANNOTATION: encode_isolation([ModeState("NVIDIA", "hami-core", "enforced"), missing])}
+    view = snapshot(manager.kinds, [{"metadata": {"name": "n", "annotations": annotations}}], [])
+    devices = view["nodes"][0]["devices"]
+    assert [(d["id"], d["isolation"]) for d in devices] == [("GPU-0", "whole-only"), ("GPU-1", "enforced")]
+    assert devices[0]["isolation_reason"] == "libvgpu.so is missing"
+    assert render(view, width=200).count("whole-only") == 1
