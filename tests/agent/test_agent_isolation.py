@@ -10,13 +10,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from hami.fakes.tools import FakeTools
 from hami.node.agent import Agent, AgentOptions
 from hami.node.devices import discover_node
 from hami.plugin.manager import BackendManager
 from hami.sdk import Enforcement, NodeContext, PhysicalDevice
 from hami.wire.isolation import ISOLATION_ANNOTATION
-from hami_ascend.plugin import INFO as ASCEND, AscendBackend
+from hami_ascend.plugin import INFO as ASCEND
+from hami_ascend.plugin import AscendBackend
 from hami_cambricon.plugin import CambriconBackend
 from hami_hygon.plugin import HygonBackend
 
@@ -97,6 +99,7 @@ def test_cambricon_vouches_only_for_cards_cnmon_listed():
 
 def test_hami_devices_shows_isolation_per_device(tmp_path, monkeypatch):
     from click.testing import CliRunner
+
     from hami.node.cli import devices_command
 
     inventory = tmp_path / "nodes.yaml"

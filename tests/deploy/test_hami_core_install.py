@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from hami.settings import load_settings
+
 from hami.sdk import NodeContext, PhysicalDevice
+from hami.settings import load_settings
 from hami_nvidia import enforcement
 
 GPUS = [PhysicalDevice(id="GPU-0", vendor="NVIDIA", type="A100", memory=40960)]

@@ -167,5 +167,5 @@ def test_a_whole_gpu_without_hami_core_runs_visibility_only_and_a_share_is_refus
     edits = manager.container_edits([whole[0].grant], pod, container, node, whole)
     assert edits.env == {"NVIDIA_VISIBLE_DEVICES": "GPU-0"} and not edits.mounts
     share = [GrantedDevice(Grant("GPU-0", "NVIDIA", 4096, 30), GPUS[0], manager.split(GPUS[0], node))]
-    with pytest.raises(Exception, match="HAMi-core's /usr/local/vgpu/libvgpu.so"):
+    with pytest.raises(Exception, match=r"HAMi-core.s /usr/local/vgpu/libvgpu\.so"):
         manager.container_edits([share[0].grant], pod, container, node, share)
