@@ -149,6 +149,17 @@ def test_unhealthy_device_is_withdrawn_with_a_new_generation(driver: DraDriver, 
     assert driver.refresh() is False  # nothing changed: nothing written
 
 
+def test_deleted_slices_are_written_again(driver: DraDriver, kube_client: Any) -> None:
+    api = kubernetes.client.CustomObjectsApi(kube_client)
+    (published,) = _slices(kube_client)
+    api.delete_cluster_custom_object("resource.k8s.io", "v1", "resourceslices", published["metadata"]["name"])
+    assert driver.refresh() is True
+    (again,) = _slices(kube_client)
+    assert again["spec"]["devices"] == published["spec"]["devices"]
+    assert again["spec"]["pool"]["generation"] == 1  # a new pool: no older generation is left to outrank
+    assert driver.refresh() is False
+
+
 def test_stop_deletes_the_slices(driver: DraDriver, kube_client: Any) -> None:
     driver.stop()
     assert _slices(kube_client) == []

@@ -55,8 +55,8 @@ class SlicePublisher:
                 return None
             raise
 
-    def publish(self, discovery: Discovery, health: Mapping[str, bool] | None = None) -> list[dict[str, Any]]:
-        """Write the slices for ``discovery``; nothing is written when they are already current."""
+    def publish(self, discovery: Discovery, health: Mapping[str, bool] | None = None) -> bool:
+        """Write the slices for ``discovery`` (True), or nothing when they are already current (False)."""
         existing = self.existing()
         generation = max((s["spec"]["pool"]["generation"] for s in existing.values()), default=0)
         node_uid = self._node_uid()
@@ -67,7 +67,7 @@ class SlicePublisher:
 
         names = [w["metadata"]["name"] for w in wanted]
         if len(wanted) == len(existing) and all(n in existing and same(w, existing[n]) for n, w in zip(names, wanted, strict=True)):
-            return wanted
+            return False
         wanted = build_slices(discovery, self.node_name, generation=generation + 1, health=health, node_uid=node_uid)
         for body in wanted:
             name = body["metadata"]["name"]
@@ -81,7 +81,7 @@ class SlicePublisher:
             self._delete(name)
         log.info("event=dra_slices_published node=%s generation=%d slices=%d devices=%d", self.node_name, generation + 1, len(wanted),
                  sum(len(b["spec"]["devices"]) for b in wanted))
-        return wanted
+        return True
 
     def _delete(self, name: str) -> None:
         try:
@@ -152,14 +152,12 @@ class DraDriver:
         return self
 
     def refresh(self) -> bool:
-        """Discover again and check health; republish when anything changed (True then)."""
+        """Discover again and check health, then make the published slices match: a device or health
+        change, or slices someone deleted or edited, are written again (True when anything was)."""
         discovery = discover_node(self.manager, self.node_name, self.state_root)
         health = current_health(self.manager, discovery)
-        changed = discovery.devices != self._discovery.devices or health != self._health
         self._discovery, self._health = discovery, health
-        if changed:
-            self.publisher.publish(discovery, health)
-        return changed
+        return self.publisher.publish(discovery, health)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
