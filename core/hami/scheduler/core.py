@@ -123,8 +123,7 @@ class Scheduler:
             return ranking.best_first(wanted)
         nodes = [self.state.nodes[n] for n in wanted if n in self.state.nodes]
         scores = self.manager.score_nodes(policy, [node.node_usage() for node in nodes], requests, pod, self.cluster)
-        scored = sorted(zip(scores, nodes, strict=True), key=lambda r: (-r[0], r[1].name))
-        return (node for _, node in scored)
+        return _ranked(scores, nodes)
 
     # ------------------------------------------------------------ filter
 
@@ -188,7 +187,12 @@ class Scheduler:
             self.state.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now))))
         if len(self._writes) > 1000:  # forget writes that succeeded for pods never bound; keep failures for bind
             self._writes = {u: f for u, f in self._writes.items() if not f.done() or f.result()}
-        self._writes[uid] = self._writer.submit(self._annotate, pod, chosen, now)
+        if self.core_v1 is None:  # nothing to send (the simulator): no thread hop per pod
+            written: Future[str] = Future()
+            written.set_result(self._annotate(pod, chosen, now))
+            self._writes[uid] = written
+        else:
+            self._writes[uid] = self._writer.submit(self._annotate, pod, chosen, now)
         self._event(pod, "FilteringSucceed", f"hami chose node {chosen.node}", "Normal")
         log.info("event=filter_succeeded pod=%s node=%s candidates=%d", pod_key(pod), chosen.node, len(node_names))
         return FilterOutcome(node=chosen.node, failed=failed)
@@ -343,6 +347,18 @@ class Scheduler:
             self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False)
         except (ApiException, OSError) as exc:  # events are best effort
             log.debug("event=event_write_failed namespace=%s error=%r", namespace, str(exc))
+
+
+def _ranked(scores: Sequence[float], nodes: Sequence[NodeState]) -> Iterator[NodeState]:
+    """Nodes by score, best first, ties by name. The first node usually fits, so it is found in one
+    pass and the rest are sorted only when the filter asks for more."""
+    if not nodes:
+        return
+    top = max(scores)
+    first = min((i for i, s in enumerate(scores) if s == top), key=lambda i: nodes[i].name)
+    yield nodes[first]
+    rest = sorted((r for i, r in enumerate(zip(scores, nodes, strict=True)) if i != first), key=lambda r: (-r[0], r[1].name))
+    yield from (node for _, node in rest)
 
 
 def _api_reason(exc: Exception) -> str:
