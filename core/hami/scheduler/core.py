@@ -72,8 +72,9 @@ class Scheduler:
         cluster: ClusterView | None = None,
     ) -> None:
         self.manager = manager
-        self.cluster = cluster if cluster is not None else manager.cluster
-        """What the scoring policies see beyond the candidates (the simulator adds CPU, memory, a seed)."""
+        self.cluster = cluster if cluster is not None else ClusterView(host=state.host, device_fits=manager.device_fits)
+        """What the scoring policies see beyond the candidates: each node's free CPU and memory (the
+        informer-fed ``state.host``; the simulator brings its own), the backends' predicate, a seed."""
         self.state = state
         if keys is not None and state.keys is None:
             state.keys = keys  # the cache believes only records signed with our keys (state.apply_pod)
@@ -185,6 +186,7 @@ class Scheduler:
             now = time.time()
             holdings = pod_holdings(chosen.devices, init_count)
             self.state.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now))))
+            self.state.assume_host(uid, chosen.node, pod)
         if len(self._writes) > 1000:  # forget writes that succeeded for pods never bound; keep failures for bind
             self._writes = {u: f for u, f in self._writes.items() if not f.done() or f.result()}
         if self.core_v1 is None:  # nothing to send (the simulator): no thread hop per pod
