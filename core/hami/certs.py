@@ -221,7 +221,9 @@ def certs_command(namespace: str, secret_name: str, service: str, extra_dns_name
 @click.option("--previous-public-key", type=click.Path(exists=True, dir_okay=False),
               help="The public key being rotated out, written as 'previous-public-key' so pods it signed still verify.")
 def signing_keys_command(out_dir: str, previous_public_key: str | None) -> None:
-    """Write a new Ed25519 allocation key pair: mount 'key' into the scheduler only, 'public-key' into agents."""
+    """Write a new Ed25519 allocation key pair (scheduler: key; agents: public-key).
+
+    Mount 'key' into the scheduler only, 'public-key' into the agents (docs/security.md)."""
     import shutil
 
     from hami.wire.signing import PREVIOUS_PUBLIC_KEY_FILE, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, SignatureError, SigningKeys, load_public_key

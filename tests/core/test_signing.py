@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from hami.certs import signing_keys_command
-from hami.wire.signing import SignatureError, SigningKeys, legacy_sign, sign, verify
 from hypothesis import given
 from hypothesis import strategies as st
+
+from hami.certs import signing_keys_command
+from hami.wire.signing import SignatureError, SigningKeys, legacy_sign, sign, verify
 
 KEYS = SigningKeys.from_seed(b"k" * 32)
 ALLOCATED = {"hami.io/vgpu-devices-allocated": "GPU-a,NVIDIA,3000,0:;"}

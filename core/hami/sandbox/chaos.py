@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 
 from hami.errors import AnnotationError, HamiError
+from hami.plugin.model import ResourceNames
 from hami.sandbox.cluster import Sandbox
 from hami.wire.allocation import read_allocated, verify_allocation
 from hami.wire.annotations import BIND_PHASE, NODE_LOCK, SIGNATURE
@@ -91,13 +92,30 @@ def _watch_logs() -> Iterator[_LogWatch]:
         root.setLevel(old_level)
 
 
-def _pod(rng: random.Random, index: int) -> dict[str, Any]:
-    """A pod asking for one or two shares of an NVIDIA GPU, sized to fill nodes quickly."""
-    limits = {"nvidia.com/gpu": str(rng.choice((1, 1, 1, 2))), "nvidia.com/gpumem": str(rng.choice((4096, 8192, 16384, 24576)))}
-    if rng.random() < 0.5:
-        limits["nvidia.com/gpucores"] = str(rng.choice((10, 25, 50)))
+def _pod(rng: random.Random, index: int, names: ResourceNames) -> dict[str, Any]:
+    """A pod asking for one or two shares of a device, sized to fill nodes quickly."""
+    limits = {names.count: str(rng.choice((1, 1, 1, 2)))}
+    if names.memory:
+        limits[names.memory] = str(rng.choice((4096, 8192, 16384, 24576)))
+    if names.cores and rng.random() < 0.5:
+        limits[names.cores] = str(rng.choice((10, 25, 50)))
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"chaos-{index}", "namespace": "chaos"},
             "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": limits}}]}}
+
+
+def _busiest_kind(sandbox: Sandbox) -> ResourceNames:
+    """The resource names of the device kind with the most devices in the sandbox that can be shared
+    (memory and cores requests): where parallel pods contend the most."""
+    assert sandbox.service is not None
+    counts: collections.Counter[str] = collections.Counter()
+    with sandbox.service.state.lock:
+        for node in sandbox.service.state.nodes.values():
+            counts.update(device.vendor for device in node.devices.values())
+    kinds = sandbox.manager.kinds
+    for vendor, _ in counts.most_common():
+        if vendor in kinds and kinds[vendor].resources.memory and kinds[vendor].resources.cores:
+            return kinds[vendor].resources
+    raise HamiError("chaos: no shareable device kind (memory and cores) in the sandbox's nodes")
 
 
 def _inject(sandbox: Sandbox, rng: random.Random) -> None:
@@ -116,13 +134,13 @@ def _inject(sandbox: Sandbox, rng: random.Random) -> None:
         faults.cut_watches(abrupt=rng.random() < 0.5)
 
 
-def _fuzz_bodies(rng: random.Random, count: int) -> Iterator[tuple[str, bytes]]:
+def _fuzz_bodies(rng: random.Random, count: int, names: ResourceNames) -> Iterator[tuple[str, bytes]]:
     """Hostile extender and webhook bodies: wrong types, truncations, huge numbers, forged pods."""
-    pod = _pod(rng, 0)
+    pod = _pod(rng, 0, names)
     shapes: list[Any] = [
         None, 1, "x", [], {}, {"Pod": 1}, {"Pod": {"metadata": 1}}, {"Pod": {"metadata": {"annotations": []}}, "NodeNames": "node"},
-        {"Pod": pod, "NodeNames": [1, None]}, {"Pod": {**pod, "spec": {"containers": "c"}}, "NodeNames": ["gpu-a100"]},
-        {"PodName": 1, "PodNamespace": None, "PodUID": [], "Node": {}}, {"PodName": "nope", "PodNamespace": "chaos", "PodUID": "u", "Node": "gpu-a100"},
+        {"Pod": pod, "NodeNames": [1, None]}, {"Pod": {**pod, "spec": {"containers": "c"}}, "NodeNames": ["node-1"]},
+        {"PodName": 1, "PodNamespace": None, "PodUID": [], "Node": {}}, {"PodName": "nope", "PodNamespace": "chaos", "PodUID": "u", "Node": "node-1"},
         {"request": 1}, {"request": {"uid": "u", "object": "pod"}}, {"request": {"uid": "u", "operation": "CREATE", "object": {"spec": {"containers": [1]}}}},
         {"request": {"uid": "u", "operation": "UPDATE", "object": pod, "oldObject": 5, "userInfo": {"username": 3}}},
     ]
@@ -252,7 +270,8 @@ def run_chaos(seed: int, *, pods: int = 40, workers: int = 6, fuzz: int = 60, re
         assert sandbox.service is not None
         raw = sandbox._raw
         raw.create_namespace({"metadata": {"name": "chaos"}}, _preload_content=False)
-        specs = [_pod(rng, i) for i in range(pods)]
+        names = _busiest_kind(sandbox)
+        specs = [_pod(rng, i, names) for i in range(pods)]
         fault_plan = [rng.random() < 0.35 for _ in range(pods)]
         fault_seeds = [rng.randrange(1 << 30) for _ in range(pods)]
         outcomes = []
@@ -296,7 +315,7 @@ def run_chaos(seed: int, *, pods: int = 40, workers: int = 6, fuzz: int = 60, re
                 if not outcome.reason or any(word in outcome.reason for word in UNCLEAR):
                     unclear.append(f"{outcome.namespace}/{outcome.name} {outcome.phase}: {outcome.reason[:160]!r}")
         inputs = 0
-        for path, body in _fuzz_bodies(rng, fuzz):
+        for path, body in _fuzz_bodies(rng, fuzz, names):
             status, text = _post(sandbox, path, body)
             inputs += 1
             why = _answer_errors(status, text)
