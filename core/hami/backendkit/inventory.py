@@ -21,6 +21,7 @@ It is the simulated device source of every backend (config key ``inventory``, or
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -133,16 +134,32 @@ def parse_inventory(data: Any, source: str = "inventory") -> tuple[NodeInventory
     return tuple(nodes)
 
 
+_parsed: dict[tuple[str, int, int, int], tuple[NodeInventory, ...]] = {}
+"""Parsed inventories by (path, inode, size, mtime): every backend of every simulated node asks on each
+discovery, and parsing a 500-node file each time made a sandbox's start grow with nodes squared."""
+_parsed_lock = threading.Lock()
+
+
 def load_inventory(path: str | os.PathLike[str]) -> tuple[NodeInventory, ...]:
     try:
+        st = os.stat(path)
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        with _parsed_lock:
+            if key in _parsed:
+                return _parsed[key]
         text = Path(path).read_text()
     except OSError as exc:
         raise InventoryError(f"inventory {str(path)!r}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise InventoryError(f"inventory {str(path)!r} is not valid YAML: {exc}") from None
-    return parse_inventory(data, f"inventory {str(path)!r}")
+    nodes = parse_inventory(data, f"inventory {str(path)!r}")
+    with _parsed_lock:
+        if len(_parsed) > 64:
+            _parsed.clear()
+        _parsed[key] = nodes
+    return nodes
 
 
 def inventory_path(config: Mapping[str, Any]) -> str | None:
