@@ -45,6 +45,7 @@ from hami.sandbox.outcome import (
     PodOutcome,
     expected_phase,
 )
+from hami.sandbox.schedcache import SchedulerCache
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.kubeconfig import scheduler_configuration
 from hami.scheduler.service import SchedulerService
@@ -82,6 +83,7 @@ class Sandbox:
         self.kubelets: dict[str, FakeKubelet] = {}
         self.agents: dict[str, Agent] = {}
         self.service: SchedulerService | None = None
+        self.scheduler_cache: SchedulerCache | None = None
         self._dirs: list[str] = []
         self.webhook_config = WebhookConfig()
         self.managed = frozenset(r["name"] for r in scheduler_configuration(self.manager, "http://sandbox")["extenders"][0]["managedResources"])
@@ -120,9 +122,12 @@ class Sandbox:
             if time.monotonic() > deadline:
                 raise HamiError("sandbox: the scheduler did not see every node's devices")
             time.sleep(0.02)
+        self.scheduler_cache = SchedulerCache(self.core_v1).start(timeout)
         return self
 
     def stop(self) -> None:
+        if self.scheduler_cache is not None:
+            self.scheduler_cache.stop()
         if self.service is not None:
             self.service.stop()
         for agent in self.agents.values():
@@ -194,6 +199,8 @@ class Sandbox:
         admitted = self.kubelets[node].admit(self._pod(namespace, name))
         if not admitted.admitted:  # kubelet fails the pod: it no longer counts on the node
             self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Failed", "reason": admitted.reason}}, _preload_content=False)
+            if self.scheduler_cache is not None:
+                self.scheduler_cache.forget(created)
             return outcome("Rejected", f"kubelet: {admitted.reason}: {admitted.message}", node)
         self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False)
         return outcome("Running", "", node, self._containers(self._pod(namespace, name), admitted))
@@ -225,22 +232,14 @@ class Sandbox:
         ours = profile == self.webhook_config.scheduler_name
         if not ours and profile != "default-scheduler":
             return "", f"no scheduler named {profile!r} runs in the sandbox (only default-scheduler and {self.webhook_config.scheduler_name})"
-        nodes = {n["metadata"]["name"]: n for n in json.loads(self._raw.list_node(_preload_content=False).data)["items"]}
-        placed: dict[str, list[dict[str, Any]]] = {}
-        for other in json.loads(self._raw.list_pod_for_all_namespaces(_preload_content=False).data)["items"]:
-            where = (other.get("spec") or {}).get("nodeName")
-            if where and (other.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-                placed.setdefault(where, []).append(other)
+        assert self.scheduler_cache is not None
+        nodes, placed, counts = self.scheduler_cache.snapshot()  # kube-scheduler's watched cache, not a list per pod
         asked = pod_requests(pod)
         ignored = self.managed if ours else frozenset()
         statuses: dict[str, list[str]] = {}
         feasible = []
         for name in [n.name for n in self.inventory if n.name in nodes]:
-            requested: dict[str, Any] = {}
-            for other in placed.get(name, []):
-                for resource, value in pod_requests(other).items():
-                    requested[resource] = requested.get(resource, 0) + value
-            reasons = node_reasons(pod, nodes[name], asked, requested, len(placed.get(name, [])), ignored)
+            reasons = node_reasons(pod, nodes[name], asked, placed.get(name, {}), counts.get(name, 0), ignored)
             if reasons:
                 statuses[name] = reasons
             else:
@@ -257,10 +256,12 @@ class Sandbox:
             bound = self._post("bind", {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": chosen[0]})
             if bound.get("Error"):
                 return "", f"bind: {bound['Error']}"
+            self.scheduler_cache.assume(pod, chosen[0])
             return chosen[0], ""
         if not feasible:
             return "", fit_error(len(nodes), statuses)
         self._bind(meta["namespace"], meta["name"], feasible[0])
+        self.scheduler_cache.assume(pod, feasible[0])
         return feasible[0], ""
 
     def _bind(self, namespace: str, name: str, node: str) -> None:
@@ -271,7 +272,8 @@ class Sandbox:
         assert self.service is not None
         annotations = pod["metadata"].get("annotations") or {}
         allocated = read_allocated(annotations, self.manager.kinds)
-        types = {device_id: device.type for node in self.service.state.nodes.values() for device_id, device in node.devices.items()}
+        placed_on = self.service.state.nodes.get((pod.get("spec") or {}).get("nodeName") or "")  # its node's devices, not every node's
+        types = {device_id: device.type for node in ([placed_on] if placed_on is not None else []) for device_id, device in node.devices.items()}
         out = []
         for position, container in enumerate(ordered_containers(pod)):
             allocation = admitted.containers.get(container["name"])
@@ -294,6 +296,8 @@ class Sandbox:
         pod = self._pod(namespace, name)
         node = pod.get("spec", {}).get("nodeName")
         self._raw.delete_namespaced_pod(name, namespace, _preload_content=False)
+        if self.scheduler_cache is not None:
+            self.scheduler_cache.forget(pod)
         if node in self.kubelets:
             self.kubelets[node].release(pod)
 
