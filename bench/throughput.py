@@ -64,6 +64,8 @@ def serve_cluster(nodes: int, gpus: int, pods: int, kubeconfig: str) -> None:
 
 def serve_scheduler(kubeconfig: str, policy: str) -> None:
     """The scheduler's process: what ``hami scheduler`` assembles (cache, informers, extender, signing)."""
+    from kubernetes import client, config
+
     from hami.fakes.extender import TEST_KEYS
     from hami.plugin.manager import load_backends
     from hami.scheduler.cache import ClusterCache
@@ -71,7 +73,6 @@ def serve_scheduler(kubeconfig: str, policy: str) -> None:
     from hami.scheduler.core import Scheduler
     from hami.scheduler.server import Extender, ExtenderHTTPServer
     from hami.scheduler.state import ClusterState
-    from kubernetes import client, config
 
     api = config.new_client_from_config(kubeconfig)
     api.configuration.connection_pool_maxsize = 16
@@ -116,8 +117,9 @@ def main() -> None:
     if args.serve_scheduler:
         serve_scheduler(args.serve_scheduler, args.policy)
         return
-    from hami.wire.annotations import BIND_PHASE, NODE_LOCK, BindPhase
     from kubernetes import client, config
+
+    from hami.wire.annotations import BIND_PHASE, NODE_LOCK, BindPhase
 
     kubeconfig = os.path.join(tempfile.mkdtemp(prefix="hami-throughput-"), "kubeconfig")
     started = time.perf_counter()

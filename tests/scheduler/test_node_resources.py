@@ -7,6 +7,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kubernetes.client import CoreV1Api
+
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.plugin.manager import load_backends
 from hami.plugin.model import SchedulableDevice
@@ -16,10 +20,7 @@ from hami.scheduler.core import Scheduler
 from hami.scheduler.noderesources import node_allocatable, pod_host_requests
 from hami.scheduler.state import ClusterState
 from hami.wire.codec import encode_node_devices
-from hypothesis import given
-from hypothesis import strategies as st
 from hami_nvidia.plugin import KIND
-from kubernetes.client import CoreV1Api
 
 
 def container(cpu: str | None = None, memory: str | None = None, *, section: str = "requests", **extra: str) -> dict:

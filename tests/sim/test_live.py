@@ -9,6 +9,7 @@ import random
 
 import pytest
 from click.testing import CliRunner
+
 from hami.sim.cli import simulate_command
 from hami.sim.engine import Simulator
 from hami.sim.live import LiveReplay

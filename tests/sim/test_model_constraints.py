@@ -7,6 +7,7 @@ the tasks pinned to it."""
 from __future__ import annotations
 
 import pytest
+
 from hami.plugin.policy import ClusterView
 from hami.sim import engine
 from hami.sim.engine import Simulator

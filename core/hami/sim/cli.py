@@ -23,7 +23,10 @@ POLICIES_DEFAULT = ("random", "binpack", "spread", "bestfit", "fgd")
 
 @click.command("simulate")
 @click.option("--nodes", "nodes_path", required=True, type=click.Path(exists=True, dir_okay=False), help="openb node CSV, or a node inventory YAML.")
-@click.option("--pods", "pods_path", required=True, type=click.Path(exists=True, dir_okay=False), help="openb pod CSV.")
+@click.option(
+    "--pods", "pods_path", required=True, type=click.Path(exists=True, dir_okay=False),
+    help="openb pod CSV, or Kubernetes pod specs (YAML; any vendor's resources; sim.hami.io/replicas copies a pod).",
+)
 @click.option("--policy", "policies", multiple=True, help="Policy to compare (repeatable): random, binpack, spread, bestfit, fgd, or NODE/DEVICE. Default: all five.")
 @click.option("--tune", default=1.3, show_default=True, type=float, help="Inflate (or trim) the workload to this multiple of the cluster's GPU capacity; 0 keeps it.")
 @click.option("--seed", type=int, help="One seed (inflation and shuffle).")
@@ -62,6 +65,15 @@ def simulate_command(
     from hami.errors import HamiError
     from hami.sim.runner import Job, parse_seeds, summarise
 
+    if _mixed(nodes_path, pods_path, vendor):
+        if live:
+            raise click.UsageError("--live replays one device kind (an openb trace); mixed inventories and pod specs run simulated")
+        try:
+            seeds = [seed] if seed is not None else parse_seeds(seeds_text or "42")
+            _run_mixed(nodes_path, pods_path, tuple(policies) or POLICIES_DEFAULT, seeds, vendor, as_json)
+        except HamiError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     try:
         seeds = [seed] if seed is not None else parse_seeds(seeds_text or "42")
         job = Job(nodes_path, pods_path, split_count, tuple(backends), vendor=vendor, live=live)
@@ -80,6 +92,45 @@ def simulate_command(
 
         plot_curves(summaries, plot_path, title=f"{Path(pods_path).stem}, tune {tune}, seeds {seeds[0]}…{seeds[-1]}")
         click.echo(f"plot written to {plot_path}", err=True)
+
+
+def _mixed(nodes_path: str, pods_path: str, vendor: str | None) -> bool:
+    """Pod specs, or an inventory of several vendors without --vendor: every vendor's devices take part."""
+    if Path(pods_path).suffix.lower() in (".yaml", ".yml"):
+        return True
+    if vendor is not None or Path(nodes_path).suffix.lower() not in (".yaml", ".yml", ".json"):
+        return False
+    from hami.backendkit.inventory import load_inventory
+
+    return len({d.vendor for n in load_inventory(nodes_path) for d in n.devices}) > 1
+
+
+def _run_mixed(nodes_path: str, pods_path: str, policies: Sequence[str], seeds: Sequence[int], vendor: str | None, as_json: bool) -> None:
+    from hami.sim.mixed import MixedSimulator, csv_pods, read_pod_specs
+
+    if Path(pods_path).suffix.lower() in (".yaml", ".yml"):
+        simulator = MixedSimulator(nodes_path, read_pod_specs(pods_path))
+    else:
+        simulator = MixedSimulator(nodes_path, [])
+        simulator.pods = csv_pods(pods_path, simulator.manager.kinds, vendor)
+    results = [simulator.run(policy, seed) for policy in policies for seed in seeds]
+    if as_json:
+        for result in results:
+            click.echo(json.dumps(result.as_json()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hami simulate: {Path(pods_path).name} on {Path(nodes_path).name} (per vendor)")
+    for column in ("policy", "seed", "vendor", "devices", "pods", "placed", "failed", "asked %", "granted %", "rounding (devices)", "failures"):
+        table.add_column(column, justify="left" if column in ("policy", "vendor", "failures") else "right")
+    for r in results:
+        for v in r.vendors:
+            data = v.as_json()
+            failures = ", ".join(f"{k} {n}" for k, n in data["failures"].items())
+            table.add_row(r.policy, str(r.seed), v.vendor, str(v.devices), str(v.pods), str(v.placed), str(v.failed),
+                          f"{data['requested_pct']:.1f}", f"{data['granted_pct']:.1f}", f"{data['rounding_milli'] / 1000:.2f}", failures)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def _run(job: Job, policies: Sequence[str], seeds: Sequence[int], tune: float, jobs: int) -> list[RunResult]:
