@@ -54,6 +54,8 @@ def main() -> None:
     figures = [f"{key}_alloc100={by_policy[p].alloc100_mean:.2f}" for p, key in KEYS.items() if p in by_policy]
     figures += [f"{p.replace('-', '_').replace('/', '_')}_alloc100={s.alloc100_mean:.2f}" for p, s in by_policy.items() if p not in KEYS]
     figures.append(f"max_seconds_per_run={max(s.seconds_max for s in summaries):.1f}")
+    figures.append(f"max_cpu_seconds_per_run={max(s.cpu_seconds_max for s in summaries):.1f}")  # steadier on a shared machine
+    figures.append(f"load_average={os.getloadavg()[0]:.1f}")
     print(" ".join(figures))
 
 
