@@ -7,6 +7,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,23 +125,41 @@ def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json:
     manager = load_backends()
     pods, skipped = _runnable(load_pods(pod_files), pod_files, {n for info in manager.backends.values() for n in info.resource_names})
     console = Console(width=None if sys.stdout.isatty() else 140, stderr=as_json)
-    with (
-        tempfile.TemporaryDirectory(prefix="hami-sandbox-") as scratch,
-        Sandbox(nodes_file or write_default_cluster(Path(scratch), manager.kinds), manager=manager) as sandbox,
-    ):
-        outcomes = []
-        with console.status("scheduling pods…") if sys.stdout.isatty() and not as_json else _nothing():
-            for pod in pods:
-                outcomes.append(sandbox.submit(pod))
-        nodes = sandbox.nodes()
-        if as_json:
-            click.echo(json.dumps({"pods": [o.as_json() for o in outcomes], "skipped": skipped, "nodes": nodes}, indent=2))
+    import attrs
+
+    from hami.sandbox.runner import RunResult, describe_failure, not_run, run_pods
+
+    result = RunResult(())
+    nodes: list[dict[str, Any]] = []
+    printed = False
+
+    def report() -> None:
+        nonlocal printed
+        printed = True
+        if as_json:  # always a document, also after a component failed
+            document: dict[str, Any] = {"pods": [o.as_json() for o in result.outcomes], "skipped": skipped, "nodes": nodes}
+            if result.error or result.not_run:
+                document.update(error=result.error, not_run=list(result.not_run))
+            click.echo(json.dumps(document, indent=2))
         else:
-            print_report(console, outcomes, nodes, skipped)
+            print_report(console, list(result.outcomes), nodes, skipped)
+
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="hami-sandbox-") as scratch,
+            Sandbox(nodes_file or write_default_cluster(Path(scratch), manager.kinds), manager=manager) as sandbox,
+        ):
+            with _progress(console, len(pods), quiet=as_json) as progress:
+                result = run_pods(sandbox.submit, pods, progress)
+            try:
+                nodes = sandbox.nodes()
+            except Exception as exc:  # the scheduler's view is gone: report the pods anyway
+                result = attrs.evolve(result, error=result.error or f"reading the nodes: {describe_failure(exc)}")
+            report()
         if serve:
             from hami.sandbox.serve import serve as serve_dashboard
 
-            serve_dashboard(sandbox, outcomes, port, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+            serve_dashboard(sandbox, list(result.outcomes), port, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
         elif keep_running:
             path = Path("sandbox-kubeconfig.yaml").resolve()
             sandbox.api.write_kubeconfig(path)
@@ -151,10 +170,19 @@ def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json:
                 done.wait()
             except KeyboardInterrupt:
                 pass
-    unexpected = [o for o in outcomes if not o.as_expected]
-    if unexpected:
-        for o in unexpected:
-            click.echo(f"error: pod {o.namespace}/{o.name} is {o.phase}, expected {o.expected}: {o.reason or 'no reason given'}", err=True)
+    except Exception as exc:  # a component failed to start (or to stop): a clear error, and the document
+        if not result.error:
+            result = RunResult(result.outcomes, result.not_run or not_run(pods[len(result.outcomes):], "not submitted: the sandbox failed"),
+                               f"the sandbox failed: {describe_failure(exc)}")
+        if not printed:
+            report()
+    if result.error:
+        placed = sum(o.phase == "Running" for o in result.outcomes)
+        click.echo(f"error: {result.error} ({placed} of {len(pods)} pods running, {len(result.not_run)} not run)", err=True)
+    unexpected = [o for o in result.outcomes if not o.as_expected]
+    for o in unexpected:
+        click.echo(f"error: pod {o.namespace}/{o.name} is {o.phase}, expected {o.expected}: {o.reason or 'no reason given'}", err=True)
+    if unexpected or result.error:
         sys.exit(1)
 
 
@@ -189,6 +217,36 @@ def _runnable(pods: list[dict[str, Any]], pod_files: tuple[str, ...], served: se
         else:
             run.append(pod)
     return run, skipped
+
+
+class _progress:
+    """Pods done / total and the rate: a live line on a terminal, a stderr line every 10 s otherwise; nothing with --json."""
+
+    def __init__(self, console: Console, total: int, *, quiet: bool) -> None:
+        self.console, self.total, self.quiet = console, total, quiet
+        self.live = console.is_terminal and not quiet
+        self._status: Any = None
+        self._printed = 0.0
+
+    def __enter__(self) -> Callable[[int, int, float], None]:
+        if self.live:
+            self._status = self.console.status(f"scheduling pods… 0/{self.total}")
+            self._status.__enter__()
+        return self.update
+
+    def update(self, done: int, total: int, seconds: float) -> None:
+        if self.quiet:
+            return
+        line = f"pods {done}/{total}, {done / seconds if seconds > 0 else 0.0:.1f} pods/s"
+        if self._status is not None:
+            self._status.update(f"scheduling pods… {line}")
+        elif seconds - self._printed >= 10.0:
+            self._printed = seconds
+            click.echo(line, err=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
 
 
 class _nothing:

@@ -92,7 +92,8 @@ class Sandbox:
 
     def start(self, timeout: float = 30.0) -> Sandbox:
         self.api.start()
-        self.core_v1 = client.CoreV1Api(self.api.api_client())
+        # every agent and kubelet shares this client: a connection each (and the sandbox's own) avoids "pool is full" reconnects
+        self.core_v1 = client.CoreV1Api(self.api.api_client(pool_size=2 * len(self.inventory) + 16))
         for backend in self.manager.backends:
             overrides = (self.settings.get("backends") or {}).get(backend, {})
             # The inventory makes every node simulated (NodeContext.simulated): no vendor tools or host libraries.
@@ -112,7 +113,7 @@ class Sandbox:
                 raise HamiError(f"sandbox: the agent on node {name!r} did not register within {timeout:.0f} s")
         config = self.webhook_config
         quota = KubeQuotaSource(self.core_v1)
-        self.service = SchedulerService(self.manager, self.api.api_client(), SchedulerConfig(), self.keys, host="127.0.0.1", port=0,
+        self.service = SchedulerService(self.manager, self.api.api_client(pool_size=32), SchedulerConfig(), self.keys, host="127.0.0.1", port=0,
                                         webhook=lambda body: review(self.manager, body, config, quota))
         self.service.start()
         if not self.service.cache.wait_synced(timeout):

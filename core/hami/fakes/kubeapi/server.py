@@ -764,11 +764,16 @@ class KubeAPIServer:
 
     # ------------------------------------------------------------ clients
 
-    def api_client(self) -> kubernetes.client.ApiClient:
-        """A fresh ``kubernetes.client.ApiClient`` pointed at this server."""
+    def api_client(self, pool_size: int | None = None) -> kubernetes.client.ApiClient:
+        """A fresh ``kubernetes.client.ApiClient`` pointed at this server.
+
+        ``pool_size``: connections kept for reuse; size it to the threads sharing the client (the
+        default, 5 per CPU, warns "Connection pool is full" and reconnects when more share it)."""
         from kubernetes import client
 
         config = client.Configuration(host=self.url)
+        if pool_size is not None:
+            config.connection_pool_maxsize = pool_size
         config.api_key = {"BearerToken": "hami-kubeapi"}
         config.api_key_prefix = {"BearerToken": "Bearer"}
         return client.ApiClient(config)
