@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from hami.node.devices import discover_node
 from hami.node.registration import node_annotations
 from hami.plugin.manager import BackendManager, load_backends
@@ -45,8 +46,9 @@ def make_cluster(core_v1: Any, folder: Path, monkeypatch: pytest.MonkeyPatch, no
         for k in range(pods_per_node):
             name = f"train-{node['name']}-{k}"
             device = f"NVIDIA-{node['name']}-{k % gpus}"
-            add_pod(core_v1, manager, name, "ml" if k % 2 == 0 else "research", node["name"], "NVIDIA",
-                    [[Grant(device, "NVIDIA", 12288, 30)]], {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "12288", "nvidia.com/gpucores": "30"})
+            limits = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "12288", "nvidia.com/gpucores": "30"}
+            namespace = "ml" if k % 2 == 0 else "research"
+            add_pod(core_v1, manager, name, namespace, node["name"], "NVIDIA", [[Grant(device, "NVIDIA", 12288, 30)]], limits)
     return manager
 
 

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,8 +132,9 @@ def test_filters_reload_with_the_chosen_vendor(served, page):
 
 
 def test_simulation_page_plots_a_loaded_file(served, page, tmp_path: Path):
-    runs = [{"policy": policy, "seed": seed, "alloc_at_arrived": [min(i * factor, 100) for i in range(131)], "alloc_at_100": 90 + seed / 100,
-             "placed": 10, "failed": 1} for policy, factor in (("binpack", 1.0), ("fgd", 0.95)) for seed in (42, 43)]
+    runs = [{"policy": policy, "seed": seed, "alloc_at_arrived": [min(i * factor, 100) for i in range(131)],
+             "alloc_at_100": 90 + seed / 100, "placed": 10, "failed": 1}
+            for policy, factor in (("binpack", 1.0), ("fgd", 0.95)) for seed in (42, 43)]
     path = tmp_path / "sim.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in runs))
     page.goto(served["url"] + "simulation")

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from hami.errors import HamiError
 from hami.plugin.model import Grant
 from hami.ui.server import load_simulation
@@ -83,7 +84,8 @@ def test_pages_render_with_security_headers(dashboard):
         assert "script-src 'self'" in headers["Content-Security-Policy"]
         assert headers["X-Content-Type-Options"] == "nosniff"
     status, body, _ = get(f"{dashboard}fragment/nodes?node=dcu-000")
-    assert status == 200 and "<html" not in body and 'data-node="dcu-000"' in body and "gpu-000" not in body.split("<h1>")[1].split("</h1>")[1]
+    assert status == 200 and "<html" not in body and 'data-node="dcu-000"' in body
+    assert "gpu-000" not in body.split("</h1>")[1]
 
 
 def test_static_files_and_unknown_paths(dashboard):
@@ -129,7 +131,8 @@ def test_pending_pod_shows_the_schedulers_reasons(dashboard, core_v1):
     core_v1.create_namespaced_pod("ml", {"metadata": {"name": "waiting"}, "spec": {"containers": [
         {"name": "main", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "200000"}}}]}},
         _preload_content=False)
-    message = "0/3 nodes are available: 2 CardInsufficientMemory: 200000 MiB needed, at most 81920 MiB free on one NVIDIA device, 1 Insufficient cpu."
+    message = ("0/3 nodes are available: 2 CardInsufficientMemory: 200000 MiB needed, at most 81920 MiB free on one NVIDIA device, "
+               "1 Insufficient cpu.")
     core_v1.patch_namespaced_pod_status("waiting", "ml", {"status": {"conditions": [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}}, _preload_content=False)
 
@@ -159,7 +162,8 @@ def test_server_sent_events_announce_changes(dashboard, core_v1, cluster):
                 return int(line.removeprefix("data: "))
 
     first = next_version()
-    add_pod(core_v1, cluster, "new-pod", "ml", "gpu-001", "NVIDIA", [[Grant("NVIDIA-gpu-001-3", "NVIDIA", 2048, 5)]], {"nvidia.com/gpu": "1"})
+    grants = [[Grant("NVIDIA-gpu-001-3", "NVIDIA", 2048, 5)]]
+    add_pod(core_v1, cluster, "new-pod", "ml", "gpu-001", "NVIDIA", grants, {"nvidia.com/gpu": "1"})
     assert next_version() > first
     assert wait_for(lambda: any(p["name"] == "new-pod" for p in view(dashboard)["pods"]))
     connection.close()
@@ -197,5 +201,27 @@ def test_simulation_is_served(kube_apiserver, cluster):
         url = url_of(server)
         assert json.loads(get(f"{url}api/simulation")[1]) == runs
         assert '"policy": "fgd"' in get(f"{url}simulation")[1]
+    finally:
+        stop_dashboard(ui, server)
+
+
+def test_nodes_and_pods_are_paged(kube_apiserver, core_v1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from hami.ui.cli import start_dashboard, stop_dashboard, url_of
+
+    from .conftest import make_cluster
+
+    manager = make_cluster(core_v1, tmp_path, monkeypatch, nodes=30, gpus=1, pods_per_node=4)
+    ui, server = start_dashboard(kube_apiserver.api_client(), manager.kinds, port=0)
+    try:
+        url = url_of(server)
+        first = get(f"{url}nodes")[1]
+        assert first.count('<section class="node"') == 25 and "Nodes 1–25 of 31" in first and 'rel="next"' in first
+        last = get(f"{url}nodes?page=2")[1]
+        assert last.count('<section class="node"') == 6 and 'data-node="gpu-029"' in last
+        assert get(f"{url}nodes?page=99")[1].count('<section class="node"') == 6  # past the end: the last page
+        assert get(f"{url}nodes?page=x")[1].count('<section class="node"') == 25
+        pods = get(f"{url}pods?page=2")[1]
+        assert pods.count('<tr class="pod') == 20 and "Pods 101–120 of 120" in pods
+        assert len(view(url)["pods"]) == 120  # the JSON API is not paged
     finally:
         stop_dashboard(ui, server)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hami.sandbox.kubescheduler import fit_error
-from hami.ui.reasons import explain, meaning, split_fit_error
 from hypothesis import given
 from hypothesis import strategies as st
+
+from hami.sandbox.kubescheduler import fit_error
+from hami.ui.reasons import explain, meaning, split_fit_error
 
 # reasons as kube-scheduler and hami's extender word them, some with commas and counts inside
 VOCABULARY = [
@@ -21,7 +22,8 @@ VOCABULARY = [
 
 def test_kube_scheduler_message_is_taken_apart():
     explanation = explain("0/5 nodes are available: 1 CardInsufficientMemory: 4096 MiB needed, at most 2048 MiB free on one acme device, "
-                          "4 node(s) didn't match Pod's node affinity/selector. preemption: 0/5 nodes are available: 5 No preemption victims.")
+                          "4 node(s) didn't match Pod's node affinity/selector. "
+                          "preemption: 0/5 nodes are available: 5 No preemption victims.")
     assert explanation.headline == "None of the 5 nodes can take this pod."
     assert [(r.count, r.text) for r in explanation.reasons] == [
         (1, "CardInsufficientMemory: 4096 MiB needed, at most 2048 MiB free on one acme device"),

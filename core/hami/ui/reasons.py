@@ -30,7 +30,7 @@ MEANINGS: tuple[tuple[str, str], ...] = (
     ("CardInsufficientCore", "No device on the node has that much compute left: ask for fewer cores, or wait."),
     ("CardTypeMismatch", "The pod's device-type annotation (use-…type / nouse-…type) excludes these devices."),
     ("CardUuidMismatch", "The pod's device-id annotation (use-…uuid / nouse-…uuid) excludes these devices."),
-    ("CardVnpuLimitReached", "The chip already holds its maximum number of virtual devices."),
+    ("LimitReached", "The device already holds its maximum number of virtual devices."),
     ("CardUnhealthy", "The device is reported unhealthy by the node agent."),
     ("CardCordoned", "The device is cordoned (taken out of scheduling by the node agent)."),
     ("CardModeMismatch", "The device runs in a sharing mode other than the one the pod asks for."),

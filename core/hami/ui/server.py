@@ -38,6 +38,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+PAGE_SIZES = {"nodes": 25, "pods": 100}
+"""Rows per page: a 500-node cluster's devices on one page are megabytes of HTML (docs/ui.md, bench/ui.py)."""
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 HEARTBEAT_SECONDS = 15.0
 """An SSE comment this often keeps proxies from closing a quiet stream."""
@@ -102,7 +104,19 @@ class Dashboard:
     def page(self, name: str, query: Mapping[str, str], fragment: bool = False) -> str:
         filters = Filters.from_query(query)
         view = filters.apply(self.watch.view())
-        context = {"page": name, "view": view, "title": self.title, "query": filters.as_query(), "simulation": self.simulation}
+        pager = None
+        if name in PAGE_SIZES:
+            size, rows = PAGE_SIZES[name], view[name]
+            pages = max(1, -(-len(rows) // size))
+            try:
+                number = min(max(int(query.get("page", "1")), 1), pages)
+            except ValueError:
+                number = 1
+            view = {**view, name: rows[(number - 1) * size:number * size]}
+            pager = {"page": number, "pages": pages, "total": len(rows), "first": (number - 1) * size + 1 if rows else 0,
+                     "last": min(number * size, len(rows))}
+        context = {"page": name, "view": view, "title": self.title, "query": filters.as_query(), "simulation": self.simulation,
+                   "pager": pager, "page_query": {**filters.as_query(), **({"page": str(pager["page"])} if pager else {})}}
         template = self.env.get_template(f"{name}.html")
         if fragment:
             return "".join(template.blocks["content"](template.new_context(context)))
