@@ -121,6 +121,11 @@ def _route(group: str, version: str, rest: list[str]) -> _Route:
     return _Route(info, None, name, sub, watch)
 
 
+_IDLE_CHECK = 2.0
+"""Seconds an idle watch stream waits before checking that its client is still there (hundreds of
+idle streams in a large sandbox: each check is a thread switch)."""
+
+
 class _HTTPServer(ThreadedHTTPServer):
     def __init__(self, addr: tuple[str, int], api: KubeAPIServer) -> None:
         self.api = api
@@ -650,7 +655,7 @@ class _Handler(BaseHTTPRequestHandler):
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
-            waits = [0.5]
+            waits = [_IDLE_CHECK]
             if deadline is not None:
                 waits.append(deadline - now)
             if bookmarks:

@@ -200,7 +200,10 @@ class Store:
             self._floor[info.key] = history[0].rv
         history.append(event)
         for w in self._watchers[info.key]:
-            w.queue.put(event)
+            # only to the watches it concerns: waking every watch's thread for each event made a pod
+            # event cost grow with nodes (each node agent watches its own node's pods)
+            if w.filter.translate(event) is not None:
+                w.queue.put(event)
         log.debug("%s %s %s rv=%d", event.type, info.key, _ident(event.obj), event.rv)
 
     def _commit(self, info: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
