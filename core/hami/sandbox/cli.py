@@ -156,20 +156,21 @@ def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json:
             except Exception as exc:  # the scheduler's view is gone: report the pods anyway
                 result = attrs.evolve(result, error=result.error or f"reading the nodes: {describe_failure(exc)}")
             report()
-        if serve:
-            from hami.sandbox.serve import serve as serve_dashboard
+            if serve:
+                from hami.sandbox.serve import serve as serve_dashboard
 
-            serve_dashboard(sandbox, list(result.outcomes), port, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
-        elif keep_running:
-            path = Path("sandbox-kubeconfig.yaml").resolve()
-            sandbox.api.write_kubeconfig(path)
-            console.print(f"cluster running; kubeconfig: {path} (Ctrl-C to stop)")
-            done = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: done.set())
-            try:
-                done.wait()
-            except KeyboardInterrupt:
-                pass
+                serve_dashboard(sandbox, list(result.outcomes), port,
+                                lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+            elif keep_running:
+                path = Path("sandbox-kubeconfig.yaml").resolve()
+                sandbox.api.write_kubeconfig(path)
+                console.print(f"cluster running; kubeconfig: {path} (Ctrl-C to stop)")
+                done = threading.Event()
+                signal.signal(signal.SIGTERM, lambda *_: done.set())
+                try:
+                    done.wait()
+                except KeyboardInterrupt:
+                    pass
     except Exception as exc:  # a component failed to start (or to stop): a clear error, and the document
         if not result.error:
             result = RunResult(result.outcomes, result.not_run or not_run(pods[len(result.outcomes):], "not submitted: the sandbox failed"),
