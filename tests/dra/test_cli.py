@@ -32,6 +32,13 @@ def test_slices_prints_the_nodes_pool(tmp_path: Path) -> None:
     assert slice_["spec"]["pool"]["name"] == "mlu-370" and len(slice_["spec"]["devices"]) == 4
 
 
+def test_classes_prints_one_per_vendor_kind_and_hami_io() -> None:
+    done = subprocess.run([sys.executable, "-m", "hami.cli", "dra", "classes"], capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    names = [c["metadata"]["name"] for c in yaml.safe_load_all(done.stdout)]
+    assert names[0] == "hami.io" and {"nvidia.hami.io", "mlu.hami.io", "ascend910b3.hami.io"} <= set(names)
+
+
 def _wait(predicate: Any, what: str, proc: subprocess.Popen[str]) -> None:
     for _ in range(600):  # a bound on polls, not a timing assertion
         if predicate():

@@ -48,6 +48,17 @@ def slices_command(node_name: str | None, config_path: str | None, state_dir: st
     click.echo(json.dumps(build_slices(discovery, name), indent=2))
 
 
+@dra_command.command("classes")
+def classes_command() -> None:
+    """Print, as YAML, the DeviceClasses for the installed backends' vendor kinds (kubectl apply -f -)."""
+    import yaml
+
+    from hami.dra.classes import device_classes
+    from hami.plugin.manager import load_backends
+
+    click.echo(yaml.safe_dump_all(device_classes(list(load_backends().kinds)), sort_keys=False), nl=False)
+
+
 @dra_command.command("serve")
 @click.option("--node-name", envvar="NODE_NAME", help="This node's name (default: $NODE_NAME, else the host name).")
 @click.option("--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig (default: in-cluster, then ~/.kube/config).")
