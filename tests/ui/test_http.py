@@ -225,3 +225,28 @@ def test_nodes_and_pods_are_paged(kube_apiserver, core_v1, tmp_path: Path, monke
         assert len(view(url)["pods"]) == 120  # the JSON API is not paged
     finally:
         stop_dashboard(ui, server)
+
+
+def test_used_figures_where_the_agent_reports_them(dashboard, core_v1):
+    """The node's usage summary (hami.io/node-usage, as hami top reads it): shown beside what is allocated."""
+    from hami.node.usage import USAGE_ANNOTATION
+
+    summary = {"t": 1700000000, "devices": {"NVIDIA-gpu-000-0": [5 * 1024 ** 3, 40.0]},
+               "shares": {"ml/train-gpu-000-0/main": {"NVIDIA-gpu-000-0": [3 * 1024 ** 3, 35.5, 1]}}}
+    core_v1.patch_node("gpu-000", {"metadata": {"annotations": {USAGE_ANNOTATION: json.dumps(summary)}}}, _preload_content=False)
+
+    def reported():
+        state = view(dashboard)
+        return state if state["overview"][1]["usage"]["devices"] else None
+
+    state = wait_for(reported)
+    assert state is not None
+    assert state["overview"][1]["usage"] == {"devices": 1, "memory_mib": 5120, "utilization": 40.0}
+    assert state["overview"][0]["usage"] == {"devices": 0, "memory_mib": 0, "utilization": None}  # the DCU node reports nothing
+    pod = next(p for p in state["pods"] if p["name"] == "train-gpu-000-0")
+    assert (pod["devices"][0]["used_mib"], pod["devices"][0]["utilization"], pod["devices"][0]["throttled"]) == (3072, 35.5, True)
+    nodes = get(f"{dashboard}nodes?node=gpu-000")[1]
+    assert 'data-used-now="5120"' in nodes and "using 3 GiB · 35.5 % busy · throttled" in nodes
+    assert "in use now (1 of 8 devices report)" in get(dashboard)[1]
+    other = get(f"{dashboard}nodes?node=gpu-001")[1]
+    assert "data-used-now" not in other  # no figures where none are reported

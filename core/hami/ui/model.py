@@ -121,6 +121,8 @@ def _ratio(used: float, total: float) -> float:
 
 
 PHASE_BUCKETS = {"Running": "pods_running", "Pending": "pods_pending"}
+MEASURED_SHARE = ("used_mib", "utilization", "throttled")
+"""What :func:`hami.top.snapshot` adds to a holder where the node's agent reports usage (hami.io/node-usage)."""
 
 
 def overview(nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -131,11 +133,17 @@ def overview(nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any
             total = totals.setdefault(device["vendor"], {
                 "vendor": device["vendor"], "nodes": set(), "devices": 0, "healthy": 0, "types": set(),
                 "slots": {"used": 0, "total": 0}, "memory_mib": {"used": 0, "total": 0}, "cores": {"used": 0, "total": 0},
-                "pods_running": 0, "pods_pending": 0, "pods_other": 0})
+                "pods_running": 0, "pods_pending": 0, "pods_other": 0,
+                "usage": {"devices": 0, "memory_mib": 0, "utilization": None, "busy": []}})
             total["nodes"].add(node["name"])
             total["devices"] += 1
             total["healthy"] += 1 if device["healthy"] and not device["cordoned"] else 0
             total["types"].add(device["type"])
+            if "usage" in device:  # measured by the node's agent (hami top's "in use"), not every node reports
+                total["usage"]["devices"] += 1
+                total["usage"]["memory_mib"] += device["usage"]["memory_mib"]
+                if device["usage"].get("utilization") is not None:
+                    total["usage"]["busy"].append(device["usage"]["utilization"])
             for key in ("slots", "memory_mib", "cores"):
                 total[key]["used"] += device[key]["used"]
                 total[key]["total"] += device[key]["total"]
@@ -148,6 +156,8 @@ def overview(nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any
         total = totals[vendor]
         total["nodes"] = len(total["nodes"])
         total["types"] = sorted(total["types"])
+        busy = total["usage"].pop("busy")
+        total["usage"]["utilization"] = round(sum(busy) / len(busy), 1) if busy else None
         for key in ("slots", "memory_mib", "cores"):
             total[key]["ratio"] = _ratio(total[key]["used"], total[key]["total"])
         out.append(total)
@@ -174,9 +184,10 @@ def build(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods: li
             for key in ("slots", "memory_mib", "cores"):
                 device[key]["ratio"] = _ratio(device[key]["used"], device[key]["total"])
             for holder in device["pods"]:
-                grants.setdefault((holder["namespace"], holder["pod"]), []).append({
-                    "container": holder["container"], "node": node["name"], "device": device["id"], "vendor": device["vendor"],
-                    "type": device["type"], "memory_mib": holder["memory_mib"], "cores": holder["cores"]})
+                grant = {"container": holder["container"], "node": node["name"], "device": device["id"], "vendor": device["vendor"],
+                         "type": device["type"], "memory_mib": holder["memory_mib"], "cores": holder["cores"]}
+                grant.update({k: holder[k] for k in MEASURED_SHARE if k in holder})  # the usage monitor's figures, where reported
+                grants.setdefault((holder["namespace"], holder["pod"]), []).append(grant)
     latest = _latest_events(events)
     resource_vendor = _resource_vendors(kinds)
     pod_views = []
