@@ -190,10 +190,9 @@ class Sandbox:
         if answer.get("patch"):
             pod = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
         try:
-            self._raw.create_namespaced_pod(namespace, pod, _preload_content=False)
+            created = json.loads(self._raw.create_namespaced_pod(namespace, pod, _preload_content=False).data)  # the stored pod: no GET
         except ApiException as exc:
             return outcome("Rejected", f"API server: {json.loads(exc.body or '{}').get('message', exc.reason)}")
-        created = self._pod(namespace, name)
         node, reason = self._schedule(created)
         if not node:
             return outcome("Pending", reason)
@@ -203,8 +202,8 @@ class Sandbox:
             if self.scheduler_cache is not None:
                 self.scheduler_cache.forget(created)
             return outcome("Rejected", f"kubelet: {admitted.reason}: {admitted.message}", node)
-        self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False)
-        return outcome("Running", "", node, self._containers(self._pod(namespace, name), admitted))
+        running = json.loads(self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False).data)
+        return outcome("Running", "", node, self._containers(running, admitted))
 
     def _asks_hami(self, pod: Mapping[str, Any]) -> bool:
         """kube-scheduler sends a pod to the extender only if a container asks for a managed resource."""
