@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from hami.sandbox.cli import sandbox_command
 from hami.sandbox.cluster import Sandbox
 from hami.sandbox.outcome import PodOutcome
@@ -106,7 +107,7 @@ def test_a_sandbox_that_cannot_start_prints_the_error_and_every_pod_not_run(tmp_
 
 
 def test_the_scheduler_cache_counts_bound_pods_and_forgets_deleted_ones(tmp_path):
-    nodes_file, pods_file = write_cluster(tmp_path, 1, 0)
+    nodes_file, _ = write_cluster(tmp_path, 1, 0)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cpu-hog"},
            "spec": {"schedulerName": "default-scheduler", "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "100"}}}]}}
     with Sandbox(nodes_file) as sandbox:
