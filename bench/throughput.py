@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--policy", default="spread", help="node policy (binpack makes in-flight pods race for one node's lock)")
+    parser.add_argument("--profile", metavar="PATH", help="py-spy record the scheduler process during the run into PATH (raw stacks)")
     parser.add_argument("--serve-cluster", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--serve-scheduler", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,10 +179,18 @@ def main() -> None:
             core_v1.patch_node(chosen[0], {"metadata": {"annotations": {NODE_LOCK: None}}}, _preload_content=False)
             return True
 
+        spy = None
+        if args.profile:  # where the scheduler's time goes (pip install py-spy)
+            spy = subprocess.Popen(["py-spy", "record", "-p", str(scheduler.pid), "-r", "50", "-f", "raw", "-o", args.profile],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(2)
         run_started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
             bound = sum(pool.map(schedule, pods))
         wall = time.perf_counter() - run_started
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
         current, peak = rss_mib(scheduler.pid)
         print(f"{args.nodes} nodes x {args.gpus} devices, {len(pods)} pods, {args.in_flight} in flight, node policy {args.policy}; "
               f"API server loaded in {loaded - started:.0f} s, scheduler synced in {synced - loaded:.0f} s (RSS {idle_rss:.0f} MiB after sync)")

@@ -165,6 +165,7 @@ class ClusterState:
         """Device id → the node whose registration of it was accepted first; a later node registering
         the same id has that vendor's devices refused until the owner lets go of it."""
         self._refused: dict[str, Mapping[str, Any]] = {}  # node → its node object, refused for a duplicate id
+        self._owned: dict[str, set[str]] = {}  # node → the device ids it owns in device_owner
         self.on_duplicate: Callable[[str, str, str], None] | None = None
         """Called with (node, other node, device id) when a registration is refused for a duplicate id."""
         self.host = NodeResources()
@@ -261,11 +262,17 @@ class ClusterState:
     def _claim(self, name: str, ids: set[str], refused: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
         """Make ``name`` the owner of ``ids`` (and of nothing else); returns the refused nodes to re-read
         because an id they wanted was let go. Called with the lock held."""
-        released = [i for i, owner in self.device_owner.items() if owner == name and i not in ids]
+        owned = self._owned.setdefault(name, set())
+        released = [i for i in owned if i not in ids]  # this node's ids only: a node event costs its own devices, not the cluster's
         for device_id in released:
-            del self.device_owner[device_id]
+            if self.device_owner.get(device_id) == name:
+                del self.device_owner[device_id]
+            owned.discard(device_id)
         for device_id in ids:
             self.device_owner[device_id] = name
+        owned.update(ids)
+        if not owned:
+            del self._owned[name]
         if refused is not None:
             self._refused[name] = refused
         else:
