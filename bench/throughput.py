@@ -191,7 +191,7 @@ def main() -> None:
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)
-        current, peak = rss_mib(scheduler.pid)
+        _, peak = rss_mib(scheduler.pid)
         print(f"{args.nodes} nodes x {args.gpus} devices, {len(pods)} pods, {args.in_flight} in flight, node policy {args.policy}; "
               f"API server loaded in {loaded - started:.0f} s, scheduler synced in {synced - loaded:.0f} s (RSS {idle_rss:.0f} MiB after sync)")
         if failures:
