@@ -11,11 +11,12 @@ import kubernetes_validate
 import pytest
 import yaml
 from click.testing import CliRunner
+from hami_deploy_tools import VALUE_SETS  # type: ignore[import-not-found]  # registered by conftest
+
 from hami.fakes.kubeapi.audit import RequestLog, kubeconfig_for
 from hami.kube import api_client
 from hami.plugin.manager import load_backends
 from hami.ui.cli import start_dashboard, stop_dashboard, ui_command
-from hami_deploy_tools import VALUE_SETS  # type: ignore[import-not-found]  # registered by conftest
 
 
 def _rules(docs: Any) -> set[tuple[str, str, str]]:
