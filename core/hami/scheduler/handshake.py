@@ -78,7 +78,8 @@ class HandshakeRequester:
             values_by_node = {name: values for name, (values, _) in self.state.handshakes.items()}
         asked = 0
         for name, values in values_by_node.items():
-            patch = {self.state.kinds[v].annotations.handshake: f"Requesting_{now}" for v, value in values.items() if "Requesting" not in value}
+            kinds = self.state.kinds
+            patch = {kinds[v].annotations.handshake: f"Requesting_{now}" for v, value in values.items() if "Requesting" not in value}
             if not patch:
                 continue
             try:

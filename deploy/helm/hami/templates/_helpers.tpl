@@ -104,6 +104,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- $old := index $data "key" | default "" | b64dec -}}
 {{- if or (index $data "legacy-hmac-key") (and $old (not (hasPrefix "-----BEGIN" $old))) -}}true{{- end -}}
 {{- end -}}
+{{- end -}}
 
 {{/* HAMI_BACKENDS: the enabled backends, comma separated, in name order */}}
 {{- define "hami.enabledBackends" -}}
@@ -209,8 +210,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- $_ := set $cfg "resource_names" (merge (default (dict) (get $cfg "resource_names")) $names) -}}
 {{- end -}}
 {{- end -}}
-{{- if and (eq $name "nvidia") (not (hasKey $cfg "hook_path")) -}}{{- $_ := set $cfg "hook_path" (include "hami.hookPath" $) -}}{{- end -}}
 {{- if and (eq $name "nvidia") $.Values.agent.hamiCore.enabled (not (hasKey $cfg "libvgpu_version")) -}}{{- $_ := set $cfg "libvgpu_version" (include "hami.libvgpuVersion" $) -}}{{- end -}}
+{{- if and (eq $name "nvidia") (not (hasKey $cfg "hook_path")) -}}{{- $_ := set $cfg "hook_path" (include "hami.hookPath" $) -}}{{- end -}}
 {{- if and (eq $name "nvidia") (ne (trimSuffix "/" (toString $cfg.hook_path)) "/usr/local") (not (hasKey $cfg "extra_host_paths")) -}}
 {{- $_ := set $cfg "extra_host_paths" (list (printf "%s/vgpu" (trimSuffix "/" (toString $cfg.hook_path)))) -}}
 {{- end -}}
