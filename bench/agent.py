@@ -27,13 +27,14 @@ from pathlib import Path
 
 import grpc
 import yaml
+from kubernetes import client
+
 from hami.fakes.agent import pod_manifest, schedule_pod
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.fakes.kubelet import FakeKubelet
 from hami.plugin.manager import load_backends
 from hami.plugin.model import Grant
 from hami.wire.signing import SigningKeys
-from kubernetes import client
 
 NODE = "bench-node"
 GPU = "nvidia.com/gpu"
@@ -84,12 +85,23 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="hb", dir="/tmp"))
     plugin_dir = work / "dp"
     inventory = work / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "80Gi", "count": 8},
-        {"vendor": "DCU", "type": "DCU Z100", "memory": 32768, "count": 2},
-        {"vendor": "Ascend910B3", "type": "Ascend910B3", "memory": 65536, "count": 2},
-        {"vendor": "MLU", "type": "MLU370-X8", "memory": 24576, "count": 2},
-    ]}]}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {
+                        "name": NODE,
+                        "devices": [
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "80Gi", "count": 8},
+                            {"vendor": "DCU", "type": "DCU Z100", "memory": 32768, "count": 2},
+                            {"vendor": "Ascend910B3", "type": "Ascend910B3", "memory": 65536, "count": 2},
+                            {"vendor": "MLU", "type": "MLU370-X8", "memory": 24576, "count": 2},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     settings = work / "settings.yaml"  # a simulated node: no vendor tools, no host libraries
     settings.write_text(yaml.safe_dump({"backends": {b: {"simulate": True} for b in ("nvidia", "ascend", "cambricon", "hygon")}}))
     keys_dir = work / "keys"
@@ -106,9 +118,23 @@ def main() -> None:
     env = {**os.environ, "HAMI_INVENTORY": str(inventory), "NODE_NAME": NODE}
     env.pop("HAMI_BACKENDS", None)
     agent = subprocess.Popen(
-        [sys.executable, "-c", "from hami.node.cli import agent_command; agent_command()",
-         "--kubeconfig", str(kubeconfig), "--device-plugin-dir", str(plugin_dir), "--signing-key-dir", str(keys_dir), "--log-level", args.agent_log_level,
-         "--config", str(settings), "--metrics-bind", "127.0.0.1:0"],
+        [
+            sys.executable,
+            "-c",
+            "from hami.node.cli import agent_command; agent_command()",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--device-plugin-dir",
+            str(plugin_dir),
+            "--signing-key-dir",
+            str(keys_dir),
+            "--log-level",
+            args.agent_log_level,
+            "--config",
+            str(settings),
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ],
         env=env,
     )
     try:
@@ -118,7 +144,9 @@ def main() -> None:
         for i in range(args.pods):
             name = f"bench-{i}"
             core_v1.create_namespaced_pod("default", pod_manifest(name, {"main": {GPU: "1", "nvidia.com/gpumem": "1000"}}))
-            schedule_pod(core_v1, manager, "default", name, NODE, {"NVIDIA": [[Grant(devices[i % len(devices)], "NVIDIA", 1000, 10)]]}, keys)
+            schedule_pod(
+                core_v1, manager, "default", name, NODE, {"NVIDIA": [[Grant(devices[i % len(devices)], "NVIDIA", 1000, 10)]]}, keys
+            )
             pod = core_v1.read_namespaced_pod(name, "default")
             started = time.perf_counter()
             result = kubelet.admit(pod)
@@ -130,10 +158,14 @@ def main() -> None:
         rss, peak = rss_mib(agent.pid)
         echo = echo_bench(work, args.echo)
         loaded = ",".join(sorted(manager.backends))
-        print(f"backends={loaded} slots={slots} pods={args.pods} allocate_mean_ms={statistics.mean(times):.2f} "
-              f"echo_p99_ms={percentile(echo, 99):.3f} rss_peak_mib={peak:.1f}")
+        print(
+            f"backends={loaded} slots={slots} pods={args.pods} allocate_mean_ms={statistics.mean(times):.2f} "
+            f"echo_p99_ms={percentile(echo, 99):.3f} rss_peak_mib={peak:.1f}"
+        )
         a50, a99, e50 = percentile(times, 50), percentile(times, 99), percentile(echo, 50)
-        print(f"allocate_p50_ms={a50:.2f} allocate_p99_ms={a99:.2f} echo_p50_ms={e50:.3f} rss_mib={rss:.1f} allocate_p50_over_echo_p50={a50 / e50:.1f}")
+        print(
+            f"allocate_p50_ms={a50:.2f} allocate_p99_ms={a99:.2f} echo_p50_ms={e50:.3f} rss_mib={rss:.1f} allocate_p50_over_echo_p50={a50 / e50:.1f}"
+        )
     finally:
         agent.send_signal(signal.SIGTERM)
         try:

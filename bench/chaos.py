@@ -30,13 +30,23 @@ def main() -> int:
     for seed in range(args.seed, args.seed + args.seeds):
         report = run_chaos(seed, pods=args.pods, workers=args.workers, fuzz=args.fuzz)
         print("\n".join(report.lines()), flush=True)
-        for key, value in (("pods", report.pods), ("running", report.running), ("faults", report.faults), ("inputs", report.inputs),
-                           ("forgeries", report.forgeries), ("over", len(report.over_allocated)), ("leaked", len(report.leaked)),
-                           ("unclear", len(report.unclear)), ("crashes", report.crashes)):
+        for key, value in (
+            ("pods", report.pods),
+            ("running", report.running),
+            ("faults", report.faults),
+            ("inputs", report.inputs),
+            ("forgeries", report.forgeries),
+            ("over", len(report.over_allocated)),
+            ("leaked", len(report.leaked)),
+            ("unclear", len(report.unclear)),
+            ("crashes", report.crashes),
+        ):
             totals[key] += value
-    print(f"total over {args.seeds} seeds in {time.monotonic() - started:.0f} s: pods {totals['pods']} (running {totals['running']}), "
-          f"faults {totals['faults']}, inputs tried {totals['inputs']}, forged/edited {totals['forgeries']}; "
-          f"over-allocated {totals['over']}, leaked {totals['leaked']}, unclear {totals['unclear']}, crashes {totals['crashes']}")
+    print(
+        f"total over {args.seeds} seeds in {time.monotonic() - started:.0f} s: pods {totals['pods']} (running {totals['running']}), "
+        f"faults {totals['faults']}, inputs tried {totals['inputs']}, forged/edited {totals['forgeries']}; "
+        f"over-allocated {totals['over']}, leaked {totals['leaked']}, unclear {totals['unclear']}, crashes {totals['crashes']}"
+    )
     return 1 if totals["over"] or totals["leaked"] or totals["unclear"] or totals["crashes"] else 0
 
 

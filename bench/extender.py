@@ -23,6 +23,8 @@ import tempfile
 import threading
 import time
 
+from kubernetes import client, config
+
 from hami.fakes.extender import TEST_KEYS, ExtenderHarness
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.plugin.manager import BackendManager
@@ -31,24 +33,32 @@ from hami.scheduler.config import SchedulerConfig
 from hami.wire.allocation import Allocation
 from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import KIND, plugin
-from kubernetes import client, config
 
 
 def load_cluster(server: KubeAPIServer, nodes: int, gpus: int, rng: random.Random) -> None:
     kinds = {"NVIDIA": KIND}
     for n in range(nodes):
         name = f"node-{n:05d}"
-        devices = [SchedulableDevice(id=f"GPU-{n}-{g}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=40960, cores=100, index=g) for g in range(gpus)]
-        server.store.create("nodes", {"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json")}}})
+        devices = [
+            SchedulableDevice(id=f"GPU-{n}-{g}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=40960, cores=100, index=g)
+            for g in range(gpus)
+        ]
+        server.store.create(
+            "nodes", {"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json")}}}
+        )
         for p in range(rng.randint(0, 3)):  # random existing usage
             device = rng.choice(devices)
             grant = Grant(device.id, "NVIDIA", rng.randint(1, 20) * 1024, rng.choice([0, 10, 25, 50]))
             uid = f"uid-{n}-{p}"
             annotations = Allocation(name, {"NVIDIA": ((grant,),)}).annotations(kinds, uid, time.time(), TEST_KEYS)
-            server.store.create("pods", {
-                "metadata": {"name": f"existing-{n}-{p}", "namespace": "default", "uid": uid, "annotations": annotations},
-                "spec": {"nodeName": name, "containers": [{"name": "c", "image": "cuda"}]},
-            }, namespace="default")
+            server.store.create(
+                "pods",
+                {
+                    "metadata": {"name": f"existing-{n}-{p}", "namespace": "default", "uid": uid, "annotations": annotations},
+                    "spec": {"nodeName": name, "containers": [{"name": "c", "image": "cuda"}]},
+                },
+                namespace="default",
+            )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -60,10 +70,18 @@ def serve_cluster(nodes: int, gpus: int, seed: int, kubeconfig: str) -> None:
     """The API server's process: load the synthetic cluster, write a kubeconfig, serve until killed."""
     server = KubeAPIServer().start()
     load_cluster(server, nodes, gpus, random.Random(seed))
-    server.store.create("pods", {
-        "metadata": {"name": "bench", "namespace": "default"},
-        "spec": {"containers": [{"name": "c", "image": "cuda", "resources": {"limits": {"nvidia.com/gpumem": "4096", "nvidia.com/gpucores": "20"}}}]},
-    }, namespace="default")
+    server.store.create(
+        "pods",
+        {
+            "metadata": {"name": "bench", "namespace": "default"},
+            "spec": {
+                "containers": [
+                    {"name": "c", "image": "cuda", "resources": {"limits": {"nvidia.com/gpumem": "4096", "nvidia.com/gpucores": "20"}}}
+                ]
+            },
+        },
+        namespace="default",
+    )
     server.write_kubeconfig(kubeconfig)
     print("ready", flush=True)
     threading.Event().wait()
@@ -87,8 +105,22 @@ def main() -> None:
         kubeconfig = os.path.join(tmp, "kubeconfig")
         # The API server runs in its own process, as it does in a cluster, so its work does not share
         # the extender's interpreter lock.
-        api = subprocess.Popen([sys.executable, __file__, "--nodes", str(args.nodes), "--gpus", str(args.gpus), "--seed", str(args.seed),
-                                "--serve-cluster", kubeconfig], stdout=subprocess.PIPE, text=True)
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--nodes",
+                str(args.nodes),
+                "--gpus",
+                str(args.gpus),
+                "--seed",
+                str(args.seed),
+                "--serve-cluster",
+                kubeconfig,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             if api.stdout.readline().strip() != "ready":
                 raise SystemExit("the API server process did not start")

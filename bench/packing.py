@@ -41,15 +41,25 @@ def main() -> None:
     started = time.perf_counter()
 
     def done(result: RunResult) -> None:
-        print(f"  {result.policy:10s} seed {result.seed}: alloc@100={result.alloc100:6.2f}  {result.seconds:5.1f} s ({result.cpu_seconds:.1f} s CPU)", file=sys.stderr, flush=True)
+        print(
+            f"  {result.policy:10s} seed {result.seed}: alloc@100={result.alloc100:6.2f}  {result.seconds:5.1f} s ({result.cpu_seconds:.1f} s CPU)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     results = run_grid(Job(args.nodes, args.pods), policies, seeds, args.tune, args.jobs, done=done)
     summaries = summarise(results)
-    print(f"openb_pod_list_default, tune {args.tune}, seeds {args.seeds} ({len(seeds)} runs per policy), {args.jobs} process(es), {time.perf_counter() - started:.0f} s in all")
-    print(f"{'policy':10s} {'alloc@100 mean':>14s} {'min':>7s} {'max':>7s} {'paper':>7s} {'s/run mean':>10s} {'s/run max':>9s} {'CPU s max':>9s}")
+    print(
+        f"openb_pod_list_default, tune {args.tune}, seeds {args.seeds} ({len(seeds)} runs per policy), {args.jobs} process(es), {time.perf_counter() - started:.0f} s in all"
+    )
+    print(
+        f"{'policy':10s} {'alloc@100 mean':>14s} {'min':>7s} {'max':>7s} {'paper':>7s} {'s/run mean':>10s} {'s/run max':>9s} {'CPU s max':>9s}"
+    )
     for s in summaries:
         paper = f"{PAPER[s.policy]:.2f}" if s.policy in PAPER else "-"
-        print(f"{s.policy:10s} {s.alloc100_mean:14.2f} {s.alloc100_min:7.2f} {s.alloc100_max:7.2f} {paper:>7s} {s.seconds_mean:10.1f} {s.seconds_max:9.1f} {s.cpu_seconds_max:9.1f}")
+        print(
+            f"{s.policy:10s} {s.alloc100_mean:14.2f} {s.alloc100_min:7.2f} {s.alloc100_max:7.2f} {paper:>7s} {s.seconds_mean:10.1f} {s.seconds_max:9.1f} {s.cpu_seconds_max:9.1f}"
+        )
     by_policy = {s.policy: s for s in summaries}
     figures = [f"{key}_alloc100={by_policy[p].alloc100_mean:.2f}" for p, key in KEYS.items() if p in by_policy]
     figures += [f"{p.replace('-', '_').replace('/', '_')}_alloc100={s.alloc100_mean:.2f}" for p, s in by_policy.items() if p not in KEYS]

@@ -43,12 +43,21 @@ from pathlib import Path
 
 def write_cluster(directory: Path, nodes: int, pods: int) -> tuple[Path, Path]:
     nodes_file, pods_file = directory / "nodes.yaml", directory / "pods.yaml"
-    nodes_file.write_text("nodes:\n" + "".join(
-        f"  - name: gpu-{i:04d}\n    cpu: 128\n    memory: 1024Gi\n    devices:\n"
-        "      - {vendor: NVIDIA, type: NVIDIA A100-SXM4-80GB, memory: 80Gi, count: 8}\n" for i in range(nodes)))
-    pods_file.write_text("".join(
-        f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p-{i:05d}}}\nspec:\n  containers:\n    - name: c\n      image: cuda\n"
-        "      resources: {limits: {nvidia.com/gpu: 1, nvidia.com/gpumem: 3000, nvidia.com/gpucores: 10}}\n" for i in range(pods)))
+    nodes_file.write_text(
+        "nodes:\n"
+        + "".join(
+            f"  - name: gpu-{i:04d}\n    cpu: 128\n    memory: 1024Gi\n    devices:\n"
+            "      - {vendor: NVIDIA, type: NVIDIA A100-SXM4-80GB, memory: 80Gi, count: 8}\n"
+            for i in range(nodes)
+        )
+    )
+    pods_file.write_text(
+        "".join(
+            f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p-{i:05d}}}\nspec:\n  containers:\n    - name: c\n      image: cuda\n"
+            "      resources: {limits: {nvidia.com/gpu: 1, nvidia.com/gpumem: 3000, nvidia.com/gpucores: 10}}\n"
+            for i in range(pods)
+        )
+    )
     return nodes_file, pods_file
 
 
@@ -89,11 +98,21 @@ def one(nodes: int, pods: int) -> None:
             result = run_pods(sandbox.submit, manifests)
             done = time.monotonic()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({
-        "start_s": ready - started, "pods_s": done - ready, "as_expected": sum(o.as_expected for o in result.outcomes),
-        "error": result.error, "warnings": counter.count, "first_warnings": counter.first,
-        "rss_mib": peak_rss_mib(), "cpu_s": usage.ru_utime + usage.ru_stime,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "start_s": ready - started,
+                "pods_s": done - ready,
+                "as_expected": sum(o.as_expected for o in result.outcomes),
+                "error": result.error,
+                "warnings": counter.count,
+                "first_warnings": counter.first,
+                "rss_mib": peak_rss_mib(),
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -115,9 +134,13 @@ def main() -> None:
             print(f"nodes={nodes} pods={pods} failed rc={child.returncode}: {child.stderr[-1500:]}")
             continue
         r = json.loads(lines[-1])
-        print(f"nodes={nodes} pods={pods} start_s={r['start_s']:.1f} pods_per_s={pods / r['pods_s']:.1f} rss_mib={r['rss_mib']:.0f} "
-              f"as_expected={r['as_expected']} warnings={r['warnings']} cpu_s={r['cpu_s']:.1f} load={os.getloadavg()[0]:.1f}"
-              + (f" error={r['error']!r}" if r["error"] else "") + (f" first_warnings={r['first_warnings']}" if r["warnings"] else ""), flush=True)
+        print(
+            f"nodes={nodes} pods={pods} start_s={r['start_s']:.1f} pods_per_s={pods / r['pods_s']:.1f} rss_mib={r['rss_mib']:.0f} "
+            f"as_expected={r['as_expected']} warnings={r['warnings']} cpu_s={r['cpu_s']:.1f} load={os.getloadavg()[0]:.1f}"
+            + (f" error={r['error']!r}" if r["error"] else "")
+            + (f" first_warnings={r['first_warnings']}" if r["warnings"] else ""),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

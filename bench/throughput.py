@@ -37,10 +37,18 @@ def _node(n: int, gpus: int) -> dict[str, Any]:
     from hami.wire.codec import encode_node_devices
     from hami_nvidia.plugin import KIND
 
-    devices = [SchedulableDevice(id=f"GPU-{n}-{g}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=40960, cores=100, index=g) for g in range(gpus)]
+    devices = [
+        SchedulableDevice(id=f"GPU-{n}-{g}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=40960, cores=100, index=g)
+        for g in range(gpus)
+    ]
     sizes = {"cpu": "128", "memory": "1Ti", "pods": "250"}
-    return {"metadata": {"name": f"node-{n:05d}", "annotations": {KIND.annotations.node_register: encode_node_devices(devices, KIND.node_encoding)}},
-            "status": {"capacity": sizes, "allocatable": sizes}}
+    return {
+        "metadata": {
+            "name": f"node-{n:05d}",
+            "annotations": {KIND.annotations.node_register: encode_node_devices(devices, KIND.node_encoding)},
+        },
+        "status": {"capacity": sizes, "allocatable": sizes},
+    }
 
 
 def serve_cluster(nodes: int, gpus: int, pods: int, kubeconfig: str) -> None:
@@ -51,12 +59,26 @@ def serve_cluster(nodes: int, gpus: int, pods: int, kubeconfig: str) -> None:
     for n in range(nodes):
         server.store.create("nodes", _node(n, gpus))
     for p in range(pods):
-        server.store.create("pods", {
-            "metadata": {"name": f"bench-{p:06d}", "namespace": "default"},
-            "spec": {"schedulerName": "hami-scheduler", "containers": [{"name": "c", "image": "cuda", "resources": {
-                "requests": {"cpu": "1", "memory": "2Gi"},
-                "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "4096", "nvidia.com/gpucores": "20"}}}]},
-        }, namespace="default")
+        server.store.create(
+            "pods",
+            {
+                "metadata": {"name": f"bench-{p:06d}", "namespace": "default"},
+                "spec": {
+                    "schedulerName": "hami-scheduler",
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "cuda",
+                            "resources": {
+                                "requests": {"cpu": "1", "memory": "2Gi"},
+                                "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "4096", "nvidia.com/gpucores": "20"},
+                            },
+                        }
+                    ],
+                },
+            },
+            namespace="default",
+        )
     server.write_kubeconfig(kubeconfig)
     print("ready", flush=True)
     threading.Event().wait()
@@ -124,15 +146,31 @@ def main() -> None:
 
     kubeconfig = os.path.join(tempfile.mkdtemp(prefix="hami-throughput-"), "kubeconfig")
     started = time.perf_counter()
-    apiserver = subprocess.Popen([sys.executable, str(HERE), "--nodes", str(args.nodes), "--gpus", str(args.gpus), "--pods", str(args.pods),
-                                  "--serve-cluster", kubeconfig], stdout=subprocess.PIPE, text=True)
+    apiserver = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE),
+            "--nodes",
+            str(args.nodes),
+            "--gpus",
+            str(args.gpus),
+            "--pods",
+            str(args.pods),
+            "--serve-cluster",
+            kubeconfig,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     scheduler = None
     try:
         assert apiserver.stdout is not None
         if apiserver.stdout.readline().strip() != "ready":
             raise SystemExit("the API server process did not start")
         loaded = time.perf_counter()
-        scheduler = subprocess.Popen([sys.executable, str(HERE), "--policy", args.policy, "--serve-scheduler", kubeconfig], stdout=subprocess.PIPE, text=True)
+        scheduler = subprocess.Popen(
+            [sys.executable, str(HERE), "--policy", args.policy, "--serve-scheduler", kubeconfig], stdout=subprocess.PIPE, text=True
+        )
         assert scheduler.stdout is not None
         url = scheduler.stdout.readline().strip()
         if not url.startswith("http"):
@@ -175,14 +213,19 @@ def main() -> None:
                 failures.append(f"bind: {outcome['Error']}")
                 return False
             # the node agent's Allocate: the bind succeeded, the node lock is free
-            core_v1.patch_namespaced_pod(meta["name"], "default", {"metadata": {"annotations": {BIND_PHASE: BindPhase.SUCCESS}}}, _preload_content=False)
+            core_v1.patch_namespaced_pod(
+                meta["name"], "default", {"metadata": {"annotations": {BIND_PHASE: BindPhase.SUCCESS}}}, _preload_content=False
+            )
             core_v1.patch_node(chosen[0], {"metadata": {"annotations": {NODE_LOCK: None}}}, _preload_content=False)
             return True
 
         spy = None
         if args.profile:  # where the scheduler's time goes (pip install py-spy)
-            spy = subprocess.Popen(["py-spy", "record", "-p", str(scheduler.pid), "-r", "50", "-f", "raw", "-o", args.profile],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                ["py-spy", "record", "-p", str(scheduler.pid), "-r", "50", "-f", "raw", "-o", args.profile],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(2)
         run_started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
@@ -192,14 +235,20 @@ def main() -> None:
             spy.send_signal(2)
             spy.wait(60)
         _, peak = rss_mib(scheduler.pid)
-        print(f"{args.nodes} nodes x {args.gpus} devices, {len(pods)} pods, {args.in_flight} in flight, node policy {args.policy}; "
-              f"API server loaded in {loaded - started:.0f} s, scheduler synced in {synced - loaded:.0f} s (RSS {idle_rss:.0f} MiB after sync)")
+        print(
+            f"{args.nodes} nodes x {args.gpus} devices, {len(pods)} pods, {args.in_flight} in flight, node policy {args.policy}; "
+            f"API server loaded in {loaded - started:.0f} s, scheduler synced in {synced - loaded:.0f} s (RSS {idle_rss:.0f} MiB after sync)"
+        )
         if failures:
             print(f"{len(failures)} pods not bound, first: {failures[0][:300]}")
-        print(f"filter p50 {statistics.median(filter_ms):.1f} ms p99 {percentile(filter_ms, 0.99):.1f} ms; "
-              f"bind p50 {statistics.median(bind_ms):.1f} ms p99 {percentile(bind_ms, 0.99):.1f} ms; load average {os.getloadavg()[0]:.1f}")
-        print(f"pods_per_s={bound / wall:.1f} bind_p99_ms={percentile(bind_ms, 0.99):.1f} filter_p50_ms={statistics.median(filter_ms):.1f} "
-              f"scheduler_rss_mib={peak:.0f} bound={bound} seconds={wall:.1f}")
+        print(
+            f"filter p50 {statistics.median(filter_ms):.1f} ms p99 {percentile(filter_ms, 0.99):.1f} ms; "
+            f"bind p50 {statistics.median(bind_ms):.1f} ms p99 {percentile(bind_ms, 0.99):.1f} ms; load average {os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"pods_per_s={bound / wall:.1f} bind_p99_ms={percentile(bind_ms, 0.99):.1f} filter_p50_ms={statistics.median(filter_ms):.1f} "
+            f"scheduler_rss_mib={peak:.0f} bound={bound} seconds={wall:.1f}"
+        )
     finally:
         for process in (scheduler, apiserver):
             if process is not None:

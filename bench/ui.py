@@ -31,8 +31,15 @@ from hami.plugin.model import Grant
 from hami.ui.cli import start_dashboard, stop_dashboard, url_of
 from hami.wire.allocation import Allocation
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def populate(server: KubeAPIServer, nodes: int, pending: int, folder: Path) -> object:
@@ -55,22 +62,42 @@ def populate(server: KubeAPIServer, nodes: int, pending: int, folder: Path) -> o
         for k in range(2):
             name, device = f"job-{node['name']}-{k}", f"NVIDIA-{node['name']}-{k}"
             limits = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "12288"}
-            core_v1.create_namespaced_pod("team", {"metadata": {"name": name}, "spec": {"containers": [
-                {"name": "main", "image": "x", "resources": {"limits": limits}}]}}, _preload_content=False)
+            core_v1.create_namespaced_pod(
+                "team",
+                {"metadata": {"name": name}, "spec": {"containers": [{"name": "main", "image": "x", "resources": {"limits": limits}}]}},
+                _preload_content=False,
+            )
             uid = core_v1.read_namespaced_pod(name, "team").metadata.uid
             grants = {"NVIDIA": ((Grant(device, "NVIDIA", 12288, 30),),)}
-            core_v1.patch_namespaced_pod(name, "team", {"metadata": {"annotations": Allocation(node["name"], grants).annotations(
-                manager.kinds, uid, now, None)}}, _preload_content=False)
+            core_v1.patch_namespaced_pod(
+                name,
+                "team",
+                {"metadata": {"annotations": Allocation(node["name"], grants).annotations(manager.kinds, uid, now, None)}},
+                _preload_content=False,
+            )
             binding = {"metadata": {"name": name}, "target": {"kind": "Node", "name": node["name"]}}
             core_v1.create_namespaced_pod_binding(name, "team", binding, _preload_content=False)
     message = f"0/{nodes} nodes are available: {nodes} CardInsufficientMemory: 200000 MiB needed, at most 69632 MiB free on one device."
     for i in range(pending):
         name = f"waiting-{i}"
-        core_v1.create_namespaced_pod("team", {"metadata": {"name": name}, "spec": {"containers": [
-            {"name": "main", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "200000"}}}]}},
-            _preload_content=False)
-        core_v1.patch_namespaced_pod_status(name, "team", {"status": {"conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}}, _preload_content=False)
+        core_v1.create_namespaced_pod(
+            "team",
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "containers": [
+                        {"name": "main", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "200000"}}}
+                    ]
+                },
+            },
+            _preload_content=False,
+        )
+        core_v1.patch_namespaced_pod_status(
+            name,
+            "team",
+            {"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}},
+            _preload_content=False,
+        )
     return manager
 
 

@@ -78,11 +78,21 @@ def main() -> None:
                 name, uid = f"p-{i}-{c}", f"uid-{i}-{c}"
                 grant = Grant(devices[i].id, "NVIDIA", 4096, 10)
                 annotations = Allocation(NODE, {"NVIDIA": ((grant,),)}).annotations(manager.kinds, uid, time.time(), None)
-                pods.append({"metadata": {"name": name, "namespace": "bench", "uid": uid, "annotations": annotations},
-                             "spec": {"nodeName": NODE, "containers": [{"name": "main"}]}, "status": {"phase": "Running"}})
+                pods.append(
+                    {
+                        "metadata": {"name": name, "namespace": "bench", "uid": uid, "annotations": annotations},
+                        "spec": {"nodeName": NODE, "containers": [{"name": "main"}]},
+                        "status": {"phase": "Running"},
+                    }
+                )
                 write_region(region_dir(config, uid, "main") / "r.cache", devices[i].id, i * 100 + c)
-        agent = types.SimpleNamespace(node=NODE, manager=manager, discovery=Discovery(devices=devices, contexts={"nvidia": context}),
-                                      core_v1=None, healthy=lambda d: True)
+        agent = types.SimpleNamespace(
+            node=NODE,
+            manager=manager,
+            discovery=Discovery(devices=devices, contexts={"nvidia": context}),
+            core_v1=None,
+            healthy=lambda d: True,
+        )
         agent.usage = UsageSampler(agent, lambda: pods, interval=3600.0)  # the bench times scrapes of one cached sample
         metrics = AgentMetrics(agent, pods=lambda: pods)
         bare = types.SimpleNamespace(**{k: v for k, v in vars(agent).items() if k != "usage"})
@@ -106,9 +116,11 @@ def main() -> None:
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         backend.close()
     p50 = statistics.median
-    print(f"containers={args.gpus * args.per_gpu} gpus={args.gpus} sample_p50_ms={p50(samples):.2f} sample_max_ms={max(samples):.2f} "
-          f"scrape_p50_ms={p50(scrapes):.2f} scrape_without_usage_p50_ms={p50(bare_scrapes):.2f} series={series} "
-          f"usage_share_of_scrape={1 - p50(bare_scrapes) / p50(scrapes):.0%}")
+    print(
+        f"containers={args.gpus * args.per_gpu} gpus={args.gpus} sample_p50_ms={p50(samples):.2f} sample_max_ms={max(samples):.2f} "
+        f"scrape_p50_ms={p50(scrapes):.2f} scrape_without_usage_p50_ms={p50(bare_scrapes):.2f} series={series} "
+        f"usage_share_of_scrape={1 - p50(bare_scrapes) / p50(scrapes):.0%}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,5 +8,5 @@ from __future__ import annotations
 
 from hami.plugin import hookimpl
 
-__all__ = ["hookimpl", "__version__"]
+__all__ = ["__version__", "hookimpl"]
 __version__ = "0.1.0"

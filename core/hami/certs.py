@@ -54,7 +54,10 @@ class TLSBundle:
     key: str = attrs.field(repr=False)
 
     def secret_data(self) -> dict[str, str]:
-        return {name: base64.b64encode(value.encode()).decode() for name, value in ((CA_KEY, self.ca), (CERT_KEY, self.cert), (KEY_KEY, self.key))}
+        return {
+            name: base64.b64encode(value.encode()).decode()
+            for name, value in ((CA_KEY, self.ca), (CERT_KEY, self.cert), (KEY_KEY, self.key))
+        }
 
     @classmethod
     def from_secret_data(cls, data: dict[str, str] | None) -> TLSBundle | None:
@@ -81,19 +84,39 @@ def issue(dns_names: Sequence[str], *, days: int = 3650, now: dt.datetime | None
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(name_oid.COMMON_NAME, "hami-webhook-ca")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(name_oid.COMMON_NAME, dns_names[0])]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(name_oid.COMMON_NAME, dns_names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([eku.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
@@ -104,7 +127,9 @@ def issue(dns_names: Sequence[str], *, days: int = 3650, now: dt.datetime | None
     return TLSBundle(ca.public_bytes(pem).decode(), cert.public_bytes(pem).decode(), key_pem)
 
 
-def renewal_reason(bundle: TLSBundle, dns_names: Sequence[str], *, renew_before_days: int = 30, now: dt.datetime | None = None) -> str | None:
+def renewal_reason(
+    bundle: TLSBundle, dns_names: Sequence[str], *, renew_before_days: int = 30, now: dt.datetime | None = None
+) -> str | None:
     """Why ``bundle`` must be replaced (unreadable, expiring, wrong names, not signed by its CA), or None."""
     x509, *_ = _crypto()
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -113,7 +138,7 @@ def renewal_reason(bundle: TLSBundle, dns_names: Sequence[str], *, renew_before_
         cert = x509.load_pem_x509_certificate(bundle.cert.encode())
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
         cert.verify_directly_issued_by(ca)
-    except Exception as exc:  # noqa: BLE001 - any defect means: issue a new one
+    except Exception as exc:
         return f"unreadable or not issued by its CA ({type(exc).__name__}: {exc})"
     missing = sorted(set(dns_names) - set(names))
     if missing:
@@ -128,7 +153,9 @@ def _status(exc: Exception) -> int | None:
     return getattr(exc, "status", None)
 
 
-def ensure_secret(core_v1: Any, namespace: str, name: str, dns_names: Sequence[str], *, days: int = 3650, renew_before_days: int = 30) -> TLSBundle:
+def ensure_secret(
+    core_v1: Any, namespace: str, name: str, dns_names: Sequence[str], *, days: int = 3650, renew_before_days: int = 30
+) -> TLSBundle:
     """The Secret's bundle when still good, else a new one written to it (create, or update with its resourceVersion)."""
     from kubernetes.client.exceptions import ApiException
 
@@ -140,15 +167,21 @@ def ensure_secret(core_v1: Any, namespace: str, name: str, dns_names: Sequence[s
         current = None
     if current is not None:
         bundle = TLSBundle.from_secret_data(current.get("data"))
-        reason = renewal_reason(bundle, dns_names, renew_before_days=renew_before_days) if bundle else "it has no ca.crt, tls.crt and tls.key"
+        reason = (
+            renewal_reason(bundle, dns_names, renew_before_days=renew_before_days) if bundle else "it has no ca.crt, tls.crt and tls.key"
+        )
         if reason is None:
             log.info("event=tls_secret_kept secret=%s/%s", namespace, name)
             return bundle  # type: ignore[return-value]
         log.info("event=tls_secret_renewing secret=%s/%s reason=%r", namespace, name, reason)
     bundle = issue(dns_names, days=days)
-    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "hami-certs"}},
-                            "data": bundle.secret_data()}
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "hami-certs"}},
+        "data": bundle.secret_data(),
+    }
     try:
         if current is None:
             core_v1.create_namespaced_secret(namespace, body, _preload_content=False)
@@ -170,8 +203,11 @@ def patch_ca_bundle(admission_v1: Any, config_name: str, ca_pem: str) -> int:
         config = json.loads(admission_v1.read_mutating_webhook_configuration(config_name, _preload_content=False).data)
     except ApiException as exc:
         raise CertError(f"cannot read MutatingWebhookConfiguration {config_name!r}: HTTP {exc.status} {exc.reason}") from None
-    ops = [{"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": encoded}
-           for i, hook in enumerate(config.get("webhooks") or []) if (hook.get("clientConfig") or {}).get("caBundle") != encoded]
+    ops = [
+        {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": encoded}
+        for i, hook in enumerate(config.get("webhooks") or [])
+        if (hook.get("clientConfig") or {}).get("caBundle") != encoded
+    ]
     if not ops:
         return 0
     ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": config["metadata"]["resourceVersion"]})
@@ -190,11 +226,22 @@ def patch_ca_bundle(admission_v1: Any, config_name: str, ca_pem: str) -> int:
 @click.option("--extra-dns-name", multiple=True, help="More names for the certificate (repeatable).")
 @click.option("--webhook-config", help="MutatingWebhookConfiguration whose caBundle to patch (the post-install step).")
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(min=1), help="Validity of a new CA and certificate.")
-@click.option("--renew-before-days", default=30, show_default=True, type=click.IntRange(min=0), help="Replace a certificate this close to expiry.")
+@click.option(
+    "--renew-before-days", default=30, show_default=True, type=click.IntRange(min=0), help="Replace a certificate this close to expiry."
+)
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: the in-cluster service account.")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Also write ca.crt, tls.crt, tls.key here (kind, local runs).")
-def certs_command(namespace: str, secret_name: str, service: str, extra_dns_name: tuple[str, ...], webhook_config: str | None, days: int,
-                  renew_before_days: int, kubeconfig: str | None, out_dir: str | None) -> None:
+def certs_command(
+    namespace: str,
+    secret_name: str,
+    service: str,
+    extra_dns_name: tuple[str, ...],
+    webhook_config: str | None,
+    days: int,
+    renew_before_days: int,
+    kubeconfig: str | None,
+    out_dir: str | None,
+) -> None:
     """Create (or keep) the webhook's self-signed CA and serving certificate, and patch the caBundle."""
     from kubernetes.client import AdmissionregistrationV1Api, CoreV1Api
 
@@ -202,8 +249,14 @@ def certs_command(namespace: str, secret_name: str, service: str, extra_dns_name
 
     api = api_client(kubeconfig)
     try:
-        bundle = ensure_secret(CoreV1Api(api), namespace, secret_name, service_dns_names(service, namespace, extra_dns_name),
-                               days=days, renew_before_days=renew_before_days)
+        bundle = ensure_secret(
+            CoreV1Api(api),
+            namespace,
+            secret_name,
+            service_dns_names(service, namespace, extra_dns_name),
+            days=days,
+            renew_before_days=renew_before_days,
+        )
         changed = patch_ca_bundle(AdmissionregistrationV1Api(api), webhook_config, bundle.ca) if webhook_config else 0
     except CertError as exc:
         raise click.ClickException(str(exc)) from None
@@ -213,13 +266,21 @@ def certs_command(namespace: str, secret_name: str, service: str, extra_dns_name
         for name, value in ((CA_KEY, bundle.ca), (CERT_KEY, bundle.cert), (KEY_KEY, bundle.key)):
             (target / name).write_text(value)
         (target / KEY_KEY).chmod(0o600)
-    click.echo(f"Secret {namespace}/{secret_name} ready" + (f"; caBundle of {webhook_config}: {changed} webhook(s) updated" if webhook_config else ""))
+    click.echo(
+        f"Secret {namespace}/{secret_name} ready"
+        + (f"; caBundle of {webhook_config}: {changed} webhook(s) updated" if webhook_config else "")
+    )
 
 
 @click.command("signing-keys")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Directory for 'key' (scheduler only) and 'public-key' (agents).")
-@click.option("--previous-public-key", type=click.Path(exists=True, dir_okay=False),
-              help="The public key being rotated out, written as 'previous-public-key' so pods it signed still verify.")
+@click.option(
+    "--out-dir", required=True, type=click.Path(file_okay=False), help="Directory for 'key' (scheduler only) and 'public-key' (agents)."
+)
+@click.option(
+    "--previous-public-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The public key being rotated out, written as 'previous-public-key' so pods it signed still verify.",
+)
 def signing_keys_command(out_dir: str, previous_public_key: str | None) -> None:
     """Write a new Ed25519 allocation key pair (scheduler: key; agents: public-key).
 

@@ -75,37 +75,49 @@ class LazyGroup(click.Group):
 
 
 COMMANDS: dict[str, LazyCommand] = {
-    "agent": LazyCommand("hami.node.cli:agent_command",
-                         "Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."),
-    "certs": LazyCommand("hami.certs:certs_command",
-                         "Create (or keep) the webhook's self-signed CA and serving certificate, and patch the caBundle."),
-    "dra": LazyCommand("hami.dra.cli:dra_command",
-                       "Kubernetes DRA driver for every installed backend: publish ResourceSlices, prepare claims through CDI."),
-    "devices": LazyCommand("hami.node.cli:devices_command",
-                           "Discover and split this machine's devices with every installed backend; show what would be advertised."),
-    "sandbox": LazyCommand("hami.sandbox.cli:sandbox_command",
-                           "A whole heterogeneous cluster in one process: admit, schedule, bind and allocate every pod."),
-    "scheduler": LazyCommand("hami.scheduler.cli:scheduler_command",
-                             "Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."),
-    "scheduler-config": LazyCommand("hami.scheduler.cli:scheduler_config_command",
-                                    "Print the KubeSchedulerConfiguration for kube-scheduler, "
-                                    "managing every installed backend's resources."),
-    "signing-keys": LazyCommand("hami.certs:signing_keys_command",
-                                "Write a new Ed25519 allocation key pair (scheduler: key; agents: public-key)."),
-    "simulate": LazyCommand("hami.sim.cli:simulate_command",
-                            "Replay an openb trace through hami's scheduler (filter, backend predicates, policies) "
-                            "and report the allocated share of GPU capacity as the workload arrives."),
-    "top": LazyCommand("hami.top:top_command",
-                       "Show every node's shared devices: memory, cores and slots granted and really in use, and the pods holding them."),
-    "ui": LazyCommand("hami.ui.cli:ui_command",
-                      "Serve a read-only web dashboard of the cluster's devices, shares and Pending reasons."),
-    "webhook": LazyCommand("hami.webhook.cli:webhook_command",
-                           "Serve the mutating admission webhook (POST /webhook, GET /healthz)."),
+    "agent": LazyCommand(
+        "hami.node.cli:agent_command", "Run the node agent: advertise this node's devices to kubelet and the scheduler, serve Allocate."
+    ),
+    "certs": LazyCommand(
+        "hami.certs:certs_command", "Create (or keep) the webhook's self-signed CA and serving certificate, and patch the caBundle."
+    ),
+    "dra": LazyCommand(
+        "hami.dra.cli:dra_command", "Kubernetes DRA driver for every installed backend: publish ResourceSlices, prepare claims through CDI."
+    ),
+    "devices": LazyCommand(
+        "hami.node.cli:devices_command",
+        "Discover and split this machine's devices with every installed backend; show what would be advertised.",
+    ),
+    "sandbox": LazyCommand(
+        "hami.sandbox.cli:sandbox_command", "A whole heterogeneous cluster in one process: admit, schedule, bind and allocate every pod."
+    ),
+    "scheduler": LazyCommand(
+        "hami.scheduler.cli:scheduler_command", "Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."
+    ),
+    "scheduler-config": LazyCommand(
+        "hami.scheduler.cli:scheduler_config_command",
+        "Print the KubeSchedulerConfiguration for kube-scheduler, managing every installed backend's resources.",
+    ),
+    "signing-keys": LazyCommand(
+        "hami.certs:signing_keys_command", "Write a new Ed25519 allocation key pair (scheduler: key; agents: public-key)."
+    ),
+    "simulate": LazyCommand(
+        "hami.sim.cli:simulate_command",
+        "Replay an openb trace through hami's scheduler (filter, backend predicates, policies) "
+        "and report the allocated share of GPU capacity as the workload arrives.",
+    ),
+    "top": LazyCommand(
+        "hami.top:top_command",
+        "Show every node's shared devices: memory, cores and slots granted and really in use, and the pods holding them.",
+    ),
+    "ui": LazyCommand("hami.ui.cli:ui_command", "Serve a read-only web dashboard of the cluster's devices, shares and Pending reasons."),
+    "webhook": LazyCommand("hami.webhook.cli:webhook_command", "Serve the mutating admission webhook (POST /webhook, GET /healthz)."),
 }
 
 DEV_COMMANDS: dict[str, LazyCommand] = {
-    "apiserver": LazyCommand("hami.fakes.cli:apiserver_command",
-                             "Serve an in-memory Kubernetes API (core/v1 subset, leases, events) until Ctrl-C."),
+    "apiserver": LazyCommand(
+        "hami.fakes.cli:apiserver_command", "Serve an in-memory Kubernetes API (core/v1 subset, leases, events) until Ctrl-C."
+    ),
 }
 
 
@@ -167,7 +179,13 @@ def backends(as_json: bool, show_all: bool) -> None:
             table.add_row(r.name, "", "", dist, status)
         for i, kind in enumerate(kinds):
             first = i == 0
-            table.add_row(r.info.name if first and r.info else "", kind.vendor, "\n".join(kind.resources.all()), dist if first else "", status if first else "")
+            table.add_row(
+                r.info.name if first and r.info else "",
+                kind.vendor,
+                "\n".join(kind.resources.all()),
+                dist if first else "",
+                status if first else "",
+            )
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     if not any(r.info for r in records):

@@ -73,17 +73,17 @@ class BackendCrashed(BackendHookError):
 
 
 __all__ = [
-    "HamiError",
-    "ValidationError",
-    "QuantityError",
     "AnnotationError",
-    "InventoryError",
-    "RequestError",
-    "BackendError",
-    "BackendLoadError",
-    "DuplicateVendorError",
-    "BackendHookError",
-    "ContractError",
-    "BackendRefused",
     "BackendCrashed",
+    "BackendError",
+    "BackendHookError",
+    "BackendLoadError",
+    "BackendRefused",
+    "ContractError",
+    "DuplicateVendorError",
+    "HamiError",
+    "InventoryError",
+    "QuantityError",
+    "RequestError",
+    "ValidationError",
 ]

@@ -35,8 +35,14 @@ class Families:
 
 def build_info() -> GaugeMetricFamily:
     """``hami_build_info`` with upstream's label names (``pkg/metrics/metrics.go``); no zone, as upstream."""
-    labels = {"version": hami.__version__, "revision": "", "build_date": "", "go_version": "",
-              "compiler": platform.python_implementation().lower(), "platform": f"{platform.system().lower()}/{platform.machine()}"}
+    labels = {
+        "version": hami.__version__,
+        "revision": "",
+        "build_date": "",
+        "go_version": "",
+        "compiler": platform.python_implementation().lower(),
+        "platform": f"{platform.system().lower()}/{platform.machine()}",
+    }
     family = GaugeMetricFamily("hami_build_info", "hami build metadata exposed as labels with a constant value of 1.", labels=list(labels))
     family.add_metric(list(labels.values()), 1.0)
     return family

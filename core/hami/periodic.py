@@ -27,7 +27,7 @@ class Periodic:
     def _run_once(self) -> None:
         try:
             self.action()
-        except Exception as exc:  # noqa: BLE001 - a failing round must not end the loop
+        except Exception as exc:
             log.warning("event=periodic_error loop=%s error=%r", self.name, f"{type(exc).__name__}: {exc}")
 
     def start(self) -> Periodic:

@@ -1,8 +1,8 @@
 """The operator's configuration file, shared by the scheduler and the node agent (a ConfigMap)::
 
-    backends:
-      acme: {split_count: 10, memory_scaling: 1.5}
-      other: {split_count: 4}
+backends:
+  acme: {split_count: 10, memory_scaling: 1.5}
+  other: {split_count: 4}
 """
 
 from __future__ import annotations
@@ -55,4 +55,6 @@ def signing_keys(directory: str | None, insecure_skip: bool, *, legacy_hmac_key:
         return SigningKeys.from_directory(directory, legacy_hmac_key=legacy_hmac_key)
     if insecure_skip:
         return None
-    raise HamiError(f"no signing key: pass --signing-key-dir (or set {SIGNING_KEY_DIR_ENV}) or, for development only, --insecure-skip-signature")
+    raise HamiError(
+        f"no signing key: pass --signing-key-dir (or set {SIGNING_KEY_DIR_ENV}) or, for development only, --insecure-skip-signature"
+    )

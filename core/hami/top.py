@@ -42,7 +42,9 @@ def snapshot(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods:
 
     state = ClusterState(kinds)
     state.replace_all(nodes=nodes, pods=pods)
-    usage_by_node = {name: found for n in nodes if (found := _node_usage(n)) is not None and (name := (n.get("metadata") or {}).get("name"))}
+    usage_by_node = {
+        name: found for n in nodes if (found := _node_usage(n)) is not None and (name := (n.get("metadata") or {}).get("name"))
+    }
     by_uid = {(p.get("metadata") or {}).get("uid"): p for p in pods}
     holders: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with state.lock:
@@ -53,7 +55,14 @@ def snapshot(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods:
                     name = containers[index].get("name", f"#{index}") if index < len(containers) else f"#{index}"
                     for grant in grants:
                         holders.setdefault((record.node, grant.id), []).append(
-                            {"namespace": record.namespace, "pod": record.name, "container": name, "memory_mib": grant.memory, "cores": grant.cores})
+                            {
+                                "namespace": record.namespace,
+                                "pod": record.name,
+                                "container": name,
+                                "memory_mib": grant.memory,
+                                "cores": grant.cores,
+                            }
+                        )
         out = []
         for node_name in sorted(state.nodes):
             node = state.nodes[node_name]
@@ -62,12 +71,18 @@ def snapshot(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods:
                 device, usage = node.devices[device_id], node.usage(device_id)
                 isolation, why = device_isolation(node.annotations, device)
                 entry = {
-                    "id": device.id, "vendor": device.vendor, "type": device.type, "index": device.index, "numa": device.numa,
-                    "healthy": device.healthy, "cordoned": device.id in node.cordoned,
+                    "id": device.id,
+                    "vendor": device.vendor,
+                    "type": device.type,
+                    "index": device.index,
+                    "numa": device.numa,
+                    "healthy": device.healthy,
+                    "cordoned": device.id in node.cordoned,
                     "slots": {"used": usage.used, "total": device.count},
                     "memory_mib": {"used": usage.memory, "total": device.memory},
                     "cores": {"used": usage.cores, "total": device.cores},
-                    "isolation": isolation, "isolation_reason": why,
+                    "isolation": isolation,
+                    "isolation_reason": why,
                     "pods": sorted(holders.get((node_name, device.id), []), key=lambda h: (h["namespace"], h["pod"], h["container"])),
                 }
                 devices.append(_with_usage(entry, usage_by_node.get(node_name)))
@@ -167,10 +182,20 @@ def render(view: Mapping[str, Any], width: int | None = None) -> str:
                 health += " [yellow]cordoned[/]"
             if d.get("isolation") in ("whole-only", "advisory"):  # limits nothing enforces: never shown as plain ok
                 health += f" [{'yellow' if d['isolation'] == 'whole-only' else 'red'}]{d['isolation']}[/]"
-            pods = "\n".join(escape(f"{p['namespace']}/{p['pod']}[{p['container']}] {p['memory_mib']}Mi {p['cores']}%") + _used(p) for p in d["pods"])
-            table.add_row(escape(node["name"]) if first else "", escape(f"{d['vendor']}[{d['index']}] {d['id']}"), escape(d["type"]), health,
-                          _bar(d["slots"]["used"], d["slots"]["total"]), _bar(d["memory_mib"]["used"], d["memory_mib"]["total"]),
-                          _bar(d["cores"]["used"], d["cores"]["total"]), _in_use(d), pods or "-")
+            pods = "\n".join(
+                escape(f"{p['namespace']}/{p['pod']}[{p['container']}] {p['memory_mib']}Mi {p['cores']}%") + _used(p) for p in d["pods"]
+            )
+            table.add_row(
+                escape(node["name"]) if first else "",
+                escape(f"{d['vendor']}[{d['index']}] {d['id']}"),
+                escape(d["type"]),
+                health,
+                _bar(d["slots"]["used"], d["slots"]["total"]),
+                _bar(d["memory_mib"]["used"], d["memory_mib"]["total"]),
+                _bar(d["cores"]["used"], d["cores"]["total"]),
+                _in_use(d),
+                pods or "-",
+            )
             first = False
     tty = sys.stdout.isatty()
     buffer = io.StringIO()
@@ -183,12 +208,21 @@ def render(view: Mapping[str, Any], width: int | None = None) -> str:
 
 @click.command("top")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table (one document per refresh with --watch).")
-@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), envvar="KUBECONFIG", help="Default: $KUBECONFIG, else the in-cluster service account.")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="KUBECONFIG",
+    help="Default: $KUBECONFIG, else the in-cluster service account.",
+)
 @click.option("--node", "nodes", multiple=True, help="Only these nodes (repeatable).")
 @click.option("--watch", "-w", is_flag=True, help="Refresh until interrupted (Ctrl-C), like watch(1) around kubectl top.")
-@click.option("--interval", "-n", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option(
+    "--interval", "-n", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between refreshes with --watch."
+)
 @click.option("--iterations", type=click.IntRange(min=1), default=None, hidden=True, help="Stop --watch after this many refreshes (tests).")
-def top_command(as_json: bool, kubeconfig: str | None, nodes: tuple[str, ...], watch: bool, interval: float, iterations: int | None) -> None:
+def top_command(
+    as_json: bool, kubeconfig: str | None, nodes: tuple[str, ...], watch: bool, interval: float, iterations: int | None
+) -> None:
     """Show every node's shared devices: memory, cores and slots granted and really in use, and the pods holding them.
 
     Use comes from the node agents' usage sample, which they publish on their Node every 5-30 s."""

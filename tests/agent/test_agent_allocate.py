@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 import yaml
+
 from hami.fakes.agent import RecordingBackend, pod_manifest, schedule_pod
 from hami.fakes.kubelet import FakeKubelet
 from hami.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
@@ -25,10 +26,21 @@ TO_ALLOCATE = "hami.io/vgpu-devices-to-allocate"
 @pytest.fixture
 def backend(hami_manager, register_backend, tmp_path):
     inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV0, "numa": 0},
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV1, "index": 1, "numa": 1},
-    ]}]}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {
+                        "name": NODE,
+                        "devices": [
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV0, "numa": 0},
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV1, "index": 1, "numa": 1},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     plugin = RecordingBackend(NVIDIA_INFO)
     register_backend(plugin, config={"inventory": str(inventory), "split_count": 4})
     return plugin
@@ -94,7 +106,10 @@ def test_scheduled_pod_is_admitted_with_the_backends_edits(agent, core_v1, kubel
 
 def test_init_and_app_containers_each_get_their_own_grants(agent, core_v1, kubelet, hami_manager):
     result = run(
-        core_v1, kubelet, hami_manager, "multi",
+        core_v1,
+        kubelet,
+        hami_manager,
+        "multi",
         {"a": {GPU: "1"}, "b": {GPU: "2"}},
         [[g(DEV0, 1000)], [g(DEV1, 2000)], [g(DEV0, 4000), g(DEV1, 5000)]],
         init={"warmup": {GPU: "1"}},
@@ -104,7 +119,11 @@ def test_init_and_app_containers_each_get_their_own_grants(agent, core_v1, kubel
     assert result.container("warmup").envs["HAMI_DEVICE_MEMORY_LIMIT_0"] == "1000m"
     assert result.container("a").envs["HAMI_VISIBLE_DEVICES"] == DEV1
     b = result.container("b").envs
-    assert (b["HAMI_VISIBLE_DEVICES"], b["HAMI_DEVICE_MEMORY_LIMIT_0"], b["HAMI_DEVICE_MEMORY_LIMIT_1"]) == (f"{DEV0},{DEV1}", "4000m", "5000m")
+    assert (b["HAMI_VISIBLE_DEVICES"], b["HAMI_DEVICE_MEMORY_LIMIT_0"], b["HAMI_DEVICE_MEMORY_LIMIT_1"]) == (
+        f"{DEV0},{DEV1}",
+        "4000m",
+        "5000m",
+    )
     assert sorted(device_of_slot(d) for d in result.container("b").devices[GPU]) == [DEV0, DEV1]
     assert annotations(core_v1, "multi")[BIND_PHASE] == "success"
     assert lock_value(core_v1) is None
@@ -112,7 +131,10 @@ def test_init_and_app_containers_each_get_their_own_grants(agent, core_v1, kubel
 
 def test_sidecars_without_devices_are_skipped(agent, core_v1, kubelet, hami_manager):
     result = run(
-        core_v1, kubelet, hami_manager, "meshed",
+        core_v1,
+        kubelet,
+        hami_manager,
+        "meshed",
         {"istio-proxy": {}, "main": {GPU: "1"}, "log-shipper": {}},
         [[], [], [g(DEV0)], []],
         init={"istio-init": {}},
@@ -145,8 +167,9 @@ def test_forged_allocation_is_refused(agent, core_v1, kubelet, hami_manager):
     forged = f"{DEV0},NVIDIA,16000,100:;"
 
     def forge():
-        core_v1.patch_namespaced_pod("forged", "default", {"metadata": {"annotations": {
-            TO_ALLOCATE: forged, "hami.io/vgpu-devices-allocated": forged}}})
+        core_v1.patch_namespaced_pod(
+            "forged", "default", {"metadata": {"annotations": {TO_ALLOCATE: forged, "hami.io/vgpu-devices-allocated": forged}}}
+        )
 
     result = run(core_v1, kubelet, hami_manager, "forged", {"main": {GPU: "1"}}, [[g(DEV0)]], after_schedule=forge)
     assert not result.admitted
@@ -194,7 +217,9 @@ def test_runtime_hooks_get_the_discovered_devices_and_node(agent, core_v1, kubel
 
 def test_unscheduled_pod_gets_a_clear_reason(agent, core_v1, kubelet):
     core_v1.create_namespaced_pod("default", pod_manifest("stray", {"main": {GPU: "1"}}))
-    core_v1.create_namespaced_pod_binding("stray", "default", {"metadata": {"name": "stray"}, "target": {"kind": "Node", "name": NODE}}, _preload_content=False)
+    core_v1.create_namespaced_pod_binding(
+        "stray", "default", {"metadata": {"name": "stray"}, "target": {"kind": "Node", "name": NODE}}, _preload_content=False
+    )
     result = kubelet.admit(core_v1.read_namespaced_pod("stray", "default"))
     assert not result.admitted
     assert "no pending pod on node node-1 for nvidia.com/gpu (lock free, no pod in bind-phase allocating)" in result.message

@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 from click.testing import CliRunner
+
 from hami.fakes.kubelet import FakeKubelet
 from hami.node.cli import agent_command, devices_command
 from hami.wire.signing import SigningKeys
@@ -21,19 +22,39 @@ NODE = "node-1"
 @pytest.fixture
 def inventory(tmp_path):
     path = tmp_path / "nodes.yaml"
-    path.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "40Gi", "count": 2, "numa": 1},
-        {"vendor": "DCU", "type": "DCU Z100", "memory": 32768},
-        {"vendor": "Ascend910B3", "type": "Ascend910B3", "memory": 65536},
-    ]}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {
+                        "name": NODE,
+                        "devices": [
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "40Gi", "count": 2, "numa": 1},
+                            {"vendor": "DCU", "type": "DCU Z100", "memory": 32768},
+                            {"vendor": "Ascend910B3", "type": "Ascend910B3", "memory": 65536},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     return path
 
 
 @pytest.fixture
 def config(tmp_path, inventory):
     path = tmp_path / "agent.yaml"
-    path.write_text(yaml.safe_dump({"backends": {"nvidia": {"inventory": str(inventory), "split_count": 5}, "hygon": {"inventory": str(inventory)},
-                                                 "ascend": {"inventory": str(inventory)}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "backends": {
+                    "nvidia": {"inventory": str(inventory), "split_count": 5},
+                    "hygon": {"inventory": str(inventory)},
+                    "ascend": {"inventory": str(inventory)},
+                }
+            }
+        )
+    )
     return path
 
 
@@ -46,8 +67,17 @@ def test_devices_json_lists_every_backends_devices(config, monkeypatch):
     assert sorted(by_id) == ["Ascend910B3-node-1-0", "DCU-node-1-0", "NVIDIA-node-1-0", "NVIDIA-node-1-1"]
     gpu = by_id["NVIDIA-node-1-1"]
     assert {k: gpu[k] for k in ("backend", "vendor", "index", "type", "memory_mib", "cores", "slots", "numa", "health", "resource")} == {
-        "backend": "nvidia", "vendor": "NVIDIA", "index": 1, "type": "NVIDIA A100", "memory_mib": 40960, "cores": 100,
-        "slots": 5, "numa": 1, "health": "Healthy", "resource": "nvidia.com/gpu"}
+        "backend": "nvidia",
+        "vendor": "NVIDIA",
+        "index": 1,
+        "type": "NVIDIA A100",
+        "memory_mib": 40960,
+        "cores": 100,
+        "slots": 5,
+        "numa": 1,
+        "health": "Healthy",
+        "resource": "nvidia.com/gpu",
+    }
     assert gpu["slot_ids"][0] == "NVIDIA-node-1-1::0" and len(gpu["slot_ids"]) == 5
     assert by_id["DCU-node-1-0"]["backend"] == "hygon" and by_id["DCU-node-1-0"]["slots"] == 4
     assert by_id["Ascend910B3-node-1-0"]["resource"] == "huawei.com/Ascend910B3"
@@ -93,12 +123,27 @@ def test_agent_process_serves_kubelet_with_a_kubeconfig(kube_apiserver, core_v1,
     code = "from hami.node.cli import agent_command; agent_command()"
     with FakeKubelet(kubelet_dir, NODE, core_v1=core_v1) as kubelet:
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, "--kubeconfig", str(kubeconfig), "--device-plugin-dir", str(kubelet_dir), "--signing-key-dir", str(keys)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--kubeconfig",
+                str(kubeconfig),
+                "--device-plugin-dir",
+                str(kubelet_dir),
+                "--signing-key-dir",
+                str(keys),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
             kubelet.wait_devices("nvidia.com/gpu", 20, timeout=15)
-            kubelet.wait_for(lambda: "hami.io/node-nvidia-register" in (core_v1.read_node(NODE).metadata.annotations or {}), what="node annotation")
+            kubelet.wait_for(
+                lambda: "hami.io/node-nvidia-register" in (core_v1.read_node(NODE).metadata.annotations or {}), what="node annotation"
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             output, _ = proc.communicate(timeout=10)

@@ -45,7 +45,9 @@ def bw1000(tmp_path, monkeypatch):
 
 def test_without_the_virtualization_module_dcus_are_whole_only(bw1000, tmp_path):
     found = discover_node(bw1000(), "bw", tmp_path / "state")
-    assert [(d.physical.attributes["virtualization"], d.schedulable.count, d.isolation) for d in found.devices] == [(False, 1, "whole-only")] * 2
+    assert [(d.physical.attributes["virtualization"], d.schedulable.count, d.isolation) for d in found.devices] == [
+        (False, 1, "whole-only")
+    ] * 2
     assert "the virtualization module is not loaded" in found.devices[0].isolation_reason
     assert [d.isolation for d in discover_node(bw1000(advisory_limits=True), "bw", tmp_path / "state").devices] == ["advisory"] * 2
 
@@ -60,7 +62,9 @@ def test_the_agent_annotates_the_node_sends_one_event_and_serves_the_gauge(bw100
         node = json.loads(core_v1.read_node("bw", _preload_content=False).data)
         state = json.loads(node["metadata"]["annotations"][ISOLATION_ANNOTATION])
         assert state["status"] == "False"
-        assert [(m["state"], m.get("devices")) for m in state["modes"]] == [("enforced", None)] + [("whole-only", [d.id]) for d in agent.discovery.devices]
+        assert [(m["state"], m.get("devices")) for m in state["modes"]] == [("enforced", None)] + [
+            ("whole-only", [d.id]) for d in agent.discovery.devices
+        ]
         agent.registrar.write(agent.discovery, {})  # the next registration: same state, no second event
         events = json.loads(core_v1.list_namespaced_event("default", _preload_content=False).data)["items"]
         ours = [e for e in events if e["involvedObject"]["kind"] == "Node" and e["involvedObject"]["name"] == "bw"]
@@ -90,8 +94,10 @@ def test_ascend_needs_npu_smi_to_create_vnpus(tmp_path, monkeypatch):
 
 
 def test_cambricon_vouches_only_for_cards_cnmon_listed():
-    cards = [PhysicalDevice(id="MLU-0", vendor="MLU", type="MLU370", memory=24576, attributes={"cnmon": "v5.10"}),
-             PhysicalDevice(id="MLU-1", vendor="MLU", type="MLU370", memory=24576, index=1)]
+    cards = [
+        PhysicalDevice(id="MLU-0", vendor="MLU", type="MLU370", memory=24576, attributes={"cnmon": "v5.10"}),
+        PhysicalDevice(id="MLU-1", vendor="MLU", type="MLU370", memory=24576, index=1),
+    ]
     reports = CambriconBackend().hami_enforcement(cards, {}, NodeContext("n"))
     assert [(r.ready, r.device_ids) for r in reports] == [(True, ()), (False, ("MLU-1",))]
     assert all(r.ready for r in CambriconBackend().hami_enforcement(cards, {}, NodeContext("n", simulated=True)))
@@ -124,10 +130,15 @@ def test_hami_top_marks_whole_only_devices():
     from hami.wire.isolation import ModeState, encode_isolation
 
     manager = load_backends(allow=("nvidia",))
-    gpus = [SchedulableDevice(id=f"GPU-{i}", vendor="NVIDIA", type="A100", count=1 + 9 * i, memory=40960, index=i, mode="hami-core") for i in range(2)]
+    gpus = [
+        SchedulableDevice(id=f"GPU-{i}", vendor="NVIDIA", type="A100", count=1 + 9 * i, memory=40960, index=i, mode="hami-core")
+        for i in range(2)
+    ]
     missing = ModeState("NVIDIA", "hami-core", "whole-only", "HAMi-core", "libvgpu.so is missing", ("GPU-0",))
-    annotations = {"hami.io/node-nvidia-register": encode_node_devices(gpus, "json"),
-                   ISOLATION_ANNOTATION: encode_isolation([ModeState("NVIDIA", "hami-core", "enforced"), missing])}
+    annotations = {
+        "hami.io/node-nvidia-register": encode_node_devices(gpus, "json"),
+        ISOLATION_ANNOTATION: encode_isolation([ModeState("NVIDIA", "hami-core", "enforced"), missing]),
+    }
     view = snapshot(manager.kinds, [{"metadata": {"name": "n", "annotations": annotations}}], [])
     devices = view["nodes"][0]["devices"]
     assert [(d["id"], d["isolation"]) for d in devices] == [("GPU-0", "whole-only"), ("GPU-1", "enforced")]

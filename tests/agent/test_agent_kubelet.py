@@ -7,6 +7,7 @@ import time
 
 import pytest
 import yaml
+
 from hami.fakes.agent import RecordingBackend, pod_manifest, schedule_pod
 from hami.fakes.kubelet import FakeKubelet
 from hami.node.deviceplugin import API_VERSION, HEALTHY, UNHEALTHY
@@ -25,11 +26,22 @@ KEYS = SigningKeys.from_seed(b"k" * 32)
 @pytest.fixture
 def inventory(tmp_path):
     path = tmp_path / "nodes.yaml"
-    path.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV0, "numa": 0},
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV1, "index": 1, "numa": 1},
-        {"vendor": "DCU", "type": "DCU Z100", "memory": 32768, "count": 2},
-    ]}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {
+                        "name": NODE,
+                        "devices": [
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV0, "numa": 0},
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV1, "index": 1, "numa": 1},
+                            {"vendor": "DCU", "type": "DCU Z100", "memory": 32768, "count": 2},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     return path
 
 
@@ -116,20 +128,33 @@ def test_kubelet_started_after_the_agent(start_agent, hami_manager, backend, kub
     with FakeKubelet(kubelet_dir, NODE, core_v1=core_v1) as kubelet:
         kubelet.wait_devices(GPU, 8)
         # the node did not exist before kubelet registered it: the annotation write was retried
-        kubelet.wait_for(lambda: "hami.io/node-nvidia-register" in (core_v1.read_node(NODE).metadata.annotations or {}), what="node registration after retry")
+        kubelet.wait_for(
+            lambda: "hami.io/node-nvidia-register" in (core_v1.read_node(NODE).metadata.annotations or {}),
+            what="node registration after retry",
+        )
 
 
 def test_preferred_allocation_prefers_the_schedulers_devices(start_agent, hami_manager, backend, kubelet, core_v1):
     agent = start_agent(hami_manager, NODE, keys=KEYS)
     kubelet.wait_devices(GPU, 8)
     core_v1.create_namespaced_pod("default", pod_manifest("picky", {"main": {GPU: "2"}}))
-    schedule_pod(core_v1, hami_manager, "default", "picky", NODE, {"NVIDIA": [[Grant(DEV1, "NVIDIA", 1000, 0), Grant(DEV0, "NVIDIA", 1000, 0)]]}, KEYS)
+    schedule_pod(
+        core_v1,
+        hami_manager,
+        "default",
+        "picky",
+        NODE,
+        {"NVIDIA": [[Grant(DEV1, "NVIDIA", 1000, 0), Grant(DEV0, "NVIDIA", 1000, 0)]]},
+        KEYS,
+    )
     available = [f"{d}::{i}" for d in (DEV0, DEV1) for i in range(4)]
     request = api_pb2.ContainerPreferredAllocationRequest(available_deviceIDs=available, allocation_size=2)
     chosen = agent.allocator.preferred(GPU, request)
     assert sorted(chosen) == [f"{DEV0}::0", f"{DEV1}::0"]
     # must-include slots count toward the granted devices
-    request = api_pb2.ContainerPreferredAllocationRequest(available_deviceIDs=available, must_include_deviceIDs=[f"{DEV1}::2"], allocation_size=2)
+    request = api_pb2.ContainerPreferredAllocationRequest(
+        available_deviceIDs=available, must_include_deviceIDs=[f"{DEV1}::2"], allocation_size=2
+    )
     assert agent.allocator.preferred(GPU, request) == [f"{DEV1}::2", f"{DEV0}::0"]
     # no pending pod for the resource: kubelet's own order
     request = api_pb2.ContainerPreferredAllocationRequest(available_deviceIDs=[f"DCU-node-1-1::{i}" for i in range(3)], allocation_size=2)

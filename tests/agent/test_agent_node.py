@@ -8,6 +8,7 @@ import re
 
 import pytest
 import yaml
+
 from hami import hookimpl
 from hami.backendkit.standard import StandardBackend
 from hami.errors import BackendError
@@ -29,10 +30,21 @@ NODE = "node-1"
 @pytest.fixture
 def inventory(tmp_path):
     path = tmp_path / "nodes.yaml"
-    path.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "40Gi", "count": 2, "numa": 1},
-        {"vendor": "DCU", "type": "DCU Z100", "memory": 32768, "count": 1},
-    ]}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {
+                        "name": NODE,
+                        "devices": [
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "40Gi", "count": 2, "numa": 1},
+                            {"vendor": "DCU", "type": "DCU Z100", "memory": 32768, "count": 1},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     return path
 
 
@@ -60,7 +72,9 @@ def test_node_annotations_and_handshake(start_agent, hami_manager, register_back
     ann = node_annotations(core_v1)
     gpus = decode_node_devices(ann["hami.io/node-nvidia-register"], "NVIDIA", "json")
     assert [(d.id, d.count, d.memory, d.cores, d.numa, d.healthy) for d in gpus] == [
-        ("NVIDIA-node-1-0", 10, 61440, 100, 1, True), ("NVIDIA-node-1-1", 10, 61440, 100, 1, True)]
+        ("NVIDIA-node-1-0", 10, 61440, 100, 1, True),
+        ("NVIDIA-node-1-1", 10, 61440, 100, 1, True),
+    ]
     assert json.loads(ann["hami.io/node-nvidia-register"])[1]["index"] == 1
     dcus = ann["hami.io/node-dcu-register"]
     assert dcus == "DCU-node-1-0,4,32768,100,DCU Z100,0,true,0,:"  # legacy CSV, as HAMi's Hygon plugin writes
@@ -70,7 +84,11 @@ def test_node_annotations_and_handshake(start_agent, hami_manager, register_back
 
 
 def test_a_broken_backend_is_reported_and_the_others_serve(start_agent, hami_manager, register_backend, inventory, kubelet):
-    kind = DeviceKind("ACME", ResourceNames(count="acme.com/npu"), AnnotationKeys.hami("hami.io/node-acme-register", "hami.io/node-handshake-acme", "hami.io/acme"))
+    kind = DeviceKind(
+        "ACME",
+        ResourceNames(count="acme.com/npu"),
+        AnnotationKeys.hami("hami.io/node-acme-register", "hami.io/node-handshake-acme", "hami.io/acme"),
+    )
     register_backend(BrokenBackend(BackendInfo(name="acme", kinds=[kind])))
     register_backend(nvidia_plugin, config={"inventory": str(inventory)})
     agent = start_agent(hami_manager, NODE, insecure=True)
@@ -79,7 +97,9 @@ def test_a_broken_backend_is_reported_and_the_others_serve(start_agent, hami_man
     assert "acme.com/npu" not in agent.servers
 
 
-def test_registration_is_retried_while_the_api_server_fails(start_agent, hami_manager, register_backend, inventory, kubelet, kube_apiserver, core_v1):
+def test_registration_is_retried_while_the_api_server_fails(
+    start_agent, hami_manager, register_backend, inventory, kubelet, kube_apiserver, core_v1
+):
     register_backend(nvidia_plugin, config={"inventory": str(inventory)})
     kube_apiserver.faults.fail(503, count=3, path=f"^/api/v1/nodes/{NODE}$")
     agent = start_agent(hami_manager, NODE, insecure=True)
@@ -108,7 +128,11 @@ class Ringed(StandardBackend):
 
 
 def test_backend_topology_annotations_are_published(start_agent, hami_manager, register_backend, tmp_path, kubelet, core_v1):
-    kind = DeviceKind("ACME", ResourceNames(count="acme.com/npu"), AnnotationKeys.hami("hami.io/node-acme-register", "hami.io/node-handshake-acme", "hami.io/acme"))
+    kind = DeviceKind(
+        "ACME",
+        ResourceNames(count="acme.com/npu"),
+        AnnotationKeys.hami("hami.io/node-acme-register", "hami.io/node-handshake-acme", "hami.io/acme"),
+    )
     path = tmp_path / "acme.yaml"
     path.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "ACME", "type": "X1", "memory": 1024, "count": 4}]}]}))
     register_backend(Ringed(BackendInfo(name="acme", kinds=[kind])), config={"inventory": str(path)})

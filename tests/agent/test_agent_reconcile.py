@@ -8,6 +8,7 @@ import json
 
 import pytest
 import yaml
+
 from hami.fakes.agent import RecordingBackend, pod_manifest, schedule_pod
 from hami.fakes.kubelet import FakeKubelet
 from hami.node.podresources import PodResourcesClient, PodResourcesError, pod_resources_socket
@@ -25,10 +26,21 @@ KEYS = SigningKeys.from_seed(b"k" * 32)
 @pytest.fixture
 def backend(hami_manager, register_backend, tmp_path):
     inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV0, "numa": 0},
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV1, "index": 1, "numa": 1},
-    ]}]}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {
+                        "name": NODE,
+                        "devices": [
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV0, "numa": 0},
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV1, "index": 1, "numa": 1},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     plugin = RecordingBackend(NVIDIA_INFO)
     register_backend(plugin, config={"inventory": str(inventory), "split_count": 4})
     return plugin

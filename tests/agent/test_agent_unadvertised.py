@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from hami.errors import ValidationError
 from hami.fakes.tools import FakeTools
 from hami.node.agent import Agent, AgentOptions

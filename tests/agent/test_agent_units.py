@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import urllib3
+from kubernetes.client.exceptions import ApiException
+
 from hami.node.allocate import describe_api_error, is_transient
 from hami.node.devices import Discovery, NodeDevice, device_of_slot, slot_id
 from hami.node.edits import to_response
@@ -17,7 +19,6 @@ from hami.plugin.model import (
 )
 from hami_hygon.plugin import KIND as DCU
 from hami_nvidia.plugin import KIND as NVIDIA
-from kubernetes.client.exceptions import ApiException
 
 
 def test_every_edit_reaches_the_response():

@@ -28,7 +28,9 @@ GPU0, GPU1 = f"NVIDIA-{NODE}-0", f"NVIDIA-{NODE}-1"
 @pytest.fixture
 def manager(tmp_path: Path):
     inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]}))
+    inventory.write_text(
+        yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]})
+    )
     loaded = load_backends(allow=("nvidia",))
     loaded.configure("nvidia", {"inventory": str(inventory)})
     return loaded
@@ -36,9 +38,11 @@ def manager(tmp_path: Path):
 
 def _pod(name: str, grants: list[Grant], manager, phase: str = "Running") -> dict:
     annotations = Allocation(NODE, {"NVIDIA": ((tuple(grants)),)}).annotations(manager.kinds, f"uid-{name}", time.time(), None)
-    return {"metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}", "annotations": annotations},
-            "spec": {"nodeName": NODE, "containers": [{"name": "main", "resources": {"limits": {"nvidia.com/priority": "1"}}}]},
-            "status": {"phase": phase}}
+    return {
+        "metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}", "annotations": annotations},
+        "spec": {"nodeName": NODE, "containers": [{"name": "main", "resources": {"limits": {"nvidia.com/priority": "1"}}}]},
+        "status": {"phase": phase},
+    }
 
 
 class Clock:
@@ -58,9 +62,11 @@ def _scrape(metrics: AgentMetrics) -> dict[str, list]:
 
 
 def test_container_shares_come_from_the_allocation_of_live_pods(manager):
-    pods = [_pod("a", [Grant(GPU0, "NVIDIA", 1000, 20), Grant(GPU1, "NVIDIA", 1000, 20)], manager),
-            _pod("done", [Grant(GPU0, "NVIDIA", 5000, 0)], manager, phase="Succeeded"),
-            {"metadata": {"name": "plain", "uid": "u"}, "spec": {"containers": [{"name": "c"}]}}]
+    pods = [
+        _pod("a", [Grant(GPU0, "NVIDIA", 1000, 20), Grant(GPU1, "NVIDIA", 1000, 20)], manager),
+        _pod("done", [Grant(GPU0, "NVIDIA", 5000, 0)], manager, phase="Succeeded"),
+        {"metadata": {"name": "plain", "uid": "u"}, "spec": {"containers": [{"name": "c"}]}},
+    ]
     (share,) = container_shares(pods, manager.kinds)["NVIDIA"]
     assert (share.namespace, share.pod, share.pod_uid, share.container) == ("ml", "a", "uid-a", "main")
     assert [g.id for g in share.grants] == [GPU0, GPU1]
@@ -134,8 +140,13 @@ def test_agent_metrics_carry_upstream_names_and_labels(manager):
     assert host[GPU1].labels == {"node": NODE, "device_index": "1", "device_uuid": GPU1, "device_type": "NVIDIA A100", "zone": "vGPU"}
     assert host[GPU1].value == 300 * 2**20 + used.value
     assert {s.labels["device_uuid"] for s in got["hami_host_gpu_utilization_ratio"]} == {GPU0, GPU1}
-    assert {"hami_container_last_kernel_elapsed_seconds", "hami_agent_device_power_watts", "hami_agent_device_temperature_celsius",
-            "hami_agent_container_throttled", "hami_agent_usage_sample_age_seconds"} <= set(got)
+    assert {
+        "hami_container_last_kernel_elapsed_seconds",
+        "hami_agent_device_power_watts",
+        "hami_agent_device_temperature_celsius",
+        "hami_agent_container_throttled",
+        "hami_agent_usage_sample_age_seconds",
+    } <= set(got)
     (legacy,) = got["vGPU_device_memory_usage_in_bytes"]
     assert legacy.labels == {"podnamespace": "ml", "podname": "a", "ctrname": "main", "vdeviceid": "0", "deviceuuid": GPU1, "zone": "vGPU"}
     assert {s.labels["nodeid"] for s in got["HostGPUMemoryUsage"]} == {NODE}
@@ -148,7 +159,9 @@ def test_agent_metrics_carry_upstream_names_and_labels(manager):
 def test_figures_only_when_reported(manager):
     agent = _agent(manager)
     report = UsageReport(devices=[DeviceLoad(GPU0, memory_used=7)], shares=[ShareLoad(GPU0, "ml", "a", "main", memory_used=3)])
-    agent.usage = types.SimpleNamespace(latest=lambda live: types.SimpleNamespace(reports={"nvidia": report}, taken_at=0.0), clock=time.monotonic)
+    agent.usage = types.SimpleNamespace(
+        latest=lambda live: types.SimpleNamespace(reports={"nvidia": report}, taken_at=0.0), clock=time.monotonic
+    )
     got = _scrape(AgentMetrics(agent, pods=list))
     assert [s.value for s in got["hami_host_gpu_memory_used_bytes"]] == [7]
     assert got["hami_host_gpu_utilization_ratio"] == [] and got["hami_container_device_utilization_ratio"] == []

@@ -34,11 +34,17 @@ def test_the_checks_see_an_over_allocation_and_a_leak():
     with Sandbox() as sandbox:
         raw = sandbox._raw
         device = sorted(sandbox.service.state.nodes["gpu-a100"].devices.values(), key=lambda d: d.id)[0]
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big", "namespace": "default"},
-               "spec": {"nodeName": "gpu-a100", "containers": [{"name": "c", "image": "x"}]}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "big", "namespace": "default"},
+            "spec": {"nodeName": "gpu-a100", "containers": [{"name": "c", "image": "x"}]},
+        }
         created = json.loads(raw.create_namespaced_pod("default", pod, _preload_content=False).data)
         grant = Grant(device.id, device.vendor, device.memory * 2, 0)
-        annotations = Allocation("gpu-a100", {"NVIDIA": ((grant,),)}).annotations(sandbox.manager.kinds, created["metadata"]["uid"], 0, sandbox.keys)
+        annotations = Allocation("gpu-a100", {"NVIDIA": ((grant,),)}).annotations(
+            sandbox.manager.kinds, created["metadata"]["uid"], 0, sandbox.keys
+        )
         raw.patch_namespaced_pod("big", "default", {"metadata": {"annotations": annotations}}, _preload_content=False)
         found = _over_allocated(sandbox)
         assert any(device.id in line and f"{device.memory * 2} MiB" in line for line in found), found

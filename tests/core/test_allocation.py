@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hami.plugin.model import Grant
 from hami.wire.allocation import (
     Allocation,
@@ -69,7 +70,11 @@ def test_forgery_is_refused(key, value, fragment):
 
 
 def test_a_user_written_allocation_without_signature_is_refused():
-    forged = {ASSIGNED_NODE: "node-1", "hami.io/vgpu-devices-to-allocate": "GPU-a,NVIDIA,80000,100:;", "hami.io/vgpu-devices-allocated": "GPU-a,NVIDIA,80000,100:;"}
+    forged = {
+        ASSIGNED_NODE: "node-1",
+        "hami.io/vgpu-devices-to-allocate": "GPU-a,NVIDIA,80000,100:;",
+        "hami.io/vgpu-devices-allocated": "GPU-a,NVIDIA,80000,100:;",
+    }
     with pytest.raises(SignatureError, match="no allocation signature"):
         verify_allocation(forged, KINDS, KEYS, "uid-1")
 

@@ -32,7 +32,10 @@ def installed_example(tmp_path_factory):
     site = work / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
-        check=True, capture_output=True, text=True, timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
     env["PYTHONPATH"] = str(site)
@@ -53,7 +56,11 @@ def test_example_passes_its_own_conformance_tests(installed_example):
     shutil.rmtree(source / "hami_acme")  # test the installed copy, not the source tree
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "tests")],
-        capture_output=True, text=True, env=env, cwd=source, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=source,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout and "failed" not in result.stdout

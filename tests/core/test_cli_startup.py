@@ -18,13 +18,29 @@ from click.testing import CliRunner
 from hami.cli import COMMANDS, DEV_COMMANDS, LazyCommand, LazyGroup, cli, quiet_grpc
 
 HEAVY_PACKAGES = {
-    "kubernetes", "grpc", "numpy", "matplotlib", "prometheus_client", "jsonschema", "urllib3", "rich", "yaml",
-    "cryptography", "pytest", "hypothesis", "google",
+    "kubernetes",
+    "grpc",
+    "numpy",
+    "matplotlib",
+    "prometheus_client",
+    "jsonschema",
+    "urllib3",
+    "rich",
+    "yaml",
+    "cryptography",
+    "pytest",
+    "hypothesis",
+    "google",
 }
 ALWAYS = {"hami", "hami.plugin", "hami.errors", "hami.cli"}
 # Modules of constants a command's options need for their defaults (each imports only attrs/click).
-LIGHT = {"scheduler": {"hami.scheduler.config"}, "scheduler-config": {"hami.scheduler.config"}, "webhook": {"hami.webhook.config"},
-         "agent": {"hami.node.deviceplugin"}, "devices": {"hami.node.deviceplugin"}}
+LIGHT = {
+    "scheduler": {"hami.scheduler.config"},
+    "scheduler-config": {"hami.scheduler.config"},
+    "webhook": {"hami.webhook.config"},
+    "agent": {"hami.node.deviceplugin"},
+    "devices": {"hami.node.deviceplugin"},
+}
 
 PROBE = """
 import json, sys

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from hami.errors import AnnotationError
 from hami.plugin.model import Grant, SchedulableDevice
 from hami.wire.codec import (
@@ -21,8 +24,6 @@ from hami.wire.codec import (
     encode_node_devices_json,
     encode_pod_devices,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 # ---------------------------------------------------------------- the examples of hami-compat.md
 
@@ -50,9 +51,22 @@ def test_json_device_list_missing_keys_mean_zero_and_false():
 
 def test_json_device_list_full_hami_entry():
     text = json.dumps(
-        [{"id": "GPU-2", "index": 3, "count": 10, "devmem": 81920, "devcore": 200, "type": "NVIDIA-A100", "numa": 1,
-          "mode": "hami-core", "migProfiles": [{"name": "1g.10gb", "memoryMB": 9856, "core": 14, "sliceCount": 1, "placements": [{"start": 0, "size": 1}]}],
-          "health": True}]
+        [
+            {
+                "id": "GPU-2",
+                "index": 3,
+                "count": 10,
+                "devmem": 81920,
+                "devcore": 200,
+                "type": "NVIDIA-A100",
+                "numa": 1,
+                "mode": "hami-core",
+                "migProfiles": [
+                    {"name": "1g.10gb", "memoryMB": 9856, "core": 14, "sliceCount": 1, "placements": [{"start": 0, "size": 1}]}
+                ],
+                "health": True,
+            }
+        ]
     )
     (device,) = decode_node_devices_json(text, "NVIDIA")
     assert (device.index, device.cores, device.numa, device.mode, device.healthy) == (3, 200, 1, "hami-core", True)
@@ -64,7 +78,15 @@ def test_json_device_list_bytes_are_hamis():
     """The generic ``partitions`` field goes out under HAMi's key, in HAMi's field order (pkg/util/types.go
     DeviceInfo), so HAMi's own scheduler reads our node annotation unchanged."""
     device = SchedulableDevice(
-        id="GPU-2", vendor="NVIDIA", type="NVIDIA-A100", count=7, memory=81920, cores=100, index=3, numa=1, mode="mig",
+        id="GPU-2",
+        vendor="NVIDIA",
+        type="NVIDIA-A100",
+        count=7,
+        memory=81920,
+        cores=100,
+        index=3,
+        numa=1,
+        mode="mig",
         partitions=[{"name": "1g.10gb", "memory": 9856, "cores": 14, "slices": 1, "placements": [{"start": 0, "size": 1}]}],
     )
     assert encode_node_devices_json([device]) == (
@@ -104,7 +126,7 @@ def test_bad_pod_allocation_names_the_part(text, fragment):
         ('[{"id": "x", "devmem": -1}]', "memory=-1"),
         ('[{"count": 1}]', "id=''"),
         ('[{"id": "x", "health": "yes"}]', "health='yes'"),
-        ('[1]', "expected an object"),
+        ("[1]", "expected an object"),
         ("[" * 100000 + "]" * 100000, "not JSON"),
     ],
 )
@@ -141,7 +163,8 @@ _safe_text = st.text(st.characters(blacklist_characters=",:;", blacklist_categor
 _small = st.integers(min_value=0, max_value=2**40)
 
 _id_text = st.builds(  # a letter or digit first: a CSV list starting with "[" reads as JSON
-    str.__add__, st.characters(whitelist_categories=("L", "N")),
+    str.__add__,
+    st.characters(whitelist_categories=("L", "N")),
     st.text(st.characters(whitelist_categories=("L", "N", "P", "S"), blacklist_characters=",:;"), max_size=19),
 )
 devices = st.builds(
@@ -184,9 +207,19 @@ def test_garbage_raises_only_annotation_error(text):
             pass
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(
-                        ["id", "index", "count", "devmem", "devcore", "type", "numa", "mode", "migProfiles", "health", "x"]), children, max_size=6)))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["id", "index", "count", "devmem", "devcore", "type", "numa", "mode", "migProfiles", "health", "x"]),
+                children,
+                max_size=6,
+            )
+        ),
+    )
+)
 def test_arbitrary_json_raises_only_annotation_error(value):
     try:
         decoded = decode_node_devices_json(json.dumps(value), "V")
@@ -205,20 +238,29 @@ def test_non_string_input_is_an_annotation_error():
 
 def _in_bounds(device: SchedulableDevice) -> bool:
     return (
-        0 <= device.memory <= MAX_DEVICE_MEMORY_MIB and 0 <= device.count <= MAX_DEVICE_SLOTS and 0 <= device.cores <= MAX_DEVICE_CORES
-        and 0 <= device.index <= MAX_DEVICE_INDEX and 0 <= device.numa <= MAX_DEVICE_INDEX
-        and not any(c in ",:;" or c.isspace() or not c.isprintable() for c in device.id) and 0 < len(device.id) <= 256
+        0 <= device.memory <= MAX_DEVICE_MEMORY_MIB
+        and 0 <= device.count <= MAX_DEVICE_SLOTS
+        and 0 <= device.cores <= MAX_DEVICE_CORES
+        and 0 <= device.index <= MAX_DEVICE_INDEX
+        and 0 <= device.numa <= MAX_DEVICE_INDEX
+        and not any(c in ",:;" or c.isspace() or not c.isprintable() for c in device.id)
+        and 0 < len(device.id) <= 256
     )
 
 
 _hostile_int = st.one_of(st.integers(), st.integers(min_value=10**17, max_value=10**400), st.sampled_from([2**63, 2**64, -1, 10**6]))
-_hostile_id = st.one_of(
-    st.text(max_size=12), st.sampled_from(["a,b", "a:b", "a;b", "a b", "a\tb", "a\nb", "x" * 300, "", "G\x00"])
-)
+_hostile_id = st.one_of(st.text(max_size=12), st.sampled_from(["a,b", "a:b", "a;b", "a b", "a\tb", "a\nb", "x" * 300, "", "G\x00"]))
 _hostile_entry = st.fixed_dictionaries(
     {"id": _hostile_id},
-    optional={"devmem": _hostile_int, "count": _hostile_int, "devcore": _hostile_int, "index": _hostile_int, "numa": _hostile_int,
-              "health": st.booleans(), "type": st.text(max_size=5)},
+    optional={
+        "devmem": _hostile_int,
+        "count": _hostile_int,
+        "devcore": _hostile_int,
+        "index": _hostile_int,
+        "numa": _hostile_int,
+        "health": st.booleans(),
+        "type": st.text(max_size=5),
+    },
 )
 
 
@@ -261,6 +303,18 @@ def test_hostile_registration_is_refused_naming_the_value(entry, fragment):
 
 
 def test_bounds_allow_what_real_devices_register():
-    text = json.dumps([{"id": "GPU-8d9f9b8e-1c2a-4c5e-9a7b-0f1e2d3c4b5a", "count": 10, "devmem": 81920 * 100, "devcore": 100 * 100,
-                        "type": "NVIDIA H100 80GB HBM3", "numa": 7, "index": 255, "health": True}])
+    text = json.dumps(
+        [
+            {
+                "id": "GPU-8d9f9b8e-1c2a-4c5e-9a7b-0f1e2d3c4b5a",
+                "count": 10,
+                "devmem": 81920 * 100,
+                "devcore": 100 * 100,
+                "type": "NVIDIA H100 80GB HBM3",
+                "numa": 7,
+                "index": 255,
+                "health": True,
+            }
+        ]
+    )
     assert decode_node_devices_json(text, "NVIDIA")[0].memory == 8192000

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from hami.errors import AnnotationError
 from hami.plugin.model import SchedulableDevice
 from hami.scheduler.state import ClusterState
 from hami.wire.codec import decode_node_devices, encode_node_devices_csv, encode_node_devices_json
 from hami_nvidia.plugin import KIND
-from hypothesis import given
-from hypothesis import strategies as st
 
 # What HAMi v2.10's MarshalNodeDevices writes for a MIG GPU (Go json.Marshal of []*DeviceInfo, the
 # omitempty zero fields left out here because none is zero), used as the byte fixture.
@@ -60,7 +61,13 @@ def go_unmarshal(text: str) -> list[dict]:
 
 def test_upstream_mig_registration_round_trips_byte_for_byte():
     (device,) = decode_node_devices(UPSTREAM_MIG, "NVIDIA", "json")
-    assert device.partitions[1] == {"name": "3g.40gb", "memory": 40192, "cores": 42, "slices": 4, "placements": ({"start": 0, "size": 4}, {"start": 4, "size": 4})}
+    assert device.partitions[1] == {
+        "name": "3g.40gb",
+        "memory": 40192,
+        "cores": 42,
+        "slices": 4,
+        "placements": ({"start": 0, "size": 4}, {"start": 4, "size": 4}),
+    }
     assert encode_node_devices_json([device]) == UPSTREAM_MIG
     go_unmarshal(encode_node_devices_json([device]))
 
@@ -83,10 +90,15 @@ def test_our_mig_layouts_go_out_as_hamis_profile_list():
 
 
 _u32 = st.integers(0, 2**31 - 1)
-_profile = st.fixed_dictionaries({
-    "name": st.text(max_size=12), "memory": _u32, "cores": _u32, "slices": _u32,
-    "placements": st.lists(st.fixed_dictionaries({"start": _u32, "size": _u32}), max_size=3).map(tuple),
-})
+_profile = st.fixed_dictionaries(
+    {
+        "name": st.text(max_size=12),
+        "memory": _u32,
+        "cores": _u32,
+        "slices": _u32,
+        "placements": st.lists(st.fixed_dictionaries({"start": _u32, "size": _u32}), max_size=3).map(tuple),
+    }
+)
 
 
 @given(st.lists(_profile, max_size=4))
@@ -98,7 +110,16 @@ def test_partitions_round_trip_and_stay_go_readable(profiles):
     assert back.partitions == tuple(profiles)
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["name", "memoryMB", "core", "sliceCount", "placements", "start", "size"]), c, max_size=5), max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda c: (
+            st.lists(c, max_size=3)
+            | st.dictionaries(st.sampled_from(["name", "memoryMB", "core", "sliceCount", "placements", "start", "size"]), c, max_size=5)
+        ),
+        max_leaves=12,
+    )
+)
 def test_hostile_profiles_raise_only_annotation_error(value):
     text = json.dumps([{"id": "GPU-x", "count": 1, "devmem": 1000, "migProfiles": value}])
     try:
@@ -126,7 +147,10 @@ def test_hami_27_csv_registration_is_read_for_a_json_kind(text):
     assert node.devices["GPU-1"].numa == 1 and node.devices["GPU-0"].memory == 16384 and node.devices["GPU-0"].count == 10
 
 
-@pytest.mark.parametrize(("spelling", "healthy"), [("1", True), ("t", True), ("T", True), ("TRUE", True), ("True", True), ("0", False), ("F", False), ("False", False)])
+@pytest.mark.parametrize(
+    ("spelling", "healthy"),
+    [("1", True), ("t", True), ("T", True), ("TRUE", True), ("True", True), ("0", False), ("F", False), ("False", False)],
+)
 def test_csv_health_takes_every_parsebool_spelling(spelling, healthy):
     (device,) = decode_node_devices(f"GPU-0,10,16384,100,T4,0,{spelling}:", "NVIDIA", "json")
     assert device.healthy is healthy
@@ -139,9 +163,17 @@ def test_csv_health_that_parsebool_refuses_is_named():
 
 _id = st.text(alphabet="ABCDEFabcdef0123456789-", min_size=1, max_size=20)
 _csv_device = st.builds(
-    SchedulableDevice, id=_id, vendor=st.just("NVIDIA"), type=st.text(alphabet="ABCNVIDA-T4 ", min_size=1, max_size=12),
-    count=st.integers(0, 1024), memory=st.integers(0, 10**7), cores=st.integers(0, 10_000), index=st.integers(0, 65535),
-    numa=st.integers(0, 65535), mode=st.sampled_from(["hami-core", "mig", "mps", ""]), healthy=st.booleans(),
+    SchedulableDevice,
+    id=_id,
+    vendor=st.just("NVIDIA"),
+    type=st.text(alphabet="ABCNVIDA-T4 ", min_size=1, max_size=12),
+    count=st.integers(0, 1024),
+    memory=st.integers(0, 10**7),
+    cores=st.integers(0, 10_000),
+    index=st.integers(0, 65535),
+    numa=st.integers(0, 65535),
+    mode=st.sampled_from(["hami-core", "mig", "mps", ""]),
+    healthy=st.booleans(),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+
 from hami import hookimpl
 from hami.errors import BackendCrashed, BackendError, BackendRefused, ContractError, HamiError, RequestError, ValidationError
 from hami.plugin.model import (
@@ -18,8 +19,8 @@ from hami.plugin.model import (
     GrantedDevice,
     HealthEvent,
     Mount,
-    NodeContext,
     NodeAnnotations,
+    NodeContext,
     PhysicalDevice,
     ResourceNames,
     SchedulableDevice,
@@ -37,8 +38,15 @@ class Recorder:
     def info(self) -> BackendInfo:
         return BackendInfo(
             name=self.name,
-            kinds=[DeviceKind(self.vendor, ResourceNames(count=f"{self.name}.example.com/dev", memory=f"{self.name}.example.com/mem"),
-                              AnnotationKeys.hami(f"hami.io/node-{self.name}-register", f"hami.io/node-handshake-{self.name}", f"hami.io/{self.name}"))],
+            kinds=[
+                DeviceKind(
+                    self.vendor,
+                    ResourceNames(count=f"{self.name}.example.com/dev", memory=f"{self.name}.example.com/mem"),
+                    AnnotationKeys.hami(
+                        f"hami.io/node-{self.name}-register", f"hami.io/node-handshake-{self.name}", f"hami.io/{self.name}"
+                    ),
+                )
+            ],
             default_config={"owner": self.name, "split_count": 3},
             host_paths=(f"/opt/{self.name}", "/dev"),
         )
@@ -103,7 +111,9 @@ class Recorder:
     @hookimpl
     def hami_container_edits(self, grants, pod, container, config):
         self.calls.append(("edits", self.name, config["owner"]))
-        return ContainerEdits(env={f"{self.vendor}_VISIBLE": ",".join(g.id for g in grants)}, mounts=[Mount("/lib/x", self.edits_host_path)])
+        return ContainerEdits(
+            env={f"{self.vendor}_VISIBLE": ",".join(g.id for g in grants)}, mounts=[Mount("/lib/x", self.edits_host_path)]
+        )
 
     @hookimpl
     def hami_prepare(self, grants, pod, container, config):
@@ -223,7 +233,11 @@ def test_edits_merge_owner_and_cross_cutting_plugins(manager, calls):
     assert dict(edits.env) == {"BETA_VISIBLE": "BETA-0"}
     assert dict(edits.annotations) == {"audit.example.com/devices": "1"}
     assert edits.mounts == (Mount("/lib/x", "/opt/beta/lib"),)
-    assert [c for c in calls if c[0] != "audit-edits"] == [("prepare", "beta", "beta"), ("edits", "beta", "beta"), ("release", "beta", "beta")]
+    assert [c for c in calls if c[0] != "audit-edits"] == [
+        ("prepare", "beta", "beta"),
+        ("edits", "beta", "beta"),
+        ("release", "beta", "beta"),
+    ]
     assert ("audit-edits", "beta") in calls  # the cross-cutting plugin sees the owner's config
 
 
@@ -342,7 +356,11 @@ def test_node_context_is_decided_once_from_the_inventory(manager, monkeypatch, t
     [
         (BackendError("no MIG profile fits"), BackendRefused, "backend 'beta', hami_prepare: no MIG profile fits"),
         (BackendRefused("driver too old"), BackendRefused, "backend 'beta', hami_prepare: driver too old"),
-        (PermissionError(13, "Permission denied", "/etc/x"), BackendCrashed, "backend 'beta', hami_prepare: PermissionError: [Errno 13] Permission denied: '/etc/x'"),
+        (
+            PermissionError(13, "Permission denied", "/etc/x"),
+            BackendCrashed,
+            "backend 'beta', hami_prepare: PermissionError: [Errno 13] Permission denied: '/etc/x'",
+        ),
         (KeyError("index"), BackendCrashed, "backend 'beta', hami_prepare: KeyError: 'index'"),
         (ValidationError("Grant.memory=-1: must be >= 0"), ContractError, "backend 'beta', hami_prepare: Grant.memory=-1"),
     ],

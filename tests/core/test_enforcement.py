@@ -41,7 +41,8 @@ from hami.wire.codec import encode_node_devices
 from hami.wire.isolation import ISOLATION_ANNOTATION, ModeState, decode_isolation, encode_isolation, whole_only_reason
 
 KIND = DeviceKind(
-    vendor="ACME", resources=ResourceNames(count="acme.com/xpu", memory="acme.com/xpumem", cores="acme.com/xpucores"),
+    vendor="ACME",
+    resources=ResourceNames(count="acme.com/xpu", memory="acme.com/xpumem", cores="acme.com/xpucores"),
     annotations=AnnotationKeys.hami("hami.io/node-acme-register", "hami.io/node-handshake-acme", "hami.io/acme"),
 )
 DEVICES = [PhysicalDevice(id=f"acme-{i}", vendor="ACME", type="X1", memory=16384, index=i) for i in range(2)]
@@ -65,7 +66,9 @@ class Acme:
 
     @hookimpl
     def hami_split_device(self, device, config, node):
-        return SchedulableDevice(id=device.id, vendor="ACME", type=device.type, count=4, memory=device.memory, index=device.index, mode="partition")
+        return SchedulableDevice(
+            id=device.id, vendor="ACME", type=device.type, count=4, memory=device.memory, index=device.index, mode="partition"
+        )
 
     @hookimpl
     def hami_enforcement(self, devices, config, node):
@@ -122,7 +125,10 @@ def test_advisory_limits_are_an_explicit_opt_in(tmp_path):
 
 
 def test_a_report_for_one_device_overrides_the_modes_report(tmp_path):
-    reports = [Enforcement("ACME", "partition", mechanism="m"), Enforcement("ACME", "", ready=False, reason="chip 1 has the feature off", device_ids=["acme-1"])]
+    reports = [
+        Enforcement("ACME", "partition", mechanism="m"),
+        Enforcement("ACME", "", ready=False, reason="chip 1 has the feature off", device_ids=["acme-1"]),
+    ]
     found = discover_node(_manager(Acme(reports)), "n1", tmp_path)
     assert [(d.id, d.schedulable.count, d.isolation) for d in found.devices] == [("acme-0", 4, "enforced"), ("acme-1", 1, "whole-only")]
 
@@ -158,11 +164,20 @@ def test_decoding_any_text_raises_only_annotation_errors(text):
     assert all(m.state in ("enforced", "advisory", "whole-only") for m in modes)
 
 
-@given(st.lists(st.builds(
-    ModeState, vendor=st.sampled_from(["ACME", "ZETA"]), mode=st.sampled_from(["", "partition", "mps"]),
-    state=st.sampled_from(["enforced", "advisory", "whole-only"]), mechanism=st.text(max_size=20), reason=st.text(max_size=20),
-    devices=st.lists(st.sampled_from(["a-0", "a-1"]), max_size=2, unique=True).map(tuple),
-), max_size=4))
+@given(
+    st.lists(
+        st.builds(
+            ModeState,
+            vendor=st.sampled_from(["ACME", "ZETA"]),
+            mode=st.sampled_from(["", "partition", "mps"]),
+            state=st.sampled_from(["enforced", "advisory", "whole-only"]),
+            mechanism=st.text(max_size=20),
+            reason=st.text(max_size=20),
+            devices=st.lists(st.sampled_from(["a-0", "a-1"]), max_size=2, unique=True).map(tuple),
+        ),
+        max_size=4,
+    )
+)
 def test_the_annotation_round_trips(modes):
     decoded = decode_isolation(encode_isolation(modes))
     assert sorted(decoded, key=repr) == sorted(modes, key=repr)
@@ -262,7 +277,10 @@ def test_every_way_a_library_can_be_wrong_is_named(shared_object, tmp_path):
 
 
 def test_simulated_nodes_are_enforced_unless_the_inventory_says_otherwise():
-    devices = [DEVICES[0], PhysicalDevice(id="acme-1", vendor="ACME", type="X1", memory=1, attributes={"isolation_missing": "no vdev module"})]
+    devices = [
+        DEVICES[0],
+        PhysicalDevice(id="acme-1", vendor="ACME", type="X1", memory=1, attributes={"isolation_missing": "no vdev module"}),
+    ]
     reports = simulated_enforcement(devices, "ACME", ["partition"], "acme_vdev")
     assert [(r.ready, r.device_ids) for r in reports] == [(True, ()), (False, ("acme-1",))]
     assert reports[1].reason == "no vdev module (simulated)"

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from hami.plugin import hookspecs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,9 +15,20 @@ HOOKS = sorted(name for name, _ in inspect.getmembers(hookspecs, inspect.isfunct
 
 
 def test_there_are_hooks_for_every_phase():
-    assert {"hami_backend", "hami_discover_devices", "hami_device_health", "hami_split_device", "hami_container_requests",
-            "hami_mutate_container", "hami_device_fits", "hami_normalize_request", "hami_policies",
-            "hami_container_edits", "hami_prepare", "hami_release"} <= set(HOOKS)
+    assert {
+        "hami_backend",
+        "hami_discover_devices",
+        "hami_device_health",
+        "hami_split_device",
+        "hami_container_requests",
+        "hami_mutate_container",
+        "hami_device_fits",
+        "hami_normalize_request",
+        "hami_policies",
+        "hami_container_edits",
+        "hami_prepare",
+        "hami_release",
+    } <= set(HOOKS)
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -27,7 +39,9 @@ def test_hook_is_documented(hook):
     assert re.search(r"(Vendor-dispatched|Open hook|backend-dispatched|Called once per plugin)", doc), f"{hook}: say how it is dispatched"
     example_params = re.search(rf"def {hook}\(([^)]*)\)", doc).group(1)
     spec_params = list(inspect.signature(getattr(hookspecs, hook)).parameters)
-    assert [p.strip() for p in example_params.split(",") if p.strip()] == spec_params, f"{hook}: the example's parameters drift from the spec"
+    assert [p.strip() for p in example_params.split(",") if p.strip()] == spec_params, (
+        f"{hook}: the example's parameters drift from the spec"
+    )
 
 
 @pytest.mark.parametrize("hook", HOOKS)

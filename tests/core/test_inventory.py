@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from hami.backendkit.inventory import inventory_devices, load_inventory, parse_inventory
 from hami.errors import InventoryError
 
 
 def test_a_heterogeneous_node(tmp_path):
     path = tmp_path / "nodes.yaml"
-    path.write_text(yaml.safe_dump({"nodes": [{
-        "name": "mixed", "cpu": "1500m", "memory": "64Gi", "labels": {"zone": "a"},
-        "devices": [
-            {"vendor": "NVIDIA", "type": "NVIDIA A100-SXM4-80GB", "memory": "80Gi", "count": 2, "numa": 1},
-            {"vendor": "DCU", "type": "Z100", "memory": 16368, "id": "DCU-fixed", "index": 4, "healthy": False},
-        ],
-    }]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {
+                        "name": "mixed",
+                        "cpu": "1500m",
+                        "memory": "64Gi",
+                        "labels": {"zone": "a"},
+                        "devices": [
+                            {"vendor": "NVIDIA", "type": "NVIDIA A100-SXM4-80GB", "memory": "80Gi", "count": 2, "numa": 1},
+                            {"vendor": "DCU", "type": "Z100", "memory": 16368, "id": "DCU-fixed", "index": 4, "healthy": False},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     (node,) = load_inventory(path)
     assert (node.name, node.cpu_milli, node.memory, dict(node.labels)) == ("mixed", 1500, 65536, {"zone": "a"})
     assert [(d.id, d.index, d.memory, d.numa, d.healthy) for d in node.devices] == [
@@ -68,10 +80,24 @@ def test_unreadable_files_are_inventory_errors(tmp_path):
 
 
 def test_two_entries_of_one_vendor_number_on_from_their_index():
-    (node,) = parse_inventory({"nodes": [{"name": "n", "devices": [
-        {"vendor": "NVIDIA", "type": "A100", "memory": 1, "count": 2, "numa": 0},
-        {"vendor": "NVIDIA", "type": "A100", "memory": 1, "count": 2, "numa": 1, "index": 2},
-    ]}]})
-    assert [(d.id, d.index, d.numa) for d in node.devices] == [("NVIDIA-n-0", 0, 0), ("NVIDIA-n-1", 1, 0), ("NVIDIA-n-2", 2, 1), ("NVIDIA-n-3", 3, 1)]
+    (node,) = parse_inventory(
+        {
+            "nodes": [
+                {
+                    "name": "n",
+                    "devices": [
+                        {"vendor": "NVIDIA", "type": "A100", "memory": 1, "count": 2, "numa": 0},
+                        {"vendor": "NVIDIA", "type": "A100", "memory": 1, "count": 2, "numa": 1, "index": 2},
+                    ],
+                }
+            ]
+        }
+    )
+    assert [(d.id, d.index, d.numa) for d in node.devices] == [
+        ("NVIDIA-n-0", 0, 0),
+        ("NVIDIA-n-1", 1, 0),
+        ("NVIDIA-n-2", 2, 1),
+        ("NVIDIA-n-3", 3, 1),
+    ]
     with pytest.raises(InventoryError, match="index=-1"):
         parse_inventory({"nodes": [{"name": "n", "devices": [{"vendor": "V", "type": "t", "memory": 1, "index": -1}]}]})

@@ -112,8 +112,12 @@ def test_410_gone_relists() -> None:
 def test_bookmarks_advance_the_version(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api) -> None:
     recorder = Recorder()
     loop = ListWatch(
-        "web", core_v1.list_config_map_for_all_namespaces, recorder.on_event, recorder.on_list,
-        selector={"label_selector": "app=web"}, resync_seconds=None,
+        "web",
+        core_v1.list_config_map_for_all_namespaces,
+        recorder.on_event,
+        recorder.on_list,
+        selector={"label_selector": "app=web"},
+        resync_seconds=None,
     ).start()
     try:
         assert loop.wait_synced(5)

@@ -99,7 +99,9 @@ KIND = DeviceKind(
 
 def test_standard_request_refuses_bytes_naming_the_container():
     container = {"name": "train", "resources": {"limits": {"nvidia.com/gpu": "1", NAME: "3Gi"}}}
-    with pytest.raises(RequestError, match=rf"container 'train': {re.escape(NAME)}='3Gi' is written as bytes.*write {re.escape(NAME)}: 3072"):
+    with pytest.raises(
+        RequestError, match=rf"container 'train': {re.escape(NAME)}='3Gi' is written as bytes.*write {re.escape(NAME)}: 3072"
+    ):
         standard_request(container, KIND)
     ok = standard_request({"name": "train", "resources": {"limits": {"nvidia.com/gpu": "1", NAME: "3k"}}}, KIND)
     assert ok is not None and ok.memory == 3000

@@ -6,9 +6,10 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
+from kubernetes import client
+
 from hami.wire.annotations import NODE_LOCK
 from hami.wire.nodelock import LockHolder, NodeLock, NodeLockError
-from kubernetes import client
 
 
 @pytest.fixture
@@ -18,8 +19,10 @@ def node(core_v1):
 
 
 def pod(core_v1, name):
-    core_v1.create_namespaced_pod("default", client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="i")])))
+    core_v1.create_namespaced_pod(
+        "default",
+        client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="i")])),
+    )
 
 
 def test_acquire_release(core_v1, node):

@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from kubernetes import client
+
 from hami.wire.annotations import BIND_PHASE, NODE_LOCK
 from hami.wire.nodelock import LockHolder, NodeLock, NodeLockError
-from kubernetes import client
 
 NODE = "n1"
 
@@ -27,9 +28,13 @@ def node(core_v1):
 
 def pod(core_v1, name, bind_phase=None):
     annotations = {BIND_PHASE: bind_phase} if bind_phase else None
-    core_v1.create_namespaced_pod("default", client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name, annotations=annotations),
-        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="i")])))
+    core_v1.create_namespaced_pod(
+        "default",
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name, annotations=annotations),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="i")]),
+        ),
+    )
 
 
 def locked_by(core_v1, node, name, since=None):

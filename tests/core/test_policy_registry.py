@@ -124,12 +124,19 @@ def test_unknown_policy_lists_the_known_ones(hami_manager):
 
 def test_a_name_offered_twice_at_one_level_names_both_plugins(hami_manager):
     hami_manager.register(offering(node_policy("binpack", lambda node, context: 0.0)), name="copycat")
-    with pytest.raises(BackendLoadError, match=r"node scoring policy 'binpack' is offered twice: by plugin 'hami\.policies' and by plugin 'copycat'"):
+    with pytest.raises(
+        BackendLoadError, match=r"node scoring policy 'binpack' is offered twice: by plugin 'hami\.policies' and by plugin 'copycat'"
+    ):
         hami_manager.policies()
 
 
 def test_one_name_at_both_levels_is_fine(hami_manager):
-    hami_manager.register(offering(node_policy("coolest", lambda n, c: 1.0), type("D", (DevicePolicy,), {"name": "coolest", "score_device": lambda s, d, c: 2.0})()), name="cool")
+    hami_manager.register(
+        offering(
+            node_policy("coolest", lambda n, c: 1.0), type("D", (DevicePolicy,), {"name": "coolest", "score_device": lambda s, d, c: 2.0})()
+        ),
+        name="cool",
+    )
     assert hami_manager.score_node("coolest", NodeUsage("n"), [], POD) == 1.0
     assert hami_manager.score_device("coolest", DeviceRequest("V"), _usage(0), POD) == 2.0
 
@@ -199,7 +206,15 @@ def test_bulk_scoring_and_its_per_node_fallback(hami_manager):
     assert hami_manager.score_nodes("binpack", nodes, [], POD) == [hami_manager.score_node("binpack", n, [], POD) for n in nodes]
 
 
-@pytest.mark.parametrize(("scores", "fragment"), [([1.0], "returned 1 scores for 2 nodes"), (None, "returned None, not scores"), (["x", "y"], "expected numbers"), ([1.0, float("nan")], "NaN")])
+@pytest.mark.parametrize(
+    ("scores", "fragment"),
+    [
+        ([1.0], "returned 1 scores for 2 nodes"),
+        (None, "returned None, not scores"),
+        (["x", "y"], "expected numbers"),
+        ([1.0, float("nan")], "NaN"),
+    ],
+)
 def test_bulk_scores_are_checked(hami_manager, scores, fragment):
     short = type("Short", (NodePolicy,), {"name": "short", "score_node": lambda s, n, c: 0.0, "score_nodes": lambda s, nodes, c: scores})()
     hami_manager.register(offering(short), name="short-plugin")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hami.errors import QuantityError
-from hami.wire.quantity import format_quantity, parse_count, parse_quantity
 from hypothesis import given
 from hypothesis import strategies as st
+
+from hami.errors import QuantityError
+from hami.wire.quantity import format_quantity, parse_count, parse_quantity
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,9 @@ def test_garbage_names_the_text(text):
     assert repr(text) in str(caught.value)
 
 
-@pytest.mark.parametrize(("text", "fragment"), [("1.5", "whole number"), ("500m", "whole number"), ("-1", "negative"), ("x", "not a Kubernetes quantity")])
+@pytest.mark.parametrize(
+    ("text", "fragment"), [("1.5", "whole number"), ("500m", "whole number"), ("-1", "negative"), ("x", "not a Kubernetes quantity")]
+)
 def test_count_errors_name_the_resource(text, fragment):
     with pytest.raises(QuantityError, match=fragment) as caught:
         parse_count(text, "nvidia.com/gpu")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from hami.backendkit.selectors import (
     TYPE_MISMATCH,
     UUID_MISMATCH,
@@ -11,8 +14,6 @@ from hami.backendkit.selectors import (
     type_reason,
     uuid_reason,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(

@@ -45,8 +45,14 @@ def test_any_change_is_refused(uid, node, allocated):
 
 @pytest.mark.parametrize(
     ("signature", "fragment"),
-    [(None, "no allocation signature"), ("", "no allocation signature"), ("md5:abc", "malformed"), ("ed25519:zz", "malformed"),
-     ("ed25519:" + "g" * 128, "malformed"), ("hmac-sha256:" + "0" * 64, "--accept-legacy-hmac-key")],
+    [
+        (None, "no allocation signature"),
+        ("", "no allocation signature"),
+        ("md5:abc", "malformed"),
+        ("ed25519:zz", "malformed"),
+        ("ed25519:" + "g" * 128, "malformed"),
+        ("hmac-sha256:" + "0" * 64, "--accept-legacy-hmac-key"),
+    ],
 )
 def test_missing_or_malformed(signature, fragment):
     with pytest.raises(SignatureError, match=fragment):
@@ -124,8 +130,16 @@ def test_certificate_wrapped_public_key_is_read(tmp_path):
 
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hami-allocation-signer")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(KEYS.public[0]).serial_number(1)
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)).sign(KEYS.private, None))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(KEYS.public[0])
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(KEYS.private, None)
+    )
     (tmp_path / "public-key").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     agent = SigningKeys.public_from_directory(tmp_path)
     verify(agent, sign(KEYS, "u", "n", ALLOCATED), "u", "n", ALLOCATED)
@@ -135,8 +149,16 @@ def test_certificate_wrapped_public_key_is_read(tmp_path):
     ("files", "loader", "fragment"),
     [
         ({}, "scheduler", r"cannot read the allocation signing key '.*/key'"),
-        ({"key": b"0123456789abcdef0123456789abcdef\n"}, "scheduler", r"'.*/key' is not a PEM private key \(the HMAC key of an older release\?\)"),
-        ({"key": b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n"}, "scheduler", r"'.*/key' is not a readable PEM private key"),
+        (
+            {"key": b"0123456789abcdef0123456789abcdef\n"},
+            "scheduler",
+            r"'.*/key' is not a PEM private key \(the HMAC key of an older release\?\)",
+        ),
+        (
+            {"key": b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n"},
+            "scheduler",
+            r"'.*/key' is not a readable PEM private key",
+        ),
         ({"key": "ec"}, "scheduler", r"'.*/key' holds a ECPrivateKey; the allocation signing key must be Ed25519"),
         ({}, "agent", r"cannot read the allocation public key '.*/public-key'"),
         ({"public-key": b"garbage"}, "agent", r"'.*/public-key' is neither a PEM public key nor a PEM certificate"),
@@ -149,7 +171,8 @@ def test_key_loading_errors_name_the_file(tmp_path, files, loader, fragment):
     for name, content in files.items():
         if content == "ec":
             content = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         elif content == "ok":
             content = KEYS.private_pem() if name == "key" else KEYS.public_pem()
         elif content == "other":

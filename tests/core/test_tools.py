@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+
 from hami.backendkit.tools import run_tool
 from hami.errors import BackendError
 

@@ -27,8 +27,13 @@ def _info(name: str, vendor: str) -> BackendInfo:
     low = name.lower()
     return BackendInfo(
         name=name,
-        kinds=[DeviceKind(vendor=vendor, resources=ResourceNames(count=f"{low}.com/xpu"),
-                          annotations=AnnotationKeys.hami(f"hami.io/node-{low}-register", f"hami.io/node-handshake-{low}", f"hami.io/{low}"))],
+        kinds=[
+            DeviceKind(
+                vendor=vendor,
+                resources=ResourceNames(count=f"{low}.com/xpu"),
+                annotations=AnnotationKeys.hami(f"hami.io/node-{low}-register", f"hami.io/node-handshake-{low}", f"hami.io/{low}"),
+            )
+        ],
     )
 
 
@@ -60,7 +65,10 @@ class Other:
         raise AssertionError("another backend's devices never reach this hook")
 
 
-DEVICES = [PhysicalDevice(id="acme-0", vendor="ACME", type="X1", memory=16384), PhysicalDevice(id="acme-1", vendor="ACME", type="X1", memory=16384, index=1)]
+DEVICES = [
+    PhysicalDevice(id="acme-0", vendor="ACME", type="X1", memory=16384),
+    PhysicalDevice(id="acme-1", vendor="ACME", type="X1", memory=16384, index=1),
+]
 SHARE = ContainerShare("ns", "p", "uid-1", "main", [Grant("acme-0", "ACME", 2048, 30)], {"acme.com/xpu": "1"})
 
 
@@ -73,7 +81,9 @@ def _manager(*plugins: object) -> BackendManager:
 
 def test_only_the_owner_is_asked_and_its_report_comes_back():
     report = UsageReport(
-        devices=[DeviceLoad("acme-0", memory_used=3 * GIB, memory_total=16 * GIB, utilization=0.5, power_watts=120.0, temperature_celsius=55.0)],
+        devices=[
+            DeviceLoad("acme-0", memory_used=3 * GIB, memory_total=16 * GIB, utilization=0.5, power_watts=120.0, temperature_celsius=55.0)
+        ],
         shares=[ShareLoad("acme-0", "ns", "p", "main", memory_used=GIB, memory_limit=2 * GIB, utilization=0.25, last_kernel_seconds=2.0)],
         skipped=["uid-2_main: truncated"],
     )

@@ -21,8 +21,26 @@ import hami
 CORE = Path(hami.__file__).resolve().parent
 
 BANNED = frozenset(
-    ["nvidia", "nvml", "nvlink", "cuda", "mig", "ascend", "huawei", "hccs", "npu", "vnpu",
-     "cambricon", "cnmon", "mlu", "smlu", "mlulink", "hygon", "dcu", "vdcu"]
+    [
+        "nvidia",
+        "nvml",
+        "nvlink",
+        "cuda",
+        "mig",
+        "ascend",
+        "huawei",
+        "hccs",
+        "npu",
+        "vnpu",
+        "cambricon",
+        "cnmon",
+        "mlu",
+        "smlu",
+        "mlulink",
+        "hygon",
+        "dcu",
+        "vdcu",
+    ]
 )
 """Vendor and vendor-technology words, compared with each word and each camelCase part of it."""
 BANNED_PREFIXES = ("nvidia", "nvml", "nvlink", "cuda", "ascend", "huawei", "cambricon", "hygon", "mlu", "npu", "dcu")
@@ -53,8 +71,18 @@ def vendor_words(line: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "line",
-    ['"nvidia.com/gpu"', "migProfiles", "mig_profiles", "a vNPU template", "dcucores", "NVLink pairs", "MLULink rings", "runs hy-smi",
-     "CUDA_VISIBLE", "pkg/device/nvidia/device.go and nvidia"],
+    [
+        '"nvidia.com/gpu"',
+        "migProfiles",
+        "mig_profiles",
+        "a vNPU template",
+        "dcucores",
+        "NVLink pairs",
+        "MLULink rings",
+        "runs hy-smi",
+        "CUDA_VISIBLE",
+        "pkg/device/nvidia/device.go and nvidia",
+    ],
 )
 def test_the_scan_catches_vendor_words(line: str) -> None:
     assert vendor_words(line)

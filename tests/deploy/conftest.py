@@ -27,6 +27,8 @@ def _load_tools() -> object:
 
 tools: Any = _load_tools()
 CHART, NAMESPACE, VALUE_SETS, values_file = tools.CHART, tools.NAMESPACE, tools.VALUE_SETS, tools.values_file
+
+
 @pytest.fixture(scope="session")
 def helm() -> Path:
     try:
@@ -41,8 +43,17 @@ def render(helm: Path) -> Callable[..., Rendered]:
     cache: dict[tuple[str, ...], list[dict[str, Any]]] = {}
 
     def run(value_set: str = "default", *extra: str, kube_version: str | None = None) -> Rendered:
-        args = ("template", "hami", str(CHART), "--namespace", NAMESPACE, "--kube-version", kube_version or VALUE_SETS[value_set],
-                *values_file(value_set), *extra)
+        args = (
+            "template",
+            "hami",
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--kube-version",
+            kube_version or VALUE_SETS[value_set],
+            *values_file(value_set),
+            *extra,
+        )
         if args not in cache:
             done = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr

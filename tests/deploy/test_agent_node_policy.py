@@ -24,14 +24,29 @@ def policy(render) -> dict[str, Any]:
     return policy
 
 
-def admit(policy: dict[str, Any], *, user: str = AGENT, node: str | list[str] | None = "node-a", resource: str = "pods",
-          operation: str = "UPDATE", old: dict[str, Any] | None = None, new: dict[str, Any] | None = None) -> str | None:
+def admit(
+    policy: dict[str, Any],
+    *,
+    user: str = AGENT,
+    node: str | list[str] | None = "node-a",
+    resource: str = "pods",
+    operation: str = "UPDATE",
+    old: dict[str, Any] | None = None,
+    new: dict[str, Any] | None = None,
+) -> str | None:
     """None when the write is admitted, else the denial message (as kube-apiserver would report it)."""
     env = celpy.Environment()
     extra = {} if node is None else {NODE_KEY: node if isinstance(node, list) else [node]}
-    request = {"operation": operation, "userInfo": {"username": user, "groups": ["system:serviceaccounts"], "extra": extra},
-               "resource": {"group": "", "version": "v1", "resource": resource}}
-    activation: dict[str, Any] = {"request": celpy.json_to_cel(request), "object": celpy.json_to_cel(new), "oldObject": celpy.json_to_cel(old)}
+    request = {
+        "operation": operation,
+        "userInfo": {"username": user, "groups": ["system:serviceaccounts"], "extra": extra},
+        "resource": {"group": "", "version": "v1", "resource": resource},
+    }
+    activation: dict[str, Any] = {
+        "request": celpy.json_to_cel(request),
+        "object": celpy.json_to_cel(new),
+        "oldObject": celpy.json_to_cel(old),
+    }
 
     def run(expression: str) -> Any:
         return env.program(env.compile(expression)).evaluate(activation)

@@ -11,6 +11,8 @@ import ssl
 from pathlib import Path
 
 from click.testing import CliRunner
+from kubernetes.client import AdmissionregistrationV1Api
+
 from hami.certs import (
     TLSBundle,
     certs_command,
@@ -24,13 +26,17 @@ from hami.plugin.manager import BackendManager
 from hami.scheduler.core import Scheduler
 from hami.scheduler.server import Extender, ExtenderHTTPServer
 from hami.scheduler.state import ClusterState
-from kubernetes.client import AdmissionregistrationV1Api
 
 NAMES = service_dns_names("hami-scheduler", "hami-system")
 
 
 def test_names_cover_every_way_to_reach_the_service() -> None:
-    assert NAMES == ["hami-scheduler", "hami-scheduler.hami-system", "hami-scheduler.hami-system.svc", "hami-scheduler.hami-system.svc.cluster.local"]
+    assert NAMES == [
+        "hami-scheduler",
+        "hami-scheduler.hami-system",
+        "hami-scheduler.hami-system.svc",
+        "hami-scheduler.hami-system.svc.cluster.local",
+    ]
 
 
 def test_the_extender_serves_the_certificate_and_clients_verify_it_with_the_ca(tmp_path: Path) -> None:
@@ -41,10 +47,12 @@ def test_the_extender_serves_the_certificate_and_clients_verify_it_with_the_ca(t
     extender = Extender(Scheduler(manager, ClusterState({}), None))
     with ExtenderHTTPServer(extender, tls_cert=str(tmp_path / "tls.crt"), tls_key=str(tmp_path / "tls.key")) as server:
         context = ssl.create_default_context(cadata=bundle.ca)
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname="hami-scheduler.hami-system.svc") as tls:
-                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                assert tls.recv(1024).startswith(b"HTTP/1.1 200")
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="hami-scheduler.hami-system.svc") as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert tls.recv(1024).startswith(b"HTTP/1.1 200")
         other = ssl.create_default_context(cadata=issue(NAMES).ca)  # another CA must not verify it
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
             try:
@@ -68,9 +76,20 @@ def test_renewal_reasons() -> None:
 
 def test_secret_is_kept_while_valid_and_the_ca_bundle_follows(kube_apiserver, core_v1, tmp_path: Path) -> None:
     admission = AdmissionregistrationV1Api(core_v1.api_client)
-    admission.create_mutating_webhook_configuration({"metadata": {"name": "w"}, "webhooks": [
-        {"name": f"{i}.hami.io", "admissionReviewVersions": ["v1"], "sideEffects": "None", "clientConfig": {"service": {"name": "s", "namespace": "n"}}}
-        for i in range(2)]})
+    admission.create_mutating_webhook_configuration(
+        {
+            "metadata": {"name": "w"},
+            "webhooks": [
+                {
+                    "name": f"{i}.hami.io",
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "clientConfig": {"service": {"name": "s", "namespace": "n"}},
+                }
+                for i in range(2)
+            ],
+        }
+    )
     first = ensure_secret(core_v1, "hami-system", "tls", NAMES)
     assert ensure_secret(core_v1, "hami-system", "tls", NAMES) == first  # kept
     assert patch_ca_bundle(admission, "w", first.ca) == 2
@@ -82,11 +101,31 @@ def test_secret_is_kept_while_valid_and_the_ca_bundle_follows(kube_apiserver, co
 
     kubeconfig = kube_apiserver.write_kubeconfig(tmp_path / "kc")
     out = tmp_path / "out"
-    result = CliRunner().invoke(certs_command, ["--namespace", "hami-system", "--secret", "tls", "--service", "hami-scheduler", "--extra-dns-name",
-                                                "extra.example", "--webhook-config", "w", "--kubeconfig", str(kubeconfig), "--out-dir", str(out)])
+    result = CliRunner().invoke(
+        certs_command,
+        [
+            "--namespace",
+            "hami-system",
+            "--secret",
+            "tls",
+            "--service",
+            "hami-scheduler",
+            "--extra-dns-name",
+            "extra.example",
+            "--webhook-config",
+            "w",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--out-dir",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "2 webhook(s) updated" in result.output and (out / "ca.crt").read_text() == renewed.ca
     hooks = json.loads(admission.read_mutating_webhook_configuration("w", _preload_content=False).data)["webhooks"]
     assert {base64.b64decode(h["clientConfig"]["caBundle"]).decode() for h in hooks} == {renewed.ca}
-    missing = CliRunner().invoke(certs_command, ["--namespace", "n", "--secret", "tls", "--service", "s", "--webhook-config", "nope", "--kubeconfig", str(kubeconfig)])
+    missing = CliRunner().invoke(
+        certs_command,
+        ["--namespace", "n", "--secret", "tls", "--service", "s", "--webhook-config", "nope", "--kubeconfig", str(kubeconfig)],
+    )
     assert missing.exit_code == 1 and "cannot read MutatingWebhookConfiguration 'nope'" in missing.output

@@ -14,13 +14,14 @@ import click
 import kubernetes_validate
 import pytest
 import yaml
+from hami_deploy_tools import CHART, NAMESPACE, VALUE_SETS, values_file  # type: ignore[import-not-found]  # registered by conftest
+
 from hami.certs import certs_command
 from hami.cli import cli
 from hami.node.cli import agent_command
 from hami.plugin.manager import load_backends
 from hami.settings import configure_backends, load_settings
 from hami.top import top_command
-from hami_deploy_tools import CHART, NAMESPACE, VALUE_SETS, values_file  # type: ignore[import-not-found]  # registered by conftest
 
 COMMANDS: dict[str, click.Command] = {**cli.commands, "agent": agent_command, "certs": certs_command, "top": top_command}
 CRD_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
@@ -28,8 +29,12 @@ CRD_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certifica
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_helm_lint(helm: Path, value_set: str) -> None:
-    done = subprocess.run([str(helm), "lint", str(CHART), "--namespace", NAMESPACE, "--kube-version", VALUE_SETS[value_set], *values_file(value_set)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(helm), "lint", str(CHART), "--namespace", NAMESPACE, "--kube-version", VALUE_SETS[value_set], *values_file(value_set)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[ERROR]" not in done.stdout and "[WARNING]" not in done.stdout, done.stdout
 
@@ -98,7 +103,12 @@ def test_settings_files_load_with_the_components_own_readers(render, value_set: 
     enabled = set(_env(docs.one("Deployment"), "hami-scheduler")["HAMI_BACKENDS"].split(","))
     assert set(scheduler["backends"]) == enabled
     if value_set == "all-backends":
-        assert scheduler["backends"]["nvidia"] == {"split_count": 10, "memory_scaling": 1.5, "hook_path": "/usr/local", "libvgpu_version": "v2.10.0"}
+        assert scheduler["backends"]["nvidia"] == {
+            "split_count": 10,
+            "memory_scaling": 1.5,
+            "hook_path": "/usr/local",
+            "libvgpu_version": "v2.10.0",
+        }
 
 
 def _env(workload: dict[str, Any], container: str) -> dict[str, str]:
@@ -108,7 +118,11 @@ def _env(workload: dict[str, Any], container: str) -> dict[str, str]:
 
 
 def test_backend_switches_reach_every_component_and_the_host_mounts(render) -> None:
-    for value_set, backends in (("default", {"nvidia"}), ("all-backends", {"nvidia", "ascend", "cambricon", "hygon"}), ("ha-ascend", {"ascend"})):
+    for value_set, backends in (
+        ("default", {"nvidia"}),
+        ("all-backends", {"nvidia", "ascend", "cambricon", "hygon"}),
+        ("ha-ascend", {"ascend"}),
+    ):
         docs = render(value_set)
         for workload in (*docs.find("Deployment"), *docs.find("DaemonSet")):
             spec = workload["spec"]["template"]["spec"]
@@ -122,7 +136,9 @@ def test_backend_switches_reach_every_component_and_the_host_mounts(render) -> N
         assert ("/usr/local/Ascend/driver" in host_paths) == ("ascend" in backends)
         assert "/usr/local" not in host_paths, "the hook path itself would hide the image's /usr/local"
     custom = render("default", "--set", "agent.hookPath=/opt/hami/")
-    assert "/opt/hami/vgpu" in {v["hostPath"]["path"] for v in custom.one("DaemonSet")["spec"]["template"]["spec"]["volumes"] if "hostPath" in v}
+    assert "/opt/hami/vgpu" in {
+        v["hostPath"]["path"] for v in custom.one("DaemonSet")["spec"]["template"]["spec"]["volumes"] if "hostPath" in v
+    }
     nvidia = yaml.safe_load(custom.one("ConfigMap", "hami-device-config")["data"]["config.yaml"])["backends"]["nvidia"]
     assert nvidia["hook_path"] == "/opt/hami/" and nvidia["extra_host_paths"] == ["/opt/hami/vgpu"]  # else the manager refuses the mounts
 
@@ -141,7 +157,9 @@ def test_the_webhook_reaches_the_scheduler_and_honours_the_ignore_label(render) 
         docs = render(value_set)
         (hook,) = docs.one("MutatingWebhookConfiguration")["webhooks"]
         assert hook["admissionReviewVersions"] == ["v1"] and hook["sideEffects"] == "None" and hook["failurePolicy"] == policy
-        assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"], "scope": "Namespaced"}]
+        assert hook["rules"] == [
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"], "scope": "Namespaced"}
+        ]
         # UPDATE of hami's pod annotations: only the scheduler's and the agents' service accounts (issue 19)
         deployment, daemonset = docs.one("Deployment"), docs.one("DaemonSet")
         writers = _env(deployment, "hami-scheduler")["HAMI_SYSTEM_WRITERS"].split(",")
@@ -202,10 +220,14 @@ def test_signing_key_is_generated_or_taken_from_an_existing_secret(render) -> No
         scheduler, agent = SigningKeys.from_directory(scheduler_dir), SigningKeys.public_from_directory(agent_dir)
         verify(agent, sign(scheduler, "uid", "node", {"a-devices-allocated": "x"}), "uid", "node", {"a-devices-allocated": "x"})
     deployment, daemonset = docs.one("Deployment"), docs.one("DaemonSet")
-    assert {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}["signing-key"]["secret"]["secretName"] == "hami-signing-key"
+    assert {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}["signing-key"]["secret"][
+        "secretName"
+    ] == "hami-signing-key"
     agent_volumes = daemonset["spec"]["template"]["spec"]["volumes"]
     assert {v["name"]: v for v in agent_volumes}["signing-key"] == {"name": "signing-key", "configMap": {"name": "hami-signing-public-key"}}
-    assert not any(v.get("secret", {}).get("secretName", "").startswith("hami-signing") for v in agent_volumes)  # no Secret with the private key
+    assert not any(
+        v.get("secret", {}).get("secretName", "").startswith("hami-signing") for v in agent_volumes
+    )  # no Secret with the private key
     assert not any("legacy" in arg for _, c in docs.containers() for arg in c.get("command", []))  # nothing to migrate on a fresh install
     docs = render("ha-ascend")
     assert not docs.find("Secret") and not docs.find("ConfigMap", "my-signing-public-key")
@@ -216,7 +238,9 @@ def test_signing_key_is_generated_or_taken_from_an_existing_secret(render) -> No
 
 
 def test_an_existing_secret_needs_the_public_key_configmap(helm) -> None:
-    done = subprocess.run([str(helm), "template", "hami", str(CHART), "--set", "signing.existingSecret=mine"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(helm), "template", "hami", str(CHART), "--set", "signing.existingSecret=mine"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode != 0 and "signing.existingSecret needs signing.existingPublicKeyConfigMap" in done.stderr
 
 
@@ -242,7 +266,10 @@ def test_optional_monitoring_objects(render) -> None:
     assert scheduler["spec"]["endpoints"][0]["port"] == "https"
     assert monitors["hami-agent"]["spec"]["endpoints"][0]["port"] == "metrics"
     dashboard = docs.one("ConfigMap", "hami-dashboard")
-    assert '"hami_gpu_memory_allocated_bytes' in dashboard["data"]["hami.json"] or "hami_gpu_memory_allocated_bytes" in dashboard["data"]["hami.json"]
+    assert (
+        '"hami_gpu_memory_allocated_bytes' in dashboard["data"]["hami.json"]
+        or "hami_gpu_memory_allocated_bytes" in dashboard["data"]["hami.json"]
+    )
 
 
 def test_a_simulated_inventory_reaches_the_agent(render) -> None:
@@ -276,8 +303,12 @@ def test_kube_scheduler_reaches_the_extender_on_loopback_only(render) -> None:
 
 
 def test_the_extender_port_must_differ_from_the_webhook_port(helm: Path) -> None:
-    done = subprocess.run([str(helm), "template", "hami", str(CHART), "--namespace", NAMESPACE, "--set", "scheduler.extenderPort=8443"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(helm), "template", "hami", str(CHART), "--namespace", NAMESPACE, "--set", "scheduler.extenderPort=8443"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and "scheduler.extenderPort (8443) must differ from scheduler.port" in done.stderr
 
 

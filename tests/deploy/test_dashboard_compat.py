@@ -145,7 +145,7 @@ def selectors(expr: str, variables: dict[str, str] | None = None) -> list[Select
             if rest.startswith("{"):
                 start = text.index("{", i)
                 end = _braces(text, start)
-                matchers, i = _matchers(text[start + 1:end - 1], expr), end
+                matchers, i = _matchers(text[start + 1 : end - 1], expr), end
             out.append(Selector(name, matchers))
         else:
             raise SelectorError(f"PromQL {expr!r}: unexpected {c!r} at {i}")
@@ -198,7 +198,8 @@ def dashboard_queries(dashboard: dict) -> list[DashboardQuery]:
 # --------------------------------------------------------------------------- parser properties
 
 _names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,12}", fullmatch=True).filter(
-    lambda n: n not in _KEYWORDS | _AGGREGATIONS and n.lower() not in ("inf", "nan"))
+    lambda n: n not in _KEYWORDS | _AGGREGATIONS and n.lower() not in ("inf", "nan")
+)
 _values = st.text(st.characters(codec="ascii", exclude_characters='"\\\n$'), max_size=8)
 _matcher = st.builds(Matcher, _names, st.sampled_from(["=", "!=", "=~", "!~"]), _values)
 _selector = st.builds(Selector, _names, st.lists(_matcher, max_size=3).map(tuple))
@@ -208,8 +209,11 @@ def _render(s: Selector) -> str:
     return s.metric + ("{" + ", ".join(f'{m.label}{m.op}"{m.value}"' for m in s.matchers) + "}" if s.matchers else "")
 
 
-@given(st.lists(_selector, min_size=1, max_size=4), st.sampled_from([" + ", " and on (device_uuid) ", " / ", " or "]),
-       st.sampled_from(["{}", "sum by (node) ({})", "100 * {}", "topk(10, {})", "rate({}[5m])"]))
+@given(
+    st.lists(_selector, min_size=1, max_size=4),
+    st.sampled_from([" + ", " and on (device_uuid) ", " / ", " or "]),
+    st.sampled_from(["{}", "sum by (node) ({})", "100 * {}", "topk(10, {})", "rate({}[5m])"]),
+)
 def test_selectors_are_read_back_from_expressions(parsed, operator, wrapper):
     expr = operator.join(wrapper.format(_render(s)) for s in parsed)
     assert selectors(expr) == parsed
@@ -250,8 +254,12 @@ def _scrape(url: str) -> Series:
     return [(s.name, dict(s.labels), s.value) for family in families for s in family.samples]
 
 
-QUOTA = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpu-quota", "namespace": "default"},
-         "spec": {"hard": {"limits.nvidia.com/gpumem": "200000", "limits.nvidia.com/gpucores": "800"}}}
+QUOTA = {
+    "apiVersion": "v1",
+    "kind": "ResourceQuota",
+    "metadata": {"name": "gpu-quota", "namespace": "default"},
+    "spec": {"hard": {"limits.nvidia.com/gpumem": "200000", "limits.nvidia.com/gpucores": "800"}},
+}
 
 MEASURED: set[str] = set()
 """Upstream's vGPU monitor measures the host and container usage series (NVML, HAMi-core's shared
@@ -346,8 +354,11 @@ def test_upstream_metric_names_carry_upstream_labels_and_zone(scraped):
 def test_quota_used_and_limit_follow_the_namespace_grants(scraped):
     """Upstream: cmd/scheduler/metrics.go collectQuotaMetrics, pkg/device/quota.go (used = granted MiB
     and percent cores per device, limit = limits.<resource> of the namespace's quota)."""
-    quota = {(n, labels["namespace"], labels["quota_name"]): (labels.get("limit"), v)
-             for n, labels, v in scraped if n.startswith("hami_resource_quota_")}
+    quota = {
+        (n, labels["namespace"], labels["quota_name"]): (labels.get("limit"), v)
+        for n, labels, v in scraped
+        if n.startswith("hami_resource_quota_")
+    }
     granted = {"nvidia.com/gpumem": 0.0, "nvidia.com/gpucores": 0.0}
     for name, labels, value in scraped:
         if name == "hami_vgpu_memory_allocated_bytes" and labels["namespace"] == "default" and labels["device_uuid"].startswith("NVIDIA"):

@@ -19,7 +19,7 @@ DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 
 def _default_backends() -> list[str]:
     match = re.search(r'^ARG BACKENDS="([^"]*)"', DOCKERFILE.read_text(), re.M)
-    assert match, "ARG BACKENDS=\"…\" with a default"
+    assert match, 'ARG BACKENDS="…" with a default'
     return shlex.split(match.group(1))
 
 
@@ -54,8 +54,9 @@ def test_hadolint_finds_nothing() -> None:
 def test_hadolint_would_flag_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM debian\nRUN apt-get install curl\n")
-    done = subprocess.run([str(Path(sys.executable).parent / "hadolint"), "--no-color", str(bad)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "hadolint"), "--no-color", str(bad)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode != 0 and "DL3006" in done.stdout  # untagged base image
 
 
@@ -71,4 +72,5 @@ def test_the_extra_it_installs_is_declared_or_its_package_a_dependency() -> None
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project.get("optional-dependencies", {})
     assert "certs" in extras or any(d.startswith("cryptography") for d in project["dependencies"]), (
-        "the image installs '.[certs]' for `hami certs`: declare the extra (cryptography) in pyproject.toml")
+        "the image installs '.[certs]' for `hami certs`: declare the extra (cryptography) in pyproject.toml"
+    )

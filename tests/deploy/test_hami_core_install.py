@@ -64,8 +64,12 @@ def test_the_init_container_is_pinned_mounts_the_hook_dir_and_can_be_turned_off(
 def test_a_bad_version_suffix_is_refused(helm) -> None:
     from hami_deploy_tools import CHART, NAMESPACE  # type: ignore[import-not-found]
 
-    done = subprocess.run([str(helm), "template", "hami", str(CHART), "--namespace", NAMESPACE, "--set", "agent.hamiCore.libvgpuVersion=../x"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(helm), "template", "hami", str(CHART), "--namespace", NAMESPACE, "--set", "agent.hamiCore.libvgpuVersion=../x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and "libvgpuVersion" in done.stderr
 
 

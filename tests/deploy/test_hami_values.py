@@ -21,8 +21,12 @@ KUBE = "1.31.4"
 
 def _fail(helm: Path, *args: str) -> str:
     """helm template with ``args`` must fail; its message."""
-    done = subprocess.run([str(helm), "template", "hami", str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE, *args],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(helm), "template", "hami", str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0, f"rendered although it should fail: {args}"
     return done.stderr
 
@@ -49,9 +53,16 @@ def test_kube_scheduler_tag_from_hamis_keys(render, helm: Path) -> None:
     assert _containers(old, "Deployment")["kube-scheduler"]["image"] == "registry.k8s.io/kube-scheduler:v1.28.0"
     # hack/deploy-helm.sh at v2.10.0: --set scheduler.kubeScheduler.image.registry/.repository/.tag (rendered
     # "map[tag:…]:v1.31.4" before; templates/_helpers.tpl "resolvedKubeSchedulerTag")
-    new = render("default", "--set", "scheduler.kubeScheduler.image.registry=registry.k8s.io", "--set",
-                 "scheduler.kubeScheduler.image.repository=kube-scheduler", "--set", "scheduler.kubeScheduler.image.tag=v1.29.1",
-                 kube_version=KUBE)
+    new = render(
+        "default",
+        "--set",
+        "scheduler.kubeScheduler.image.registry=registry.k8s.io",
+        "--set",
+        "scheduler.kubeScheduler.image.repository=kube-scheduler",
+        "--set",
+        "scheduler.kubeScheduler.image.tag=v1.29.1",
+        kube_version=KUBE,
+    )
     assert _containers(new, "Deployment")["kube-scheduler"]["image"] == "registry.k8s.io/kube-scheduler:v1.29.1"
     # our older string form keeps working
     string = render("default", "--set", "scheduler.kubeScheduler.image=mirror.example/k8s/kube-scheduler", kube_version=KUBE)
@@ -63,17 +74,40 @@ def test_kube_scheduler_tag_from_hamis_keys(render, helm: Path) -> None:
 def test_global_registry_and_tags_reach_every_image(render, helm: Path) -> None:
     # templates/_commons.tpl "common.images.image": global.imageRegistry replaces every image's registry;
     # _helpers.tpl "hami.imageTagOrGlobal": a component's tag wins over global.imageTag
-    docs = render("default", "--set", "global.imageRegistry=mirror.example:5000", "--set", "global.imageTag=0.1.0-rc1",
-                  "--set", "global.imagePullSecrets[0]=regcred", kube_version=KUBE)
+    docs = render(
+        "default",
+        "--set",
+        "global.imageRegistry=mirror.example:5000",
+        "--set",
+        "global.imageTag=0.1.0-rc1",
+        "--set",
+        "global.imagePullSecrets[0]=regcred",
+        kube_version=KUBE,
+    )
     images = {c["image"] for _, c in docs.containers()}
-    assert images == {"mirror.example:5000/project-hami/hami-py:0.1.0-rc1", f"mirror.example:5000/kube-scheduler:v{KUBE}",
-                      "mirror.example:5000/projecthami/hami:v2.10.0"}  # HAMi-core's image keeps its pinned tag
+    assert images == {
+        "mirror.example:5000/project-hami/hami-py:0.1.0-rc1",
+        f"mirror.example:5000/kube-scheduler:v{KUBE}",
+        "mirror.example:5000/projecthami/hami:v2.10.0",
+    }  # HAMi-core's image keeps its pinned tag
     for workload in (docs.one("Deployment"), docs.one("DaemonSet"), *docs.find("Job")):
         assert workload["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     # hack/deploy-helm.sh at v2.10.0 empties the per-image registries and sets the tags
-    tagged = render("default", "--set", "scheduler.extender.image.registry=", "--set", "scheduler.extender.image.tag=0.2.0",
-                    "--set", "devicePlugin.image.tag=0.2.0", "--set", "global.imageTag=0.1.0", kube_version=KUBE)
-    assert {c["image"] for _, c in tagged.containers() if c["name"] not in ("kube-scheduler", "hami-core")} == {"ghcr.io/project-hami/hami-py:0.2.0"}
+    tagged = render(
+        "default",
+        "--set",
+        "scheduler.extender.image.registry=",
+        "--set",
+        "scheduler.extender.image.tag=0.2.0",
+        "--set",
+        "devicePlugin.image.tag=0.2.0",
+        "--set",
+        "global.imageTag=0.1.0",
+        kube_version=KUBE,
+    )
+    assert {c["image"] for _, c in tagged.containers() if c["name"] not in ("kube-scheduler", "hami-core")} == {
+        "ghcr.io/project-hami/hami-py:0.2.0"
+    }
     message = _fail(helm, "--set", "scheduler.extender.image.tag=0.2.0", "--set", "devicePlugin.image.tag=0.3.0")
     assert "devicePlugin.image.tag=0.3.0" in message and "scheduler.extender.image.tag=0.2.0" in message
     message = _fail(helm, "--set", "devicePlugin.image.repository=myorg/hami")  # HAMi's default (projecthami/hami) passes
@@ -83,9 +117,20 @@ def test_global_registry_and_tags_reach_every_image(render, helm: Path) -> None:
 def test_device_plugin_split_and_scaling_reach_the_nvidia_backend(render, helm: Path, tmp_path: Path) -> None:
     # docs/config.md at v2.9.0: helm install hami hami-charts/hami --set devicePlugin.deviceMemoryScaling=5 ...;
     # templates/scheduler/device-configmap.yaml puts them (and devices.nvidia.gpuCorePolicy) in the nvidia section
-    docs = render("default", "--set", "devicePlugin.deviceSplitCount=5", "--set", "devicePlugin.deviceMemoryScaling=1.5",
-                  "--set", "devicePlugin.deviceCoreScaling=2", "--set", "devices.nvidia.gpuCorePolicy=force",
-                  "--set", "devicePlugin.deviceListStrategy=cdi-annotations", kube_version=KUBE)
+    docs = render(
+        "default",
+        "--set",
+        "devicePlugin.deviceSplitCount=5",
+        "--set",
+        "devicePlugin.deviceMemoryScaling=1.5",
+        "--set",
+        "devicePlugin.deviceCoreScaling=2",
+        "--set",
+        "devices.nvidia.gpuCorePolicy=force",
+        "--set",
+        "devicePlugin.deviceListStrategy=cdi-annotations",
+        kube_version=KUBE,
+    )
     for configmap in ("hami-device-config", "hami-scheduler-config"):
         nvidia = _nvidia(docs, configmap)
         assert (nvidia["split_count"], nvidia["memory_scaling"], nvidia["core_scaling"]) == (5, 1.5, 2)
@@ -100,8 +145,14 @@ def test_device_plugin_split_and_scaling_reach_the_nvidia_backend(render, helm: 
 def test_default_scheduler_policies(render) -> None:
     # docs/scheduling-policy.md at v2.9.0: --set scheduler.defaultSchedulerPolicy.nodeSchedulerPolicy=binpack
     # --set scheduler.defaultSchedulerPolicy.gpuSchedulerPolicy=spread (templates/scheduler/deployment.yaml flags)
-    docs = render("default", "--set", "scheduler.defaultSchedulerPolicy.nodeSchedulerPolicy=spread",
-                  "--set", "scheduler.defaultSchedulerPolicy.gpuSchedulerPolicy=topology-aware", kube_version=KUBE)
+    docs = render(
+        "default",
+        "--set",
+        "scheduler.defaultSchedulerPolicy.nodeSchedulerPolicy=spread",
+        "--set",
+        "scheduler.defaultSchedulerPolicy.gpuSchedulerPolicy=topology-aware",
+        kube_version=KUBE,
+    )
     command = _containers(docs, "Deployment")["hami-scheduler"]["command"]
     assert "--node-policy=spread" in command and "--device-policy=topology-aware" in command
 
@@ -109,10 +160,24 @@ def test_default_scheduler_policies(render) -> None:
 def test_resource_names_reach_the_backend_config(render) -> None:
     # values.yaml resourceName/resourceMem/resourceCores/resourcePriority → device-configmap.yaml
     # nvidia.resourceCountName & co. (HAMi issues #1708, #2076: beside the NVIDIA device plugin)
-    docs = render("default", "--set", "resourceName=hami.io/vgpu", "--set", "resourceMem=hami.io/vgpu-memory",
-                  "--set", "resourceCores=hami.io/vgpu-cores", "--set", "resourcePriority=hami.io/vgpu-priority", kube_version=KUBE)
-    assert _nvidia(docs)["resource_names"] == {"count": "hami.io/vgpu", "memory": "hami.io/vgpu-memory",
-                                               "cores": "hami.io/vgpu-cores", "priority": "hami.io/vgpu-priority"}
+    docs = render(
+        "default",
+        "--set",
+        "resourceName=hami.io/vgpu",
+        "--set",
+        "resourceMem=hami.io/vgpu-memory",
+        "--set",
+        "resourceCores=hami.io/vgpu-cores",
+        "--set",
+        "resourcePriority=hami.io/vgpu-priority",
+        kube_version=KUBE,
+    )
+    assert _nvidia(docs)["resource_names"] == {
+        "count": "hami.io/vgpu",
+        "memory": "hami.io/vgpu-memory",
+        "cores": "hami.io/vgpu-cores",
+        "priority": "hami.io/vgpu-priority",
+    }
     assert "resource_names" not in _nvidia(render("default", kube_version=KUBE))
 
 
@@ -122,24 +187,44 @@ def test_node_selectors_place_the_agent(render) -> None:
     pod = docs.one("DaemonSet")["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "on"} and "affinity" not in pod
     # one agent for HAMi's two DaemonSets (daemonsetnvidia.yaml and the ascend one): either label places it
-    both = render("default", "--set", "devicePlugin.nvidiaNodeSelector.gpu=on", "--set", "devices.ascend.enabled=true",
-                  "--set", "devices.ascend.nodeSelector.ascend=on", kube_version=KUBE)
+    both = render(
+        "default",
+        "--set",
+        "devicePlugin.nvidiaNodeSelector.gpu=on",
+        "--set",
+        "devices.ascend.enabled=true",
+        "--set",
+        "devices.ascend.nodeSelector.ascend=on",
+        kube_version=KUBE,
+    )
     pod = both.one("DaemonSet")["spec"]["template"]["spec"]
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms == [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["on"]}]},
-                     {"matchExpressions": [{"key": "ascend", "operator": "In", "values": ["on"]}]}]
+    assert terms == [
+        {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["on"]}]},
+        {"matchExpressions": [{"key": "ascend", "operator": "In", "values": ["on"]}]},
+    ]
     assert "nodeSelector" not in pod
     _validate(both)
 
 
 def test_admission_webhook_keys(render, helm: Path) -> None:
     # docs/config.md at v2.9.0, "Webhook Selector Configs"; templates/scheduler/webhook.yaml
-    docs = render("default", "--set", "scheduler.admissionWebhook.namespaceSelector.matchLabels.team=ml",
-                  "--set", "scheduler.admissionWebhook.objectSelector.matchExpressions[0].key=hami.io/enable",
-                  "--set", "scheduler.admissionWebhook.objectSelector.matchExpressions[0].operator=Exists",
-                  "--set", "scheduler.admissionWebhook.whitelistNamespaces[0]=istio-system",
-                  "--set", "scheduler.admissionWebhook.failurePolicy=Ignore",
-                  "--set", "scheduler.admissionWebhook.reinvocationPolicy=IfNeeded", kube_version=KUBE)
+    docs = render(
+        "default",
+        "--set",
+        "scheduler.admissionWebhook.namespaceSelector.matchLabels.team=ml",
+        "--set",
+        "scheduler.admissionWebhook.objectSelector.matchExpressions[0].key=hami.io/enable",
+        "--set",
+        "scheduler.admissionWebhook.objectSelector.matchExpressions[0].operator=Exists",
+        "--set",
+        "scheduler.admissionWebhook.whitelistNamespaces[0]=istio-system",
+        "--set",
+        "scheduler.admissionWebhook.failurePolicy=Ignore",
+        "--set",
+        "scheduler.admissionWebhook.reinvocationPolicy=IfNeeded",
+        kube_version=KUBE,
+    )
     (hook,) = docs.one("MutatingWebhookConfiguration")["webhooks"]
     assert hook["failurePolicy"] == "Ignore" and hook["reinvocationPolicy"] == "IfNeeded"
     assert hook["namespaceSelector"]["matchLabels"] == {"team": "ml"}

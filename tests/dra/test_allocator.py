@@ -28,8 +28,9 @@ def _setup(*devices: NodeDevice) -> tuple[Allocator, list[Any]]:
     return Allocator(classes), node_devices(build_slices(Discovery(devices), "n"), "n")
 
 
-def _claim(*, klass: str = "acme.hami.io", count: int = 1, capacity: dict[str, str] | None = None, cel: str | None = None,
-           mode: str | None = None) -> dict[str, Any]:
+def _claim(
+    *, klass: str = "acme.hami.io", count: int = 1, capacity: dict[str, str] | None = None, cel: str | None = None, mode: str | None = None
+) -> dict[str, Any]:
     exact: dict[str, Any] = {"deviceClassName": klass, "count": count}
     if capacity:
         exact["capacity"] = {"requests": capacity}
@@ -37,8 +38,12 @@ def _claim(*, klass: str = "acme.hami.io", count: int = 1, capacity: dict[str, s
         exact["selectors"] = [{"cel": {"expression": cel}}]
     if mode:
         exact = {"deviceClassName": klass, "allocationMode": mode}
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "c", "namespace": "default"},
-            "spec": {"devices": {"requests": [{"name": "r", "exactly": exact}]}}}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "c", "namespace": "default"},
+        "spec": {"devices": {"requests": [{"name": "r", "exactly": exact}]}},
+    }
 
 
 def test_share_consumes_what_it_asks_and_validates_strictly() -> None:
@@ -98,8 +103,9 @@ def test_cel_selectors_of_class_and_claim() -> None:
     assert other["devices"]["results"][0]["device"].startswith("other-0-")
     every = allocator.allocate(_claim(klass="hami.io", mode="All"), "n", devices, Usage())
     assert len(every["devices"]["results"]) == 3
-    by_attribute = allocator.allocate(_claim(cel='device.attributes["hami.io"].index == 1 && device.allowMultipleAllocations'), "n",
-                                      devices, Usage())
+    by_attribute = allocator.allocate(
+        _claim(cel='device.attributes["hami.io"].index == 1 && device.allowMultipleAllocations'), "n", devices, Usage()
+    )
     assert by_attribute["devices"]["results"][0]["device"].startswith("acme-1-")
 
 

@@ -37,8 +37,12 @@ def helm() -> tuple[Any, Path]:
 
 def _render(helm: tuple[Any, Path], version: str, *extra: str) -> subprocess.CompletedProcess[str]:
     tools, binary = helm
-    return subprocess.run([str(binary), "template", "hami", str(tools.CHART), "--namespace", tools.NAMESPACE, "--kube-version", version,
-                           *extra], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(binary), "template", "hami", str(tools.CHART), "--namespace", tools.NAMESPACE, "--kube-version", version, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _classes(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -57,6 +61,7 @@ def test_enabled_classes_are_hami_dra_classes(helm: tuple[Any, Path]) -> None:
     assert set(vendors) <= known, f"dra.vendors names unknown vendor keys: {sorted(set(vendors) - known)}"
     rendered = _classes(_render(helm, "1.34.1", "--set", "dra.enabled=true"))
     expected = device_classes(vendors)
+
     def pairs(classes: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         return sorted((c["metadata"]["name"], c["spec"]) for c in classes)
 
@@ -110,8 +115,9 @@ def test_driver_daemonset_validates_and_its_command_line_parses(helm: tuple[Any,
     assert not any(a.startswith("--config") for a in alone["spec"]["template"]["spec"]["containers"][0]["command"])
 
 
-def test_driver_rbac_is_exactly_what_the_driver_uses(helm: tuple[Any, Path], kube_apiserver: Any, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_driver_rbac_is_exactly_what_the_driver_uses(
+    helm: tuple[Any, Path], kube_apiserver: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Run the driver with its own token against the in-memory API server (publish, republish on a
     health change, prepare a claim, stop) and compare the recorded requests with the ClusterRole."""
     import shutil
@@ -137,15 +143,32 @@ def test_driver_rbac_is_exactly_what_the_driver_uses(helm: tuple[Any, Path], kub
     monkeypatch.setenv("HAMI_INVENTORY", str(Path(__file__).resolve().parents[2] / "deploy" / "examples" / "nodes.yaml"))
     log = kube_apiserver.request_log = RequestLog()
     sockets = Path(tempfile.mkdtemp(prefix="dra", dir="/tmp"))
-    driver = DraDriver(load_backends(), "gpu-a100", api_client(str(config)), registry_dir=sockets / "r", plugin_dir=sockets / "p",
-                       cdi_dir=tmp_path / "cdi", state_root=tmp_path / "state", interval=3600).start()
+    driver = DraDriver(
+        load_backends(),
+        "gpu-a100",
+        api_client(str(config)),
+        registry_dir=sockets / "r",
+        plugin_dir=sockets / "p",
+        cdi_dir=tmp_path / "cdi",
+        state_root=tmp_path / "state",
+        interval=3600,
+    ).start()
     try:
         monkeypatch.setattr(driver_module, "current_health", lambda manager, discovery: {discovery.devices[0].id: False})
         assert driver.refresh()
         custom = kubernetes.client.CustomObjectsApi(admin)
-        claim = custom.create_namespaced_custom_object("resource.k8s.io", "v1", "default", "resourceclaims", {
-            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "c"},
-            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "nvidia.hami.io"}}]}}})
+        claim = custom.create_namespaced_custom_object(
+            "resource.k8s.io",
+            "v1",
+            "default",
+            "resourceclaims",
+            {
+                "apiVersion": "resource.k8s.io/v1",
+                "kind": "ResourceClaim",
+                "metadata": {"name": "c"},
+                "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "nvidia.hami.io"}}]}},
+            },
+        )
         from hami.dra.slices import device_name
 
         result = {"request": "gpu", "driver": "hami.io", "pool": "gpu-a100", "device": device_name(driver.discovery.devices[1])}

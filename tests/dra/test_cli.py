@@ -25,8 +25,13 @@ def _env() -> dict[str, str]:
 
 
 def test_slices_prints_the_nodes_pool(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "hami.cli", "dra", "slices", "--node-name", "mlu-370", "--state-dir", str(tmp_path)],
-                          capture_output=True, text=True, env=_env(), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "hami.cli", "dra", "slices", "--node-name", "mlu-370", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     (slice_,) = json.loads(done.stdout)
     assert slice_["spec"]["pool"]["name"] == "mlu-370" and len(slice_["spec"]["devices"]) == 4
@@ -58,9 +63,25 @@ def test_serve_publishes_then_cleans_up_on_sigterm(kube_apiserver: Any, kube_cli
     def slices() -> list[Any]:
         return list(api.list_cluster_custom_object("resource.k8s.io", "v1", "resourceslices")["items"])
 
-    args = [sys.executable, "-m", "hami.cli", "dra", "serve", "--node-name", "dcu-z100", "--kubeconfig", str(kubeconfig),
-            "--registry-dir", str(sockets / "r"), "--plugin-dir", str(sockets / "p"), "--cdi-dir", str(tmp_path / "cdi"),
-            "--state-dir", str(tmp_path / "state")]
+    args = [
+        sys.executable,
+        "-m",
+        "hami.cli",
+        "dra",
+        "serve",
+        "--node-name",
+        "dcu-z100",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--registry-dir",
+        str(sockets / "r"),
+        "--plugin-dir",
+        str(sockets / "p"),
+        "--cdi-dir",
+        str(tmp_path / "cdi"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
     proc = subprocess.Popen(args, env=_env(), stderr=subprocess.PIPE, text=True)
     try:
         _wait(lambda: (sockets / "r" / "hami.io-reg.sock").exists() and slices(), "the slice and the registration socket", proc)

@@ -41,8 +41,16 @@ def short_dir() -> Iterator[Path]:
 def driver(kube_apiserver: Any, kube_client: Any, short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DraDriver]:
     monkeypatch.setenv("HAMI_INVENTORY", str(EXAMPLES / "nodes.yaml"))
     kubernetes.client.CoreV1Api(kube_client).create_node({"metadata": {"name": NODE}})
-    drv = DraDriver(load_backends(), NODE, kube_client, registry_dir=short_dir / "reg", plugin_dir=short_dir / "plugin",
-                    cdi_dir=short_dir / "cdi", state_root=short_dir / "state", interval=3600).start()
+    drv = DraDriver(
+        load_backends(),
+        NODE,
+        kube_client,
+        registry_dir=short_dir / "reg",
+        plugin_dir=short_dir / "plugin",
+        cdi_dir=short_dir / "cdi",
+        state_root=short_dir / "state",
+        interval=3600,
+    ).start()
     yield drv
     drv.stop()
 
@@ -80,10 +88,18 @@ def test_registration_over_the_socket(driver: DraDriver) -> None:
 
 def _allocated_claim(client: Any, driver: DraDriver, *, memory: str | None, cores: str | None, index: int = 0) -> dict[str, Any]:
     api = kubernetes.client.CustomObjectsApi(client)
-    claim = api.create_namespaced_custom_object("resource.k8s.io", "v1", "default", "resourceclaims", {
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": f"share-{index}"},
-        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "nvidia.hami.io"}}]}},
-    })
+    claim = api.create_namespaced_custom_object(
+        "resource.k8s.io",
+        "v1",
+        "default",
+        "resourceclaims",
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": f"share-{index}"},
+            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "nvidia.hami.io"}}]}},
+        },
+    )
     node_device = next(d for d in driver.discovery.devices if d.physical.index == index)
     result: dict[str, Any] = {"request": "gpu", "driver": DRIVER, "pool": NODE, "device": device_name(node_device)}
     if memory is not None:
@@ -129,10 +145,18 @@ def test_prepare_writes_cdi_spec_and_unprepare_removes_it(driver: DraDriver, kub
 
 def test_claim_not_allocated_is_that_claims_error(driver: DraDriver, kube_client: Any) -> None:
     api = kubernetes.client.CustomObjectsApi(kube_client)
-    claim = api.create_namespaced_custom_object("resource.k8s.io", "v1", "default", "resourceclaims", {
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "pending"},
-        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "nvidia.hami.io"}}]}},
-    })
+    claim = api.create_namespaced_custom_object(
+        "resource.k8s.io",
+        "v1",
+        "default",
+        "resourceclaims",
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": "pending"},
+            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "nvidia.hami.io"}}]}},
+        },
+    )
     response = _prepare(driver, claim)
     assert "is not allocated" in response.error and not response.devices
 

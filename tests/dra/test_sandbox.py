@@ -48,12 +48,18 @@ def test_watcher_refuses_a_plugin_without_the_v1_service(short_dir: Path, monkey
 
 
 def test_prepare_needs_a_registered_driver_and_a_reserved_claim() -> None:
-    claim = {"metadata": {"name": "c", "namespace": "default", "uid": "cu"},
-             "status": {"allocation": {"devices": {"results": [{"request": "r", "driver": DRIVER, "pool": "n", "device": "d"}]}},
-                        "reservedFor": [{"resource": "pods", "name": "p", "uid": "pu"}]}}
+    claim = {
+        "metadata": {"name": "c", "namespace": "default", "uid": "cu"},
+        "status": {
+            "allocation": {"devices": {"results": [{"request": "r", "driver": DRIVER, "pool": "n", "device": "d"}]}},
+            "reservedFor": [{"resource": "pods", "name": "p", "uid": "pu"}],
+        },
+    }
     kubelet = FakeDraKubelet("/nonexistent", lambda ns, name: claim)
-    pod = {"metadata": {"name": "p", "namespace": "default", "uid": "pu"},
-           "spec": {"resourceClaims": [{"name": "x", "resourceClaimName": "c"}], "containers": [{"name": "a"}]}}
+    pod = {
+        "metadata": {"name": "p", "namespace": "default", "uid": "pu"},
+        "spec": {"resourceClaims": [{"name": "x", "resourceClaimName": "c"}], "containers": [{"name": "a"}]},
+    }
     with pytest.raises(PrepareError, match=f"DRA driver {DRIVER} is not registered"):
         kubelet.prepare(pod)
     with pytest.raises(PrepareError, match="not reserved for pod q"):

@@ -11,6 +11,8 @@ import os
 
 import pytest
 import yaml
+from kubernetes import client
+
 from hami import hookimpl
 from hami.backendkit.standard import StandardBackend
 from hami.fakes.kubelet import FakeKubelet
@@ -26,7 +28,6 @@ from hami.plugin.model import (
     ResourceNames,
 )
 from hami.wire.codec import decode_node_devices, encode_node_devices
-from kubernetes import client
 
 NODE = "npu-node"
 KIND = DeviceKind(
@@ -48,7 +49,9 @@ class AcmeBackend(StandardBackend):
 @pytest.fixture
 def manager(hami_manager, register_backend, tmp_path):
     inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "ACME", "type": "ACME X1", "memory": 16384, "count": 2}]}]}))
+    inventory.write_text(
+        yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "ACME", "type": "ACME X1", "memory": 16384, "count": 2}]}]})
+    )
     backend = AcmeBackend(BackendInfo(name="acme", kinds=[KIND], host_paths=["/dev"]))
     register_backend(backend, config={"inventory": str(inventory), "split_count": 2})
     return hami_manager
@@ -70,23 +73,35 @@ def test_device_to_container(manager, core_v1, kubelet_dir):
             edits = manager.container_edits(grants, {}, {"name": "main"})
             return api_pb2.ContainerAllocateResponse(
                 envs=dict(edits.env),
-                devices=[api_pb2.DeviceSpec(container_path=d.container_path, host_path=d.host_path, permissions=d.permissions) for d in edits.devices],
+                devices=[
+                    api_pb2.DeviceSpec(container_path=d.container_path, host_path=d.host_path, permissions=d.permissions)
+                    for d in edits.devices
+                ],
             )
 
         plugin = SamplePlugin(os.path.join(kubelet_dir, "acme.sock"), slots, allocate=allocate).start()
         try:
             plugin.register(kubelet.socket_path, KIND.resources.count)
             kubelet.wait_devices(KIND.resources.count, len(slots))
-            kubelet.wait_for(lambda: core_v1.read_node(NODE).status.allocatable.get(KIND.resources.count) == "4", what="allocatable mirrored")
+            kubelet.wait_for(
+                lambda: core_v1.read_node(NODE).status.allocatable.get(KIND.resources.count) == "4", what="allocatable mirrored"
+            )
 
             # pod side: created and bound through the real client, admitted by kubelet
             pod = client.V1Pod(
                 metadata=client.V1ObjectMeta(name="trainer", namespace="default"),
-                spec=client.V1PodSpec(containers=[client.V1Container(
-                    name="main", image="busybox", resources=client.V1ResourceRequirements(limits={KIND.resources.count: "2"}))]),
+                spec=client.V1PodSpec(
+                    containers=[
+                        client.V1Container(
+                            name="main", image="busybox", resources=client.V1ResourceRequirements(limits={KIND.resources.count: "2"})
+                        )
+                    ]
+                ),
             )
             core_v1.create_namespaced_pod("default", pod)
-            binding = client.V1Binding(metadata=client.V1ObjectMeta(name="trainer"), target=client.V1ObjectReference(kind="Node", name=NODE))
+            binding = client.V1Binding(
+                metadata=client.V1ObjectMeta(name="trainer"), target=client.V1ObjectReference(kind="Node", name=NODE)
+            )
             core_v1.create_namespaced_pod_binding("trainer", "default", binding, _preload_content=False)
             bound = core_v1.read_namespaced_pod("trainer", "default")
             assert bound.spec.node_name == NODE

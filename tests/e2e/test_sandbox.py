@@ -50,10 +50,20 @@ def test_every_example_reaches_the_phase_it_expects(outcomes):
 
 def test_every_vendors_example_pod_runs_on_its_node(outcomes):
     """Issue 22: a sandbox with a node of every vendor runs each vendor's example pod."""
-    nodes = {"amd-share": "amd-mi300x", "neuron-core": "neuron-inf2", "mthreads-share": "mthreads-s4000", "iluvatar-share": "iluvatar-bi150",
-             "metax-share": "metax-c500", "kunlunxin-share": "kunlunxin-p800", "enflame-drs": "enflame-s60", "biren-gpu": "biren-166m",
-             "vastai-va": "vastai-va1"}
-    assert {name: (outcomes[name].phase, outcomes[name].node) for name in nodes} == {name: ("Running", node) for name, node in nodes.items()}
+    nodes = {
+        "amd-share": "amd-mi300x",
+        "neuron-core": "neuron-inf2",
+        "mthreads-share": "mthreads-s4000",
+        "iluvatar-share": "iluvatar-bi150",
+        "metax-share": "metax-c500",
+        "kunlunxin-share": "kunlunxin-p800",
+        "enflame-drs": "enflame-s60",
+        "biren-gpu": "biren-166m",
+        "vastai-va": "vastai-va1",
+    }
+    assert {name: (outcomes[name].phase, outcomes[name].node) for name in nodes} == {
+        name: ("Running", node) for name, node in nodes.items()
+    }
 
 
 def test_init_container_app_containers_and_a_sidecar(outcomes):
@@ -122,7 +132,9 @@ metadata: {name: surprise}
 spec: {containers: [{name: c, image: cuda, resources: {limits: {nvidia.com/gpumem: 999999}}}]}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
-    result = subprocess.run([sys.executable, "-m", "hami.cli", "sandbox", "--pods", str(pods), "--json"], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "hami.cli", "sandbox", "--pods", str(pods), "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 1
     assert "error: pod default/surprise is Pending, expected Running" in result.stderr
     report = json.loads(result.stdout)

@@ -11,11 +11,30 @@ import yaml
 from hami.plugin.manager import load_backends
 from hami.sandbox.cluster import Sandbox
 
-NODES = {"nodes": [
-    {"name": "ready", "cpu": 16, "memory": "64Gi", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "40Gi", "count": 1}]},
-    {"name": "bare", "cpu": 16, "memory": "64Gi", "devices": [
-        {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "40Gi", "count": 1, "attributes": {"isolation_missing": "HAMi-core is not installed"}}]},
-]}
+NODES = {
+    "nodes": [
+        {
+            "name": "ready",
+            "cpu": 16,
+            "memory": "64Gi",
+            "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": "40Gi", "count": 1}],
+        },
+        {
+            "name": "bare",
+            "cpu": 16,
+            "memory": "64Gi",
+            "devices": [
+                {
+                    "vendor": "NVIDIA",
+                    "type": "NVIDIA A100",
+                    "memory": "40Gi",
+                    "count": 1,
+                    "attributes": {"isolation_missing": "HAMi-core is not installed"},
+                }
+            ],
+        },
+    ]
+}
 
 
 def _pod(name, limits, node=None):
@@ -41,7 +60,8 @@ def test_a_node_without_enforcement_takes_whole_gpus_only_and_says_why(nodes_fil
         by_node = {n["name"]: n["devices"] for n in sandbox.nodes()}
         assert [(d["slots"], d["isolation"]) for d in by_node["ready"]] == [(10, "enforced")]
         assert [(d["slots"], d["isolation"], d["isolation_reason"]) for d in by_node["bare"]] == [
-            (1, "whole-only", "HAMi-core is not installed (simulated)")]
+            (1, "whole-only", "HAMi-core is not installed (simulated)")
+        ]
         first = sandbox.submit(_pod("share-1", {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 4000}))
         assert (first.phase, first.node) == ("Running", "ready")
         pinned = sandbox.submit(_pod("share-2", {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 4000}, node="bare"))

@@ -60,7 +60,9 @@ def test_cpu_and_memory_are_checked_against_each_nodes_allocatable(sandbox):
 
 
 def test_node_selectors_count_as_kube_scheduler_counts_them(sandbox):
-    outcome = sandbox.submit(_pod("wants-gpu-node", {"example.com/unknown-accelerator": 1}, nodeSelector={"kubernetes.io/hostname": "gpu-a100"}))
+    outcome = sandbox.submit(
+        _pod("wants-gpu-node", {"example.com/unknown-accelerator": 1}, nodeSelector={"kubernetes.io/hostname": "gpu-a100"})
+    )
     assert outcome.reason == (
         "0/5 nodes are available: 1 Insufficient example.com/unknown-accelerator, 4 node(s) didn't match Pod's node affinity/selector."
     )
@@ -166,15 +168,19 @@ def test_the_percentage_reading_of_vmemory(tmp_path):
 
 
 def test_pod_requests_follow_kubernetes_pod_requests():
-    pod = {"spec": {
-        "initContainers": [
-            {"name": "sidecar", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}},
-            {"name": "init", "resources": {"limits": {"cpu": "2", "example.com/x": "3"}}},
-        ],
-        "containers": [{"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1"}}},
-                       {"name": "b", "resources": {"limits": {"example.com/x": "1"}}}],
-        "overhead": {"cpu": "250m"},
-    }}
+    pod = {
+        "spec": {
+            "initContainers": [
+                {"name": "sidecar", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}},
+                {"name": "init", "resources": {"limits": {"cpu": "2", "example.com/x": "3"}}},
+            ],
+            "containers": [
+                {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1"}}},
+                {"name": "b", "resources": {"limits": {"example.com/x": "1"}}},
+            ],
+            "overhead": {"cpu": "250m"},
+        }
+    }
     asked = pod_requests(pod)
     # cpu: max(apps 0.5 + sidecar 0.1, init 2 + sidecar 0.1) + overhead 0.25; x: max(1, 3)
     assert asked == {"cpu": Decimal("2.35"), "memory": Decimal(2**30), "example.com/x": Decimal(3)}
@@ -189,8 +195,11 @@ def test_fit_reasons_ignore_what_the_extender_manages_and_count_the_pods():
 
 
 def test_taints_and_unschedulable_nodes():
-    node = {"metadata": {"name": "n", "labels": {}}, "spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]},
-            "status": {"allocatable": {"pods": "110"}}}
+    node = {
+        "metadata": {"name": "n", "labels": {}},
+        "spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]},
+        "status": {"allocatable": {"pods": "110"}},
+    }
     assert node_reasons({"spec": {}}, node, {}, {}, 0, frozenset()) == ["node(s) had untolerated taint {gpu: yes}"]
     tolerant = {"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}}
     assert node_reasons(tolerant, node, {}, {}, 0, frozenset()) == []
@@ -205,7 +214,12 @@ def test_fit_error_sorts_count_prefixed_strings_and_merges_extender_answers():
     assert fit_error(0, {}) == "0/0 nodes are available:"
 
 
-@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), st.lists(st.sampled_from(["Insufficient cpu", "Too many pods", "r"]), min_size=1, max_size=3)))
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c", "d", "e"]),
+        st.lists(st.sampled_from(["Insufficient cpu", "Too many pods", "r"]), min_size=1, max_size=3),
+    )
+)
 def test_fit_error_counts_every_reason_once_per_node(statuses):
     message = fit_error(len(statuses), statuses)
     parts = message.split(": ", 1)[1].rstrip(".").split(", ") if statuses else []
@@ -213,25 +227,44 @@ def test_fit_error_counts_every_reason_once_per_node(statuses):
     assert sum(int(p.split(" ", 1)[0]) for p in parts) == sum(len(r) for r in statuses.values())
 
 
-@given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=4), st.lists(st.integers(min_value=0, max_value=10_000), max_size=3))
+@given(
+    st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=4),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=3),
+)
 def test_init_containers_count_as_a_maximum_and_apps_as_a_sum(apps, inits):
-    pod = {"spec": {"containers": [{"name": f"a{i}", "resources": {"requests": {"cpu": f"{m}m"}}} for i, m in enumerate(apps)],
-                    "initContainers": [{"name": f"i{i}", "resources": {"limits": {"cpu": f"{m}m"}}} for i, m in enumerate(inits)]}}
+    pod = {
+        "spec": {
+            "containers": [{"name": f"a{i}", "resources": {"requests": {"cpu": f"{m}m"}}} for i, m in enumerate(apps)],
+            "initContainers": [{"name": f"i{i}", "resources": {"limits": {"cpu": f"{m}m"}}} for i, m in enumerate(inits)],
+        }
+    }
     assert pod_requests(pod)["cpu"] * 1000 == max([sum(apps), *inits])
 
 
 def test_the_webhook_patch_removes_the_alias(sandbox):
     """The JSON Patch the sandbox applies is the webhook's: the older names go, the chip's names come."""
-    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
-        "namespace": "default", "operation": "CREATE", "userInfo": {"username": "someone"},
-        "object": yaml.safe_load((QUICKSTART / "ascend910-older-names.yaml").read_text())}}
+    body = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "userInfo": {"username": "someone"},
+            "object": yaml.safe_load((QUICKSTART / "ascend910-older-names.yaml").read_text()),
+        },
+    }
     body["request"]["object"]["spec"]["containers"][0]["resources"]["requests"] = {"huawei.com/Ascend910": "1"}
     response = sandbox._post("webhook", body)["response"]
     ops = json.loads(base64.b64decode(response["patch"]))
     removed = sorted(op["path"] for op in ops if op["op"] == "remove")
-    assert removed == ["/spec/containers/0/resources/limits/huawei.com~1Ascend910", "/spec/containers/0/resources/limits/huawei.com~1Ascend910-memory",
-                       "/spec/containers/0/resources/requests/huawei.com~1Ascend910"]
+    assert removed == [
+        "/spec/containers/0/resources/limits/huawei.com~1Ascend910",
+        "/spec/containers/0/resources/limits/huawei.com~1Ascend910-memory",
+        "/spec/containers/0/resources/requests/huawei.com~1Ascend910",
+    ]
     added = {op["path"]: op["value"] for op in ops if op["op"] == "add"}
     assert added["/spec/containers/0/resources/limits/huawei.com~1Ascend910B3"] == "1"
     assert added["/spec/containers/0/resources/limits/huawei.com~1Ascend910B3-memory"] == "2000"

@@ -21,12 +21,21 @@ from hami.sandbox.runner import GIVE_UP_AFTER, run_pods
 def write_cluster(tmp_path: Path, nodes: int, pods: int) -> tuple[Path, Path]:
     """``nodes`` A100x8 nodes and ``pods`` pods asking for one GPU, 3000 MiB and 10 % (the issue's shape)."""
     nodes_file, pods_file = tmp_path / "nodes.yaml", tmp_path / "pods.yaml"
-    nodes_file.write_text("nodes:\n" + "".join(
-        f"  - name: gpu-{i:04d}\n    cpu: 128\n    memory: 1024Gi\n    devices:\n"
-        "      - {vendor: NVIDIA, type: NVIDIA A100-SXM4-80GB, memory: 80Gi, count: 8}\n" for i in range(nodes)))
-    pods_file.write_text("".join(
-        f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p-{i:05d}}}\nspec:\n  containers:\n    - name: c\n      image: cuda\n"
-        "      resources: {limits: {nvidia.com/gpu: 1, nvidia.com/gpumem: 3000, nvidia.com/gpucores: 10}}\n" for i in range(pods)))
+    nodes_file.write_text(
+        "nodes:\n"
+        + "".join(
+            f"  - name: gpu-{i:04d}\n    cpu: 128\n    memory: 1024Gi\n    devices:\n"
+            "      - {vendor: NVIDIA, type: NVIDIA A100-SXM4-80GB, memory: 80Gi, count: 8}\n"
+            for i in range(nodes)
+        )
+    )
+    pods_file.write_text(
+        "".join(
+            f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p-{i:05d}}}\nspec:\n  containers:\n    - name: c\n      image: cuda\n"
+            "      resources: {limits: {nvidia.com/gpu: 1, nvidia.com/gpumem: 3000, nvidia.com/gpucores: 10}}\n"
+            for i in range(pods)
+        )
+    )
     return nodes_file, pods_file
 
 
@@ -108,8 +117,15 @@ def test_a_sandbox_that_cannot_start_prints_the_error_and_every_pod_not_run(tmp_
 
 def test_the_scheduler_cache_counts_bound_pods_and_forgets_deleted_ones(tmp_path):
     nodes_file, _ = write_cluster(tmp_path, 1, 0)
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cpu-hog"},
-           "spec": {"schedulerName": "default-scheduler", "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "100"}}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "cpu-hog"},
+        "spec": {
+            "schedulerName": "default-scheduler",
+            "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "100"}}}],
+        },
+    }
     with Sandbox(nodes_file) as sandbox:
         assert sandbox.submit(pod).phase == "Running"
         second = sandbox.submit({**pod, "metadata": {"name": "cpu-hog-2"}})
@@ -121,8 +137,12 @@ def test_the_scheduler_cache_counts_bound_pods_and_forgets_deleted_ones(tmp_path
 @pytest.mark.slow
 def test_thirty_nodes_three_hundred_pods_every_pod_running_without_a_warning(tmp_path):
     nodes_file, pods_file = write_cluster(tmp_path, 30, 300)
-    result = subprocess.run([sys.executable, "-m", "hami.cli", "sandbox", "--nodes", str(nodes_file), "--pods", str(pods_file), "--json"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "hami.cli", "sandbox", "--nodes", str(nodes_file), "--pods", str(pods_file), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     document = json.loads(result.stdout)
     assert len(document["pods"]) == 300 and {p["phase"] for p in document["pods"]} == {"Running"}

@@ -24,7 +24,7 @@ def test_sandbox_agents_publish_plausible_usage_that_top_shows():
             pods = json.loads(sandbox.core_v1.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
             view = snapshot(sandbox.manager.kinds, nodes, pods)
             holders = [h for n in view["nodes"] for d in n["devices"] for h in d["pods"]]
-            if holders and all("used_mib" in h for h in holders) or time.monotonic() > deadline:
+            if (holders and all("used_mib" in h for h in holders)) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         agents = list(sandbox.agents.values())
@@ -33,6 +33,9 @@ def test_sandbox_agents_publish_plausible_usage_that_top_shows():
     assert {h["pod"] for h in holders} <= running
     for holder in holders:  # simulated: 30-90 % of the memory grant
         assert 0.3 * holder["memory_mib"] - 1 <= holder["used_mib"] <= 0.9 * holder["memory_mib"], holder
-    assert all(USAGE_ANNOTATION in (n["metadata"].get("annotations") or {}) for n in nodes if any(
-        d.get("usage") for v in view["nodes"] if v["name"] == n["metadata"]["name"] for d in v["devices"]))
+    assert all(
+        USAGE_ANNOTATION in (n["metadata"].get("annotations") or {})
+        for n in nodes
+        if any(d.get("usage") for v in view["nodes"] if v["name"] == n["metadata"]["name"] for d in v["devices"])
+    )
     assert shares and all(s.utilization is not None for s in shares)

@@ -9,24 +9,27 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import urllib3
-from hami.fakes.kubeapi import KubeAPIServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
+from hami.fakes.kubeapi import KubeAPIServer
 
 
 def _status(exc: ApiException) -> dict[str, Any]:
     return json.loads(exc.body)
 
 
-def _raw(srv: KubeAPIServer, method: str, path: str, body: bytes | str | None = None,
-         content_type: str = "application/json") -> tuple[int, Any]:
+def _raw(
+    srv: KubeAPIServer, method: str, path: str, body: bytes | str | None = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     try:
         headers = {"Content-Type": content_type} if body is not None else {}
@@ -44,8 +47,7 @@ def _raw(srv: KubeAPIServer, method: str, path: str, body: bytes | str | None = 
 class Kind:
     """Typed-client methods for one resource kind, so one test body covers all of them."""
 
-    def __init__(self, api: Callable[[client.ApiClient], Any], stem: str, namespaced: bool,
-                 body: Callable[[str], dict[str, Any]]) -> None:
+    def __init__(self, api: Callable[[client.ApiClient], Any], stem: str, namespaced: bool, body: Callable[[str], dict[str, Any]]) -> None:
         self.api, self.stem, self.namespaced, self.body = api, stem, namespaced, body
 
     def call(self, api: Any, verb: str, *args: Any, **kwargs: Any) -> Any:
@@ -63,17 +65,41 @@ KINDS = {
     "namespace": Kind(client.CoreV1Api, "namespace", False, lambda n: {"metadata": {"name": n}}),
     "pod": Kind(client.CoreV1Api, "pod", True, lambda n: {"metadata": {"name": n}, "spec": _CONTAINERS}),
     "configmap": Kind(client.CoreV1Api, "config_map", True, lambda n: {"metadata": {"name": n}, "data": {"k": "v"}}),
-    "resourcequota": Kind(client.CoreV1Api, "resource_quota", True,
-                          lambda n: {"metadata": {"name": n}, "spec": {"hard": {"pods": "10"}}}),
-    "event": Kind(client.CoreV1Api, "event", True, lambda n: {
-        "metadata": {"name": n}, "reason": "Test", "message": "hello", "type": "Normal",
-        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}}),
-    "lease": Kind(client.CoordinationV1Api, "lease", True,
-                  lambda n: {"metadata": {"name": n}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}),
-    "events.k8s.io": Kind(client.EventsV1Api, "event", True, lambda n: {
-        "metadata": {"name": n}, "eventTime": "2024-01-01T00:00:00.000000Z", "reason": "Test", "note": "hi",
-        "type": "Normal", "action": "Testing", "reportingController": "hami", "reportingInstance": "x",
-        "regarding": {"kind": "Pod", "name": "p", "namespace": "default"}}),
+    "resourcequota": Kind(client.CoreV1Api, "resource_quota", True, lambda n: {"metadata": {"name": n}, "spec": {"hard": {"pods": "10"}}}),
+    "event": Kind(
+        client.CoreV1Api,
+        "event",
+        True,
+        lambda n: {
+            "metadata": {"name": n},
+            "reason": "Test",
+            "message": "hello",
+            "type": "Normal",
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+        },
+    ),
+    "lease": Kind(
+        client.CoordinationV1Api,
+        "lease",
+        True,
+        lambda n: {"metadata": {"name": n}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}},
+    ),
+    "events.k8s.io": Kind(
+        client.EventsV1Api,
+        "event",
+        True,
+        lambda n: {
+            "metadata": {"name": n},
+            "eventTime": "2024-01-01T00:00:00.000000Z",
+            "reason": "Test",
+            "note": "hi",
+            "type": "Normal",
+            "action": "Testing",
+            "reportingController": "hami",
+            "reportingInstance": "x",
+            "regarding": {"kind": "Pod", "name": "p", "namespace": "default"},
+        },
+    ),
 }
 
 
@@ -114,8 +140,7 @@ def test_crud_round_trip(kind: str, kube_client: client.ApiClient) -> None:
     with pytest.raises(ApiException) as gone:
         k.call(api, "read", "obj-1")
     assert gone.value.status == 404 and _status(gone.value)["reason"] == "NotFound"
-    for verb, args in (("replace", ("obj-1", k.body("obj-1"))), ("patch", ("obj-1", {"metadata": {}})),
-                       ("delete", ("obj-1",))):
+    for verb, args in (("replace", ("obj-1", k.body("obj-1"))), ("patch", ("obj-1", {"metadata": {}})), ("delete", ("obj-1",))):
         with pytest.raises(ApiException) as missing:
             k.call(api, verb, *args)
         assert missing.value.status == 404, verb
@@ -125,9 +150,14 @@ def test_error_bodies_are_kubernetes_status(core_v1: client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as exc:
         core_v1.read_namespaced_pod("ghost", "default")
     assert _status(exc.value) == {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": 'pods "ghost" not found', "reason": "NotFound",
-        "details": {"name": "ghost", "kind": "pods"}, "code": 404,
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'pods "ghost" not found',
+        "reason": "NotFound",
+        "details": {"name": "ghost", "kind": "pods"},
+        "code": 404,
     }
     core_v1.create_node({"metadata": {"name": "n1"}})
     with pytest.raises(ApiException) as exc:
@@ -159,8 +189,7 @@ def test_stale_put_is_a_conflict(core_v1: client.CoreV1Api) -> None:
     assert core_v1.replace_node("n1", {"metadata": {"name": "n1", "labels": {"b": "2"}}}).metadata.labels == {"b": "2"}
 
 
-def test_resource_version_is_cluster_wide_and_increasing(core_v1: client.CoreV1Api,
-                                                         kube_apiserver: KubeAPIServer) -> None:
+def test_resource_version_is_cluster_wide_and_increasing(core_v1: client.CoreV1Api, kube_apiserver: KubeAPIServer) -> None:
     versions = [
         int(core_v1.create_node({"metadata": {"name": "n"}}).metadata.resource_version),
         int(core_v1.create_namespaced_config_map("default", {"metadata": {"name": "c"}}).metadata.resource_version),
@@ -182,17 +211,13 @@ def test_generation_bumps_on_spec_changes_only(core_v1: client.CoreV1Api) -> Non
 
 
 def test_generate_name(core_v1: client.CoreV1Api) -> None:
-    names = {
-        core_v1.create_namespaced_config_map("default", {"metadata": {"generateName": "cfg-"}}).metadata.name
-        for _ in range(5)
-    }
+    names = {core_v1.create_namespaced_config_map("default", {"metadata": {"generateName": "cfg-"}}).metadata.name for _ in range(5)}
     assert len(names) == 5
     assert all(n.startswith("cfg-") and len(n) == len("cfg-") + 5 for n in names)
 
 
 def test_server_owned_metadata_cannot_be_forged(core_v1: client.CoreV1Api) -> None:
-    made = core_v1.create_node({"metadata": {"name": "n", "uid": "forged", "generation": 7,
-                                             "creationTimestamp": "2000-01-01T00:00:00Z"}})
+    made = core_v1.create_node({"metadata": {"name": "n", "uid": "forged", "generation": 7, "creationTimestamp": "2000-01-01T00:00:00Z"}})
     assert made.metadata.uid != "forged" and made.metadata.generation == 1
     assert made.metadata.creation_timestamp.year > 2000
     with pytest.raises(ApiException) as exc:
@@ -201,14 +226,13 @@ def test_server_owned_metadata_cannot_be_forged(core_v1: client.CoreV1Api) -> No
 
 
 def test_status_subresource_separates_spec_and_status(core_v1: client.CoreV1Api) -> None:
-    created = core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": _CONTAINERS,
-                                                        "status": {"phase": "Running"}})
+    created = core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": _CONTAINERS, "status": {"phase": "Running"}})
     assert created.status.phase == "Pending"  # a new pod always starts Pending
-    status = core_v1.patch_namespaced_pod_status("p", "default", {"status": {"phase": "Running"},
-                                                                  "metadata": {"labels": {"ignored": "yes"}}})
+    status = core_v1.patch_namespaced_pod_status(
+        "p", "default", {"status": {"phase": "Running"}, "metadata": {"labels": {"ignored": "yes"}}}
+    )
     assert status.status.phase == "Running" and not status.metadata.labels
-    main = core_v1.patch_namespaced_pod("p", "default", {"status": {"phase": "Failed"},
-                                                         "metadata": {"labels": {"kept": "yes"}}})
+    main = core_v1.patch_namespaced_pod("p", "default", {"status": {"phase": "Failed"}, "metadata": {"labels": {"kept": "yes"}}})
     assert main.status.phase == "Running" and main.metadata.labels == {"kept": "yes"}
 
     core_v1.create_node({"metadata": {"name": "n"}})
@@ -223,9 +247,11 @@ def test_pod_spec_is_immutable_except_images(core_v1: client.CoreV1Api) -> None:
     core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": _CONTAINERS})
     ok = core_v1.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "main", "image": "v2"}]}})
     assert ok.spec.containers[0].image == "v2"
-    for bad in ({"spec": {"nodeName": "n1"}},
-                {"spec": {"containers": [{"name": "extra", "image": "x"}]}},
-                {"spec": {"containers": [{"name": "main", "resources": {"limits": {"cpu": "1"}}}]}}):
+    for bad in (
+        {"spec": {"nodeName": "n1"}},
+        {"spec": {"containers": [{"name": "extra", "image": "x"}]}},
+        {"spec": {"containers": [{"name": "main", "resources": {"limits": {"cpu": "1"}}}]}},
+    ):
         with pytest.raises(ApiException) as exc:
             core_v1.patch_namespaced_pod("p", "default", bad)
         assert exc.value.status == 422 and _status(exc.value)["reason"] == "Invalid"
@@ -233,8 +259,12 @@ def test_pod_spec_is_immutable_except_images(core_v1: client.CoreV1Api) -> None:
 
 def test_binding_sets_node_name_once(core_v1: client.CoreV1Api) -> None:
     core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": _CONTAINERS})
-    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
-               "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "p"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"},
+    }
     resp = core_v1.create_namespaced_pod_binding("p", "default", binding, _preload_content=False)
     assert resp.status == 201 and json.loads(resp.data)["status"] == "Success"
     pod = core_v1.read_namespaced_pod("p", "default")
@@ -249,13 +279,14 @@ def test_binding_sets_node_name_once(core_v1: client.CoreV1Api) -> None:
 
     # the collection form the scheduler uses: POST /api/v1/namespaces/{ns}/bindings
     core_v1.create_namespaced_pod("default", {"metadata": {"name": "q"}, "spec": _CONTAINERS})
-    core_v1.create_namespaced_binding("default", {"metadata": {"name": "q"}, "target": {"kind": "Node", "name": "n2"}},
-                                      _preload_content=False)
+    core_v1.create_namespaced_binding(
+        "default", {"metadata": {"name": "q"}, "target": {"kind": "Node", "name": "n2"}}, _preload_content=False
+    )
     assert core_v1.read_namespaced_pod("q", "default").spec.node_name == "n2"
     with pytest.raises(ApiException) as exc:
-        core_v1.create_namespaced_pod_binding("ghost", "default", {"metadata": {"name": "ghost"},
-                                                                   "target": {"name": "n1"}},
-                                              _preload_content=False)
+        core_v1.create_namespaced_pod_binding(
+            "ghost", "default", {"metadata": {"name": "ghost"}, "target": {"name": "n1"}}, _preload_content=False
+        )
     assert exc.value.status == 404
 
 
@@ -270,8 +301,7 @@ def test_delete_returns_object_and_honours_finalizers(core_v1: client.CoreV1Api)
     core_v1.delete_namespaced_config_map("c", "default")
     pending = core_v1.read_namespaced_config_map("c", "default")
     assert pending.metadata.deletion_timestamp is not None
-    core_v1.patch_namespaced_config_map("c", "default", {"metadata": {"finalizers": None}},
-                                        _content_type="application/merge-patch+json")
+    core_v1.patch_namespaced_config_map("c", "default", {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json")
     with pytest.raises(ApiException) as exc:
         core_v1.read_namespaced_config_map("c", "default")
     assert exc.value.status == 404
@@ -365,8 +395,7 @@ def test_discovery_and_version(kube_apiserver: KubeAPIServer, kube_client: clien
     assert {"coordination.k8s.io", "events.k8s.io"} <= groups
     core = client.CoreV1Api(kube_client).get_api_resources()
     names = {r.name for r in core.resources}
-    assert {"pods", "pods/status", "pods/binding", "nodes", "nodes/status", "events", "namespaces",
-            "configmaps", "resourcequotas"} <= names
+    assert {"pods", "pods/status", "pods/binding", "nodes", "nodes/status", "events", "namespaces", "configmaps", "resourcequotas"} <= names
     leases = client.CoordinationV1Api(kube_client).get_api_resources()
     assert [r.name for r in leases.resources] == ["leases"]
     assert _raw(kube_apiserver, "GET", "/api")[1]["versions"] == ["v1"]
@@ -387,8 +416,12 @@ def test_kubeconfig_loads_and_works(kube_apiserver: KubeAPIServer, tmp_path: Pat
 def test_context_manager_and_store_access() -> None:
     with KubeAPIServer() as srv:
         srv.store.create("nodes", {"metadata": {"name": "n1"}})
-        srv.store.mutate("nodes", "n1", lambda n: n["status"].update(capacity={"cpu": "4"}) if "status" in n
-                         else n.update(status={"capacity": {"cpu": "4"}}), subresource="status")
+        srv.store.mutate(
+            "nodes",
+            "n1",
+            lambda n: n["status"].update(capacity={"cpu": "4"}) if "status" in n else n.update(status={"capacity": {"cpu": "4"}}),
+            subresource="status",
+        )
         with srv.api_client() as api_client:
             node = client.CoreV1Api(api_client).read_node("n1")
         assert node.status.capacity == {"cpu": "4"}
@@ -401,9 +434,13 @@ def test_context_manager_and_store_access() -> None:
 def test_cli_command_serves_and_writes_kubeconfig(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kc"
     code = "from hami.fakes.cli import apiserver_command; apiserver_command()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--port", "0", "--kubeconfig", str(kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--port", "0", "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -425,14 +462,37 @@ def test_cli_command_serves_and_writes_kubeconfig(tmp_path: Path) -> None:
                 proc.kill()
 
 
-_FIELD_NAMES = ["metadata", "name", "namespace", "spec", "status", "kind", "apiVersion", "labels", "annotations",
-                "containers", "image", "data", "finalizers", "resourceVersion", "generateName", "uid", "$patch",
-                "$retainKeys", "op", "path", "value", "from"]
+_FIELD_NAMES = [
+    "metadata",
+    "name",
+    "namespace",
+    "spec",
+    "status",
+    "kind",
+    "apiVersion",
+    "labels",
+    "annotations",
+    "containers",
+    "image",
+    "data",
+    "finalizers",
+    "resourceVersion",
+    "generateName",
+    "uid",
+    "$patch",
+    "$retainKeys",
+    "op",
+    "path",
+    "value",
+    "from",
+]
 _json_docs = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.sampled_from(["", "c", "x", "/metadata/name", "add", "remove", "Pod", "v1", "replace", "delete"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=3),
-                                                                 inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=3), inner, max_size=4),
     max_leaves=20,
 )
 
@@ -441,16 +501,19 @@ def test_arbitrary_bodies_never_cause_a_server_error(kube_apiserver: KubeAPIServ
     kube_apiserver.store.create("configmaps", {"metadata": {"name": "c"}}, "default")
     kube_apiserver.store.create("pods", {"metadata": {"name": "p"}, "spec": _CONTAINERS}, "default")
     conn = http.client.HTTPConnection("127.0.0.1", kube_apiserver.port, timeout=10)
-    requests = [("POST", "/api/v1/namespaces/default/configmaps", "application/json"),
-                ("POST", "/api/v1/namespaces/default/pods", "application/json"),
-                ("PUT", "/api/v1/namespaces/default/pods/p", "application/json"),
-                ("PUT", "/api/v1/namespaces/default/pods/p/status", "application/json"),
-                ("POST", "/api/v1/namespaces/default/pods/p/binding", "application/json"),
-                ("DELETE", "/api/v1/namespaces/default/configmaps/absent", "application/json")]
-    requests += [("PATCH", path, ctype) for path in ("/api/v1/namespaces/default/configmaps/c",
-                                                     "/api/v1/namespaces/default/pods/p")
-                 for ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json",
-                               "application/json-patch+json")]
+    requests = [
+        ("POST", "/api/v1/namespaces/default/configmaps", "application/json"),
+        ("POST", "/api/v1/namespaces/default/pods", "application/json"),
+        ("PUT", "/api/v1/namespaces/default/pods/p", "application/json"),
+        ("PUT", "/api/v1/namespaces/default/pods/p/status", "application/json"),
+        ("POST", "/api/v1/namespaces/default/pods/p/binding", "application/json"),
+        ("DELETE", "/api/v1/namespaces/default/configmaps/absent", "application/json"),
+    ]
+    requests += [
+        ("PATCH", path, ctype)
+        for path in ("/api/v1/namespaces/default/configmaps/c", "/api/v1/namespaces/default/pods/p")
+        for ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json")
+    ]
 
     @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(doc=_json_docs, raw=st.binary(max_size=20), which=st.sampled_from(requests), use_raw=st.booleans())
@@ -467,8 +530,7 @@ def test_arbitrary_bodies_never_cause_a_server_error(kube_apiserver: KubeAPIServ
     try:
         check()
         nested = b"[" * 5000 + b"]" * 5000
-        conn.request("POST", "/api/v1/namespaces/default/configmaps", body=nested,
-                     headers={"Content-Type": "application/json"})
+        conn.request("POST", "/api/v1/namespaces/default/configmaps", body=nested, headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         assert resp.status == 400 and json.loads(resp.read())["reason"] == "BadRequest"
     finally:

@@ -7,9 +7,10 @@ import threading
 import time
 
 import pytest
-from hami.fakes.kubeapi import KubeAPIServer
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+
+from hami.fakes.kubeapi import KubeAPIServer
 
 
 def test_fail_until_cleared(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api) -> None:
@@ -19,8 +20,7 @@ def test_fail_until_cleared(kube_apiserver: KubeAPIServer, core_v1: client.CoreV
             core_v1.list_node()
         assert exc.value.status == 503
         body = json.loads(exc.value.body)
-        assert (body["kind"], body["status"], body["reason"], body["code"]) == ("Status", "Failure",
-                                                                                "ServiceUnavailable", 503)
+        assert (body["kind"], body["status"], body["reason"], body["code"]) == ("Status", "Failure", "ServiceUnavailable", 503)
     kube_apiserver.faults.clear()
     assert core_v1.list_node().items == []
 

@@ -51,8 +51,13 @@ def kubectl(kubectl_bin: Path, kube_apiserver: KubeAPIServer, tmp_path: Path) ->
     config = kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")
 
     def run(*args: str, ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(kubectl_bin), "--kubeconfig", str(config), "--cache-dir", str(tmp_path / "cache"),
-                               *args], capture_output=True, text=True, timeout=120, input=stdin)
+        done = subprocess.run(
+            [str(kubectl_bin), "--kubeconfig", str(config), "--cache-dir", str(tmp_path / "cache"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=stdin,
+        )
         if ok:
             assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
         return done
@@ -70,15 +75,29 @@ def _header(text: str) -> list[str]:
     return [name.strip() for name in first.split("  ") if name.strip()]
 
 
-def _node(core_v1: Any, name: str, *, ready: bool, labels: dict[str, str] | None = None,
-          unschedulable: bool = False) -> None:
+def _node(core_v1: Any, name: str, *, ready: bool, labels: dict[str, str] | None = None, unschedulable: bool = False) -> None:
     core_v1.create_node({"metadata": {"name": name, "labels": labels or {}}, "spec": {"unschedulable": unschedulable}})
-    core_v1.patch_node_status(name, {"status": {
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}],
-        "nodeInfo": {"kubeletVersion": "v1.35.0", "osImage": "Ubuntu 24.04", "kernelVersion": "6.8.0",
-                     "containerRuntimeVersion": "containerd://2.0.0", "machineID": "", "systemUUID": "",
-                     "bootID": "", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}}})
+    core_v1.patch_node_status(
+        name,
+        {
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.7"}],
+                "nodeInfo": {
+                    "kubeletVersion": "v1.35.0",
+                    "osImage": "Ubuntu 24.04",
+                    "kernelVersion": "6.8.0",
+                    "containerRuntimeVersion": "containerd://2.0.0",
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
+                    "kubeProxyVersion": "",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                },
+            }
+        },
+    )
 
 
 def test_apply_with_default_validation_then_get_and_describe(kubectl: Run, core_v1: Any) -> None:
@@ -123,11 +142,11 @@ def test_get_pods_and_nodes_has_kubectls_usual_columns(kubectl: Run, core_v1: An
 def test_get_wide_adds_the_priority_columns(kubectl: Run, core_v1: Any) -> None:
     kubectl("apply", "-f", str(EXAMPLE))
     _node(core_v1, "gpu-1", ready=True)
-    core_v1.create_namespaced_pod_binding("gpu-gpumem", "default", {"metadata": {"name": "gpu-gpumem"},
-                                          "target": {"kind": "Node", "name": "gpu-1"}}, _preload_content=False)
+    core_v1.create_namespaced_pod_binding(
+        "gpu-gpumem", "default", {"metadata": {"name": "gpu-gpumem"}, "target": {"kind": "Node", "name": "gpu-1"}}, _preload_content=False
+    )
     pods = kubectl("get", "pods", "-o", "wide").stdout
-    assert _header(pods) == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE",
-                             "READINESS GATES"]
+    assert _header(pods) == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
     assert _rows(pods)[1][5:] == ["<none>", "gpu-1", "<none>", "<none>"]
     nodes = kubectl("get", "nodes", "-o", "wide").stdout
     assert _header(nodes)[5:] == ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
@@ -155,13 +174,17 @@ def test_explain_reads_the_openapi_document(kubectl: Run) -> None:
     assert "GROUP:      coordination.k8s.io" in lease and "holderIdentity\t<string>" in lease
 
 
-def test_get_watch_prints_the_first_rows_then_an_update(kubectl_bin: Path, kube_apiserver: KubeAPIServer,
-                                                        core_v1: Any, tmp_path: Path) -> None:
-    core_v1.create_namespaced_pod("default", {"metadata": {"name": "w"},
-                                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+def test_get_watch_prints_the_first_rows_then_an_update(
+    kubectl_bin: Path, kube_apiserver: KubeAPIServer, core_v1: Any, tmp_path: Path
+) -> None:
+    core_v1.create_namespaced_pod("default", {"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
     config = kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")
-    watcher = subprocess.Popen([str(kubectl_bin), "--kubeconfig", str(config), "--cache-dir", str(tmp_path / "cache"),
-                                "get", "pods", "-w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = subprocess.Popen(
+        [str(kubectl_bin), "--kubeconfig", str(config), "--cache-dir", str(tmp_path / "cache"), "get", "pods", "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert watcher.stdout is not None
         header = watcher.stdout.readline()
@@ -171,10 +194,26 @@ def test_get_watch_prints_the_first_rows_then_an_update(kubectl_bin: Path, kube_
         deadline = time.monotonic() + 30
         while kube_apiserver.store.watcher_count("pods") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        core_v1.patch_namespaced_pod_status("w", "default", {"status": {
-            "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "c", "ready": True, "restartCount": 2, "image": "busybox", "imageID": "",
-                                   "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}})
+        core_v1.patch_namespaced_pod_status(
+            "w",
+            "default",
+            {
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "containerStatuses": [
+                        {
+                            "name": "c",
+                            "ready": True,
+                            "restartCount": 2,
+                            "image": "busybox",
+                            "imageID": "",
+                            "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                        }
+                    ],
+                }
+            },
+        )
         update = watcher.stdout.readline()
         assert update.split()[:4] == ["w", "1/1", "Running", "2"]
     finally:
@@ -183,8 +222,12 @@ def test_get_watch_prints_the_first_rows_then_an_update(kubectl_bin: Path, kube_
 
 
 def test_apply_server_side_creates_then_reports_a_conflicting_manager(kubectl: Run, core_v1: Any) -> None:
-    config: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
-                              "metadata": {"name": "cfg", "labels": {"app": "demo"}}, "data": {"a": "1", "b": "2"}}
+    config: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg", "labels": {"app": "demo"}},
+        "data": {"a": "1", "b": "2"},
+    }
     done = kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(config))
     assert "configmap/cfg serverside-applied" in done.stdout
     managed = core_v1.read_namespaced_config_map("cfg", "default").metadata.managed_fields
@@ -195,8 +238,7 @@ def test_apply_server_side_creates_then_reports_a_conflicting_manager(kubectl: R
     assert done.returncode != 0
     assert 'Apply failed with 1 conflict: conflict with "kubectl" using v1: .data.a' in done.stderr
     assert core_v1.read_namespaced_config_map("cfg", "default").data == {"a": "1", "b": "2"}
-    kubectl("apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-",
-            stdin=yaml.safe_dump(config))
+    kubectl("apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-", stdin=yaml.safe_dump(config))
     cm = core_v1.read_namespaced_config_map("cfg", "default")
     assert cm.data == {"a": "9", "b": "2"}
     owners = {m.manager: m.fields_v1["f:data"] for m in cm.metadata.managed_fields}
@@ -209,6 +251,13 @@ def test_apply_server_side_of_a_pod_example(kubectl: Run, core_v1: Any) -> None:
     assert pod.status.phase == "Pending"
     fields = pod.metadata.managed_fields[0].fields_v1
     assert 'k:{"name":"cuda"}' in fields["f:spec"]["f:containers"]
-    done = kubectl("apply", "--server-side", "--field-manager=someone-else", "-f", "-",
-                   stdin=EXAMPLE.read_text().replace("nvidia/cuda:12.4.1-base-ubuntu22.04", "busybox"), ok=False)
+    done = kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=someone-else",
+        "-f",
+        "-",
+        stdin=EXAMPLE.read_text().replace("nvidia/cuda:12.4.1-base-ubuntu22.04", "busybox"),
+        ok=False,
+    )
     assert '.spec.containers[name="cuda"].image' in done.stderr

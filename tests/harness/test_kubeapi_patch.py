@@ -8,12 +8,13 @@ import threading
 from typing import Any
 
 import pytest
-from hami.fakes.kubeapi import KubeAPIServer
-from hami.fakes.kubeapi.patch import merge_patch, strategic_merge_patch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from hami.fakes.kubeapi import KubeAPIServer
+from hami.fakes.kubeapi.patch import merge_patch, strategic_merge_patch
 
 MERGE = "application/merge-patch+json"
 
@@ -28,8 +29,7 @@ def test_two_racing_patchers_with_the_same_stale_version_one_wins(kube_apiserver
             barrier = threading.Barrier(2)
             outcomes: list[tuple[str, Any]] = [("", None), ("", None)]
 
-            def patcher(i: int, rv: str, owner: str, barrier: threading.Barrier,
-                        outcomes: list[tuple[str, Any]]) -> None:
+            def patcher(i: int, rv: str, owner: str, barrier: threading.Barrier, outcomes: list[tuple[str, Any]]) -> None:
                 body = {"metadata": {"resourceVersion": rv, "annotations": {"hami.io/owner": owner}}}
                 barrier.wait()
                 try:
@@ -38,8 +38,7 @@ def test_two_racing_patchers_with_the_same_stale_version_one_wins(kube_apiserver
                 except ApiException as exc:
                     outcomes[i] = ("err", (exc.status, json.loads(exc.body)["reason"]))
 
-            threads = [threading.Thread(target=patcher, args=(i, rv, f"p{i}-{round_}", barrier, outcomes))
-                       for i in range(2)]
+            threads = [threading.Thread(target=patcher, args=(i, rv, f"p{i}-{round_}", barrier, outcomes)) for i in range(2)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -81,50 +80,59 @@ def test_merge_patch_null_deletes_an_annotation(core_v1: client.CoreV1Api) -> No
 
 
 def test_merge_patch_replaces_lists(core_v1: client.CoreV1Api) -> None:
-    core_v1.create_node({"metadata": {"name": "n"}, "spec": {"taints": [
-        {"key": "a", "effect": "NoSchedule"}, {"key": "b", "effect": "NoSchedule"}]}})
+    core_v1.create_node(
+        {"metadata": {"name": "n"}, "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}, {"key": "b", "effect": "NoSchedule"}]}}
+    )
     node = core_v1.patch_node("n", {"spec": {"taints": [{"key": "c", "effect": "NoExecute"}]}}, _content_type=MERGE)
     assert [t.key for t in node.spec.taints] == ["c"]
 
 
 def test_strategic_merge_patches_containers_by_name(core_v1: client.CoreV1Api) -> None:
-    core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [
-        {"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}]},
-        {"name": "b", "image": "b:1"}]}})
+    core_v1.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}]}, {"name": "b", "image": "b:1"}]},
+        },
+    )
     # the python client sends a dict body as a strategic merge patch
     pod = core_v1.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "b", "image": "b:2"}]}})
     assert [(c.name, c.image) for c in pod.spec.containers] == [("a", "a:1"), ("b", "b:2")]
     assert pod.spec.containers[0].env[0].value == "1"
     # the same body as a merge patch replaces the list, which a pod's immutable spec rejects
     with pytest.raises(ApiException) as exc:
-        core_v1.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "b", "image": "b:3"}]}},
-                                     _content_type=MERGE)
+        core_v1.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "b", "image": "b:3"}]}}, _content_type=MERGE)
     assert exc.value.status == 422
 
 
 def test_strategic_merge_node_conditions_merge_by_type(core_v1: client.CoreV1Api) -> None:
     core_v1.create_node({"metadata": {"name": "n"}})
-    core_v1.patch_node_status("n", {"status": {"conditions": [
-        {"type": "Ready", "status": "False"}, {"type": "MemoryPressure", "status": "False"}]}})
+    core_v1.patch_node_status(
+        "n", {"status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "MemoryPressure", "status": "False"}]}}
+    )
     node = core_v1.patch_node_status("n", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
     assert {(c.type, c.status) for c in node.status.conditions} == {("Ready", "True"), ("MemoryPressure", "False")}
 
 
 def test_json_patch(core_v1: client.CoreV1Api) -> None:
     core_v1.create_node({"metadata": {"name": "n", "labels": {"a": "1"}}})
-    node = core_v1.patch_node("n", [
-        {"op": "test", "path": "/metadata/labels/a", "value": "1"},
-        {"op": "add", "path": "/metadata/annotations", "value": {"hami.io/x~y": "z"}},
-        {"op": "replace", "path": "/metadata/labels/a", "value": "2"},
-        {"op": "add", "path": "/metadata/labels/b", "value": "3"},
-        {"op": "remove", "path": "/metadata/labels/b"},
-    ])
+    node = core_v1.patch_node(
+        "n",
+        [
+            {"op": "test", "path": "/metadata/labels/a", "value": "1"},
+            {"op": "add", "path": "/metadata/annotations", "value": {"hami.io/x~y": "z"}},
+            {"op": "replace", "path": "/metadata/labels/a", "value": "2"},
+            {"op": "add", "path": "/metadata/labels/b", "value": "3"},
+            {"op": "remove", "path": "/metadata/labels/b"},
+        ],
+    )
     assert node.metadata.labels == {"a": "2"} and node.metadata.annotations == {"hami.io/x~y": "z"}
     node = core_v1.patch_node("n", [{"op": "add", "path": "/metadata/annotations/hami.io~1a~0b", "value": "1"}])
     assert node.metadata.annotations["hami.io/a~b"] == "1"
     with pytest.raises(ApiException) as exc:
-        core_v1.patch_node("n", [{"op": "test", "path": "/metadata/labels/a", "value": "nope"},
-                                 {"op": "remove", "path": "/metadata/labels/a"}])
+        core_v1.patch_node(
+            "n", [{"op": "test", "path": "/metadata/labels/a", "value": "nope"}, {"op": "remove", "path": "/metadata/labels/a"}]
+        )
     assert exc.value.status == 422
     assert core_v1.read_node("n").metadata.labels == {"a": "2"}  # nothing applied
 
@@ -133,9 +141,13 @@ def test_json_patch_resource_version_is_a_precondition(core_v1: client.CoreV1Api
     node = core_v1.create_node({"metadata": {"name": "n"}})
     core_v1.patch_node("n", {"metadata": {"labels": {"a": "b"}}})
     with pytest.raises(ApiException) as exc:
-        core_v1.patch_node("n", [{"op": "replace", "path": "/metadata/resourceVersion",
-                                  "value": node.metadata.resource_version},
-                                 {"op": "add", "path": "/metadata/labels/c", "value": "d"}])
+        core_v1.patch_node(
+            "n",
+            [
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": node.metadata.resource_version},
+                {"op": "add", "path": "/metadata/labels/c", "value": "d"},
+            ],
+        )
     assert exc.value.status == 409
 
 
@@ -143,20 +155,28 @@ def test_json_patch_resource_version_is_a_precondition(core_v1: client.CoreV1Api
 
 
 def test_strategic_merge_rules() -> None:
-    pod = {"spec": {"containers": [{"name": "a", "image": "1", "args": ["x", "y"],
-                                    "ports": [{"containerPort": 80, "name": "http"}]}],
-                    "volumes": [{"name": "v1"}, {"name": "v2"}]},
-           "metadata": {"finalizers": ["f1"], "labels": {"k": "v"}}}
-    out = strategic_merge_patch(pod, {
-        "spec": {"containers": [{"name": "a", "args": ["z"], "ports": [{"containerPort": 80, "name": "web"},
-                                                                       {"containerPort": 443}]},
-                                {"name": "b", "image": "2", "env": None}],
-                 "volumes": [{"name": "v1", "$patch": "delete"}]},
-        "metadata": {"finalizers": ["f2"], "labels": {"k": None}},
-    })
+    pod = {
+        "spec": {
+            "containers": [{"name": "a", "image": "1", "args": ["x", "y"], "ports": [{"containerPort": 80, "name": "http"}]}],
+            "volumes": [{"name": "v1"}, {"name": "v2"}],
+        },
+        "metadata": {"finalizers": ["f1"], "labels": {"k": "v"}},
+    }
+    out = strategic_merge_patch(
+        pod,
+        {
+            "spec": {
+                "containers": [
+                    {"name": "a", "args": ["z"], "ports": [{"containerPort": 80, "name": "web"}, {"containerPort": 443}]},
+                    {"name": "b", "image": "2", "env": None},
+                ],
+                "volumes": [{"name": "v1", "$patch": "delete"}],
+            },
+            "metadata": {"finalizers": ["f2"], "labels": {"k": None}},
+        },
+    )
     a, b = out["spec"]["containers"]
-    assert a == {"name": "a", "image": "1", "args": ["z"],
-                 "ports": [{"containerPort": 80, "name": "web"}, {"containerPort": 443}]}
+    assert a == {"name": "a", "image": "1", "args": ["z"], "ports": [{"containerPort": 80, "name": "web"}, {"containerPort": 443}]}
     assert b == {"name": "b", "image": "2"}
     assert out["spec"]["volumes"] == [{"name": "v2"}]
     assert out["metadata"] == {"finalizers": ["f1", "f2"], "labels": {}}
@@ -203,8 +223,7 @@ def test_merge_patch_rfc7386_examples(target: Any, patch: Any, expected: Any) ->
 
 _scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3)
 _keys = st.text(alphabet="abcd", min_size=1, max_size=2)
-json_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(_keys, inner, max_size=4), max_leaves=12)
+json_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=4), max_leaves=12)
 json_objects = st.dictionaries(_keys, json_values, max_size=4)
 
 

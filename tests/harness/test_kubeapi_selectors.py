@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.fakes.kubeapi.selectors import (
     SelectorError,
     parse_field_selector,
     parse_label_selector,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 KEYS = ["app", "tier", "hami.io/gpu", "x-1"]
 VALUES = ["", "a", "b", "web", "1", "10"]
@@ -65,8 +66,11 @@ def reference(reqs: list[tuple[str, str, tuple[str, ...], str]], labels: dict[st
         elif op == "notin":
             ok = have not in values  # absent keys match
         else:
-            ok = have is not None and have.lstrip("-").isdigit() and (
-                int(have) > int(values[0]) if op == "gt" else int(have) < int(values[0]))
+            ok = (
+                have is not None
+                and have.lstrip("-").isdigit()
+                and (int(have) > int(values[0]) if op == "gt" else int(have) < int(values[0]))
+            )
         if not ok:
             return False
     return True
@@ -111,15 +115,26 @@ def test_label_selector_edge_cases() -> None:
 def test_field_selector_parsing() -> None:
     sel = parse_field_selector(r"metadata.name=a\,b,spec.nodeName!=,status.phase==Running")
     assert [(t.field, t.op, t.value) for t in sel.terms] == [
-        ("metadata.name", "=", "a,b"), ("spec.nodeName", "!=", ""), ("status.phase", "=", "Running")]
+        ("metadata.name", "=", "a,b"),
+        ("spec.nodeName", "!=", ""),
+        ("status.phase", "=", "Running"),
+    ]
     for bad in ("nothing", r"a=b\x", "=x", "a=b=c"):
         with pytest.raises(SelectorError):
             parse_field_selector(bad)
 
 
 def test_label_selectors_through_the_server_match_the_model(kube_apiserver: KubeAPIServer) -> None:
-    seeds = [{}, {"app": "web"}, {"app": "a", "tier": "1"}, {"app": "", "tier": "10"}, {"hami.io/gpu": "b"},
-             {"app": "b", "hami.io/gpu": "a", "x-1": "5"}, {"tier": "b"}, {"x-1": "10", "app": "web"}]
+    seeds = [
+        {},
+        {"app": "web"},
+        {"app": "a", "tier": "1"},
+        {"app": "", "tier": "10"},
+        {"hami.io/gpu": "b"},
+        {"app": "b", "hami.io/gpu": "a", "x-1": "5"},
+        {"tier": "b"},
+        {"x-1": "10", "app": "web"},
+    ]
     for i, labels in enumerate(seeds):
         kube_apiserver.store.create("configmaps", {"metadata": {"name": f"c{i}", "labels": labels}}, "default")
     with kube_apiserver.api_client() as c:
@@ -148,13 +163,11 @@ def test_label_selectors_through_the_server_match_the_model(kube_apiserver: Kube
 
 
 def test_set_based_selectors_with_the_client(core_v1: client.CoreV1Api) -> None:
-    for name, labels in {"p1": {"env": "prod", "gpu": "yes"}, "p2": {"env": "dev"}, "p3": {"env": "qa", "gpu": "no"},
-                         "p4": {}}.items():
+    for name, labels in {"p1": {"env": "prod", "gpu": "yes"}, "p2": {"env": "dev"}, "p3": {"env": "qa", "gpu": "no"}, "p4": {}}.items():
         core_v1.create_namespaced_config_map("default", {"metadata": {"name": name, "labels": labels}})
 
     def names(selector: str) -> list[str]:
-        return sorted(i.metadata.name for i in core_v1.list_namespaced_config_map("default",
-                                                                                  label_selector=selector).items)
+        return sorted(i.metadata.name for i in core_v1.list_namespaced_config_map("default", label_selector=selector).items)
 
     assert names("env=prod") == ["p1"]
     assert names("env==dev") == ["p2"]
@@ -170,13 +183,13 @@ def test_field_selectors_with_the_client(core_v1: client.CoreV1Api, kube_apiserv
     spec = {"containers": [{"name": "c", "image": "i"}]}
     for ns, name in (("default", "a"), ("default", "b"), ("other", "a")):
         core_v1.create_namespaced_pod(ns, {"metadata": {"name": name}, "spec": spec})
-    core_v1.create_namespaced_pod_binding("a", "default", {"metadata": {"name": "a"}, "target": {"name": "n1"}},
-                                          _preload_content=False)
+    core_v1.create_namespaced_pod_binding("a", "default", {"metadata": {"name": "a"}, "target": {"name": "n1"}}, _preload_content=False)
     core_v1.patch_namespaced_pod_status("b", "default", {"status": {"phase": "Running"}})
 
     def pods(selector: str) -> list[str]:
-        return sorted(f"{p.metadata.namespace}/{p.metadata.name}"
-                      for p in core_v1.list_pod_for_all_namespaces(field_selector=selector).items)
+        return sorted(
+            f"{p.metadata.namespace}/{p.metadata.name}" for p in core_v1.list_pod_for_all_namespaces(field_selector=selector).items
+        )
 
     assert pods("spec.nodeName=n1") == ["default/a"]
     assert pods("spec.nodeName=") == ["default/b", "other/a"]  # unscheduled pods
@@ -189,8 +202,7 @@ def test_field_selectors_with_the_client(core_v1: client.CoreV1Api, kube_apiserv
     with pytest.raises(ApiException) as exc:
         core_v1.list_namespaced_pod("default", field_selector="spec.bogus=1")
     assert exc.value.status == 400 and "field label not supported" in json.loads(exc.value.body)["message"]
-    assert [n.metadata.name for n in core_v1.list_namespace(field_selector="metadata.name=kube-system").items] == [
-        "kube-system"]
+    assert [n.metadata.name for n in core_v1.list_namespace(field_selector="metadata.name=kube-system").items] == ["kube-system"]
 
 
 def test_limit_and_continue_cover_every_item_exactly_once(core_v1: client.CoreV1Api) -> None:
@@ -226,5 +238,3 @@ def test_limit_and_continue_cover_every_item_exactly_once(core_v1: client.CoreV1
     with pytest.raises(ApiException) as exc:
         core_v1.list_namespaced_config_map("default", limit=2, _continue="garbage!")
     assert exc.value.status == 400
-
-

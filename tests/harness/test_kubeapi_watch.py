@@ -8,12 +8,14 @@ import json
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from hami.fakes.kubeapi import KubeAPIServer
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
+
+from hami.fakes.kubeapi import KubeAPIServer
 
 _END = object()
 
@@ -32,7 +34,7 @@ class Collector:
         try:
             for event in self.watch.stream(func, *args, **kwargs):
                 self.events.put(event)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             self.error = exc
         finally:
             self.events.put(_END)
@@ -71,16 +73,14 @@ def test_watch_receives_added_modified_deleted(kube_apiserver: KubeAPIServer, co
     core_v1.delete_namespaced_config_map("c", "default")
     events = [w.next() for _ in range(3)]
     w.stop()
-    assert [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "c"), ("MODIFIED", "c"),
-                                                                       ("DELETED", "c")]
+    assert [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "c"), ("MODIFIED", "c"), ("DELETED", "c")]
     assert isinstance(events[0]["object"], client.V1ConfigMap)
     assert events[1]["object"].data == {"a": "2"}
     versions = [int(e["object"].metadata.resource_version) for e in events]
     assert versions == sorted(versions) and len(set(versions)) == 3
 
 
-def test_watch_without_a_version_starts_with_the_current_state(kube_apiserver: KubeAPIServer,
-                                                                core_v1: client.CoreV1Api) -> None:
+def test_watch_without_a_version_starts_with_the_current_state(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api) -> None:
     core_v1.create_node({"metadata": {"name": "n1"}})
     core_v1.create_node({"metadata": {"name": "n2"}})
     w = Collector(core_v1.list_node, timeout_seconds=20)
@@ -102,8 +102,7 @@ def test_watch_resumes_from_a_resource_version(kube_apiserver: KubeAPIServer, co
     core_v1.create_namespaced_config_map("default", {"metadata": {"name": "sentinel"}})
 
     w = Collector(core_v1.list_namespaced_config_map, "default", resource_version=rv0, timeout_seconds=20)
-    assert w.until("sentinel") == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b"),
-                                   ("ADDED", "sentinel")]
+    assert w.until("sentinel") == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b"), ("ADDED", "sentinel")]
     w.stop()
     w = Collector(core_v1.list_namespaced_config_map, "default", resource_version=rv1, timeout_seconds=20)
     assert w.until("sentinel") == [("DELETED", "b"), ("ADDED", "sentinel")]
@@ -136,8 +135,7 @@ def test_too_old_resource_version_is_410_expired() -> None:
         for i in range(1, 6):
             api.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
         with pytest.raises(ApiException) as exc:
-            for _ in watch.Watch().stream(api.list_namespaced_config_map, "default", resource_version=first,
-                                          timeout_seconds=5):
+            for _ in watch.Watch().stream(api.list_namespaced_config_map, "default", resource_version=first, timeout_seconds=5):
                 pytest.fail("no event may be delivered from an expired version")
         assert exc.value.status == 410
         lines = _raw_watch_lines(srv, f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={first}")
@@ -147,8 +145,7 @@ def test_too_old_resource_version_is_410_expired() -> None:
         assert status["message"].startswith(f"too old resource version: {first} (")
         # the retained window still resumes
         recent = srv.store.history("configmaps")[0].rv
-        lines = _raw_watch_lines(
-            srv, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={recent}", count=2)
+        lines = _raw_watch_lines(srv, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={recent}", count=2)
         assert [e["object"]["metadata"]["name"] for e in lines] == ["c4", "c5"]
 
 
@@ -169,12 +166,10 @@ def test_filtered_watch_reports_objects_entering_and_leaving_the_selection(
 
 def test_field_selected_pod_watch_sees_binding(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api) -> None:
     """What a node agent does: watch pods with spec.nodeName=<node>; a binding brings a pod in."""
-    core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"},
-                                              "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
     w = Collector(core_v1.list_pod_for_all_namespaces, field_selector="spec.nodeName=n1", timeout_seconds=20)
     _wait_for_watchers(kube_apiserver, "pods")
-    core_v1.create_namespaced_pod_binding("p", "default", {"metadata": {"name": "p"}, "target": {"name": "n1"}},
-                                          _preload_content=False)
+    core_v1.create_namespaced_pod_binding("p", "default", {"metadata": {"name": "p"}, "target": {"name": "n1"}}, _preload_content=False)
     event = w.next()
     assert (event["type"], event["object"].spec.node_name) == ("ADDED", "n1")
     core_v1.delete_namespaced_pod("p", "default")
@@ -196,8 +191,9 @@ def test_bookmarks(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api) -> 
 
 def test_send_initial_events_ends_with_a_marked_bookmark(kube_apiserver: KubeAPIServer) -> None:
     kube_apiserver.store.create("nodes", {"metadata": {"name": "n1"}})
-    lines = _raw_watch_lines(kube_apiserver, "/api/v1/nodes?watch=1&sendInitialEvents=true&allowWatchBookmarks=true"
-                                             "&resourceVersionMatch=NotOlderThan", count=2)
+    lines = _raw_watch_lines(
+        kube_apiserver, "/api/v1/nodes?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan", count=2
+    )
     assert lines[0]["type"] == "ADDED" and lines[0]["object"]["metadata"]["name"] == "n1"
     assert lines[1]["type"] == "BOOKMARK"
     assert lines[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
@@ -211,8 +207,7 @@ def test_timeout_seconds_ends_the_stream(core_v1: client.CoreV1Api) -> None:
 
 
 @pytest.mark.parametrize("abrupt", [False, True])
-def test_cut_watches_ends_open_streams(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api,
-                                       abrupt: bool) -> None:
+def test_cut_watches_ends_open_streams(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api, abrupt: bool) -> None:
     w = Collector(core_v1.list_namespaced_pod, "default", timeout_seconds=30)
     _wait_for_watchers(kube_apiserver, "pods")
     started = time.monotonic()
@@ -227,8 +222,7 @@ def test_cut_watches_ends_open_streams(kube_apiserver: KubeAPIServer, core_v1: c
     # the server keeps serving new watches
     w2 = Collector(core_v1.list_namespaced_pod, "default", timeout_seconds=20)
     _wait_for_watchers(kube_apiserver, "pods")
-    core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"},
-                                              "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    core_v1.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})
     assert w2.next()["type"] == "ADDED"
     w2.stop()
 
@@ -243,11 +237,9 @@ def test_stopping_the_server_ends_watches() -> None:
         assert not w.thread.is_alive()
 
 
-def test_watch_sees_every_concurrent_write_once_in_order(kube_apiserver: KubeAPIServer,
-                                                         core_v1: client.CoreV1Api) -> None:
+def test_watch_sees_every_concurrent_write_once_in_order(kube_apiserver: KubeAPIServer, core_v1: client.CoreV1Api) -> None:
     kube_apiserver.store.create("nodes", {"metadata": {"name": "n"}})
-    w = Collector(core_v1.list_node, resource_version=str(kube_apiserver.store.resource_version),
-                  timeout_seconds=30)
+    w = Collector(core_v1.list_node, resource_version=str(kube_apiserver.store.resource_version), timeout_seconds=30)
     _wait_for_watchers(kube_apiserver, "nodes")
 
     def writer(i: int) -> None:

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
+
 from hami.fakes.kubelet import FakeKubelet, SamplePlugin
 from hami.node.deviceplugin import UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2
-from kubernetes import client
 
 RESOURCE = "example.com/dev"
 
@@ -156,8 +157,7 @@ def test_allocate_failure_is_admission_error_and_frees_devices(fake_kubelet: Fak
     assert not result.admitted
     assert result.reason == "UnexpectedAdmissionError"
     assert result.error == (
-        "Allocate failed due to rpc error: code = Unknown desc = no binding pod found on node node-1, "
-        "which is unexpected"
+        "Allocate failed due to rpc error: code = Unknown desc = no binding pod found on node node-1, which is unexpected"
     )
     assert fake_kubelet.assigned(RESOURCE) == set()
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
 from hami.fakes.kubelet import FakeKubelet, SamplePlugin
 from hami.node.deviceplugin import UNHEALTHY
-from kubernetes import client
 
 RESOURCE = "example.com/dev"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from hami.fakes.kubelet import FakeKubelet, SamplePlugin, is_extended_resource_name
 from hami.node.deviceplugin import API_VERSION, HEALTHY, KUBELET_SOCKET, UNHEALTHY
 from hami.node.deviceplugin.v1beta1 import api_pb2
@@ -113,9 +114,7 @@ def test_grace_period_keeps_resource_unhealthy(kubelet_dir: Path) -> None:
         assert kubelet.wait_devices(RESOURCE, 0) == {"a": UNHEALTHY, "b": UNHEALTHY}
 
 
-def test_restart_deletes_sockets_and_plugin_reregisters(
-    fake_kubelet: FakeKubelet, plugin: SamplePlugin, kubelet_dir: Path
-) -> None:
+def test_restart_deletes_sockets_and_plugin_reregisters(fake_kubelet: FakeKubelet, plugin: SamplePlugin, kubelet_dir: Path) -> None:
     plugin.register(fake_kubelet.socket_path, RESOURCE)
     fake_kubelet.wait_devices(RESOURCE, 3)
     (kubelet_dir / "kubelet_internal_checkpoint").write_text("{}")

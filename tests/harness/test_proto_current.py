@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
+
 from hami.node.deviceplugin import regenerate
 from hami.node.deviceplugin.v1beta1 import api_pb2
 

@@ -30,7 +30,9 @@ def test_the_packaged_examples_are_deploy_examples() -> None:
     assert not differences(DEPLOY, PACKAGED), "deploy/examples and core/hami/sandbox/examples differ; run `make examples`"
     # the quick-start pods (issue 27) ship too: `hami sandbox --pods <packaged>/quickstart/*.yaml`
     assert (DEPLOY / "quickstart").is_dir()
-    assert not differences(DEPLOY / "quickstart", PACKAGED / "quickstart"), "deploy/examples/quickstart differs from its packaged copy; run `make examples`"
+    assert not differences(DEPLOY / "quickstart", PACKAGED / "quickstart"), (
+        "deploy/examples/quickstart differs from its packaged copy; run `make examples`"
+    )
     assert (PACKAGED / "nodes.yaml").is_file()
     # the DRA examples (issue 24): `hami sandbox --dra` runs the packaged copy
     assert sorted(p.name for p in (DEPLOY / "dra").glob("*.yaml"))

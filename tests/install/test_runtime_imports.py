@@ -65,8 +65,15 @@ def import_failures(modules: list[str], extra_path: tuple[Path, ...] = ()) -> di
     """module → the error importing it raised, with pytest and hypothesis blocked."""
     env_path = [str(p) for p in extra_path]
     code = f"import sys; sys.path[:0] = {env_path!r}\n" + CHECKER
-    done = subprocess.run([sys.executable, "-c", code, ",".join(BLOCKED)], input=json.dumps(modules), capture_output=True,
-                          text=True, timeout=300, cwd=REPO, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, ",".join(BLOCKED)],
+        input=json.dumps(modules),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -85,7 +92,8 @@ def test_every_runtime_module_imports_without_pytest_or_hypothesis() -> None:
     assert not any(m.startswith("hami.testing") for m in modules)
     failures = import_failures(modules)
     assert not failures, "these runtime modules need pytest/hypothesis (move the import into hami.testing):\n" + "\n".join(
-        f"  {m}: {e}" for m, e in failures.items())
+        f"  {m}: {e}" for m, e in failures.items()
+    )
 
 
 def test_the_benches_import_without_pytest_or_hypothesis() -> None:

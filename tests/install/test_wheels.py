@@ -59,8 +59,18 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for module in ("build", "twine"):
         done = _run([sys.executable, "-c", f"import {module}"])
         assert done.returncode == 0, f"{module} is missing: install the dev extra (pip install -e '.[dev]', as `make test` does)"
-    builds = [(project, subprocess.Popen([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(project)],
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)) for project in PROJECTS]
+    builds = [
+        (
+            project,
+            subprocess.Popen(
+                [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(project)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+        )
+        for project in PROJECTS
+    ]
     for project, process in builds:
         output, _ = process.communicate(timeout=600)
         assert process.returncode == 0, f"python -m build {project} failed:\n{output[-4000:]}"
@@ -72,8 +82,23 @@ def _wheels(dist: Path) -> list[Path]:
 
 
 def _install(python: Path, wheels: list[Path], dist: Path) -> subprocess.CompletedProcess[str]:
-    return _run([python, "-m", "pip", "install", "--quiet", "--no-compile", "--no-index", "--find-links", dist, "--find-links", WHEELHOUSE, *wheels],
-                timeout=900)
+    return _run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-compile",
+            "--no-index",
+            "--find-links",
+            dist,
+            "--find-links",
+            WHEELHOUSE,
+            *wheels,
+        ],
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +114,9 @@ def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = _install(python, wheels, dist)
         if done.returncode != 0:  # the wheelhouse lacks a dependency: fetch what the wheels require
-            fetched = _run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE, "--find-links", dist, *wheels],
-                           timeout=1800)
+            fetched = _run(
+                [sys.executable, "-m", "pip", "download", "--quiet", "--dest", WHEELHOUSE, "--find-links", dist, *wheels], timeout=1800
+            )
             assert fetched.returncode == 0, f"pip download into {WHEELHOUSE} failed:\n{fetched.stderr[-4000:]}"
             for own in WHEELHOUSE.glob("hami*"):  # never a stale copy of our own wheels
                 own.unlink()
@@ -138,7 +164,8 @@ def _metadata(wheel: Path) -> str:
 
 def test_one_version_source_and_backends_pin_a_compatible_core(dist: Path) -> None:
     assert _pyproject_value(REPO, "version") is None and _pyproject_value(REPO, "dynamic") == '["version"]', (
-        "the core's version lives in hami.__version__ only")
+        "the core's version lives in hami.__version__ only"
+    )
     version = re.search(r'^__version__ = "([^"]+)"$', (REPO / "core" / "hami" / "__init__.py").read_text(), re.M)
     assert version
     major, minor = (int(x) for x in version.group(1).split(".")[:2])
@@ -175,15 +202,19 @@ def test_backends_from_outside_the_checkout(venv: Path, outside: Path, env: dict
     backends = json.loads(hami(venv, outside, env, "backends", "--json"))
     assert {b["name"]: b["distribution"] for b in backends} == {p.name: f"hami-{p.name}" for p in PROJECTS[1:]}
     assert len(backends) == 13 and all(b["status"] == "ok" for b in backends), [b for b in backends if b["status"] != "ok"]
-    located = _run([venv / "bin" / "python", "-c", "import hami, hami_nvidia; print(hami.__file__); print(hami_nvidia.__file__)"],
-                   cwd=outside, env=env)
+    located = _run(
+        [venv / "bin" / "python", "-c", "import hami, hami_nvidia; print(hami.__file__); print(hami_nvidia.__file__)"], cwd=outside, env=env
+    )
     for path in located.stdout.split():
         assert Path(path).is_relative_to(venv), f"{path}: imported from outside the venv"
 
 
 def test_devices_on_a_simulated_inventory(venv: Path, outside: Path, env: dict[str, str]) -> None:
-    nodes = _run([venv / "bin" / "python", "-c", "from hami.sandbox.defaults import default_nodes_file; print(default_nodes_file())"],
-                 cwd=outside, env=env).stdout.strip()
+    nodes = _run(
+        [venv / "bin" / "python", "-c", "from hami.sandbox.defaults import default_nodes_file; print(default_nodes_file())"],
+        cwd=outside,
+        env=env,
+    ).stdout.strip()
     assert Path(nodes).is_relative_to(venv), nodes
     expected = next(n for n in yaml.safe_load(Path(nodes).read_text())["nodes"] if n["name"] == "gpu-a100")["devices"][0]
     devices = json.loads(hami(venv, outside, env, "devices", "--json", "--node-name", "gpu-a100", extra_env={"HAMI_INVENTORY": nodes}))
@@ -193,8 +224,13 @@ def test_devices_on_a_simulated_inventory(venv: Path, outside: Path, env: dict[s
 
 def test_the_sandbox_runs_its_packaged_default_cluster(venv: Path, outside: Path, env: dict[str, str]) -> None:
     report = json.loads(hami(venv, outside, env, "sandbox", "--json"))
-    example_pods = [d["metadata"]["name"] for f in sorted((REPO / "deploy" / "examples").glob("*.yaml")) if not f.name.startswith("nodes")
-                    for d in yaml.safe_load_all(f.read_text()) if d]
+    example_pods = [
+        d["metadata"]["name"]
+        for f in sorted((REPO / "deploy" / "examples").glob("*.yaml"))
+        if not f.name.startswith("nodes")
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    ]
     assert sorted(p["name"] for p in report["pods"]) == sorted(example_pods) and report["skipped"] == []  # every backend is installed
     wrong = {p["name"]: (p["phase"], p["expected"], p["reason"]) for p in report["pods"] if p["phase"] != p["expected"]}
     assert not wrong
@@ -203,8 +239,14 @@ def test_the_sandbox_runs_its_packaged_default_cluster(venv: Path, outside: Path
 
 @pytest.fixture
 def apiserver(venv: Path, outside: Path, env: dict[str, str]) -> Iterator[str]:
-    process = subprocess.Popen([str(venv / "bin" / "hami"), "dev", "apiserver", "--port", "0"], cwd=outside, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(venv / "bin" / "hami"), "dev", "apiserver", "--port", "0"],
+        cwd=outside,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()

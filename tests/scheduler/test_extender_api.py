@@ -9,6 +9,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kubernetes import client
+
 from hami.fakes.extender import TEST_KEYS, ExtenderHarness
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.plugin.model import SchedulableDevice
@@ -19,9 +23,6 @@ from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE
 from hami.wire.codec import encode_node_devices
 from hami.wire.nodelock import NodeLock
 from hami_nvidia.plugin import KIND, plugin
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from kubernetes import client
 
 
 @pytest.fixture
@@ -36,13 +37,19 @@ def add_node(core_v1, name, devices):
 
 
 def gpus(prefix, n, memory=10000, count=10):
-    return [SchedulableDevice(id=f"{prefix}-{i}", vendor="NVIDIA", type="NVIDIA A100", count=count, memory=memory, cores=100, index=i) for i in range(n)]
+    return [
+        SchedulableDevice(id=f"{prefix}-{i}", vendor="NVIDIA", type="NVIDIA A100", count=count, memory=memory, cores=100, index=i)
+        for i in range(n)
+    ]
 
 
 def add_pod(core_v1, name, limits, namespace="default", annotations=None):
     body = client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, namespace=namespace, annotations=annotations),
-        spec=client.V1PodSpec(scheduler_name="hami-scheduler", containers=[client.V1Container(name="main", image="cuda", resources=client.V1ResourceRequirements(limits=limits))]),
+        spec=client.V1PodSpec(
+            scheduler_name="hami-scheduler",
+            containers=[client.V1Container(name="main", image="cuda", resources=client.V1ResourceRequirements(limits=limits))],
+        ),
     )
     return core_v1.create_namespaced_pod(namespace, body)
 
@@ -193,7 +200,9 @@ def test_lock_held_by_a_dead_pod_is_taken_over_at_bind(harness, core_v1):
     add_pod(core_v1, "p", {"nvidia.com/gpu": "1"}, annotations={"hami.io/node-scheduler-policy": "binpack"})
     pod = harness.pod_json("default", "p")
     harness.post("filter", {"Pod": pod, "NodeNames": ["gpu-a"]})
-    assert harness.post("bind", {"PodName": "p", "PodNamespace": "default", "PodUID": pod["metadata"]["uid"], "Node": "gpu-a"})["Error"] == ""
+    assert (
+        harness.post("bind", {"PodName": "p", "PodNamespace": "default", "PodUID": pod["metadata"]["uid"], "Node": "gpu-a"})["Error"] == ""
+    )
     assert NodeLock(core_v1).holder("gpu-a")[0].name == "p"
 
 
@@ -212,7 +221,8 @@ def test_bind_on_a_locked_node_fails_cleanly(harness, core_v1):
 
 requests_strategy = st.lists(
     st.fixed_dictionaries({"nvidia.com/gpumem": st.integers(500, 6000).map(str), "nvidia.com/gpucores": st.integers(0, 60).map(str)}),
-    min_size=6, max_size=14,
+    min_size=6,
+    max_size=14,
 )
 
 
@@ -235,7 +245,9 @@ def test_parallel_pods_never_over_allocate(manager, mix, seed):
                 result = harness.post("filter", {"Pod": pod, "NodeNames": ["tight"]})
                 results[name] = result
                 if result.get("NodeNames"):
-                    bound = harness.post("bind", {"PodName": name, "PodNamespace": "default", "PodUID": pod["metadata"]["uid"], "Node": "tight"})
+                    bound = harness.post(
+                        "bind", {"PodName": name, "PodNamespace": "default", "PodUID": pod["metadata"]["uid"], "Node": "tight"}
+                    )
                     assert bound["Error"] == "", bound
                     NodeLock(core_v1).release("tight", "default", name)  # the node agent's part after Allocate
 
@@ -246,15 +258,21 @@ def test_parallel_pods_never_over_allocate(manager, mix, seed):
                 t.join()
             # rebuild usage from the API alone, as a restarted scheduler would
             rebuilt = ClusterState({"NVIDIA": KIND})
-            rebuilt.replace_all(json.loads(core_v1.list_node(_preload_content=False).data)["items"],
-                                json.loads(core_v1.list_pod_for_all_namespaces(_preload_content=False).data)["items"])
+            rebuilt.replace_all(
+                json.loads(core_v1.list_node(_preload_content=False).data)["items"],
+                json.loads(core_v1.list_pod_for_all_namespaces(_preload_content=False).data)["items"],
+            )
             node = rebuilt.node("tight")
             for device_id in node.devices:
                 usage = node.usage(device_id)
                 assert usage.used <= 4 and usage.memory <= 8000 and usage.cores <= 100, usage
             placed = [n for n, r in results.items() if r.get("NodeNames")]
             assert len(rebuilt.pods) == len(placed)
-            bound = [p for p in json.loads(core_v1.list_namespaced_pod("default", _preload_content=False).data)["items"] if p["spec"].get("nodeName")]
+            bound = [
+                p
+                for p in json.loads(core_v1.list_namespaced_pod("default", _preload_content=False).data)["items"]
+                if p["spec"].get("nodeName")
+            ]
             assert sorted(p["metadata"]["name"] for p in bound) == sorted(placed)
             assert placed, "at least the first pod always fits"
         finally:

@@ -43,14 +43,21 @@ def manager(hami_manager, register_backend):
 
 
 def add_node(core_v1, name, labels=None):
-    devices = [SchedulableDevice(id=f"{name}-gpu-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=20000, cores=100, index=i) for i in range(2)]
+    devices = [
+        SchedulableDevice(id=f"{name}-gpu-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=20000, cores=100, index=i)
+        for i in range(2)
+    ]
     annotations = {KIND.annotations.node_register: encode_node_devices(devices, "json")}
     core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=labels, annotations=annotations)))
 
 
 def add_pod(core_v1, name, limits, *, node_selector=None, affinity=None):
-    spec = client.V1PodSpec(scheduler_name="hami-scheduler", node_selector=node_selector, affinity=affinity,
-                            containers=[client.V1Container(name="main", image="cuda", resources=client.V1ResourceRequirements(limits=limits))])
+    spec = client.V1PodSpec(
+        scheduler_name="hami-scheduler",
+        node_selector=node_selector,
+        affinity=affinity,
+        containers=[client.V1Container(name="main", image="cuda", resources=client.V1ResourceRequirements(limits=limits))],
+    )
     return core_v1.create_namespaced_pod("default", client.V1Pod(metadata=client.V1ObjectMeta(name=name, namespace="default"), spec=spec))
 
 
@@ -100,13 +107,28 @@ def client_certificate(directory: Path) -> tuple[Path, Path, Path]:
     now = dt.datetime.now(dt.timezone.utc)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-scheduler-client-ca")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-scheduler")])).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False).sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-scheduler")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
     paths = directory / "client-ca.crt", directory / "client.crt", directory / "client.key"
     paths[0].write_bytes(ca.public_bytes(pem))
@@ -122,8 +144,15 @@ def test_the_webhook_listener_refuses_the_verbs_the_extender_listener_serves_the
     add_node(core_v1, "gpu-a")
     add_pod(core_v1, "p", {"nvidia.com/gpumem": "1000"})
     config = WebhookConfig()
-    service = SchedulerService(manager, kube_apiserver.api_client(), SchedulerConfig(), TEST_KEYS, host="127.0.0.1", port=0,
-                               webhook=lambda body: review(manager, body, config, None))
+    service = SchedulerService(
+        manager,
+        kube_apiserver.api_client(),
+        SchedulerConfig(),
+        TEST_KEYS,
+        host="127.0.0.1",
+        port=0,
+        webhook=lambda body: review(manager, body, config, None),
+    )
     service.start()
     try:
         assert service.cache.wait_synced(10)
@@ -140,9 +169,17 @@ def test_the_webhook_listener_refuses_the_verbs_the_extender_listener_serves_the
         assert status == 200 and answer["NodeNames"] == ["gpu-a"], answer
         assert post(extender_url, "bind", bind_args) == (200, {"Error": ""})
         assert core_v1.read_namespaced_pod("p", "default").spec.node_name == "gpu-a"
-        review_body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "r", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "default",
-            "object": {"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c"}]}}}}
+        review_body = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "r",
+                "operation": "CREATE",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "default",
+                "object": {"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c"}]}},
+            },
+        }
         assert post(webhook_url, "webhook", review_body)[1]["response"]["allowed"] is True
         assert post(extender_url, "webhook", review_body)[0] == 404  # and the API server's route is not on kube-scheduler's
         for url in (webhook_url, extender_url):  # probes and Prometheus reach both
@@ -160,7 +197,9 @@ def test_with_a_client_ca_a_client_without_a_certificate_is_refused(manager, tmp
     write_bundle(tmp_path)
     ca, cert, key = client_certificate(tmp_path)
     extender = Extender(Scheduler(manager, ClusterState(manager.kinds), None))
-    with ExtenderHTTPServer(extender, tls_cert=str(tmp_path / "tls.crt"), tls_key=str(tmp_path / "tls.key"), client_ca=str(ca), serve_webhook=False) as server:
+    with ExtenderHTTPServer(
+        extender, tls_cert=str(tmp_path / "tls.crt"), tls_key=str(tmp_path / "tls.key"), client_ca=str(ca), serve_webhook=False
+    ) as server:
         anonymous = ssl.create_default_context(cafile=str(tmp_path / "tls-ca.crt"))
         with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
             post(f"https://localhost:{server.port}", "echo", {"x": 1}, anonymous)
@@ -187,7 +226,9 @@ def test_filter_schedules_the_cached_pod_not_the_body(harness, core_v1):
     pod["metadata"]["annotations"] = {"hami.io/gpu-scheduler-policy": "binpack"}
     result = harness.post("filter", {"Pod": pod, "NodeNames": ["gpu-a", "gpu-b"]})
     assert result["Error"] == "" and result["NodeNames"], result
-    assert wait_for(lambda: "hami.io/vgpu-devices-allocated" in (core_v1.read_namespaced_pod("small", "default").metadata.annotations or {}))
+    assert wait_for(
+        lambda: "hami.io/vgpu-devices-allocated" in (core_v1.read_namespaced_pod("small", "default").metadata.annotations or {})
+    )
     annotations = core_v1.read_namespaced_pod("small", "default").metadata.annotations
     (containers,) = read_allocated(annotations, {"NVIDIA": KIND}).values()
     assert [(g.memory, g.cores) for g in containers[0]] == [(1000, 10)]  # what the API server's pod asked, not the body
@@ -205,8 +246,10 @@ def _known(harness, name):
 
 
 def test_a_pod_the_api_server_does_not_have_gets_no_allocation(harness, core_v1):
-    forged = {"metadata": {"name": "ghost", "namespace": "default", "uid": "u-ghost"},
-              "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "16000"}}}]}}
+    forged = {
+        "metadata": {"name": "ghost", "namespace": "default", "uid": "u-ghost"},
+        "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "16000"}}}]},
+    }
     result = harness.post("filter", {"Pod": forged, "NodeNames": ["gpu-a"]})
     assert "pod default/ghost (uid u-ghost) is not a pending pod the scheduler's informer knows" in result["Error"]
     assert not result.get("NodeNames") and "u-ghost" not in harness.state.pods
@@ -247,8 +290,11 @@ def test_bind_refuses_a_node_the_pod_may_not_run_on_and_holds_no_lock(harness, c
 
 def test_bind_refuses_affinity_and_a_node_other_than_the_reserved_one(harness, core_v1):
     term = client.V1NodeSelectorTerm(match_expressions=[client.V1NodeSelectorRequirement(key="zone", operator="In", values=["b"])])
-    affinity = client.V1Affinity(node_affinity=client.V1NodeAffinity(
-        required_during_scheduling_ignored_during_execution=client.V1NodeSelector(node_selector_terms=[term])))
+    affinity = client.V1Affinity(
+        node_affinity=client.V1NodeAffinity(
+            required_during_scheduling_ignored_during_execution=client.V1NodeSelector(node_selector_terms=[term])
+        )
+    )
     add_pod(core_v1, "affine", {"nvidia.com/gpumem": "1000"}, affinity=affinity)
     add_pod(core_v1, "free", {"nvidia.com/gpumem": "1000"})
     assert wait_for(lambda: _known(harness, "affine") and _known(harness, "free"))
@@ -259,25 +305,85 @@ def test_bind_refuses_affinity_and_a_node_other_than_the_reserved_one(harness, c
     answer = harness.post("bind", {"PodName": "free", "PodNamespace": "default", "PodUID": free["metadata"]["uid"], "Node": "gpu-a"})
     assert "its devices were reserved on node 'gpu-b', not 'gpu-a'" in answer["Error"]
     assert NODE_LOCK not in (core_v1.read_node("gpu-a").metadata.annotations or {})
-    assert "is not a node the scheduler's informer knows" in harness.post("bind", {"PodName": "free", "PodNamespace": "default", "Node": "nowhere"})["Error"]
+    assert (
+        "is not a node the scheduler's informer knows"
+        in harness.post("bind", {"PodName": "free", "PodNamespace": "default", "Node": "nowhere"})["Error"]
+    )
 
 
-@pytest.mark.parametrize(("spec", "labels", "allowed"), [
-    ({}, {}, True),
-    ({"nodeSelector": {"zone": "a"}}, {"zone": "a", "x": "y"}, True),
-    ({"nodeSelector": {"zone": "a"}}, {}, False),
-    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]},
-        {"matchExpressions": [{"key": "gpus", "operator": "Gt", "values": ["3"]}, {"key": "spot", "operator": "DoesNotExist"}]}]}}}},
-     {"zone": "a", "gpus": "8"}, True),  # the second term matches
-    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "gpus", "operator": "Lt", "values": ["3"]}]}]}}}}, {"gpus": "8"}, False),
-    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}, {}, True),
-    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}]}}}}, {}, False),
-    ({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]}}}, {}, True),  # preferences do not bind
-])
+@pytest.mark.parametrize(
+    ("spec", "labels", "allowed"),
+    [
+        ({}, {}, True),
+        ({"nodeSelector": {"zone": "a"}}, {"zone": "a", "x": "y"}, True),
+        ({"nodeSelector": {"zone": "a"}}, {}, False),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]},
+                                {
+                                    "matchExpressions": [
+                                        {"key": "gpus", "operator": "Gt", "values": ["3"]},
+                                        {"key": "spot", "operator": "DoesNotExist"},
+                                    ]
+                                },
+                            ]
+                        }
+                    }
+                }
+            },
+            {"zone": "a", "gpus": "8"},
+            True,
+        ),  # the second term matches
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpus", "operator": "Lt", "values": ["3"]}]}]
+                        }
+                    }
+                }
+            },
+            {"gpus": "8"},
+            False,
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]
+                        }
+                    }
+                }
+            },
+            {},
+            True,
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Exists"}]}]
+                        }
+                    }
+                }
+            },
+            {},
+            False,
+        ),
+        (
+            {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]}}},
+            {},
+            True,
+        ),  # preferences do not bind
+    ],
+)
 def test_node_affinity_rules(spec, labels, allowed):
     from hami.scheduler.affinity import node_refusal
 
@@ -388,15 +494,21 @@ def test_a_rotated_certificate_is_served_without_a_restart(manager, tmp_path):
             post(url, "echo", {"n": 3}, ssl.create_default_context(cadata=first_ca))
 
 
-@pytest.mark.parametrize(("pod", "named"), [
-    ({"metadata": 1}, "Pod.metadata must be an object, got int"),
-    ({"metadata": {"name": "p"}, "spec": []}, "Pod.spec must be an object, got a list"),
-    ({"metadata": {"name": "p"}, "spec": {"containers": "x"}}, "Pod.spec.containers must be a list, got a string"),
-    ({"metadata": {"name": 5}}, "Pod.metadata.name must be a string, got int"),
-    ({"metadata": {"name": "p", "annotations": {"a": 1}}}, "Pod.metadata.annotations['a'] must be a string, got int"),
-    ({"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"limits": []}}]}}, "Pod.spec.containers[0].resources.limits must be an object"),
-    ({"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": {}}}}]}}, "must be a quantity"),
-])
+@pytest.mark.parametrize(
+    ("pod", "named"),
+    [
+        ({"metadata": 1}, "Pod.metadata must be an object, got int"),
+        ({"metadata": {"name": "p"}, "spec": []}, "Pod.spec must be an object, got a list"),
+        ({"metadata": {"name": "p"}, "spec": {"containers": "x"}}, "Pod.spec.containers must be a list, got a string"),
+        ({"metadata": {"name": 5}}, "Pod.metadata.name must be a string, got int"),
+        ({"metadata": {"name": "p", "annotations": {"a": 1}}}, "Pod.metadata.annotations['a'] must be a string, got int"),
+        (
+            {"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"limits": []}}]}},
+            "Pod.spec.containers[0].resources.limits must be an object",
+        ),
+        ({"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": {}}}}]}}, "must be a quantity"),
+    ],
+)
 def test_wrongly_typed_pod_fields_are_named_without_a_traceback(harness, pod, named, caplog):
     with caplog.at_level(logging.DEBUG):
         for verb in ("filter", "prioritize"):
@@ -409,27 +521,72 @@ def test_wrongly_typed_pod_fields_are_named_without_a_traceback(harness, pod, na
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-CONTAINER = st.fixed_dictionaries({}, optional={"name": JSON, "resources": JSON | st.fixed_dictionaries(
-    {}, optional={"limits": JSON | st.dictionaries(st.sampled_from(["nvidia.com/gpu", "nvidia.com/gpumem", "cpu"]), JSON, max_size=2)})})
-POD = st.fixed_dictionaries({}, optional={
-    "metadata": JSON | st.fixed_dictionaries({}, optional={"name": JSON | st.sampled_from(["p", "ghost"]), "namespace": JSON | st.just("default"),
-                                                           "uid": JSON, "annotations": JSON, "labels": JSON}),
-    "spec": JSON | st.fixed_dictionaries({}, optional={"containers": JSON | st.lists(CONTAINER | JSON, max_size=2),
-                                                       "initContainers": JSON, "nodeSelector": JSON, "affinity": JSON}),
-})
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+CONTAINER = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": JSON,
+        "resources": JSON
+        | st.fixed_dictionaries(
+            {},
+            optional={"limits": JSON | st.dictionaries(st.sampled_from(["nvidia.com/gpu", "nvidia.com/gpumem", "cpu"]), JSON, max_size=2)},
+        ),
+    },
+)
+POD = st.fixed_dictionaries(
+    {},
+    optional={
+        "metadata": JSON
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "name": JSON | st.sampled_from(["p", "ghost"]),
+                "namespace": JSON | st.just("default"),
+                "uid": JSON,
+                "annotations": JSON,
+                "labels": JSON,
+            },
+        ),
+        "spec": JSON
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "containers": JSON | st.lists(CONTAINER | JSON, max_size=2),
+                "initContainers": JSON,
+                "nodeSelector": JSON,
+                "affinity": JSON,
+            },
+        ),
+    },
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(pod=POD | JSON, nodes=JSON | st.lists(st.sampled_from(["gpu-a", "gpu-b", "x"]), max_size=3), verb=st.sampled_from(["filter", "prioritize", "bind", "webhook"]))
+@given(
+    pod=POD | JSON,
+    nodes=JSON | st.lists(st.sampled_from(["gpu-a", "gpu-b", "x"]), max_size=3),
+    verb=st.sampled_from(["filter", "prioritize", "bind", "webhook"]),
+)
 def test_fuzzed_bodies_get_well_formed_answers(fuzz_server, pod, nodes, verb):
     url, records = fuzz_server
     if verb == "bind":
         body = {"PodName": pod if not isinstance(pod, dict) else "ghost", "PodNamespace": nodes, "Node": "gpu-a", "PodUID": pod}
     elif verb == "webhook":
-        body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "u", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "default", "object": pod}}
+        body = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "operation": "CREATE",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "default",
+                "object": pod,
+            },
+        }
     else:
         body = {"Pod": pod, "NodeNames": nodes}
     status, answer = post(url, verb, body)

@@ -10,15 +10,16 @@ import time
 from datetime import datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kubernetes import client
+
 from hami.plugin.model import SchedulableDevice
 from hami.scheduler.handshake import HandshakeRequester, handshake_problem
 from hami.scheduler.state import ClusterState
 from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
 from hami.wire.codec import encode_node_devices
-from hypothesis import given
-from hypothesis import strategies as st
 from hami_nvidia.plugin import KIND
-from kubernetes import client
 
 RESOURCE = KIND.resources.count
 GPU = SchedulableDevice(id="GPU-0", vendor="NVIDIA", type="A100", count=4, memory=8000, cores=100)

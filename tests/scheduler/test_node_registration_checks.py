@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import time
 
+from kubernetes import client
+
 from hami.plugin.model import SchedulableDevice
 from hami.scheduler.cache import DUPLICATE_DEVICE_REASON, ClusterCache
 from hami.scheduler.state import ClusterState
 from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import KIND
-from kubernetes import client
 
 REGISTER = KIND.annotations.node_register
 

@@ -28,7 +28,9 @@ def container(cpu: str | None = None, memory: str | None = None, *, section: str
     return {"name": "c", "resources": {section: values}, **extra}
 
 
-def pod(uid: str, containers: list[dict], *, node: str | None = None, phase: str = "Running", init: list[dict] | None = None, overhead=None) -> dict:
+def pod(
+    uid: str, containers: list[dict], *, node: str | None = None, phase: str = "Running", init: list[dict] | None = None, overhead=None
+) -> dict:
     spec: dict = {"containers": containers, "initContainers": init or []}
     if node:
         spec["nodeName"] = node
@@ -38,7 +40,10 @@ def pod(uid: str, containers: list[dict], *, node: str | None = None, phase: str
 
 
 def node(name: str, cpu: str | None = "8", memory: str | None = "16Gi", devices: int = 2) -> dict:
-    gpus = [SchedulableDevice(id=f"GPU-{name}-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=40960, cores=100, index=i) for i in range(devices)]
+    gpus = [
+        SchedulableDevice(id=f"GPU-{name}-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=40960, cores=100, index=i)
+        for i in range(devices)
+    ]
     obj: dict = {"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(gpus, KIND.node_encoding)}}}
     if cpu is not None or memory is not None:
         sizes = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
@@ -54,7 +59,10 @@ def test_pod_requests_follow_kube_scheduler_rules():
     assert pod_host_requests(pod("a", [container("500m", "1Gi"), container("1", "1000Ki", section="limits")])) == (1500, 1024 + 1)
     # an init container counts as a maximum, a sidecar (restartPolicy Always) beside everything after it, overhead on top
     init = [container("100m", "100Mi", restartPolicy="Always"), container("3", "1Mi")]
-    assert pod_host_requests(pod("b", [container("1", "1Gi")], init=init, overhead={"cpu": "250m", "memory": "10Mi"})) == (3100 + 250, 1124 + 10)
+    assert pod_host_requests(pod("b", [container("1", "1Gi")], init=init, overhead={"cpu": "250m", "memory": "10Mi"})) == (
+        3100 + 250,
+        1124 + 10,
+    )
     # nothing asked, or an unreadable quantity, counts as nothing
     assert pod_host_requests(pod("c", [{"name": "c"}, container("lots")])) == (0, 0)
 
@@ -145,7 +153,15 @@ def nvidia():
 
 
 def gpu_pod(uid: str, cpu: str) -> dict:
-    p = pod(uid, [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}, "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "100"}}}])
+    p = pod(
+        uid,
+        [
+            {
+                "name": "c",
+                "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}, "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "100"}},
+            }
+        ],
+    )
     return p
 
 
@@ -159,8 +175,13 @@ def test_live_scheduler_policies_see_node_cpu(nvidia):
         assert scheduler.filter(gpu_pod("g1", "1"), ["n1", "n2"]).node == "n2"
         assert state.host.free("n2") == (3000, 63488)  # assumed from the filter on
         # the same choice without the host view goes by name
-        blind = Scheduler(nvidia, state_with(node("n1", "16", "64Gi"), node("n2", "16", "64Gi")), None,
-                          SchedulerConfig(node_policy="bestfit", device_policy="binpack", events=False), cluster=nvidia.cluster)
+        blind = Scheduler(
+            nvidia,
+            state_with(node("n1", "16", "64Gi"), node("n2", "16", "64Gi")),
+            None,
+            SchedulerConfig(node_policy="bestfit", device_policy="binpack", events=False),
+            cluster=nvidia.cluster,
+        )
         blind.state.apply_pod(pod("busy", [container("12", "1Gi")], node="n2"))
         assert blind.filter(gpu_pod("g1", "1"), ["n1", "n2"]).node == "n1"
         blind.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hami.plugin.model import SchedulableDevice
 from hami.scheduler.ranking import NodeRanking
 from hami.scheduler.state import ClusterState
 from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import KIND
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def node(name, memory):

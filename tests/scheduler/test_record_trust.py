@@ -10,6 +10,8 @@ import time
 
 import attrs
 import pytest
+from kubernetes import client
+
 from hami.fakes.extender import ExtenderHarness
 from hami.plugin.model import SchedulableDevice
 from hami.scheduler.config import SchedulerConfig
@@ -17,7 +19,6 @@ from hami.wire.annotations import ASSIGNED_NODE, BIND_PHASE
 from hami.wire.codec import decode_pod_devices, encode_node_devices, encode_pod_devices
 from hami.wire.nodelock import NodeLock
 from hami_nvidia.plugin import KIND, plugin
-from kubernetes import client
 
 ALLOCATED = KIND.annotations.allocated
 NODE = "gpu-a"
@@ -30,7 +31,10 @@ def manager(hami_manager, register_backend):
 
 
 def add_node(core_v1, gpus: int, memory: int) -> None:
-    devices = [SchedulableDevice(id=f"GPU-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=memory, cores=100, index=i) for i in range(gpus)]
+    devices = [
+        SchedulableDevice(id=f"GPU-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=memory, cores=100, index=i)
+        for i in range(gpus)
+    ]
     annotation = encode_node_devices(devices, "json")
     core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=NODE, annotations={KIND.annotations.node_register: annotation})))
 
@@ -39,8 +43,11 @@ def add_pod(core_v1, name, limits, *, annotations=None, node_name=None):
     resources = client.V1ResourceRequirements(limits=limits) if limits else None
     body = client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, annotations=annotations),
-        spec=client.V1PodSpec(scheduler_name="hami-scheduler", node_name=node_name,
-                              containers=[client.V1Container(name="main", image="cuda", resources=resources)]),
+        spec=client.V1PodSpec(
+            scheduler_name="hami-scheduler",
+            node_name=node_name,
+            containers=[client.V1Container(name="main", image="cuda", resources=resources)],
+        ),
     )
     return core_v1.create_namespaced_pod("default", body)
 
@@ -178,7 +185,9 @@ def test_parallel_binds_onto_a_nearly_full_node(manager, core_v1):
             NodeLock(core_v1).release(NODE, "default", winners[0])
             unbound.remove(winners[0])
         assert lost == 5 + 4 + 3 + 2 + 1
-        wait_for(lambda: len(harness.state.pods) == 6 and all(r.bound for r in harness.state.pods.values()), "six bound records, no reservation")
+        wait_for(
+            lambda: len(harness.state.pods) == 6 and all(r.bound for r in harness.state.pods.values()), "six bound records, no reservation"
+        )
         assert sorted(used_memory(harness).values()) == [9000, 9000]
     finally:
         harness.stop()

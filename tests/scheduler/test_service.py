@@ -16,6 +16,8 @@ from datetime import datetime
 import pytest
 import yaml
 from click.testing import CliRunner
+from kubernetes import client
+
 from hami.plugin.model import SchedulableDevice
 from hami.scheduler.cli import scheduler_config_command
 from hami.scheduler.handshake import HandshakeRequester
@@ -25,7 +27,6 @@ from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
 from hami.wire.codec import encode_node_devices
 from hami.wire.signing import SigningKeys
 from hami_nvidia.plugin import KIND
-from kubernetes import client
 
 
 def wait_for(predicate, timeout=10.0):
@@ -54,18 +55,23 @@ def test_scheduler_config_manages_every_installed_resource():
 def test_scheduler_config_defaults_to_the_loopback_extender_and_can_send_a_client_certificate():
     (extender,) = yaml.safe_load(CliRunner().invoke(scheduler_config_command, []).output)["extenders"]
     assert extender["urlPrefix"] == "http://127.0.0.1:8444" and extender["enableHTTPS"] is False and "tlsConfig" not in extender
-    result = CliRunner().invoke(scheduler_config_command, ["--url", "https://127.0.0.1:8444", "--ca-file", "/ca.crt",
-                                                           "--client-cert", "/c.crt", "--client-key", "/c.key"])
+    result = CliRunner().invoke(
+        scheduler_config_command,
+        ["--url", "https://127.0.0.1:8444", "--ca-file", "/ca.crt", "--client-cert", "/c.crt", "--client-key", "/c.key"],
+    )
     (extender,) = yaml.safe_load(result.output)["extenders"]
     assert extender["tlsConfig"] == {"insecure": False, "caFile": "/ca.crt", "certFile": "/c.crt", "keyFile": "/c.key"}
     refused = CliRunner().invoke(scheduler_config_command, ["--client-cert", "/c.crt", "--client-key", "/c.key"])
     assert refused.exit_code == 2 and "is not https://" in refused.output
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--extender-bind", "0.0.0.0:8444"], "reachable from outside the pod"),
-    (["--extender-bind", "127.0.0.1:8443", "--bind", "127.0.0.1:8443"], "needs a listener of its own"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--extender-bind", "0.0.0.0:8444"], "reachable from outside the pod"),
+        (["--extender-bind", "127.0.0.1:8443", "--bind", "127.0.0.1:8443"], "needs a listener of its own"),
+    ],
+)
 def test_the_scheduler_refuses_an_exposed_extender_without_a_client_ca(tmp_path, args, message):
     from hami.scheduler.cli import scheduler_command
 
@@ -76,14 +82,34 @@ def test_the_scheduler_refuses_an_exposed_extender_without_a_client_ca(tmp_path,
 def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
     kubeconfig = kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig")
     devices = [SchedulableDevice(id="GPU-0", vendor="NVIDIA", type="A100", count=4, memory=8000)]
-    core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="n1", annotations={KIND.annotations.node_register: encode_node_devices(devices, "json")})))
+    core_v1.create_node(
+        client.V1Node(
+            metadata=client.V1ObjectMeta(name="n1", annotations={KIND.annotations.node_register: encode_node_devices(devices, "json")})
+        )
+    )
     keys = tmp_path / "keys"
     keys.mkdir()
     SigningKeys.generate().write(keys, private=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "hami.cli", "scheduler", "--bind", "127.0.0.1:0", "--extender-bind", "127.0.0.1:0", "--kubeconfig", str(kubeconfig), "--signing-key-dir", str(keys)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "hami.cli",
+            "scheduler",
+            "--bind",
+            "127.0.0.1:0",
+            "--extender-bind",
+            "127.0.0.1:0",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--signing-key-dir",
+            str(keys),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = process.stdout.readline()
@@ -92,6 +118,7 @@ def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
         extender_line = process.stdout.readline()
         assert extender_line.startswith("hami scheduler extender (kube-scheduler's) on http://127.0.0.1:"), extender_line
         extender_url = extender_line.split()[-1]
+
         def ready():
             try:
                 return urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200
@@ -99,15 +126,41 @@ def test_the_scheduler_command_serves_a_pod(kube_apiserver, core_v1, tmp_path):
                 return False  # 503 until the cache has synced
 
         assert wait_for(ready)
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "r-1", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "default",
-            "object": {"metadata": {"name": "w"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}]}}}}
-        answer = json.loads(urllib.request.urlopen(urllib.request.Request(f"{url}/webhook", data=json.dumps(review).encode(), method="POST"), timeout=10).read())
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "r-1",
+                "operation": "CREATE",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "default",
+                "object": {
+                    "metadata": {"name": "w"},
+                    "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}]},
+                },
+            },
+        }
+        answer = json.loads(
+            urllib.request.urlopen(
+                urllib.request.Request(f"{url}/webhook", data=json.dumps(review).encode(), method="POST"), timeout=10
+            ).read()
+        )
         assert answer["response"]["uid"] == "r-1" and answer["response"]["allowed"] is True
         patch = json.loads(base64.b64decode(answer["response"]["patch"]))
         assert {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": "1"} in patch
-        core_v1.create_namespaced_pod("default", client.V1Pod(metadata=client.V1ObjectMeta(name="p"), spec=client.V1PodSpec(
-            containers=[client.V1Container(name="c", image="i", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": "1000"}))])))
+        core_v1.create_namespaced_pod(
+            "default",
+            client.V1Pod(
+                metadata=client.V1ObjectMeta(name="p"),
+                spec=client.V1PodSpec(
+                    containers=[
+                        client.V1Container(
+                            name="c", image="i", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": "1000"})
+                        )
+                    ]
+                ),
+            ),
+        )
         pod = json.loads(core_v1.read_namespaced_pod("p", "default", _preload_content=False).data)
         filter_body = json.dumps({"Pod": pod, "NodeNames": ["n1"]}).encode()
         with pytest.raises(urllib.error.HTTPError) as refused:  # the webhook listener does not serve kube-scheduler's verbs
@@ -126,7 +179,13 @@ def test_the_scheduler_refuses_to_run_unsigned_unless_asked(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
     kubeconfig = tmp_path / "kc"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
-    result = subprocess.run([sys.executable, "-m", "hami.cli", "scheduler", "--kubeconfig", str(kubeconfig)], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "hami.cli", "scheduler", "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "no signing key: pass --signing-key-dir" in result.stderr
 
@@ -149,8 +208,13 @@ def test_handshake_marks_silent_agents_dead(core_v1):
     state = ClusterState({"NVIDIA": KIND})
     devices = encode_node_devices([SchedulableDevice(id="GPU-0", vendor="NVIDIA", type="A100", count=4, memory=8000)], "json")
     long_ago = datetime.fromtimestamp(time.time() - 300).strftime(HANDSHAKE_TIME_LAYOUT)
-    core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="n1", annotations={
-        KIND.annotations.node_register: devices, KIND.annotations.handshake: f"Reported_{long_ago}"})))
+    core_v1.create_node(
+        client.V1Node(
+            metadata=client.V1ObjectMeta(
+                name="n1", annotations={KIND.annotations.node_register: devices, KIND.annotations.handshake: f"Reported_{long_ago}"}
+            )
+        )
+    )
     state.apply_node(json.loads(core_v1.read_node("n1", _preload_content=False).data))
     requester = HandshakeRequester(state, core_v1)
     assert requester.request_once() == 1

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import attrs
 import pytest
+
 from hami import hookimpl
 from hami.backendkit.standard import StandardBackend
 from hami.plugin.model import Grant, SchedulableDevice
@@ -45,11 +46,15 @@ def manager(hami_manager, register_backend):
 
 
 def gpu(i, memory=10000, count=4, numa=0, type_="NVIDIA A100", healthy=True):
-    return SchedulableDevice(id=f"GPU-{i}", vendor="NVIDIA", type=type_, count=count, memory=memory, cores=100, index=i, numa=numa, healthy=healthy)
+    return SchedulableDevice(
+        id=f"GPU-{i}", vendor="NVIDIA", type=type_, count=count, memory=memory, cores=100, index=i, numa=numa, healthy=healthy
+    )
 
 
 def node(name, devices, **annotations):
-    return {"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json"), **annotations}}}
+    return {
+        "metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json"), **annotations}}
+    }
 
 
 def pod(name, limits_per_container, *, init=(), annotations=None, node_name=None, allocation=None, phase="Running"):
@@ -128,7 +133,10 @@ def test_containers_of_one_pod_see_each_other(manager):
     assert isinstance(fit_node(manager, state.node("n1"), wanted, Scheduler(manager, state, None).requests(wanted), "spread"), Misfit)
     ok = pod("q", [{"nvidia.com/gpumem": "5000"}, {"nvidia.com/gpumem": "5000"}])
     result = fit_node(manager, state.node("n1"), ok, Scheduler(manager, state, None).requests(ok), "spread")
-    assert isinstance(result, Fit) and result.devices["NVIDIA"] == ((Grant("GPU-0", "NVIDIA", 5000, 0),), (Grant("GPU-0", "NVIDIA", 5000, 0),))
+    assert isinstance(result, Fit) and result.devices["NVIDIA"] == (
+        (Grant("GPU-0", "NVIDIA", 5000, 0),),
+        (Grant("GPU-0", "NVIDIA", 5000, 0),),
+    )
 
 
 def test_device_policies_choose_differently(manager):
@@ -154,7 +162,10 @@ def test_filter_picks_by_node_policy_and_prefilter_says_why(manager):
     scheduler = Scheduler(manager, state, None)
     wanted = pod("p", [{"nvidia.com/gpumem": "2000"}])
     assert scheduler.filter(wanted, ["busy", "idle", "small"]).node == "busy"  # binpack by default
-    assert "CardInsufficientMemory: 2000 MiB needed, at most 1000 MiB free" in scheduler.filter(pod("q", [{"nvidia.com/gpumem": "2000"}]), ["small"]).failed["small"]
+    assert (
+        "CardInsufficientMemory: 2000 MiB needed, at most 1000 MiB free"
+        in scheduler.filter(pod("q", [{"nvidia.com/gpumem": "2000"}]), ["small"]).failed["small"]
+    )
     spread = pod("s", [{"nvidia.com/gpumem": "2000"}], annotations={"hami.io/node-scheduler-policy": "spread"})
     assert scheduler.filter(spread, ["busy", "idle"]).node == "idle"
 

@@ -10,8 +10,10 @@ used device as ExclusiveDeviceAllocateConflict; topology-aware lets the pair sco
 
 from __future__ import annotations
 
-import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from hami import hookimpl
 from hami.backendkit.standard import StandardBackend
 from hami.errors import ValidationError
@@ -25,8 +27,6 @@ from hami.wire.annotations import DEVICE_POLICY
 from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import INFO as NVIDIA_INFO
 from hami_nvidia.plugin import KIND
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 
 class Recording(StandardBackend):
@@ -61,7 +61,9 @@ def gpu(i, numa=0):
 
 
 def node(devices, **annotations):
-    return {"metadata": {"name": "n1", "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json"), **annotations}}}
+    return {
+        "metadata": {"name": "n1", "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json"), **annotations}}
+    }
 
 
 def pod(name, limits, policy=None, uid=None):
@@ -77,7 +79,9 @@ def cluster(devices, busy=(), **annotations):
     for device_id in busy:
         other = pod(f"other-{device_id}", {})
         other["metadata"]["annotations"].update(
-            Allocation("n1", {"NVIDIA": ((Grant(device_id, "NVIDIA", 1000, 0),),)}).annotations({"NVIDIA": KIND}, other["metadata"]["uid"], 0, None)
+            Allocation("n1", {"NVIDIA": ((Grant(device_id, "NVIDIA", 1000, 0),),)}).annotations(
+                {"NVIDIA": KIND}, other["metadata"]["uid"], 0, None
+            )
         )
         other["spec"]["nodeName"] = "n1"
         state.apply_pod(other)
@@ -134,7 +138,9 @@ def test_topology_aware_asks_the_backend_also_for_one_device(manager, backend):
 
 
 def test_unknown_name_in_a_list_is_refused_naming_it(manager):
-    with pytest.raises(ValidationError, match=r"in device scheduling policy list 'binpack,binpak': unknown device scheduling policy 'binpak'"):
+    with pytest.raises(
+        ValidationError, match=r"in device scheduling policy list 'binpack,binpak': unknown device scheduling policy 'binpak'"
+    ):
         device_choice(manager, "binpack,binpak")
     with pytest.raises(ValidationError, match="names no policy"):
         device_choice(manager, " , ")

@@ -5,16 +5,16 @@ by it (cmd/vGPUmonitor/metrics.go ``labels.Set{util.AssignedNodeAnnotations: nod
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kubernetes import client
+
 from hami.fakes.extender import ExtenderHarness
 from hami.k8snames import is_label_value
 from hami.plugin.model import SchedulableDevice
 from hami.wire.annotations import ASSIGNED_NODE
 from hami.wire.codec import encode_node_devices
 from hami_nvidia.plugin import KIND, plugin
-from hypothesis import given
-from hypothesis import strategies as st
-from kubernetes import client
-
 
 LONG = "gpu-" + "b" * 70  # a valid node name, too long for a label value
 
@@ -34,7 +34,9 @@ def harness(request, hami_manager, register_backend, core_v1):
 def add_pod(core_v1, name):
     limits = {"nvidia.com/gpumem": "1000"}
     container = client.V1Container(name="main", image="cuda", resources=client.V1ResourceRequirements(limits=limits))
-    core_v1.create_namespaced_pod("default", client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[container])))
+    core_v1.create_namespaced_pod(
+        "default", client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[container]))
+    )
 
 
 def test_placed_pod_is_listed_by_hamis_monitor_selector(harness, core_v1):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from hami.plugin.manager import BackendManager, load_backends
 
 NODE_HEADER = "sn,cpu_milli,memory_mib,gpu,model\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from hami import hookimpl
 from hami.backendkit.standard import StandardBackend
 from hami.plugin.manager import BackendManager
@@ -62,8 +63,14 @@ def test_random_is_seeded(nvidia_manager):
 @pytest.mark.parametrize("policy", ["binpack", "bestfit", "fgd", "spread"])
 def test_narrowing_candidates_never_changes_a_decision(nvidia_manager, policy):
     rng = random.Random(3)
-    nodes = [TraceNode(f"n{i:02d}", rng.choice((8000, 32000)), 65536, (GpuModelDevice(rng.choice(("T4", "G2"))),) * rng.choice((1, 2, 4))) for i in range(12)]
-    workload = [TraceTask(f"t{i}", rng.choice((500, 4000)), 1024, *rng.choice(((0, 0), (1, 300), (1, 460), (1, 1000), (2, 1000)))) for i in range(80)]
+    nodes = [
+        TraceNode(f"n{i:02d}", rng.choice((8000, 32000)), 65536, (GpuModelDevice(rng.choice(("T4", "G2"))),) * rng.choice((1, 2, 4)))
+        for i in range(12)
+    ]
+    workload = [
+        TraceTask(f"t{i}", rng.choice((500, 4000)), 1024, *rng.choice(((0, 0), (1, 300), (1, 460), (1, 1000), (2, 1000))))
+        for i in range(80)
+    ]
     narrowed = Simulator(nodes, workload, manager=nvidia_manager).run(policy, 5, tune=1.2)
     full = Simulator(nodes, workload, manager=nvidia_manager, narrow=False).run(policy, 5, tune=1.2)
     assert narrowed.placements == full.placements and narrowed.failed > 0
@@ -121,5 +128,9 @@ def test_gpu_spec_becomes_the_type_selector(policy):
     manager = BackendManager(strict=True, allow=(), deny=())
     manager.register(TypedNvidia(NVIDIA_INFO), distribution="in-process")
     nodes = gpu_nodes(("a", 1, "T4"), ("b", 1, "V100M16"), ("c", 1, "V100M32"))
-    workload = [TraceTask("x", 1000, 1024, 1, 1000, ("V100M32", "P100")), TraceTask("y", 1000, 1024, 1, 500, ("V100M16",)), TraceTask("z", 1000, 1024, 1, 1000, ("P100",))]
+    workload = [
+        TraceTask("x", 1000, 1024, 1, 1000, ("V100M32", "P100")),
+        TraceTask("y", 1000, 1024, 1, 500, ("V100M16",)),
+        TraceTask("z", 1000, 1024, 1, 1000, ("P100",)),
+    ]
     assert replay(manager, nodes, workload, policy).placements == ("c", "b", None)

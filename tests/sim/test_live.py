@@ -21,8 +21,15 @@ from .conftest import write_nodes, write_pods
 def mixed_trace(seed: int = 7) -> tuple[list[TraceNode], list[TraceTask]]:
     """Nodes whose CPU runs out before their GPUs on some, shares/whole/multi/CPU-only tasks."""
     rng = random.Random(seed)
-    nodes = [TraceNode(f"n{i:02d}", rng.choice((8000, 16000, 64000)), rng.choice((32768, 262144)),
-                       (GpuModelDevice(rng.choice(("T4", "V100M32"))),) * rng.choice((1, 2, 4, 8))) for i in range(10)]
+    nodes = [
+        TraceNode(
+            f"n{i:02d}",
+            rng.choice((8000, 16000, 64000)),
+            rng.choice((32768, 262144)),
+            (GpuModelDevice(rng.choice(("T4", "V100M32"))),) * rng.choice((1, 2, 4, 8)),
+        )
+        for i in range(10)
+    ]
     shapes = ((0, 0), (1, 250), (1, 500), (1, 1000), (2, 1000))
     workload = [TraceTask(f"t{i}", rng.choice((500, 4000, 12000)), rng.choice((1024, 16384)), *rng.choice(shapes)) for i in range(70)]
     return nodes, workload
@@ -47,7 +54,9 @@ def test_live_over_the_extender_http_listener(nvidia_manager):
 
 def test_cli_live_reports_the_same_json(tmp_path):
     nodes = write_nodes(tmp_path / "nodes.csv", [(f"n{i}", 16000, 65536, 2, "T4") for i in range(4)])
-    pods = write_pods(tmp_path / "pods.csv", [(f"p{i}", 4000, 8192, *s) for i, s in enumerate([(1, 500), (1, 1000), (0, 0), (2, 1000), (1, 250)])])
+    pods = write_pods(
+        tmp_path / "pods.csv", [(f"p{i}", 4000, 8192, *s) for i, s in enumerate([(1, 500), (1, 1000), (0, 0), (2, 1000), (1, 250)])]
+    )
     args = ["--nodes", str(nodes), "--pods", str(pods), "--policy", "fgd", "--seed", "2", "--json"]
     plain = CliRunner().invoke(simulate_command, args)
     live = CliRunner().invoke(simulate_command, [*args, "--live"])

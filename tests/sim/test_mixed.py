@@ -30,16 +30,20 @@ nodes:
 
 
 def pod(name: str, replicas: int, cpu: str, memory: str, limits: dict) -> str:
-    return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{sim.hami.io/replicas: \"{replicas}\"}}}}\n"
-            f"spec:\n  containers:\n    - name: main\n      image: app\n      resources:\n"
-            f"        requests: {{cpu: \"{cpu}\", memory: {memory}}}\n        limits: {json.dumps(limits)}\n")
+    return (
+        f'apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{sim.hami.io/replicas: "{replicas}"}}}}\n'
+        f"spec:\n  containers:\n    - name: main\n      image: app\n      resources:\n"
+        f'        requests: {{cpu: "{cpu}", memory: {memory}}}\n        limits: {json.dumps(limits)}\n'
+    )
 
 
-PODS = "---\n".join([
-    pod("cuda-10g", 40, "2", "8Gi", {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 10240, "nvidia.com/gpucores": 20}),
-    pod("npu-12g", 72, "4", "16Gi", {"huawei.com/Ascend910B3": 1, "huawei.com/Ascend910B3-memory": 12288}),
-    pod("mlu-5g", 30, "2", "8Gi", {"cambricon.com/vmlu": 1, "cambricon.com/mlu.smlu.vcore": 20, "cambricon.com/mlu.smlu.vmemory": 20}),
-])
+PODS = "---\n".join(
+    [
+        pod("cuda-10g", 40, "2", "8Gi", {"nvidia.com/gpu": 1, "nvidia.com/gpumem": 10240, "nvidia.com/gpucores": 20}),
+        pod("npu-12g", 72, "4", "16Gi", {"huawei.com/Ascend910B3": 1, "huawei.com/Ascend910B3-memory": 12288}),
+        pod("mlu-5g", 30, "2", "8Gi", {"cambricon.com/vmlu": 1, "cambricon.com/mlu.smlu.vcore": 20, "cambricon.com/mlu.smlu.vmemory": 20}),
+    ]
+)
 
 
 @pytest.fixture
@@ -121,7 +125,9 @@ def test_bad_pod_files_are_named(tmp_path):
 @given(st.text(max_size=3))
 def test_replicas_are_a_positive_count_or_named(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("pods") / "p.yaml"
-    path.write_text(json.dumps({"kind": "Pod", "metadata": {"name": "x", "annotations": {"sim.hami.io/replicas": text}}, "spec": {"containers": []}}))
+    path.write_text(
+        json.dumps({"kind": "Pod", "metadata": {"name": "x", "annotations": {"sim.hami.io/replicas": text}}, "spec": {"containers": []}})
+    )
     if text.isascii() and text.isdigit() and int(text) >= 1:
         assert len(read_pod_specs(path)) == int(text)
     else:

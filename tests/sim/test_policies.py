@@ -75,13 +75,18 @@ def test_fgd_works_from_the_extender_filter(hami_manager, register_backend):
     state = ClusterState({"NVIDIA": KIND})
     for name in ("a", "b"):
         devices = [gpu(name, 0).device]
-        state.apply_node({"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json")}}})
+        state.apply_node(
+            {"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json")}}}
+        )
     scheduler = Scheduler(hami_manager, state, None)
     policies = {"hami.io/node-scheduler-policy": "fgd", "hami.io/gpu-scheduler-policy": "fgd"}
 
     def ask(uid, percent):
         limits = {"nvidia.com/gpu": "1", "nvidia.com/gpucores": str(percent), "nvidia.com/gpumem-percentage": str(percent)}
-        spec = {"metadata": {"name": uid, "namespace": "default", "uid": uid, "annotations": policies}, "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]}}
+        spec = {
+            "metadata": {"name": uid, "namespace": "default", "uid": uid, "annotations": policies},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]},
+        }
         return scheduler.filter(spec, ["a", "b"]).node
 
     assert ask("p1", 50) == "a"  # ties go by name
@@ -95,7 +100,9 @@ def test_bestfit_and_random_policies(hami_manager):
     scores = hami_manager.score_nodes("bestfit", nodes, [share(30)], pod("x"))
     assert scores[0] > scores[1]
     assert hami_manager.score_nodes("bestfit", nodes, [share(50)], pod("y"))[0] < -1e17  # does not fit
-    assert hami_manager.score_device("bestfit", share(30), nodes[0].devices[0], pod("x")) > hami_manager.score_device("bestfit", share(30), nodes[1].devices[0], pod("x"))
+    assert hami_manager.score_device("bestfit", share(30), nodes[0].devices[0], pod("x")) > hami_manager.score_device(
+        "bestfit", share(30), nodes[1].devices[0], pod("x")
+    )
     draws = hami_manager.score_nodes("random", nodes, [share(30)], pod("x"))
     assert len(draws) == 2 and all(0 <= d < 1 for d in draws)
 
@@ -159,14 +166,18 @@ def test_a_failing_policy_is_the_filters_answer_naming_it(hami_manager, register
     register_backend(plugin)
     hami_manager.register(Flaky(), name="flaky-plugin")
     state = ClusterState({"NVIDIA": KIND})
-    state.apply_node({"metadata": {"name": "a", "annotations": {KIND.annotations.node_register: encode_node_devices([gpu("a", 0).device], "json")}}})
+    state.apply_node(
+        {"metadata": {"name": "a", "annotations": {KIND.annotations.node_register: encode_node_devices([gpu("a", 0).device], "json")}}}
+    )
     scheduler = Scheduler(hami_manager, state, None)
 
     def ask(uid, node_policy, device_policy):
         annotations = {"hami.io/node-scheduler-policy": node_policy, "hami.io/gpu-scheduler-policy": device_policy}
         limits = {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "10"}
-        spec = {"metadata": {"name": uid, "namespace": "default", "uid": uid, "annotations": annotations},
-                "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]}}
+        spec = {
+            "metadata": {"name": uid, "namespace": "default", "uid": uid, "annotations": annotations},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]},
+        }
         return scheduler.filter(spec, ["a"])
 
     outcome = ask("p1", "flaky", "binpack")

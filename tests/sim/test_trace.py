@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hami.sim.trace import TraceError, read_nodes, read_pods_csv
 
 from .conftest import NODE_HEADER, POD_HEADER, write_nodes, write_pods
@@ -12,7 +13,9 @@ def test_nodes_and_pods_are_read(tmp_path):
     nodes = read_nodes(write_nodes(tmp_path / "n.csv", [("a", 64000, 262144, 2, "P100"), ("b", 8000, 32768, 0, "")]))
     assert [(n.name, n.cpu_milli, n.memory_mib, len(n.gpus)) for n in nodes] == [("a", 64000, 262144, 2), ("b", 8000, 32768, 0)]
     assert nodes[0].gpus[0].model == "P100" and nodes[0].gpu_milli == 2000
-    tasks = read_pods_csv(write_pods(tmp_path / "p.csv", [("t0", 1000, 2048, 1, 460), ("t1", 500, 100, 0, 0), ("t2", 1, 1, 2, 1000, "V100M16|V100M32")]))
+    tasks = read_pods_csv(
+        write_pods(tmp_path / "p.csv", [("t0", 1000, 2048, 1, 460), ("t1", 500, 100, 0, 0), ("t2", 1, 1, 2, 1000, "V100M16|V100M32")])
+    )
     assert [(t.num_gpu, t.gpu_milli, t.total_gpu_milli) for t in tasks] == [(1, 460, 460), (0, 0, 0), (2, 1000, 2000)]
     assert tasks[2].gpu_spec == ("V100M16", "V100M32")
 
@@ -50,9 +53,14 @@ def test_missing_columns_and_repeated_nodes_are_errors(tmp_path):
 def test_node_inventory_yaml(tmp_path):
     path = tmp_path / "nodes.yaml"
     path.write_text(
-        "nodes:\n"
-        "  - name: big\n    cpu: 96\n    memory: 384Gi\n"
-        "    devices: [{vendor: NVIDIA, type: A100, memory: 80Gi, count: 8}]\n"
+        "nodes:\n  - name: big\n    cpu: 96\n    memory: 384Gi\n    devices: [{vendor: NVIDIA, type: A100, memory: 80Gi, count: 8}]\n"
     )
     (node,) = read_nodes(path)
-    assert (node.name, node.cpu_milli, node.memory_mib, len(node.gpus), node.gpus[0].model, node.gpus[0].memory) == ("big", 96000, 393216, 8, "A100", 81920)
+    assert (node.name, node.cpu_milli, node.memory_mib, len(node.gpus), node.gpus[0].model, node.gpus[0].memory) == (
+        "big",
+        96000,
+        393216,
+        8,
+        "A100",
+        81920,
+    )

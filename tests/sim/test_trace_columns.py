@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+
 from hami.sim.cli import simulate_command
 from hami.sim.trace import POD_COLUMNS, TraceError, read_nodes, read_pods_csv
 
@@ -28,7 +29,14 @@ def test_columns_in_another_order_with_extras_are_read(tmp_path):
     path = tmp_path / "pods.csv"
     path.write_text("gpu_milli,num_gpu,qos,memory_mib,cpu_milli,name,gpu_spec\n500,1,LS,10,20,x,T4|P100\n")
     (task,) = read_pods_csv(path)
-    assert (task.name, task.cpu_milli, task.memory_mib, task.num_gpu, task.gpu_milli, task.gpu_spec) == ("x", 20, 10, 1, 500, ("T4", "P100"))
+    assert (task.name, task.cpu_milli, task.memory_mib, task.num_gpu, task.gpu_milli, task.gpu_spec) == (
+        "x",
+        20,
+        10,
+        1,
+        500,
+        ("T4", "P100"),
+    )
 
 
 @pytest.mark.parametrize("missing", POD_COLUMNS)
@@ -59,7 +67,9 @@ def test_simulate_runs_a_pod_list_without_optional_columns(tmp_path):
     nodes = write_nodes(tmp_path / "nodes.csv", [(f"n{i}", 32000, 131072, 2, "T4") for i in range(2)])
     pods = tmp_path / "pods.csv"
     pods.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\n" + "".join(f"p{i},1000,1024,1,500\n" for i in range(6)))
-    result = CliRunner().invoke(simulate_command, ["--nodes", str(nodes), "--pods", str(pods), "--policy", "binpack", "--seed", "1", "--json"])
+    result = CliRunner().invoke(
+        simulate_command, ["--nodes", str(nodes), "--pods", str(pods), "--policy", "binpack", "--seed", "1", "--json"]
+    )
     assert result.exit_code == 0, result.output
     (run,) = [json.loads(line) for line in result.output.splitlines()]
     assert run["tasks"] >= 6 and run["placed"] > 0
@@ -85,7 +95,10 @@ def test_plot_without_matplotlib_fails_before_the_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAMI_")}
     done = subprocess.run(
         [sys.executable, "-c", BLOCKED_PLOT, "--nodes", str(nodes), "--pods", str(pods), "--plot", str(tmp_path / "out.png")],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     report = json.loads(next(line for line in done.stderr.splitlines() if line.startswith("REPORT=")).removeprefix("REPORT="))
     assert report["code"] == 1

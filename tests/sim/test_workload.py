@@ -16,7 +16,7 @@ def test_inflation_appends_until_the_total_crosses_the_target():
         total = sum(t.total_gpu_milli for t in workload)
         assert workload[: len(TASKS)] == TASKS  # the file first, copies appended
         assert total > 1.3 * capacity >= total - workload[-1].total_gpu_milli
-        assert all(t.name.rsplit("-tune-", 1)[0] in {x.name for x in TASKS} for t in workload[len(TASKS):])
+        assert all(t.name.rsplit("-tune-", 1)[0] in {x.name for x in TASKS} for t in workload[len(TASKS) :])
 
 
 def test_trimming_drops_tasks_until_the_total_is_within_the_target():

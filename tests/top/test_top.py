@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+
 from hami.node.devices import discover_node
 from hami.node.registration import node_annotations
 from hami.plugin.manager import load_backends
@@ -17,8 +18,10 @@ from hami.top import render, snapshot, top_command
 from hami.wire.allocation import Allocation
 from hami.wire.annotations import DEVICE_CORDON
 
-NODES = {"gpu-1": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}],
-         "dcu-1": [{"vendor": "DCU", "type": "DCU Z100L", "memory": 32768, "count": 1}]}
+NODES = {
+    "gpu-1": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}],
+    "dcu-1": [{"vendor": "DCU", "type": "DCU Z100L", "memory": 32768, "count": 1}],
+}
 
 
 @pytest.fixture
@@ -36,14 +39,24 @@ def cluster(kube_apiserver, core_v1, tmp_path: Path, monkeypatch: pytest.MonkeyP
     core_v1.create_node({"metadata": {"name": "cpu-only"}})
 
     def pod(name: str, node: str, vendor: str, grants: list[list[Grant]], containers: list[str], phase: str = "Running") -> None:
-        core_v1.create_namespaced_pod("ml", {"metadata": {"name": name}, "spec": {"containers": [{"name": c, "image": "x"} for c in containers]}})
+        core_v1.create_namespaced_pod(
+            "ml", {"metadata": {"name": name}, "spec": {"containers": [{"name": c, "image": "x"} for c in containers]}}
+        )
         uid = core_v1.read_namespaced_pod(name, "ml").metadata.uid
         annotations = Allocation(node, {vendor: tuple(tuple(g) for g in grants)}).annotations(manager.kinds, uid, time.time(), None)
         core_v1.patch_namespaced_pod(name, "ml", {"metadata": {"annotations": annotations}})
-        core_v1.create_namespaced_pod_binding(name, "ml", {"metadata": {"name": name}, "target": {"kind": "Node", "name": node}}, _preload_content=False)
+        core_v1.create_namespaced_pod_binding(
+            name, "ml", {"metadata": {"name": name}, "target": {"kind": "Node", "name": node}}, _preload_content=False
+        )
         core_v1.patch_namespaced_pod_status(name, "ml", {"status": {"phase": phase}})
 
-    pod("train", "gpu-1", "NVIDIA", [[Grant("NVIDIA-gpu-1-1", "NVIDIA", 3000, 30)], [Grant("NVIDIA-gpu-1-1", "NVIDIA", 1000, 0)]], ["main", "side"])
+    pod(
+        "train",
+        "gpu-1",
+        "NVIDIA",
+        [[Grant("NVIDIA-gpu-1-1", "NVIDIA", 3000, 30)], [Grant("NVIDIA-gpu-1-1", "NVIDIA", 1000, 0)]],
+        ["main", "side"],
+    )
     pod("dcu", "dcu-1", "DCU", [[Grant("DCU-dcu-1-0", "DCU", 4000, 25)]], ["main"])
     pod("finished", "gpu-1", "NVIDIA", [[Grant("NVIDIA-gpu-1-0", "NVIDIA", 9000, 0)]], ["main"], phase="Succeeded")
     path = tmp_path / "kubeconfig"
@@ -85,8 +98,17 @@ def test_top_explains_an_empty_cluster_and_broken_annotations() -> None:
 
 def test_top_reports_an_unreachable_api_server(tmp_path: Path) -> None:
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
-                                    "users": [{"name": "u", "user": {"token": "t"}}], "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                                    "current-context": "x"}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
     result = CliRunner().invoke(top_command, ["--kubeconfig", str(path)])
     assert result.exit_code == 1 and "cannot list nodes and pods" in result.output

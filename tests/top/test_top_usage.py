@@ -28,7 +28,9 @@ MIB = 1 << 20
 @pytest.fixture
 def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]}))
+    inventory.write_text(
+        yaml.safe_dump({"nodes": [{"name": NODE, "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]})
+    )
     monkeypatch.setenv("HAMI_INVENTORY", str(inventory))
     monkeypatch.setenv("HAMI_BACKENDS", "nvidia")
     return load_backends(allow=("nvidia",))
@@ -37,12 +39,22 @@ def manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def cluster(kube_apiserver, core_v1, manager, tmp_path: Path) -> tuple[str, object]:
     """A registered node with a running pod of two containers on GPU1; returns (kubeconfig, agent view)."""
-    core_v1.create_node({"metadata": {"name": NODE, "annotations": node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())}})
-    core_v1.create_namespaced_pod("ml", {"metadata": {"name": "train"}, "spec": {"containers": [{"name": "main", "image": "x"}, {"name": "side", "image": "x"}]}})
+    core_v1.create_node(
+        {"metadata": {"name": NODE, "annotations": node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())}}
+    )
+    core_v1.create_namespaced_pod(
+        "ml", {"metadata": {"name": "train"}, "spec": {"containers": [{"name": "main", "image": "x"}, {"name": "side", "image": "x"}]}}
+    )
     uid = core_v1.read_namespaced_pod("train", "ml").metadata.uid
     grants = ((Grant(GPU1, "NVIDIA", 3000, 30),), (Grant(GPU1, "NVIDIA", 1000, 0),))
-    core_v1.patch_namespaced_pod("train", "ml", {"metadata": {"annotations": Allocation(NODE, {"NVIDIA": grants}).annotations(manager.kinds, uid, time.time(), None)}})
-    core_v1.create_namespaced_pod_binding("train", "ml", {"metadata": {"name": "train"}, "target": {"kind": "Node", "name": NODE}}, _preload_content=False)
+    core_v1.patch_namespaced_pod(
+        "train",
+        "ml",
+        {"metadata": {"annotations": Allocation(NODE, {"NVIDIA": grants}).annotations(manager.kinds, uid, time.time(), None)}},
+    )
+    core_v1.create_namespaced_pod_binding(
+        "train", "ml", {"metadata": {"name": "train"}, "target": {"kind": "Node", "name": NODE}}, _preload_content=False
+    )
     core_v1.patch_namespaced_pod_status("train", "ml", {"status": {"phase": "Running"}})
     path = tmp_path / "kubeconfig"
     kube_apiserver.write_kubeconfig(path)
@@ -97,7 +109,9 @@ def test_top_watch_refreshes(cluster):
     assert table.output.count("Every 0.1s: hami top") == 2
 
 
-@pytest.mark.parametrize("text", ["not json", json.dumps({"devices": []}), json.dumps({"devices": {GPU1: "x"}, "shares": {"ml/a/main": 3}})])
+@pytest.mark.parametrize(
+    "text", ["not json", json.dumps({"devices": []}), json.dumps({"devices": {GPU1: "x"}, "shares": {"ml/a/main": 3}})]
+)
 def test_a_broken_summary_shows_no_usage_and_no_error(manager, text):
     annotations = node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())
     view = snapshot(manager.kinds, [{"metadata": {"name": NODE, "annotations": {**annotations, USAGE_ANNOTATION: text}}}], [])
@@ -108,10 +122,21 @@ def test_a_broken_summary_shows_no_usage_and_no_error(manager, text):
 def test_over_its_grant_is_red_and_throttled_is_said(manager):
     annotations = node_annotations(manager.kinds, discover_node(manager, NODE), {}, {}, time.time())
     summary = {"t": 1, "devices": {GPU1: [5000 * MIB, 90.0]}, "shares": {"ml/p/main": {GPU1: [4000 * MIB, 60.0, 1]}}}
-    pod = {"metadata": {"name": "p", "namespace": "ml", "uid": "u1",
-                        "annotations": Allocation(NODE, {"NVIDIA": ((Grant(GPU1, "NVIDIA", 3000, 30),),)}).annotations(manager.kinds, "u1", time.time(), None)},
-           "spec": {"nodeName": NODE, "containers": [{"name": "main"}]}, "status": {"phase": "Running"}}
-    view = snapshot(manager.kinds, [{"metadata": {"name": NODE, "annotations": {**annotations, USAGE_ANNOTATION: json.dumps(summary)}}}], [pod])
+    pod = {
+        "metadata": {
+            "name": "p",
+            "namespace": "ml",
+            "uid": "u1",
+            "annotations": Allocation(NODE, {"NVIDIA": ((Grant(GPU1, "NVIDIA", 3000, 30),),)}).annotations(
+                manager.kinds, "u1", time.time(), None
+            ),
+        },
+        "spec": {"nodeName": NODE, "containers": [{"name": "main"}]},
+        "status": {"phase": "Running"},
+    }
+    view = snapshot(
+        manager.kinds, [{"metadata": {"name": NODE, "annotations": {**annotations, USAGE_ANNOTATION: json.dumps(summary)}}}], [pod]
+    )
     holder = {d["id"]: d for d in view["nodes"][0]["devices"]}[GPU1]["pods"][0]
     assert (holder["used_mib"], holder["utilization"], holder["throttled"]) == (4000, 60.0, True)
     text = render(view, width=240)

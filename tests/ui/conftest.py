@@ -22,17 +22,27 @@ from hami.ui.cli import start_dashboard, stop_dashboard, url_of
 from hami.wire.allocation import Allocation
 
 CHROMIUM = os.environ.get("HAMI_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(os.environ.get("HAMI_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "ui"
 
 
-def make_cluster(core_v1: Any, folder: Path, monkeypatch: pytest.MonkeyPatch, nodes: int = 2, gpus: int = 4,
-                 pods_per_node: int = 2) -> BackendManager:
+def make_cluster(
+    core_v1: Any, folder: Path, monkeypatch: pytest.MonkeyPatch, nodes: int = 2, gpus: int = 4, pods_per_node: int = 2
+) -> BackendManager:
     """``nodes`` GPU nodes of ``gpus`` 80 GiB devices (registered as the node agent writes them) and one
     DCU node; ``pods_per_node`` running pods on each GPU node holding device 0 and 1 (12 GiB, 30 %)."""
-    spec = [{"name": f"gpu-{i:03d}", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 81920, "count": gpus}]}
-            for i in range(nodes)]
+    spec = [
+        {"name": f"gpu-{i:03d}", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 81920, "count": gpus}]}
+        for i in range(nodes)
+    ]
     spec.append({"name": "dcu-000", "devices": [{"vendor": "DCU", "type": "DCU Z100L", "memory": 32768, "count": 2}]})
     inventory = folder / "nodes.yaml"
     inventory.write_text(yaml.safe_dump({"nodes": spec}))
@@ -52,16 +62,26 @@ def make_cluster(core_v1: Any, folder: Path, monkeypatch: pytest.MonkeyPatch, no
     return manager
 
 
-def add_pod(core_v1: Any, manager: BackendManager, name: str, namespace: str, node: str, vendor: str, grants: list[list[Grant]],
-            limits: dict[str, str], env: list[dict[str, str]] | None = None) -> None:
+def add_pod(
+    core_v1: Any,
+    manager: BackendManager,
+    name: str,
+    namespace: str,
+    node: str,
+    vendor: str,
+    grants: list[list[Grant]],
+    limits: dict[str, str],
+    env: list[dict[str, str]] | None = None,
+) -> None:
     """A pod bound to ``node`` with a signed-off allocation, as the scheduler leaves it, Running."""
     container = {"name": "main", "image": "x", "resources": {"limits": limits}, "env": env or []}
     core_v1.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": {"containers": [container]}}, _preload_content=False)
     uid = core_v1.read_namespaced_pod(name, namespace).metadata.uid
     annotations = Allocation(node, {vendor: tuple(tuple(g) for g in grants)}).annotations(manager.kinds, uid, time.time(), None)
     core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}}, _preload_content=False)
-    core_v1.create_namespaced_pod_binding(name, namespace, {"metadata": {"name": name}, "target": {"kind": "Node", "name": node}},
-                                          _preload_content=False)
+    core_v1.create_namespaced_pod_binding(
+        name, namespace, {"metadata": {"name": name}, "target": {"kind": "Node", "name": node}}, _preload_content=False
+    )
     core_v1.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False)
 
 

@@ -28,10 +28,26 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     missing = browser_missing()
     if missing:
         pytest.skip(f"browser tests need a browser: {missing}")
-    process = subprocess.Popen([sys.executable, "-m", "hami.cli", "sandbox", "--serve", "--port", "0",
-                                "--pods", str(EXAMPLES / "nvidia-gpumem.yaml"), "--pods", str(EXAMPLES / "hygon-dcu.yaml"),
-                                "--pods", str(EXAMPLES / "nvidia-too-large.yaml")],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hami.cli",
+            "sandbox",
+            "--serve",
+            "--port",
+            "0",
+            "--pods",
+            str(EXAMPLES / "nvidia-gpumem.yaml"),
+            "--pods",
+            str(EXAMPLES / "hygon-dcu.yaml"),
+            "--pods",
+            str(EXAMPLES / "nvidia-too-large.yaml"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     found: dict[str, Any] = {}
     assert process.stdout is not None
@@ -82,7 +98,7 @@ def test_nodes_devices_and_pods_with_the_right_numbers(served, page):
             assert row.locator("td.cores").get_attribute("data-used") == str(device["cores"]["used"])
             assert row.locator("td.slots").get_attribute("data-used") == str(device["slots"]["used"])
             for holder in device["pods"]:
-                assert f'{holder["namespace"]}/{holder["pod"]}' in row.locator("td.holders").inner_text()
+                assert f"{holder['namespace']}/{holder['pod']}" in row.locator("td.holders").inner_text()
     held = sum(d["slots"]["used"] for n in state["nodes"] for d in n["devices"])
     assert held >= 2  # the gpumem and dcu examples hold devices
     screenshot(page, "nodes")
@@ -132,9 +148,18 @@ def test_filters_reload_with_the_chosen_vendor(served, page):
 
 
 def test_simulation_page_plots_a_loaded_file(served, page, tmp_path: Path):
-    runs = [{"policy": policy, "seed": seed, "alloc_at_arrived": [min(i * factor, 100) for i in range(131)],
-             "alloc_at_100": 90 + seed / 100, "placed": 10, "failed": 1}
-            for policy, factor in (("binpack", 1.0), ("fgd", 0.95)) for seed in (42, 43)]
+    runs = [
+        {
+            "policy": policy,
+            "seed": seed,
+            "alloc_at_arrived": [min(i * factor, 100) for i in range(131)],
+            "alloc_at_100": 90 + seed / 100,
+            "placed": 10,
+            "failed": 1,
+        }
+        for policy, factor in (("binpack", 1.0), ("fgd", 0.95))
+        for seed in (42, 43)
+    ]
     path = tmp_path / "sim.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in runs))
     page.goto(served["url"] + "simulation")

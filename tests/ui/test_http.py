@@ -60,8 +60,17 @@ def test_json_view_has_the_clusters_numbers(dashboard):
     assert [p["pod"] for p in device["pods"]] == ["train-gpu-001-1"]
     pod = next(p for p in state["pods"] if p["name"] == "train-gpu-000-0")
     assert pod["node"] == "gpu-000" and pod["vendors"] == ["NVIDIA"]
-    assert pod["devices"] == [{"container": "main", "node": "gpu-000", "device": "NVIDIA-gpu-000-0", "vendor": "NVIDIA",
-                               "type": "NVIDIA A100", "memory_mib": 12288, "cores": 30}]
+    assert pod["devices"] == [
+        {
+            "container": "main",
+            "node": "gpu-000",
+            "device": "NVIDIA-gpu-000-0",
+            "vendor": "NVIDIA",
+            "type": "NVIDIA A100",
+            "memory_mib": 12288,
+            "cores": 30,
+        }
+    ]
     assert state["choices"] == {"vendors": ["DCU", "NVIDIA"], "namespaces": ["ml", "research"], "nodes": ["dcu-000", "gpu-000", "gpu-001"]}
 
 
@@ -77,8 +86,12 @@ def test_filters_narrow_nodes_pods_and_overview(dashboard):
 
 
 def test_pages_render_with_security_headers(dashboard):
-    for path, needle in (("", 'id="vendor-NVIDIA"'), ("nodes", 'data-device="NVIDIA-gpu-000-0"'), ("pods", 'data-pod="ml/train-gpu-000-0"'),
-                         ("simulation", 'id="sim-chart"')):
+    for path, needle in (
+        ("", 'id="vendor-NVIDIA"'),
+        ("nodes", 'data-device="NVIDIA-gpu-000-0"'),
+        ("pods", 'data-pod="ml/train-gpu-000-0"'),
+        ("simulation", 'id="sim-chart"'),
+    ):
         status, body, headers = get(dashboard + path)
         assert status == 200 and needle in body, path
         assert "script-src 'self'" in headers["Content-Security-Policy"]
@@ -114,8 +127,17 @@ def test_read_only_and_loopback_host_only(dashboard):
 def test_no_secret_reaches_a_page(dashboard, kube_apiserver, core_v1, cluster):
     """Env values, annotations (the allocation's signature) and Secrets never appear on a page or in the JSON."""
     core_v1.create_namespaced_secret("ml", {"metadata": {"name": "token"}, "stringData": {"token": "s3cret-value"}}, _preload_content=False)
-    add_pod(core_v1, cluster, "with-secret", "ml", "gpu-000", "NVIDIA", [[Grant("NVIDIA-gpu-000-3", "NVIDIA", 1024, 10)]],
-            {"nvidia.com/gpu": "1"}, env=[{"name": "PASSWORD", "value": "hunter2-plain"}])
+    add_pod(
+        core_v1,
+        cluster,
+        "with-secret",
+        "ml",
+        "gpu-000",
+        "NVIDIA",
+        [[Grant("NVIDIA-gpu-000-3", "NVIDIA", 1024, 10)]],
+        {"nvidia.com/gpu": "1"},
+        env=[{"name": "PASSWORD", "value": "hunter2-plain"}],
+    )
     pod = core_v1.read_namespaced_pod("with-secret", "ml")
     annotation_values = [v for v in (pod.metadata.annotations or {}).values() if len(v) > 20]
     assert annotation_values
@@ -128,13 +150,28 @@ def test_no_secret_reaches_a_page(dashboard, kube_apiserver, core_v1, cluster):
 
 
 def test_pending_pod_shows_the_schedulers_reasons(dashboard, core_v1):
-    core_v1.create_namespaced_pod("ml", {"metadata": {"name": "waiting"}, "spec": {"containers": [
-        {"name": "main", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "200000"}}}]}},
-        _preload_content=False)
-    message = ("0/3 nodes are available: 2 CardInsufficientMemory: 200000 MiB needed, at most 81920 MiB free on one NVIDIA device, "
-               "1 Insufficient cpu.")
-    core_v1.patch_namespaced_pod_status("waiting", "ml", {"status": {"conditions": [
-        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}}, _preload_content=False)
+    core_v1.create_namespaced_pod(
+        "ml",
+        {
+            "metadata": {"name": "waiting"},
+            "spec": {
+                "containers": [
+                    {"name": "main", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "200000"}}}
+                ]
+            },
+        },
+        _preload_content=False,
+    )
+    message = (
+        "0/3 nodes are available: 2 CardInsufficientMemory: 200000 MiB needed, at most 81920 MiB free on one NVIDIA device, "
+        "1 Insufficient cpu."
+    )
+    core_v1.patch_namespaced_pod_status(
+        "waiting",
+        "ml",
+        {"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}},
+        _preload_content=False,
+    )
 
     def waiting():
         pods = [p for p in view(dashboard, "?namespace=ml")["pods"] if p["name"] == "waiting" and p["waiting"][0]["source"]]
@@ -235,8 +272,11 @@ def test_used_figures_where_the_agent_reports_them(dashboard, core_v1):
     """The node's usage summary (hami.io/node-usage, as hami top reads it): shown beside what is allocated."""
     from hami.node.usage import USAGE_ANNOTATION
 
-    summary = {"t": 1700000000, "devices": {"NVIDIA-gpu-000-0": [5 * 1024 ** 3, 40.0]},
-               "shares": {"ml/train-gpu-000-0/main": {"NVIDIA-gpu-000-0": [3 * 1024 ** 3, 35.5, 1]}}}
+    summary = {
+        "t": 1700000000,
+        "devices": {"NVIDIA-gpu-000-0": [5 * 1024**3, 40.0]},
+        "shares": {"ml/train-gpu-000-0/main": {"NVIDIA-gpu-000-0": [3 * 1024**3, 35.5, 1]}},
+    }
     core_v1.patch_node("gpu-000", {"metadata": {"annotations": {USAGE_ANNOTATION: json.dumps(summary)}}}, _preload_content=False)
 
     def reported():

@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+
 import hami_ascend.plugin
 import hami_cambricon.plugin
 import hami_hygon.plugin
 import hami_nvidia.plugin
-import pytest
 from hami.plugin.manager import BackendManager
 from hami.webhook.config import WebhookConfig
 from hami.webhook.server import WebhookServer

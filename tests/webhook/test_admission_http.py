@@ -8,6 +8,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
+
 from hami import hookimpl
 from hami.plugin.model import ContainerPatch
 from hami.webhook.config import WebhookConfig
@@ -15,16 +16,27 @@ from hami.webhook.config import WebhookConfig
 GPUMEM = "nvidia.com/gpumem"
 
 
-def _pod(limits: dict[str, Any] | None = None, *, name: str = "c", annotations: dict[str, str] | None = None,
-         requests: dict[str, Any] | None = None, init: list[dict[str, Any]] | None = None,
-         security: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+def _pod(
+    limits: dict[str, Any] | None = None,
+    *,
+    name: str = "c",
+    annotations: dict[str, str] | None = None,
+    requests: dict[str, Any] | None = None,
+    init: list[dict[str, Any]] | None = None,
+    security: dict[str, Any] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
     container: dict[str, Any] = {"name": name, "image": "cuda"}
     if security is not None:
         container["securityContext"] = security
     if limits is not None or requests is not None:
         container["resources"] = {k: v for k, v in (("limits", limits), ("requests", requests)) if v is not None}
-    pod: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
-                           "spec": {"containers": [container], **spec}}
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [container], **spec},
+    }
     if annotations:
         pod["metadata"]["annotations"] = annotations
     if init:
@@ -43,34 +55,74 @@ def _apply(pod: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
 
 DENIALS = [
     # forged system annotations (CREATE), on device pods and on plain pods alike
-    pytest.param(_pod({GPUMEM: "3000"}, annotations={"hami.io/vgpu-devices-to-allocate": "GPU-a,NVIDIA,3000,0:;"}),
-                 ["hami.io/vgpu-devices-to-allocate", "only hami", "remove"], id="forged-to-allocate"),
-    pytest.param(_pod({GPUMEM: "3000"}, annotations={"hami.io/vgpu-devices-allocated": "GPU-a,NVIDIA,3000,0:;"}),
-                 ["hami.io/vgpu-devices-allocated"], id="forged-allocated"),
-    pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/bind-phase": "success"}), ["hami.io/bind-phase"], id="forged-bind-phase"),
-    pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/vgpu-node": "node-1", "hami.io/vgpu-time": "1"}),
-                 ["hami.io/vgpu-node, hami.io/vgpu-time"], id="forged-node-and-time"),
-    pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/allocation-signature": "abc"}), ["hami.io/allocation-signature"], id="forged-signature"),
+    pytest.param(
+        _pod({GPUMEM: "3000"}, annotations={"hami.io/vgpu-devices-to-allocate": "GPU-a,NVIDIA,3000,0:;"}),
+        ["hami.io/vgpu-devices-to-allocate", "only hami", "remove"],
+        id="forged-to-allocate",
+    ),
+    pytest.param(
+        _pod({GPUMEM: "3000"}, annotations={"hami.io/vgpu-devices-allocated": "GPU-a,NVIDIA,3000,0:;"}),
+        ["hami.io/vgpu-devices-allocated"],
+        id="forged-allocated",
+    ),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/bind-phase": "success"}), ["hami.io/bind-phase"], id="forged-bind-phase"
+    ),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/vgpu-node": "node-1", "hami.io/vgpu-time": "1"}),
+        ["hami.io/vgpu-node, hami.io/vgpu-time"],
+        id="forged-node-and-time",
+    ),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/allocation-signature": "abc"}),
+        ["hami.io/allocation-signature"],
+        id="forged-signature",
+    ),
     pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/bind-time": "1"}), ["hami.io/bind-time"], id="forged-bind-time"),
-    pytest.param(_pod({"cambricon.com/vmlu": "1"}, annotations={"hami.io/cambricon-mlu-devices-allocated": "x"}),
-                 ["hami.io/cambricon-mlu-devices-allocated"], id="forged-cambricon"),
-    pytest.param(_pod({"huawei.com/Ascend910B3": "1"}, annotations={"hami.io/Ascend910B3-devices-to-allocate": "x"}),
-                 ["hami.io/Ascend910B3-devices-to-allocate"], id="forged-ascend"),
-    pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/vgpu-devices-anything": "x"}), ["hami.io/vgpu-devices-anything"], id="forged-vgpu-prefix"),
-    pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/acme-devices-allocated": "x"}),
-                 ["hami.io/acme-devices-allocated"], id="forged-uninstalled-vendor"),
+    pytest.param(
+        _pod({"cambricon.com/vmlu": "1"}, annotations={"hami.io/cambricon-mlu-devices-allocated": "x"}),
+        ["hami.io/cambricon-mlu-devices-allocated"],
+        id="forged-cambricon",
+    ),
+    pytest.param(
+        _pod({"huawei.com/Ascend910B3": "1"}, annotations={"hami.io/Ascend910B3-devices-to-allocate": "x"}),
+        ["hami.io/Ascend910B3-devices-to-allocate"],
+        id="forged-ascend",
+    ),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/vgpu-devices-anything": "x"}),
+        ["hami.io/vgpu-devices-anything"],
+        id="forged-vgpu-prefix",
+    ),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1"}, annotations={"hami.io/acme-devices-allocated": "x"}),
+        ["hami.io/acme-devices-allocated"],
+        id="forged-uninstalled-vendor",
+    ),
     pytest.param(_pod(None, annotations={"hami.io/vgpu-node": "node-1"}), ["hami.io/vgpu-node"], id="forged-on-plain-pod"),
     # placement and isolation
-    pytest.param(_pod({GPUMEM: "3000"}, nodeName="node-1"),
-                 ["spec.nodeName", "'node-1'", "container 'c'", GPUMEM, "hami-scheduler"], id="node-name-preset"),
-    pytest.param(_pod({"nvidia.com/gpu": "1"}, name="root", security={"privileged": True}),
-                 ["container 'root' is privileged", "nvidia.com/gpu"], id="privileged"),
-    pytest.param(_pod(None, init=[{"name": "setup", "securityContext": {"privileged": True}, "resources": {"limits": {"hygon.com/dcunum": "1"}}}]),
-                 ["container 'setup' is privileged", "hygon.com/dcunum"], id="privileged-init-container"),
+    pytest.param(
+        _pod({GPUMEM: "3000"}, nodeName="node-1"),
+        ["spec.nodeName", "'node-1'", "container 'c'", GPUMEM, "hami-scheduler"],
+        id="node-name-preset",
+    ),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1"}, name="root", security={"privileged": True}),
+        ["container 'root' is privileged", "nvidia.com/gpu"],
+        id="privileged",
+    ),
+    pytest.param(
+        _pod(None, init=[{"name": "setup", "securityContext": {"privileged": True}, "resources": {"limits": {"hygon.com/dcunum": "1"}}}]),
+        ["container 'setup' is privileged", "hygon.com/dcunum"],
+        id="privileged-init-container",
+    ),
     # impossible requests
     # memory beside a percentage and cores over 100 are admitted with a warning (HAMi v2.10): tests/webhook/test_hami_request_compat.py
-    pytest.param(_pod({"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "150"}),
-                 ["nvidia.com/gpumem-percentage=150", "over 100", "container 'c'"], id="percentage-over-100"),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "150"}),
+        ["nvidia.com/gpumem-percentage=150", "over 100", "container 'c'"],
+        id="percentage-over-100",
+    ),
     pytest.param(_pod({GPUMEM: "-1"}), ["nvidia.com/gpumem", "'-1'", "negative", "container 'c'"], id="negative-memory"),
     pytest.param(_pod({GPUMEM: "1.5"}), ["nvidia.com/gpumem", "'1.5'", "whole number"], id="fractional-memory"),
     pytest.param(_pod({GPUMEM: "500m"}), ["nvidia.com/gpumem", "'500m'", "whole number"], id="milli-memory"),
@@ -78,10 +130,16 @@ DENIALS = [
     pytest.param(_pod({GPUMEM: "lots"}), ["nvidia.com/gpumem", "'lots'", "not a Kubernetes quantity"], id="not-a-quantity"),
     pytest.param(_pod({"nvidia.com/gpu": "0", GPUMEM: "3000"}), ["nvidia.com/gpu=0", "memory"], id="count-zero-with-memory"),
     pytest.param(_pod({"nvidia.com/gpu": "-2"}), ["nvidia.com/gpu", "'-2'", "negative"], id="negative-count"),
-    pytest.param(_pod({"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "-2000"}),
-                 ["huawei.com/Ascend910B3-memory", "negative"], id="ascend-negative-memory"),
-    pytest.param(_pod(None, init=[{"name": "warm", "resources": {"limits": {"hygon.com/dcucores": "2.5"}}}]),
-                 ["container 'warm'", "hygon.com/dcucores", "'2.5'"], id="init-container-request"),
+    pytest.param(
+        _pod({"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "-2000"}),
+        ["huawei.com/Ascend910B3-memory", "negative"],
+        id="ascend-negative-memory",
+    ),
+    pytest.param(
+        _pod(None, init=[{"name": "warm", "resources": {"limits": {"hygon.com/dcucores": "2.5"}}}]),
+        ["container 'warm'", "hygon.com/dcucores", "'2.5'"],
+        id="init-container-request",
+    ),
     pytest.param(_pod(None, requests={GPUMEM: "-5"}), ["nvidia.com/gpumem", "'-5'"], id="bad-value-in-requests"),
 ]
 
@@ -99,11 +157,20 @@ def test_denials_name_the_problem(webhook: Any, admit: Any, pod: dict[str, Any],
 
 
 MALFORMED = [
-    pytest.param({"metadata": {"name": "p"}, "spec": {"containers": "c"}}, "spec.containers must be a list, got string", id="containers-string"),
-    pytest.param({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": ["nvidia.com/gpu"]}}]}},
-                 "spec.containers[0].resources.limits must be an object, got array", id="limits-list"),
+    pytest.param(
+        {"metadata": {"name": "p"}, "spec": {"containers": "c"}}, "spec.containers must be a list, got string", id="containers-string"
+    ),
+    pytest.param(
+        {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": ["nvidia.com/gpu"]}}]}},
+        "spec.containers[0].resources.limits must be an object, got array",
+        id="limits-list",
+    ),
     pytest.param({"metadata": {"name": "p"}, "spec": None}, "spec must be an object, got null", id="no-spec"),
-    pytest.param({"metadata": {"annotations": {"a": 1}}, "spec": {"containers": []}}, "metadata.annotations must map strings to strings", id="annotation-int"),
+    pytest.param(
+        {"metadata": {"annotations": {"a": 1}}, "spec": {"containers": []}},
+        "metadata.annotations must map strings to strings",
+        id="annotation-int",
+    ),
     pytest.param({"metadata": [], "spec": {"containers": []}}, "metadata must be an object, got array", id="metadata-list"),
     pytest.param({"spec": {"containers": [{"name": 5}]}}, "spec.containers[0].name must be a string, got number", id="name-number"),
     pytest.param({"spec": {"containers": [], "nodeName": ["n"]}}, "spec.nodeName must be a string, got array", id="node-name-list"),
@@ -124,46 +191,89 @@ def test_malformed_pods_are_denied_as_bad_requests(webhook: Any, admit: Any, pod
 SCHED = {"op": "add", "path": "/spec/schedulerName", "value": "hami-scheduler"}
 
 ADMITTED = [
-    pytest.param(_pod({GPUMEM: "3000"}),
-                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": "1"}],
-                 {GPUMEM: "3000", "nvidia.com/gpu": "1"}, id="gpumem-3000"),
-    pytest.param(_pod({"nvidia.com/gpucores": "50"}),
-                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": "1"}],
-                 {"nvidia.com/gpucores": "50", "nvidia.com/gpu": "1"}, id="gpucores-50"),
-    pytest.param(_pod({"nvidia.com/gpu": "1", "nvidia.com/gpucores": "50", GPUMEM: "3000"}), [SCHED],
-                 {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "50", GPUMEM: "3000"}, id="gpu-with-cores-and-memory"),
+    pytest.param(
+        _pod({GPUMEM: "3000"}),
+        [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": "1"}],
+        {GPUMEM: "3000", "nvidia.com/gpu": "1"},
+        id="gpumem-3000",
+    ),
+    pytest.param(
+        _pod({"nvidia.com/gpucores": "50"}),
+        [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": "1"}],
+        {"nvidia.com/gpucores": "50", "nvidia.com/gpu": "1"},
+        id="gpucores-50",
+    ),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1", "nvidia.com/gpucores": "50", GPUMEM: "3000"}),
+        [SCHED],
+        {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "50", GPUMEM: "3000"},
+        id="gpu-with-cores-and-memory",
+    ),
     # a whole GPU without cores becomes exclusive (upstream pkg/device/nvidia/device.go defaultExclusiveCoreIfNeeded)
-    pytest.param(_pod({"nvidia.com/gpu": "1"}, annotations={"nvidia.com/use-gputype": "A100,V100"}),
-                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpucores", "value": "100"}],
-                 {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "100"}, id="use-gputype"),
-    pytest.param(_pod({"nvidia.com/gpu": "2", "nvidia.com/gpumem-percentage": "50"},
-                      annotations={"nvidia.com/use-gpuuuid": "GPU-0fd0f6a1-0d4c-4a5e-9f7e-1c2d3e4f5a6b"}), [SCHED],
-                 {"nvidia.com/gpu": "2", "nvidia.com/gpumem-percentage": "50"}, id="use-gpuuuid"),
-    pytest.param(_pod({"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/mlu.smlu.vcore": "10"}),
-                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/cambricon.com~1vmlu", "value": "1"}],
-                 {"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/mlu.smlu.vcore": "10", "cambricon.com/vmlu": "1"}, id="cambricon-20-10"),
+    pytest.param(
+        _pod({"nvidia.com/gpu": "1"}, annotations={"nvidia.com/use-gputype": "A100,V100"}),
+        [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/nvidia.com~1gpucores", "value": "100"}],
+        {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "100"},
+        id="use-gputype",
+    ),
+    pytest.param(
+        _pod(
+            {"nvidia.com/gpu": "2", "nvidia.com/gpumem-percentage": "50"},
+            annotations={"nvidia.com/use-gpuuuid": "GPU-0fd0f6a1-0d4c-4a5e-9f7e-1c2d3e4f5a6b"},
+        ),
+        [SCHED],
+        {"nvidia.com/gpu": "2", "nvidia.com/gpumem-percentage": "50"},
+        id="use-gpuuuid",
+    ),
+    pytest.param(
+        _pod({"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/mlu.smlu.vcore": "10"}),
+        [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/cambricon.com~1vmlu", "value": "1"}],
+        {"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/mlu.smlu.vcore": "10", "cambricon.com/vmlu": "1"},
+        id="cambricon-20-10",
+    ),
     # HAMi's older count name is rewritten to the one the device plugin advertises (issue 27)
-    pytest.param(_pod({"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "20"}),
-                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/cambricon.com~1vmlu", "value": "1"},
-                  {"op": "remove", "path": "/spec/containers/0/resources/limits/cambricon.com~1mlunum"}],
-                 {"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/vmlu": "1"}, id="cambricon-count-alias"),
-    pytest.param(_pod({"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2000"}), [SCHED],
-                 {"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2000"}, id="ascend910b-2000"),
-    pytest.param(_pod({"huawei.com/Ascend910B3-memory": "2000"}),
-                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/huawei.com~1Ascend910B3", "value": "1"}],
-                 {"huawei.com/Ascend910B3-memory": "2000", "huawei.com/Ascend910B3": "1"}, id="ascend910b-memory-only"),
-    pytest.param(_pod({"hygon.com/dcumem": "2000", "hygon.com/dcucores": "30"}),
-                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/hygon.com~1dcunum", "value": "1"}],
-                 {"hygon.com/dcumem": "2000", "hygon.com/dcucores": "30", "hygon.com/dcunum": "1"}, id="hygon"),
+    pytest.param(
+        _pod({"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "20"}),
+        [
+            SCHED,
+            {"op": "add", "path": "/spec/containers/0/resources/limits/cambricon.com~1vmlu", "value": "1"},
+            {"op": "remove", "path": "/spec/containers/0/resources/limits/cambricon.com~1mlunum"},
+        ],
+        {"cambricon.com/mlu.smlu.vmemory": "20", "cambricon.com/vmlu": "1"},
+        id="cambricon-count-alias",
+    ),
+    pytest.param(
+        _pod({"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2000"}),
+        [SCHED],
+        {"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2000"},
+        id="ascend910b-2000",
+    ),
+    pytest.param(
+        _pod({"huawei.com/Ascend910B3-memory": "2000"}),
+        [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/huawei.com~1Ascend910B3", "value": "1"}],
+        {"huawei.com/Ascend910B3-memory": "2000", "huawei.com/Ascend910B3": "1"},
+        id="ascend910b-memory-only",
+    ),
+    pytest.param(
+        _pod({"hygon.com/dcumem": "2000", "hygon.com/dcucores": "30"}),
+        [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits/hygon.com~1dcunum", "value": "1"}],
+        {"hygon.com/dcumem": "2000", "hygon.com/dcucores": "30", "hygon.com/dcunum": "1"},
+        id="hygon",
+    ),
     # a container that asks through requests only gets a limits object created for it
-    pytest.param(_pod(None, requests={GPUMEM: "3000"}),
-                 [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits", "value": {"nvidia.com/gpu": "1"}}],
-                 {"nvidia.com/gpu": "1"}, id="requests-only-creates-limits"),
+    pytest.param(
+        _pod(None, requests={GPUMEM: "3000"}),
+        [SCHED, {"op": "add", "path": "/spec/containers/0/resources/limits", "value": {"nvidia.com/gpu": "1"}}],
+        {"nvidia.com/gpu": "1"},
+        id="requests-only-creates-limits",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("pod", "ops", "limits"), ADMITTED)
-def test_seed_examples_are_admitted_with_the_exact_patch(webhook: Any, admit: Any, pod: dict[str, Any], ops: list[dict[str, Any]], limits: dict[str, str]) -> None:
+def test_seed_examples_are_admitted_with_the_exact_patch(
+    webhook: Any, admit: Any, pod: dict[str, Any], ops: list[dict[str, Any]], limits: dict[str, str]
+) -> None:
     response = admit(webhook, pod)
     assert response["allowed"] is True
     assert "status" not in response
@@ -208,13 +318,25 @@ def test_privileged_container_without_devices_is_fine(webhook: Any, admit: Any) 
     [
         pytest.param(WebhookConfig(), None, {"op": "add", "path": "/spec/schedulerName", "value": "hami-scheduler"}, id="absent"),
         pytest.param(WebhookConfig(), "", {"op": "replace", "path": "/spec/schedulerName", "value": "hami-scheduler"}, id="empty"),
-        pytest.param(WebhookConfig(), "default-scheduler", {"op": "replace", "path": "/spec/schedulerName", "value": "hami-scheduler"}, id="default-overwritten"),
+        pytest.param(
+            WebhookConfig(),
+            "default-scheduler",
+            {"op": "replace", "path": "/spec/schedulerName", "value": "hami-scheduler"},
+            id="default-overwritten",
+        ),
         pytest.param(WebhookConfig(overwrite_default_scheduler=False), "default-scheduler", None, id="default-kept-when-configured"),
         pytest.param(WebhookConfig(), "hami-scheduler", None, id="already-ours"),
-        pytest.param(WebhookConfig(scheduler_name="gpu-sched"), None, {"op": "add", "path": "/spec/schedulerName", "value": "gpu-sched"}, id="configured-name"),
+        pytest.param(
+            WebhookConfig(scheduler_name="gpu-sched"),
+            None,
+            {"op": "add", "path": "/spec/schedulerName", "value": "gpu-sched"},
+            id="configured-name",
+        ),
     ],
 )
-def test_scheduler_name(start_webhook: Any, admit: Any, config: WebhookConfig, scheduler: str | None, expected_op: dict[str, str] | None) -> None:
+def test_scheduler_name(
+    start_webhook: Any, admit: Any, config: WebhookConfig, scheduler: str | None, expected_op: dict[str, str] | None
+) -> None:
     extra = {} if scheduler is None else {"schedulerName": scheduler}
     pod = _pod({GPUMEM: "3000"}, **extra)
     response = admit(start_webhook(config), pod)
@@ -251,7 +373,9 @@ FORGED = {"hami.io/vgpu-node": "n1", "hami.io/bind-phase": "allocating", "hami.i
         pytest.param("CREATE", {"group": "example.com", "version": "v1", "kind": "Pod"}, None, id="pod-of-another-group"),
     ],
 )
-def test_other_operations_and_kinds_pass_untouched(webhook: Any, admit: Any, operation: str, kind: dict[str, str] | None, sub_resource: str | None) -> None:
+def test_other_operations_and_kinds_pass_untouched(
+    webhook: Any, admit: Any, operation: str, kind: dict[str, str] | None, sub_resource: str | None
+) -> None:
     pod = _pod({GPUMEM: "-1"}, annotations=FORGED, nodeName="n1")
     response = admit(webhook, pod, operation=operation, kind=kind, sub_resource=sub_resource, old=pod)
     assert response["allowed"] is True and response["_ops"] is None
@@ -329,10 +453,27 @@ def test_a_backend_may_replace_a_limit_and_its_request(hami_manager, register_ba
             return ContainerPatch(limits={"huawei.com/Ascend910C": "2"}, warnings=["Ascend910C is allocated in pairs of dies"])
 
     register_backend(Rounds(INFO))
-    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {
-        "limits": {"huawei.com/Ascend910C": "1"}, "requests": {"huawei.com/Ascend910C": "1"}}}]}}
-    body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "default", "object": pod}}).encode()
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {
+            "containers": [
+                {"name": "c", "resources": {"limits": {"huawei.com/Ascend910C": "1"}, "requests": {"huawei.com/Ascend910C": "1"}}}
+            ]
+        },
+    }
+    body = json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "operation": "CREATE",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "default",
+                "object": pod,
+            },
+        }
+    ).encode()
     status, answer = review(hami_manager, body, WebhookConfig())
     response = json.loads(answer)["response"]
     assert status == 200 and response["allowed"], response

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from hami.errors import ValidationError
 from hami.webhook.cli import parse_bind, webhook_command
 from hami.webhook.config import WebhookConfig
@@ -21,8 +22,13 @@ from hami.webhook.config import WebhookConfig
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("0.0.0.0:9443", ("0.0.0.0", 9443)), ("127.0.0.1:0", ("127.0.0.1", 0)), (":8443", ("0.0.0.0", 8443)),
-     ("[::1]:9443", ("::1", 9443)), ("localhost:443", ("localhost", 443))],
+    [
+        ("0.0.0.0:9443", ("0.0.0.0", 9443)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        (":8443", ("0.0.0.0", 8443)),
+        ("[::1]:9443", ("::1", 9443)),
+        ("localhost:443", ("localhost", 443)),
+    ],
 )
 def test_parse_bind(text: str, expected: tuple[str, int]) -> None:
     assert parse_bind(text) == expected
@@ -67,15 +73,29 @@ def test_command_serves_until_sigterm() -> None:
     code = "from hami.webhook.cli import webhook_command; webhook_command(prog_name='hami webhook')"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--bind", "127.0.0.1:0", "--scheduler-name", "gpu-sched"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("listening on http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
         port = int(line.rsplit("port ", 1)[1].rstrip(")\n"))
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "cli", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "default",
-            "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}]}}}}
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "cli",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE",
+                "namespace": "default",
+                "object": {
+                    "metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}]},
+                },
+            },
+        }
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("POST", "/webhook", body=json.dumps(review).encode())
         response = json.loads(conn.getresponse().read())["response"]

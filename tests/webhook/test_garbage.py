@@ -10,9 +10,10 @@ import socket
 from typing import Any
 
 import pytest
-from hami.webhook.config import WebhookConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from hami.webhook.config import WebhookConfig
 
 VALID = {
     "apiVersion": "admission.k8s.io/v1",
@@ -22,7 +23,10 @@ VALID = {
         "kind": {"group": "", "version": "v1", "kind": "Pod"},
         "operation": "CREATE",
         "namespace": "default",
-        "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}]}},
+        "object": {
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}]},
+        },
     },
 }
 
@@ -50,7 +54,9 @@ GARBAGE = [
     pytest.param(b'{"kind": "AdmissionReview"}', "apiVersion 'admission.k8s.io/v1'", id="no-api-version"),
     pytest.param(json.dumps({**VALID, "apiVersion": "admission.k8s.io/v1beta1"}).encode(), "'admission.k8s.io/v1beta1'", id="v1beta1"),
     pytest.param(json.dumps({**VALID, "kind": "Pod"}).encode(), "'Pod'", id="wrong-kind"),
-    pytest.param(json.dumps({k: v for k, v in VALID.items() if k != "request"}).encode(), "request must be an object, got null", id="missing-request"),
+    pytest.param(
+        json.dumps({k: v for k, v in VALID.items() if k != "request"}).encode(), "request must be an object, got null", id="missing-request"
+    ),
     pytest.param(json.dumps({**VALID, "request": []}).encode(), "request must be an object, got array", id="request-array"),
     pytest.param(_with(uid=...), "request.uid must be a non-empty string, got None", id="missing-uid"),
     pytest.param(_with(uid=""), "request.uid must be a non-empty string, got ''", id="empty-uid"),
@@ -80,8 +86,13 @@ def test_huge_body_is_refused_unread(start_webhook: Any, post: Any) -> None:
 def test_chunked_body_is_read(webhook: Any) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", webhook.port, timeout=5)
     body = json.dumps(VALID).encode()
-    conn.request("POST", "/webhook?timeout=10s", body=iter([body[:50], body[50:]]), encode_chunked=True,
-                 headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    conn.request(
+        "POST",
+        "/webhook?timeout=10s",
+        body=iter([body[:50], body[50:]]),
+        encode_chunked=True,
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+    )
     response = conn.getresponse()
     assert response.status == 200
     assert json.loads(response.read())["response"]["uid"] == "u-1"
@@ -94,7 +105,9 @@ def test_chunked_body_is_read(webhook: Any) -> None:
 def test_chunked_body_over_the_limit(start_webhook: Any) -> None:
     server = start_webhook(WebhookConfig(max_body_bytes=100))
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    conn.request("POST", "/webhook", body=iter([b"x" * 80, b"y" * 80000, b"z" * 80]), encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+    conn.request(
+        "POST", "/webhook", body=iter([b"x" * 80, b"y" * 80000, b"z" * 80]), encode_chunked=True, headers={"Transfer-Encoding": "chunked"}
+    )
     response = conn.getresponse()
     assert response.status == 400 and "over the limit of 100 bytes" in json.loads(response.read())["message"]
     conn.close()
@@ -122,8 +135,16 @@ def test_bad_content_length_and_short_body(webhook: Any, post: Any) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/healthz", 200), ("GET", "/livez", 200), ("GET", "/readyz", 200), ("GET", "/webhook", 405),
-     ("PUT", "/webhook", 405), ("DELETE", "/webhook", 405), ("GET", "/nope", 404), ("POST", "/mutate", 404)],
+    [
+        ("GET", "/healthz", 200),
+        ("GET", "/livez", 200),
+        ("GET", "/readyz", 200),
+        ("GET", "/webhook", 405),
+        ("PUT", "/webhook", 405),
+        ("DELETE", "/webhook", 405),
+        ("GET", "/nope", 404),
+        ("POST", "/mutate", 404),
+    ],
 )
 def test_paths_and_methods(webhook: Any, method: str, path: str, status: int) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", webhook.port, timeout=5)
@@ -145,31 +166,66 @@ _json = st.recursive(
 )
 _quantity = st.one_of(st.text(max_size=8), st.integers(-10, 10**6).map(str), st.integers(), st.floats(allow_nan=False), st.none(), _json)
 _resources = st.dictionaries(
-    st.sampled_from(["nvidia.com/gpu", "nvidia.com/gpumem", "nvidia.com/gpumem-percentage", "nvidia.com/gpucores",
-                     "cambricon.com/vmlu", "huawei.com/Ascend910B3-memory", "hygon.com/dcucores", "cpu"]),
-    _quantity, max_size=4,
+    st.sampled_from(
+        [
+            "nvidia.com/gpu",
+            "nvidia.com/gpumem",
+            "nvidia.com/gpumem-percentage",
+            "nvidia.com/gpucores",
+            "cambricon.com/vmlu",
+            "huawei.com/Ascend910B3-memory",
+            "hygon.com/dcucores",
+            "cpu",
+        ]
+    ),
+    _quantity,
+    max_size=4,
 )
 _container = st.one_of(
-    st.fixed_dictionaries({"name": st.text(max_size=8)}, optional={
-        "resources": st.one_of(st.none(), _json, st.fixed_dictionaries({}, optional={"limits": st.one_of(_resources, _json), "requests": st.one_of(_resources, _json)})),
-        "securityContext": st.one_of(st.none(), _json, st.fixed_dictionaries({"privileged": st.one_of(st.booleans(), _json)})),
-        "restartPolicy": st.sampled_from(["Always", "Never"]),
-    }),
+    st.fixed_dictionaries(
+        {"name": st.text(max_size=8)},
+        optional={
+            "resources": st.one_of(
+                st.none(),
+                _json,
+                st.fixed_dictionaries({}, optional={"limits": st.one_of(_resources, _json), "requests": st.one_of(_resources, _json)}),
+            ),
+            "securityContext": st.one_of(st.none(), _json, st.fixed_dictionaries({"privileged": st.one_of(st.booleans(), _json)})),
+            "restartPolicy": st.sampled_from(["Always", "Never"]),
+        },
+    ),
     _json,
 )
 _pod = st.one_of(
     _json,
-    st.fixed_dictionaries({
-        "metadata": st.one_of(_json, st.fixed_dictionaries({}, optional={
-            "name": st.text(max_size=8),
-            "annotations": st.one_of(_json, st.dictionaries(st.sampled_from(["hami.io/vgpu-node", "nvidia.com/use-gputype", "a"]), st.text(max_size=5))),
-        })),
-        "spec": st.one_of(_json, st.fixed_dictionaries({"containers": st.one_of(_json, st.lists(_container, max_size=3))}, optional={
-            "initContainers": st.one_of(_json, st.lists(_container, max_size=2)),
-            "schedulerName": st.one_of(st.sampled_from(["", "default-scheduler", "hami-scheduler", "volcano"]), _json),
-            "nodeName": st.one_of(st.none(), st.text(max_size=5), _json),
-        })),
-    }),
+    st.fixed_dictionaries(
+        {
+            "metadata": st.one_of(
+                _json,
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "name": st.text(max_size=8),
+                        "annotations": st.one_of(
+                            _json,
+                            st.dictionaries(st.sampled_from(["hami.io/vgpu-node", "nvidia.com/use-gputype", "a"]), st.text(max_size=5)),
+                        ),
+                    },
+                ),
+            ),
+            "spec": st.one_of(
+                _json,
+                st.fixed_dictionaries(
+                    {"containers": st.one_of(_json, st.lists(_container, max_size=3))},
+                    optional={
+                        "initContainers": st.one_of(_json, st.lists(_container, max_size=2)),
+                        "schedulerName": st.one_of(st.sampled_from(["", "default-scheduler", "hami-scheduler", "volcano"]), _json),
+                        "nodeName": st.one_of(st.none(), st.text(max_size=5), _json),
+                    },
+                ),
+            ),
+        }
+    ),
 )
 _request = st.fixed_dictionaries(
     {"uid": st.one_of(st.text(min_size=1, max_size=10), _json)},
@@ -181,16 +237,20 @@ _request = st.fixed_dictionaries(
         "subResource": st.one_of(st.just(""), _json),
     },
 )
-_pod_create = st.fixed_dictionaries({
-    "uid": st.text(min_size=1, max_size=10),
-    "operation": st.just("CREATE"),
-    "kind": st.just({"group": "", "version": "v1", "kind": "Pod"}),
-    "namespace": st.text(max_size=6),
-    "object": _pod,
-})
+_pod_create = st.fixed_dictionaries(
+    {
+        "uid": st.text(min_size=1, max_size=10),
+        "operation": st.just("CREATE"),
+        "kind": st.just({"group": "", "version": "v1", "kind": "Pod"}),
+        "namespace": st.text(max_size=6),
+        "object": _pod,
+    }
+)
 _document = st.one_of(
     _json,
-    st.fixed_dictionaries({"apiVersion": st.just("admission.k8s.io/v1"), "kind": st.just("AdmissionReview"), "request": st.one_of(_request, _json)}),
+    st.fixed_dictionaries(
+        {"apiVersion": st.just("admission.k8s.io/v1"), "kind": st.just("AdmissionReview"), "request": st.one_of(_request, _json)}
+    ),
     # most examples: a well-formed envelope around a random pod, so the admission rules are exercised
     st.fixed_dictionaries({"apiVersion": st.just("admission.k8s.io/v1"), "kind": st.just("AdmissionReview"), "request": _pod_create}),
     st.fixed_dictionaries({"apiVersion": st.just("admission.k8s.io/v1"), "kind": st.just("AdmissionReview"), "request": _pod_create}),

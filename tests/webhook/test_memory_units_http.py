@@ -10,7 +10,10 @@ import pytest
 
 
 def _pod(limits: dict[str, str]) -> dict[str, Any]:
-    return {"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{"name": "train", "image": "cuda", "resources": {"limits": limits}}]}}
+    return {
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": "train", "image": "cuda", "resources": {"limits": limits}}]},
+    }
 
 
 @pytest.mark.parametrize(
@@ -21,13 +24,25 @@ def _pod(limits: dict[str, str]) -> dict[str, Any]:
         pytest.param({"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3G"}, "nvidia.com/gpumem", "3G", 2862, id="nvidia-decimal-G"),
         pytest.param({"hygon.com/dcunum": "1", "hygon.com/dcumem": "16Gi"}, "hygon.com/dcumem", "16Gi", 16384, id="hygon"),
         # Cambricon counts 256 MiB slices: the answer is the number of slices to write, not MiB
-        pytest.param({"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "1Gi"}, "cambricon.com/mlu.smlu.vmemory", "1Gi", 4,
-                     id="cambricon-slices"),
-        pytest.param({"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2Gi"}, "huawei.com/Ascend910B3-memory", "2Gi", 2048,
-                     id="ascend"),
+        pytest.param(
+            {"cambricon.com/mlunum": "1", "cambricon.com/mlu.smlu.vmemory": "1Gi"},
+            "cambricon.com/mlu.smlu.vmemory",
+            "1Gi",
+            4,
+            id="cambricon-slices",
+        ),
+        pytest.param(
+            {"huawei.com/Ascend910B3": "1", "huawei.com/Ascend910B3-memory": "2Gi"},
+            "huawei.com/Ascend910B3-memory",
+            "2Gi",
+            2048,
+            id="ascend",
+        ),
     ],
 )
-def test_a_byte_quantity_is_denied_with_the_mib_to_write(webhook: Any, admit: Any, limits: dict[str, str], name: str, text: str, mib: int) -> None:
+def test_a_byte_quantity_is_denied_with_the_mib_to_write(
+    webhook: Any, admit: Any, limits: dict[str, str], name: str, text: str, mib: int
+) -> None:
     response = admit(webhook, _pod(limits))
     assert response["allowed"] is False
     assert response["status"]["code"] == 403

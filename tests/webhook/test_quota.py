@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from hami.webhook.quota import (
     KubeQuotaSource,
     StaticQuotaSource,
@@ -107,8 +108,12 @@ def test_several_quotas_and_resources(quota_webhook: Any, admit: Any, core_v1: A
 
 
 def test_scoped_quota_only_applies_to_selected_pods(quota_webhook: Any, admit: Any, core_v1: Any) -> None:
-    _quota(core_v1, "high", {"limits.nvidia.com/gpumem": "1000"},
-           scopeSelector={"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]})
+    _quota(
+        core_v1,
+        "high",
+        {"limits.nvidia.com/gpumem": "1000"},
+        scopeSelector={"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]},
+    )
     _quota(core_v1, "batch", {"limits.nvidia.com/gpumem": "1000"}, scopes=["Terminating"])
     assert admit(quota_webhook, _pod("plain", gpu(mem="3000")), namespace=NS)["allowed"] is True
     response = admit(quota_webhook, _pod("vip", gpu(mem="3000"), priorityClassName="high"), namespace=NS)
@@ -155,7 +160,9 @@ def test_pod_charge_rules(manager: Any) -> None:
     assert {k: int(v) for k, v in pod_charge(manager, pod).items()} == {"limits.nvidia.com/gpumem": 3100, "limits.nvidia.com/gpu": 3}
     cambricon = _pod("m", {"name": "c", "resources": {"limits": {"cambricon.com/mlunum": "2", "cambricon.com/mlu.smlu.vmemory": "20"}}})
     assert {k: int(v) for k, v in pod_charge(manager, cambricon).items()} == {
-        "limits.cambricon.com/mlunum": 2, "limits.cambricon.com/mlu.smlu.vmemory": 40}
+        "limits.cambricon.com/mlunum": 2,
+        "limits.cambricon.com/mlu.smlu.vmemory": 40,
+    }
     assert "limits.nvidia.com/gpumem" in quota_keys(manager) and "limits.huawei.com/Ascend910B3-memory" in quota_keys(manager)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
+
 from hami.webhook.quota import RESERVATION_ANNOTATION, KubeQuotaSource, QuotaReservations, StaticQuotaSource, reserve_quota
 
 NS = "team"
@@ -19,12 +20,17 @@ N = 5
 
 def _pod(name: str, mem: str = "1000") -> dict[str, Any]:
     limits = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": mem}
-    return {"metadata": {"name": name, "namespace": NS}, "spec": {"containers": [{"name": "c", "image": "cuda", "resources": {"limits": limits}}]}}
+    return {
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"containers": [{"name": "c", "image": "cuda", "resources": {"limits": limits}}]},
+    }
 
 
 @pytest.fixture
 def source(core_v1: Any) -> KubeQuotaSource:
-    core_v1.create_namespaced_resource_quota(NS, {"metadata": {"name": "gpu-mem"}, "spec": {"hard": {"limits.nvidia.com/gpumem": str(N * 1000)}}})
+    core_v1.create_namespaced_resource_quota(
+        NS, {"metadata": {"name": "gpu-mem"}, "spec": {"hard": {"limits.nvidia.com/gpumem": str(N * 1000)}}}
+    )
     return KubeQuotaSource(core_v1)
 
 

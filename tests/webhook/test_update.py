@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+
 from hami.fakes.extender import TEST_KEYS
 from hami.plugin.model import Grant
 from hami.webhook.config import WebhookConfig
@@ -34,7 +35,10 @@ def _running_pod(manager: Any) -> dict[str, Any]:
     annotations["hami.io/bind-phase"] = "success"
     return {
         "metadata": {"name": "p", "namespace": "default", "uid": "uid-1", "annotations": annotations},
-        "spec": {"nodeName": "gpu-a", "containers": [{"name": "main", "image": "cuda", "resources": {"limits": {"nvidia.com/gpumem": "12000"}}}]},
+        "spec": {
+            "nodeName": "gpu-a",
+            "containers": [{"name": "main", "image": "cuda", "resources": {"limits": {"nvidia.com/gpumem": "12000"}}}],
+        },
     }
 
 
@@ -60,7 +64,9 @@ def test_owner_shrinking_the_record_is_denied(guarded: Any, post: Any, manager: 
     [
         pytest.param(lambda a: a.pop(ALLOCATED), ALLOCATED, id="removed"),
         pytest.param(lambda a: a.update({"hami.io/bind-phase": "allocating"}), "hami.io/bind-phase", id="bind-phase"),
-        pytest.param(lambda a: a.update({"hami.io/allocation-signature": "hmac-sha256:" + "0" * 64}), "hami.io/allocation-signature", id="signature"),
+        pytest.param(
+            lambda a: a.update({"hami.io/allocation-signature": "hmac-sha256:" + "0" * 64}), "hami.io/allocation-signature", id="signature"
+        ),
         pytest.param(lambda a: a.update({"hami.io/mlu-devices-allocated": "x"}), "hami.io/mlu-devices-allocated", id="any-vendor-record"),
     ],
 )

@@ -48,7 +48,9 @@ def test_user_guide_request_examples(webhook: Any, admit: Any, block: str) -> No
         return
     assert expectation.startswith("# admitted:"), expectation
     assert response["allowed"] is True
-    added = {op["path"].rsplit("/", 1)[-1].replace("~1", "/"): op["value"] for op in response["_ops"] or () if "/resources/limits/" in op["path"]}
+    added = {
+        op["path"].rsplit("/", 1)[-1].replace("~1", "/"): op["value"] for op in response["_ops"] or () if "/resources/limits/" in op["path"]
+    }
     wanted = dict(pair.split("=") for pair in re.findall(r"([\w./-]+=\w+)", expectation.split("adds", 1)[1].split(";")[0]))
     assert added == wanted
     for warning in re.findall(r'warns "([^"]+)"', expectation):

@@ -84,7 +84,9 @@ def _render_minor(bus: str, index: int) -> int:
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
     def read() -> list[PhysicalDevice]:
-        cards = rocmsmi.parse(run_tool([str(config["rocm_smi"]), *rocmsmi.ARGS], float(config["rocm_smi_timeout"]), missing_hint="is ROCm installed?"))
+        cards = rocmsmi.parse(
+            run_tool([str(config["rocm_smi"]), *rocmsmi.ARGS], float(config["rocm_smi_timeout"]), missing_hint="is ROCm installed?")
+        )
         return [
             PhysicalDevice(
                 id=card.unique_id or f"{node.name}-amd-gpu-{card.index}",
@@ -94,7 +96,11 @@ def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevic
                 index=card.index,
                 advertised=card.memory_mib is not None,
                 reason="" if card.memory_mib is not None else "memory unknown: rocm-smi printed no VRAM Total Memory for this card",
-                attributes={"pci_bus": card.bus, "render_minor": _render_minor(card.bus, card.index), "compute_units": compute_units(card.model, config)},
+                attributes={
+                    "pci_bus": card.bus,
+                    "render_minor": _render_minor(card.bus, card.index),
+                    "compute_units": compute_units(card.model, config),
+                },
             )
             for card in cards
         ]
@@ -108,18 +114,26 @@ class AmdBackend(StandardBackend):
         return discover(config, node)
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         cores = container_resources(container).get(str(KIND.resources.cores))
         if cores is not None and str(cores).strip() in ("0", "-0"):
-            raise RequestError(f"container {container.get('name')!r}: {KIND.resources.cores}=0: must be an integer percentage between 1 and 100")
+            raise RequestError(
+                f"container {container.get('name')!r}: {KIND.resources.cores}=0: must be an integer percentage between 1 and 100"
+            )
         return super().hami_container_requests(container, pod, config)
 
     @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    def hami_device_fits(
+        self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> str | None:
         annos = selectors.pod_annotations(pod)
         if not annos:
             return None
-        return selectors.type_reason(annos, device.device.type, USE_TYPE, NOUSE_TYPE) or selectors.uuid_reason(annos, device.device.id, USE_UUID, NOUSE_UUID)
+        return selectors.type_reason(annos, device.device.type, USE_TYPE, NOUSE_TYPE) or selectors.uuid_reason(
+            annos, device.device.id, USE_UUID, NOUSE_UUID
+        )
 
     @hookimpl
     def hami_container_edits(

@@ -18,15 +18,32 @@ from typing import Any, Literal
 
 import attrs
 import yaml
+
 from hami.sdk import BackendError
 
 log = logging.getLogger(__name__)
 
 PACKAGED = "templates.yaml"
 _CHIP_KEYS = {
-    "commonWord", "chipName", "npuSmiNames", "memoryAllocatable", "memoryCapacity", "memoryFactor", "aiCore", "aiCPU",
-    "templates", "maxVnpus", "vnpuIdSpan", "hccs", "ringSize", "minCount", "resourceName", "resourceMemoryName",
-    "resourceCoreName", "topologyPairs", "superPod",
+    "commonWord",
+    "chipName",
+    "npuSmiNames",
+    "memoryAllocatable",
+    "memoryCapacity",
+    "memoryFactor",
+    "aiCore",
+    "aiCPU",
+    "templates",
+    "maxVnpus",
+    "vnpuIdSpan",
+    "hccs",
+    "ringSize",
+    "minCount",
+    "resourceName",
+    "resourceMemoryName",
+    "resourceCoreName",
+    "topologyPairs",
+    "superPod",
 }
 _TEMPLATE_KEYS = {"name", "memory", "aiCore", "aiCPU"}
 
@@ -100,7 +117,14 @@ def _chip(raw: Any, where: str) -> Chip:
         tw = f"{where} templates[{i}]"
         if not isinstance(t, Mapping) or set(t) - _TEMPLATE_KEYS or not isinstance(t.get("name"), str):
             raise BackendError(f"{tw}={t!r:.80}: needs name, memory, aiCore (and optionally aiCPU)")
-        templates.append(Template(t["name"], _int(t.get("memory"), f"{tw}.memory", 1), _int(t.get("aiCore", 0), f"{tw}.aiCore"), _int(t.get("aiCPU", 0), f"{tw}.aiCPU")))
+        templates.append(
+            Template(
+                t["name"],
+                _int(t.get("memory"), f"{tw}.memory", 1),
+                _int(t.get("aiCore", 0), f"{tw}.aiCore"),
+                _int(t.get("aiCPU", 0), f"{tw}.aiCPU"),
+            )
+        )
     hccs = raw.get("hccs", "none")
     if hccs not in ("ring", "module", "none"):
         raise BackendError(f"{where}.hccs={hccs!r}: must be ring, module or none")

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hami.sdk import BackendError, NodeContext, PhysicalDevice, inventory_devices
-
 from hami_ascend.chips import Chip, chip_table, classify
 from hami_ascend.npusmi import HEALTHY, NpuSmi
 
@@ -42,8 +41,15 @@ def _inventory_facts(device: PhysicalDevice, table: Mapping[str, Chip]) -> Physi
     if chip is not None:
         attributes.setdefault("ring", ring_of(chip, phy, card))
     return PhysicalDevice(
-        id=device.id, vendor=device.vendor, type=device.type, memory=device.memory, index=device.index,
-        cores=device.cores, numa=device.numa, healthy=device.healthy, attributes=attributes,
+        id=device.id,
+        vendor=device.vendor,
+        type=device.type,
+        memory=device.memory,
+        index=device.index,
+        cores=device.cores,
+        numa=device.numa,
+        healthy=device.healthy,
+        attributes=attributes,
     )
 
 
@@ -57,7 +63,15 @@ def from_npu_smi(text_source: NpuSmi, config: Mapping[str, Any], node_name: str)
     for row in info.chips:
         chip = classify(table, row.name, row.memory_total)
         if chip is None:
-            log.warning("event=ascend_unknown_chip node=%s name=%r line=%d npu=%d chip=%d known=%s", node_name, row.name, row.line, row.npu_id, row.chip_id, ",".join(sorted(table)))
+            log.warning(
+                "event=ascend_unknown_chip node=%s name=%r line=%d npu=%d chip=%d known=%s",
+                node_name,
+                row.name,
+                row.line,
+                row.npu_id,
+                row.chip_id,
+                ",".join(sorted(table)),
+            )
             continue
         phy = row.phy_id if row.phy_id is not None else row.npu_id
         devices.append(
@@ -69,8 +83,14 @@ def from_npu_smi(text_source: NpuSmi, config: Mapping[str, Any], node_name: str)
                 index=phy,
                 healthy=row.health in HEALTHY,
                 attributes={
-                    "card": row.npu_id, "chip": row.chip_id, "phy_id": phy, "name": row.name, "health": row.health,
-                    "bus_id": row.bus_id, "hbm": row.memory_total, "ring": ring_of(chip, phy, row.npu_id),
+                    "card": row.npu_id,
+                    "chip": row.chip_id,
+                    "phy_id": phy,
+                    "name": row.name,
+                    "health": row.health,
+                    "bus_id": row.bus_id,
+                    "hbm": row.memory_total,
+                    "ring": ring_of(chip, phy, row.npu_id),
                 },
             )
         )

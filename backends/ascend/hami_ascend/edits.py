@@ -20,14 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from hami.sdk import BackendError, ContainerEdits, DeviceNode, Grant, Mount
-
 from hami_ascend.vnpu import VNpu
 
 MANAGEMENT_NODES = ("/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc")
 VNPU_CORE_DIR = "/usr/local/hami-vnpu-core"
 SHARED_REGION_DIR = "/usr/local/hami-shared-region"
-DRIVER_MOUNTS = ("/usr/local/bin/npu-smi", "/etc/ascend_install.info", "/usr/local/Ascend/driver/lib64/driver", "/usr/local/Ascend/driver/version.info")
-HOST_PATHS = ("/dev", "/usr/local/Ascend/driver", "/usr/local/dcmi", "/usr/local/bin/npu-smi", "/etc/ascend_install.info", VNPU_CORE_DIR, SHARED_REGION_DIR)
+DRIVER_MOUNTS = (
+    "/usr/local/bin/npu-smi",
+    "/etc/ascend_install.info",
+    "/usr/local/Ascend/driver/lib64/driver",
+    "/usr/local/Ascend/driver/version.info",
+)
+HOST_PATHS = (
+    "/dev",
+    "/usr/local/Ascend/driver",
+    "/usr/local/dcmi",
+    "/usr/local/bin/npu-smi",
+    "/etc/ascend_install.info",
+    VNPU_CORE_DIR,
+    SHARED_REGION_DIR,
+)
 """Every host path an Ascend container edit may expose (``BackendInfo.host_paths``)."""
 
 
@@ -73,7 +85,14 @@ def runtime_vnpu(phy_id: int, template: str) -> ContainerEdits:
     return ContainerEdits(env={"ASCEND_VISIBLE_DEVICES": str(phy_id), "ASCEND_VNPU_SPECS": template})
 
 
-def soft(grants: Sequence[Grant], phy_ids: Sequence[int], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], simulated: bool) -> ContainerEdits:
+def soft(
+    grants: Sequence[Grant],
+    phy_ids: Sequence[int],
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    config: Mapping[str, Any],
+    simulated: bool,
+) -> ContainerEdits:
     require_vnpu_core(config, simulated)
     mounts = [Mount(p, p, read_only=True) for p in DRIVER_MOUNTS] + [
         Mount("/hami-vnpu-core", VNPU_CORE_DIR, read_only=True),

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from hami.sdk import BackendError, run_tool
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def parse_info(text: str) -> InfoTable:
         if len(cells) < 3:
             bad(number, line, "too few columns")
             continue
-        if cells[0].startswith("NPU") and "Name" in cells[0] or cells[0].startswith("Chip") and "Bus-Id" in cells[1]:
+        if (cells[0].startswith("NPU") and "Name" in cells[0]) or (cells[0].startswith("Chip") and "Bus-Id" in cells[1]):
             continue  # the two header rows
         first = cells[0].split()
         if pending is None:
@@ -96,9 +97,7 @@ def parse_info(text: str) -> InfoTable:
             bad(number, line, "no memory 'used / total' figures")
             continue
         total = int(pairs[-1][1]) or int(pairs[0][1])
-        chips.append(
-            ChipRow(npu_id, int(first[0]), int(first[1]) if len(first) == 2 else None, name, health, cells[1], total, name_line)
-        )
+        chips.append(ChipRow(npu_id, int(first[0]), int(first[1]) if len(first) == 2 else None, name, health, cells[1], total, name_line))
     if pending is not None:
         bad(pending[3], f"NPU {pending[0]} {pending[1]}", "name row without a chip row")
     return InfoTable(tuple(chips), tuple(problems))
@@ -108,7 +107,9 @@ def parse_fields(text: str) -> dict[str, str]:
     """``Key : Value`` lines (``info -t board``, create/destroy results); the first value of a key wins."""
     fields: dict[str, str] = {}
     for line in text.splitlines():
-        for key, value in re.findall(r"([A-Za-z][A-Za-z0-9 ()%/_-]*?)\s+:\s+(.*?)(?=\s{2,}[A-Za-z][A-Za-z0-9 ()%/_-]*?\s+:\s|$)", line.strip()):
+        for key, value in re.findall(
+            r"([A-Za-z][A-Za-z0-9 ()%/_-]*?)\s+:\s+(.*?)(?=\s{2,}[A-Za-z][A-Za-z0-9 ()%/_-]*?\s+:\s|$)", line.strip()
+        ):
             fields.setdefault(key.strip(), value.strip())
     return fields
 

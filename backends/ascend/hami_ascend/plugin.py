@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from hami.sdk import (
     AnnotationKeys,
     BackendError,
@@ -44,7 +45,6 @@ from hami.sdk import (
     parse_count,
     simulated_enforcement,
 )
-
 from hami_ascend import aliases, discovery, edits, topology, vnpu
 from hami_ascend.chips import chip_for
 from hami_ascend.npusmi import HEALTHY, ChipRow, NpuSmi
@@ -66,7 +66,9 @@ def chip_kind(chip: str) -> DeviceKind:
     extra = aliases.NAMES if chip == ALIAS_HOLDER else ()
     return DeviceKind(
         vendor=chip,
-        resources=ResourceNames(count=f"huawei.com/{chip}", memory=f"huawei.com/{chip}-memory", cores=f"huawei.com/{chip}-core", extra=extra),
+        resources=ResourceNames(
+            count=f"huawei.com/{chip}", memory=f"huawei.com/{chip}-memory", cores=f"huawei.com/{chip}-core", extra=extra
+        ),
         annotations=AnnotationKeys.hami(f"hami.io/node-register-{chip}", f"hami.io/node-handshake-{chip}", f"hami.io/{chip}"),
     )
 
@@ -76,9 +78,18 @@ INFO = BackendInfo(
     kinds=[chip_kind(chip) for chip in CHIPS],
     description="Huawei Ascend NPUs split into vNPU templates (hard) or by HAMi's vNPU library (soft)",
     default_config={
-        "split_count": 7, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0,
-        "resource_aliases": aliases.DEFAULT_ALIASES, "cluster_chips": [],
-        "templates_file": "", "npu_smi": "npu-smi", "npu_smi_timeout": 10, "vnpu_create": "npu-smi", "host_root": "/",
+        "split_count": 7,
+        "memory_scaling": 1,
+        "core_scaling": 1,
+        "default_memory": 0,
+        "default_cores": 0,
+        "resource_aliases": aliases.DEFAULT_ALIASES,
+        "cluster_chips": [],
+        "templates_file": "",
+        "npu_smi": "npu-smi",
+        "npu_smi_timeout": 10,
+        "vnpu_create": "npu-smi",
+        "host_root": "/",
     },
     host_paths=edits.HOST_PATHS,
 )
@@ -160,14 +171,18 @@ class AscendBackend(StandardBackend):
         return split
 
     @hookimpl
-    def hami_node_annotations(self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> NodeAnnotations | None:
+    def hami_node_annotations(
+        self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]
+    ) -> NodeAnnotations | None:
         found = topology.rings_annotation(physical)
         return NodeAnnotations(found) if found else None
 
     # ------------------------------------------------------------ scheduling side
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         change = aliases.rewrite(container, config, CHIPS)
         if change is not None:  # what the container asks once the webhook has rewritten the older names
             container = aliases.translated(container, change)
@@ -183,7 +198,13 @@ class AscendBackend(StandardBackend):
     def _module_count(request: DeviceRequest, minimum: int, container: Mapping[str, Any]) -> DeviceRequest:
         """910C: chips come in modules of ``minimum`` dies; 1 rounds up, other counts must be multiples."""
         if request.count < minimum:
-            log.info("event=ascend_count_rounded vendor=%s container=%s from=%d to=%d", request.vendor, container.get("name"), request.count, minimum)
+            log.info(
+                "event=ascend_count_rounded vendor=%s container=%s from=%d to=%d",
+                request.vendor,
+                container.get("name"),
+                request.count,
+                minimum,
+            )
             return attrs.evolve(request, count=minimum)
         if request.count % minimum:
             raise RequestError(
@@ -193,7 +214,9 @@ class AscendBackend(StandardBackend):
         return request
 
     @hookimpl
-    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+    def hami_mutate_container(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> ContainerPatch | None:
         change = aliases.rewrite(container, config, CHIPS)
         if change is not None:
             container = aliases.translated(container, change)
@@ -218,13 +241,17 @@ class AscendBackend(StandardBackend):
                     continue  # container_requests reports the bad quantity
                 if 0 < asked < minimum:
                     limits[name] = str(minimum)  # takes effect once the webhook may replace limits
-                    warnings.append(f"{name}={asked} is rounded up to {minimum}: one {kind.vendor} module holds {minimum} dies; set {name}: {minimum}")
+                    warnings.append(
+                        f"{name}={asked} is rounded up to {minimum}: one {kind.vendor} module holds {minimum} dies; set {name}: {minimum}"
+                    )
         if change is not None:
             return ContainerPatch(limits=limits, warnings=warnings, remove=change.removed)
         return ContainerPatch(limits=limits, warnings=warnings) if limits or warnings else None
 
     @hookimpl
-    def hami_normalize_request(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> DeviceRequest | None:
+    def hami_normalize_request(
+        self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> DeviceRequest | None:
         """Hard split: round up to a template, else the whole chip. Soft split: as asked."""
         if is_soft(pod):
             return None
@@ -235,10 +262,14 @@ class AscendBackend(StandardBackend):
         if template is None:
             return attrs.evolve(request, memory=whole, memory_percentage=None, cores=100, attributes={**request.attributes, TEMPLATE: ""})
         cores = max(request.cores, chip.core_share(template))
-        return attrs.evolve(request, memory=template.memory, memory_percentage=None, cores=cores, attributes={**request.attributes, TEMPLATE: template.name})
+        return attrs.evolve(
+            request, memory=template.memory, memory_percentage=None, cores=cores, attributes={**request.attributes, TEMPLATE: template.name}
+        )
 
     @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    def hami_device_fits(
+        self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> str | None:
         annotations = _annotations(pod)
         vendor, device_id = request.vendor, device.device.id
         wanted = annotations.get(use_uuid_key(vendor))
@@ -254,7 +285,12 @@ class AscendBackend(StandardBackend):
 
     @hookimpl
     def hami_select_devices(
-        self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any], config: Mapping[str, Any]
+        self,
+        request: DeviceRequest,
+        candidates: Sequence[DeviceUsage],
+        node_annotations: Mapping[str, str],
+        pod: Mapping[str, Any],
+        config: Mapping[str, Any],
     ) -> list[str] | None:
         chip = chip_for(config, request.vendor)
         if chip.hccs == "none":
@@ -291,12 +327,23 @@ class AscendBackend(StandardBackend):
         plan = []
         for d in devices:
             chip = chip_for(config, d.grant.vendor)
-            template = chip.template_for(d.grant.memory, d.grant.cores) if len(devices) == 1 and d.grant.cores < 100 and d.grant.memory < d.device.memory else None
+            template = (
+                chip.template_for(d.grant.memory, d.grant.cores)
+                if len(devices) == 1 and d.grant.cores < 100 and d.grant.memory < d.device.memory
+                else None
+            )
             plan.append((d.grant, chip, d.device.attributes, template.name if template else ""))
         return plan
 
     @hookimpl
-    def hami_prepare(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
+    def hami_prepare(
+        self,
+        devices: Sequence[GrantedDevice],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        config: Mapping[str, Any],
+        node: NodeContext,
+    ) -> None:
         if is_soft(pod):
             edits.require_vnpu_core(config, node.simulated)
             if not node.simulated:
@@ -306,7 +353,9 @@ class AscendBackend(StandardBackend):
             return
         plan = [p for p in self._plan(devices, config) if p[3]]
         if plan:
-            vnpu.create(vnpu.container_key(pod, container), plan, vnpu.ledger_for(node), NpuSmi.from_config(config), simulated=node.simulated)
+            vnpu.create(
+                vnpu.container_key(pod, container), plan, vnpu.ledger_for(node), NpuSmi.from_config(config), simulated=node.simulated
+            )
 
     @hookimpl
     def hami_release(self, pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
@@ -318,7 +367,12 @@ class AscendBackend(StandardBackend):
 
     @hookimpl
     def hami_container_edits(
-        self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext
+        self,
+        devices: Sequence[GrantedDevice],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        config: Mapping[str, Any],
+        node: NodeContext,
     ) -> ContainerEdits:
         plan = self._plan(devices, config)
         phy_ids = [int(found["phy_id"]) for _, _, found, _ in plan]
@@ -331,7 +385,9 @@ class AscendBackend(StandardBackend):
             return edits.runtime_vnpu(phy_ids[0], split[0][3])
         made = vnpu.ledger_for(node).get(vnpu.container_key(pod, container))
         if not made:
-            raise BackendError(f"container {vnpu.container_key(pod, container)} has no vNPU: hami_prepare must create it before the container edits")
+            raise BackendError(
+                f"container {vnpu.container_key(pod, container)} has no vNPU: hami_prepare must create it before the container edits"
+            )
         return edits.created_vnpus(made)
 
 

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from hami.sdk import DeviceUsage, PhysicalDevice
-
 from hami_ascend.chips import Chip
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from hami.sdk import BackendError, Grant, NodeContext
 
+from hami.sdk import BackendError, Grant, NodeContext
 from hami_ascend.chips import Chip
 from hami_ascend.npusmi import NpuSmi
 
@@ -117,7 +117,9 @@ def create(
             if sorted(v.device for v in existing) == sorted(g.id for g, *_ in plan):
                 log.info("event=vnpu_reused container=%s vnpus=%s", key, ",".join(str(v.vnpu_id) for v in existing))
                 return existing
-            raise BackendError(f"container {key} already holds vNPUs on {sorted(v.device for v in existing)}, not on {sorted(g.id for g, *_ in plan)}; release it first")
+            raise BackendError(
+                f"container {key} already holds vNPUs on {sorted(v.device for v in existing)}, not on {sorted(g.id for g, *_ in plan)}; release it first"
+            )
         taken = ledger.used_ids()
         made: list[VNpu] = []
         for grant, chip, found, template in plan:
@@ -128,10 +130,21 @@ def create(
                     smi.create_vnpu(vnpu.card, vnpu.chip, template, vnpu.vnpu_id)
             except BackendError as exc:
                 undone = _destroy_all(made, smi)
-                raise BackendError(f"creating vNPU {vnpu.vnpu_id} ({template}) on {grant.id} for container {key} failed: {exc}{undone}") from None
+                raise BackendError(
+                    f"creating vNPU {vnpu.vnpu_id} ({template}) on {grant.id} for container {key} failed: {exc}{undone}"
+                ) from None
             taken.add(vnpu.vnpu_id)
             made.append(vnpu)
-            log.info("event=vnpu_created container=%s device=%s card=%d chip=%d vnpu=%d template=%s simulated=%s", key, grant.id, vnpu.card, vnpu.chip, vnpu.vnpu_id, template, vnpu.simulated)
+            log.info(
+                "event=vnpu_created container=%s device=%s card=%d chip=%d vnpu=%d template=%s simulated=%s",
+                key,
+                grant.id,
+                vnpu.card,
+                vnpu.chip,
+                vnpu.vnpu_id,
+                template,
+                vnpu.simulated,
+            )
         ledger.put(key, made)
         return tuple(made)
 

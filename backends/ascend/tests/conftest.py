@@ -38,7 +38,9 @@ def fake_npu_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeNpuSmi:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     exe = bin_dir / "npu-smi"
-    exe.write_text(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = 'npu-smi'\nrunpy.run_path({str(HERE / 'fake_npu_smi.py')!r}, run_name='__main__')\n")
+    exe.write_text(
+        f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = 'npu-smi'\nrunpy.run_path({str(HERE / 'fake_npu_smi.py')!r}, run_name='__main__')\n"
+    )
     exe.chmod(0o755)
     log = tmp_path / "npu-smi.log"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -4,6 +4,7 @@ are rewritten by the webhook to the per-chip names of the one family they can me
 from __future__ import annotations
 
 import pytest
+
 from hami.sdk import HamiError, RequestError
 from hami_ascend.plugin import plugin
 
@@ -39,13 +40,16 @@ def test_910c_modules_round_up_after_the_rewrite(hami_manager, register_backend)
     assert patch.limits["huawei.com/Ascend910C"] == "2"
 
 
-@pytest.mark.parametrize(("config", "limits", "message"), [
-    ({}, OLD, "may mean huawei.com/Ascend910A, huawei.com/Ascend910B2"),  # no inventory, no cluster_chips: six families
-    ({"cluster_chips": ["Ascend310P"]}, OLD, "this cluster has none of them"),
-    ({"resource_aliases": {}}, OLD, "aliases are off"),
-    ({"cluster_chips": ["Ascend910B3"]}, {**OLD, "huawei.com/Ascend910B3": "1"}, "write only huawei.com/Ascend910B3"),
-    ({"cluster_chips": ["Ascend910B3"]}, {"huawei.com/Ascend910": "1", "huawei.com/Ascend910B-memory": "1"}, "mix two older names"),
-])
+@pytest.mark.parametrize(
+    ("config", "limits", "message"),
+    [
+        ({}, OLD, "may mean huawei.com/Ascend910A, huawei.com/Ascend910B2"),  # no inventory, no cluster_chips: six families
+        ({"cluster_chips": ["Ascend310P"]}, OLD, "this cluster has none of them"),
+        ({"resource_aliases": {}}, OLD, "aliases are off"),
+        ({"cluster_chips": ["Ascend910B3"]}, {**OLD, "huawei.com/Ascend910B3": "1"}, "write only huawei.com/Ascend910B3"),
+        ({"cluster_chips": ["Ascend910B3"]}, {"huawei.com/Ascend910": "1", "huawei.com/Ascend910B-memory": "1"}, "mix two older names"),
+    ],
+)
 def test_what_cannot_be_rewritten_is_refused_naming_the_names(hami_manager, register_backend, config, limits, message):
     register_backend(plugin)
     hami_manager.configure("ascend", config)
@@ -53,12 +57,15 @@ def test_what_cannot_be_rewritten_is_refused_naming_the_names(hami_manager, regi
         hami_manager.container_requests(_container(limits), {})
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ({"huawei.com/Ascend999": ["Ascend910B3"]}, "not one of HAMi's older names"),
-    ({"huawei.com/Ascend910": ["Ascend999"]}, "must be a list of chips"),
-    ({"huawei.com/Ascend910": "Ascend910B3"}, "must be a list of chips"),
-    (["huawei.com/Ascend910"], "must map an alias"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"huawei.com/Ascend999": ["Ascend910B3"]}, "not one of HAMi's older names"),
+        ({"huawei.com/Ascend910": ["Ascend999"]}, "must be a list of chips"),
+        ({"huawei.com/Ascend910": "Ascend910B3"}, "must be a list of chips"),
+        (["huawei.com/Ascend910"], "must map an alias"),
+    ],
+)
 def test_a_bad_alias_setting_is_named(hami_manager, register_backend, value, message):
     register_backend(plugin)
     hami_manager.configure("ascend", {"resource_aliases": value})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+
 from hami.sdk import Grant
 from hami.testing.conformance import BackendConformance, sample_container, sample_pod
 from hami.wire.codec import decode_pod_devices, encode_pod_devices
@@ -25,7 +26,7 @@ class TestAscendConformance(BackendConformance):
         modules of two dies (HAMi rounds 1 up to 2), so for it the kit's assumption does not hold.
         Every other kind runs through the kit's own code; 910C is checked with its module count.
         """
-        assert MODULE_CHIPS == {"Ascend910C"}
+        assert {"Ascend910C"} == MODULE_CHIPS
         others = attrs.evolve(backend_info, kinds=[k for k in backend_info.kinds if k.vendor not in MODULE_CHIPS])
         super().test_requests_round_trip_through_the_allocation_codec(manager, devices, others)
         for kind in (k for k in backend_info.kinds if k.vendor in MODULE_CHIPS):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hami_ascend.plugin import CHIPS, INFO, plugin
 
 

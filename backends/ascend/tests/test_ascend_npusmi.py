@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hami_ascend.npusmi import parse_fields, parse_info, succeeded
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hami_ascend.npusmi import parse_fields, parse_info, succeeded
 
 # file -> (chips, (npu, chip, phy, name, health, bus, MiB) of the first chip, problem lines)
 SAMPLES = {
@@ -67,8 +68,12 @@ def test_arbitrary_text_never_crashes_the_parsers(text):
 
 
 row = st.tuples(
-    st.integers(0, 63), st.integers(0, 1), st.sampled_from(["910B3", "310P3", "Ascend910", "910B4-1"]),
-    st.sampled_from(["OK", "Warning", "Alarm", "Critical", "UNKNOWN"]), st.integers(0, 99999), st.integers(1, 131072),
+    st.integers(0, 63),
+    st.integers(0, 1),
+    st.sampled_from(["910B3", "310P3", "Ascend910", "910B4-1"]),
+    st.sampled_from(["OK", "Warning", "Alarm", "Critical", "UNKNOWN"]),
+    st.integers(0, 99999),
+    st.integers(1, 131072),
 )
 
 
@@ -76,7 +81,11 @@ row = st.tuples(
 @given(st.lists(row, min_size=1, max_size=8), st.booleans())
 def test_generated_tables_parse_back(rows, with_phy):
     head = "| NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|\n"
-    head += "| Chip  Phy-ID              | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |\n" if with_phy else "| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |\n"
+    head += (
+        "| Chip  Phy-ID              | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |\n"
+        if with_phy
+        else "| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |\n"
+    )
     lines = [head, "+===========================+===============+====================================================+\n"]
     for i, (npu, chip, name, health, used, total) in enumerate(rows):
         lines.append(f"| {npu:<5} {name:<19} | {health:<13} | 70.0        34                0    / 0             |\n")
@@ -84,5 +93,7 @@ def test_generated_tables_parse_back(rows, with_phy):
         lines.append(f"| {second} | 0000:C1:00.0  | 0           0    / 0          {used}/ {total}         |\n")
     table = parse_info("".join(lines))
     assert table.problems == ()
-    assert [(c.npu_id, c.chip_id, c.name, c.health, c.memory_total) for c in table.chips] == [(n, c, nm, h, t) for n, c, nm, h, _, t in rows]
+    assert [(c.npu_id, c.chip_id, c.name, c.health, c.memory_total) for c in table.chips] == [
+        (n, c, nm, h, t) for n, c, nm, h, _, t in rows
+    ]
     assert [c.phy_id for c in table.chips] == ([i for i in range(len(rows))] if with_phy else [None] * len(rows))

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+
 from hami.sdk import BackendError, DeviceNode, Grant, Mount, NodeContext
 from hami_ascend.plugin import plugin
 
@@ -105,7 +106,7 @@ def test_rollback_destroys_what_was_created_before_the_failure(node):
     from hami_ascend.chips import packaged_table
     from hami_ascend.npusmi import NpuSmi
 
-    manager, devices, smi, tmp = node
+    _manager, devices, smi, tmp = node
     chip = packaged_table()["Ascend910A"]
     plan = [(Grant(d.id, "Ascend910A", 2184, 7), chip, d.attributes, "vir02") for d in devices[:2]]
     smi.fail("create-vnpu:2")
@@ -122,7 +123,7 @@ def test_a_failed_rollback_is_reported(node):
     from hami_ascend.chips import packaged_table
     from hami_ascend.npusmi import NpuSmi
 
-    manager, devices, smi, tmp = node
+    _manager, devices, smi, _tmp = node
     chip = packaged_table()["Ascend910A"]
     plan = [(Grant(d.id, "Ascend910A", 2184, 7), chip, d.attributes, "vir02") for d in devices[:2]]
     smi.fail("create-vnpu:2", "destroy-vnpu:*")
@@ -135,7 +136,7 @@ def test_a_failed_destroy_keeps_the_vnpu_for_the_next_release(node):
     grants = [Grant(devices[4].id, "Ascend910A", 2184, 7)]
     manager.prepare(grants, pod(), CONTAINER)
     smi.fail("destroy-vnpu:1")
-    with pytest.raises(BackendError, match="releasing container uid-1/main: .*destroy-vnpu -i 4 -c 0 -v 164 exited with 1"):
+    with pytest.raises(BackendError, match=r"releasing container uid-1/main: .*destroy-vnpu -i 4 -c 0 -v 164 exited with 1"):
         manager.release(grants, pod(), CONTAINER)
     assert json.loads((tmp / "state" / "vnpus.json").read_text())["uid-1/main"][0]["vnpu_id"] == 164
     manager.release(grants, pod(), CONTAINER)
@@ -145,7 +146,7 @@ def test_a_failed_destroy_keeps_the_vnpu_for_the_next_release(node):
 def test_the_ledger_survives_an_agent_restart(node):
     from hami_ascend import vnpu
 
-    manager, devices, smi, tmp = node
+    manager, devices, _smi, tmp = node
     grants = [Grant(devices[6].id, "Ascend910A", 2184, 7)]
     manager.prepare(grants, pod(), CONTAINER)
     restarted = vnpu.Ledger(str(tmp / "state"))
@@ -194,8 +195,11 @@ def test_soft_split_edits_follow_hami_s_vnpu_core_contract(node):
     assert (core / "containers" / "uid-1_main").is_dir() and smi.set_calls() == []
     edits = manager.container_edits(grants, pod(annotations=SOFT), CONTAINER)
     assert dict(edits.env) == {
-        "ASCEND_VISIBLE_DEVICES": "2", "NPU_MEM_QUOTA": "5000", "NPU_PRIORITY": "30",
-        "NPU_GLOBAL_SHM_PATH": "/hami-shared-region/2_global_registry", "NPU_LOCAL_SHM_PATH": "/hami-vnpu-shmem/vnpu_local_shmem",
+        "ASCEND_VISIBLE_DEVICES": "2",
+        "NPU_MEM_QUOTA": "5000",
+        "NPU_PRIORITY": "30",
+        "NPU_GLOBAL_SHM_PATH": "/hami-shared-region/2_global_registry",
+        "NPU_LOCAL_SHM_PATH": "/hami-vnpu-shmem/vnpu_local_shmem",
     }
     assert Mount("/etc/ld.so.preload", "/usr/local/hami-vnpu-core/ld.so.preload", read_only=True) in edits.mounts
     assert Mount("/hami-vnpu-shmem", "/usr/local/hami-vnpu-core/containers/uid-1_main") in edits.mounts

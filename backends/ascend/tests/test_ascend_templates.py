@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+
 from hami.sdk import (
     BackendError,
     DeviceRequest,
@@ -17,8 +20,20 @@ from hami_ascend.plugin import CHIPS, plugin
 WHOLE = ""
 # chip -> [(requested MiB, expected MiB, expected template, expected core %)]
 ROUNDING = {
-    "Ascend910A": [(1, 2184, "vir02", 7), (2184, 2184, "vir02", 7), (2185, 4369, "vir04", 14), (8000, 8738, "vir08", 27), (17476, 17476, "vir16", 54), (17477, 32768, WHOLE, 100)],
-    "Ascend910B2": [(1000, 8192, "vir03_1c_8g", 13), (8193, 16384, "vir06_1c_16g", 25), (32768, 32768, "vir12_3c_32g", 50), (40000, 65536, WHOLE, 100)],
+    "Ascend910A": [
+        (1, 2184, "vir02", 7),
+        (2184, 2184, "vir02", 7),
+        (2185, 4369, "vir04", 14),
+        (8000, 8738, "vir08", 27),
+        (17476, 17476, "vir16", 54),
+        (17477, 32768, WHOLE, 100),
+    ],
+    "Ascend910B2": [
+        (1000, 8192, "vir03_1c_8g", 13),
+        (8193, 16384, "vir06_1c_16g", 25),
+        (32768, 32768, "vir12_3c_32g", 50),
+        (40000, 65536, WHOLE, 100),
+    ],
     "Ascend910B3": [(1, 16384, "vir05_1c_16g", 25), (16385, 32768, "vir10_3c_32g", 50), (32769, 65536, WHOLE, 100)],
     "Ascend910B4": [(4096, 8192, "vir05_1c_8g", 25), (9000, 16384, "vir10_3c_16g", 50), (16385, 32768, WHOLE, 100)],
     "Ascend910B4-1": [(4096, 16384, "vir05_1c_16g", 25), (20000, 32768, "vir10_3c_32g", 50), (32769, 65536, WHOLE, 100)],
@@ -104,21 +119,33 @@ def test_a_bad_templates_file_is_an_error_naming_the_value(tmp_path, content, me
 
 
 def test_a_missing_templates_file_names_the_path():
-    with pytest.raises(BackendError, match="templates_file '/nonexistent/t.yaml'"):
+    with pytest.raises(BackendError, match=re.escape("templates_file '/nonexistent/t.yaml'")):
         chip_table({"templates_file": "/nonexistent/t.yaml"})
 
 
-@pytest.mark.parametrize(("name", "hbm", "chip"), [
-    ("910A", 32768, "Ascend910A"), ("910B", 32768, "Ascend910A"), ("910B2", 65536, "Ascend910B2"), ("910B3", 65536, "Ascend910B3"),
-    ("910B4", 32768, "Ascend910B4"), ("910B4", 65536, "Ascend910B4-1"), ("910B4-1", 65536, "Ascend910B4-1"), ("Ascend910", 65536, "Ascend910C"),
-    ("310P3", 21534, "Ascend310P"), ("910B1", 65536, None), ("310", 7759, None),
-])
+@pytest.mark.parametrize(
+    ("name", "hbm", "chip"),
+    [
+        ("910A", 32768, "Ascend910A"),
+        ("910B", 32768, "Ascend910A"),
+        ("910B2", 65536, "Ascend910B2"),
+        ("910B3", 65536, "Ascend910B3"),
+        ("910B4", 32768, "Ascend910B4"),
+        ("910B4", 65536, "Ascend910B4-1"),
+        ("910B4-1", 65536, "Ascend910B4-1"),
+        ("Ascend910", 65536, "Ascend910C"),
+        ("310P3", 21534, "Ascend310P"),
+        ("910B1", 65536, None),
+        ("310", 7759, None),
+    ],
+)
 def test_npu_smi_names_map_to_chips(name, hbm, chip):
     found = classify(packaged_table(), name, hbm)
     assert (found.vendor if found else None) == chip
 
 
 # ------------------------------------------------------------ 910C counts, 310P limit, UUID selectors
+
 
 def requests_for(manager, limits, annotations=None):
     container = {"name": "c", "resources": {"limits": limits}}

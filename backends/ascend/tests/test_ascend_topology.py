@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from hami.scheduler.core import Scheduler
 from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
@@ -24,7 +25,10 @@ def manager(hami_manager, register_backend):
 
 def chips(vendor, n, ring):
     """Physical chips as discovery reports them (``ring(i)`` gives the HCCS group of chip i)."""
-    return [PhysicalDevice(id=f"{vendor}-{i}", vendor=vendor, type=vendor, memory=65536, index=i, attributes={"ring": ring(i)}) for i in range(n)]
+    return [
+        PhysicalDevice(id=f"{vendor}-{i}", vendor=vendor, type=vendor, memory=65536, index=i, attributes={"ring": ring(i)})
+        for i in range(n)
+    ]
 
 
 def node_object(manager, physical):
@@ -65,7 +69,10 @@ def chosen(result):
 def test_the_node_publishes_its_rings(manager):
     physical = chips("Ascend910B3", 8, lambda i: str(i // 4))
     annotation = node_object(manager, physical)["metadata"]["annotations"]["hami.io/node-hccs-Ascend910B3"]
-    assert annotation == '{"Ascend910B3-0":"0","Ascend910B3-1":"0","Ascend910B3-2":"0","Ascend910B3-3":"0","Ascend910B3-4":"1","Ascend910B3-5":"1","Ascend910B3-6":"1","Ascend910B3-7":"1"}'
+    assert (
+        annotation
+        == '{"Ascend910B3-0":"0","Ascend910B3-1":"0","Ascend910B3-2":"0","Ascend910B3-3":"0","Ascend910B3-4":"1","Ascend910B3-5":"1","Ascend910B3-6":"1","Ascend910B3-7":"1"}'
+    )
 
 
 def test_a_multi_chip_job_lands_on_one_ring_even_when_scores_would_split_it(manager):

@@ -71,7 +71,9 @@ INFO = BackendInfo(
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
     def read() -> list[PhysicalDevice]:
-        devices, instance = neuronls.parse(run_tool([str(config["neuron_ls"])], float(config["neuron_ls_timeout"]), missing_hint="is the Neuron driver installed?"))
+        devices, instance = neuronls.parse(
+            run_tool([str(config["neuron_ls"])], float(config["neuron_ls_timeout"]), missing_hint="is the Neuron driver installed?")
+        )
         return [
             PhysicalDevice(
                 id=f"{node.name}-{VENDOR}-{d.index}",
@@ -81,7 +83,12 @@ def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevic
                 index=d.index,
                 advertised=d.cores > 0,
                 reason="" if d.cores > 0 else "NeuronCore count unknown: neuron-ls printed no NEURON CORES for this device",
-                attributes={"cores": d.cores, "connected_to": list(d.connected), "bdf": d.bdf, "instance_type": instance or str(config.get("instance_type", ""))},
+                attributes={
+                    "cores": d.cores,
+                    "connected_to": list(d.connected),
+                    "bdf": d.bdf,
+                    "instance_type": instance or str(config.get("instance_type", "")),
+                },
             )
             for d in devices
         ]
@@ -112,16 +119,28 @@ class NeuronBackend(StandardBackend):
         """One slot per NeuronCore; a core share takes the same share of the device's memory."""
         cores = int(device.attributes.get("cores") or config["cores_per_device"])
         return SchedulableDevice(
-            id=device.id, vendor=VENDOR, type=device.type, count=cores, memory=device.memory, cores=100, index=device.index, healthy=device.healthy
+            id=device.id,
+            vendor=VENDOR,
+            type=device.type,
+            count=cores,
+            memory=device.memory,
+            cores=100,
+            index=device.index,
+            healthy=device.healthy,
         )
 
     @hookimpl
     def hami_node_annotations(self, physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> NodeAnnotations | None:
-        instance = next((str(d.attributes.get("instance_type")) for d in physical if d.attributes.get("instance_type")), str(config.get("instance_type", "")))
+        instance = next(
+            (str(d.attributes.get("instance_type")) for d in physical if d.attributes.get("instance_type")),
+            str(config.get("instance_type", "")),
+        )
         return NodeAnnotations({INSTANCE_ANNOTATION: instance}) if instance else None
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         resources = container_resources(container)
         where = f"container {container.get('name')!r}"
         try:
@@ -162,11 +181,15 @@ class NeuronBackend(StandardBackend):
         return selectors.pod_uuid_reason(pod, device.device.id, (USE_UUID, NOUSE_UUID))
 
     @hookimpl
-    def hami_select_devices(self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str]) -> list[str]:
+    def hami_select_devices(
+        self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str]
+    ) -> list[str]:
         return contiguous(candidates, request.count, node_annotations.get(INSTANCE_ANNOTATION, ""))
 
     @hookimpl
-    def hami_allocation_annotations(self, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice]) -> dict[str, str] | None:
+    def hami_allocation_annotations(
+        self, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice]
+    ) -> dict[str, str] | None:
         grants = [g for c in containers for g in c if g.id in devices]
         if not grants:
             return None
@@ -180,7 +203,9 @@ class NeuronBackend(StandardBackend):
         return annotations
 
     @hookimpl
-    def hami_container_edits(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], node: NodeContext) -> ContainerEdits:
+    def hami_container_edits(
+        self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], node: NodeContext
+    ) -> ContainerEdits:
         nodes = [DeviceNode(f"/dev/neuron{d.index}", f"/dev/neuron{d.index}") for d in devices]
         if all(d.grant.cores >= 100 for d in devices):
             return ContainerEdits(env={"AWS_NEURON_VISIBLE_DEVICES": ",".join(str(d.index) for d in devices)}, devices=nodes)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hami.sdk import DeviceRequest, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, RequestError, SchedulableDevice
-from hami_awsneuron import neuronls
-from hami_awsneuron import plugin as neuron
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hami.sdk import DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, RequestError, SchedulableDevice
+from hami_awsneuron import neuronls
+from hami_awsneuron import plugin as neuron
 
 
 def test_inf1_table(read_recording):
@@ -69,7 +70,10 @@ def test_core_share_is_normalised_per_device():
 
 
 def _usages(indexes, used=()):
-    return [DeviceUsage(SchedulableDevice(id=f"d{i}", vendor="AWSNeuron", type="t", count=2, memory=0, index=i), used=1 if i in used else 0) for i in indexes]
+    return [
+        DeviceUsage(SchedulableDevice(id=f"d{i}", vendor="AWSNeuron", type="t", count=2, memory=0, index=i), used=1 if i in used else 0)
+        for i in indexes
+    ]
 
 
 def test_contiguous_selection_like_graph_select():
@@ -80,8 +84,13 @@ def test_contiguous_selection_like_graph_select():
 
 
 def test_allocation_annotations():
-    devices = {f"n1-AWSNeuron-{i}": SchedulableDevice(id=f"n1-AWSNeuron-{i}", vendor="AWSNeuron", type="t", count=2, memory=0, index=i) for i in range(4)}
-    whole = neuron.plugin.hami_allocation_annotations([[Grant("n1-AWSNeuron-2", "AWSNeuron", 0, 100), Grant("n1-AWSNeuron-3", "AWSNeuron", 0, 100)]], devices)
+    devices = {
+        f"n1-AWSNeuron-{i}": SchedulableDevice(id=f"n1-AWSNeuron-{i}", vendor="AWSNeuron", type="t", count=2, memory=0, index=i)
+        for i in range(4)
+    }
+    whole = neuron.plugin.hami_allocation_annotations(
+        [[Grant("n1-AWSNeuron-2", "AWSNeuron", 0, 100), Grant("n1-AWSNeuron-3", "AWSNeuron", 0, 100)]], devices
+    )
     assert (whole["AWS_NEURON_IDS"], whole["NEURON_ALLOCATED"], whole["aws.amazon.com/predicate-node"]) == ("2,3", "false", "n1")
     assert "NEURON_RESOURCE_TYPE" not in whole and whole["NEURON_ALLOC_TIME"].isdigit()
     core = neuron.plugin.hami_allocation_annotations([[], [Grant("n1-AWSNeuron-1", "AWSNeuron", 0, 50)]], devices)

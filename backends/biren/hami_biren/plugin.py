@@ -68,8 +68,14 @@ def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevic
         rows = parse(run_tool([str(config["brsmi"]), *ARGS], float(config["brsmi_timeout"]), missing_hint="is the Biren driver installed?"))
         return [
             PhysicalDevice(
-                id=uuid or f"{node.name}-biren-{index}", vendor=KIND.vendor, type=name, memory=memory or 0, index=index, advertised=memory is not None,
-                reason="" if memory is not None else "memory unknown: brsmi printed no memory.total for this GPU", attributes={"card": f"card_{index}"},
+                id=uuid or f"{node.name}-biren-{index}",
+                vendor=KIND.vendor,
+                type=name,
+                memory=memory or 0,
+                index=index,
+                advertised=memory is not None,
+                reason="" if memory is not None else "memory unknown: brsmi printed no memory.total for this GPU",
+                attributes={"card": f"card_{index}"},
             )
             for index, name, uuid, memory in rows
         ]
@@ -90,7 +96,9 @@ class BirenBackend(WholeDeviceBackend):
     @hookimpl
     def hami_container_edits(self, devices: Sequence[GrantedDevice]) -> ContainerEdits:
         cards = [f"card_{d.index}" for d in devices]
-        return ContainerEdits(env={"BR_PHY_CARDS": ",".join(cards)}, devices=[DeviceNode(f"/dev/biren/{c}", f"/dev/biren/{c}") for c in cards])
+        return ContainerEdits(
+            env={"BR_PHY_CARDS": ",".join(cards)}, devices=[DeviceNode(f"/dev/biren/{c}", f"/dev/biren/{c}") for c in cards]
+        )
 
 
 plugin = BirenBackend(INFO)

@@ -25,7 +25,8 @@ def test_discovery_through_fake_brsmi(fake_tools):
     fake_tools.install("brsmi", {" ".join(biren.ARGS): "brsmi_query_documented_format.txt"})
     devices = biren.discover(CONFIG, NodeContext("n1"))
     assert [(d.id, d.type, d.memory, d.index, d.attributes["card"]) for d in devices] == [
-        ("GPU-0000-made-up-0", "Biren 166M", 65024, 0, "card_0"), ("GPU-0000-made-up-1", "Biren 166M", 65024, 1, "card_1")
+        ("GPU-0000-made-up-0", "Biren 166M", 65024, 0, "card_0"),
+        ("GPU-0000-made-up-1", "Biren 166M", 65024, 1, "card_1"),
     ]
     assert fake_tools.calls("brsmi") == [list(biren.ARGS)]
 
@@ -65,7 +66,13 @@ def test_container_edits_are_the_device_plugins():
     granted = []
     for i in (0, 2):
         device = PhysicalDevice(id=f"card_{i}", vendor="Biren", type="Biren 166M", memory=65024, index=i)
-        granted.append(GrantedDevice(Grant(device.id, "Biren", 65024, 0), device, SchedulableDevice(id=device.id, vendor="Biren", type="x", count=1, memory=65024, index=i)))
+        granted.append(
+            GrantedDevice(
+                Grant(device.id, "Biren", 65024, 0),
+                device,
+                SchedulableDevice(id=device.id, vendor="Biren", type="x", count=1, memory=65024, index=i),
+            )
+        )
     edits = biren.plugin.hami_container_edits(granted)
     assert edits.env == {"BR_PHY_CARDS": "card_0,card_2"}
     assert [d.host_path for d in edits.devices] == ["/dev/biren/card_0", "/dev/biren/card_2"]

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 import attrs
+
 from hami.sdk import run_tool
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ def parse_table(text: str) -> list[Card]:
         first = _CARD.match(cells[0]) if cells else None
         if first and len(cells) >= 2:
             bus = cells[1] if _BUS.match(cells[1]) else None
-            pending = Card(int(first.group(1)), first.group(2), first.group(3), first.group(4) or "", bus.lower() if bus else None, version=version)
+            pending = Card(
+                int(first.group(1)), first.group(2), first.group(3), first.group(4) or "", bus.lower() if bus else None, version=version
+            )
             continue
         memory = _MEMORY.match(cells[1]) if pending is not None and len(cells) >= 2 else None
         if memory and pending is not None:

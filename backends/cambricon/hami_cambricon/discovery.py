@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hami.sdk import BackendError, NodeContext, PhysicalDevice, ToolNotFound, inventory_devices
-
 from hami_cambricon import cnmon
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 import attrs
+
 from hami.sdk import (
     AnnotationError,
     AnnotationKeys,
@@ -54,7 +55,6 @@ from hami.sdk import (
     selectors,
     simulated_enforcement,
 )
-
 from hami_cambricon import discovery, topology
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,16 @@ class CambriconBackend(StandardBackend):
         out = [Enforcement("MLU", "", mechanism="dynamic sMLU (Cambricon driver)")]
         for d in devices:
             if not d.attributes.get("cnmon"):
-                out.append(Enforcement("MLU", "", ready=False, mechanism="dynamic sMLU (Cambricon driver)", device_ids=(d.id,),
-                                       reason=f"MLU {d.index} was not listed by cnmon with a driver version, so its sMLU support is unknown"))
+                out.append(
+                    Enforcement(
+                        "MLU",
+                        "",
+                        ready=False,
+                        mechanism="dynamic sMLU (Cambricon driver)",
+                        device_ids=(d.id,),
+                        reason=f"MLU {d.index} was not listed by cnmon with a driver version, so its sMLU support is unknown",
+                    )
+                )
         return out
 
     @hookimpl
@@ -143,7 +151,9 @@ class CambriconBackend(StandardBackend):
         return self._presence.events(devices, present, lambda device: f"MLU {device.index} is no longer listed by cnmon")
 
     @hookimpl
-    def hami_node_annotations(self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> NodeAnnotations | None:
+    def hami_node_annotations(
+        self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]
+    ) -> NodeAnnotations | None:
         links = discovery.mlulinks(physical, config)
         return NodeAnnotations({MLULINK_ANNOTATION: topology.encode(links)}) if links else None
 
@@ -181,7 +191,9 @@ class CambriconBackend(StandardBackend):
         ]
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         unit = _unit(config)
         result = []
         for request in super().hami_container_requests(container, pod, config):
@@ -200,7 +212,9 @@ class CambriconBackend(StandardBackend):
         return result
 
     @hookimpl
-    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+    def hami_mutate_container(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> ContainerPatch | None:
         """HAMi's count default, ``mlunum`` rewritten to ``vmlu`` (the name the device plugin advertises:
         kubelet would start the container without an MLU otherwise), and a warning that says how
         ``vmemory`` was read, since HAMi's older README and its code disagree."""
@@ -211,7 +225,9 @@ class CambriconBackend(StandardBackend):
         remove: tuple[str, ...] = ()
         if COUNT_ALIAS in resources:
             if KIND.resources.count in resources:
-                raise RequestError(f"container {container.get('name')!r}: asks for both {COUNT_ALIAS} and {KIND.resources.count}; write only {KIND.resources.count}")
+                raise RequestError(
+                    f"container {container.get('name')!r}: asks for both {COUNT_ALIAS} and {KIND.resources.count}; write only {KIND.resources.count}"
+                )
             limits[KIND.resources.count] = str(resources[COUNT_ALIAS])
             remove = (COUNT_ALIAS,)
             warnings.append(f"{COUNT_ALIAS} is HAMi's older name of {KIND.resources.count}, rewritten to it; write {KIND.resources.count}")
@@ -223,7 +239,9 @@ class CambriconBackend(StandardBackend):
         return ContainerPatch(limits=limits, warnings=warnings, remove=remove)
 
     @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    def hami_device_fits(
+        self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> str | None:
         annos = selectors.pod_annotations(pod)
         if not annos:
             return None
@@ -233,7 +251,12 @@ class CambriconBackend(StandardBackend):
 
     @hookimpl
     def hami_select_devices(
-        self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any], config: Mapping[str, Any]
+        self,
+        request: DeviceRequest,
+        candidates: Sequence[DeviceUsage],
+        node_annotations: Mapping[str, str],
+        pod: Mapping[str, Any],
+        config: Mapping[str, Any],
     ) -> list[str] | None:
         text = node_annotations.get(MLULINK_ANNOTATION)
         if not text or request.count not in topology.RING_SIZES:
@@ -294,8 +317,10 @@ def _vmemory_reading(value: str, config: Mapping[str, Any]) -> str:
         mib = f" = {int(value) * _unit(config)} MiB"
     except ValueError:
         mib = ""
-    return (f"{name}={value} is {value} slices of {_unit(config)} MiB{mib} (HAMi v2.10's reading), not {value} % of the card "
-            "as HAMi's older README said; an operator can choose the percentage reading (vmemory_percent)")
+    return (
+        f"{name}={value} is {value} slices of {_unit(config)} MiB{mib} (HAMi v2.10's reading), not {value} % of the card "
+        "as HAMi's older README said; an operator can choose the percentage reading (vmemory_percent)"
+    )
 
 
 def _unit(config: Mapping[str, Any]) -> int:

@@ -7,13 +7,14 @@ scheduler, while our own agents keep registering the annotation (read first when
 from __future__ import annotations
 
 import pytest
+from kubernetes import client
+
 from hami.fakes.extender import ExtenderHarness
 from hami.scheduler.core import Scheduler
 from hami.scheduler.state import ClusterState
 from hami.sdk import SchedulableDevice
 from hami.wire.codec import encode_node_devices
 from hami_cambricon.plugin import KIND, CambriconBackend
-from kubernetes import client
 
 VCORE, VMEMORY = KIND.resources.cores, KIND.resources.memory
 
@@ -31,7 +32,9 @@ def hami_node(name="mlu-hami", vcore="400", vmemory="364", annotations=None):
 
 def test_devices_are_read_from_capacity_as_hami_does(manager):
     devices = manager.node_capacity_devices(KIND.vendor, hami_node())
-    assert [(d.id, d.index, d.count, d.cores, d.type) for d in devices] == [(f"mlu-hami-cambricon-mlu-{i}", i, 100, 100, "MLU") for i in range(4)]
+    assert [(d.id, d.index, d.count, d.cores, d.type) for d in devices] == [
+        (f"mlu-hami-cambricon-mlu-{i}", i, 100, 100, "MLU") for i in range(4)
+    ]
     assert {d.memory for d in devices} == {364 * 256 * 100 // 400}  # 23296 MiB per card, HAMi's integer formula
     assert len(manager.node_capacity_devices(KIND.vendor, hami_node(vcore="250"))) == 3  # for i*100 < cards
     assert manager.node_capacity_devices(KIND.vendor, hami_node(vcore="0")) == ()
@@ -42,8 +45,10 @@ def test_a_capacity_registered_node_is_schedulable(manager):
     state = ClusterState(manager.kinds, capacity_devices=manager.node_capacity_devices)
     state.apply_node(hami_node())
     assert len(state.node("mlu-hami").devices) == 4
-    pod = {"metadata": {"name": "p", "namespace": "default", "uid": "u1"},
-           "spec": {"containers": [{"name": "c", "resources": {"limits": {KIND.resources.count: "1", VMEMORY: "20", VCORE: "10"}}}]}}
+    pod = {
+        "metadata": {"name": "p", "namespace": "default", "uid": "u1"},
+        "spec": {"containers": [{"name": "c", "resources": {"limits": {KIND.resources.count: "1", VMEMORY: "20", VCORE: "10"}}}]},
+    }
     outcome = Scheduler(manager, state, None).filter(pod, ["mlu-hami"])
     assert outcome.node == "mlu-hami", outcome
 
@@ -65,7 +70,9 @@ def test_bad_capacity_is_the_nodes_problem_naming_the_value(manager):
 def test_the_scheduler_service_sees_capacity_nodes(manager, core_v1):
     """Through the informer the real scheduler uses (the extender harness wires the same ClusterState)."""
     core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="mlu-hami")))
-    core_v1.patch_node_status("mlu-hami", {"status": {"capacity": {VCORE: "200", VMEMORY: "182"}, "allocatable": {VCORE: "200", VMEMORY: "182"}}})
+    core_v1.patch_node_status(
+        "mlu-hami", {"status": {"capacity": {VCORE: "200", VMEMORY: "182"}, "allocatable": {VCORE: "200", VMEMORY: "182"}}}
+    )
     harness = ExtenderHarness(manager, core_v1).start()
     try:
         harness.cache.nodes.synced.wait(5)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hami.sdk import NodeContext
 from hami_cambricon import cnmon, discovery
 from hami_cambricon.plugin import CambriconBackend
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def test_bus_id_layout(read_recording):

@@ -1,5 +1,3 @@
-
-
 def test_a_node_without_cnmon_is_quiet_but_a_failing_cnmon_warns(caplog, tmp_path):
     """No cnmon on PATH is the normal case on non-Cambricon nodes: INFO, not WARNING (``hami devices``
     must not warn everyone); a cnmon that is installed but fails is worth a warning."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hami.sdk import RequestError
 from hami_cambricon.plugin import KIND, plugin
 
@@ -33,7 +34,9 @@ def test_vmemory_as_a_percentage_when_the_operator_says_so(hami_manager, registe
     limits = {"cambricon.com/vmlu": "1", "cambricon.com/mlu.smlu.vmemory": "20"}
     (request,) = hami_manager.container_requests({"name": "c", "resources": {"limits": limits}}, {})
     assert (request.memory, request.memory_percentage) == (0, 20)
-    assert any("read as 20 % of the card" in w for w in hami_manager.mutate_container({"name": "c", "resources": {"limits": limits}}, {}).warnings)
+    assert any(
+        "read as 20 % of the card" in w for w in hami_manager.mutate_container({"name": "c", "resources": {"limits": limits}}, {}).warnings
+    )
     with pytest.raises(RequestError, match=r"mlu\.smlu\.vmemory=120 is over 100"):
         hami_manager.container_requests({"name": "c", "resources": {"limits": {**limits, "cambricon.com/mlu.smlu.vmemory": "120"}}}, {})
     hami_manager.configure("cambricon", {"vmemory_percent": "yes"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hami.scheduler.core import Scheduler
 from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
@@ -44,7 +45,10 @@ def manager(hami_manager, register_backend, backend):
 
 def node_state(manager, backend, physical):
     split = [manager.split(d) for d in physical]
-    annotations = {KIND.annotations.node_register: encode_node_devices(split, "json"), **manager.node_annotations("cambricon", split, physical)}
+    annotations = {
+        KIND.annotations.node_register: encode_node_devices(split, "json"),
+        **manager.node_annotations("cambricon", split, physical),
+    }
     state = ClusterState({"MLU": KIND})
     state.apply_node({"metadata": {"name": NODE, "annotations": annotations}})
     return state
@@ -77,11 +81,16 @@ def test_seed_example_is_scheduled_and_edited(manager, backend):
     assert (grant.memory, grant.cores) == (20 * 256, 10)
     edits = edits_for(manager, [grant], wanted, wanted["spec"]["containers"][0])
     slot = int(grant.id.rsplit("-", 1)[1])
-    assert edits.env == {"CAMBRICON_DSMLU_PROFILE": f"{slot}_10_20", "CAMBRICON_DSMLU_ASSIGNED": "false", "CAMBRICON_VISIBLE_DEVICES": str(slot)}
+    assert edits.env == {
+        "CAMBRICON_DSMLU_PROFILE": f"{slot}_10_20",
+        "CAMBRICON_DSMLU_ASSIGNED": "false",
+        "CAMBRICON_VISIBLE_DEVICES": str(slot),
+    }
     # HAMi's PatchAnnotations (pkg/device/cambricon/device.go): the profile is a pod annotation
     devices = dict(state.node(NODE).devices)
     assert manager.allocation_annotations("MLU", result.devices["MLU"], devices, wanted) == {
-        "CAMBRICON_DSMLU_PROFILE": f"{slot}_10_20", "CAMBRICON_DSMLU_ASSIGNED": "false"
+        "CAMBRICON_DSMLU_PROFILE": f"{slot}_10_20",
+        "CAMBRICON_DSMLU_ASSIGNED": "false",
     }
     assert edits.devices == tuple(
         DeviceNode(p, p) for p in ("/dev/cambricon_ctl", f"/dev/cambricon_dev{slot}", f"/dev/cambricon_ipcm{slot}", f"/dev/commu{slot}")
@@ -90,13 +99,17 @@ def test_seed_example_is_scheduled_and_edited(manager, backend):
 
 def test_too_much_vmemory_does_not_fit(manager, backend):
     state = node_state(manager, backend, [card(0)])
-    result = fit(manager, state, pod({"cambricon.com/vmlu": "1", "cambricon.com/mlu.smlu.vmemory": "92", "cambricon.com/mlu.smlu.vcore": "10"}))
+    result = fit(
+        manager, state, pod({"cambricon.com/vmlu": "1", "cambricon.com/mlu.smlu.vmemory": "92", "cambricon.com/mlu.smlu.vcore": "10"})
+    )
     assert isinstance(result, Misfit) and "CardInsufficientMemory" in result.reason  # 92 x 256 = 23552 > 23374
 
 
 def test_type_selector_in_the_fit(manager, backend):
     state = node_state(manager, backend, [card(0, type_="MLU370-X4"), card(1)])
-    result = fit(manager, state, pod({"cambricon.com/vmlu": "1", "cambricon.com/mlu.smlu.vcore": "10"}, {"cambricon.com/use-mlutype": "x8"}))
+    result = fit(
+        manager, state, pod({"cambricon.com/vmlu": "1", "cambricon.com/mlu.smlu.vcore": "10"}, {"cambricon.com/use-mlutype": "x8"})
+    )
     assert isinstance(result, Fit) and result.devices["MLU"][0][0].id.endswith("-1")
     refused = fit(manager, state, pod({"cambricon.com/vmlu": "1"}, {"cambricon.com/nouse-mlutype": "MLU370"}))
     assert isinstance(refused, Misfit) and "2/2 CardTypeMismatch" in refused.reason
@@ -116,13 +129,17 @@ def test_cdi_names(hami_manager, register_backend):
 
 
 def test_vmlu_above_one_means_whole_cards(manager):
-    (request,) = manager.container_requests({"name": "c", "resources": {"limits": {"cambricon.com/vmlu": "2", "cambricon.com/mlu.smlu.vmemory": "20"}}}, {})
+    (request,) = manager.container_requests(
+        {"name": "c", "resources": {"limits": {"cambricon.com/vmlu": "2", "cambricon.com/mlu.smlu.vmemory": "20"}}}, {}
+    )
     assert (request.count, request.memory, request.memory_percentage, request.cores) == (2, 0, 100, 100)
 
 
 def test_vmemory_unit_is_configurable(hami_manager, register_backend):
     register_backend(CambriconBackend(), config={"vmemory_unit_mib": 512})
-    (request,) = hami_manager.container_requests({"name": "c", "resources": {"limits": {"cambricon.com/vmlu": "1", "cambricon.com/mlu.smlu.vmemory": "3"}}}, {})
+    (request,) = hami_manager.container_requests(
+        {"name": "c", "resources": {"limits": {"cambricon.com/vmlu": "1", "cambricon.com/mlu.smlu.vmemory": "3"}}}, {}
+    )
     assert request.memory == 1536
 
 

@@ -123,7 +123,9 @@ def _mode(config: Mapping[str, Any], node_name: str) -> str:
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
     def read() -> list[PhysicalDevice]:
-        cards = efsmi.parse(run_tool([str(config["efsmi"]), *efsmi.ARGS], float(config["efsmi_timeout"]), missing_hint="is the Enflame driver installed?"))
+        cards = efsmi.parse(
+            run_tool([str(config["efsmi"]), *efsmi.ARGS], float(config["efsmi_timeout"]), missing_hint="is the Enflame driver installed?")
+        )
         vendor = DRS.vendor if _mode(config, node.name) == "drs" else GCU.vendor
         return [
             PhysicalDevice(
@@ -161,7 +163,9 @@ class EnflameBackend(WholeDeviceBackend):
         return attrs.evolve(one_slot(device), count=int(config["drs_capacity"]), memory=top or device.memory)
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         resources = container_resources(container)
         where = f"container {container.get('name')!r}"
         names = DRS.resources
@@ -197,7 +201,12 @@ class EnflameBackend(WholeDeviceBackend):
 
     @hookimpl
     def hami_allocation_annotations(
-        self, vendor: str, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice], pod: Mapping[str, Any], config: Mapping[str, Any]
+        self,
+        vendor: str,
+        containers: Sequence[Sequence[Grant]],
+        devices: Mapping[str, SchedulableDevice],
+        pod: Mapping[str, Any],
+        config: Mapping[str, Any],
     ) -> dict[str, str] | None:
         """HAMi's DRS PatchAnnotations: what Enflame's DRS runtime reads to create each container's instance."""
         spec = pod.get("spec") or {}
@@ -209,7 +218,12 @@ class EnflameBackend(WholeDeviceBackend):
             if vendor != DRS.vendor or not grants or grants[0].id not in devices:
                 continue
             p = by_memory.get(grants[0].memory, Profile("", "", 1, 0))
-            assigned[names[i] if i < len(names) else f"container-{i}"] = {"allocated": False, "request": p.size, "profileID": p.id, "profileName": p.name}
+            assigned[names[i] if i < len(names) else f"container-{i}"] = {
+                "allocated": False,
+                "request": p.size,
+                "profileID": p.id,
+                "profileName": p.name,
+            }
             index = str(devices[grants[0].id].index)
             for key in ("enflame.com/gcu-assigned-index", "enflame.com/gcu-assigned-id", "enflame.com/gcu-assigned-minor"):
                 out.setdefault(key, index)

@@ -30,9 +30,21 @@ CONFIG = enflame.INFO.default_config
     ("recording", "expected"),
     [
         ("efsmi_l300_v1.7.2.14.txt", [(0, "Enflame L300", "00:2d:00.0", 147456, "Disable", "A098Q50610048")]),
-        ("efsmi_s60g_x2_v1.6.3.12.txt", [(0, "Enflame S60G", "00:2e:00.0", 23552, "SRIOV", "A018K30520031"), (1, "Enflame S60G", "00:2f:00.0", 23552, "SRIOV", "A018K30520031")]),
-        ("efsmi_s60_x2_v1.2.0.301.txt", [(0, "S60", "00:01:00.0", 49120, "Disable", "A073640510015"), (1, "S60", "00:09:00.0", 42976, "Disable", "C807J40510285")]),
-        ("efsmi_t20_x2_v1.20.0.txt", [(0, "T20", "00:3d:0.0", 32768, "Disable", "W28001210504"), (1, "T20", "00:3e:0.0", 32768, "Disable", "W28001010604")]),
+        (
+            "efsmi_s60g_x2_v1.6.3.12.txt",
+            [
+                (0, "Enflame S60G", "00:2e:00.0", 23552, "SRIOV", "A018K30520031"),
+                (1, "Enflame S60G", "00:2f:00.0", 23552, "SRIOV", "A018K30520031"),
+            ],
+        ),
+        (
+            "efsmi_s60_x2_v1.2.0.301.txt",
+            [(0, "S60", "00:01:00.0", 49120, "Disable", "A073640510015"), (1, "S60", "00:09:00.0", 42976, "Disable", "C807J40510285")],
+        ),
+        (
+            "efsmi_t20_x2_v1.20.0.txt",
+            [(0, "T20", "00:3d:0.0", 32768, "Disable", "W28001210504"), (1, "T20", "00:3e:0.0", 32768, "Disable", "W28001010604")],
+        ),
     ],
 )
 def test_recorded_efsmi_tables(read_recording, recording, expected):
@@ -50,7 +62,10 @@ def test_parser_never_crashes(lines):
 def test_discovery_through_fake_efsmi(fake_tools):
     fake_tools.install("efsmi", {"": "efsmi_s60_x2_v1.2.0.301.txt"})
     devices = enflame.discover(CONFIG, NodeContext("n1"))
-    assert [(d.id, d.vendor, d.memory, d.advertised) for d in devices] == [("n1-GCU-0", "GCU", 49120, True), ("n1-GCU-1", "GCU", 42976, True)]
+    assert [(d.id, d.vendor, d.memory, d.advertised) for d in devices] == [
+        ("n1-GCU-0", "GCU", 49120, True),
+        ("n1-GCU-1", "GCU", 42976, True),
+    ]
     drs = enflame.discover({**CONFIG, "node_mode": {"n1": "drs"}}, NodeContext("n1"))
     assert {d.vendor for d in drs} == {"Enflame"} and drs[0].id == "n1-enflame-drs-0"
     assert fake_tools.calls("efsmi") == [[], []]
@@ -106,11 +121,16 @@ def test_allocation_annotations_are_hamis_drs_patch():
     device = SchedulableDevice(id="d2", vendor="Enflame", type="S60", count=6, memory=40960, index=2)
     pod = {"spec": {"initContainers": [{"name": "init"}], "containers": [{"name": "main"}]}}
     out = enflame.plugin.hami_allocation_annotations("Enflame", [[], [Grant("d2", "Enflame", 20480, 50)]], {"d2": device}, pod, CONFIG)
-    assert json.loads(out.pop("assigned-containers")) == {"main": {"allocated": False, "request": 3, "profileID": "1", "profileName": "3g.20gb"}}
+    assert json.loads(out.pop("assigned-containers")) == {
+        "main": {"allocated": False, "request": 3, "profileID": "1", "profileName": "3g.20gb"}
+    }
     assert int(out.pop("enflame.com/gcu-assigned-time")) > 0
     assert out == {
-        "enflame.com/gcu-assigned": "false", "enflame.com/gcu-assigned-index": "2", "enflame.com/gcu-assigned-id": "2",
-        "enflame.com/gcu-assigned-minor": "2", "enflame.com/gcu-request-size": "3",
+        "enflame.com/gcu-assigned": "false",
+        "enflame.com/gcu-assigned-index": "2",
+        "enflame.com/gcu-assigned-id": "2",
+        "enflame.com/gcu-assigned-minor": "2",
+        "enflame.com/gcu-request-size": "3",
     }
     assert enflame.plugin.hami_allocation_annotations("GCU", [[Grant("d2", "GCU", 0, 100)]], {"d2": device}, pod, CONFIG) is None
 
@@ -124,6 +144,8 @@ def _granted(vendor, index):
 def test_container_edits(tmp_path):
     edits = enflame.plugin.hami_container_edits([_granted("GCU", 0), _granted("GCU", 3)], NodeContext("n", state_dir=tmp_path))
     assert edits.env == {"ENFLAME_VISIBLE_DEVICES": "0,3"}
-    assert enflame.plugin.hami_container_edits([_granted("Enflame", 1)], NodeContext("n", simulated=True)).env == {"ENFLAME_VISIBLE_DEVICES": "1"}
+    assert enflame.plugin.hami_container_edits([_granted("Enflame", 1)], NodeContext("n", simulated=True)).env == {
+        "ENFLAME_VISIBLE_DEVICES": "1"
+    }
     with pytest.raises(BackendRefused, match="DRS instances"):
         enflame.plugin.hami_container_edits([_granted("Enflame", 1)], NodeContext("n"))

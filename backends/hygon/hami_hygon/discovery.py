@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from hami.sdk import BackendError, NodeContext, PhysicalDevice, ToolNotFound, inventory_devices
-
 from hami_hygon import hysmi
 
 log = logging.getLogger(__name__)

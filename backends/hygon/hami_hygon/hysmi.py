@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 import attrs
+
 from hami.sdk import run_tool
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def parse_indexed_values(text: str, key: str) -> dict[int, str]:
             continue
         match = _INDEXED.match(line)
         if match and match.group(2).lower().startswith(prefix):
-            found[int(match.group(1))] = match.group(2)[len(prefix):].strip()
+            found[int(match.group(1))] = match.group(2)[len(prefix) :].strip()
     return found
 
 

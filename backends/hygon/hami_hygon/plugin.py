@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from hami.sdk import (
     AnnotationKeys,
     BackendError,
@@ -44,7 +45,6 @@ from hami.sdk import (
     selectors,
     simulated_enforcement,
 )
-
 from hami_hygon import discovery
 from hami_hygon.vdev import PhysicalDcu, VdevConf, VdevStore, container_key
 
@@ -110,8 +110,16 @@ class HygonBackend(StandardBackend):
         out = [Enforcement(discovery.VENDOR, "", mechanism="vDCU (virtualization module)")]
         for d in devices:
             if not d.attributes.get("virtualization"):
-                out.append(Enforcement(discovery.VENDOR, "", ready=False, mechanism="vDCU (virtualization module)", device_ids=(d.id,),
-                                       reason=f"hy-smi virtual -show-device-info gave nothing for DCU {d.index}: the virtualization module is not loaded"))
+                out.append(
+                    Enforcement(
+                        discovery.VENDOR,
+                        "",
+                        ready=False,
+                        mechanism="vDCU (virtualization module)",
+                        device_ids=(d.id,),
+                        reason=f"hy-smi virtual -show-device-info gave nothing for DCU {d.index}: the virtualization module is not loaded",
+                    )
+                )
         return out
 
     @hookimpl
@@ -127,12 +135,16 @@ class HygonBackend(StandardBackend):
     # ------------------------------------------------------------ scheduling side
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         requests = super().hami_container_requests(container, pod, config)
         return [_whole(r) if r.count > 1 else r for r in requests]
 
     @hookimpl
-    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+    def hami_mutate_container(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> ContainerPatch | None:
         patch = super().hami_mutate_container(container, pod, config)
         resources = container_resources(container)
         count = str(resources.get(KIND.resources.count, "1"))
@@ -145,7 +157,9 @@ class HygonBackend(StandardBackend):
         return patch
 
     @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    def hami_device_fits(
+        self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> str | None:
         annos = selectors.pod_annotations(pod)
         if not annos:
             return None
@@ -157,7 +171,12 @@ class HygonBackend(StandardBackend):
 
     @hookimpl
     def hami_prepare(
-        self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext
+        self,
+        devices: Sequence[GrantedDevice],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        config: Mapping[str, Any],
+        node: NodeContext,
     ) -> None:
         """A vDCU for a single shared DCU; whole DCUs (several, or all of one) need none."""
         if len(devices) != 1 or devices[0].whole:
@@ -192,11 +211,19 @@ class HygonBackend(StandardBackend):
 
     @hookimpl
     def hami_container_edits(
-        self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext
+        self,
+        devices: Sequence[GrantedDevice],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        config: Mapping[str, Any],
+        node: NodeContext,
     ) -> ContainerEdits:
         nodes = [DeviceNode("/dev/kfd", "/dev/kfd", "rwm"), DeviceNode("/dev/mkfd", "/dev/mkfd", "rwm")]
         for device in (d.device for d in devices):
-            for name in (device.attributes.get("card") or f"card{device.index}", device.attributes.get("render") or f"renderD{128 + device.index}"):
+            for name in (
+                device.attributes.get("card") or f"card{device.index}",
+                device.attributes.get("render") or f"renderD{128 + device.index}",
+            ):
                 nodes.append(DeviceNode(f"/dev/dri/{name}", f"/dev/dri/{name}", "rw"))
         mounts = []
         key = _key(pod, container)
@@ -207,6 +234,7 @@ class HygonBackend(StandardBackend):
             mounts.append(Mount(DRIVER_CONTAINER_PATH, str(config.get("driver_dir", DRIVER_CONTAINER_PATH))))
         mounts.append(Mount(HYHAL, HYHAL, read_only=True))
         return ContainerEdits(devices=nodes, mounts=mounts)
+
 
 def _whole(request: DeviceRequest) -> DeviceRequest:
     return attrs.evolve(request, memory=0, memory_percentage=100, cores=100)
@@ -233,7 +261,13 @@ def _hy_virtual(config: Mapping[str, Any], action: str, store: VdevStore, key: s
         return
     if isinstance(template, str) or not all(isinstance(part, str) for part in template):
         raise BackendError(f"config hy_virtual={template!r} must be a list of strings (an argv template)")
-    values = {"action": action, "conf": str(store.root / f"vdev{conf.vdev_id}.conf"), "vdev_id": str(conf.vdev_id), "device": str(conf.device_id), "key": key}
+    values = {
+        "action": action,
+        "conf": str(store.root / f"vdev{conf.vdev_id}.conf"),
+        "vdev_id": str(conf.vdev_id),
+        "device": str(conf.device_id),
+        "key": key,
+    }
     try:
         argv = [part.format(**values) for part in template]
     except (KeyError, IndexError) as exc:

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-from hami.sdk import BackendError
 
+from hami.sdk import BackendError
 from hami_hygon import cumask
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class VdevStore:
     def _locked(self) -> Iterator[None]:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.root / ".lock", "a+")
+            handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed by the ``with`` below, after the error is worded
         except OSError as exc:
             raise BackendError(f"vdev root {str(self.root)!r} is not writable: {exc.strerror or exc}") from None
         with handle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+
 from hami.testing.conformance import BackendConformance
 from hami_hygon.plugin import INFO, HygonBackend
 

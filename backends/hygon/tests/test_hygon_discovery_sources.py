@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-from hami.sdk import NodeContext
-from hami_hygon import discovery, hysmi
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hami.sdk import NodeContext
+from hami_hygon import discovery, hysmi
 
 NO_SYS = {"sysfs_root": "/nonexistent-sys"}
 
@@ -49,12 +50,14 @@ def test_showmemavailable_and_card_series(read_recording):
 def test_memory_lines_units_and_na(caplog):
     """``--showmeminfo vram``: no complete public recording was found (see README); these lines follow
     the format quoted in public code comments, in MiB and (rocm-smi style) bytes, plus an N/A."""
-    text = "\n".join([
-        "HCU[0]          : vram Total Memory (MiB): 65520",
-        "HCU[0]          : vram Total Used Memory (MiB): 2",
-        "DCU[1]          : vram Total Memory (B): 17163091968",
-        "HCU[2]          : vram Total Memory (MiB): N/A",
-    ])
+    text = "\n".join(
+        [
+            "HCU[0]          : vram Total Memory (MiB): 65520",
+            "HCU[0]          : vram Total Used Memory (MiB): 2",
+            "DCU[1]          : vram Total Memory (B): 17163091968",
+            "HCU[2]          : vram Total Memory (MiB): N/A",
+        ]
+    )
     with caplog.at_level(logging.WARNING):
         assert hysmi.parse_memory_mib(text, hysmi.MEMINFO_TOTAL) == {0: 65520, 1: 16368}
     assert "'N/A'" in caplog.text and "index=2" in caplog.text
@@ -80,26 +83,38 @@ def test_memory_parser_never_crashes(text):
 
 def test_k100ai_host_without_virtualization_module(fake_tools):
     """The issue's case: table, --showmemavailable and -a published; nothing else answers."""
-    fake_tools.install("hy-smi", {
-        "": "hy-smi_k100ai_hcu8_idle.txt",
-        "--showmemavailable": "hy-smi_showmemavailable_k100ai8.txt",
-        "-a": "hy-smi_a_k100ai8_excerpt.txt",
-    })
+    fake_tools.install(
+        "hy-smi",
+        {
+            "": "hy-smi_k100ai_hcu8_idle.txt",
+            "--showmemavailable": "hy-smi_showmemavailable_k100ai8.txt",
+            "-a": "hy-smi_a_k100ai8_excerpt.txt",
+        },
+    )
     devices = discovery.discover(dict(NO_SYS), NodeContext("k100"))
     expected = [(i, "DCU-K100_AI", 65438, True) for i in range(8)]
     assert [(d.index, d.type, d.memory, d.advertised) for d in devices] == expected
     assert fake_tools.calls("hy-smi") == [
-        [], ["--showbus"], ["virtual", "-show-device-info"], ["--showmeminfo", "vram"], ["--showmemavailable"], ["--showproductname"], ["-a"],
+        [],
+        ["--showbus"],
+        ["virtual", "-show-device-info"],
+        ["--showmeminfo", "vram"],
+        ["--showmemavailable"],
+        ["--showproductname"],
+        ["-a"],
     ]
 
 
 def test_virtual_info_wins_and_later_queries_are_not_run(fake_tools):
-    fake_tools.install("hy-smi", {
-        "": "hy-smi_k100lc.txt",
-        "virtual -show-device-info": "hy-smi_virtual_show-device-info.txt",
-        "--showmemavailable": "hy-smi_showmemavailable_k100ai8.txt",
-        "--showproductname": "hy-smi_a_k100ai8_excerpt.txt",
-    })
+    fake_tools.install(
+        "hy-smi",
+        {
+            "": "hy-smi_k100lc.txt",
+            "virtual -show-device-info": "hy-smi_virtual_show-device-info.txt",
+            "--showmemavailable": "hy-smi_showmemavailable_k100ai8.txt",
+            "--showproductname": "hy-smi_a_k100ai8_excerpt.txt",
+        },
+    )
     (device,) = discovery.discover(dict(NO_SYS), NodeContext("n"))
     assert (device.memory, device.type) == (2000, "DCU-K100_AI")
     assert ["--showmemavailable"] not in fake_tools.calls("hy-smi") and ["-a"] not in fake_tools.calls("hy-smi")

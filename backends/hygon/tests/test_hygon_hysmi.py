@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hami.sdk import NodeContext
 from hami.wire.codec import decode_node_devices, encode_node_devices
 from hami_hygon import discovery, hysmi
 from hami_hygon.plugin import KIND, HygonBackend
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def test_default_table_k100lc(read_recording):
@@ -56,7 +57,15 @@ def test_parsers_never_crash(text):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 63), st.sampled_from(["0000:05:00.0", "0000:b8:00.0"]), st.one_of(st.none(), st.from_regex(r"\A[0-9]{16}\Z"))), max_size=8, unique_by=lambda t: t[0]))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 63), st.sampled_from(["0000:05:00.0", "0000:b8:00.0"]), st.one_of(st.none(), st.from_regex(r"\A[0-9]{16}\Z"))
+        ),
+        max_size=8,
+        unique_by=lambda t: t[0],
+    )
+)
 def test_showbus_round_trip(entries):
     lines = [f"HCU[{i}]          : PCI Bus: {bus} --> SN: {serial or 'N/A'}" for i, bus, serial in entries]
     parsed = hysmi.parse_showbus("\n".join(["=" * 20, *lines, "=" * 20]))
@@ -90,7 +99,13 @@ def test_discovery_eight_hcus_and_csv_round_trip(fake_tools, hami_manager, regis
 def test_discovery_uses_drm_nodes_of_hygon_devices_only(fake_tools, tmp_path):
     fake_tools.install("hy-smi", {"": "hy-smi_k100lc.txt", "virtual -show-device-info": "hy-smi_virtual_show-device-info.txt"})
     drm = tmp_path / "sys" / "class" / "drm"
-    for name, vendor in [("card0", "0x1a03"), ("card1", "0x1d94"), ("renderD128", "0x1a03"), ("renderD129", "0x1d94"), ("card1-DP-1", "0x1d94")]:
+    for name, vendor in [
+        ("card0", "0x1a03"),
+        ("card1", "0x1d94"),
+        ("renderD128", "0x1a03"),
+        ("renderD129", "0x1d94"),
+        ("card1-DP-1", "0x1d94"),
+    ]:
         (drm / name / "device").mkdir(parents=True)
         (drm / name / "device" / "vendor").write_text(vendor + "\n")
     (device,) = discovery.discover({"sysfs_root": str(tmp_path / "sys")}, NodeContext("n1"))

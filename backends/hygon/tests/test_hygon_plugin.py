@@ -5,15 +5,15 @@ from __future__ import annotations
 import attrs
 import pytest
 import yaml
+
 from hami.sdk import (
-    NodeContext,
     BackendError,
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
     Grant,
     Mount,
-    RequestError,
+    NodeContext,
     SchedulableDevice,
 )
 from hami_hygon.plugin import INFO, KIND, HygonBackend
@@ -25,10 +25,22 @@ NODE = "dcu-node"
 def inventory(tmp_path):
     path = tmp_path / "inventory.yaml"
     devices = [
-        {"vendor": "DCU", "type": "DCU-K100_AI", "memory": 65520, "id": "DCU-TPXS320016070601", "index": 0,
-         "attributes": {"pci_bus_id": "0000:05:00.0", "compute_units": 120, "card": "card3", "render": "renderD131"}},
-        {"vendor": "DCU", "type": "DCU-Z100L", "memory": 32752, "id": "DCU-TPXS320010040501", "index": 1,
-         "attributes": {"pci_bus_id": "0000:2b:00.0", "compute_units": 60}},
+        {
+            "vendor": "DCU",
+            "type": "DCU-K100_AI",
+            "memory": 65520,
+            "id": "DCU-TPXS320016070601",
+            "index": 0,
+            "attributes": {"pci_bus_id": "0000:05:00.0", "compute_units": 120, "card": "card3", "render": "renderD131"},
+        },
+        {
+            "vendor": "DCU",
+            "type": "DCU-Z100L",
+            "memory": 32752,
+            "id": "DCU-TPXS320010040501",
+            "index": 1,
+            "attributes": {"pci_bus_id": "0000:2b:00.0", "compute_units": 60},
+        },
     ]
     path.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": devices}]}))
     return path
@@ -161,6 +173,7 @@ def test_csv_kind_is_unchanged():
 def test_a_simulated_node_keeps_vdev_configs_private_but_reports_real_paths(hami_manager, register_backend, tmp_path):
     """The sandbox (a simulated node) must not write /etc/vdev on the machine it runs on."""
     import yaml
+
     from hami.plugin.model import Grant
     from hami_hygon.plugin import plugin
 
@@ -170,8 +183,9 @@ def test_a_simulated_node_keeps_vdev_configs_private_but_reports_real_paths(hami
     pod = {"metadata": {"uid": "u1", "name": "p", "namespace": "default"}}
     container = {"name": "c"}
     grants = [Grant("DCU-n-0", "DCU", 4000, 30)]
-    hami_manager.configure("hygon", {"inventory": str(inventory), "vdev_root": str(tmp_path / "etc-vdev"),
-                                     "extra_host_paths": [str(tmp_path / "etc-vdev")]})
+    hami_manager.configure(
+        "hygon", {"inventory": str(inventory), "vdev_root": str(tmp_path / "etc-vdev"), "extra_host_paths": [str(tmp_path / "etc-vdev")]}
+    )
     node = hami_manager.node_context("hygon", "n", state_root=tmp_path / "state")
     assert node.simulated  # an inventory is configured
     hami_manager.prepare(grants, pod, container, node)

@@ -7,12 +7,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hami.sdk import BackendError
-from hami_hygon import cumask
-from hami_hygon.vdev import CONTAINER_FILE, PhysicalDcu, VdevConf, VdevStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
+from hami.sdk import BackendError
+from hami_hygon import cumask
+from hami_hygon.vdev import CONTAINER_FILE, PhysicalDcu, VdevConf, VdevStore
 
 DCU0 = PhysicalDcu(index=0, pci_bus_id="0000:05:00.0", compute_units=60, memory=16368)
 DCU1 = PhysicalDcu(index=1, pci_bus_id="0000:2b:00.0", compute_units=120, memory=65520)

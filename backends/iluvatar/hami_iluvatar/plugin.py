@@ -66,8 +66,13 @@ INFO = BackendInfo(
     kinds=list(KINDS.values()),
     description="Iluvatar CoreX GPUs shared by memory and core percentage (HAMi's per-chip vGPU resources)",
     default_config={
-        "split_count": 4, "memory_scaling": 1, "core_scaling": 1, "default_memory": 0, "default_cores": 0,
-        "ixsmi": "ixsmi", "ixsmi_timeout": 10.0,
+        "split_count": 4,
+        "memory_scaling": 1,
+        "core_scaling": 1,
+        "default_memory": 0,
+        "default_cores": 0,
+        "ixsmi": "ixsmi",
+        "ixsmi_timeout": 10.0,
     },
     host_paths=("/dev",),
 )
@@ -90,7 +95,10 @@ _MEMORY = re.compile(r"\|\s*(\d+)MiB\s*/\s*(\d+)MiB\s*\|")
 def parse_ixsmi(text: str) -> list[Gpu]:
     """``ixsmi``'s table: a name/bus line, then a line whose second cell is ``<used>MiB / <total>MiB``.
     A GPU line without its memory line is an error naming the GPU (a truncated or changed layout)."""
-    return [Gpu(int(row[1]), re.sub(r"^Iluvatar\s+", "", row[2]), row[3], int(memory[2])) for row, memory in paired_rows(text, _ROW, _MEMORY, tool="ixsmi")]
+    return [
+        Gpu(int(row[1]), re.sub(r"^Iluvatar\s+", "", row[2]), row[3], int(memory[2]))
+        for row, memory in paired_rows(text, _ROW, _MEMORY, tool="ixsmi")
+    ]
 
 
 def chip_of(name: str) -> str | None:
@@ -104,10 +112,23 @@ def to_device(gpu: Gpu) -> PhysicalDevice:
     chip = chip_of(gpu.name)
     device_id = "iluvatar-" + gpu.bus_id.lower().replace(":", "-")  # ':' is a separator in HAMi's annotations
     if chip is None:
-        return PhysicalDevice(id=device_id, vendor=CHIPS[0], type=gpu.name, memory=gpu.memory_mib, index=gpu.index,
-                              advertised=False, reason=f"model {gpu.name!r} is none of HAMi's Iluvatar chips {', '.join(CHIPS)}")
-    return PhysicalDevice(id=device_id, vendor=chip, type=f"Iluvatar {gpu.name}", memory=gpu.memory_mib, index=gpu.index,
-                          attributes={"pci_bus_id": gpu.bus_id})
+        return PhysicalDevice(
+            id=device_id,
+            vendor=CHIPS[0],
+            type=gpu.name,
+            memory=gpu.memory_mib,
+            index=gpu.index,
+            advertised=False,
+            reason=f"model {gpu.name!r} is none of HAMi's Iluvatar chips {', '.join(CHIPS)}",
+        )
+    return PhysicalDevice(
+        id=device_id,
+        vendor=chip,
+        type=f"Iluvatar {gpu.name}",
+        memory=gpu.memory_mib,
+        index=gpu.index,
+        attributes={"pci_bus_id": gpu.bus_id},
+    )
 
 
 class IluvatarBackend(StandardBackend):
@@ -116,7 +137,10 @@ class IluvatarBackend(StandardBackend):
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         def read() -> list[PhysicalDevice]:
-            return [to_device(gpu) for gpu in parse_ixsmi(run_tool([str(config.get("ixsmi", "ixsmi"))], float(config.get("ixsmi_timeout", 10.0))))]
+            return [
+                to_device(gpu)
+                for gpu in parse_ixsmi(run_tool([str(config.get("ixsmi", "ixsmi"))], float(config.get("ixsmi_timeout", 10.0))))
+            ]
 
         return tool_devices(node, config, CHIPS, read, tool="ixsmi", log=log)
 

@@ -90,8 +90,14 @@ def parse_xpu_smi(text: str, vendor: str = "XPU") -> list[PhysicalDevice]:
     """``xpu-smi``'s table: a name/bus line, then a line with ``<used>MiB / <total>MiB`` (the third line,
     L3 usage, is skipped). A device line without its memory line is an error naming the device."""
     return [
-        PhysicalDevice(id="xpu-" + row[3].lower().replace(":", "-"), vendor=vendor, type=f"Kunlunxin {row[2]}",
-                       memory=int(memory[1]), index=int(row[1]), attributes={"pci_bus_id": row[3].lower()})
+        PhysicalDevice(
+            id="xpu-" + row[3].lower().replace(":", "-"),
+            vendor=vendor,
+            type=f"Kunlunxin {row[2]}",
+            memory=int(memory[1]),
+            index=int(row[1]),
+            attributes={"pci_bus_id": row[3].lower()},
+        )
         for row, memory in paired_rows(text, _ROW, _MEMORY, tool="xpu-smi", noun="XPU")
     ]
 

@@ -78,19 +78,22 @@ def test_a_shared_xpu_takes_one_partition_size():
     assert plugin.hami_device_fits(DeviceRequest("XPU", memory=24576, cores=25), usage, pod) == "CardUuidMismatch"
 
 
-@pytest.mark.parametrize(("free", "count", "chosen"), [
-    (range(8), 8, list(range(8))),
-    (range(7), 8, []),
-    ([0, 1, 2, 4, 5], 2, [4, 5]),  # the wing with exactly two free
-    ([0, 4], 2, [0, 4]),  # across wings on a linked pair
-    ([0, 5], 2, []),
-    ([0, 1, 4, 5, 6], 4, [0, 1, 4, 5]),
-    ([0, 1, 2, 3, 5, 6], 4, [0, 1, 2, 3]),
-    ([0, 1, 2, 4, 5, 6], 4, [0, 1, 4, 5]),  # the first ring whose leftovers (2-6) are still a linked pair
-    ([1, 2, 3, 5, 6, 7], 4, [2, 3, 6, 7]),  # 1-5 left over
-    ([0, 1, 3, 4, 6, 7], 4, [0, 3, 4, 7]),  # the only ring; its leftovers (1-6) are no pair
-    (range(8), 3, []),
-])
+@pytest.mark.parametrize(
+    ("free", "count", "chosen"),
+    [
+        (range(8), 8, list(range(8))),
+        (range(7), 8, []),
+        ([0, 1, 2, 4, 5], 2, [4, 5]),  # the wing with exactly two free
+        ([0, 4], 2, [0, 4]),  # across wings on a linked pair
+        ([0, 5], 2, []),
+        ([0, 1, 4, 5, 6], 4, [0, 1, 4, 5]),
+        ([0, 1, 2, 3, 5, 6], 4, [0, 1, 2, 3]),
+        ([0, 1, 2, 4, 5, 6], 4, [0, 1, 4, 5]),  # the first ring whose leftovers (2-6) are still a linked pair
+        ([1, 2, 3, 5, 6, 7], 4, [2, 3, 6, 7]),  # 1-5 left over
+        ([0, 1, 3, 4, 6, 7], 4, [0, 3, 4, 7]),  # the only ring; its leftovers (1-6) are no pair
+        (range(8), 3, []),
+    ],
+)
 def test_choose_follows_topo_go(free, count, chosen):
     assert mod.choose(list(free), count) == chosen
 

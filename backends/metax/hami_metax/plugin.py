@@ -117,8 +117,14 @@ class MetaxBackend(StandardBackend):
         def read() -> list[PhysicalDevice]:
             rows, uuids = parse_mx_smi(run_tool([tool], timeout)), parse_uuids(run_tool([tool, "-L"], timeout))
             return [
-                PhysicalDevice(id=uuids.get(i, "metax-" + bus.replace(":", "-")), vendor=vendor, memory=memory, index=i,
-                               type=name if "MetaX" in name else f"MetaX {name}", attributes={"pci_bus_id": bus})
+                PhysicalDevice(
+                    id=uuids.get(i, "metax-" + bus.replace(":", "-")),
+                    vendor=vendor,
+                    memory=memory,
+                    index=i,
+                    type=name if "MetaX" in name else f"MetaX {name}",
+                    attributes={"pci_bus_id": bus},
+                )
                 for i, name, bus, memory in rows
             ]
 
@@ -133,12 +139,23 @@ class MetaxBackend(StandardBackend):
     def hami_node_annotations(self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice]) -> NodeAnnotations | None:
         zones = {d.id: d.attributes for d in physical}
         listed = [
-            {k: v for k, v in {
-                "uuid": d.id, "bdf": zones.get(d.id, {}).get("pci_bus_id"), "model": d.type, "totalDevCount": d.count,
-                "totalCompute": d.cores, "totalVRam": d.memory, "numa": d.numa, "healthy": d.healthy,
-                "linkZone": zones.get(d.id, {}).get("link_zone"),
-            }.items() if v}  # upstream's omitempty
-            for d in devices if d.vendor == SGPU.vendor
+            {
+                k: v
+                for k, v in {
+                    "uuid": d.id,
+                    "bdf": zones.get(d.id, {}).get("pci_bus_id"),
+                    "model": d.type,
+                    "totalDevCount": d.count,
+                    "totalCompute": d.cores,
+                    "totalVRam": d.memory,
+                    "numa": d.numa,
+                    "healthy": d.healthy,
+                    "linkZone": zones.get(d.id, {}).get("link_zone"),
+                }.items()
+                if v
+            }  # upstream's omitempty
+            for d in devices
+            if d.vendor == SGPU.vendor
         ]
         return NodeAnnotations({NODE_DEVICES: json.dumps(listed, separators=(",", ":"))}) if listed else None
 
@@ -194,6 +211,7 @@ class MetaxBackend(StandardBackend):
     def hami_allocation_annotations(self, vendor: str, containers: Sequence[Sequence[Grant]]) -> dict[str, str] | None:
         if vendor != SGPU.vendor or not any(containers):
             return None
+
         def entry(g: Grant) -> dict[str, Any]:  # upstream's omitempty
             return {"uuid": g.id, **({"compute": g.cores} if g.cores else {}), **({"vRam": g.memory} if g.memory else {})}
 

@@ -31,7 +31,9 @@ def test_mx_smi_c550_and_c500_layouts(read_recording):
 
 def test_mx_smi_list_uuids(read_recording):
     assert mod.parse_uuids(read_recording("mx-smi_-L_c500.txt")) == {
-        0: "GPU-e702f06b-bbd6-bc06-5196-90a5554a24ba", 7: "GPU-0e715b45-bcef-1500-e2db-752724095700"}
+        0: "GPU-e702f06b-bbd6-bc06-5196-90a5554a24ba",
+        7: "GPU-0e715b45-bcef-1500-e2db-752724095700",
+    }
 
 
 def test_truncated_table_names_the_gpu(read_recording):
@@ -78,11 +80,14 @@ def test_sgpu_defaults_and_whole_gpu():
     assert (g.vendor, g.count, g.memory_percentage, g.cores) == ("Metax-GPU", 2, 100, 100)
 
 
-@pytest.mark.parametrize(("annotations", "count", "match"), [
-    ({"metax-tech.com/sgpu-app-class": "batch"}, 1, "must be one of online, offline"),
-    ({"metax-tech.com/sgpu-app-class": "online"}, 2, "single sGPU"),
-    ({"metax-tech.com/sgpu-qos-policy": "fast"}, 1, "best-effort"),
-])
+@pytest.mark.parametrize(
+    ("annotations", "count", "match"),
+    [
+        ({"metax-tech.com/sgpu-app-class": "batch"}, 1, "must be one of online, offline"),
+        ({"metax-tech.com/sgpu-app-class": "online"}, 2, "single sGPU"),
+        ({"metax-tech.com/sgpu-qos-policy": "fast"}, 1, "best-effort"),
+    ],
+)
 def test_bad_sgpu_annotations_are_refused(annotations, count, match):
     with pytest.raises(RequestError, match=match):
         plugin.hami_container_requests(_container(**{"metax-tech.com/sgpu": count}), {"metadata": {"annotations": annotations}}, CONFIG)
@@ -103,8 +108,16 @@ def test_node_annotation_and_link_zone_selection():
     pairs = [_split(i, zone) for i, zone in enumerate([1, 1, 2, 2, 2, 0])]
     annotation = plugin.hami_node_annotations([s for _, s in pairs], [p for p, _ in pairs]).values[mod.NODE_DEVICES]
     listed = json.loads(annotation)
-    assert listed[0] == {"uuid": "g0", "bdf": "0000:00:00.0", "model": "MetaX C500", "totalDevCount": 16, "totalCompute": 100,
-                         "totalVRam": 65536, "healthy": True, "linkZone": 1}
+    assert listed[0] == {
+        "uuid": "g0",
+        "bdf": "0000:00:00.0",
+        "model": "MetaX C500",
+        "totalDevCount": 16,
+        "totalCompute": 100,
+        "totalVRam": 65536,
+        "healthy": True,
+        "linkZone": 1,
+    }
     assert "linkZone" not in listed[5]
     candidates = [DeviceUsage(s) for _, s in pairs]
     node = {mod.NODE_DEVICES: annotation}

@@ -77,13 +77,19 @@ def parse(text: str) -> list[tuple[int, str, int | None, str]]:
         index = str(gpu.get("Index", position))
         total = re.fullmatch(r"\s*(\d+)\s*(MiB|GiB)\s*", str((gpu.get("FB Memory Usage") or {}).get("Total", "")))
         memory = int(total.group(1)) * (1024 if total.group(2) == "GiB" else 1) if total else None
-        out.append((int(index) if index.isdigit() else position, str(gpu.get("Product Name") or "MTT GPU"), memory, str(gpu.get("GPU UUID") or "")))
+        out.append(
+            (int(index) if index.isdigit() else position, str(gpu.get("Product Name") or "MTT GPU"), memory, str(gpu.get("GPU UUID") or ""))
+        )
     return out
 
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
     def read() -> list[PhysicalDevice]:
-        gpus = parse(run_tool([str(config["mthreads_gmi"]), *ARGS], float(config["mthreads_gmi_timeout"]), missing_hint="is the MUSA driver installed?"))
+        gpus = parse(
+            run_tool(
+                [str(config["mthreads_gmi"]), *ARGS], float(config["mthreads_gmi_timeout"]), missing_hint="is the MUSA driver installed?"
+            )
+        )
         return [
             PhysicalDevice(
                 id=f"{node.name}-mthreads-{index}",
@@ -117,7 +123,9 @@ class MthreadsBackend(StandardBackend):
         )  # fmt: skip
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         result = []
         for request in super().hami_container_requests(container, pod, {"default_cores": 0}):
             where = f"container {container.get('name')!r}"
@@ -130,7 +138,9 @@ class MthreadsBackend(StandardBackend):
         return result
 
     @hookimpl
-    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+    def hami_mutate_container(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> ContainerPatch | None:
         """HAMi's count default, and a warning for an sGPU memory the vendor's plugin does not slice
         (HAMi's webhook refuses it; the scheduler here still places it as that many 512 MiB units)."""
         patch = super().hami_mutate_container(container, pod, config)
@@ -145,7 +155,9 @@ class MthreadsBackend(StandardBackend):
         return selectors.pod_uuid_reason(pod, device.device.id, (USE_UUID, NOUSE_UUID))
 
     @hookimpl
-    def hami_allocation_annotations(self, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice]) -> dict[str, str] | None:
+    def hami_allocation_annotations(
+        self, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice]
+    ) -> dict[str, str] | None:
         last = next((c for c in reversed(containers) if any(g.id in devices for g in c)), None)  # HAMi keeps the last container's
         if last is None:
             return None

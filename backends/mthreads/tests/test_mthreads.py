@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from hami.sdk import Grant, GrantedDevice, NodeContext, PhysicalDevice, RequestError, SchedulableDevice
-from hami_mthreads import plugin as mt
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hami.sdk import Grant, GrantedDevice, NodeContext, PhysicalDevice, RequestError, SchedulableDevice
+from hami_mthreads import plugin as mt
 
 
 def test_discovery_through_fake_mthreads_gmi(fake_tools):
@@ -20,7 +21,12 @@ def test_discovery_through_fake_mthreads_gmi(fake_tools):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.fixed_dictionaries({"Index": st.text(max_size=3), "FB Memory Usage": st.fixed_dictionaries({"Total": st.text(max_size=10)})}), max_size=5))
+@given(
+    st.lists(
+        st.fixed_dictionaries({"Index": st.text(max_size=3), "FB Memory Usage": st.fixed_dictionaries({"Total": st.text(max_size=10)})}),
+        max_size=5,
+    )
+)
 def test_parser_takes_any_gpu_list(gpus):
     assert len(mt.parse(json.dumps({"GPU": gpus}))) == len(gpus)
 
@@ -36,13 +42,18 @@ def test_requests_as_hami():
     assert (whole.count, whole.memory_percentage, whole.cores) == (2, 100, 16)
     odd = {"name": "c", "resources": {"limits": {"mthreads.com/vgpu": 1, "mthreads.com/sgpu-memory": 3}}}
     assert "one of [2, 4, 8, 16, 32, 64, 96]" in mt.plugin.hami_mutate_container(odd, {}, mt.INFO.default_config).warnings[0]
-    assert mt.plugin.hami_mutate_container({"name": "c", "resources": {"limits": {"mthreads.com/sgpu-memory": 4}}}, {}, {}).limits == {"mthreads.com/vgpu": "1"}
+    assert mt.plugin.hami_mutate_container({"name": "c", "resources": {"limits": {"mthreads.com/sgpu-memory": 4}}}, {}, {}).limits == {
+        "mthreads.com/vgpu": "1"
+    }
     with pytest.raises(RequestError, match="over 16"):
         _requests({"mthreads.com/vgpu": 1, "mthreads.com/sgpu-memory": 2, "mthreads.com/sgpu-core": 17})
 
 
 def test_allocation_annotations_and_edits():
-    devices = {f"n-mthreads-{i}": SchedulableDevice(id=f"n-mthreads-{i}", vendor="Mthreads", type="MTT S4000", count=100, memory=49152, index=i) for i in range(2)}
+    devices = {
+        f"n-mthreads-{i}": SchedulableDevice(id=f"n-mthreads-{i}", vendor="Mthreads", type="MTT S4000", count=100, memory=49152, index=i)
+        for i in range(2)
+    }
     annos = mt.plugin.hami_allocation_annotations([[Grant("n-mthreads-1", "Mthreads", 16384, 8)], []], devices)
     assert (annos["mthreads.com/gpu-index"], annos["mthreads.com/predicate-node"]) == ("1", "n")
     device = PhysicalDevice(id="n-mthreads-1", vendor="Mthreads", type="MTT S4000", memory=49152, index=1)

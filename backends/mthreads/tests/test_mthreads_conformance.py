@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hami.testing.conformance import BackendConformance
 from hami_mthreads.plugin import plugin
 

@@ -21,7 +21,6 @@ from hami.sdk import (
     container_resources,
     parse_count,
 )
-
 from hami_nvidia.mps import MpsPaths
 from hami_nvidia.selectors import parse_bool
 
@@ -44,7 +43,9 @@ def _owner(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[str, s
     uid = (pod.get("metadata") or {}).get("uid")
     name = container.get("name")
     if not uid or not name:
-        raise BackendError(f"pod {(pod.get('metadata') or {}).get('name')!r} container {name!r}: a pod uid and a container name are needed for the per-container cache")
+        raise BackendError(
+            f"pod {(pod.get('metadata') or {}).get('name')!r} container {name!r}: a pod uid and a container name are needed for the per-container cache"
+        )
     return str(uid), str(name)
 
 
@@ -104,7 +105,12 @@ def oversubscribed(config: Mapping[str, Any]) -> bool:
 
 
 def hami_core(
-    grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], strategy: str, check_host: bool,
+    grants: Sequence[Grant],
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    config: Mapping[str, Any],
+    strategy: str,
+    check_host: bool,
     priority_resource: str = PRIORITY_RESOURCE,
 ) -> ContainerEdits:
     """HAMi-core's env and mounts (upstream pkg/device-plugin/nvidiadevice/nvinternal/plugin/server.go
@@ -117,7 +123,9 @@ def hami_core(
     needed = [lib] + ([f"{vgpu}/ld.so.preload"] if preload else [])
     for path in needed if check_host else ():
         if not host_path(config, path).is_file():
-            raise BackendError(f"isolation mode hami-core needs HAMi-core's {path} on the host, and it is missing; install HAMi-core there or choose another nvidia.com/vgpu-mode")
+            raise BackendError(
+                f"isolation mode hami-core needs HAMi-core's {path} on the host, and it is missing; install HAMi-core there or choose another nvidia.com/vgpu-mode"
+            )
     unlimited = [g.id for g in grants if g.memory <= 0]
     if unlimited:
         raise BackendError(

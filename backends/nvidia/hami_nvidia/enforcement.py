@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from hami.sdk import Enforcement, NodeContext, PhysicalDevice, library_problem, simulated_enforcement
-
 from hami_nvidia import edits
 from hami_nvidia.mps import MpsPaths
 from hami_nvidia.settings import mode_of, node_config
@@ -56,7 +55,10 @@ def hami_core(config: Mapping[str, Any]) -> Enforcement:
             problem = f"{preload} is missing (it makes containers load libvgpu.so)"
     if problem is not None:
         return Enforcement(
-            VENDOR, "hami-core", ready=False, mechanism=MECHANISMS["hami-core"],
+            VENDOR,
+            "hami-core",
+            ready=False,
+            mechanism=MECHANISMS["hami-core"],
             reason=f"HAMi-core: {problem}; install it with the chart (agent.hamiCore) or copy it there as HAMi's vgpu-init.sh does",
         )
     version = _version(config, lib)
@@ -73,8 +75,12 @@ def mps(config: Mapping[str, Any]) -> Enforcement:
     control = str(config.get("mps_control") or "nvidia-cuda-mps-control")
     if config.get("mps_manage_daemon", True) and shutil.which(control):
         return Enforcement(VENDOR, "mps", mechanism=f"MPS control daemon (started by the agent with {control})")
-    how = f"the agent cannot start one: {control} is not on its PATH" if config.get("mps_manage_daemon", True) else "mps_manage_daemon is off"
-    return Enforcement(VENDOR, "mps", ready=False, mechanism=MECHANISMS["mps"], reason=f"no MPS control daemon pipe at {paths.pipe} and {how}")
+    how = (
+        f"the agent cannot start one: {control} is not on its PATH" if config.get("mps_manage_daemon", True) else "mps_manage_daemon is off"
+    )
+    return Enforcement(
+        VENDOR, "mps", ready=False, mechanism=MECHANISMS["mps"], reason=f"no MPS control daemon pipe at {paths.pipe} and {how}"
+    )
 
 
 def mig(devices: Sequence[PhysicalDevice]) -> list[Enforcement]:
@@ -83,10 +89,16 @@ def mig(devices: Sequence[PhysicalDevice]) -> list[Enforcement]:
     out = [Enforcement(VENDOR, "mig", mechanism="MIG mode (NVML)")]
     for d in devices:
         if not d.attributes.get("mig_enabled"):
-            out.append(Enforcement(
-                VENDOR, "mig", ready=False, mechanism=MECHANISMS["mig"], device_ids=(d.id,),
-                reason=f"GPU {d.index} ({d.id}) is not in MIG mode (nvidia-smi -i {d.index} -mig 1, then reset the GPU)",
-            ))
+            out.append(
+                Enforcement(
+                    VENDOR,
+                    "mig",
+                    ready=False,
+                    mechanism=MECHANISMS["mig"],
+                    device_ids=(d.id,),
+                    reason=f"GPU {d.index} ({d.id}) is not in MIG mode (nvidia-smi -i {d.index} -mig 1, then reset the GPU)",
+                )
+            )
     return out
 
 
@@ -106,8 +118,13 @@ def check(devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: No
         elif m == "mig":
             out.extend(mig([d for d in devices if mode == "mig" or d.attributes.get("mig_enabled")]))
         else:
-            out.append(Enforcement(
-                VENDOR, "none", ready=False, mechanism=MECHANISMS["none"],
-                reason="mode none shares GPUs by time-slicing: nothing enforces memory or compute limits (set advisory_limits: true to offer shares anyway)",
-            ))
+            out.append(
+                Enforcement(
+                    VENDOR,
+                    "none",
+                    ready=False,
+                    mechanism=MECHANISMS["none"],
+                    reason="mode none shares GPUs by time-slicing: nothing enforces memory or compute limits (set advisory_limits: true to offer shares anyway)",
+                )
+            )
     return out

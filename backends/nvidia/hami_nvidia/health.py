@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
-from hami.sdk import BackendError, HealthEvent
 
+from hami.sdk import BackendError, HealthEvent
 from hami_nvidia.nvml import load_pynvml
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from hami.sdk import BackendError, DeviceRequest, PhysicalDevice, SchedulableDevice
 
 PROFILE_ATTRIBUTE = "mig_profile"
@@ -35,7 +36,9 @@ def geometry(device: PhysicalDevice) -> list[dict[str, Any]]:
     for inst in instances(device):
         key = (str(inst.get("profile") or f"{inst['memory']}mb"), inst["memory"])
         grouped[key] = grouped.get(key, 0) + 1
-    return [{"name": name, "memory": memory, "count": n} for (name, memory), n in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+    return [
+        {"name": name, "memory": memory, "count": n} for (name, memory), n in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    ]
 
 
 def templates(device: SchedulableDevice) -> list[tuple[str, int]]:
@@ -84,7 +87,9 @@ class MigLedger:
             raw = json.loads(self.path.read_text()) if self.path.exists() else {}
             return {str(uuid): (str(uid), str(name)) for uuid, (uid, name) in raw.items()}
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise BackendError(f"MIG ledger {str(self.path)!r} cannot be read ({exc}); expected {{MIG uuid: [pod uid, container]}}") from None
+            raise BackendError(
+                f"MIG ledger {str(self.path)!r} cannot be read ({exc}); expected {{MIG uuid: [pod uid, container]}}"
+            ) from None
 
     def _save(self, held: Mapping[str, tuple[str, str]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +111,9 @@ class MigLedger:
         sizes = sorted({i["memory"] for i in instances(gpu)})
         if not sized:
             raise BackendError(f"GPU {gpu.id} has no MIG instance of {memory} MiB (its instances have {sizes} MiB)")
-        raise BackendError(f"every MIG instance of {memory} MiB on GPU {gpu.id} is taken ({len(sized)} of them); the scheduler's view is stale")
+        raise BackendError(
+            f"every MIG instance of {memory} MiB on GPU {gpu.id} is taken ({len(sized)} of them); the scheduler's view is stale"
+        )
 
     def release(self, owner: tuple[str, str]) -> list[str]:
         with self._lock:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
+
 from hami.sdk import BackendError
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class MpsDaemon:
                 [self.control, *args], input=commands, env=self._env(), capture_output=True, text=True, timeout=self.timeout, check=False
             )
         except FileNotFoundError:
-            raise BackendError(f"MPS control executable {self.control!r} not found; install the CUDA MPS tools or set mps_control") from None
+            raise BackendError(
+                f"MPS control executable {self.control!r} not found; install the CUDA MPS tools or set mps_control"
+            ) from None
         except subprocess.TimeoutExpired:
             raise BackendError(f"{self.control} did not answer within {self.timeout:g} s") from None
 

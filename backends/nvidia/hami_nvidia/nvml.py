@@ -184,15 +184,28 @@ def _discover(nvml: Any, node_name: str, host_root: str) -> list[PhysicalDevice]
             scores[other["uuid"]] = pair_score(level, links)
         peers = {by_bus[bus]: n for bus, n in facts["nvlinks"].items() if bus in by_bus}
         attributes = {
-            "source": SOURCE, "bus_id": facts["bus_id"], "compute_capability": facts["compute_capability"],
-            "mig_enabled": facts["mig_enabled"], "mig_devices": facts["mig_devices"], "nvlink_peers": peers, "pair_scores": scores,
+            "source": SOURCE,
+            "bus_id": facts["bus_id"],
+            "compute_capability": facts["compute_capability"],
+            "mig_enabled": facts["mig_enabled"],
+            "mig_devices": facts["mig_devices"],
+            "nvlink_peers": peers,
+            "pair_scores": scores,
         }
         if "reason" in facts:
             attributes["unhealthy_reason"] = facts["reason"]
-        devices.append(PhysicalDevice(
-            id=facts["uuid"], vendor=VENDOR, type=facts["name"], memory=facts["memory"], index=facts["index"],
-            numa=facts["numa"], healthy=facts["healthy"], attributes=attributes,
-        ))
+        devices.append(
+            PhysicalDevice(
+                id=facts["uuid"],
+                vendor=VENDOR,
+                type=facts["name"],
+                memory=facts["memory"],
+                index=facts["index"],
+                numa=facts["numa"],
+                healthy=facts["healthy"],
+                attributes=attributes,
+            )
+        )
     for attribute, reason in sorted(probe.degraded.items()):
         log.info("event=nvml_attribute_degraded node=%s attribute=%s reason=%r", node_name, attribute, reason)
     log.info("event=nvml_discovered node=%s devices=%d", node_name, len(devices))

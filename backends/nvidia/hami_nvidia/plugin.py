@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
 from hami.sdk import (
     AnnotationKeys,
     BackendError,
@@ -38,7 +39,6 @@ from hami.sdk import (
     inventory_devices,
     split_evenly,
 )
-
 from hami_nvidia import edits, enforcement, mig, nvml, topology
 from hami_nvidia.health import NvmlEventSource, XidWatcher, nvml_probe
 from hami_nvidia.mps import MpsDaemon, MpsPaths
@@ -144,17 +144,30 @@ class NvidiaBackend(StandardBackend):
         if device.attributes.get("mig_enabled"):
             layout = mig.geometry(device)
             return SchedulableDevice(
-                id=device.id, vendor=device.vendor, type=device.type,
-                count=sum(t["count"] for t in layout), memory=sum(t["memory"] * t["count"] for t in layout),
-                cores=device.cores, index=device.index, numa=device.numa, mode="mig", healthy=device.healthy,
+                id=device.id,
+                vendor=device.vendor,
+                type=device.type,
+                count=sum(t["count"] for t in layout),
+                memory=sum(t["memory"] * t["count"] for t in layout),
+                cores=device.cores,
+                index=device.index,
+                numa=device.numa,
+                mode="mig",
+                healthy=device.healthy,
                 partitions=(layout,) if layout else (),
             )
         if mode == "mig":
-            log.warning("event=mig_mode_without_mig device=%s reason=%r", device.id, "node mode is mig but the GPU is not in MIG mode; nothing will fit on it")
+            log.warning(
+                "event=mig_mode_without_mig device=%s reason=%r",
+                device.id,
+                "node mode is mig but the GPU is not in MIG mode; nothing will fit on it",
+            )
         return split_evenly(device, {**cfg, "mode": mode})
 
     @hookimpl
-    def hami_node_annotations(self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]) -> NodeAnnotations | None:
+    def hami_node_annotations(
+        self, devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Mapping[str, Any]
+    ) -> NodeAnnotations | None:
         """HAMi's ``hami.io/node-nvidia-score``: pair scores of the registered GPUs."""
         if not config.get("topology_aware", True):
             return None
@@ -172,7 +185,9 @@ class NvidiaBackend(StandardBackend):
         return self.resource_names(config).extra[0]
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         """HAMi's rules plus the pod's selectors, parsed once into the request (bad values are
         RequestErrors naming them), ``numa-bind`` as the request's ``single_numa``, a checked priority:
         a whole number >= 0, lower runs first (0 high, 1 low and HAMi-core's default: upstream
@@ -189,7 +204,9 @@ class NvidiaBackend(StandardBackend):
         return [attrs.evolve(r, attributes={**r.attributes, **extra}, single_numa=selectors.numa_bind) for r in requests]
 
     @hookimpl
-    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+    def hami_mutate_container(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> ContainerPatch | None:
         """HAMi's defaults (one GPU for memory or cores alone), plus upstream's defaultExclusiveCoreIfNeeded
         (pkg/device/nvidia/device.go MutateAdmission): a GPU count without cores and without memory (or with
         100 % of it) asks for the whole card, so ``gpucores: 100`` keeps others off it. A warning for a
@@ -215,12 +232,16 @@ class NvidiaBackend(StandardBackend):
         return ContainerPatch(limits=limits, warnings=warnings) if limits or warnings else None
 
     @hookimpl
-    def hami_normalize_request(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> DeviceRequest | None:
+    def hami_normalize_request(
+        self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> DeviceRequest | None:
         """On a MIG GPU, round up to the smallest MIG profile that holds the request."""
         return mig.normalize(request, device.device) if device.device.mode == "mig" else None
 
     @hookimpl
-    def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    def hami_device_fits(
+        self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> str | None:
         """Type and UUID selectors, the isolation mode, and a MIG profile that holds the request."""
         reason = Selectors.of(request, pod).reason(device.device)
         if reason is None and device.device.mode == "mig" and not request.attributes.get(mig.PROFILE_ATTRIBUTE):
@@ -229,7 +250,12 @@ class NvidiaBackend(StandardBackend):
 
     @hookimpl
     def hami_select_devices(
-        self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any], config: Mapping[str, Any]
+        self,
+        request: DeviceRequest,
+        candidates: Sequence[DeviceUsage],
+        node_annotations: Mapping[str, str],
+        pod: Mapping[str, Any],
+        config: Mapping[str, Any],
     ) -> list[str] | None:
         """The best-connected set by the node's pair scores (within one NUMA node when bound); None
         (the core's choice) when the node published no scores or they do not tell GPUs apart."""
@@ -263,7 +289,9 @@ class NvidiaBackend(StandardBackend):
         if wanted:
             modes = (modes & set(wanted)) or set(wanted)
         if len(modes) > 1:
-            raise BackendError(f"the GPUs granted ({', '.join(d.id for d in devices)}) run different isolation modes {sorted(modes)}; set nvidia.com/vgpu-mode")
+            raise BackendError(
+                f"the GPUs granted ({', '.join(d.id for d in devices)}) run different isolation modes {sorted(modes)}; set nvidia.com/vgpu-mode"
+            )
         return modes.pop() if modes else mode_of(config)
 
     @staticmethod
@@ -288,7 +316,14 @@ class NvidiaBackend(StandardBackend):
         return self._mps[1]
 
     @hookimpl
-    def hami_prepare(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> None:
+    def hami_prepare(
+        self,
+        devices: Sequence[GrantedDevice],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        config: Mapping[str, Any],
+        node: NodeContext,
+    ) -> None:
         """hami-core: the per-container cache dir; mps: a running control daemon, with the default
         pinned-memory limit on each granted GPU before its client starts; mig: a free instance of
         the granted size for each GPU (idempotent). A simulated node touches no host."""
@@ -316,7 +351,14 @@ class NvidiaBackend(StandardBackend):
             self._mig_instances(devices, _owner(pod, container), node)
 
     @hookimpl
-    def hami_container_edits(self, devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], config: Mapping[str, Any], node: NodeContext) -> ContainerEdits:
+    def hami_container_edits(
+        self,
+        devices: Sequence[GrantedDevice],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        config: Mapping[str, Any],
+        node: NodeContext,
+    ) -> ContainerEdits:
         """Env, mounts and CDI names of the chosen isolation mode (module ``edits``)."""
         cfg, grants = node_config(config, node.name), [d.grant for d in devices]
         mode = self._mode(devices, pod, cfg)
@@ -324,7 +366,9 @@ class NvidiaBackend(StandardBackend):
         if mode == "hami-core" and not node.simulated and (all(d.whole for d in devices) or cfg.get("advisory_limits") is True):
             missing = enforcement.hami_core(cfg)
             if not missing.ready:  # nothing to enforce on a whole GPU; advisory limits were asked for
-                log.warning("event=hami_core_missing_visibility_only pod=%s reason=%r", (pod.get("metadata") or {}).get("name"), missing.reason)
+                log.warning(
+                    "event=hami_core_missing_visibility_only pod=%s reason=%r", (pod.get("metadata") or {}).get("name"), missing.reason
+                )
                 mode = "none"
         if mode == "hami-core":
             result = edits.hami_core(grants, pod, container, cfg, strategy, not node.simulated, self.priority_resource(cfg))
@@ -334,7 +378,13 @@ class NvidiaBackend(StandardBackend):
             result = edits.mig(self._mig_instances(devices, _owner(pod, container), node), strategy)
         else:
             result = edits.none(grants, strategy)
-        log.info("event=container_edits pod=%s container=%s mode=%s devices=%s", (pod.get("metadata") or {}).get("name"), container.get("name"), mode, ",".join(g.id for g in grants))
+        log.info(
+            "event=container_edits pod=%s container=%s mode=%s devices=%s",
+            (pod.get("metadata") or {}).get("name"),
+            container.get("name"),
+            mode,
+            ",".join(g.id for g in grants),
+        )
         return result
 
     @hookimpl
@@ -351,10 +401,11 @@ class NvidiaBackend(StandardBackend):
             log.info("event=mig_released pod_uid=%s container=%s instances=%s", owner[0], owner[1], ",".join(freed))
 
     @hookimpl
-    def hami_sample_usage(self, devices: Sequence[PhysicalDevice], containers: Sequence[Any], config: Mapping[str, Any], node: NodeContext) -> Any:
+    def hami_sample_usage(
+        self, devices: Sequence[PhysicalDevice], containers: Sequence[Any], config: Mapping[str, Any], node: NodeContext
+    ) -> Any:
         """NVML host figures, HAMi-core's region per container and priority feedback (hami_nvidia.usage)."""
         from hami.sdk import simulated_usage
-
         from hami_nvidia import usage
 
         if node.simulated:

@@ -48,17 +48,30 @@ class _UtilV0(ctypes.Structure):
 
 class _SlotV0(ctypes.Structure):
     _fields_ = [
-        ("pid", i32), ("hostpid", i32), ("used", _MemoryV0 * MAX_DEVICES), ("monitorused", u64 * MAX_DEVICES),
-        ("device_util", _UtilV0 * MAX_DEVICES), ("status", i32),
+        ("pid", i32),
+        ("hostpid", i32),
+        ("used", _MemoryV0 * MAX_DEVICES),
+        ("monitorused", u64 * MAX_DEVICES),
+        ("device_util", _UtilV0 * MAX_DEVICES),
+        ("status", i32),
     ]
 
 
 class RegionV0(ctypes.Structure):
     _fields_ = [
-        ("initialized_flag", i32), ("sm_init_flag", i32), ("owner_pid", ctypes.c_size_t), ("sem", _SEM), ("num", u64),
-        ("uuids", (ctypes.c_char * UUID_BYTES) * MAX_DEVICES), ("limit", u64 * MAX_DEVICES), ("sm_limit", u64 * MAX_DEVICES),
-        ("procs", _SlotV0 * MAX_PROCS), ("proc_num", ctypes.c_int), ("utilization_switch", ctypes.c_int),
-        ("recent_kernel", ctypes.c_int), ("priority", ctypes.c_int),
+        ("initialized_flag", i32),
+        ("sm_init_flag", i32),
+        ("owner_pid", ctypes.c_size_t),
+        ("sem", _SEM),
+        ("num", u64),
+        ("uuids", (ctypes.c_char * UUID_BYTES) * MAX_DEVICES),
+        ("limit", u64 * MAX_DEVICES),
+        ("sm_limit", u64 * MAX_DEVICES),
+        ("procs", _SlotV0 * MAX_PROCS),
+        ("proc_num", ctypes.c_int),
+        ("utilization_switch", ctypes.c_int),
+        ("recent_kernel", ctypes.c_int),
+        ("priority", ctypes.c_int),
     ]
 
 
@@ -72,18 +85,36 @@ class _UtilV1(ctypes.Structure):
 
 class _SlotV1(ctypes.Structure):
     _fields_ = [
-        ("pid", i32), ("hostpid", i32), ("used", _MemoryV1 * MAX_DEVICES), ("monitorused", u64 * MAX_DEVICES),
-        ("device_util", _UtilV1 * MAX_DEVICES), ("status", i32), ("seqlock", u64), ("unused", u64 * 2),
+        ("pid", i32),
+        ("hostpid", i32),
+        ("used", _MemoryV1 * MAX_DEVICES),
+        ("monitorused", u64 * MAX_DEVICES),
+        ("device_util", _UtilV1 * MAX_DEVICES),
+        ("status", i32),
+        ("seqlock", u64),
+        ("unused", u64 * 2),
     ]
 
 
 class RegionV1(ctypes.Structure):
     _fields_ = [
-        ("initialized_flag", i32), ("major_version", u32), ("minor_version", u32), ("sm_init_flag", i32),
-        ("owner_pid", ctypes.c_size_t), ("sem", _SEM), ("num", u64),
-        ("uuids", (ctypes.c_char * UUID_BYTES) * MAX_DEVICES), ("limit", u64 * MAX_DEVICES), ("sm_limit", u64 * MAX_DEVICES),
-        ("procs", _SlotV1 * MAX_PROCS), ("proc_num", ctypes.c_int), ("utilization_switch", ctypes.c_int),
-        ("recent_kernel", ctypes.c_int), ("priority", ctypes.c_int), ("last_kernel_time", u64), ("sem_postinit", _SEM),
+        ("initialized_flag", i32),
+        ("major_version", u32),
+        ("minor_version", u32),
+        ("sm_init_flag", i32),
+        ("owner_pid", ctypes.c_size_t),
+        ("sem", _SEM),
+        ("num", u64),
+        ("uuids", (ctypes.c_char * UUID_BYTES) * MAX_DEVICES),
+        ("limit", u64 * MAX_DEVICES),
+        ("sm_limit", u64 * MAX_DEVICES),
+        ("procs", _SlotV1 * MAX_PROCS),
+        ("proc_num", ctypes.c_int),
+        ("utilization_switch", ctypes.c_int),
+        ("recent_kernel", ctypes.c_int),
+        ("priority", ctypes.c_int),
+        ("last_kernel_time", u64),
+        ("sem_postinit", _SEM),
     ]
 
 
@@ -146,12 +177,19 @@ class Region:
             if not raw or raw[0] == 0:
                 continue
             uuid = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-            out.append(DeviceFigures(
-                index=i, uuid=uuid, limit=int(s.limit[i]), sm_limit=int(s.sm_limit[i]),
-                used=sum(int(p.used[i].total) for p in live), context=sum(int(p.used[i].context_size) for p in live),
-                module=sum(int(p.used[i].module_size) for p in live), buffer=sum(int(p.used[i].data_size) for p in live),
-                sm_util=sum(int(p.device_util[i].sm_util) for p in live),
-            ))
+            out.append(
+                DeviceFigures(
+                    index=i,
+                    uuid=uuid,
+                    limit=int(s.limit[i]),
+                    sm_limit=int(s.sm_limit[i]),
+                    used=sum(int(p.used[i].total) for p in live),
+                    context=sum(int(p.used[i].context_size) for p in live),
+                    module=sum(int(p.used[i].module_size) for p in live),
+                    buffer=sum(int(p.used[i].data_size) for p in live),
+                    sm_util=sum(int(p.device_util[i].sm_util) for p in live),
+                )
+            )
         return out
 
     @property

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-from hami.sdk import DeviceRequest, RequestError, SchedulableDevice
 
+from hami.sdk import DeviceRequest, RequestError, SchedulableDevice
 from hami_nvidia.settings import MODES
 
 USE_TYPE = "nvidia.com/use-gputype"
@@ -26,8 +26,20 @@ ATTRIBUTE = "nvidia_selectors"
 DEFAULT_DEVICE_MODE = "hami-core"
 """What a device registered without a mode (an older agent, HAMi's own) runs."""
 
-PARSE_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
-              "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+PARSE_BOOL = {
+    "1": True,
+    "t": True,
+    "T": True,
+    "TRUE": True,
+    "true": True,
+    "True": True,
+    "0": False,
+    "f": False,
+    "F": False,
+    "FALSE": False,
+    "false": False,
+    "False": False,
+}
 """Go's ``strconv.ParseBool`` spellings: upstream reads ``numa-bind`` (pkg/device/nvidia/device.go
 assertNuma) and ``CUDA_DISABLE_CONTROL`` (server.go Allocate) with it."""
 
@@ -74,7 +86,9 @@ class Selectors:
         if unknown:
             # upstream matches the annotation as a substring of the device's mode, so a typo leaves the pod
             # Pending on every node; we refuse it at admission instead
-            raise RequestError(f"pod annotation {VGPU_MODE}={ann.get(VGPU_MODE)!r:.80}: {unknown[0]!r} is not an isolation mode; use one or a comma list of {', '.join(MODES)}")
+            raise RequestError(
+                f"pod annotation {VGPU_MODE}={ann.get(VGPU_MODE)!r:.80}: {unknown[0]!r} is not an isolation mode; use one or a comma list of {', '.join(MODES)}"
+            )
         numa = ann.get(NUMA_BIND, "")
         bound = (parse_bool(numa.strip()) if numa.strip() else False) if isinstance(numa, str) else None
         if bound is None:

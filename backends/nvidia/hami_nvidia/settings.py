@@ -23,9 +23,7 @@ DEFAULT_IGNORED_XIDS = (13, 31, 43, 45, 68, 109)
 """Application errors (graphics engine exception, MMU fault, reset channel, preemptive cleanup,
 video processor exception, context switch timeout): they never mark a device unhealthy."""
 
-NODE_OVERRIDABLE = frozenset(
-    {"split_count", "memory_scaling", "core_scaling", "mode", "include", "exclude", "device_list_strategy"}
-)
+NODE_OVERRIDABLE = frozenset({"split_count", "memory_scaling", "core_scaling", "mode", "include", "exclude", "device_list_strategy"})
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "split_count": 10,
@@ -67,7 +65,9 @@ def node_config(config: Mapping[str, Any], node_name: str | None) -> dict[str, A
             raise BackendError(f"config nodes[{node_name!r}]={overrides!r:.80}: must be a mapping")
         unknown = sorted(set(overrides) - NODE_OVERRIDABLE)
         if unknown:
-            raise BackendError(f"config nodes[{node_name!r}] sets {unknown}, which cannot differ per node (allowed: {sorted(NODE_OVERRIDABLE)})")
+            raise BackendError(
+                f"config nodes[{node_name!r}] sets {unknown}, which cannot differ per node (allowed: {sorted(NODE_OVERRIDABLE)})"
+            )
         merged.update(overrides)
     return merged
 

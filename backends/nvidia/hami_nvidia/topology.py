@@ -72,7 +72,10 @@ def best_set(ids: Sequence[str], count: int, scores: Scores) -> list[str] | None
     if count <= 1:
         return list(ids[:count])
     if comb(len(ids), count) <= EXHAUSTIVE_LIMIT:
-        best = max(itertools.combinations(range(len(ids)), count), key=lambda combo: (set_score(scores, [ids[i] for i in combo]), [-i for i in combo]))
+        best = max(
+            itertools.combinations(range(len(ids)), count),
+            key=lambda combo: (set_score(scores, [ids[i] for i in combo]), [-i for i in combo]),
+        )
         return [ids[i] for i in best]
     return _greedy(ids, count, scores)
 

@@ -83,13 +83,17 @@ class UsageMonitor:
             rates = optional(nvml.nvmlDeviceGetUtilizationRates)
             power = optional(nvml.nvmlDeviceGetPowerUsage)
             temperature = optional(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
-            out.append(DeviceLoad(
-                device.id, memory_used=int(memory.used), memory_total=int(memory.total),
-                utilization=min(rates.gpu, 100) / 100 if rates is not None else None,
-                memory_utilization=min(rates.memory, 100) / 100 if rates is not None else None,
-                power_watts=power / 1000 if power is not None else None,
-                temperature_celsius=float(temperature) if temperature is not None else None,
-            ))
+            out.append(
+                DeviceLoad(
+                    device.id,
+                    memory_used=int(memory.used),
+                    memory_total=int(memory.total),
+                    utilization=min(rates.gpu, 100) / 100 if rates is not None else None,
+                    memory_utilization=min(rates.memory, 100) / 100 if rates is not None else None,
+                    power_watts=power / 1000 if power is not None else None,
+                    temperature_celsius=float(temperature) if temperature is not None else None,
+                )
+            )
         return out
 
     # ------------------------------------------------------------ per container (HAMi-core's region)
@@ -148,14 +152,23 @@ class UsageMonitor:
                 if device.uuid not in granted:
                     skipped.append(f"{where}: region device {device.index} is {device.uuid!r}, not one of its grants")
                     continue
-                out.append(ShareLoad(
-                    device.uuid, share.namespace, share.pod, share.container, vdevice_index=device.index,
-                    memory_used=device.used, memory_limit=device.limit or None,
-                    utilization=min(device.sm_util, 100) / 100,
-                    last_kernel_seconds=max(now - last, 0.0) if last > 0 else None,
-                    memory_context=device.context, memory_module=device.module, memory_buffer=device.buffer,
-                    throttled=region.recent_kernel < 0,
-                ))
+                out.append(
+                    ShareLoad(
+                        device.uuid,
+                        share.namespace,
+                        share.pod,
+                        share.container,
+                        vdevice_index=device.index,
+                        memory_used=device.used,
+                        memory_limit=device.limit or None,
+                        utilization=min(device.sm_util, 100) / 100,
+                        last_kernel_seconds=max(now - last, 0.0) if last > 0 else None,
+                        memory_context=device.context,
+                        memory_module=device.module,
+                        memory_buffer=device.buffer,
+                        throttled=region.recent_kernel < 0,
+                    )
+                )
         return out
 
     def stale_regions(self, containers: Sequence[ContainerShare], config: Mapping[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from hami.sdk import Grant, GrantedDevice, NodeContext, PhysicalDevice
 from hami_nvidia.plugin import INFO, NvidiaBackend
 
@@ -35,7 +36,11 @@ def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for variant, flags in (("full", []), ("old", ["-DFAKE_OLD_DRIVER"])):
         out = root / variant
         out.mkdir()
-        subprocess.run([compiler, "-shared", "-fPIC", "-O1", *flags, "-o", str(out / "libnvidia-ml.so.1"), str(FAKE_SOURCE)], check=True, capture_output=True)
+        subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O1", *flags, "-o", str(out / "libnvidia-ml.so.1"), str(FAKE_SOURCE)],
+            check=True,
+            capture_output=True,
+        )
         dirs[variant] = out
     (root / "none").mkdir()
     dirs["none"] = root / "none"
@@ -49,13 +54,20 @@ NvmlRun = Callable[..., tuple[dict[str, Any], str]]
 def run_nvml(fake_nvml: dict[str, Path], tmp_path: Path) -> NvmlRun:
     """Run the backend in a subprocess against the fake NVML; returns (JSON it printed, its log)."""
 
-    def run(scenario: dict[str, Any], *args: str, action: str = "discover", config: dict[str, Any] | None = None, variant: str = "full") -> tuple[dict[str, Any], str]:
+    def run(
+        scenario: dict[str, Any], *args: str, action: str = "discover", config: dict[str, Any] | None = None, variant: str = "full"
+    ) -> tuple[dict[str, Any], str]:
         spec = tmp_path / "nvml.json"
         spec.write_text(json.dumps(scenario))
         env = {k: v for k, v in os.environ.items() if k not in ("HAMI_INVENTORY", "LD_LIBRARY_PATH", "LD_PRELOAD")}
         env.update(LD_LIBRARY_PATH=str(fake_nvml[variant]), FAKE_NVML_CONFIG=str(spec))
         done = subprocess.run(
-            [sys.executable, str(DRIVER), action, json.dumps(config or {}), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+            [sys.executable, str(DRIVER), action, json.dumps(config or {}), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout), done.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hami.testing.conformance import BackendConformance
 from hami_nvidia.plugin import plugin
 

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import pytest
 import yaml
+
 from hami.plugin.manager import BackendManager
 from hami.sdk import BackendError, Grant
 from hami_nvidia.plugin import INFO, NvidiaBackend
@@ -27,7 +28,14 @@ def gpu_node(nvidia, on_node, tmp_path: Path, host_root: Path):
         devices = [
             {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 81920, "id": "GPU-0"},
             {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 81920, "id": "GPU-1", "index": 1},
-            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 81920, "id": "GPU-2", "index": 2, "attributes": {"mig_enabled": True, "mig_devices": instances}},
+            {
+                "vendor": "NVIDIA",
+                "type": "NVIDIA A100",
+                "memory": 81920,
+                "id": "GPU-2",
+                "index": 2,
+                "attributes": {"mig_enabled": True, "mig_devices": instances},
+            },
         ]
         inventory = tmp_path / "nodes.yaml"
         inventory.write_text(yaml.safe_dump({"nodes": [{"name": NODE, "devices": devices}]}))
@@ -152,7 +160,9 @@ def test_the_mig_ledger_is_the_node_s_and_survives_a_restart(gpu_node):
     fresh.configure("nvidia", manager.manager.config("nvidia"))
     restarted = attrs.evolve(manager, manager=fresh)
     assert restarted.container_edits(grant, pod(uid="b"), container()).env["NVIDIA_VISIBLE_DEVICES"] == "MIG-2-1"
-    other = attrs.evolve(manager, node=attrs.evolve(manager.node, name="other-node", state_dir=manager.node.state_dir.parent / "other-node"))
+    other = attrs.evolve(
+        manager, node=attrs.evolve(manager.node, name="other-node", state_dir=manager.node.state_dir.parent / "other-node")
+    )
     assert other.container_edits(grant, pod(uid="c"), container()).env["NVIDIA_VISIBLE_DEVICES"] == "MIG-2-0"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hami.node.devices import discover_node
 from hami.sdk import Grant, GrantedDevice, NodeContext, PhysicalDevice
 from hami_nvidia import enforcement, nvml
@@ -91,7 +92,11 @@ def test_mps_needs_the_daemons_pipe_or_a_control_executable_the_agent_can_start(
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     config = {"host_root": str(tmp_path), "mode": "mps", "mps_manage_daemon": False}
     (report,) = enforcement.check(GPUS, config, _node({}))
-    assert not report.ready and "no MPS control daemon pipe at /run/nvidia/mps/pipe" in report.reason and "mps_manage_daemon is off" in report.reason
+    assert (
+        not report.ready
+        and "no MPS control daemon pipe at /run/nvidia/mps/pipe" in report.reason
+        and "mps_manage_daemon is off" in report.reason
+    )
     (managed,) = enforcement.check(GPUS, {**config, "mps_manage_daemon": True}, _node({}))
     assert not managed.ready and "nvidia-cuda-mps-control is not on its PATH" in managed.reason
     (tmp_path / "bin").mkdir()
@@ -105,7 +110,10 @@ def test_mps_needs_the_daemons_pipe_or_a_control_executable_the_agent_can_start(
 
 
 def _devices(out: dict[str, Any]) -> list[PhysicalDevice]:
-    return [PhysicalDevice(id=d["id"], vendor="NVIDIA", type=d["type"], memory=d["memory"], index=d["index"], attributes=d["attributes"]) for d in out["devices"]]
+    return [
+        PhysicalDevice(id=d["id"], vendor="NVIDIA", type=d["type"], memory=d["memory"], index=d["index"], attributes=d["attributes"])
+        for d in out["devices"]
+    ]
 
 
 def test_mig_mode_comes_from_the_fake_nvml_per_gpu(run_nvml):
@@ -130,7 +138,12 @@ def test_mode_none_enforces_nothing():
 
 
 def test_simulated_nodes_are_enforced_unless_the_inventory_says_otherwise():
-    gpus = [GPUS[0], PhysicalDevice(id="GPU-1", vendor="NVIDIA", type="A100", memory=1, index=1, attributes={"isolation_missing": "HAMi-core not installed"})]
+    gpus = [
+        GPUS[0],
+        PhysicalDevice(
+            id="GPU-1", vendor="NVIDIA", type="A100", memory=1, index=1, attributes={"isolation_missing": "HAMi-core not installed"}
+        ),
+    ]
     reports = enforcement.check(gpus, {}, NodeContext("sim", simulated=True))
     assert [(r.ready, r.device_ids) for r in reports] == [(True, ()), (False, ("GPU-1",))]
 

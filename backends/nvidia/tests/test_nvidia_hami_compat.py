@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from hami.errors import ValidationError
 from hami.node.devices import discover_node
 from hami.scheduler.kubeconfig import scheduler_configuration
@@ -27,8 +30,6 @@ from hami.sdk import (
 )
 from hami.webhook.quota import pod_charge
 from hami_nvidia.selectors import PARSE_BOOL, Selectors
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 NODE = "gpu-node"
 GPU = "nvidia.com/gpu"
@@ -38,7 +39,9 @@ CORES = "nvidia.com/gpucores"
 PRIORITY = "nvidia.com/priority"
 
 
-def ctr(limits: dict[str, str], *, name: str = "main", env: list[dict[str, str]] | None = None, requests: dict[str, str] | None = None) -> dict[str, Any]:
+def ctr(
+    limits: dict[str, str], *, name: str = "main", env: list[dict[str, str]] | None = None, requests: dict[str, str] | None = None
+) -> dict[str, Any]:
     resources: dict[str, Any] = {"limits": limits}
     if requests:
         resources["requests"] = requests
@@ -248,7 +251,9 @@ def test_disable_control_any_true_entry_wins(gpu_node):
     assert "/etc/ld.so.preload" not in mounts(edits)
 
 
-@pytest.mark.parametrize(("config", "expected"), [({}, None), ({"memory_scaling": 1.5}, "true"), ({"nodes": {NODE: {"memory_scaling": 2}}}, "true")])
+@pytest.mark.parametrize(
+    ("config", "expected"), [({}, None), ({"memory_scaling": 1.5}, "true"), ({"nodes": {NODE: {"memory_scaling": 2}}}, "true")]
+)
 def test_oversubscription_is_told_to_hami_core(gpu_node, config, expected):
     """Allocate: ``if *DeviceMemoryScaling > 1 { Envs["CUDA_OVERSUBSCRIBE"] = "true" }``."""
     node = gpu_node(**config)
@@ -294,8 +299,13 @@ def test_prepare_makes_the_cache_and_lock_dirs_world_writable(gpu_node, host_roo
 # ---------------------------------------------------------------- configurable resource names
 
 
-RENAMED = {"count": "nvidia.com/vgpu", "memory": "nvidia.com/vgpu-memory", "memory_percentage": "nvidia.com/vgpu-memory-percentage",
-           "cores": "nvidia.com/vgpu-cores", "priority": "nvidia.com/vgpu-priority"}
+RENAMED = {
+    "count": "nvidia.com/vgpu",
+    "memory": "nvidia.com/vgpu-memory",
+    "memory_percentage": "nvidia.com/vgpu-memory-percentage",
+    "cores": "nvidia.com/vgpu-cores",
+    "priority": "nvidia.com/vgpu-priority",
+}
 
 
 def test_renamed_resources_are_used_everywhere(gpu_node, tmp_path: Path):
@@ -320,7 +330,9 @@ def test_renamed_resources_are_used_everywhere(gpu_node, tmp_path: Path):
     with pytest.raises(RequestError, match=r"nvidia\.com/vgpu-memory-percentage=120"):
         manager.container_requests(ctr({"nvidia.com/vgpu": "1", "nvidia.com/vgpu-memory-percentage": "120"}), pod())
     # quota charges the renamed resources
-    charged = pod_charge(manager, {"metadata": {}, "spec": {"containers": [ctr({"nvidia.com/vgpu": "1", "nvidia.com/vgpu-memory": "3000"})]}})
+    charged = pod_charge(
+        manager, {"metadata": {}, "spec": {"containers": [ctr({"nvidia.com/vgpu": "1", "nvidia.com/vgpu-memory": "3000"})]}}
+    )
     assert charged == {"limits.nvidia.com/vgpu": 1, "limits.nvidia.com/vgpu-memory": 3000}
     # the agent advertises the renamed count (its device plugin registers this resource)
     discovery = discover_node(manager, NODE, state_root=tmp_path / "state")
@@ -354,9 +366,18 @@ def test_bad_resource_names_are_refused_naming_the_key(nvidia, names, fragment):
 
 
 def test_a_rename_onto_another_backends_resource_is_refused(nvidia, register_backend):
-    other = StandardBackend(BackendInfo(
-        name="other", kinds=[DeviceKind("OTHER", ResourceNames(count="example.com/vgpu"), AnnotationKeys.hami("example.com/reg", "example.com/hs", "example.com/o"))]
-    ))
+    other = StandardBackend(
+        BackendInfo(
+            name="other",
+            kinds=[
+                DeviceKind(
+                    "OTHER",
+                    ResourceNames(count="example.com/vgpu"),
+                    AnnotationKeys.hami("example.com/reg", "example.com/hs", "example.com/o"),
+                )
+            ],
+        )
+    )
     manager = nvidia()
     register_backend(other)
     with pytest.raises(ValidationError, match=r"'example\.com/vgpu' is already served by vendor 'OTHER'"):
@@ -368,10 +389,17 @@ def test_a_backend_with_several_kinds_is_renamed_per_vendor_key():
     """Generic: the manager and StandardBackend rename any backend the same way (hami.plugin.naming)."""
     from hami.plugin.naming import renamed_info
 
-    info = BackendInfo(name="multi", kinds=[
-        DeviceKind("A", ResourceNames(count="example.com/a", memory="example.com/a-mem"), AnnotationKeys.hami("example.com/ra", "example.com/ha", "example.com/a")),
-        DeviceKind("B", ResourceNames(count="example.com/b"), AnnotationKeys.hami("example.com/rb", "example.com/hb", "example.com/b")),
-    ])
+    info = BackendInfo(
+        name="multi",
+        kinds=[
+            DeviceKind(
+                "A",
+                ResourceNames(count="example.com/a", memory="example.com/a-mem"),
+                AnnotationKeys.hami("example.com/ra", "example.com/ha", "example.com/a"),
+            ),
+            DeviceKind("B", ResourceNames(count="example.com/b"), AnnotationKeys.hami("example.com/rb", "example.com/hb", "example.com/b")),
+        ],
+    )
     renamed = renamed_info(info, {"resource_names": {"A": {"memory": "example.com/a-memory"}, "B": {"count": "example.com/vb"}}})
     assert renamed.resource_names == ("example.com/a", "example.com/a-memory", "example.com/vb")
     with pytest.raises(ValidationError, match="several device kinds"):

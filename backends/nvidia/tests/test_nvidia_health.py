@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+
 from hami.sdk import BackendError, NodeContext, PhysicalDevice
 from hami_nvidia.health import ALL_DEVICES, Xid, XidWatcher
 from hami_nvidia.settings import DEFAULT_IGNORED_XIDS
@@ -124,7 +125,9 @@ def test_the_backend_watches_only_real_nodes_gpus(nvidia, backend):
     backend.event_source_factory = factory
     manager = nvidia(health_wait_ms=10)
     simulated = PhysicalDevice(id="NVIDIA-n-0", vendor="NVIDIA", type="NVIDIA A100", memory=1)
-    assert manager.device_health("nvidia", [simulated], NodeContext("n", simulated=True)) == [] and started == []  # no thread for inventory GPUs
+    assert (
+        manager.device_health("nvidia", [simulated], NodeContext("n", simulated=True)) == [] and started == []
+    )  # no thread for inventory GPUs
     real = PhysicalDevice(id="GPU-0", vendor="NVIDIA", type="NVIDIA A100", memory=1, attributes={"source": "nvml"})
     assert manager.device_health("nvidia", [real], NodeContext("n")) == []
     assert started == [("GPU-0",)]

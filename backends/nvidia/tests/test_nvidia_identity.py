@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hami.sdk import RequestError
 from hami_nvidia.plugin import KIND, plugin
 
@@ -16,7 +17,11 @@ def manager(hami_manager, register_backend):
 def test_hami_wire_names():
     assert KIND.vendor == "NVIDIA"
     assert KIND.resources.all() == (
-        "nvidia.com/gpu", "nvidia.com/gpumem", "nvidia.com/gpumem-percentage", "nvidia.com/gpucores", "nvidia.com/priority",
+        "nvidia.com/gpu",
+        "nvidia.com/gpumem",
+        "nvidia.com/gpumem-percentage",
+        "nvidia.com/gpucores",
+        "nvidia.com/priority",
     )
     assert KIND.annotations.node_register == "hami.io/node-nvidia-register"
     assert KIND.annotations.handshake == "hami.io/node-handshake"
@@ -57,7 +62,10 @@ def test_impossible_requests_name_the_value(manager, limits, fragment):
 def test_webhook_default_adds_one_gpu_when_only_memory_is_given(manager):
     patch = manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpumem": "3000"}}}, {})
     assert dict(patch.limits) == {"nvidia.com/gpu": "1"}
-    assert manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "30"}}}, {}).limits == {}
+    assert (
+        manager.mutate_container({"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "30"}}}, {}).limits
+        == {}
+    )
 
 
 def test_importing_the_backend_does_not_touch_nvml_and_works_without_the_bindings():

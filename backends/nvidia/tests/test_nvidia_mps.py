@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from hami.sdk import BackendError, Grant
 from hami_nvidia.mps import MpsDaemon, MpsPaths
 
@@ -89,9 +90,16 @@ def test_prepare_of_an_mps_pod_starts_the_daemon_with_node_defaults(control, nvi
     """The daemon starts once; each MPS container's GPUs get the default pinned-memory limit before
     the container starts, so a client that drops its own limits is still held to it."""
     inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": "n", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]}))
-    manager = nvidia(inventory=str(inventory), host_root=str(tmp_path / "host"), mps_control=str(control),
-                     mps_default_active_thread_percentage=25, mps_default_pinned_mem_limit=10000)
+    inventory.write_text(
+        yaml.safe_dump({"nodes": [{"name": "n", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960, "count": 2}]}]})
+    )
+    manager = nvidia(
+        inventory=str(inventory),
+        host_root=str(tmp_path / "host"),
+        mps_control=str(control),
+        mps_default_active_thread_percentage=25,
+        mps_default_pinned_mem_limit=10000,
+    )
     node = on_node(manager, "n")
     pod = {"metadata": {"name": "p", "uid": "u", "annotations": {"nvidia.com/vgpu-mode": "mps"}}}
     node.prepare([Grant("NVIDIA-n-0", "NVIDIA", 2000, 20)], pod, {"name": "main"})
@@ -107,8 +115,12 @@ def test_prepare_of_an_mps_pod_starts_the_daemon_with_node_defaults(control, nvi
 
 def test_a_simulated_node_starts_no_daemon(control, nvidia, on_node, tmp_path):
     inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": "n", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960}]}]}))
-    manager = nvidia(inventory=str(inventory), host_root=str(tmp_path / "host"), mps_control=str(control), mps_default_pinned_mem_limit=10000)
+    inventory.write_text(
+        yaml.safe_dump({"nodes": [{"name": "n", "devices": [{"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 40960}]}]})
+    )
+    manager = nvidia(
+        inventory=str(inventory), host_root=str(tmp_path / "host"), mps_control=str(control), mps_default_pinned_mem_limit=10000
+    )
     pod = {"metadata": {"name": "p", "uid": "u", "annotations": {"nvidia.com/vgpu-mode": "mps"}}}
     on_node(manager, "n", simulated=True).prepare([Grant("NVIDIA-n-0", "NVIDIA", 2000, 20)], pod, {"name": "main"})
     assert calls(tmp_path) == []

@@ -15,7 +15,15 @@ A100 = "NVIDIA A100-SXM4-80GB"
 
 
 def gpu(i: int, **extra):
-    spec = {"uuid": f"GPU-{i}", "name": A100, "memory_mib": 81920, "numa": i // 2, "bus_id": f"00000000:{0x10 + i:02X}:00.0", "cc": [8, 0], "mig": 0}
+    spec = {
+        "uuid": f"GPU-{i}",
+        "name": A100,
+        "memory_mib": 81920,
+        "numa": i // 2,
+        "bus_id": f"00000000:{0x10 + i:02X}:00.0",
+        "cc": [8, 0],
+        "mig": 0,
+    }
     spec.update(extra)
     return spec
 
@@ -25,20 +33,24 @@ def bus(i: int) -> str:
 
 
 # GPU-0 and GPU-1 share two NVLinks; GPU-2 and GPU-3 one; GPU-0/2 sit under one PCIe switch.
-FOUR = {"devices": [
-    gpu(0, nvlinks=[bus(1), bus(1)], switch=1),
-    gpu(1, nvlinks=[bus(0), bus(0)]),
-    gpu(2, nvlinks=[bus(3)], switch=1),
-    gpu(3, nvlinks=[bus(2)]),
-]}
+FOUR = {
+    "devices": [
+        gpu(0, nvlinks=[bus(1), bus(1)], switch=1),
+        gpu(1, nvlinks=[bus(0), bus(0)]),
+        gpu(2, nvlinks=[bus(3)], switch=1),
+        gpu(3, nvlinks=[bus(2)]),
+    ]
+}
 
 
 def test_discovery_reads_every_gpu_through_the_bindings(run_nvml):
     out, log = run_nvml(FOUR)
     devices = out["devices"]
     assert [(d["id"], d["index"], d["type"], d["memory"], d["numa"], d["healthy"]) for d in devices] == [
-        ("GPU-0", 0, A100, 81920, 0, True), ("GPU-1", 1, A100, 81920, 0, True),
-        ("GPU-2", 2, A100, 81920, 1, True), ("GPU-3", 3, A100, 81920, 1, True),
+        ("GPU-0", 0, A100, 81920, 0, True),
+        ("GPU-1", 1, A100, 81920, 0, True),
+        ("GPU-2", 2, A100, 81920, 1, True),
+        ("GPU-3", 3, A100, 81920, 1, True),
     ]
     first = devices[0]["attributes"]
     assert first["source"] == "nvml" and "node_name" not in first  # hooks get the node; devices do not carry it
@@ -57,7 +69,9 @@ def test_a_function_the_driver_reports_missing_degrades_only_that_attribute(run_
     sysfs = tmp_path / "host/sys/bus/pci/devices/0000:11:00.0"
     sysfs.mkdir(parents=True)
     (sysfs / "numa_node").write_text("3\n")
-    out, log = run_nvml({"devices": [gpu(0, numa=1), gpu(1, numa=1)], "missing": ["nvmlDeviceGetNumaNodeId"]}, config={"host_root": str(tmp_path / "host")})
+    out, log = run_nvml(
+        {"devices": [gpu(0, numa=1), gpu(1, numa=1)], "missing": ["nvmlDeviceGetNumaNodeId"]}, config={"host_root": str(tmp_path / "host")}
+    )
     # NUMA falls back to sysfs (GPU-1 has an entry; GPU-0 has none and reads as 0); everything else intact
     assert [(d["id"], d["numa"], d["memory"]) for d in out["devices"]] == [("GPU-0", 0, 81920), ("GPU-1", 3, 81920)]
     assert log.count("event=nvml_attribute_degraded") == 1
@@ -113,23 +127,39 @@ def test_mig_gpus_offer_their_instances(run_nvml):
 
 
 def test_filters_and_node_overrides_apply_to_nvml_discovery(run_nvml):
-    config = {"exclude": ["GPU-3"], "nodes": {"gpu-node-1": {"include": [0, "GPU-1", "GPU-3"], "split_count": 4, "mode": "mps"}, "other": {"split_count": 2}}}
+    config = {
+        "exclude": ["GPU-3"],
+        "nodes": {"gpu-node-1": {"include": [0, "GPU-1", "GPU-3"], "split_count": 4, "mode": "mps"}, "other": {"split_count": 2}},
+    }
     out, log = run_nvml(FOUR, config=config)
     assert [d["id"] for d in out["devices"]] == ["GPU-0", "GPU-1"]
     assert [(s["count"], s["mode"]) for s in out["split"]] == [(4, "mps"), (4, "mps")]
     assert json.loads(out["annotations"]["hami.io/node-nvidia-score"]) == [
-        {"uuid": "GPU-0", "score": {"GPU-1": 220}}, {"uuid": "GPU-1", "score": {"GPU-0": 220}}]
+        {"uuid": "GPU-0", "score": {"GPU-1": 220}},
+        {"uuid": "GPU-1", "score": {"GPU-0": 220}},
+    ]
     assert "event=gpus_filtered node=gpu-node-1 kept=2 skipped=GPU-2,GPU-3" in log
 
 
 def test_xid_events_mark_gpus_unhealthy_ignore_application_xids_and_recover(run_nvml):
-    scenario = {**FOUR, "xid_events": [{"uuid": "GPU-0", "xid": 13}, {"uuid": "GPU-1", "xid": 79}, {"uuid": "GPU-2", "xid": 43}, {"uuid": "GPU-3", "xid": 48}]}
+    scenario = {
+        **FOUR,
+        "xid_events": [
+            {"uuid": "GPU-0", "xid": 13},
+            {"uuid": "GPU-1", "xid": 79},
+            {"uuid": "GPU-2", "xid": 43},
+            {"uuid": "GPU-3", "xid": 48},
+        ],
+    }
     scenario["devices"][3]["lost"] = True  # GPU-3 stays broken: it must not recover
     config = {"health_recovery_seconds": 0.3, "health_wait_ms": 20}
     out, log = run_nvml(scenario, "3", "3", action="health", config=config)
     assert out["watcher_error"] is None
     events = out["events"]
-    assert {(e["id"], e["healthy"], e["reason"]) for e in events[:2]} == {("GPU-1", False, "XID 79 (critical error)"), ("GPU-3", False, "XID 48 (critical error)")}
+    assert {(e["id"], e["healthy"], e["reason"]) for e in events[:2]} == {
+        ("GPU-1", False, "XID 79 (critical error)"),
+        ("GPU-3", False, "XID 48 (critical error)"),
+    }
     assert events[2]["id"] == "GPU-1" and events[2]["healthy"] is True
     assert "event=xid_ignored device=GPU-0 xid=13" in log and "event=xid_ignored device=GPU-2 xid=43" in log
 

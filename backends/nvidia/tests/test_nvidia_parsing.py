@@ -7,6 +7,9 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hami.sdk import (
     BackendError,
     Grant,
@@ -17,10 +20,16 @@ from hami.sdk import (
 from hami_nvidia import topology
 from hami_nvidia.selectors import Selectors
 from hami_nvidia.settings import node_config, selected
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-KEYS = ["nvidia.com/use-gputype", "nvidia.com/nouse-gputype", "nvidia.com/use-gpuuuid", "nvidia.com/nouse-gpuuuid", "nvidia.com/numa-bind", "nvidia.com/vgpu-mode", "other"]
+KEYS = [
+    "nvidia.com/use-gputype",
+    "nvidia.com/nouse-gputype",
+    "nvidia.com/use-gpuuuid",
+    "nvidia.com/nouse-gpuuuid",
+    "nvidia.com/numa-bind",
+    "nvidia.com/vgpu-mode",
+    "other",
+]
 values = st.one_of(st.text(max_size=20), st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2))
 
 
@@ -60,8 +69,10 @@ def test_score_annotation_decoding_never_crashes(text):
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.sampled_from(["GPU-0", "GPU-1", "GPU-2", "GPU-3"]), st.integers(0, 2000), min_size=1))
 def test_score_annotation_round_trips(scores):
-    devices = [PhysicalDevice(id=i, vendor="NVIDIA", type="t", memory=1, attributes={"pair_scores": {p: s for p, s in scores.items() if p != i}})
-               for i in ("GPU-0", "GPU-1", "GPU-2", "GPU-3")]
+    devices = [
+        PhysicalDevice(id=i, vendor="NVIDIA", type="t", memory=1, attributes={"pair_scores": {p: s for p, s in scores.items() if p != i}})
+        for i in ("GPU-0", "GPU-1", "GPU-2", "GPU-3")
+    ]
     text = topology.encode_scores(devices)
     if text is None:
         assert not any(d.attributes["pair_scores"] for d in devices)
@@ -113,7 +124,9 @@ def test_node_overrides_and_filters():
         selected({"include": True}, "GPU-0", 0)
 
 
-@pytest.mark.parametrize(("key", "value"), [("mode", "turbo"), ("device_list_strategy", "volume-mounts"), ("split_count", 0), ("memory_scaling", "2")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("mode", "turbo"), ("device_list_strategy", "volume-mounts"), ("split_count", 0), ("memory_scaling", "2")]
+)
 def test_bad_config_is_a_backend_error_naming_the_value(nvidia, tmp_path, key, value):
     inventory = tmp_path / "nodes.yaml"
     inventory.write_text(json.dumps({"nodes": [{"name": "n", "devices": [{"vendor": "NVIDIA", "type": "T", "memory": 100}]}]}))

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from hami.scheduler.core import Scheduler
 from hami.scheduler.fit import Fit, Misfit, fit_node
 from hami.scheduler.state import ClusterState
@@ -42,7 +43,10 @@ def cluster(nvidia, tmp_path: Path):
         manager = nvidia(inventory=str(inventory), **config)
         physical = manager.discover("nvidia", NODE)
         split = [manager.split(d, NODE) for d in physical]  # per-node settings apply to this node's split
-        annotations = {KIND.annotations.node_register: encode_node_devices(split, "json"), **manager.node_annotations("nvidia", split, physical)}
+        annotations = {
+            KIND.annotations.node_register: encode_node_devices(split, "json"),
+            **manager.node_annotations("nvidia", split, physical),
+        }
         state = ClusterState({"NVIDIA": KIND})
         state.apply_node({"metadata": {"name": NODE, "annotations": annotations}})
         return manager, state
@@ -51,8 +55,10 @@ def cluster(nvidia, tmp_path: Path):
 
 
 def pod(limits: dict[str, str], **annotations: str) -> dict[str, Any]:
-    return {"metadata": {"name": "p", "namespace": "default", "uid": "uid-p", "annotations": annotations},
-            "spec": {"containers": [{"name": "main", "resources": {"limits": limits}}]}}
+    return {
+        "metadata": {"name": "p", "namespace": "default", "uid": "uid-p", "annotations": annotations},
+        "spec": {"containers": [{"name": "main", "resources": {"limits": limits}}]},
+    }
 
 
 def fit(manager, state, wanted, policy: str = "spread") -> Fit | Misfit:
@@ -85,7 +91,10 @@ def test_vgpu_mode_must_match_the_devices_mode(cluster):
     assert [d.mode for d in state.node(NODE).devices.values()] == ["hami-core", "mig"]
     assert chosen(fit(manager, state, pod({"nvidia.com/gpumem": "1000"}, **{"nvidia.com/vgpu-mode": "mig"}))) == ["GPU-1"]
     assert chosen(fit(manager, state, pod({"nvidia.com/gpumem": "1000"}, **{"nvidia.com/vgpu-mode": "hami-core"}))) == ["GPU-0"]
-    assert fit(manager, state, pod({"nvidia.com/gpu": "1"}, **{"nvidia.com/vgpu-mode": "mps"})).reason == "container #0 needs 1 NVIDIA: 2/2 CardModeMismatch"
+    assert (
+        fit(manager, state, pod({"nvidia.com/gpu": "1"}, **{"nvidia.com/vgpu-mode": "mps"})).reason
+        == "container #0 needs 1 NVIDIA: 2/2 CardModeMismatch"
+    )
 
 
 def test_a_per_node_mode_reaches_the_device_annotation(cluster):
@@ -106,15 +115,25 @@ def test_mig_requests_round_up_to_the_smallest_profile(cluster):
 
 def test_numa_bind_sets_the_core_attribute_and_keeps_one_numa_node(cluster, nvidia):
     manager, state = cluster([a100(0, numa=0), a100(1, numa=1), a100(2, numa=1), a100(3, numa=0)])
-    (request,) = manager.container_requests(pod({"nvidia.com/gpu": "2"})["spec"]["containers"][0], pod({}, **{"nvidia.com/numa-bind": "true"}))
+    (request,) = manager.container_requests(
+        pod({"nvidia.com/gpu": "2"})["spec"]["containers"][0], pod({}, **{"nvidia.com/numa-bind": "true"})
+    )
     assert request.single_numa is True
-    wanted = pod({"nvidia.com/gpu": "2", "nvidia.com/gpumem": "1000"}, **{"nvidia.com/numa-bind": "true", "nvidia.com/use-gpuuuid": "GPU-0,GPU-1,GPU-2"})
+    wanted = pod(
+        {"nvidia.com/gpu": "2", "nvidia.com/gpumem": "1000"},
+        **{"nvidia.com/numa-bind": "true", "nvidia.com/use-gpuuuid": "GPU-0,GPU-1,GPU-2"},
+    )
     assert sorted(chosen(fit(manager, state, wanted))) == ["GPU-1", "GPU-2"]
 
 
 def test_multi_gpu_requests_prefer_nvlinked_sets(cluster):
     # GPU-2/3 share two NVLinks, GPU-0/1 one; 0–2 a PCIe switch; the rest cross sockets
-    gpus = [scored(0, {1: 120, 2: 50, 3: 10}), scored(1, {0: 120, 2: 10, 3: 10}), scored(2, {0: 50, 1: 10, 3: 220}), scored(3, {0: 10, 1: 10, 2: 220})]
+    gpus = [
+        scored(0, {1: 120, 2: 50, 3: 10}),
+        scored(1, {0: 120, 2: 10, 3: 10}),
+        scored(2, {0: 50, 1: 10, 3: 220}),
+        scored(3, {0: 10, 1: 10, 2: 220}),
+    ]
     manager, state = cluster(gpus)
     assert "hami.io/node-nvidia-score" in state.node(NODE).annotations
     # the device policy alone would take GPU-0 and GPU-1 (index order on idle GPUs)
@@ -125,7 +144,12 @@ def test_multi_gpu_requests_prefer_nvlinked_sets(cluster):
 
 
 def test_topology_with_numa_bind_stays_on_one_numa_node(cluster):
-    gpus = [scored(0, {1: 10, 2: 220, 3: 20}, numa=0), scored(1, {0: 10, 2: 10, 3: 10}, numa=1), scored(2, {0: 220, 1: 10, 3: 10}, numa=1), scored(3, {0: 20, 1: 10, 2: 10}, numa=0)]
+    gpus = [
+        scored(0, {1: 10, 2: 220, 3: 20}, numa=0),
+        scored(1, {0: 10, 2: 10, 3: 10}, numa=1),
+        scored(2, {0: 220, 1: 10, 3: 10}, numa=1),
+        scored(3, {0: 20, 1: 10, 2: 10}, numa=0),
+    ]
     manager, state = cluster(gpus)
     assert sorted(chosen(fit(manager, state, pod({"nvidia.com/gpu": "2"})))) == ["GPU-0", "GPU-2"]  # NVLink across sockets
     assert sorted(chosen(fit(manager, state, pod({"nvidia.com/gpu": "2"}, **{"nvidia.com/numa-bind": "true"})))) == ["GPU-0", "GPU-3"]

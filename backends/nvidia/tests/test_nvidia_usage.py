@@ -43,10 +43,16 @@ def writers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def write(writers: dict[str, Path], layout: str, path: Path, *uuids: str, procs: int = 4, seed: int = 7, priority: int = 1) -> dict[str, Any]:
+def write(
+    writers: dict[str, Path], layout: str, path: Path, *uuids: str, procs: int = 4, seed: int = 7, priority: int = 1
+) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([str(writers[layout]), str(path), str(len(uuids)), str(procs), str(seed), str(priority), *uuids],
-                          check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(writers[layout]), str(path), str(len(uuids)), str(procs), str(seed), str(priority), *uuids],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout)
 
 
@@ -74,8 +80,25 @@ def test_reader_sees_what_the_c_writer_wrote(writers, layout, procs, seed, tmp_p
     got = region.devices()
     assert [d.uuid for d in got] == [GPU0, GPU1]
     for figures, want in zip(got, expected["devices"], strict=True):
-        assert (figures.index, figures.limit, figures.sm_limit, figures.used, figures.context, figures.module, figures.buffer, figures.sm_util) == (
-            want["index"], want["limit"], want["sm_limit"], want["used"], want["context"], want["module"], want["buffer"], want["sm_util"])
+        assert (
+            figures.index,
+            figures.limit,
+            figures.sm_limit,
+            figures.used,
+            figures.context,
+            figures.module,
+            figures.buffer,
+            figures.sm_util,
+        ) == (
+            want["index"],
+            want["limit"],
+            want["sm_limit"],
+            want["used"],
+            want["context"],
+            want["module"],
+            want["buffer"],
+            want["sm_util"],
+        )
     assert region.priority == 2
     assert region.last_kernel_time == expected["last_kernel_time"]
     region.close()
@@ -127,7 +150,7 @@ def test_any_bytes_are_a_region_error_or_a_bounded_read(tmp_path, data):
         struct = rg.RegionV1 if size >= rg.V1_SIZE else rg.RegionV0
         for field in ("num", "proc_num"):
             off, width = getattr(struct, field).offset, getattr(struct, field).size
-            body[off: off + width] = data.draw(st.integers(0, 2 ** (8 * width) - 1)).to_bytes(width, "little")
+            body[off : off + width] = data.draw(st.integers(0, 2 ** (8 * width) - 1)).to_bytes(width, "little")
     path = tmp_path / "fuzz.cache"
     path.write_bytes(bytes(body))
     try:
@@ -155,7 +178,10 @@ def gpu_manager(tmp_path: Path) -> tuple[BackendManager, NodeContext, NvidiaBack
     backend.close()
 
 
-DEVICES = [PhysicalDevice(id=GPU0, vendor="NVIDIA", type="NVIDIA A100", memory=40960), PhysicalDevice(id=GPU1, vendor="NVIDIA", type="NVIDIA A100", memory=40960, index=1)]
+DEVICES = [
+    PhysicalDevice(id=GPU0, vendor="NVIDIA", type="NVIDIA A100", memory=40960),
+    PhysicalDevice(id=GPU1, vendor="NVIDIA", type="NVIDIA A100", memory=40960, index=1),
+]
 
 
 def share(name: str, *ids: str, uid: str | None = None) -> ContainerShare:
@@ -284,15 +310,32 @@ def test_feedback_can_be_turned_off(gpu_manager, writers):
 
 
 def test_host_figures_come_from_nvml(run_nvml):
-    scenario = {"devices": [
-        {"uuid": GPU0, "name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960, "used_mib": 12288, "util": [37, 12], "power_mw": 215000, "temp_c": 61},
-        {"uuid": GPU1, "name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960, "used_mib": 0},
-    ]}
+    scenario = {
+        "devices": [
+            {
+                "uuid": GPU0,
+                "name": "NVIDIA A100-SXM4-40GB",
+                "memory_mib": 40960,
+                "used_mib": 12288,
+                "util": [37, 12],
+                "power_mw": 215000,
+                "temp_c": 61,
+            },
+            {"uuid": GPU1, "name": "NVIDIA A100-SXM4-40GB", "memory_mib": 40960, "used_mib": 0},
+        ]
+    }
     out, _ = run_nvml(scenario, "2", action="usage")
     for loads in (r["devices"] for r in out["rounds"]):  # NVML stays initialised between samples
         first, second = loads
-        assert first == {"device_id": GPU0, "memory_used": 12288 << 20, "memory_total": 40960 << 20, "utilization": 0.37,
-                         "memory_utilization": 0.12, "power_watts": 215.0, "temperature_celsius": 61.0}
+        assert first == {
+            "device_id": GPU0,
+            "memory_used": 12288 << 20,
+            "memory_total": 40960 << 20,
+            "utilization": 0.37,
+            "memory_utilization": 0.12,
+            "power_watts": 215.0,
+            "temperature_celsius": 61.0,
+        }
         assert second["memory_used"] == 0 and second["utilization"] is None and second["power_watts"] is None
 
 

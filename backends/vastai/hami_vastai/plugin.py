@@ -77,10 +77,17 @@ def parse(text: str) -> list[tuple[str, str, int | None]]:
 
 def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:
     def read() -> list[PhysicalDevice]:
-        rows = parse(run_tool([str(config["vasmi"]), *ARGS], float(config["vasmi_timeout"]), missing_hint="is the Vastai driver installed?"))
+        rows = parse(
+            run_tool([str(config["vasmi"]), *ARGS], float(config["vasmi_timeout"]), missing_hint="is the Vastai driver installed?")
+        )
         return [
             PhysicalDevice(
-                id=f"{node.name}-vastai-{index}", vendor=KIND.vendor, type="Vastai", memory=memory or 0, index=index, advertised=memory is not None,
+                id=f"{node.name}-vastai-{index}",
+                vendor=KIND.vendor,
+                type="Vastai",
+                memory=memory or 0,
+                index=index,
+                advertised=memory is not None,
                 reason="" if memory is not None else "memory unknown: vasmi getmem printed no Physical memory for this device",
                 attributes={"pci_bus": bus, "serial": serial},
             )

@@ -25,7 +25,10 @@ class TestVastaiConformance(BackendConformance):
 def test_discovery_through_fake_vasmi(fake_tools):
     fake_tools.install("vasmi", {" ".join(vastai.ARGS): "vasmi_getmem_documented_format.txt"})
     devices = vastai.discover(CONFIG, NodeContext("n1"))
-    assert [(d.id, d.memory, d.index, d.attributes["pci_bus"]) for d in devices] == [("n1-vastai-0", 16384, 0, "0000:3b:00.0"), ("n1-vastai-1", 32768, 1, "0000:5e:00.0")]
+    assert [(d.id, d.memory, d.index, d.attributes["pci_bus"]) for d in devices] == [
+        ("n1-vastai-0", 16384, 0, "0000:3b:00.0"),
+        ("n1-vastai-1", 32768, 1, "0000:5e:00.0"),
+    ]
     assert fake_tools.calls("vasmi") == [list(vastai.ARGS)]
 
 
@@ -41,7 +44,17 @@ def test_absent_vasmi_is_quiet_and_bad_output_is_named(fake_tools, caplog):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.dictionaries(st.sampled_from(["pci_bus", "sn", "vals"]), st.one_of(st.text(max_size=8), st.dictionaries(st.sampled_from(["Physical", "x"]), st.dictionaries(st.just("value"), st.text(max_size=10)))))))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["pci_bus", "sn", "vals"]),
+            st.one_of(
+                st.text(max_size=8),
+                st.dictionaries(st.sampled_from(["Physical", "x"]), st.dictionaries(st.just("value"), st.text(max_size=10))),
+            ),
+        )
+    )
+)
 def test_parser_takes_any_elem_list(elems):
     rows = vastai.parse(json.dumps({"elem": elems}))
     assert len(rows) == len(elems) and all(m is None or m >= 0 for _, _, m in rows)

@@ -110,7 +110,9 @@ def standard_request(
         return None
     if percentage is not None and percentage > 100:
         # upstream pkg/device/nvidia/device.go validateMemoryPercentage refuses it at admission too
-        raise RequestError(f"{where}: {names.memory_percentage}={percentage} is over 100 (a percentage of each device's memory: give 1-100)")
+        raise RequestError(
+            f"{where}: {names.memory_percentage}={percentage} is over 100 (a percentage of each device's memory: give 1-100)"
+        )
     # 0 is "unset" (upstream GenerateResourceRequests): a 0 MiB grant would become a 0 memory limit,
     # which HAMi-core reads as no limit at all. Memory wins over a percentage (upstream Fit).
     memory, percentage = memory or None, percentage or None
@@ -120,7 +122,9 @@ def standard_request(
     if memory is None and percentage is None:
         memory, percentage = (default_memory, None) if default_memory else (0, 100)
     try:
-        return DeviceRequest(vendor=kind.vendor, count=1 if count is None else count, memory=memory or 0, memory_percentage=percentage, cores=cores)
+        return DeviceRequest(
+            vendor=kind.vendor, count=1 if count is None else count, memory=memory or 0, memory_percentage=percentage, cores=cores
+        )
     except ValidationError as exc:
         raise RequestError(f"{where}: {exc}") from None
 

@@ -15,7 +15,9 @@ class PresenceWatch:
     def __init__(self) -> None:
         self._listed: dict[str, bool] = {}
 
-    def events(self, devices: Sequence[PhysicalDevice], present: Collection[int], gone: Callable[[PhysicalDevice], str]) -> list[HealthEvent]:
+    def events(
+        self, devices: Sequence[PhysicalDevice], present: Collection[int], gone: Callable[[PhysicalDevice], str]
+    ) -> list[HealthEvent]:
         """Changes since the last call for ``devices``, given the indexes the tool lists now;
         ``gone(device)`` is the reason shown for a device that dropped out."""
         events = []

@@ -17,7 +17,6 @@ from hami.backendkit.limits import container_resources, request_warnings, standa
 from hami.backendkit.splitting import split_evenly
 from hami.backendkit.usage import simulated_usage
 from hami.plugin import hookimpl
-from hami.plugin.naming import renamed_info
 from hami.plugin.model import (
     BackendInfo,
     ContainerPatch,
@@ -29,6 +28,7 @@ from hami.plugin.model import (
     SchedulableDevice,
     UsageReport,
 )
+from hami.plugin.naming import renamed_info
 
 
 class StandardBackend:
@@ -44,7 +44,9 @@ class StandardBackend:
         return self.info
 
     @hookimpl
-    def hami_sample_usage(self, devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], node: NodeContext) -> UsageReport | None:
+    def hami_sample_usage(
+        self, devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], config: Mapping[str, Any], node: NodeContext
+    ) -> UsageReport | None:
         """On a simulated node, plausible figures from the grants (the sandbox shows usage); a real
         backend overrides this with what its vendor tool reports."""
         return simulated_usage(devices, containers, time.time()) if node.simulated else None
@@ -67,7 +69,9 @@ class StandardBackend:
         return 1
 
     @hookimpl
-    def hami_container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> list[DeviceRequest]:
+    def hami_container_requests(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> list[DeviceRequest]:
         requests = (
             standard_request(
                 container,
@@ -82,7 +86,9 @@ class StandardBackend:
         return [r for r in requests if r is not None]
 
     @hookimpl
-    def hami_mutate_container(self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]) -> ContainerPatch | None:
+    def hami_mutate_container(
+        self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> ContainerPatch | None:
         """HAMi's webhook default: asking for memory or cores alone means one device; warnings for
         what the request rules change (memory beside a percentage, cores clamped, 0 read as unset)."""
         resources = container_resources(container)

@@ -21,7 +21,9 @@ def _unit(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def simulated_usage(devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], now: float, period: float = 5.0) -> UsageReport:
+def simulated_usage(
+    devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], now: float, period: float = 5.0
+) -> UsageReport:
     """Each share uses 30-90 % of its memory grant and a slowly varying part of its compute grant
     (changing every ``period`` seconds of ``now``); a device holds :data:`BASE_MIB` plus its shares'
     memory and is as busy as its shares together."""
@@ -38,9 +40,15 @@ def simulated_usage(devices: Sequence[PhysicalDevice], containers: Sequence[Cont
             cores = (grant.cores or 100) / 100
             busy = cores * (0.35 + 0.6 * seed) * (0.75 + 0.25 * math.sin(tick / 3 + seed * 6.28))
             load = ShareLoad(
-                grant.id, share.namespace, share.pod, share.container, vdevice_index=index,
-                memory_used=int(granted * (0.3 + 0.6 * seed)), memory_limit=granted or None,
-                utilization=round(min(max(busy, 0.0), 1.0), 4), last_kernel_seconds=float(int(seed * 5)),
+                grant.id,
+                share.namespace,
+                share.pod,
+                share.container,
+                vdevice_index=index,
+                memory_used=int(granted * (0.3 + 0.6 * seed)),
+                memory_limit=granted or None,
+                utilization=round(min(max(busy, 0.0), 1.0), 4),
+                last_kernel_seconds=float(int(seed * 5)),
             )
             shares.append(load)
             by_device.setdefault(grant.id, []).append(load)
@@ -50,8 +58,15 @@ def simulated_usage(devices: Sequence[PhysicalDevice], containers: Sequence[Cont
         total = device.memory * MIB
         used = min(BASE_MIB * MIB + sum(s.memory_used for s in mine), total) if total else 0
         busy = min(sum(s.utilization or 0.0 for s in mine), 1.0)
-        loads.append(DeviceLoad(
-            device.id, memory_used=used, memory_total=total or None, utilization=round(busy, 4),
-            memory_utilization=round(busy * 0.4, 4), power_watts=round(60 + 240 * busy, 1), temperature_celsius=round(35 + 40 * busy, 1),
-        ))
+        loads.append(
+            DeviceLoad(
+                device.id,
+                memory_used=used,
+                memory_total=total or None,
+                utilization=round(busy, 4),
+                memory_utilization=round(busy * 0.4, 4),
+                power_watts=round(60 + 240 * busy, 1),
+                temperature_celsius=round(35 + 40 * busy, 1),
+            )
+        )
     return UsageReport(devices=loads, shares=shares)

@@ -63,15 +63,28 @@ def classes_command() -> None:
 @click.option("--node-name", envvar="NODE_NAME", help="This node's name (default: $NODE_NAME, else the host name).")
 @click.option("--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig (default: in-cluster, then ~/.kube/config).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="HAMI_CONFIG", help="hami settings file.")
-@click.option("--registry-dir", default="/var/lib/kubelet/plugins_registry", show_default=True,
-              help="Kubelet's plugin registration directory (our socket: hami.io-reg.sock).")
+@click.option(
+    "--registry-dir",
+    default="/var/lib/kubelet/plugins_registry",
+    show_default=True,
+    help="Kubelet's plugin registration directory (our socket: hami.io-reg.sock).",
+)
 @click.option("--plugin-dir", default=f"/var/lib/kubelet/plugins/{DRIVER}", show_default=True, help="DRA socket (dra.sock) folder.")
 @click.option("--cdi-dir", default="/var/run/cdi", show_default=True, help="Where CDI specs of prepared claims are written.")
 @click.option("--state-dir", default="/var/lib/hami", show_default=True, help="Node state root (claim ledger, backends' state).")
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between discovery/health rounds.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
-def serve_command(node_name: str | None, kubeconfig: str | None, config_path: str | None, registry_dir: str, plugin_dir: str,
-                  cdi_dir: str, state_dir: str, interval: float, log_level: str) -> None:
+def serve_command(
+    node_name: str | None,
+    kubeconfig: str | None,
+    config_path: str | None,
+    registry_dir: str,
+    plugin_dir: str,
+    cdi_dir: str,
+    state_dir: str,
+    interval: float,
+    log_level: str,
+) -> None:
     """Publish this node's ResourceSlices and serve kubelet's DRA plugin API until SIGTERM/Ctrl-C;
     the slices are deleted on the way out."""
     from hami.dra.driver import DraDriver
@@ -86,8 +99,16 @@ def serve_command(node_name: str | None, kubeconfig: str | None, config_path: st
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    driver = DraDriver(configured_manager(config_path), _node_name(node_name), api_client(kubeconfig), registry_dir=Path(registry_dir),
-                       plugin_dir=Path(plugin_dir), cdi_dir=Path(cdi_dir), state_root=Path(state_dir), interval=interval).start()
+    driver = DraDriver(
+        configured_manager(config_path),
+        _node_name(node_name),
+        api_client(kubeconfig),
+        registry_dir=Path(registry_dir),
+        plugin_dir=Path(plugin_dir),
+        cdi_dir=Path(cdi_dir),
+        state_root=Path(state_dir),
+        interval=interval,
+    ).start()
     log.info("event=dra_serving driver=%s node=%s devices=%d", DRIVER, driver.node_name, len(driver.discovery.devices))
     try:
         stop.wait()

@@ -79,8 +79,13 @@ class SlicePublisher:
                 self.api.create_cluster_custom_object(GROUP, VERSION, "resourceslices", body)
         for name in sorted(set(existing) - {b["metadata"]["name"] for b in wanted}):
             self._delete(name)
-        log.info("event=dra_slices_published node=%s generation=%d slices=%d devices=%d", self.node_name, generation + 1, len(wanted),
-                 sum(len(b["spec"]["devices"]) for b in wanted))
+        log.info(
+            "event=dra_slices_published node=%s generation=%d slices=%d devices=%d",
+            self.node_name,
+            generation + 1,
+            len(wanted),
+            sum(len(b["spec"]["devices"]) for b in wanted),
+        )
         return True
 
     def _delete(self, name: str) -> None:
@@ -101,9 +106,16 @@ class DraDriver:
     """Discovery, slices and kubelet services of one node; :meth:`start` then :meth:`stop`."""
 
     def __init__(
-        self, manager: BackendManager, node_name: str, api_client: kubernetes.client.ApiClient, *,
-        registry_dir: Path = DEFAULT_REGISTRY_DIR, plugin_dir: Path = DEFAULT_PLUGIN_DIR, cdi_dir: Path = Path("/var/run/cdi"),
-        state_root: Path | None = None, interval: float = 30.0,
+        self,
+        manager: BackendManager,
+        node_name: str,
+        api_client: kubernetes.client.ApiClient,
+        *,
+        registry_dir: Path = DEFAULT_REGISTRY_DIR,
+        plugin_dir: Path = DEFAULT_PLUGIN_DIR,
+        cdi_dir: Path = Path("/var/run/cdi"),
+        state_root: Path | None = None,
+        interval: float = 30.0,
     ) -> None:
         self.manager = manager
         self.node_name = node_name

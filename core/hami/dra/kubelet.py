@@ -57,14 +57,27 @@ class PreparedClaim:
     """The allocation results we prepared (request, pool, device, shareID) with their CDI ids."""
 
     def as_json(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "name": self.name, "uid": self.uid, "pod": dict(self.pod),
-                "container": dict(self.container), "grants": [attrs.asdict(g) for g in self.grants],
-                "results": [dict(r) for r in self.results]}
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "pod": dict(self.pod),
+            "container": dict(self.container),
+            "grants": [attrs.asdict(g) for g in self.grants],
+            "results": [dict(r) for r in self.results],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PreparedClaim:
-        return cls(data["namespace"], data["name"], data["uid"], data["pod"], data["container"],
-                   tuple(Grant(**g) for g in data["grants"]), tuple(data["results"]))
+        return cls(
+            data["namespace"],
+            data["name"],
+            data["uid"],
+            data["pod"],
+            data["container"],
+            tuple(Grant(**g) for g in data["grants"]),
+            tuple(data["results"]),
+        )
 
 
 def grant_for(result: Mapping[str, Any], device: NodeDevice) -> Grant:
@@ -120,8 +133,14 @@ class DraService(dra_grpc.DRAPluginServicer):
     """``k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin`` over the node's discovery."""
 
     def __init__(
-        self, manager: BackendManager, node_name: str, discovery: Callable[[], Discovery], read_claim: ClaimReader,
-        read_pod: PodReader, cdi_dir: Path, state_dir: Path,
+        self,
+        manager: BackendManager,
+        node_name: str,
+        discovery: Callable[[], Discovery],
+        read_claim: ClaimReader,
+        read_pod: PodReader,
+        cdi_dir: Path,
+        state_dir: Path,
     ) -> None:
         self.manager = manager
         self.node_name = node_name
@@ -145,8 +164,9 @@ class DraService(dra_grpc.DRAPluginServicer):
                 continue
             out = response.claims[claim.uid]
             for result in prepared.results:
-                device = out.devices.add(request_names=[result["request"]], pool_name=result["pool"], device_name=result["device"],
-                                         cdi_device_ids=result["cdi"])
+                device = out.devices.add(
+                    request_names=[result["request"]], pool_name=result["pool"], device_name=result["device"], cdi_device_ids=result["cdi"]
+                )
                 if result.get("shareID"):
                     device.share_id = result["shareID"]
         return response
@@ -190,8 +210,13 @@ class DraService(dra_grpc.DRAPluginServicer):
             # one CDI device per vendor of the claim: a backend's edits cover all its granted devices at once
             ids = {g.vendor: cdi.qualified(uid, _cdi_label(g.vendor)) for g in grants}
             prepared_results = tuple(
-                {"request": r["request"], "pool": r["pool"], "device": r["device"], "shareID": r.get("shareID", ""),
-                 "cdi": [ids[g.vendor], *extra]}
+                {
+                    "request": r["request"],
+                    "pool": r["pool"],
+                    "device": r["device"],
+                    "shareID": r.get("shareID", ""),
+                    "cdi": [ids[g.vendor], *extra],
+                }
                 for r, g in zip(results, grants, strict=True)
             )
             prepared = PreparedClaim(namespace, name, uid, pod, container, tuple(grants), prepared_results)
@@ -235,6 +260,7 @@ class DraService(dra_grpc.DRAPluginServicer):
                 devices = discovery.granted(group, missing_ok=True)
                 self.manager.release(group, prepared.pod, prepared.container, node=discovery.contexts[backend], devices=devices)
             cdi.remove_spec(self.cdi_dir, uid)
+
             def drop(claims: dict[str, PreparedClaim]) -> None:
                 claims.pop(uid, None)
 

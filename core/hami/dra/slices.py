@@ -76,8 +76,16 @@ def device_entry(device: NodeDevice) -> dict[str, Any]:
     """One ``spec.devices[]`` entry for ``device``."""
     physical, split = device.physical, device.schedulable
     attributes: dict[str, dict[str, Any]] = {}
-    core = {"vendor": physical.vendor, "backend": device.backend, "model": physical.type, "uuid": physical.id,
-            "index": physical.index, "numa": physical.numa, "resource": device.resource, "mode": split.mode}
+    core = {
+        "vendor": physical.vendor,
+        "backend": device.backend,
+        "model": physical.type,
+        "uuid": physical.id,
+        "index": physical.index,
+        "numa": physical.numa,
+        "resource": device.resource,
+        "mode": split.mode,
+    }
     for key, value in core.items():
         entry = _attribute(value)
         if entry is not None:
@@ -114,7 +122,11 @@ def slice_name(node_name: str, index: int) -> str:
 
 
 def build_slices(
-    discovery: Discovery, node_name: str, *, generation: int = 1, health: Mapping[str, bool] | None = None,
+    discovery: Discovery,
+    node_name: str,
+    *,
+    generation: int = 1,
+    health: Mapping[str, bool] | None = None,
     node_uid: str | None = None,
 ) -> list[dict[str, Any]]:
     """The node's ResourceSlices: healthy devices (``health`` overrides discovery), at most
@@ -159,6 +171,7 @@ def check_slice(body: Mapping[str, Any]) -> None:
     """The API server's validation of a ResourceSlice that the OpenAPI schema cannot express
     (resource.k8s.io validation.go): names, pool, per-slice and per-device limits, attribute forms,
     quantities and request policies. Raises :class:`ValidationError` naming the field and value."""
+
     def fail(field: str, value: object, why: str) -> ValidationError:
         return ValidationError(f"ResourceSlice {body.get('metadata', {}).get('name')!r}: {field}={value!r}: {why}")
 

@@ -65,7 +65,12 @@ class RecordingBackend(StandardBackend):
 
     @hookimpl
     def hami_container_edits(
-        self, grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], node: NodeContext
+        self,
+        grants: Sequence[Grant],
+        devices: Sequence[GrantedDevice],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        node: NodeContext,
     ) -> ContainerEdits:
         name = str(container.get("name"))
         self.seen.append(("hami_container_edits", tuple(devices), node))
@@ -73,16 +78,27 @@ class RecordingBackend(StandardBackend):
         env.update({f"HAMI_DEVICE_MEMORY_LIMIT_{i}": f"{g.memory}m" for i, g in enumerate(grants)})
         paths = self.info.host_paths
         mounts = [Mount(paths[0], paths[0], read_only=True)] if paths and paths[0] != "/dev" else []
-        nodes = [DeviceNode(f"/dev/{g.vendor.lower()}-{i}", f"/dev/{g.vendor.lower()}-{i}") for i, g in enumerate(grants)] if "/dev" in paths else []
+        nodes = (
+            [DeviceNode(f"/dev/{g.vendor.lower()}-{i}", f"/dev/{g.vendor.lower()}-{i}") for i, g in enumerate(grants)]
+            if "/dev" in paths
+            else []
+        )
         return ContainerEdits(
-            env=env, mounts=mounts, devices=nodes,
+            env=env,
+            mounts=mounts,
+            devices=nodes,
             cdi_devices=[f"hami.test/device={g.id}" for g in grants],
             annotations={"hami.io/test-container": name},
         )
 
     @hookimpl
     def hami_prepare(
-        self, grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Mapping[str, Any], container: Mapping[str, Any], node: NodeContext
+        self,
+        grants: Sequence[Grant],
+        devices: Sequence[GrantedDevice],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        node: NodeContext,
     ) -> None:
         self.seen.append(("hami_prepare", tuple(devices), node))
         if isinstance(self.fail_prepare, BaseException):
@@ -131,7 +147,9 @@ def schedule_pod(
     core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
     if lock:
         NodeLock(core_v1).acquire(node, namespace, name, timeout=5.0)
-    core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: str(int(now))}}})
+    core_v1.patch_namespaced_pod(
+        name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: str(int(now))}}}
+    )
     if bind:
         core_v1.create_namespaced_pod_binding(
             name, namespace, {"metadata": {"name": name}, "target": {"kind": "Node", "name": node}}, _preload_content=False
@@ -139,7 +157,9 @@ def schedule_pod(
     return annotations
 
 
-def pod_manifest(name: str, containers: Mapping[str, Mapping[str, str]], *, init: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+def pod_manifest(
+    name: str, containers: Mapping[str, Mapping[str, str]], *, init: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, Any]:
     """A pod whose containers (name → limits) ask for devices; ``init`` adds init containers."""
 
     def spec(items: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:

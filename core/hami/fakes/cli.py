@@ -19,8 +19,13 @@ if TYPE_CHECKING:
 @click.command("apiserver")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=0, show_default=True, type=int, help="Port; 0 picks a free one and prints it.")
-@click.option("--kubeconfig", "kubeconfig", type=click.Path(dir_okay=False), default=None,
-              help="Write the server's kubeconfig to FILE (default: a temporary file, removed on exit).")
+@click.option(
+    "--kubeconfig",
+    "kubeconfig",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the server's kubeconfig to FILE (default: a temporary file, removed on exit).",
+)
 def apiserver_command(host: str, port: int, kubeconfig: str | None) -> None:
     """Serve an in-memory Kubernetes API (core/v1 subset, leases, events) until Ctrl-C."""
     import shlex

@@ -34,8 +34,15 @@ class Scheduled:
 
 
 class ExtenderHarness:
-    def __init__(self, manager: BackendManager, core_v1: CoreV1Api, *, config: SchedulerConfig = SchedulerConfig(),
-                 keys: SigningKeys | None = TEST_KEYS, pod_wait: float = 1.0) -> None:
+    def __init__(
+        self,
+        manager: BackendManager,
+        core_v1: CoreV1Api,
+        *,
+        config: SchedulerConfig = SchedulerConfig(),
+        keys: SigningKeys | None = TEST_KEYS,
+        pod_wait: float = 1.0,
+    ) -> None:
         self.core_v1 = core_v1
         self.state = ClusterState(manager.kinds, capacity_devices=manager.node_capacity_devices)
         self.cache = ClusterCache(self.state, core_v1, watch_timeout=30)
@@ -57,7 +64,9 @@ class ExtenderHarness:
 
     def post(self, verb: str, body: Any) -> Any:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.server.url}/{verb}", data=data, headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{self.server.url}/{verb}", data=data, headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 

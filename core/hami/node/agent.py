@@ -105,8 +105,13 @@ class Agent:
         self.registrar = NodeRegistrar(core_v1, self.node, manager.kinds, request_timeout=options.request_timeout, clock=clock)
         pod_resources = options.pod_resources_socket or pod_resources_socket(options.device_plugin_dir)
         self.releaser = PodReleaser(
-            manager, core_v1, self.node, request_timeout=options.request_timeout, backoff=Backoff(options.retry_initial, options.retry_max),
-            discovery=lambda: self.discovery, ledger=options.state_dir / LEDGER_FILE,
+            manager,
+            core_v1,
+            self.node,
+            request_timeout=options.request_timeout,
+            backoff=Backoff(options.retry_initial, options.retry_max),
+            discovery=lambda: self.discovery,
+            ledger=options.state_dir / LEDGER_FILE,
             pod_resources=PodResourcesClient(pod_resources, timeout=options.request_timeout),
         )
         self.servers: dict[str, DevicePluginServer] = {}
@@ -134,15 +139,32 @@ class Agent:
 
     def start(self) -> Agent:
         if self.insecure:
-            log.warning("event=signature_check_disabled node=%s msg=%r", self.node, "--insecure-skip-signature: any pod annotation is trusted")
+            log.warning(
+                "event=signature_check_disabled node=%s msg=%r", self.node, "--insecure-skip-signature: any pod annotation is trusted"
+            )
         for record in self.manager.records:
             if record.status == "failed":
-                log.error("event=backend_broken backend=%s distribution=%s version=%s error=%r", record.name, record.distribution, record.version, record.error)
-        log.info("event=agent_starting node=%s backends=%s plugin_dir=%s", self.node, ",".join(sorted(self.manager.backends)), self.options.device_plugin_dir)
+                log.error(
+                    "event=backend_broken backend=%s distribution=%s version=%s error=%r",
+                    record.name,
+                    record.distribution,
+                    record.version,
+                    record.error,
+                )
+        log.info(
+            "event=agent_starting node=%s backends=%s plugin_dir=%s",
+            self.node,
+            ",".join(sorted(self.manager.backends)),
+            self.options.device_plugin_dir,
+        )
         self.refresh()
         with self._state:
             self._check_kubelet(restarted=False)
-        for target, name in ((self._registration_loop, "hami-node-register"), (self._health_loop, "hami-health"), (self._kubelet_loop, "hami-kubelet-watch")):
+        for target, name in (
+            (self._registration_loop, "hami-node-register"),
+            (self._health_loop, "hami-health"),
+            (self._kubelet_loop, "hami-kubelet-watch"),
+        ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -197,7 +219,11 @@ class Agent:
                 self._explained.add(key)
                 log.warning(
                     "event=device_not_advertised backend=%s node=%s id=%s index=%d reason=%r",
-                    seen.backend, self.node, seen.id, seen.physical.index, seen.physical.reason,
+                    seen.backend,
+                    self.node,
+                    seen.id,
+                    seen.physical.index,
+                    seen.physical.reason,
                 )
         with self._state:
             self.discovery = discovery
@@ -256,7 +282,9 @@ class Agent:
                     self.health[event.device_id] = event.healthy
                     if before != event.healthy:
                         changed = True
-                        log.warning("event=device_health device=%s backend=%s healthy=%s reason=%r", device.id, backend, event.healthy, event.reason)
+                        log.warning(
+                            "event=device_health device=%s backend=%s healthy=%s reason=%r", device.id, backend, event.healthy, event.reason
+                        )
         if changed:
             with self._state:
                 self._publish()

@@ -199,7 +199,13 @@ class Allocator:
             )
         candidates.sort(key=lambda p: (_bind_time(p), (p.get("metadata") or {}).get("creationTimestamp") or "", pod_key(p)))
         if len(candidates) > 1:
-            log.info("event=several_pending_pods node=%s resource=%s chosen=%s others=%s", self.node, resource, pod_key(candidates[0]), ",".join(pod_key(p) for p in candidates[1:]))
+            log.info(
+                "event=several_pending_pods node=%s resource=%s chosen=%s others=%s",
+                self.node,
+                resource,
+                pod_key(candidates[0]),
+                ",".join(pod_key(p) for p in candidates[1:]),
+            )
         return candidates[0]
 
     # ------------------------------------------------------------ Allocate
@@ -215,24 +221,39 @@ class Allocator:
                     response, container = self._allocate_for(pod, kind, devices_ids)
                     log.info(
                         "event=allocated pod=%s container=%s resource=%s devices=%s ms=%.1f",
-                        pod_key(pod), container, resource, ",".join(devices_ids), 1000 * (time.perf_counter() - started),
+                        pod_key(pod),
+                        container,
+                        resource,
+                        ",".join(devices_ids),
+                        1000 * (time.perf_counter() - started),
                     )
                     return response
                 except _Conflict:
                     conflicts -= 1
                     if conflicts <= 0:
-                        raise self._give_up(pod, AllocateError(
-                            f"pod {pod_key(pod)}: the pod kept changing while its {resource} devices were allocated", grpc.StatusCode.ABORTED)) from None
+                        raise self._give_up(
+                            pod,
+                            AllocateError(
+                                f"pod {pod_key(pod)}: the pod kept changing while its {resource} devices were allocated",
+                                grpc.StatusCode.ABORTED,
+                            ),
+                        ) from None
                     try:  # someone wrote the pod in between: start over from what is there now
                         reread = self._retrying(functools.partial(self._reread, pod), f"pod {pod_key(pod)}: cannot re-read it")
                     except AllocateError as exc:
                         raise self._give_up(pod, exc) from None
                     if reread is None:
-                        raise self._give_up(pod, AllocateError(f"pod {pod_key(pod)} was deleted while it was being allocated", grpc.StatusCode.NOT_FOUND)) from None
+                        raise self._give_up(
+                            pod, AllocateError(f"pod {pod_key(pod)} was deleted while it was being allocated", grpc.StatusCode.NOT_FOUND)
+                        ) from None
                     if not self._safe_pending(reread, kind):
-                        raise self._give_up(reread, AllocateError(
-                            f"pod {pod_key(pod)} is no longer waiting for {resource} devices on {self.node} (changed while it was being allocated)",
-                            grpc.StatusCode.ABORTED)) from None
+                        raise self._give_up(
+                            reread,
+                            AllocateError(
+                                f"pod {pod_key(pod)} is no longer waiting for {resource} devices on {self.node} (changed while it was being allocated)",
+                                grpc.StatusCode.ABORTED,
+                            ),
+                        ) from None
                     pod = reread
                 except AllocateError as exc:
                     raise self._give_up(pod, exc) from None
@@ -243,7 +264,9 @@ class Allocator:
                         continue
                     if is_transient(exc):
                         raise self._give_up(pod, self._api_error(exc, f"pod {pod_key(pod)}: cannot update its allocation")) from None
-                    raise self._give_up(pod, AllocateError(f"pod {pod_key(pod)}: {type(exc).__name__}: {exc}", grpc.StatusCode.INTERNAL, permanent=True)) from None
+                    raise self._give_up(
+                        pod, AllocateError(f"pod {pod_key(pod)}: {type(exc).__name__}: {exc}", grpc.StatusCode.INTERNAL, permanent=True)
+                    ) from None
 
     def _retrying(self, call: Callable[[], Any], what: str) -> Any:
         """``call()``, retried ``api_retries`` times on a transient API error; AllocateError saying why."""
@@ -284,7 +307,9 @@ class Allocator:
 
     def _api_error(self, exc: BaseException, what: str) -> AllocateError:
         if is_transient(exc):
-            return AllocateError(f"{what}: the API server is unreachable ({describe_api_error(exc)}); retry when it is back", grpc.StatusCode.UNAVAILABLE)
+            return AllocateError(
+                f"{what}: the API server is unreachable ({describe_api_error(exc)}); retry when it is back", grpc.StatusCode.UNAVAILABLE
+            )
         return AllocateError(f"{what}: {describe_api_error(exc)}", grpc.StatusCode.UNKNOWN)
 
     def _allocate_for(self, pod: Pod, kind: DeviceKind, devices_ids: Sequence[str]) -> tuple[api_pb2.ContainerAllocateResponse, str]:
@@ -315,9 +340,13 @@ class Allocator:
         name = container.get("name", f"#{step.index}")
         wrong = sorted({g.vendor for g in step.grants} - {kind.vendor})
         if wrong:
-            raise refuse(f"{kind.annotations.to_allocate} grants devices of vendor {wrong} to container \"{name}\"; {resource} serves {kind.vendor!r}")
+            raise refuse(
+                f'{kind.annotations.to_allocate} grants devices of vendor {wrong} to container "{name}"; {resource} serves {kind.vendor!r}'
+            )
         if len(step.grants) != len(devices_ids):
-            raise refuse(f"kubelet asked for {len(devices_ids)} devices of {resource} but the scheduler granted {len(step.grants)} to container \"{name}\"")
+            raise refuse(
+                f'kubelet asked for {len(devices_ids)} devices of {resource} but the scheduler granted {len(step.grants)} to container "{name}"'
+            )
         self._note_slot_mismatch(key, name, step.grants, devices_ids)
         try:
             node: NodeContext | str
@@ -331,9 +360,9 @@ class Allocator:
             edits = self.manager.container_edits(step.grants, pod, container, node, devices)
             response = to_response(edits)
         except ContractError as exc:  # a bug in the backend, not something the pod can change
-            raise refuse(f"container \"{name}\": {exc}", grpc.StatusCode.INTERNAL) from None
+            raise refuse(f'container "{name}": {exc}', grpc.StatusCode.INTERNAL) from None
         except HamiError as exc:  # refused or crashed: named by the manager, with the backend's reason
-            raise refuse(f"container \"{name}\": {exc}") from None
+            raise refuse(f'container "{name}": {exc}') from None
         update = {kind.annotations.to_allocate: step.remaining}
         done = is_fully_allocated({**ann, **update}, self.manager.kinds)
         if done:
@@ -358,8 +387,12 @@ class Allocator:
             body["metadata"]["resourceVersion"] = meta["resourceVersion"]
         try:
             self.core_v1.patch_namespaced_pod(
-                cast(str, meta.get("name")), meta.get("namespace") or "default", body,
-                _preload_content=False, _request_timeout=self.request_timeout, _content_type=MERGE_PATCH,
+                cast(str, meta.get("name")),
+                meta.get("namespace") or "default",
+                body,
+                _preload_content=False,
+                _request_timeout=self.request_timeout,
+                _content_type=MERGE_PATCH,
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -422,7 +455,9 @@ class Allocator:
                 if self._try_fail(pod, message, recheck=True):
                     log.info("event=pod_allocation_failure_recorded pod=%s node=%s", pod_key(pod), self.node)
                     return
-            log.warning("event=pod_allocation_failure_not_recorded pod=%s node=%s after=%.0fs", pod_key(pod), self.node, self.cleanup_deadline)
+            log.warning(
+                "event=pod_allocation_failure_not_recorded pod=%s node=%s after=%.0fs", pod_key(pod), self.node, self.cleanup_deadline
+            )
         finally:
             self._event_written.pop(pod_key(pod), None)
 

@@ -59,18 +59,47 @@ def _setup_logging(level: str) -> None:
 @click.command("agent")
 @click.option("--node-name", envvar="NODE_NAME", help="This node's name (default: $NODE_NAME).")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Kubeconfig file; in-cluster config when absent.")
-@click.option("--device-plugin-dir", default=DEVICE_PLUGIN_DIR, show_default=True, type=click.Path(file_okay=False), help="Kubelet's device plugin directory.")
+@click.option(
+    "--device-plugin-dir",
+    default=DEVICE_PLUGIN_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Kubelet's device plugin directory.",
+)
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML: per-backend config overrides.")
-@click.option("--signing-key-dir", envvar="HAMI_SIGNING_KEY_DIR", type=click.Path(exists=True, file_okay=False),
-              help="Directory with the scheduler's Ed25519 'public-key' (optional 'previous-public-key'); never the private key.")
-@click.option("--accept-legacy-hmac-key", type=click.Path(exists=True, dir_okay=False),
-              help="Also accept allocations signed with this HMAC key of a release before Ed25519 signatures (upgrade window only).")
+@click.option(
+    "--signing-key-dir",
+    envvar="HAMI_SIGNING_KEY_DIR",
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory with the scheduler's Ed25519 'public-key' (optional 'previous-public-key'); never the private key.",
+)
+@click.option(
+    "--accept-legacy-hmac-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Also accept allocations signed with this HMAC key of a release before Ed25519 signatures (upgrade window only).",
+)
 @click.option("--insecure-skip-signature", is_flag=True, help="Trust pod allocation annotations without a signature (testing only).")
-@click.option("--register-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between node annotation writes.")
-@click.option("--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between device health checks.")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]), help="Level of the agent's structured logs.")
-@click.option("--metrics-bind", default="0.0.0.0:9394", show_default=True, help="HOST:PORT of the Prometheus /metrics endpoint; empty to disable.")
-@click.option("--legacy-metrics", is_flag=True, help="Also export HAMi's pre-2.8 metric names (vGPU_device_memory_limit_in_bytes), as HAMi's flag does.")
+@click.option(
+    "--register-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between node annotation writes."
+)
+@click.option(
+    "--health-interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds between device health checks."
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Level of the agent's structured logs.",
+)
+@click.option(
+    "--metrics-bind", default="0.0.0.0:9394", show_default=True, help="HOST:PORT of the Prometheus /metrics endpoint; empty to disable."
+)
+@click.option(
+    "--legacy-metrics",
+    is_flag=True,
+    help="Also export HAMi's pre-2.8 metric names (vGPU_device_memory_limit_in_bytes), as HAMi's flag does.",
+)
 @click.option(
     "--state-dir",
     default="/var/lib/hami",
@@ -101,7 +130,9 @@ def agent_command(
     if not node_name:
         raise click.UsageError("the node name is unknown: pass --node-name or set NODE_NAME (the DaemonSet sets it from spec.nodeName)")
     if signing_key_dir is None and not insecure_skip_signature:
-        raise click.UsageError("pass --signing-key-dir (or set HAMI_SIGNING_KEY_DIR), or --insecure-skip-signature to trust any pod annotation")
+        raise click.UsageError(
+            "pass --signing-key-dir (or set HAMI_SIGNING_KEY_DIR), or --insecure-skip-signature to trust any pod annotation"
+        )
     try:
         keys = SigningKeys.public_from_directory(signing_key_dir, legacy_hmac_key=accept_legacy_hmac_key) if signing_key_dir else None
         manager = configured_manager(config_path)
@@ -126,7 +157,13 @@ ISOLATION_STYLE = {"enforced": "[green]enforced[/]", "advisory": "[red]advisory[
 
 @click.command("devices")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-@click.option("--node-name", envvar="NODE_NAME", default=socket.gethostname, show_default="$NODE_NAME or the host name", help="Node name (the inventory is keyed by it).")
+@click.option(
+    "--node-name",
+    envvar="NODE_NAME",
+    default=socket.gethostname,
+    show_default="$NODE_NAME or the host name",
+    help="Node name (the inventory is keyed by it).",
+)
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML: per-backend config overrides.")
 def devices_command(as_json: bool, node_name: str, config_path: str | None) -> None:
     """Discover and split this machine's devices with every installed backend; show what would be advertised."""
@@ -149,14 +186,40 @@ def devices_command(as_json: bool, node_name: str, config_path: str | None) -> N
     from rich.table import Table
 
     table = Table(title=f"hami devices on {node_name}")
-    for column in ("backend", "vendor", "index", "id", "type", "memory MiB", "cores", "numa", "health", "resource", "slots", "advertised MiB", "advertised", "isolation"):
+    for column in (
+        "backend",
+        "vendor",
+        "index",
+        "id",
+        "type",
+        "memory MiB",
+        "cores",
+        "numa",
+        "health",
+        "resource",
+        "slots",
+        "advertised MiB",
+        "advertised",
+        "isolation",
+    ):
         table.add_column(column, overflow="fold")
     for r in rows:
         shown = "[green]Healthy[/]" if r["health"] == "Healthy" else "[red]Unhealthy[/]"
         offered = "yes" if r["advertised"] else "[yellow]no[/] (below)"
         table.add_row(
-            r["backend"], r["vendor"], str(r["index"]), r["id"], r["type"], str(r["memory_mib"] or "?"), str(r["cores"]),
-            str(r["numa"]), shown, r["resource"] or "-", str(r["slots"]), str(r["schedulable_memory_mib"]), offered,
+            r["backend"],
+            r["vendor"],
+            str(r["index"]),
+            r["id"],
+            r["type"],
+            str(r["memory_mib"] or "?"),
+            str(r["cores"]),
+            str(r["numa"]),
+            shown,
+            r["resource"] or "-",
+            str(r["slots"]),
+            str(r["schedulable_memory_mib"]),
+            offered,
             ISOLATION_STYLE.get(r["isolation"], r["isolation"]),
         )
     console = Console(width=None if sys.stdout.isatty() else 200)

@@ -14,8 +14,8 @@ from typing import Any
 
 import attrs
 
-from hami.node.deviceplugin import HEALTHY, UNHEALTHY
 from hami.errors import BackendRefused
+from hami.node.deviceplugin import HEALTHY, UNHEALTHY
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import Enforcement, Grant, GrantedDevice, NodeContext, PhysicalDevice, SchedulableDevice, frozen_map, frozen_tuple
 from hami.wire.isolation import ADVISORY, ENFORCED, UNVERIFIED, WHOLE_ONLY, ModeState, state_for
@@ -108,10 +108,25 @@ class UnadvertisedDevice:
         """The ``hami devices --json`` row: the same keys as an advertised device's, nothing offered."""
         p = self.physical
         return {
-            "backend": self.backend, "vendor": p.vendor, "id": p.id, "index": p.index, "type": p.type,
-            "memory_mib": p.memory or None, "cores": p.cores, "numa": p.numa, "health": health_word(p.healthy),
-            "resource": None, "slots": 0, "schedulable_memory_mib": 0, "schedulable_cores": 0, "mode": "",
-            "slot_ids": [], "advertised": False, "reason": p.reason, "isolation": UNVERIFIED, "isolation_reason": "",
+            "backend": self.backend,
+            "vendor": p.vendor,
+            "id": p.id,
+            "index": p.index,
+            "type": p.type,
+            "memory_mib": p.memory or None,
+            "cores": p.cores,
+            "numa": p.numa,
+            "health": health_word(p.healthy),
+            "resource": None,
+            "slots": 0,
+            "schedulable_memory_mib": 0,
+            "schedulable_cores": 0,
+            "mode": "",
+            "slot_ids": [],
+            "advertised": False,
+            "reason": p.reason,
+            "isolation": UNVERIFIED,
+            "isolation_reason": "",
         }
 
 
@@ -141,7 +156,9 @@ class Discovery:
                 out.append(GrantedDevice(grant, device.physical, device.schedulable))
             elif not missing_ok:
                 known = sorted(d.id for d in self.devices if d.vendor == grant.vendor)
-                raise BackendRefused(f"granted {grant.vendor} device {grant.id!r} is not on this node (found: {', '.join(known) or 'none'})")
+                raise BackendRefused(
+                    f"granted {grant.vendor} device {grant.id!r} is not on this node (found: {', '.join(known) or 'none'})"
+                )
         return out
 
     def by_resource(self) -> dict[str, list[NodeDevice]]:
@@ -203,7 +220,9 @@ def advisory_limits(config: Mapping[str, Any]) -> bool:
     return config.get("advisory_limits") is True
 
 
-def enforce(manager: BackendManager, backend: str, context: NodeContext, found: list[NodeDevice]) -> tuple[list[NodeDevice], list[ModeState]]:
+def enforce(
+    manager: BackendManager, backend: str, context: NodeContext, found: list[NodeDevice]
+) -> tuple[list[NodeDevice], list[ModeState]]:
     """Ask ``backend`` what enforces its shares here (``hami_enforcement``) and hold each device to
     it: enforced as split; mechanism missing: one slot (whole devices only) unless the backend's
     config sets ``advisory_limits: true``. A failing check counts as missing (never offer a share

@@ -16,8 +16,7 @@ def to_response(edits: ContainerEdits) -> api_pb2.ContainerAllocateResponse:
         envs=dict(edits.env),
         mounts=[api_pb2.Mount(container_path=m.container_path, host_path=m.host_path, read_only=m.read_only) for m in edits.mounts],
         devices=[
-            api_pb2.DeviceSpec(container_path=d.container_path, host_path=d.host_path, permissions=d.permissions)
-            for d in edits.devices
+            api_pb2.DeviceSpec(container_path=d.container_path, host_path=d.host_path, permissions=d.permissions) for d in edits.devices
         ],
         annotations=dict(edits.annotations),
         cdi_devices=[api_pb2.CDIDevice(name=name) for name in edits.cdi_devices],

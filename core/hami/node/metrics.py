@@ -113,24 +113,35 @@ class AgentCollector(Collector):
         info = out.gauge("hami_agent_device_health", "1 when the device is healthy (advertised Healthy to kubelet)", dev_labels)
         memory = out.gauge("hami_agent_device_memory_bytes", "Schedulable device memory advertised", dev_labels)
         slots = out.gauge("hami_agent_device_slots", "Share slots advertised to kubelet", dev_labels)
-        mem_alloc = out.gauge("hami_agent_device_memory_allocated_bytes", "Device memory granted to live pods on this node",
-                              dev_labels)
-        core_alloc = out.gauge("hami_agent_device_core_allocated_ratio", "Compute granted to live pods (percent of a device, 100 = whole)",
-                               dev_labels)
+        mem_alloc = out.gauge("hami_agent_device_memory_allocated_bytes", "Device memory granted to live pods on this node", dev_labels)
+        core_alloc = out.gauge(
+            "hami_agent_device_core_allocated_ratio", "Compute granted to live pods (percent of a device, 100 = whole)", dev_labels
+        )
         shared = out.gauge("hami_agent_device_shared_count", "Containers holding the device", dev_labels)
         ctr_labels = ["namespace", "pod", "container", "vdevice_index", "device_uuid"]
         vmem = out.gauge("hami_vgpu_memory_limit_bytes", "vGPU device memory limit in bytes", ctr_labels)
-        vcore = out.gauge("hami_vgpu_core_limit_ratio", "Compute limit of a container (percent of a device, 100 = whole; 0 = no limit)",
-                          ctr_labels)
-        legacy_vmem = (out.gauge("vGPU_device_memory_limit_in_bytes", "vGPU device limit",
-                                 ["podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"]) if self.legacy else None)
-        broken = out.gauge("hami_agent_backend_load_errors", "1 per backend that failed to load",
-                           ["node", "backend", "distribution", "version"])
+        vcore = out.gauge(
+            "hami_vgpu_core_limit_ratio", "Compute limit of a container (percent of a device, 100 = whole; 0 = no limit)", ctr_labels
+        )
+        legacy_vmem = (
+            out.gauge(
+                "vGPU_device_memory_limit_in_bytes", "vGPU device limit", ["podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"]
+            )
+            if self.legacy
+            else None
+        )
+        broken = out.gauge(
+            "hami_agent_backend_load_errors", "1 per backend that failed to load", ["node", "backend", "distribution", "version"]
+        )
         undiscovered = out.gauge("hami_agent_discovery_errors", "1 per backend whose discovery failed", ["node", "backend"])
-        isolation = out.gauge("hami_isolation_ready", "1 when what enforces a share mode's limits is on this node (0: missing, shares whole-only or advisory)",
-                              ["node", "vendor", "mode"])
-        pod_list = out.gauge("hami_agent_pod_list_errors", "Scrapes that could not list this node's pods (allocation metrics missing)",
-                             ["node"])
+        isolation = out.gauge(
+            "hami_isolation_ready",
+            "1 when what enforces a share mode's limits is on this node (0: missing, shares whole-only or advisory)",
+            ["node", "vendor", "mode"],
+        )
+        pod_list = out.gauge(
+            "hami_agent_pod_list_errors", "Scrapes that could not list this node's pods (allocation metrics missing)", ["node"]
+        )
 
         totals: dict[str, list[float]] = {}
         live_keys: set[tuple[str, str]] = set()
@@ -190,8 +201,11 @@ class AgentCollector(Collector):
         host = ["node", "device_index", "device_uuid", "device_type"]
         host_mem = out.gauge("hami_host_gpu_memory_used_bytes", "Device memory in use on the host, every process included", host)
         host_util = out.gauge("hami_host_gpu_utilization_ratio", "Device compute utilization (0-100)", host)
-        host_mc = out.gauge("hami_host_gpu_memory_controller_utilization_ratio", "Device memory controller utilization (0-100)",
-                            ["device_index", "device_uuid", "device_type"])
+        host_mc = out.gauge(
+            "hami_host_gpu_memory_controller_utilization_ratio",
+            "Device memory controller utilization (0-100)",
+            ["device_index", "device_uuid", "device_type"],
+        )
         power = out.gauge("hami_agent_device_power_watts", "Device power draw", host)
         temperature = out.gauge("hami_agent_device_temperature_celsius", "Device temperature", host)
         ctr = ["namespace", "pod", "container", "vdevice_index", "device_uuid"]
@@ -199,12 +213,17 @@ class AgentCollector(Collector):
         ctr_mem = out.gauge("hami_container_device_memory_bytes", "Container device memory usage in bytes", ctr)
         ctr_util = out.gauge("hami_container_device_utilization_ratio", "Container device SM utilization (0-100)", ctr)
         last = out.gauge("hami_container_last_kernel_elapsed_seconds", "Seconds since last kernel execution in container", ctr)
-        parts = {name: out.gauge(f"hami_vgpu_memory_{name}_bytes", f"Container device memory {name} size in bytes", ctr)
-                 for name in ("context", "module", "buffer")}
+        parts = {
+            name: out.gauge(f"hami_vgpu_memory_{name}_bytes", f"Container device memory {name} size in bytes", ctr)
+            for name in ("context", "module", "buffer")
+        }
         throttled = out.gauge("hami_agent_container_throttled", "1 while priority feedback holds the container back", ctr)
-        age = out.gauge("hami_agent_usage_sample_age_seconds", "Age of the usage sample this scrape shows (sampled every usage_interval)", ["node"])
-        skipped = out.gauge("hami_agent_usage_skipped", "What the last usage sample could not read (truncated, foreign or stale files)",
-                            ["node", "backend"])
+        age = out.gauge(
+            "hami_agent_usage_sample_age_seconds", "Age of the usage sample this scrape shows (sampled every usage_interval)", ["node"]
+        )
+        skipped = out.gauge(
+            "hami_agent_usage_skipped", "What the last usage sample could not read (truncated, foreign or stale files)", ["node", "backend"]
+        )
         legacy = self.legacy
         if legacy:
             legacy_host = ["nodeid", "deviceidx", "deviceuuid", "devicetype"]
@@ -265,9 +284,16 @@ class AllocateCall:
 class AgentMetrics:
     def __init__(self, agent: AgentView, pods: PodSource | None = None, *, legacy: bool = False) -> None:
         self.registry = CollectorRegistry()
-        self.allocate_seconds = Histogram("hami_agent_allocate_seconds", "Allocate latency (kubelet's call, API round trips included)", ["resource"],
-                                          registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.allocate_calls = Counter("hami_agent_allocate", "Allocate calls by resource and gRPC code", ["resource", "code"], registry=self.registry)
+        self.allocate_seconds = Histogram(
+            "hami_agent_allocate_seconds",
+            "Allocate latency (kubelet's call, API round trips included)",
+            ["resource"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.allocate_calls = Counter(
+            "hami_agent_allocate", "Allocate calls by resource and gRPC code", ["resource", "code"], registry=self.registry
+        )
         self.registry.register(AgentCollector(agent, pods, legacy=legacy))
 
     def observe_allocate(self, resource: str, seconds: float, code: str = "OK") -> None:
@@ -292,10 +318,10 @@ class AgentMetrics:
 class _Handler(BaseHTTPRequestHandler):
     server: MetricsServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("event=metrics_http %s", format % args)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path.split("?", 1)[0] == "/metrics":
             body, ctype, status = generate_latest(self.server.registry), CONTENT_TYPE_LATEST, 200
         elif self.path in ("/healthz", "/readyz", "/livez"):
@@ -333,4 +359,3 @@ def serve_metrics(registry: CollectorRegistry, host: str = "0.0.0.0", port: int 
     server._thread.start()
     log.info("event=agent_metrics_serving url=%s/metrics", server.url)
     return server
-

@@ -63,7 +63,9 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
             self._devices = new
             self._generation += 1
             self._cond.notify_all()
-        log.info("event=devices_updated resource=%s devices=%d unhealthy=%d", self.resource, len(new), sum(d.health != "Healthy" for d in new))
+        log.info(
+            "event=devices_updated resource=%s devices=%d unhealthy=%d", self.resource, len(new), sum(d.health != "Healthy" for d in new)
+        )
         return True
 
     @property
@@ -126,7 +128,9 @@ class DevicePluginServicer(api_pb2_grpc.DevicePluginServicer):
                 except Exception as exc:  # a bug must become a status kubelet shows, not a dead thread
                     code = "INTERNAL"
                     log.exception("event=allocate_crashed resource=%s", self.resource)
-                    context.abort(grpc.StatusCode.INTERNAL, f"{self.resource}: internal error in the hami agent: {type(exc).__name__}: {exc}")
+                    context.abort(
+                        grpc.StatusCode.INTERNAL, f"{self.resource}: internal error in the hami agent: {type(exc).__name__}: {exc}"
+                    )
             return api_pb2.AllocateResponse(container_responses=responses)
         finally:
             if self.metrics is not None:

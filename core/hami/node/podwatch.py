@@ -322,7 +322,13 @@ class PodReleaser:
                         context = found.contexts.get(self.manager.owner(vendor).name) or self.node
                         self.manager.release(grants, pod, container, context, found.granted(grants, missing_ok=True))
                 except Exception as exc:  # one backend's failure must not stop the others' release
-                    log.warning("event=release_failed pod=%s container=%s vendor=%s error=%r", pod_key(pod), container.get("name"), vendor, f"{type(exc).__name__}: {exc}")
+                    log.warning(
+                        "event=release_failed pod=%s container=%s vendor=%s error=%r",
+                        pod_key(pod),
+                        container.get("name"),
+                        vendor,
+                        f"{type(exc).__name__}: {exc}",
+                    )
                     continue
                 done.append((vendor, str(container.get("name"))))
         if done:

@@ -67,9 +67,7 @@ def node_annotations(
         keys = kind.annotations
         if not devices and keys.node_register not in existing:
             continue
-        schedulable: list[SchedulableDevice] = [
-            _with_health(d.schedulable, health.get(d.id, d.schedulable.healthy)) for d in devices
-        ]
+        schedulable: list[SchedulableDevice] = [_with_health(d.schedulable, health.get(d.id, d.schedulable.healthy)) for d in devices]
         out[keys.node_register] = encode_node_devices(schedulable, kind.node_encoding)
         out[keys.handshake] = handshake_value(now)
     if discovery.isolation or ISOLATION_ANNOTATION in existing:
@@ -86,7 +84,15 @@ def _with_health(device: SchedulableDevice, healthy: bool) -> SchedulableDevice:
 class NodeRegistrar:
     """Writes :func:`node_annotations` onto the Node through the API server."""
 
-    def __init__(self, core_v1: CoreV1Api, node: str, kinds: Mapping[str, DeviceKind], *, request_timeout: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        core_v1: CoreV1Api,
+        node: str,
+        kinds: Mapping[str, DeviceKind],
+        *,
+        request_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.core_v1 = core_v1
         self.node = node
         self.kinds = kinds
@@ -100,10 +106,15 @@ class NodeRegistrar:
         annotations = node_annotations(self.kinds, discovery, health, existing, self.clock())
         if annotations:
             self.core_v1.patch_node(
-                self.node, {"metadata": {"annotations": annotations}},
-                _preload_content=False, _request_timeout=self.request_timeout, _content_type="application/merge-patch+json",
+                self.node,
+                {"metadata": {"annotations": annotations}},
+                _preload_content=False,
+                _request_timeout=self.request_timeout,
+                _content_type="application/merge-patch+json",
             )
-        log.info("event=node_registered node=%s annotations=%s devices=%d", self.node, ",".join(sorted(annotations)), len(discovery.devices))
+        log.info(
+            "event=node_registered node=%s annotations=%s devices=%d", self.node, ",".join(sorted(annotations)), len(discovery.devices)
+        )
         after = annotations.get(ISOLATION_ANNOTATION)
         if after is not None and after != existing.get(ISOLATION_ANNOTATION):
             self.isolation_event(after)

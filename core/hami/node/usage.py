@@ -61,10 +61,16 @@ def container_shares(pods: Iterable[Mapping[str, Any]], kinds: Mapping[str, Any]
                     continue
                 container = containers[index]
                 limits = ((container.get("resources") or {}).get("limits")) or {}
-                out.setdefault(vendor, []).append(ContainerShare(
-                    namespace=meta.get("namespace") or "default", pod=meta.get("name") or "?", pod_uid=str(meta["uid"]),
-                    container=container.get("name") or f"#{index}", grants=grants, limits=limits,
-                ))
+                out.setdefault(vendor, []).append(
+                    ContainerShare(
+                        namespace=meta.get("namespace") or "default",
+                        pod=meta.get("name") or "?",
+                        pod_uid=str(meta["uid"]),
+                        container=container.get("name") or f"#{index}",
+                        grants=grants,
+                        limits=limits,
+                    )
+                )
     return out
 
 
@@ -89,8 +95,15 @@ class UsageSampler:
     """Samples on its own thread (``start``) and on demand when the container set changed."""
 
     def __init__(
-        self, agent: Any, pods: Callable[[], Iterable[Mapping[str, Any]]], *, interval: float = DEFAULT_INTERVAL, min_gap: float = 1.0,
-        clock: Callable[[], float] = time.monotonic, publish_interval: float = PUBLISH_INTERVAL, wall: Callable[[], float] = time.time,
+        self,
+        agent: Any,
+        pods: Callable[[], Iterable[Mapping[str, Any]]],
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        min_gap: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        publish_interval: float = PUBLISH_INTERVAL,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.agent = agent
         self.pods = pods
@@ -159,7 +172,11 @@ class UsageSampler:
             devices[load.device_id] = [load.memory_used, pct]
         for share in snap.shares():
             pct = round(share.utilization * 100, 1) if share.utilization is not None else None
-            shares.setdefault(f"{share.namespace}/{share.pod}/{share.container}", {})[share.device_id] = [share.memory_used, pct, int(share.throttled)]
+            shares.setdefault(f"{share.namespace}/{share.pod}/{share.container}", {})[share.device_id] = [
+                share.memory_used,
+                pct,
+                int(share.throttled),
+            ]
         return json.dumps({"t": int(self.wall()), "devices": devices, "shares": shares}, separators=(",", ":"), sort_keys=True)
 
     def publish(self) -> bool:
@@ -172,8 +189,11 @@ class UsageSampler:
             return False
         try:
             core_v1.patch_node(
-                self.agent.node, {"metadata": {"annotations": {USAGE_ANNOTATION: self.summary()}}},
-                _preload_content=False, _request_timeout=5.0, _content_type="application/merge-patch+json",
+                self.agent.node,
+                {"metadata": {"annotations": {USAGE_ANNOTATION: self.summary()}}},
+                _preload_content=False,
+                _request_timeout=5.0,
+                _content_type="application/merge-patch+json",
             )
         except Exception as exc:
             log.warning("event=usage_publish_failed node=%s error=%r", self.agent.node, f"{type(exc).__name__}: {exc}")

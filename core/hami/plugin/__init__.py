@@ -10,4 +10,4 @@ ENTRY_POINT_GROUP = "hami.backends"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["PROJECT", "ENTRY_POINT_GROUP", "hookspec", "hookimpl"]
+__all__ = ["ENTRY_POINT_GROUP", "PROJECT", "hookimpl", "hookspec"]

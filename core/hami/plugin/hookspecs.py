@@ -134,7 +134,9 @@ def hami_device_health(devices: Sequence[PhysicalDevice], config: Config, node: 
 
 
 @hookspec
-def hami_sample_usage(devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], config: Config, node: NodeContext) -> UsageReport | None:
+def hami_sample_usage(
+    devices: Sequence[PhysicalDevice], containers: Sequence[ContainerShare], config: Config, node: NodeContext
+) -> UsageReport | None:
     """Measure what ``devices`` and the ``containers`` holding them are doing now: memory in use,
     compute utilization, power and temperature per device, and per container share what it uses
     of its grant (HAMi's device monitor reads the driver and HAMi-core's shared region for this).
@@ -208,7 +210,9 @@ def hami_split_device(device: PhysicalDevice, config: Config, node: NodeContext)
 
 
 @hookspec
-def hami_node_annotations(devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Config) -> NodeAnnotations | None:
+def hami_node_annotations(
+    devices: Sequence[SchedulableDevice], physical: Sequence[PhysicalDevice], config: Config
+) -> NodeAnnotations | None:
     """Extra node annotations to publish beside the device list: what the scheduler needs to
     choose devices together (link pair scores, interconnect rings).
 
@@ -406,7 +410,9 @@ def hami_container_edits(
 
 
 @hookspec
-def hami_prepare(grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Pod, container: Container, config: Config, node: NodeContext) -> None:
+def hami_prepare(
+    grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Pod, container: Container, config: Config, node: NodeContext
+) -> None:
     """Create what the grants need on the host before the container starts (a virtual device,
     a device config, a hardware partition). Called before ``hami_container_edits``.
 
@@ -425,7 +431,9 @@ def hami_prepare(grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod:
 
 
 @hookspec
-def hami_release(grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Pod, container: Container, config: Config, node: NodeContext) -> None:
+def hami_release(
+    grants: Sequence[Grant], devices: Sequence[GrantedDevice], pod: Pod, container: Container, config: Config, node: NodeContext
+) -> None:
     """Undo ``hami_prepare`` once the container's pod is gone. Vendor-dispatched; idempotent.
     ``devices`` holds the grants still found on this node (a vanished device is left out).
 

@@ -205,7 +205,9 @@ class BackendManager:
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken backend must not take the others down
-                records.append(self._failed(ep.name, dist_name, version, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}", exc))
+                records.append(
+                    self._failed(ep.name, dist_name, version, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}", exc)
+                )
                 continue
             records.append(self.register(plugin, name=ep.name, distribution=dist_name, version=version))
         self.check_pending()
@@ -248,7 +250,9 @@ class BackendManager:
         self._callers.clear()
         self._policies = None
         self.records.append(record)
-        log.info("event=backend_loaded backend=%s distribution=%s version=%s vendors=%s", label, distribution, version, ",".join(record.vendors))
+        log.info(
+            "event=backend_loaded backend=%s distribution=%s version=%s vendors=%s", label, distribution, version, ",".join(record.vendors)
+        )
         return record
 
     def _failed(self, name: str, distribution: str, version: str, error: str, exc: Exception) -> BackendRecord:
@@ -266,9 +270,9 @@ class BackendManager:
     def _check_unmarked(plugin: object) -> None:
         """A ``hami_*`` function without ``@hookimpl`` would be silently ignored by pluggy."""
         for attr in dir(plugin):
-            if attr.startswith("hami_") and callable(getattr(plugin, attr, None)):
-                if getattr(getattr(plugin, attr), f"{PROJECT}_impl", None) is None:
-                    raise BackendLoadError(f"{attr} is not marked with @hami.hookimpl")
+            marked = getattr(getattr(plugin, attr, None), f"{PROJECT}_impl", None) is not None
+            if attr.startswith("hami_") and callable(getattr(plugin, attr, None)) and not marked:
+                raise BackendLoadError(f"{attr} is not marked with @hami.hookimpl")
 
     def _check_hook_names(self, plugin: object) -> None:
         """A misspelled hook (``hami_discover_device``) fails loudly instead of never being called."""
@@ -285,7 +289,9 @@ class BackendManager:
     def _claim(self, plugin: object, info: BackendInfo, name: str | None, distribution: str, version: str) -> None:
         if info.name in self._backends:
             other = self._backends[info.name][2]
-            raise BackendLoadError(f"backend name {info.name!r} is already taken by {other.distribution or other.name} {other.version}".rstrip())
+            raise BackendLoadError(
+                f"backend name {info.name!r} is already taken by {other.distribution or other.name} {other.version}".rstrip()
+            )
         for vendor in info.vendors:
             if vendor in self._owners:
                 other = self._backends[self._owners[vendor]][2]
@@ -320,7 +326,9 @@ class BackendManager:
         try:
             return self._kinds[vendor]
         except KeyError:
-            raise BackendError(f"no installed backend owns vendor key {vendor!r} (installed: {', '.join(sorted(self._owners)) or 'none'})") from None
+            raise BackendError(
+                f"no installed backend owns vendor key {vendor!r} (installed: {', '.join(sorted(self._owners)) or 'none'})"
+            ) from None
 
     def kind_for_resource(self, resource: str) -> DeviceKind | None:
         return self._resource_kinds.get(resource)
@@ -332,7 +340,9 @@ class BackendManager:
     def configure(self, backend: str, overrides: Mapping[str, Any]) -> None:
         """Overlay the operator's settings on a backend's ``default_config`` for every later call."""
         if backend not in self._backends:
-            raise BackendError(f"cannot configure {backend!r}: not a loaded backend (loaded: {', '.join(sorted(self._backends)) or 'none'})")
+            raise BackendError(
+                f"cannot configure {backend!r}: not a loaded backend (loaded: {', '.join(sorted(self._backends)) or 'none'})"
+            )
         declared = self._declared.setdefault(backend, self._backends[backend][1])
         self._rename(backend, renamed_info(declared, {**declared.default_config, **overrides}))
         self._overrides[backend] = dict(overrides)
@@ -378,7 +388,8 @@ class BackendManager:
             if key not in self._callers:
                 keep = {id(self._backends[backend][0])} if backend else set()
                 remove = [
-                    p for p in self.pm.get_plugins()
+                    p
+                    for p in self.pm.get_plugins()
                     if id(p) not in keep and (not cross_cutting or any(p is b for b, _, _ in self._backends.values()))
                 ]
                 self._callers[key] = self.pm.subset_hook_caller(hook, remove)
@@ -421,7 +432,9 @@ class BackendManager:
         every result paired with who returned it."""
         results: list[tuple[str, Any]] = []
         for backend in self._backends:
-            results.extend((backend, r) for r in self._invoke(hook, backend, {"config": self.config(backend), **kwargs}, cross_cutting=False))
+            results.extend(
+                (backend, r) for r in self._invoke(hook, backend, {"config": self.config(backend), **kwargs}, cross_cutting=False)
+            )
         results.extend(("cross-cutting plugins", r) for r in self._invoke(hook, None, {"config": frozen_map({}), **kwargs}))
         return results
 
@@ -456,12 +469,18 @@ class BackendManager:
         devices = [d for batch in found for d in _expect_list(batch, PhysicalDevice, "hami_discover_devices", backend)]
         for device in devices:
             if device.vendor not in info.vendors:
-                raise ContractError(f"returned device {device.id!r} of vendor {device.vendor!r}, which it does not own", backend=backend, hook="hami_discover_devices")
+                raise ContractError(
+                    f"returned device {device.id!r} of vendor {device.vendor!r}, which it does not own",
+                    backend=backend,
+                    hook="hami_discover_devices",
+                )
         return devices if unadvertised else [d for d in devices if d.advertised]
 
     def device_health(self, backend: str, devices: Sequence[PhysicalDevice], node: NodeContext | str = "") -> list[HealthEvent]:
         context = self._context(backend, node or "unknown")
-        batches = self._invoke("hami_device_health", backend, {"devices": list(devices), "config": self.config(backend), "node": context}, cross_cutting=False)
+        batches = self._invoke(
+            "hami_device_health", backend, {"devices": list(devices), "config": self.config(backend), "node": context}, cross_cutting=False
+        )
         return [e for batch in batches for e in _expect_list(batch, HealthEvent, "hami_device_health", backend)]
 
     def enforcement(self, backend: str, devices: Sequence[PhysicalDevice], node: NodeContext | str = "") -> list[Enforcement]:
@@ -474,7 +493,9 @@ class BackendManager:
         vendors = self.backends[backend].vendors
         for report in reports:
             if report.vendor not in vendors:
-                raise ContractError(f"reported enforcement of vendor {report.vendor!r}, which it does not own", backend=backend, hook="hami_enforcement")
+                raise ContractError(
+                    f"reported enforcement of vendor {report.vendor!r}, which it does not own", backend=backend, hook="hami_enforcement"
+                )
         return reports
 
     def sample_usage(
@@ -487,18 +508,23 @@ class BackendManager:
         parts = [p for p in self._invoke("hami_sample_usage", backend, kwargs, cross_cutting=False) if p is not None]
         reports = [_expect(p, UsageReport, "hami_sample_usage", backend) for p in parts]
         merged = UsageReport(
-            devices=[d for r in reports for d in r.devices], shares=[s for r in reports for s in r.shares], skipped=[k for r in reports for k in r.skipped]
+            devices=[d for r in reports for d in r.devices],
+            shares=[s for r in reports for s in r.shares],
+            skipped=[k for r in reports for k in r.skipped],
         )
         ids = {d.id for d in devices}
         owners = {(c.namespace, c.pod, c.container) for c in containers}
         for load in merged.devices:
             if load.device_id not in ids:
-                raise ContractError(f"reported usage of device {load.device_id!r}, which it was not asked about", backend=backend, hook="hami_sample_usage")
+                raise ContractError(
+                    f"reported usage of device {load.device_id!r}, which it was not asked about", backend=backend, hook="hami_sample_usage"
+                )
         for share in merged.shares:
             if share.device_id not in ids or (share.namespace, share.pod, share.container) not in owners:
                 raise ContractError(
                     f"reported usage of {share.namespace}/{share.pod}[{share.container}] on {share.device_id!r}, which it was not asked about",
-                    backend=backend, hook="hami_sample_usage",
+                    backend=backend,
+                    hook="hami_sample_usage",
                 )
         return merged
 
@@ -515,15 +541,23 @@ class BackendManager:
             raise ContractError(f"writes {clash}, which the core writes itself", backend=backend, hook="hami_node_annotations")
         return found
 
-    def select_devices(self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any]) -> list[str] | None:
+    def select_devices(
+        self, request: DeviceRequest, candidates: Sequence[DeviceUsage], node_annotations: Mapping[str, str], pod: Mapping[str, Any]
+    ) -> list[str] | None:
         """The owner's choice of ``request.count`` devices among ``candidates``, or None for the core's."""
-        chosen = self._vendor_call("hami_select_devices", request.vendor, request=request, candidates=list(candidates), node_annotations=node_annotations, pod=pod)
+        chosen = self._vendor_call(
+            "hami_select_devices", request.vendor, request=request, candidates=list(candidates), node_annotations=node_annotations, pod=pod
+        )
         if chosen is None:
             return None
         ids = _expect_list(chosen, str, "hami_select_devices", request.vendor)
         allowed = {c.device.id for c in candidates}
         if ids and (len(ids) != request.count or len(set(ids)) != len(ids) or not set(ids) <= allowed):
-            raise ContractError(f"chose {ids}: expected {request.count} distinct ids among the candidates", backend=self.owner(request.vendor).name, hook="hami_select_devices")
+            raise ContractError(
+                f"chose {ids}: expected {request.count} distinct ids among the candidates",
+                backend=self.owner(request.vendor).name,
+                hook="hami_select_devices",
+            )
         return ids
 
     def node_capacity_devices(self, vendor: str, node: Mapping[str, Any]) -> tuple[SchedulableDevice, ...]:
@@ -536,7 +570,11 @@ class BackendManager:
         devices = tuple(_expect_list(found, SchedulableDevice, "hami_node_capacity_devices", vendor))
         for device in devices:
             if device.vendor != vendor:
-                raise ContractError(f"returned device {device.id!r} of vendor {device.vendor!r} for {vendor!r}", backend=owner, hook="hami_node_capacity_devices")
+                raise ContractError(
+                    f"returned device {device.id!r} of vendor {device.vendor!r} for {vendor!r}",
+                    backend=owner,
+                    hook="hami_node_capacity_devices",
+                )
         return devices
 
     def split(self, device: PhysicalDevice, node: NodeContext | str | None = None) -> SchedulableDevice:
@@ -545,12 +583,21 @@ class BackendManager:
         result = self._vendor_call("hami_split_device", device.vendor, device=device, node=self._context(owner, node or "unknown"))
         if result is None:
             return SchedulableDevice(
-                id=device.id, vendor=device.vendor, type=device.type, count=1, memory=device.memory,
-                cores=device.cores, index=device.index, numa=device.numa, healthy=device.healthy,
+                id=device.id,
+                vendor=device.vendor,
+                type=device.type,
+                count=1,
+                memory=device.memory,
+                cores=device.cores,
+                index=device.index,
+                numa=device.numa,
+                healthy=device.healthy,
             )
         _expect(result, SchedulableDevice, "hami_split_device", owner)
         if result.id != device.id or result.vendor != device.vendor:
-            raise ContractError(f"changed the identity of device {device.id!r} to {result.id!r}/{result.vendor!r}", backend=owner, hook="hami_split_device")
+            raise ContractError(
+                f"changed the identity of device {device.id!r} to {result.id!r}/{result.vendor!r}", backend=owner, hook="hami_split_device"
+            )
         return cast(SchedulableDevice, result)
 
     def container_requests(self, container: Mapping[str, Any], pod: Mapping[str, Any]) -> list[DeviceRequest]:
@@ -586,7 +633,11 @@ class BackendManager:
             return request
         _expect(result, DeviceRequest, "hami_normalize_request", self.owner(request.vendor).name)
         if result.vendor != request.vendor:
-            raise ContractError(f"changed the vendor {request.vendor!r} to {result.vendor!r}", backend=self.owner(request.vendor).name, hook="hami_normalize_request")
+            raise ContractError(
+                f"changed the vendor {request.vendor!r} to {result.vendor!r}",
+                backend=self.owner(request.vendor).name,
+                hook="hami_normalize_request",
+            )
         return cast(DeviceRequest, result)
 
     def device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:
@@ -623,7 +674,9 @@ class BackendManager:
                     raise ContractError(f"offered a bad policy {policy!r}: {exc}", backend=plugin, hook="hami_policies") from exc
                 key = (info.level, info.name)
                 if key in found:
-                    raise BackendLoadError(f"{info.level} scoring policy {info.name!r} is offered twice: by plugin {owners[key]!r} and by plugin {plugin!r}")
+                    raise BackendLoadError(
+                        f"{info.level} scoring policy {info.name!r} is offered twice: by plugin {owners[key]!r} and by plugin {plugin!r}"
+                    )
                 found[key], owners[key] = policy, plugin
         self._policies, self._policy_owners = found, owners
         return found
@@ -655,7 +708,9 @@ class BackendManager:
             return float(score)
         raise self._policy_broke(policy, method, f"returned {score!r:.120}, expected a number")
 
-    def score_node(self, policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Mapping[str, Any], cluster: ClusterView | None = None) -> float:
+    def score_node(
+        self, policy: str, node: NodeUsage, requests: Sequence[DeviceRequest], pod: Mapping[str, Any], cluster: ClusterView | None = None
+    ) -> float:
         chosen = cast(NodePolicy, self.policy("node", policy))
         context = ScoreContext(pod, tuple(requests), cluster or self.cluster)
         try:
@@ -664,7 +719,14 @@ class BackendManager:
             raise self._policy_raised(chosen, "score_node", exc) from exc
         return self._score(chosen, "score_node", score)
 
-    def score_nodes(self, policy: str, nodes: Sequence[NodeUsage], requests: Sequence[DeviceRequest], pod: Mapping[str, Any], cluster: ClusterView | None = None) -> list[float]:
+    def score_nodes(
+        self,
+        policy: str,
+        nodes: Sequence[NodeUsage],
+        requests: Sequence[DeviceRequest],
+        pod: Mapping[str, Any],
+        cluster: ClusterView | None = None,
+    ) -> list[float]:
         """One score per node, in bulk when the policy offers it (else node by node, the default)."""
         chosen = cast(NodePolicy, self.policy("node", policy))
         context = ScoreContext(pod, tuple(requests), cluster or self.cluster)
@@ -684,7 +746,9 @@ class BackendManager:
             raise self._policy_broke(chosen, "score_nodes", "returned NaN scores")
         return out
 
-    def score_device(self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], cluster: ClusterView | None = None) -> float:
+    def score_device(
+        self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], cluster: ClusterView | None = None
+    ) -> float:
         chosen = cast(DevicePolicy, self.policy("device", policy))
         context = DeviceScoreContext(pod, request, cluster or self.cluster)
         try:
@@ -693,7 +757,9 @@ class BackendManager:
             raise self._policy_raised(chosen, "score_device", exc) from exc
         return self._score(chosen, "score_device", score)
 
-    def refuse_device(self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], cluster: ClusterView | None = None) -> str | None:
+    def refuse_device(
+        self, policy: str, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any], cluster: ClusterView | None = None
+    ) -> str | None:
         """Why device policy ``policy`` keeps ``device`` from ``request`` (None: it may be scored)."""
         chosen = cast(DevicePolicy, self.policy("device", policy))
         context = DeviceScoreContext(pod, request, cluster or self.cluster)
@@ -727,13 +793,23 @@ class BackendManager:
             if device is None:
                 if missing_ok:
                     continue
-                raise BackendRefused(f"granted device {grant.id!r} is not on node {context.name!r} (found: {', '.join(sorted(found)) or 'none'})", backend=owner)
+                raise BackendRefused(
+                    f"granted device {grant.id!r} is not on node {context.name!r} (found: {', '.join(sorted(found)) or 'none'})",
+                    backend=owner,
+                )
             out.append(GrantedDevice(grant, device, self.split(device, context)))
         return out
 
     def _runtime(
-        self, hook: str, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any],
-        node: NodeContext | str | None, devices: Sequence[GrantedDevice] | None, *, missing_ok: bool = False,
+        self,
+        hook: str,
+        grants: Sequence[Grant],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        node: NodeContext | str | None,
+        devices: Sequence[GrantedDevice] | None,
+        *,
+        missing_ok: bool = False,
     ) -> Any:
         vendor = self._grants_vendor(grants, hook)
         owner = self.owner(vendor).name
@@ -755,8 +831,12 @@ class BackendManager:
         return self._vendor_call(hook, vendor, grants=list(grants), devices=list(devices), pod=pod, container=container, node=context)
 
     def container_edits(
-        self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any],
-        node: NodeContext | str | None = None, devices: Sequence[GrantedDevice] | None = None,
+        self,
+        grants: Sequence[Grant],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        node: NodeContext | str | None = None,
+        devices: Sequence[GrantedDevice] | None = None,
     ) -> ContainerEdits:
         """The merged edits for ``grants``; ``node``/``devices`` as the agent knows them (else found now)."""
         vendor = self._grants_vendor(grants, "hami_container_edits")
@@ -769,18 +849,28 @@ class BackendManager:
         allowed = (*owner.host_paths, *self.config(owner.name).get("extra_host_paths", ()))
         outside = [p for p in edits.host_paths() if not _under_any(p, allowed)]
         if outside:
-            raise ContractError(f"exposes host path(s) {outside} outside the declared {list(allowed)}", backend=owner.name, hook="hami_container_edits")
+            raise ContractError(
+                f"exposes host path(s) {outside} outside the declared {list(allowed)}", backend=owner.name, hook="hami_container_edits"
+            )
         return edits
 
     def prepare(
-        self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any],
-        node: NodeContext | str | None = None, devices: Sequence[GrantedDevice] | None = None,
+        self,
+        grants: Sequence[Grant],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        node: NodeContext | str | None = None,
+        devices: Sequence[GrantedDevice] | None = None,
     ) -> None:
         self._runtime("hami_prepare", grants, pod, container, node, devices)
 
     def release(
-        self, grants: Sequence[Grant], pod: Mapping[str, Any], container: Mapping[str, Any],
-        node: NodeContext | str | None = None, devices: Sequence[GrantedDevice] | None = None,
+        self,
+        grants: Sequence[Grant],
+        pod: Mapping[str, Any],
+        container: Mapping[str, Any],
+        node: NodeContext | str | None = None,
+        devices: Sequence[GrantedDevice] | None = None,
     ) -> None:
         self._runtime("hami_release", grants, pod, container, node, devices, missing_ok=True)
 
@@ -799,7 +889,9 @@ class BackendManager:
             values = _expect(part, Mapping, "hami_allocation_annotations", owner)
             bad = sorted(str(k) for k, v in values.items() if not isinstance(k, str) or not is_annotation_key(k) or not isinstance(v, str))
             if bad:
-                raise ContractError(f"returned {bad}: annotations must map valid keys to strings", backend=owner, hook="hami_allocation_annotations")
+                raise ContractError(
+                    f"returned {bad}: annotations must map valid keys to strings", backend=owner, hook="hami_allocation_annotations"
+                )
             found.update(values)
         core = {key for k in self._kinds.values() for key in attrs.astuple(k.annotations)}
         clash = sorted(k for k in found if k in core or k.startswith("hami.io/vgpu-") or k.startswith("hami.io/bind-"))

@@ -409,9 +409,7 @@ class Enforcement:
 
     def covers(self, device: SchedulableDevice) -> bool:
         """Whether this report is about ``device`` (its vendor, its mode, its id when narrowed)."""
-        return (
-            device.vendor == self.vendor and self.mode in ("", device.mode) and (not self.device_ids or device.id in self.device_ids)
-        )
+        return device.vendor == self.vendor and self.mode in ("", device.mode) and (not self.device_ids or device.id in self.device_ids)
 
 
 # ---------------------------------------------------------------- usage (what devices really do)

@@ -84,7 +84,9 @@ def _rename(info: BackendInfo, names: Any) -> BackendInfo:
     vendors = set(info.vendors)
     per_kind = bool(names) and set(names) <= vendors and all(isinstance(v, Mapping) for v in names.values())
     if not per_kind and len(info.kinds) > 1:
-        raise ValidationError(f"{where}: {info.name} serves several device kinds ({', '.join(info.vendors)}); give the names per vendor key")
+        raise ValidationError(
+            f"{where}: {info.name} serves several device kinds ({', '.join(info.vendors)}); give the names per vendor key"
+        )
     kinds = [
         _renamed_kind(k, names.get(k.vendor) or {}, f"{where}.{k.vendor}") if per_kind else _renamed_kind(k, names, where)
         for k in info.kinds

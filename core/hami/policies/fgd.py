@@ -71,7 +71,9 @@ class ClassBook:
         if len(self.seen) > self.memory:
             for old in list(self.seen)[: self.memory // 2]:
                 del self.seen[old]
-        key = TaskClass(request.vendor, request.count, request.memory, request.memory_percentage, request.cores, selector_signature(pod), *host)
+        key = TaskClass(
+            request.vendor, request.count, request.memory, request.memory_percentage, request.cores, selector_signature(pod), *host
+        )
         self.counts[key] = self.counts.get(key, 0.0) + 1.0
         self.examples.setdefault(key, (request, pod))
         self.total += 1.0
@@ -138,7 +140,14 @@ class Tables:
             counts = np.unique(count[members])
             cumulative = np.zeros((len(counts) + 1, *host_shape))
             np.add.at(cumulative, (np.searchsorted(counts, count[members]) + 1, ic[members], im[members]), p[members])
-            groups.append(Group(np.array(group_need, dtype=np.int64), np.array(group_allowed, dtype=bool), counts, cumulative.cumsum(0).cumsum(1).cumsum(2)))
+            groups.append(
+                Group(
+                    np.array(group_need, dtype=np.int64),
+                    np.array(group_allowed, dtype=bool),
+                    counts,
+                    cumulative.cumsum(0).cumsum(1).cumsum(2),
+                )
+            )
         return cls(needs, cpus, mems, grid, groups, models, book.total, next(_EPOCHS))
 
     # -------------------------------------------------------- evaluating
@@ -234,16 +243,29 @@ def score_placements(
         host_ok = np.ones(rows, dtype=bool)
         later = now
     key = np.concatenate(
-        [remaining, usable, model, present, np.minimum(slots, 2), now[0][:, None], later[0][:, None], host_ok[:, None]], axis=1, dtype=np.int64
+        [remaining, usable, model, present, np.minimum(slots, 2), now[0][:, None], later[0][:, None], host_ok[:, None]],
+        axis=1,
+        dtype=np.int64,
     )
     first, inverse = _distinct(key)
     if len(first) < rows:
+
         def pick(a: Any) -> Any:
             return a[first]
 
         node, device = _score(
-            tables, remaining[first], usable[first], model[first], present[first], slots[first], need, allowed, count,
-            host_ok[first], tuple(map(pick, now)), tuple(map(pick, later)),
+            tables,
+            remaining[first],
+            usable[first],
+            model[first],
+            present[first],
+            slots[first],
+            need,
+            allowed,
+            count,
+            host_ok[first],
+            tuple(map(pick, now)),
+            tuple(map(pick, later)),
         )
         return node[inverse], device[inverse]
     return _score(tables, remaining, usable, model, present, slots, need, allowed, count, host_ok, now, later)
@@ -268,8 +290,18 @@ def _distinct(key: Any) -> tuple[Any, Any]:
 
 
 def _score(
-    tables: Tables, remaining: Any, usable: Any, model: Any, present: Any, slots: Any, need: Any, allowed: Any, count: int,
-    host_ok: Any, now: tuple[Any, Any, Any], later: tuple[Any, Any, Any],
+    tables: Tables,
+    remaining: Any,
+    usable: Any,
+    model: Any,
+    present: Any,
+    slots: Any,
+    need: Any,
+    allowed: Any,
+    count: int,
+    host_ok: Any,
+    now: tuple[Any, Any, Any],
+    later: tuple[Any, Any, Any],
 ) -> tuple[Any, Any]:
     np = numpy()
     frame = Frame(tables, remaining, usable, model, present, slots)
@@ -358,7 +390,11 @@ class Fgd:
     def _task(self, table: DeviceTable, request: DeviceRequest | None, pod: Mapping[str, Any]) -> tuple[Any, Any, int]:
         np = numpy()
         if request is None:
-            return np.full(max(len(table.representatives), 1), 1000, dtype=np.int64), np.ones(max(len(table.representatives), 1), dtype=bool), 0
+            return (
+                np.full(max(len(table.representatives), 1), 1000, dtype=np.int64),
+                np.ones(max(len(table.representatives), 1), dtype=bool),
+                0,
+            )
         allowed = self.admission.allowed(table, request, pod, selector_signature(pod))
         return table.representative_needs(request), allowed, request.count
 
@@ -379,8 +415,17 @@ class Fgd:
         need, allowed, count = self._task(table, request, pod)
         host = table.host_free(rows)
         node_scores, device_scores = score_placements(
-            tables, table.remaining[rows], table.usable[rows], table.model[rows], table.present[rows], table.slots[rows],
-            need, allowed, count, host, task_host,
+            tables,
+            table.remaining[rows],
+            table.usable[rows],
+            table.model[rows],
+            table.present[rows],
+            table.slots[rows],
+            need,
+            allowed,
+            count,
+            host,
+            task_host,
         )
         self._plan = (uid, rows, device_scores, None)
         if self.fit_weight:
@@ -425,8 +470,17 @@ class Fgd:
         tables = self._current(table)
         need, allowed, _ = self._task(table, request, pod)
         _, scores = score_placements(
-            tables, single.remaining[rows], single.usable[rows], single.model[rows], single.present[rows], single.slots[rows],
-            need, allowed, 1, None, task_host,
+            tables,
+            single.remaining[rows],
+            single.usable[rows],
+            single.model[rows],
+            single.present[rows],
+            single.slots[rows],
+            need,
+            allowed,
+            1,
+            None,
+            task_host,
         )
         return round(float(np.max(scores)), 6)
 

@@ -99,8 +99,12 @@ def _pod(rng: random.Random, index: int, names: ResourceNames) -> dict[str, Any]
         limits[names.memory] = str(rng.choice((4096, 8192, 16384, 24576)))
     if names.cores and rng.random() < 0.5:
         limits[names.cores] = str(rng.choice((10, 25, 50)))
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"chaos-{index}", "namespace": "chaos"},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": limits}}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"chaos-{index}", "namespace": "chaos"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": limits}}]},
+    }
 
 
 def _busiest_kind(sandbox: Sandbox) -> ResourceNames:
@@ -138,10 +142,21 @@ def _fuzz_bodies(rng: random.Random, count: int, names: ResourceNames) -> Iterat
     """Hostile extender and webhook bodies: wrong types, truncations, huge numbers, forged pods."""
     pod = _pod(rng, 0, names)
     shapes: list[Any] = [
-        None, 1, "x", [], {}, {"Pod": 1}, {"Pod": {"metadata": 1}}, {"Pod": {"metadata": {"annotations": []}}, "NodeNames": "node"},
-        {"Pod": pod, "NodeNames": [1, None]}, {"Pod": {**pod, "spec": {"containers": "c"}}, "NodeNames": ["node-1"]},
-        {"PodName": 1, "PodNamespace": None, "PodUID": [], "Node": {}}, {"PodName": "nope", "PodNamespace": "chaos", "PodUID": "u", "Node": "node-1"},
-        {"request": 1}, {"request": {"uid": "u", "object": "pod"}}, {"request": {"uid": "u", "operation": "CREATE", "object": {"spec": {"containers": [1]}}}},
+        None,
+        1,
+        "x",
+        [],
+        {},
+        {"Pod": 1},
+        {"Pod": {"metadata": 1}},
+        {"Pod": {"metadata": {"annotations": []}}, "NodeNames": "node"},
+        {"Pod": pod, "NodeNames": [1, None]},
+        {"Pod": {**pod, "spec": {"containers": "c"}}, "NodeNames": ["node-1"]},
+        {"PodName": 1, "PodNamespace": None, "PodUID": [], "Node": {}},
+        {"PodName": "nope", "PodNamespace": "chaos", "PodUID": "u", "Node": "node-1"},
+        {"request": 1},
+        {"request": {"uid": "u", "object": "pod"}},
+        {"request": {"uid": "u", "operation": "CREATE", "object": {"spec": {"containers": [1]}}}},
         {"request": {"uid": "u", "operation": "UPDATE", "object": pod, "oldObject": 5, "userInfo": {"username": 3}}},
     ]
     for _ in range(count):
@@ -154,7 +169,7 @@ def _fuzz_bodies(rng: random.Random, count: int, names: ResourceNames) -> Iterat
         if mutation == 1:
             body = body[: rng.randrange(len(body) + 1)]
         elif mutation == 2:
-            body = body.replace(b"4096", b"1" + b"0" * 400).replace(b"\"1\"", b"1e999")
+            body = body.replace(b"4096", b"1" + b"0" * 400).replace(b'"1"', b"1e999")
         elif mutation == 3:
             body = bytes(b ^ rng.randrange(256) if rng.random() < 0.05 else b for b in body)
         yield path, body
@@ -198,11 +213,13 @@ def _forge(sandbox: Sandbox, rng: random.Random, running: list[tuple[str, str]])
                 parts[2] = "1"
             shrunk[key] = ",".join(parts)
         uid, node = pod["metadata"]["uid"], (pod.get("spec") or {}).get("nodeName", "")
-        forged = rng.choice((
-            legacy_sign(sandbox.keys.public_pem(), uid, node, shrunk),
-            sign(SigningKeys.generate(), uid, node, shrunk),
-            annotations.get(SIGNATURE, ""),
-        ))
+        forged = rng.choice(
+            (
+                legacy_sign(sandbox.keys.public_pem(), uid, node, shrunk),
+                sign(SigningKeys.generate(), uid, node, shrunk),
+                annotations.get(SIGNATURE, ""),
+            )
+        )
         raw.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {**shrunk, SIGNATURE: forged}}}, _preload_content=False)
         edits += 1
     return edits
@@ -236,7 +253,9 @@ def _over_allocated(sandbox: Sandbox) -> list[str]:
                 memory, cores, slots = used.get(device_id, (0, 0, 0))
                 usage = node.usage(device_id)
                 if memory > device.memory or cores > max(device.cores, 100) or slots > device.count:
-                    out.append(f"{device_id}: signed grants {memory} MiB/{cores}%/{slots} on {device.memory} MiB/{device.cores}%/{device.count}")
+                    out.append(
+                        f"{device_id}: signed grants {memory} MiB/{cores}%/{slots} on {device.memory} MiB/{device.cores}%/{device.count}"
+                    )
                 if usage.memory > device.memory or usage.used > device.count:
                     out.append(f"{device_id}: scheduler counts {usage.memory} MiB/{usage.used} slots on {device.memory} MiB/{device.count}")
     return out
@@ -253,7 +272,9 @@ def _leaks(sandbox: Sandbox, timeout: float) -> list[str]:
             if NODE_LOCK in (node["metadata"].get("annotations") or {}):
                 out.append(f"node {node['metadata']['name']}: lock {node['metadata']['annotations'][NODE_LOCK]!r}")
         for pod in json.loads(sandbox._raw.list_pod_for_all_namespaces(_preload_content=False).data)["items"]:
-            out.append(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']} still exists ({(pod['metadata'].get('annotations') or {}).get(BIND_PHASE)})")
+            out.append(
+                f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']} still exists ({(pod['metadata'].get('annotations') or {}).get(BIND_PHASE)})"
+            )
         with sandbox.service.state.lock:
             out.extend(f"scheduler holds {r.namespace}/{r.name} on {r.node}" for r in sandbox.service.state.pods.values())
         if not out or time.monotonic() > deadline:
@@ -261,7 +282,9 @@ def _leaks(sandbox: Sandbox, timeout: float) -> list[str]:
         time.sleep(0.1)
 
 
-def run_chaos(seed: int, *, pods: int = 40, workers: int = 6, fuzz: int = 60, retries: int = 3, nodes_file: str | Path | None = None) -> ChaosReport:
+def run_chaos(
+    seed: int, *, pods: int = 40, workers: int = 6, fuzz: int = 60, retries: int = 3, nodes_file: str | Path | None = None
+) -> ChaosReport:
     """One seeded chaos run on a fresh sandbox; returns its figures."""
     rng = random.Random(seed)
     unclear: list[str] = []
@@ -324,11 +347,25 @@ def run_chaos(seed: int, *, pods: int = 40, workers: int = 6, fuzz: int = 60, re
         forgeries = _forge(sandbox, rng, running)
         time.sleep(0.3)  # the scheduler's watch sees the edits
         over = _over_allocated(sandbox)
-        for namespace, name in [(p["metadata"]["namespace"], p["metadata"]["name"])
-                                for p in json.loads(raw.list_pod_for_all_namespaces(_preload_content=False).data)["items"]]:
+        for namespace, name in [
+            (p["metadata"]["namespace"], p["metadata"]["name"])
+            for p in json.loads(raw.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
+        ]:
             sandbox.delete(namespace, name)
         leaked = _leaks(sandbox, timeout=15.0)
         faults = sandbox.api.faults.injected + sum(fault_plan)
         unclear.extend(logs.bad)
-    return ChaosReport(seed, pods, len(running), pods - len(running), faults, inputs, forgeries, tuple(over), tuple(leaked), tuple(unclear), crashes,
-                       tuple(reasons.most_common(5)))
+    return ChaosReport(
+        seed,
+        pods,
+        len(running),
+        pods - len(running),
+        faults,
+        inputs,
+        forgeries,
+        tuple(over),
+        tuple(leaked),
+        tuple(unclear),
+        crashes,
+        tuple(reasons.most_common(5)),
+    )

@@ -37,7 +37,9 @@ def load_pods(paths: tuple[str, ...]) -> list[dict[str, Any]]:
     else:
         examples = _examples_dir()
         if examples is None:
-            raise HamiError("no --pods given and hami/sandbox/examples (the packaged example pods) is missing from this installation of hami")
+            raise HamiError(
+                "no --pods given and hami/sandbox/examples (the packaged example pods) is missing from this installation of hami"
+            )
         files = sorted(p for p in examples.glob("*.yaml") if not p.name.startswith("nodes"))
     pods = []
     for path in files:
@@ -49,7 +51,9 @@ def load_pods(paths: tuple[str, ...]) -> list[dict[str, Any]]:
             if doc is None:
                 continue
             if not isinstance(doc, dict) or doc.get("kind") != "Pod":
-                raise HamiError(f"{path}: document #{number} is not a Pod (kind={doc.get('kind') if isinstance(doc, dict) else type(doc).__name__!r})")
+                raise HamiError(
+                    f"{path}: document #{number} is not a Pod (kind={doc.get('kind') if isinstance(doc, dict) else type(doc).__name__!r})"
+                )
             pods.append(doc)
     return pods
 
@@ -77,7 +81,9 @@ def _edits_cell(outcome: PodOutcome) -> str:
     return "\n".join(lines)
 
 
-def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[str, Any]], skipped: list[dict[str, str]] | None = None) -> None:
+def print_report(
+    console: Console, outcomes: list[PodOutcome], nodes: list[dict[str, Any]], skipped: list[dict[str, str]] | None = None
+) -> None:
     from rich.table import Table
 
     pods = Table(title="pods")
@@ -95,23 +101,42 @@ def print_report(console: Console, outcomes: list[PodOutcome], nodes: list[dict[
         table.add_column(column, overflow="fold")
     for node in nodes:
         for i, d in enumerate(node["devices"]):
-            table.add_row(node["name"] if i == 0 else "", d["id"], d["type"], f"{d['used_memory_mib']}/{d['memory_mib']}",
-                          f"{d['used_cores']}/{d['cores']}", f"{d['used_slots']}/{d['slots']}",
-                          d.get("isolation", "") if d.get("isolation") != "whole-only" else f"[yellow]whole-only[/]: {d.get('isolation_reason', '')}")
+            table.add_row(
+                node["name"] if i == 0 else "",
+                d["id"],
+                d["type"],
+                f"{d['used_memory_mib']}/{d['memory_mib']}",
+                f"{d['used_cores']}/{d['cores']}",
+                f"{d['used_slots']}/{d['slots']}",
+                d.get("isolation", "") if d.get("isolation") != "whole-only" else f"[yellow]whole-only[/]: {d.get('isolation_reason', '')}",
+            )
     console.print(table)
 
 
 @click.command("sandbox")
-@click.option("--nodes", "nodes_file", type=click.Path(exists=True, dir_okay=False), help="Node inventory YAML (default: the packaged node sets' nodes of every installed vendor).")
-@click.option("--pods", "pod_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Pod YAML, multi-document (default: deploy/examples; those of vendors not installed are skipped).")
-@click.option("--json", "as_json", is_flag=True, help="Print {\"pods\": [...], \"nodes\": [...]} instead of tables.")
+@click.option(
+    "--nodes",
+    "nodes_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Node inventory YAML (default: the packaged node sets' nodes of every installed vendor).",
+)
+@click.option(
+    "--pods",
+    "pod_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Pod YAML, multi-document (default: deploy/examples; those of vendors not installed are skipped).",
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"pods": [...], "nodes": [...]} instead of tables.')
 @click.option("--keep-running", is_flag=True, help="Keep the cluster up afterwards and print a kubeconfig for it.")
 @click.option("--serve", is_flag=True, help="Keep the cluster up with the web dashboard on 127.0.0.1 and its API server open to kubectl.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-              help="The dashboard's port with --serve (0: any free port).")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="The dashboard's port with --serve (0: any free port)."
+)
 @click.option("--dra", is_flag=True, help="A DRA cluster instead (slices, claims, CEL, CDI; default pods: the DRA examples); prints JSON.")
-def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json: bool, keep_running: bool, serve: bool, port: int,
-                    dra: bool = False) -> None:
+def sandbox_command(
+    nodes_file: str | None, pod_files: tuple[str, ...], as_json: bool, keep_running: bool, serve: bool, port: int, dra: bool = False
+) -> None:
     """A whole heterogeneous cluster in one process: admit, schedule, bind and allocate every pod."""
     if dra:
         _run_dra(nodes_file, pod_files)
@@ -159,8 +184,9 @@ def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json:
             if serve:
                 from hami.sandbox.serve import serve as serve_dashboard
 
-                serve_dashboard(sandbox, list(result.outcomes), port,
-                                lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+                serve_dashboard(
+                    sandbox, list(result.outcomes), port, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+                )
             elif keep_running:
                 path = Path("sandbox-kubeconfig.yaml").resolve()
                 sandbox.api.write_kubeconfig(path)
@@ -173,8 +199,11 @@ def sandbox_command(nodes_file: str | None, pod_files: tuple[str, ...], as_json:
                     pass
     except Exception as exc:  # a component failed to start (or to stop): a clear error, and the document
         if not result.error:
-            result = RunResult(result.outcomes, result.not_run or not_run(pods[len(result.outcomes):], "not submitted: the sandbox failed"),
-                               f"the sandbox failed: {describe_failure(exc)}")
+            result = RunResult(
+                result.outcomes,
+                result.not_run or not_run(pods[len(result.outcomes) :], "not submitted: the sandbox failed"),
+                f"the sandbox failed: {describe_failure(exc)}",
+            )
         if not printed:
             report()
     if result.error:
@@ -201,7 +230,9 @@ def _run_dra(nodes_file: str | None, pod_files: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-def _runnable(pods: list[dict[str, Any]], pod_files: tuple[str, ...], served: set[str]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def _runnable(
+    pods: list[dict[str, Any]], pod_files: tuple[str, ...], served: set[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """The pods to run and the example pods skipped, with why: the packaged examples are written for a
     full install, so one whose resources no installed backend serves is reported, not run (a user with
     one backend still gets a green sandbox). Pods the user names are always run."""

@@ -31,7 +31,6 @@ from kubernetes.client.exceptions import ApiException
 
 from hami.backendkit.inventory import load_inventory
 from hami.errors import HamiError
-from hami.wire.isolation import device_isolation
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.fakes.kubelet import FakeKubelet
 from hami.node.agent import Agent, AgentOptions
@@ -53,6 +52,7 @@ from hami.webhook.admission import review
 from hami.webhook.config import WebhookConfig
 from hami.webhook.quota import KubeQuotaSource
 from hami.wire.allocation import ordered_containers, read_allocated
+from hami.wire.isolation import device_isolation
 from hami.wire.signing import SigningKeys
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ def _as_api_json(pod: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Sandbox:
-    def __init__(self, nodes_file: str | Path | None = None, *, manager: BackendManager | None = None, settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, nodes_file: str | Path | None = None, *, manager: BackendManager | None = None, settings: Mapping[str, Any] | None = None
+    ) -> None:
         self.nodes_file = Path(nodes_file) if nodes_file else default_nodes_file()
         self.inventory: tuple[NodeInventory, ...] = load_inventory(self.nodes_file)
         self.manager = manager or load_backends()
@@ -86,7 +88,9 @@ class Sandbox:
         self.scheduler_cache: SchedulerCache | None = None
         self._dirs: list[str] = []
         self.webhook_config = WebhookConfig()
-        self.managed = frozenset(r["name"] for r in scheduler_configuration(self.manager, "http://sandbox")["extenders"][0]["managedResources"])
+        self.managed = frozenset(
+            r["name"] for r in scheduler_configuration(self.manager, "http://sandbox")["extenders"][0]["managedResources"]
+        )
 
     # ------------------------------------------------------------ life cycle
 
@@ -104,7 +108,9 @@ class Sandbox:
             self.kubelets[node.name] = FakeKubelet(Path(plugin_dir), node.name, core_v1=self.core_v1).start()
             self._describe_node(node)
             # the backends' node state in the temp dir, never /var/lib/hami: users run the sandbox unprivileged
-            options = AgentOptions(node_name=node.name, device_plugin_dir=Path(plugin_dir), health_interval=5.0, state_dir=Path(plugin_dir) / "state")
+            options = AgentOptions(
+                node_name=node.name, device_plugin_dir=Path(plugin_dir), health_interval=5.0, state_dir=Path(plugin_dir) / "state"
+            )
             agent = Agent(self.manager, self.core_v1, options, self.keys.verifier())
             self.agents[node.name] = agent.start()
         deadline = time.monotonic() + timeout
@@ -113,8 +119,15 @@ class Sandbox:
                 raise HamiError(f"sandbox: the agent on node {name!r} did not register within {timeout:.0f} s")
         config = self.webhook_config
         quota = KubeQuotaSource(self.core_v1)
-        self.service = SchedulerService(self.manager, self.api.api_client(pool_size=32), SchedulerConfig(), self.keys, host="127.0.0.1", port=0,
-                                        webhook=lambda body: review(self.manager, body, config, quota))
+        self.service = SchedulerService(
+            self.manager,
+            self.api.api_client(pool_size=32),
+            SchedulerConfig(),
+            self.keys,
+            host="127.0.0.1",
+            port=0,
+            webhook=lambda body: review(self.manager, body, config, quota),
+        )
         self.service.start()
         if not self.service.cache.wait_synced(timeout):
             raise HamiError("sandbox: the scheduler cache did not sync")
@@ -161,8 +174,9 @@ class Sandbox:
     def _post(self, verb: str, body: Any) -> Any:
         assert self.service is not None
         server = self.service.server if verb == "webhook" else self.service.extender_server  # kube-scheduler's listener
-        request = urllib.request.Request(f"{server.url}/{verb}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{server.url}/{verb}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -181,9 +195,23 @@ class Sandbox:
         def outcome(phase: str, reason: str = "", node: str = "", containers: Iterable[ContainerOutcome] = ()) -> PodOutcome:
             return PodOutcome(namespace, name, phase, node, reason, tuple(containers), expected, warnings)  # type: ignore[arg-type]
 
-        answer = self._post("webhook", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace, "name": name, "operation": "CREATE", "object": pod, "userInfo": {"username": "sandbox"}}})["response"]
+        answer = self._post(
+            "webhook",
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": str(uuid.uuid4()),
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "namespace": namespace,
+                    "name": name,
+                    "operation": "CREATE",
+                    "object": pod,
+                    "userInfo": {"username": "sandbox"},
+                },
+            },
+        )["response"]
         warnings = tuple(answer.get("warnings") or ())
         if not answer.get("allowed"):
             return outcome("Rejected", f"admission webhook: {(answer.get('status') or {}).get('message', 'denied')}")
@@ -198,11 +226,15 @@ class Sandbox:
             return outcome("Pending", reason)
         admitted = self.kubelets[node].admit(self._pod(namespace, name))
         if not admitted.admitted:  # kubelet fails the pod: it no longer counts on the node
-            self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Failed", "reason": admitted.reason}}, _preload_content=False)
+            self._raw.patch_namespaced_pod_status(
+                name, namespace, {"status": {"phase": "Failed", "reason": admitted.reason}}, _preload_content=False
+            )
             if self.scheduler_cache is not None:
                 self.scheduler_cache.forget(created)
             return outcome("Rejected", f"kubelet: {admitted.reason}: {admitted.message}", node)
-        running = json.loads(self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False).data)
+        running = json.loads(
+            self._raw.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False).data
+        )
         return outcome("Running", "", node, self._containers(running, admitted))
 
     def _asks_hami(self, pod: Mapping[str, Any]) -> bool:
@@ -231,7 +263,10 @@ class Sandbox:
         profile = (pod.get("spec") or {}).get("schedulerName") or "default-scheduler"
         ours = profile == self.webhook_config.scheduler_name
         if not ours and profile != "default-scheduler":
-            return "", f"no scheduler named {profile!r} runs in the sandbox (only default-scheduler and {self.webhook_config.scheduler_name})"
+            return (
+                "",
+                f"no scheduler named {profile!r} runs in the sandbox (only default-scheduler and {self.webhook_config.scheduler_name})",
+            )
         assert self.scheduler_cache is not None
         nodes, placed, counts = self.scheduler_cache.snapshot()  # kube-scheduler's watched cache, not a list per pod
         asked = pod_requests(pod)
@@ -253,7 +288,9 @@ class Sandbox:
             if not chosen:
                 return "", fit_error(len(nodes), statuses)
             self._post("prioritize", {"Pod": pod, "NodeNames": chosen})
-            bound = self._post("bind", {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": chosen[0]})
+            bound = self._post(
+                "bind", {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": chosen[0]}
+            )
             if bound.get("Error"):
                 return "", f"bind: {bound['Error']}"
             self.scheduler_cache.assume(pod, chosen[0])
@@ -273,22 +310,36 @@ class Sandbox:
         annotations = pod["metadata"].get("annotations") or {}
         allocated = read_allocated(annotations, self.manager.kinds)
         placed_on = self.service.state.nodes.get((pod.get("spec") or {}).get("nodeName") or "")  # its node's devices, not every node's
-        types = {device_id: device.type for node in ([placed_on] if placed_on is not None else []) for device_id, device in node.devices.items()}
+        types = {
+            device_id: device.type for node in ([placed_on] if placed_on is not None else []) for device_id, device in node.devices.items()
+        }
         out = []
         for position, container in enumerate(ordered_containers(pod)):
             allocation = admitted.containers.get(container["name"])
             # a grant counts only where kubelet called the device plugin: a resource no plugin
             # advertises is skipped by kubelet, and the container starts without the device
             handed = set(allocation.devices) if allocation else set()
-            grants = [g for vendor, containers in allocated.items() for g in containers[position]
-                      if vendor in self.manager.kinds and self.manager.kinds[vendor].resources.count in handed]
-            out.append(ContainerOutcome(
-                name=container["name"],
-                devices=tuple(DeviceGrant(g.id, types.get(g.id, g.vendor), g.memory, g.cores) for g in grants),
-                envs=dict(allocation.envs) if allocation else {},
-                mounts=tuple({"container_path": m.container_path, "host_path": m.host_path, "read_only": m.read_only} for m in (allocation.mounts if allocation else [])),
-                device_nodes=tuple({"container_path": d.container_path, "host_path": d.host_path, "permissions": d.permissions} for d in (allocation.device_specs if allocation else [])),
-            ))
+            grants = [
+                g
+                for vendor, containers in allocated.items()
+                for g in containers[position]
+                if vendor in self.manager.kinds and self.manager.kinds[vendor].resources.count in handed
+            ]
+            out.append(
+                ContainerOutcome(
+                    name=container["name"],
+                    devices=tuple(DeviceGrant(g.id, types.get(g.id, g.vendor), g.memory, g.cores) for g in grants),
+                    envs=dict(allocation.envs) if allocation else {},
+                    mounts=tuple(
+                        {"container_path": m.container_path, "host_path": m.host_path, "read_only": m.read_only}
+                        for m in (allocation.mounts if allocation else [])
+                    ),
+                    device_nodes=tuple(
+                        {"container_path": d.container_path, "host_path": d.host_path, "permissions": d.permissions}
+                        for d in (allocation.device_specs if allocation else [])
+                    ),
+                )
+            )
         return out
 
     def delete(self, namespace: str, name: str) -> None:
@@ -315,9 +366,21 @@ class Sandbox:
                 for usage in [node.usage(device_id) for device_id in node.devices] if node is not None else []:
                     d = usage.device
                     isolation, why = device_isolation(node.annotations, d)  # type: ignore[union-attr]  # node is set when it has devices
-                    devices.append({"id": d.id, "vendor": d.vendor, "type": d.type, "memory_mib": d.memory, "used_memory_mib": usage.memory,
-                                    "cores": d.cores, "used_cores": usage.cores, "slots": d.count, "used_slots": usage.used,
-                                    "isolation": isolation, "isolation_reason": why})
+                    devices.append(
+                        {
+                            "id": d.id,
+                            "vendor": d.vendor,
+                            "type": d.type,
+                            "memory_mib": d.memory,
+                            "used_memory_mib": usage.memory,
+                            "cores": d.cores,
+                            "used_cores": usage.cores,
+                            "slots": d.count,
+                            "used_slots": usage.used,
+                            "isolation": isolation,
+                            "isolation_reason": why,
+                        }
+                    )
                 out.append({"name": inventory_node.name, "devices": devices})
         return out
 

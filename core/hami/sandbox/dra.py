@@ -81,8 +81,16 @@ class DraSandbox:
             self._dirs.append(str(base))
             self.core.create_node({"metadata": {"name": node.name, "labels": dict(node.labels)}})  # type: ignore[arg-type]
             kubelet = FakeDraKubelet(base / "r", self._read_claim)
-            driver = DraDriver(self.manager, node.name, api_client, registry_dir=base / "r", plugin_dir=base / "p", cdi_dir=base / "cdi",
-                               state_root=base / "state", interval=3600).start()
+            driver = DraDriver(
+                self.manager,
+                node.name,
+                api_client,
+                registry_dir=base / "r",
+                plugin_dir=base / "p",
+                cdi_dir=base / "cdi",
+                state_root=base / "state",
+                interval=3600,
+            ).start()
             if DRIVER not in kubelet.scan():
                 raise PrepareError(f"sandbox: the DRA driver of node {node.name!r} did not register: {kubelet.refused}")
             self.drivers[node.name], self.kubelets[node.name] = driver, kubelet
@@ -123,8 +131,15 @@ class DraSandbox:
         meta = body.setdefault("metadata", {})
         namespace = meta.setdefault("namespace", "default")
         meta.setdefault("name", f"pod-{uuid.uuid4().hex[:5]}")
-        out: dict[str, Any] = {"namespace": namespace, "name": meta["name"], "expected": expected_phase(body), "node": "", "reason": "",
-                               "claims": [], "containers": []}
+        out: dict[str, Any] = {
+            "namespace": namespace,
+            "name": meta["name"],
+            "expected": expected_phase(body),
+            "node": "",
+            "reason": "",
+            "claims": [],
+            "containers": [],
+        }
         try:
             created = self.core.api_client.sanitize_for_serialization(self.core.create_namespaced_pod(namespace, body))  # type: ignore[arg-type]
         except ApiException as exc:
@@ -159,13 +174,28 @@ class DraSandbox:
                 claims.append(dict(self._read_claim(namespace, entry["resourceClaimName"])))
                 continue
             template: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
-                GROUP, VERSION, namespace, "resourceclaimtemplates", entry["resourceClaimTemplateName"])
-            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ResourceClaim", "metadata": {
-                "name": f"{name}-{entry['name']}-{uuid.uuid4().hex[:5]}", "annotations": {POD_CLAIM_NAME: entry["name"]},
-                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod["metadata"]["uid"], "controller": True,
-                                     "blockOwnerDeletion": True}],
-                **{k: v for k, v in (template["spec"].get("metadata") or {}).items() if k in ("labels", "annotations")}},
-                "spec": template["spec"]["spec"]}
+                GROUP, VERSION, namespace, "resourceclaimtemplates", entry["resourceClaimTemplateName"]
+            )
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ResourceClaim",
+                "metadata": {
+                    "name": f"{name}-{entry['name']}-{uuid.uuid4().hex[:5]}",
+                    "annotations": {POD_CLAIM_NAME: entry["name"]},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "name": name,
+                            "uid": pod["metadata"]["uid"],
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
+                    **{k: v for k, v in (template["spec"].get("metadata") or {}).items() if k in ("labels", "annotations")},
+                },
+                "spec": template["spec"]["spec"],
+            }
             claim: dict[str, Any] = self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "resourceclaims", body)  # type: ignore[assignment]
             claims.append(claim)
             statuses.append({"name": entry["name"], "resourceClaimName": claim["metadata"]["name"]})
@@ -197,10 +227,13 @@ class DraSandbox:
                 every = every[: len(every) - len(allocations)]
                 continue
             for claim, allocation in zip(claims, allocations, strict=True):
-                claim["status"] = {"allocation": allocation, "reservedFor": [{"resource": "pods", "name": pod["metadata"]["name"],
-                                                                             "uid": pod["metadata"]["uid"]}]}
-                self.custom.replace_namespaced_custom_object_status(GROUP, VERSION, claim["metadata"]["namespace"], "resourceclaims",
-                                                                    claim["metadata"]["name"], claim)
+                claim["status"] = {
+                    "allocation": allocation,
+                    "reservedFor": [{"resource": "pods", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}],
+                }
+                self.custom.replace_namespaced_custom_object_status(
+                    GROUP, VERSION, claim["metadata"]["namespace"], "resourceclaims", claim["metadata"]["name"], claim
+                )
             return node.name, ""
         count = len(self.inventory)
         detail = "; ".join(f"{n}: {r}" for n, r in reasons.items())
@@ -209,8 +242,11 @@ class DraSandbox:
     @staticmethod
     def _claim_json(claim: Mapping[str, Any]) -> dict[str, Any]:
         allocation = (claim.get("status") or {}).get("allocation") or {}
-        return {"name": claim["metadata"]["name"], "allocated": bool(allocation),
-                "results": [dict(r) for r in (allocation.get("devices") or {}).get("results") or []]}
+        return {
+            "name": claim["metadata"]["name"],
+            "allocated": bool(allocation),
+            "results": [dict(r) for r in (allocation.get("devices") or {}).get("results") or []],
+        }
 
     def nodes(self) -> list[dict[str, Any]]:
         """Each node's published devices with what the claims consume of them."""
@@ -220,11 +256,22 @@ class DraSandbox:
         for node in self.inventory:
             devices = node_devices(slices, node.name)
             usage = Usage.of(every, devices)
-            out.append({"name": node.name, "devices": [
-                {"name": d.name, "vendor": d.device["attributes"]["vendor"]["string"], "shared": d.shared,
-                 "capacity": {k: v["value"] for k, v in (d.device.get("capacity") or {}).items()},
-                 "consumed": {k: str(v) for k, v in (usage.consumed.get(d.key) or {}).items()}, "exclusive": d.key in usage.exclusive}
-                for d in devices]})
+            out.append(
+                {
+                    "name": node.name,
+                    "devices": [
+                        {
+                            "name": d.name,
+                            "vendor": d.device["attributes"]["vendor"]["string"],
+                            "shared": d.shared,
+                            "capacity": {k: v["value"] for k, v in (d.device.get("capacity") or {}).items()},
+                            "consumed": {k: str(v) for k, v in (usage.consumed.get(d.key) or {}).items()},
+                            "exclusive": d.key in usage.exclusive,
+                        }
+                        for d in devices
+                    ],
+                }
+            )
         return out
 
 
@@ -266,8 +313,11 @@ def run(nodes_file: str | Path | None, files: list[Path]) -> dict[str, Any]:
             documents.extend(d for d in yaml.safe_load_all(path.read_text()) if d is not None)
         except (OSError, yaml.YAMLError) as exc:
             raise HamiError(f"cannot read {str(path)!r}: {exc}") from None
-    bad = [d.get("kind") if isinstance(d, dict) else type(d).__name__ for d in documents
-           if not isinstance(d, dict) or d.get("kind") not in ("Pod", "ResourceClaimTemplate", "ResourceClaim")]
+    bad = [
+        d.get("kind") if isinstance(d, dict) else type(d).__name__
+        for d in documents
+        if not isinstance(d, dict) or d.get("kind") not in ("Pod", "ResourceClaimTemplate", "ResourceClaim")
+    ]
     if bad:
         raise HamiError(f"hami sandbox --dra reads Pods, ResourceClaimTemplates and ResourceClaims, not {bad}")
     with DraSandbox(nodes_file) as sandbox:

@@ -83,7 +83,11 @@ def _units(name: str, value: Decimal) -> int:
 
 
 def fit_reasons(
-    asked: Mapping[str, Decimal], allocatable: Mapping[str, Any], requested: Mapping[str, Decimal], pods_on_node: int, ignored: frozenset[str]
+    asked: Mapping[str, Decimal],
+    allocatable: Mapping[str, Any],
+    requested: Mapping[str, Decimal],
+    pods_on_node: int,
+    ignored: frozenset[str],
 ) -> list[str]:
     """NodeResourcesFit's reasons for one node (empty: the pod fits); ``requested`` is what the node's pods already ask."""
     reasons = []
@@ -114,13 +118,21 @@ def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]
     return False
 
 
-def node_reasons(pod: Mapping[str, Any], node: Mapping[str, Any], asked: Mapping[str, Decimal], requested: Mapping[str, Decimal],
-                 pods_on_node: int, ignored: frozenset[str]) -> list[str]:
+def node_reasons(
+    pod: Mapping[str, Any],
+    node: Mapping[str, Any],
+    asked: Mapping[str, Decimal],
+    requested: Mapping[str, Decimal],
+    pods_on_node: int,
+    ignored: frozenset[str],
+) -> list[str]:
     """The first failing filter plugin's reasons for ``node`` (a Node object as the API server serves it); empty when it passes."""
     spec, status = node.get("spec") or {}, node.get("status") or {}
     meta = node.get("metadata") or {}
     tolerations = (pod.get("spec") or {}).get("tolerations") or []
-    if spec.get("unschedulable") and not any(t.get("key") == "node.kubernetes.io/unschedulable" or (t.get("operator") == "Exists" and not t.get("key")) for t in tolerations):
+    if spec.get("unschedulable") and not any(
+        t.get("key") == "node.kubernetes.io/unschedulable" or (t.get("operator") == "Exists" and not t.get("key")) for t in tolerations
+    ):
         return [UNSCHEDULABLE]
     for taint in spec.get("taints") or []:
         if taint.get("effect") in _TAINT_EFFECTS and not _tolerated(taint, tolerations):

@@ -57,8 +57,13 @@ def not_run(pods: Sequence[Mapping[str, Any]], reason: str) -> tuple[dict[str, s
     return tuple({"namespace": ns, "name": name, "reason": reason} for ns, name in map(pod_key, pods))
 
 
-def run_pods(submit: Callable[[Mapping[str, Any]], PodOutcome], pods: Sequence[Mapping[str, Any]], progress: Progress | None = None,
-             *, every: float = 1.0) -> RunResult:
+def run_pods(
+    submit: Callable[[Mapping[str, Any]], PodOutcome],
+    pods: Sequence[Mapping[str, Any]],
+    progress: Progress | None = None,
+    *,
+    every: float = 1.0,
+) -> RunResult:
     """Submit ``pods`` in order; ``progress`` is called at most every ``every`` seconds and once at the end."""
     outcomes: list[PodOutcome] = []
     failed: list[dict[str, str]] = []

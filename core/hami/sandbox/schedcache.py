@@ -33,7 +33,9 @@ class SchedulerCache:
         self._counts: dict[str, int] = {}
         self._watches = (
             ListWatch("sandbox-nodes", core_v1.list_node, self._node_event, self._node_list, request_timeout=request_timeout),
-            ListWatch("sandbox-pods", core_v1.list_pod_for_all_namespaces, self._pod_event, self._pod_list, request_timeout=request_timeout),
+            ListWatch(
+                "sandbox-pods", core_v1.list_pod_for_all_namespaces, self._pod_event, self._pod_list, request_timeout=request_timeout
+            ),
         )
 
     def start(self, timeout: float = 30.0) -> SchedulerCache:

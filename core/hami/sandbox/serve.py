@@ -42,19 +42,35 @@ def record_unschedulable(sandbox: Sandbox, namespace: str, name: str, message: s
     api: Any = sandbox.core_v1  # raw calls (_preload_content=False): JSON in, urllib3 responses out
     if api is None:
         return
-    condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-                 "lastProbeTime": None, "lastTransitionTime": now}
+    condition = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": message,
+        "lastProbeTime": None,
+        "lastTransitionTime": now,
+    }
     try:
         pod = api.read_namespaced_pod(name, namespace, _preload_content=False)
         current = json.loads(pod.data)
         conditions = [c for c in (current.get("status") or {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
         api.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [*conditions, condition]}}, _preload_content=False)
         uid = (current.get("metadata") or {}).get("uid")
-        api.create_namespaced_event(namespace, {
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {"kind": "Pod", "namespace": namespace, "name": name, "uid": uid, "apiVersion": "v1"},
-            "reason": "FailedScheduling", "message": message, "type": "Warning", "source": {"component": SCHEDULER},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1}, _preload_content=False)
+        api.create_namespaced_event(
+            namespace,
+            {
+                "metadata": {"generateName": f"{name}.", "namespace": namespace},
+                "involvedObject": {"kind": "Pod", "namespace": namespace, "name": name, "uid": uid, "apiVersion": "v1"},
+                "reason": "FailedScheduling",
+                "message": message,
+                "type": "Warning",
+                "source": {"component": SCHEDULER},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+            _preload_content=False,
+        )
     except ApiException as exc:  # the pod went away meanwhile: nothing to explain
         log.debug("event=unschedulable_not_recorded pod=%s/%s status=%s", namespace, name, exc.status)
 
@@ -145,8 +161,9 @@ class Intake:
             self.on_outcome(outcome)
 
 
-def serve(sandbox: Sandbox, outcomes: Iterable[PodOutcome], port: int, echo: Callable[[str], None],
-          stop: threading.Event | None = None) -> None:
+def serve(
+    sandbox: Sandbox, outcomes: Iterable[PodOutcome], port: int, echo: Callable[[str], None], stop: threading.Event | None = None
+) -> None:
     """Serve the dashboard on 127.0.0.1:``port`` until SIGTERM, Ctrl-C or ``stop``; print where everything is."""
     from hami.ui.cli import start_dashboard, stop_dashboard, url_of
 
@@ -154,8 +171,10 @@ def serve(sandbox: Sandbox, outcomes: Iterable[PodOutcome], port: int, echo: Cal
     folder = tempfile.mkdtemp(prefix="hami-sandbox-")
     kubeconfig = Path(folder) / "kubeconfig.yaml"
     sandbox.api.write_kubeconfig(kubeconfig)
-    intake = Intake(sandbox, lambda o: echo(f"pod {o.namespace}/{o.name}: {o.phase}{' on ' + o.node if o.node else ''}"
-                                            f"{': ' + o.reason if o.reason else ''}")).start()
+    intake = Intake(
+        sandbox,
+        lambda o: echo(f"pod {o.namespace}/{o.name}: {o.phase}{' on ' + o.node if o.node else ''}{': ' + o.reason if o.reason else ''}"),
+    ).start()
     dashboard, server = start_dashboard(sandbox.api.api_client(), sandbox.manager.kinds, host="127.0.0.1", port=port, title="hami sandbox")
     done = stop or threading.Event()
     try:

@@ -24,10 +24,17 @@ class ClusterCache:
         state.on_duplicate = self._duplicate_event
         self.informed = Informed()
         """The API server's copies of pending pods and node labels: what the extender decides on."""
-        self.nodes = ListWatch("nodes", core_v1.list_node, self._node_event, self._node_list,
-                               resync_seconds=resync_seconds, watch_timeout=watch_timeout)
-        self.pods = ListWatch("pods", core_v1.list_pod_for_all_namespaces, self._pod_event, self._pod_list,
-                              resync_seconds=resync_seconds, watch_timeout=watch_timeout)
+        self.nodes = ListWatch(
+            "nodes", core_v1.list_node, self._node_event, self._node_list, resync_seconds=resync_seconds, watch_timeout=watch_timeout
+        )
+        self.pods = ListWatch(
+            "pods",
+            core_v1.list_pod_for_all_namespaces,
+            self._pod_event,
+            self._pod_list,
+            resync_seconds=resync_seconds,
+            watch_timeout=watch_timeout,
+        )
 
     def _node_list(self, items: list[Mapping[str, Any]]) -> None:
         self.informed.replace_nodes(items)
@@ -52,7 +59,7 @@ class ClusterCache:
             "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node},
             "reason": DUPLICATE_DEVICE_REASON,
             "message": f"device id {device_id!r} is already registered by node {other!r}: the devices of this node's registration "
-                       "that includes it are not schedulable until one of the two nodes stops registering it",
+            "that includes it are not schedulable until one of the two nodes stops registering it",
             "type": "Warning",
             "source": {"component": "hami-scheduler"},
             "reportingComponent": "hami-scheduler",

@@ -34,12 +34,24 @@ def _split_bind(value: str) -> tuple[str, int]:
 
 
 @click.command("scheduler")
-@click.option("--bind", "bind_address", default="0.0.0.0:8443", show_default=True,
-              help="HOST:PORT of the admission webhook, /healthz, /readyz and /metrics (the API server's and Prometheus' listener).")
-@click.option("--extender-bind", default=DEFAULT_EXTENDER_BIND, show_default=True,
-              help="HOST:PORT of filter/prioritize/bind: the pod's loopback, where only kube-scheduler beside it reaches them.")
-@click.option("--client-ca", type=click.Path(exists=True, dir_okay=False),
-              help="Serve the extender over HTTPS and require a client certificate signed by this CA (needed to bind it beyond loopback).")
+@click.option(
+    "--bind",
+    "bind_address",
+    default="0.0.0.0:8443",
+    show_default=True,
+    help="HOST:PORT of the admission webhook, /healthz, /readyz and /metrics (the API server's and Prometheus' listener).",
+)
+@click.option(
+    "--extender-bind",
+    default=DEFAULT_EXTENDER_BIND,
+    show_default=True,
+    help="HOST:PORT of filter/prioritize/bind: the pod's loopback, where only kube-scheduler beside it reaches them.",
+)
+@click.option(
+    "--client-ca",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Serve the extender over HTTPS and require a client certificate signed by this CA (needed to bind it beyond loopback).",
+)
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Serve HTTPS with this certificate (reloaded on change).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Private key of --tls-cert.")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Default: the in-cluster service account.")
@@ -48,19 +60,43 @@ def _split_bind(value: str) -> tuple[str, int]:
 @click.option("--node-policy", default="binpack", show_default=True)
 @click.option("--device-policy", default="spread", show_default=True)
 @click.option("--lock-expiry", default=300, show_default=True, help="Seconds after which a node lock may be taken over.")
-@click.option("--signing-key-dir", type=click.Path(exists=True, file_okay=False),
-              help="Mounted Secret with the Ed25519 private 'key' (and 'previous-public-key' during a rotation).")
-@click.option("--accept-legacy-hmac-key", type=click.Path(exists=True, dir_okay=False),
-              help="Also trust records signed with this HMAC key of a release before Ed25519 signatures (upgrades).")
+@click.option(
+    "--signing-key-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Mounted Secret with the Ed25519 private 'key' (and 'previous-public-key' during a rotation).",
+)
+@click.option(
+    "--accept-legacy-hmac-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Also trust records signed with this HMAC key of a release before Ed25519 signatures (upgrades).",
+)
 @click.option("--insecure-skip-signature", is_flag=True, help="Do not sign allocations (development only).")
 @click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, help="Elect a leader on a Lease (replicas > 1).")
 @click.option("--lease-namespace", default="kube-system", show_default=True)
-@click.option("--legacy-metrics", is_flag=True, help="Also export HAMi's pre-2.8 metric names (GPUDeviceMemoryLimit, nodeGPUOverview, ...), as HAMi's flag does.")
-def scheduler_command(bind_address: str, extender_bind: str, client_ca: str | None,
-                      tls_cert: str | None, tls_key: str | None, kubeconfig: str | None, config_file: str | None,
-                      scheduler_name: str, node_policy: str, device_policy: str, lock_expiry: int, signing_key_dir: str | None,
-                      insecure_skip_signature: bool, leader_elect: bool, lease_namespace: str, legacy_metrics: bool = False,
-                      accept_legacy_hmac_key: str | None = None) -> None:
+@click.option(
+    "--legacy-metrics",
+    is_flag=True,
+    help="Also export HAMi's pre-2.8 metric names (GPUDeviceMemoryLimit, nodeGPUOverview, ...), as HAMi's flag does.",
+)
+def scheduler_command(
+    bind_address: str,
+    extender_bind: str,
+    client_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    kubeconfig: str | None,
+    config_file: str | None,
+    scheduler_name: str,
+    node_policy: str,
+    device_policy: str,
+    lock_expiry: int,
+    signing_key_dir: str | None,
+    insecure_skip_signature: bool,
+    leader_elect: bool,
+    lease_namespace: str,
+    legacy_metrics: bool = False,
+    accept_legacy_hmac_key: str | None = None,
+) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."""
     host, port = _split_bind(bind_address)
     extender_host, extender_port = _extender_listener(extender_bind, (host, port), client_ca, tls_cert, tls_key)
@@ -74,7 +110,9 @@ def scheduler_command(bind_address: str, extender_bind: str, client_ca: str | No
     keys = signing_keys(signing_key_dir, insecure_skip_signature, legacy_hmac_key=accept_legacy_hmac_key)
     if keys is None:
         log.warning("event=signing_disabled reason='--insecure-skip-signature': allocations are not signed")
-    config = SchedulerConfig(scheduler_name=scheduler_name, node_policy=node_policy, device_policy=device_policy, lock_expiry=timedelta(seconds=lock_expiry))
+    config = SchedulerConfig(
+        scheduler_name=scheduler_name, node_policy=node_policy, device_policy=device_policy, lock_expiry=timedelta(seconds=lock_expiry)
+    )
     manager.policies()  # fail now on a broken policy plugin
     from hami.scheduler.fit import device_choice
 
@@ -86,9 +124,23 @@ def scheduler_command(bind_address: str, extender_bind: str, client_ca: str | No
                 manager.policy(level, name)
         except ValidationError as exc:
             raise click.BadParameter(str(exc)) from None
-    service = SchedulerService(manager, api_client(kubeconfig), config, keys, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                               leader_elect=leader_elect, lease_namespace=lease_namespace, webhook=_webhook_handler(manager, scheduler_name, kubeconfig),
-                               legacy_metrics=legacy_metrics, extender_host=extender_host, extender_port=extender_port, client_ca=client_ca)
+    service = SchedulerService(
+        manager,
+        api_client(kubeconfig),
+        config,
+        keys,
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        leader_elect=leader_elect,
+        lease_namespace=lease_namespace,
+        webhook=_webhook_handler(manager, scheduler_name, kubeconfig),
+        legacy_metrics=legacy_metrics,
+        extender_host=extender_host,
+        extender_port=extender_port,
+        client_ca=client_ca,
+    )
     service.start()
     click.echo(f"hami scheduler serving on {service.server.url}")
     click.echo(f"hami scheduler extender (kube-scheduler's) on {service.extender_server.url}")
@@ -113,8 +165,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _extender_listener(value: str, webhook: tuple[str, int], client_ca: str | None, tls_cert: str | None,
-                       tls_key: str | None) -> tuple[str, int]:
+def _extender_listener(
+    value: str, webhook: tuple[str, int], client_ca: str | None, tls_cert: str | None, tls_key: str | None
+) -> tuple[str, int]:
     """The extender's HOST:PORT, refused where it would let anyone but kube-scheduler bind pods."""
     host, port = _split_bind(value)
     if (host, port) == webhook and port != 0:
@@ -122,8 +175,11 @@ def _extender_listener(value: str, webhook: tuple[str, int], client_ca: str | No
     if client_ca and not (tls_cert and tls_key):
         raise click.BadParameter("a client CA needs --tls-cert and --tls-key (the extender then speaks HTTPS)", param_hint="--client-ca")
     if not client_ca and not _is_loopback(host):
-        raise click.BadParameter(f"{value!r} is reachable from outside the pod: anyone reaching it could bind pods. "
-                                 "Bind it to 127.0.0.1 (kube-scheduler runs beside it) or give --client-ca", param_hint="--extender-bind")
+        raise click.BadParameter(
+            f"{value!r} is reachable from outside the pod: anyone reaching it could bind pods. "
+            "Bind it to 127.0.0.1 (kube-scheduler runs beside it) or give --client-ca",
+            param_hint="--extender-bind",
+        )
     return host, port
 
 
@@ -143,14 +199,19 @@ def _webhook_handler(manager: BackendManager, scheduler_name: str, kubeconfig: s
 
 
 @click.command("scheduler-config")
-@click.option("--url", default=f"http://{DEFAULT_EXTENDER_BIND}", show_default=True,
-              help="Where kube-scheduler reaches the extender (hami scheduler --extender-bind).")
+@click.option(
+    "--url",
+    default=f"http://{DEFAULT_EXTENDER_BIND}",
+    show_default=True,
+    help="Where kube-scheduler reaches the extender (hami scheduler --extender-bind).",
+)
 @click.option("--scheduler-name", default=DEFAULT_SCHEDULER_NAME, show_default=True)
 @click.option("--ca-file", help="Verify the extender's certificate with this CA (default: insecure TLS to localhost).")
 @click.option("--client-cert", help="kube-scheduler's client certificate for an extender run with --client-ca.")
 @click.option("--client-key", help="Private key of --client-cert.")
-def scheduler_config_command(url: str, scheduler_name: str, ca_file: str | None, client_cert: str | None = None,
-                             client_key: str | None = None) -> None:
+def scheduler_config_command(
+    url: str, scheduler_name: str, ca_file: str | None, client_cert: str | None = None, client_key: str | None = None
+) -> None:
     """Print the KubeSchedulerConfiguration for kube-scheduler, managing every installed backend's resources."""
     import yaml
 
@@ -162,6 +223,7 @@ def scheduler_config_command(url: str, scheduler_name: str, ca_file: str | None,
         raise click.BadParameter("give both --client-cert and --client-key", param_hint="--client-cert")
     if client_cert and not url.startswith("https://"):
         raise click.BadParameter(f"a client certificate is sent over HTTPS only; {url!r} is not https://", param_hint="--url")
-    configuration = scheduler_configuration(manager, url, scheduler_name=scheduler_name, ca_file=ca_file,
-                                            cert_file=client_cert, key_file=client_key)
+    configuration = scheduler_configuration(
+        manager, url, scheduler_name=scheduler_name, ca_file=ca_file, cert_file=client_cert, key_file=client_key
+    )
     click.echo(yaml.safe_dump(configuration, sort_keys=False), nl=False)

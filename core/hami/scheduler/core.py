@@ -120,7 +120,9 @@ class Scheduler:
         if not self.manager.policy("node", policy).per_pod:
             ranking = self._rankings.get(policy)
             if ranking is None:
-                ranking = self._rankings[policy] = NodeRanking(self.state, lambda node: self.manager.score_node(policy, node.node_usage(), (), {}, self.cluster))
+                ranking = self._rankings[policy] = NodeRanking(
+                    self.state, lambda node: self.manager.score_node(policy, node.node_usage(), (), {}, self.cluster)
+                )
             return ranking.best_first(wanted)
         nodes = [self.state.nodes[n] for n in wanted if n in self.state.nodes]
         scores = self.manager.score_nodes(policy, [node.node_usage() for node in nodes], requests, pod, self.cluster)
@@ -141,7 +143,9 @@ class Scheduler:
             if request.memory > summary.max_free_memory:
                 return f"CardInsufficientMemory: {request.memory} MiB needed, at most {summary.max_free_memory} MiB free on one {request.vendor} device"
             if request.cores > summary.max_free_cores:
-                return f"CardInsufficientCore: {request.cores}% needed, at most {summary.max_free_cores}% free on one {request.vendor} device"
+                return (
+                    f"CardInsufficientCore: {request.cores}% needed, at most {summary.max_free_cores}% free on one {request.vendor} device"
+                )
         return None
 
     def filter(self, pod: Mapping[str, Any], node_names: Sequence[str]) -> FilterOutcome:
@@ -185,7 +189,10 @@ class Scheduler:
             init_count = len((pod.get("spec") or {}).get("initContainers") or [])
             now = time.time()
             holdings = pod_holdings(chosen.devices, init_count)
-            self.state.hold(uid, PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now))))
+            self.state.hold(
+                uid,
+                PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now))),
+            )
             self.state.assume_host(uid, chosen.node, pod)
         if len(self._writes) > 1000:  # forget writes that succeeded for pods never bound; keep failures for bind
             self._writes = {u: f for u, f in self._writes.items() if not f.done() or f.result()}
@@ -295,8 +302,15 @@ class Scheduler:
             return reason
         try:
             now = str(int(time.time()))
-            self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: now}}})
-            body: Any = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": namespace, "uid": uid or None}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+            self.core_v1.patch_namespaced_pod(
+                name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: now}}}
+            )
+            body: Any = {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name, "namespace": namespace, "uid": uid or None},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+            }
             self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
         except (ApiException, OSError, HTTPError) as exc:
             reason = f"{who}: binding to node {node!r} failed: {_api_reason(exc)}"
@@ -314,7 +328,9 @@ class Scheduler:
         if self.core_v1 is None:
             return
         try:
-            self.core_v1.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.FAILED}}}, _preload_content=False)
+            self.core_v1.patch_namespaced_pod(
+                name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.FAILED}}}, _preload_content=False
+            )
         except (ApiException, OSError, HTTPError) as exc:
             log.warning("event=bind_phase_write_failed pod=%s/%s error=%r", namespace, name, _api_reason(exc))
 
@@ -337,8 +353,13 @@ class Scheduler:
         body = {
             "metadata": {"generateName": f"{meta.get('name', 'pod')}.", "namespace": namespace},
             "involvedObject": {"kind": "Pod", "namespace": namespace, "name": meta.get("name"), "uid": meta.get("uid"), "apiVersion": "v1"},
-            "reason": reason, "message": message, "type": kind, "source": {"component": self.config.scheduler_name},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": self.config.scheduler_name},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         }
         self._writer.submit(self._write_event, namespace, body)
 

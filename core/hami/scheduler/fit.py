@@ -76,7 +76,9 @@ class Misfit:
     reason: str
 
 
-def device_reason(manager: BackendManager, node: NodeState, request: DeviceRequest, usage: DeviceUsage, pod: Mapping[str, Any]) -> tuple[str | None, DeviceRequest]:
+def device_reason(
+    manager: BackendManager, node: NodeState, request: DeviceRequest, usage: DeviceUsage, pod: Mapping[str, Any]
+) -> tuple[str | None, DeviceRequest]:
     """Why ``usage``'s device cannot take ``request`` (None if it can), and the request as normalised for it."""
     device = usage.device
     if not device.healthy:

@@ -8,9 +8,17 @@ from hami.plugin.manager import BackendManager
 from hami.scheduler.config import DEFAULT_SCHEDULER_NAME
 
 
-def scheduler_configuration(manager: BackendManager, url: str, *, scheduler_name: str = DEFAULT_SCHEDULER_NAME,
-                            insecure: bool = True, ca_file: str | None = None, http_timeout: str = "30s",
-                            cert_file: str | None = None, key_file: str | None = None) -> dict[str, Any]:
+def scheduler_configuration(
+    manager: BackendManager,
+    url: str,
+    *,
+    scheduler_name: str = DEFAULT_SCHEDULER_NAME,
+    insecure: bool = True,
+    ca_file: str | None = None,
+    http_timeout: str = "30s",
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> dict[str, Any]:
     """Every installed backend's resources are managed and ``ignoredByScheduler``: memory and core
     shares are never advertised by nodes, and the extender checks counts against the real devices.
     ``cert_file``/``key_file``: kube-scheduler's client certificate, for an extender run with --client-ca."""

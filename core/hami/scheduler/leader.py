@@ -37,7 +37,9 @@ def _parse(value: str | None) -> datetime | None:
 
 
 class LeaderElector:
-    def __init__(self, api: CoordinationV1Api, namespace: str, name: str, identity: str, *, lease_seconds: int = 15, renew_seconds: float = 5.0) -> None:
+    def __init__(
+        self, api: CoordinationV1Api, namespace: str, name: str, identity: str, *, lease_seconds: int = 15, renew_seconds: float = 5.0
+    ) -> None:
         self.api = api
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_seconds = lease_seconds
@@ -60,9 +62,16 @@ class LeaderElector:
         except ApiException as exc:
             if exc.status != 404:
                 return self._set(False, f"HTTP {exc.status}")
-            body: Any = {"metadata": {"name": self.name, "namespace": self.namespace},
-                              "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds,
-                                  "acquireTime": _stamp(now), "renewTime": _stamp(now), "leaseTransitions": 0}}
+            body: Any = {
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {
+                    "holderIdentity": self.identity,
+                    "leaseDurationSeconds": self.lease_seconds,
+                    "acquireTime": _stamp(now),
+                    "renewTime": _stamp(now),
+                    "leaseTransitions": 0,
+                },
+            }
             try:
                 self.api.create_namespaced_lease(self.namespace, body)
                 return self._set(True, "created")
@@ -75,10 +84,20 @@ class LeaderElector:
         if holder not in (None, "", self.identity) and renewed is not None and renewed + duration > now:
             return self._set(False, f"held by {holder}")
         transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
-        body = {"metadata": {"name": self.name, "namespace": self.namespace, "resourceVersion": (lease.metadata or V1ObjectMeta()).resource_version},
-                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.lease_seconds,
-                         "acquireTime": _stamp(now) if holder != self.identity else _stamp(spec.acquire_time or now),
-                         "renewTime": _stamp(now), "leaseTransitions": transitions}}
+        body = {
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": (lease.metadata or V1ObjectMeta()).resource_version,
+            },
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": self.lease_seconds,
+                "acquireTime": _stamp(now) if holder != self.identity else _stamp(spec.acquire_time or now),
+                "renewTime": _stamp(now),
+                "leaseTransitions": transitions,
+            },
+        }
         try:
             self.api.replace_namespaced_lease(self.name, self.namespace, body)
             return self._set(True, "renewed" if holder == self.identity else f"taken over from {holder or 'nobody'}")

@@ -74,25 +74,38 @@ class AllocationCollector(Collector):
         dev = ["node", "device_uuid", "device_index", "device_type"]
         mem_limit = out.gauge("hami_gpu_memory_limit_bytes", "Device memory limit for a certain GPU", dev)
         core_limit = out.gauge("hami_gpu_core_limit_ratio", "Device core limit for a certain GPU", dev)
-        mem_alloc = out.gauge("hami_gpu_memory_allocated_bytes", "Device memory allocated for a certain GPU",
-                              ["node", "device_uuid", "device_index", "device_cores", "device_type"])
+        mem_alloc = out.gauge(
+            "hami_gpu_memory_allocated_bytes",
+            "Device memory allocated for a certain GPU",
+            ["node", "device_uuid", "device_index", "device_cores", "device_type"],
+        )
         shared = out.gauge("hami_gpu_shared_count", "Number of containers sharing this GPU", dev)
         core_alloc = out.gauge("hami_gpu_core_allocated_ratio", "Device core allocated for a certain GPU", dev)
-        overview = out.gauge("hami_node_gpu_overview", "GPU overview on a certain node",
-                             ["node", "device_uuid", "device_index", "device_cores", "device_memory_limit", "device_type"])
+        overview = out.gauge(
+            "hami_node_gpu_overview",
+            "GPU overview on a certain node",
+            ["node", "device_uuid", "device_index", "device_cores", "device_memory_limit", "device_type"],
+        )
         ratio = out.gauge("hami_node_gpu_memory_allocated_ratio", "GPU Memory Allocated Percentage on a certain GPU", dev)
         if self.legacy:
             old = ["nodeid", "deviceuuid", "deviceidx", "devicetype"]
             l_mem_limit = out.gauge("GPUDeviceMemoryLimit", "Device memory limit for a certain GPU", old)
             l_core_limit = out.gauge("GPUDeviceCoreLimit", "Device memory core limit for a certain GPU", old)
-            l_mem_alloc = out.gauge("GPUDeviceMemoryAllocated", "Device memory allocated for a certain GPU",
-                                    ["nodeid", "deviceuuid", "deviceidx", "devicecores", "devicetype"])
+            l_mem_alloc = out.gauge(
+                "GPUDeviceMemoryAllocated",
+                "Device memory allocated for a certain GPU",
+                ["nodeid", "deviceuuid", "deviceidx", "devicecores", "devicetype"],
+            )
             l_shared = out.gauge("GPUDeviceSharedNum", "Number of containers sharing this GPU", old)
             l_core_alloc = out.gauge("GPUDeviceCoreAllocated", "Device core allocated for a certain GPU", old)
-            l_overview = out.gauge("nodeGPUOverview", "GPU overview on a certain node",
-                                   ["nodeid", "deviceuuid", "deviceidx", "devicecores", "devicememorylimit", "devicetype"])
-            l_ratio = out.gauge("nodeGPUMemoryPercentage", "GPU Memory Allocated Percentage on a certain GPU",
-                                ["nodeid", "deviceuuid", "deviceidx"])
+            l_overview = out.gauge(
+                "nodeGPUOverview",
+                "GPU overview on a certain node",
+                ["nodeid", "deviceuuid", "deviceidx", "devicecores", "devicememorylimit", "devicetype"],
+            )
+            l_ratio = out.gauge(
+                "nodeGPUMemoryPercentage", "GPU Memory Allocated Percentage on a certain GPU", ["nodeid", "deviceuuid", "deviceidx"]
+            )
         for node in self.state.nodes.values():
             for device_id, device in node.devices.items():
                 usage = node.usage(device_id)
@@ -150,7 +163,7 @@ class AllocationCollector(Collector):
         for quota in quotas:
             namespace = (quota.get("metadata") or {}).get("namespace") or ""
             for key, value in ((quota.get("spec") or {}).get("hard") or {}).items():
-                resource = key[len(QUOTA_PREFIX):] if key.startswith(QUOTA_PREFIX) else ""
+                resource = key[len(QUOTA_PREFIX) :] if key.startswith(QUOTA_PREFIX) else ""
                 if resource not in managed:
                     continue
                 try:
@@ -164,8 +177,11 @@ class AllocationCollector(Collector):
                 limits[namespace, resource] = min(int(amount), limits.get((namespace, resource), int(amount)))
         used_gauge = out.gauge("hami_resource_quota_used", "resourcequota usage for a certain device", ["namespace", "quota_name", "limit"])
         limit_gauge = out.gauge("hami_resource_quota_limit", "resourcequota limit for a certain device", ["namespace", "quota_name"])
-        legacy_used = (out.gauge("QuotaUsed", "resourcequota usage for a certain device", ["quotanamespace", "quotaName", "limit"])
-                       if self.legacy else None)
+        legacy_used = (
+            out.gauge("QuotaUsed", "resourcequota usage for a certain device", ["quotanamespace", "quotaName", "limit"])
+            if self.legacy
+            else None
+        )
         for namespace, resource in sorted(set(used) | set(limits)):
             granted, limit = used.get((namespace, resource), 0), limits.get((namespace, resource))
             used_gauge(granted, namespace, resource, str(limit or 0))
@@ -223,15 +239,31 @@ def bind_failure_reason(message: str) -> str:
 class SchedulerMetrics:
     def __init__(self, state: ClusterState, *, legacy: bool = False, quotas: QuotaLister | None = None, zone: str = ZONE) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("hami_extender_requests", "Extender requests by verb and result", ["verb", "result"], registry=self.registry)
-        self.latency = Histogram("hami_extender_request_seconds", "Extender request latency", ["verb"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.filter_failures = Counter("hami_filter_node_failures", "Nodes rejected by filter, by reason code (one pod, one node, each reason)",
-                                       ["reason"], registry=self.registry)
-        self.filter_outcomes = Counter("hami_filter_pods", "Filter calls for pods that ask for devices, by outcome (scheduled, unschedulable, error)",
-                                       ["outcome"], registry=self.registry)
-        self.bind_failures = Counter("hami_bind_failures", "Failed binds by reason (NodeLock, Binding, AllocationWrite, Other)",
-                                     ["reason"], registry=self.registry)
+        self.requests = Counter(
+            "hami_extender_requests", "Extender requests by verb and result", ["verb", "result"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "hami_extender_request_seconds",
+            "Extender request latency",
+            ["verb"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.filter_failures = Counter(
+            "hami_filter_node_failures",
+            "Nodes rejected by filter, by reason code (one pod, one node, each reason)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.filter_outcomes = Counter(
+            "hami_filter_pods",
+            "Filter calls for pods that ask for devices, by outcome (scheduled, unschedulable, error)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.bind_failures = Counter(
+            "hami_bind_failures", "Failed binds by reason (NodeLock, Binding, AllocationWrite, Other)", ["reason"], registry=self.registry
+        )
         self.collector = AllocationCollector(state, legacy=legacy, quotas=quotas, zone=zone)
         self.registry.register(self.collector)
 

@@ -129,9 +129,16 @@ class Extender:
     is allowed only for a scheduler that writes nothing (no API server): an allocation is never signed
     for a body alone."""
 
-    def __init__(self, scheduler: Scheduler, metrics: SchedulerMetrics | None = None, webhook: WebhookHandler | None = None,
-                 ready: Callable[[], bool] = lambda: True, leading: Callable[[], bool] = lambda: True,
-                 pods: Informed | None = None, pod_wait: float = POD_WAIT) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        metrics: SchedulerMetrics | None = None,
+        webhook: WebhookHandler | None = None,
+        ready: Callable[[], bool] = lambda: True,
+        leading: Callable[[], bool] = lambda: True,
+        pods: Informed | None = None,
+        pod_wait: float = POD_WAIT,
+    ) -> None:
         if pods is None and scheduler.core_v1 is not None:
             raise ValueError("an extender whose scheduler writes to the API server needs the informer's pods (pods=cache.informed)")
         self.scheduler = scheduler
@@ -316,9 +323,19 @@ class ExtenderHTTPServer(ThreadedHTTPServer):
     ``POST /webhook`` (the API server's). With ``tls_cert`` it speaks HTTPS, the files reloaded when
     they change; with ``client_ca`` a client must present a certificate that CA signed."""
 
-    def __init__(self, extender: Extender, host: str = "127.0.0.1", port: int = 0, *, tls_cert: str | None = None,
-                 tls_key: str | None = None, client_ca: str | None = None, serve_verbs: bool = True, serve_webhook: bool = True,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        extender: Extender,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        client_ca: str | None = None,
+        serve_verbs: bool = True,
+        serve_webhook: bool = True,
+        limits: Limits | None = None,
+    ) -> None:
         if client_ca and not tls_cert:
             raise ValueError("a client CA needs TLS: give the server certificate and key too")
         self.tls = ReloadingTLS(tls_cert, tls_key or tls_cert, client_ca) if tls_cert else None

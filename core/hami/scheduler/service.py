@@ -53,18 +53,32 @@ class SchedulerService:
         self.scheduler = Scheduler(manager, self.state, core_v1, config, keys)
         self.handshake = HandshakeRequester(self.state, core_v1, interval=handshake_interval)
         self.elector = (
-            LeaderElector(CoordinationV1Api(api), lease_namespace, config.scheduler_name, os.environ.get("POD_NAME") or socket.gethostname())
-            if leader_elect else None
+            LeaderElector(
+                CoordinationV1Api(api), lease_namespace, config.scheduler_name, os.environ.get("POD_NAME") or socket.gethostname()
+            )
+            if leader_elect
+            else None
         )
         elector = self.elector
         leading: Callable[[], bool] = (lambda: elector.leading) if elector else (lambda: True)
         self.metrics = SchedulerMetrics(self.state, legacy=legacy_metrics, quotas=api_resource_quotas(core_v1))
-        self.extender = Extender(self.scheduler, self.metrics, webhook=webhook, ready=lambda: self.cache.synced, leading=leading,
-                                 pods=self.cache.informed)
+        self.extender = Extender(
+            self.scheduler, self.metrics, webhook=webhook, ready=lambda: self.cache.synced, leading=leading, pods=self.cache.informed
+        )
         self.server = ExtenderHTTPServer(self.extender, host, port, tls_cert=tls_cert, tls_key=tls_key, serve_verbs=extender_port is None)
-        self.extender_server = self.server if extender_port is None else ExtenderHTTPServer(
-            self.extender, extender_host, extender_port, tls_cert=tls_cert if client_ca else None, tls_key=tls_key if client_ca else None,
-            client_ca=client_ca, serve_webhook=False)
+        self.extender_server = (
+            self.server
+            if extender_port is None
+            else ExtenderHTTPServer(
+                self.extender,
+                extender_host,
+                extender_port,
+                tls_cert=tls_cert if client_ca else None,
+                tls_key=tls_key if client_ca else None,
+                client_ca=client_ca,
+                serve_webhook=False,
+            )
+        )
 
     def start(self) -> SchedulerService:
         self.cache.start()

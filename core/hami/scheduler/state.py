@@ -207,7 +207,9 @@ class ClusterState:
                 if found:
                     candidates.append((vendor, found))
                 continue
-            gone = handshake_problem(annotations.get(kind.annotations.handshake, ""), node, kind.resources.count, now, self.handshake_timeout)
+            gone = handshake_problem(
+                annotations.get(kind.annotations.handshake, ""), node, kind.resources.count, now, self.handshake_timeout
+            )
             if gone:  # HAMi's rule: a stale request and nothing allocatable (pkg/device/devices.go CheckHealth)
                 problems[vendor] = f"the {vendor} device plugin {gone}"
                 continue
@@ -282,8 +284,14 @@ class ClusterState:
         return [n for other, n in self._refused.items() if other != name]
 
     def _apply_node_locked(
-        self, name: str, node: Mapping[str, Any], annotations: Mapping[str, str], devices: dict[str, SchedulableDevice],
-        by_vendor: dict[str, tuple[str, ...]], cordon: frozenset[str], problems: dict[str, str],
+        self,
+        name: str,
+        node: Mapping[str, Any],
+        annotations: Mapping[str, str],
+        devices: dict[str, SchedulableDevice],
+        by_vendor: dict[str, tuple[str, ...]],
+        cordon: frozenset[str],
+        problems: dict[str, str],
     ) -> None:
         handshakes = {  # every registered vendor is asked, as HAMi asks, also where no plugin wrote a handshake
             vendor: annotations.get(k.annotations.handshake, "")
@@ -354,8 +362,14 @@ class ClusterState:
         with self.lock:
             held = self.pods.get(uid)
             if not bound_to:
-                if held is not None and held.trust == Trust.ASSUMED and (
-                    devices != held.devices or annotations.get(SCHEDULE_TIME) != held.scheduled or annotations.get(BIND_PHASE) == BindPhase.FAILED
+                if (
+                    held is not None
+                    and held.trust == Trust.ASSUMED
+                    and (
+                        devices != held.devices
+                        or annotations.get(SCHEDULE_TIME) != held.scheduled
+                        or annotations.get(BIND_PHASE) == BindPhase.FAILED
+                    )
                 ):
                     return  # the pod as it was before the filter's latest choice: that choice stands until bind ends it
                 if annotations.get(BIND_PHASE) == BindPhase.FAILED or not devices:
@@ -391,7 +405,16 @@ class ClusterState:
                 trust = Trust.UNSIGNED
             init_count = len(spec.get("initContainers") or [])
             holdings = pod_holdings(devices, init_count)
-            record = PodRecord(meta.get("namespace", ""), meta.get("name", ""), node, holdings, devices, trust, bool(bound_to), annotations.get(SCHEDULE_TIME, ""))
+            record = PodRecord(
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                node,
+                holdings,
+                devices,
+                trust,
+                bool(bound_to),
+                annotations.get(SCHEDULE_TIME, ""),
+            )
             self.hold(uid, record)
 
     def _account_host(self, uid: str, pod: Mapping[str, Any], bound_to: str | None, phase: str | None) -> None:

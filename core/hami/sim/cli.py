@@ -22,13 +22,29 @@ POLICIES_DEFAULT = ("random", "binpack", "spread", "bestfit", "fgd")
 
 
 @click.command("simulate")
-@click.option("--nodes", "nodes_path", required=True, type=click.Path(exists=True, dir_okay=False), help="openb node CSV, or a node inventory YAML.")
 @click.option(
-    "--pods", "pods_path", required=True, type=click.Path(exists=True, dir_okay=False),
+    "--nodes", "nodes_path", required=True, type=click.Path(exists=True, dir_okay=False), help="openb node CSV, or a node inventory YAML."
+)
+@click.option(
+    "--pods",
+    "pods_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
     help="openb pod CSV, or Kubernetes pod specs (YAML; any vendor's resources; sim.hami.io/replicas copies a pod).",
 )
-@click.option("--policy", "policies", multiple=True, help="Policy to compare (repeatable): random, binpack, spread, bestfit, fgd, or NODE/DEVICE. Default: all five.")
-@click.option("--tune", default=1.3, show_default=True, type=float, help="Inflate (or trim) the workload to this multiple of the cluster's GPU capacity; 0 keeps it.")
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    help="Policy to compare (repeatable): random, binpack, spread, bestfit, fgd, or NODE/DEVICE. Default: all five.",
+)
+@click.option(
+    "--tune",
+    default=1.3,
+    show_default=True,
+    type=float,
+    help="Inflate (or trim) the workload to this multiple of the cluster's GPU capacity; 0 keeps it.",
+)
 @click.option("--seed", type=int, help="One seed (inflation and shuffle).")
 @click.option("--seeds", "seeds_text", help="Seeds: 42-51, or a comma list. Default: 42.")
 @click.option("--split-count", default=100, show_default=True, type=int, help="Containers sharing one device (split_count).")
@@ -41,15 +57,32 @@ POLICIES_DEFAULT = ("random", "binpack", "spread", "bestfit", "fgd")
     "--backend", "backends", multiple=True, help="Entry points to load beside the vendor's backend (plugins whose policies you compare)."
 )
 @click.option(
-    "--live", is_flag=True,
+    "--live",
+    is_flag=True,
     help="Replay through the live path: in-memory API server, informer-fed scheduler cache, extender filter and bind (slower; same report).",
 )
 @click.option("--jobs", default=1, show_default=True, type=int, help="Runs in parallel worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per (policy, seed) run, one per line.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write allocated % vs arrived % per policy to this PNG (pip install 'hami[sim]').")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Write allocated % vs arrived % per policy to this PNG (pip install 'hami[sim]').",
+)
 def simulate_command(
-    nodes_path: str, pods_path: str, policies: tuple[str, ...], tune: float, seed: int | None, seeds_text: str | None,
-    split_count: int, vendor: str | None, backends: tuple[str, ...], live: bool, jobs: int, as_json: bool, plot_path: str | None,
+    nodes_path: str,
+    pods_path: str,
+    policies: tuple[str, ...],
+    tune: float,
+    seed: int | None,
+    seeds_text: str | None,
+    split_count: int,
+    vendor: str | None,
+    backends: tuple[str, ...],
+    live: bool,
+    jobs: int,
+    as_json: bool,
+    plot_path: str | None,
 ) -> None:
     """Replay an openb trace through hami's scheduler (filter, backend predicates, policies) and
     report the allocated share of GPU capacity as the workload arrives."""
@@ -122,14 +155,37 @@ def _run_mixed(nodes_path: str, pods_path: str, policies: Sequence[str], seeds: 
     from rich.table import Table
 
     table = Table(title=f"hami simulate: {Path(pods_path).name} on {Path(nodes_path).name} (per vendor)")
-    for column in ("policy", "seed", "vendor", "devices", "pods", "placed", "failed", "asked %", "granted %", "rounding (devices)", "failures"):
+    for column in (
+        "policy",
+        "seed",
+        "vendor",
+        "devices",
+        "pods",
+        "placed",
+        "failed",
+        "asked %",
+        "granted %",
+        "rounding (devices)",
+        "failures",
+    ):
         table.add_column(column, justify="left" if column in ("policy", "vendor", "failures") else "right")
     for r in results:
         for v in r.vendors:
             data = v.as_json()
             failures = ", ".join(f"{k} {n}" for k, n in data["failures"].items())
-            table.add_row(r.policy, str(r.seed), v.vendor, str(v.devices), str(v.pods), str(v.placed), str(v.failed),
-                          f"{data['requested_pct']:.1f}", f"{data['granted_pct']:.1f}", f"{data['rounding_milli'] / 1000:.2f}", failures)
+            table.add_row(
+                r.policy,
+                str(r.seed),
+                v.vendor,
+                str(v.devices),
+                str(v.pods),
+                str(v.placed),
+                str(v.failed),
+                f"{data['requested_pct']:.1f}",
+                f"{data['granted_pct']:.1f}",
+                f"{data['rounding_milli'] / 1000:.2f}",
+                failures,
+            )
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
@@ -172,7 +228,13 @@ def _table(summaries: Sequence[PolicySummary], trace: str, tune: float) -> None:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for s in summaries:
         table.add_row(
-            s.policy, str(s.runs), f"{s.alloc100_mean:.2f}", f"{s.alloc100_min:.2f}", f"{s.alloc100_max:.2f}",
-            f"{s.placed_mean:.0f}", f"{s.failed_mean:.0f}", f"{s.seconds_mean:.1f}",
+            s.policy,
+            str(s.runs),
+            f"{s.alloc100_mean:.2f}",
+            f"{s.alloc100_min:.2f}",
+            f"{s.alloc100_max:.2f}",
+            f"{s.placed_mean:.0f}",
+            f"{s.failed_mean:.0f}",
+            f"{s.seconds_mean:.1f}",
         )
     Console(width=None if sys.stdout.isatty() else 120).print(table)

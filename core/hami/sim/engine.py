@@ -181,12 +181,31 @@ class Simulator:
             scheduler.close()
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
         result = RunResult(
-            policy, seed, tune, len(workload), placed, sum(failed.values()), seconds, self.capacity_milli,
-            arrived, allocated, alloc_at_arrived(arrived_pct, allocated_pct), dict(failed), placements, cpu_seconds,
+            policy,
+            seed,
+            tune,
+            len(workload),
+            placed,
+            sum(failed.values()),
+            seconds,
+            self.capacity_milli,
+            arrived,
+            allocated,
+            alloc_at_arrived(arrived_pct, allocated_pct),
+            dict(failed),
+            placements,
+            cpu_seconds,
         )
         log.info(
             "event=sim_run policy=%s seed=%d tasks=%d placed=%d failed=%d alloc100=%.2f seconds=%.2f cpu_seconds=%.2f",
-            policy, seed, result.tasks, placed, result.failed, result.alloc100, seconds, cpu_seconds,
+            policy,
+            seed,
+            result.tasks,
+            placed,
+            result.failed,
+            result.alloc100,
+            seconds,
+            cpu_seconds,
         )
         return result
 
@@ -213,7 +232,11 @@ class Simulator:
 
 
 def run_many(
-    simulator: Simulator, policies: Sequence[str], seeds: Sequence[int], tune: float = 1.3, progress: Callable[[str, int, int, int], None] | None = None
+    simulator: Simulator,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    tune: float = 1.3,
+    progress: Callable[[str, int, int, int], None] | None = None,
 ) -> list[RunResult]:
     results = []
     for policy in policies:

@@ -137,11 +137,30 @@ class LiveReplay:
             cache.stop()
             server.stop()
         result = RunResult(
-            policy, seed, tune, len(workload), placed, sum(failed.values()), seconds, sim.capacity_milli,
-            arrived, allocated, alloc_at_arrived(arrived_pct, allocated_pct), dict(failed), placements, cpu_seconds,
+            policy,
+            seed,
+            tune,
+            len(workload),
+            placed,
+            sum(failed.values()),
+            seconds,
+            sim.capacity_milli,
+            arrived,
+            allocated,
+            alloc_at_arrived(arrived_pct, allocated_pct),
+            dict(failed),
+            placements,
+            cpu_seconds,
         )
-        log.info("event=sim_live_run policy=%s seed=%d tasks=%d placed=%d alloc100=%.2f seconds=%.2f",
-                 policy, seed, result.tasks, placed, result.alloc100, seconds)
+        log.info(
+            "event=sim_live_run policy=%s seed=%d tasks=%d placed=%d alloc100=%.2f seconds=%.2f",
+            policy,
+            seed,
+            result.tasks,
+            placed,
+            result.alloc100,
+            seconds,
+        )
         return result
 
     def _filter_and_bind(self, extender: Any, listener: Any, pod: dict[str, Any], candidates: list[str]) -> str | None:
@@ -165,14 +184,18 @@ class LiveReplay:
     def _call(extender: Any, listener: Any, verb: str, args: dict[str, Any]) -> dict[str, Any]:
         if listener is None:
             return cast(dict[str, Any], getattr(extender, verb)(args))
-        request = urllib.request.Request(f"{listener.url}/{verb}", data=json.dumps(args).encode(), headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{listener.url}/{verb}", data=json.dumps(args).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return cast(dict[str, Any], json.loads(response.read()))
 
     @staticmethod
     def _allocated(core_v1: Any, name: str, node: str) -> None:
         """The node agent's Allocate, as far as the scheduler can tell: the bind succeeded and the lock is free."""
-        core_v1.patch_namespaced_pod(name, NAMESPACE, {"metadata": {"annotations": {BIND_PHASE: BindPhase.SUCCESS}}}, _preload_content=False)
+        core_v1.patch_namespaced_pod(
+            name, NAMESPACE, {"metadata": {"annotations": {BIND_PHASE: BindPhase.SUCCESS}}}, _preload_content=False
+        )
         core_v1.patch_node(node, {"metadata": {"annotations": {NODE_LOCK: None}}}, _preload_content=False)
 
 

@@ -14,7 +14,9 @@ import numpy as np
 BUCKETS = 131
 
 
-def alloc_at_arrived(arrived_pct: Sequence[float] | np.ndarray, allocated_pct: Sequence[float] | np.ndarray, buckets: int = BUCKETS) -> list[float]:
+def alloc_at_arrived(
+    arrived_pct: Sequence[float] | np.ndarray, allocated_pct: Sequence[float] | np.ndarray, buckets: int = BUCKETS
+) -> list[float]:
     arrived = np.asarray(arrived_pct, dtype=float)
     allocated = np.asarray(allocated_pct, dtype=float)
     if arrived.shape != allocated.shape:

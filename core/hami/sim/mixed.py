@@ -62,10 +62,16 @@ class VendorResult:
     def as_json(self) -> dict[str, Any]:
         capacity = self.capacity_milli or 1
         return {
-            "devices": self.devices, "pods": self.pods, "placed": self.placed, "failed": self.failed,
-            "capacity_milli": self.capacity_milli, "requested_milli": self.requested_milli, "granted_milli": self.granted_milli,
+            "devices": self.devices,
+            "pods": self.pods,
+            "placed": self.placed,
+            "failed": self.failed,
+            "capacity_milli": self.capacity_milli,
+            "requested_milli": self.requested_milli,
+            "granted_milli": self.granted_milli,
             "rounding_milli": self.granted_milli - self.requested_milli,
-            "requested_pct": round(100.0 * self.requested_milli / capacity, 2), "granted_pct": round(100.0 * self.granted_milli / capacity, 2),
+            "requested_pct": round(100.0 * self.requested_milli / capacity, 2),
+            "granted_pct": round(100.0 * self.granted_milli / capacity, 2),
             "failures": dict(self.failures),
         }
 
@@ -83,8 +89,13 @@ class MixedResult:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "policy": self.policy, "seed": self.seed, "pods": self.pods, "placed": self.placed, "failed": self.failed,
-            "seconds": round(self.seconds, 3), "vendors": {v.vendor: v.as_json() for v in self.vendors},
+            "policy": self.policy,
+            "seed": self.seed,
+            "pods": self.pods,
+            "placed": self.placed,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "vendors": {v.vendor: v.as_json() for v in self.vendors},
         }
 
 
@@ -102,7 +113,9 @@ def read_pod_specs(path: str | Path) -> list[dict[str, Any]]:
         items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
         for item in items or ():
             if not isinstance(item, dict) or item.get("kind", "Pod") != "Pod" or not isinstance(item.get("spec"), dict):
-                raise TraceError(f"{path}: document {number}: not a Pod (kind {item.get('kind') if isinstance(item, dict) else type(item).__name__!r})")
+                raise TraceError(
+                    f"{path}: document {number}: not a Pod (kind {item.get('kind') if isinstance(item, dict) else type(item).__name__!r})"
+                )
             meta = item.setdefault("metadata", {})
             if not meta.get("name"):
                 raise TraceError(f"{path}: document {number}: a pod without metadata.name")
@@ -124,8 +137,10 @@ def csv_pods(path: str | Path, kinds: Mapping[str, DeviceKind], vendor: str | No
         kind = next((by_model[m.lower()] for m in task.gpu_spec if m.lower() in by_model), None)
         if kind is None and task.num_gpu:
             if vendor is None or vendor not in kinds:
-                raise TraceError(f"{path}: task {task.name!r}: no installed kind declares its models {list(task.gpu_spec)}; name one with --vendor "
-                                 f"(installed: {', '.join(sorted(kinds))})")
+                raise TraceError(
+                    f"{path}: task {task.name!r}: no installed kind declares its models {list(task.gpu_spec)}; name one with --vendor "
+                    f"(installed: {', '.join(sorted(kinds))})"
+                )
             kind = kinds[vendor]
         pods.append(pod_for(task, "", ShareResources.of(kind or next(iter(kinds.values())))))
     return pods
@@ -141,7 +156,9 @@ class MixedSimulator:
             installed = load_backends()
             missing = [v for v in vendors if v not in installed.kinds]
             if missing:
-                raise TraceError(f"{nodes_path}: no installed backend owns vendor(s) {', '.join(missing)} (installed: {', '.join(sorted(installed.kinds))})")
+                raise TraceError(
+                    f"{nodes_path}: no installed backend owns vendor(s) {', '.join(missing)} (installed: {', '.join(sorted(installed.kinds))})"
+                )
             manager = load_backends(allow=sorted({r.name for r in installed.records if set(r.vendors) & set(vendors)}))
         self.manager = manager
         self.vendors = vendors
@@ -169,7 +186,9 @@ class MixedSimulator:
         state = cluster_state(self.manager, self.objects)
         host = SimHost(self.nodes)
         cluster = ClusterView(host=host, seed=seed, device_fits=self.manager.device_fits)
-        scheduler = Scheduler(self.manager, state, None, SchedulerConfig(node_policy=node_policy, device_policy=device_policy, events=False), cluster=cluster)
+        scheduler = Scheduler(
+            self.manager, state, None, SchedulerConfig(node_policy=node_policy, device_policy=device_policy, events=False), cluster=cluster
+        )
         scheduler.policies({"metadata": {}})
         names = np.array(host.names, dtype=object)
         tally: dict[str, Counter[str]] = {v: Counter() for v in self.vendors}
@@ -206,8 +225,16 @@ class MixedSimulator:
         finally:
             scheduler.close()
         vendors = tuple(
-            VendorResult(v, self.device_counts.get(v, 0), t["pods"], t["placed"], t["failed"], t["requested"], t["granted"],
-                         {k.removeprefix("reason:"): n for k, n in sorted(t.items()) if k.startswith("reason:")})
+            VendorResult(
+                v,
+                self.device_counts.get(v, 0),
+                t["pods"],
+                t["placed"],
+                t["failed"],
+                t["requested"],
+                t["granted"],
+                {k.removeprefix("reason:"): n for k, n in sorted(t.items()) if k.startswith("reason:")},
+            )
             for v, t in sorted(tally.items())
         )
         placed = sum(p is not None for p in placements)

@@ -52,10 +52,13 @@ class Job:
 
     def simulator(self) -> Simulator:
         return Simulator(
-            read_nodes(self.nodes), read_pods_csv(self.pods),
-            split_count=self.split_count, backends=self.backends, narrow=self.narrow, vendor=self.vendor,
+            read_nodes(self.nodes),
+            read_pods_csv(self.pods),
+            split_count=self.split_count,
+            backends=self.backends,
+            narrow=self.narrow,
+            vendor=self.vendor,
         )
-
 
     def run(self, simulator: Simulator, policy: str, seed: int, tune: float, progress: Progress | None = None) -> RunResult:
         """One run, simulated or (``live``) through the live scheduler path."""
@@ -129,12 +132,20 @@ def summarise(results: Sequence[RunResult]) -> list[PolicySummary]:
     out = []
     for policy, runs in by_policy.items():
         alloc = [r.alloc100 for r in runs]
-        curve = tuple(round(statistics.fmean(values), 4) for values in zip(*(r.alloc_at_arrived for r in runs)))
+        curve = tuple(round(statistics.fmean(values), 4) for values in zip(*(r.alloc_at_arrived for r in runs), strict=True))
         out.append(
             PolicySummary(
-                policy, len(runs), statistics.fmean(alloc), min(alloc), max(alloc),
-                statistics.fmean(r.seconds for r in runs), max(r.seconds for r in runs), max(r.cpu_seconds for r in runs),
-                statistics.fmean(r.placed for r in runs), statistics.fmean(r.failed for r in runs), curve,
+                policy,
+                len(runs),
+                statistics.fmean(alloc),
+                min(alloc),
+                max(alloc),
+                statistics.fmean(r.seconds for r in runs),
+                max(r.seconds for r in runs),
+                max(r.cpu_seconds for r in runs),
+                statistics.fmean(r.placed for r in runs),
+                statistics.fmean(r.failed for r in runs),
+                curve,
             )
         )
     return out

@@ -98,7 +98,9 @@ def _rows(path: Path, required: Sequence[str]) -> Iterable[tuple[int, dict[str, 
         reader = csv.DictReader(handle)
         missing = [c for c in required if c not in (reader.fieldnames or ())]
         if missing:
-            raise TraceError(f"{path}: line 1: missing column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or ()) or 'nothing'})")
+            raise TraceError(
+                f"{path}: line 1: missing column(s) {', '.join(missing)} (has: {', '.join(reader.fieldnames or ()) or 'nothing'})"
+            )
         for row in reader:
             yield reader.line_num, row
 

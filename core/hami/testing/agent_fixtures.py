@@ -28,10 +28,14 @@ def start_agent(kube_apiserver: Any, kubelet_dir: Path) -> Iterator[Callable[...
     agents: list[Any] = []
     clients: list[Any] = []
 
-    def start(manager: BackendManager, node: str = "node-1", *, keys: SigningKeys | None = None, insecure: bool = False, **options: Any) -> Any:
+    def start(
+        manager: BackendManager, node: str = "node-1", *, keys: SigningKeys | None = None, insecure: bool = False, **options: Any
+    ) -> Any:
         api = kube_apiserver.api_client()
         clients.append(api)
-        opts = AgentOptions(node_name=node, device_plugin_dir=kubelet_dir, **{**FAST_OPTIONS, "state_dir": kubelet_dir / "state", **options})
+        opts = AgentOptions(
+            node_name=node, device_plugin_dir=kubelet_dir, **{**FAST_OPTIONS, "state_dir": kubelet_dir / "state", **options}
+        )
         agent = Agent(manager, client.CoreV1Api(api), opts, keys.verifier() if keys is not None else None, insecure_skip_signature=insecure)
         agents.append(agent)
         return agent.start()

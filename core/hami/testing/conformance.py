@@ -200,10 +200,14 @@ class BackendConformance:
     ) -> None:
         """A simulated node's sample (what the sandbox shows): figures only for the devices and
         containers asked about (the manager checks), usage within what exists, twice (the sampler repeats)."""
-        containers = []
+        containers: list[ContainerShare] = []
         for kind in backend_info.kinds:
             device = next(d for d in devices if d.vendor == kind.vendor)
-            containers.append(ContainerShare("default", f"pod-{len(containers)}", f"uid-{len(containers)}", "main", [Grant(device.id, kind.vendor, 1024, 10)]))
+            containers.append(
+                ContainerShare(
+                    "default", f"pod-{len(containers)}", f"uid-{len(containers)}", "main", [Grant(device.id, kind.vendor, 1024, 10)]
+                )
+            )
         for _ in range(2):
             report = manager.sample_usage(backend_info.name, devices, containers, node)
             assert isinstance(report, UsageReport)
@@ -227,7 +231,9 @@ class BackendConformance:
 
     # ------------------------------------------------------------ scheduling side
 
-    def test_requests_round_trip_through_the_allocation_codec(self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
+    def test_requests_round_trip_through_the_allocation_codec(
+        self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo
+    ) -> None:
         for kind in backend_info.kinds:
             container = sample_container(kind)
             requests = manager.container_requests(container, sample_pod(container))
@@ -278,12 +284,17 @@ class BackendConformance:
         is its own vendor's and within the registration bounds (None/[] for a node showing nothing)."""
         for kind in backend_info.kinds:
             names = [n for n in (kind.resources.count, kind.resources.memory, kind.resources.cores) if n]
-            node = {"metadata": {"name": "conformance-node"}, "status": {"capacity": dict.fromkeys(names, "200"), "allocatable": dict.fromkeys(names, "200")}}
+            node = {
+                "metadata": {"name": "conformance-node"},
+                "status": {"capacity": dict.fromkeys(names, "200"), "allocatable": dict.fromkeys(names, "200")},
+            }
             for device in manager.node_capacity_devices(kind.vendor, node):  # checks the vendor
                 check_node_device(device, f"{kind.vendor} capacity device")
             assert manager.node_capacity_devices(kind.vendor, {"metadata": {"name": "conformance-node"}}) == ()
 
-    def test_every_policy_scores_its_devices(self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo) -> None:
+    def test_every_policy_scores_its_devices(
+        self, manager: BackendManager, devices: list[PhysicalDevice], backend_info: BackendInfo
+    ) -> None:
         """The policies a backend offers load beside the core's (no name taken twice), and every
         policy, the backend's and the core's, scores this backend's devices with a number."""
         policies = manager.policies()

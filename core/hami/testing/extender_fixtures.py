@@ -17,5 +17,3 @@ def extender_harness(hami_manager: BackendManager, core_v1: CoreV1Api) -> Iterat
     harness = ExtenderHarness(hami_manager, core_v1).start()
     yield harness
     harness.stop()
-
-

@@ -59,8 +59,12 @@ def _latest_events(events: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, 
 
 def _explained(source: str, message: str) -> dict[str, Any]:
     explanation = explain(message)
-    return {"source": source, "headline": explanation.headline, "message": explanation.message,
-            "reasons": [attrs.asdict(r) for r in explanation.reasons]}
+    return {
+        "source": source,
+        "headline": explanation.headline,
+        "message": explanation.message,
+        "reasons": [attrs.asdict(r) for r in explanation.reasons],
+    }
 
 
 def _waiting(pod: Mapping[str, Any], events: Mapping[tuple[str, str, str], Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -92,8 +96,12 @@ def _waiting(pod: Mapping[str, Any], events: Mapping[tuple[str, str, str], Mappi
     return out or [_explained("", "Not scheduled yet: no scheduler has written a reason.")]
 
 
-def _pod_view(pod: Mapping[str, Any], resource_vendor: Mapping[str, str], grants: list[dict[str, Any]],
-              events: Mapping[tuple[str, str, str], Mapping[str, Any]]) -> dict[str, Any] | None:
+def _pod_view(
+    pod: Mapping[str, Any],
+    resource_vendor: Mapping[str, str],
+    grants: list[dict[str, Any]],
+    events: Mapping[tuple[str, str, str], Mapping[str, Any]],
+) -> dict[str, Any] | None:
     meta, status = _meta(pod), pod.get("status") or {}
     requests = []
     for container in _containers(pod):
@@ -101,15 +109,21 @@ def _pod_view(pod: Mapping[str, Any], resource_vendor: Mapping[str, str], grants
         asked = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
         for name in sorted(asked):
             if name in resource_vendor:
-                requests.append({"container": container.get("name", ""), "resource": name, "vendor": resource_vendor[name],
-                                 "value": str(asked[name])})
+                requests.append(
+                    {"container": container.get("name", ""), "resource": name, "vendor": resource_vendor[name], "value": str(asked[name])}
+                )
     phase = str(status.get("phase") or "Pending")
     if not requests and not grants and phase != "Pending":
         return None
     vendors = sorted({r["vendor"] for r in requests} | {g["vendor"] for g in grants})
     return {
-        "namespace": meta.get("namespace", ""), "name": meta.get("name", ""), "uid": meta.get("uid", ""), "phase": phase,
-        "node": (pod.get("spec") or {}).get("nodeName") or "", "vendors": vendors, "requests": requests,
+        "namespace": meta.get("namespace", ""),
+        "name": meta.get("name", ""),
+        "uid": meta.get("uid", ""),
+        "phase": phase,
+        "node": (pod.get("spec") or {}).get("nodeName") or "",
+        "vendors": vendors,
+        "requests": requests,
         "devices": sorted(grants, key=lambda g: (g["container"], g["vendor"], g["device"])),
         "waiting": _waiting(pod, events) if phase in ("Pending", "Failed") else [],
         "created": meta.get("creationTimestamp") or "",
@@ -130,11 +144,23 @@ def overview(nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any
     totals: dict[str, dict[str, Any]] = {}
     for node in nodes:
         for device in node["devices"]:
-            total = totals.setdefault(device["vendor"], {
-                "vendor": device["vendor"], "nodes": set(), "devices": 0, "healthy": 0, "types": set(),
-                "slots": {"used": 0, "total": 0}, "memory_mib": {"used": 0, "total": 0}, "cores": {"used": 0, "total": 0},
-                "pods_running": 0, "pods_pending": 0, "pods_other": 0,
-                "usage": {"devices": 0, "memory_mib": 0, "utilization": None, "busy": []}})
+            total = totals.setdefault(
+                device["vendor"],
+                {
+                    "vendor": device["vendor"],
+                    "nodes": set(),
+                    "devices": 0,
+                    "healthy": 0,
+                    "types": set(),
+                    "slots": {"used": 0, "total": 0},
+                    "memory_mib": {"used": 0, "total": 0},
+                    "cores": {"used": 0, "total": 0},
+                    "pods_running": 0,
+                    "pods_pending": 0,
+                    "pods_other": 0,
+                    "usage": {"devices": 0, "memory_mib": 0, "utilization": None, "busy": []},
+                },
+            )
             total["nodes"].add(node["name"])
             total["devices"] += 1
             total["healthy"] += 1 if device["healthy"] and not device["cordoned"] else 0
@@ -164,8 +190,9 @@ def overview(nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any
     return out
 
 
-def build(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods: list[dict[str, Any]],
-          events: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+def build(
+    kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods: list[dict[str, Any]], events: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     """The whole view: ``overview`` per vendor, ``nodes`` with devices, ``pods``, and the filter choices."""
     from hami.top import snapshot
 
@@ -174,8 +201,10 @@ def build(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods: li
     for node in nodes:
         conditions = (node.get("status") or {}).get("conditions") or []
         ready_condition = next((c for c in conditions if c.get("type") == "Ready"), None)
-        ready[_meta(node).get("name")] = {"ready": ready_condition is None or ready_condition.get("status") == "True",
-                                          "unschedulable": bool((node.get("spec") or {}).get("unschedulable"))}
+        ready[_meta(node).get("name")] = {
+            "ready": ready_condition is None or ready_condition.get("status") == "True",
+            "unschedulable": bool((node.get("spec") or {}).get("unschedulable")),
+        }
     grants: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for node in devices_view["nodes"]:
         node.update(ready.get(node["name"]) or {"ready": True, "unschedulable": False})
@@ -184,8 +213,15 @@ def build(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods: li
             for key in ("slots", "memory_mib", "cores"):
                 device[key]["ratio"] = _ratio(device[key]["used"], device[key]["total"])
             for holder in device["pods"]:
-                grant = {"container": holder["container"], "node": node["name"], "device": device["id"], "vendor": device["vendor"],
-                         "type": device["type"], "memory_mib": holder["memory_mib"], "cores": holder["cores"]}
+                grant = {
+                    "container": holder["container"],
+                    "node": node["name"],
+                    "device": device["id"],
+                    "vendor": device["vendor"],
+                    "type": device["type"],
+                    "memory_mib": holder["memory_mib"],
+                    "cores": holder["cores"],
+                }
                 grant.update({k: holder[k] for k in MEASURED_SHARE if k in holder})  # the usage monitor's figures, where reported
                 grants.setdefault((holder["namespace"], holder["pod"]), []).append(grant)
     latest = _latest_events(events)
@@ -203,8 +239,9 @@ def build(kinds: Mapping[str, DeviceKind], nodes: list[dict[str, Any]], pods: li
         "nodes": devices_view["nodes"],
         "pods": pod_views,
         "choices": {
-            "vendors": sorted({*(d["vendor"] for n in devices_view["nodes"] for d in n["devices"]),
-                               *(v for p in pod_views for v in p["vendors"])}),
+            "vendors": sorted(
+                {*(d["vendor"] for n in devices_view["nodes"] for d in n["devices"]), *(v for p in pod_views for v in p["vendors"])}
+            ),
             "namespaces": sorted({p["namespace"] for p in pod_views}),
             "nodes": sorted(n["name"] for n in devices_view["nodes"]),
         },
@@ -237,8 +274,11 @@ class Filters:
                 devices = [{**d, "pods": [p for p in d["pods"] if p["namespace"] == self.namespace]} for d in devices]
             if devices or (not self.vendor and node["problems"]):
                 nodes.append({**node, "devices": devices})
-        pods = [p for p in view["pods"]
-                if (not self.namespace or p["namespace"] == self.namespace)
-                and (not self.vendor or self.vendor in p["vendors"])
-                and (not self.node or p["node"] == self.node)]
+        pods = [
+            p
+            for p in view["pods"]
+            if (not self.namespace or p["namespace"] == self.namespace)
+            and (not self.vendor or self.vendor in p["vendors"])
+            and (not self.node or p["node"] == self.node)
+        ]
         return {**view, "overview": overview(nodes, pods), "nodes": nodes, "pods": pods, "filters": attrs.asdict(self)}

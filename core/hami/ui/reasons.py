@@ -38,8 +38,11 @@ MEANINGS: tuple[tuple[str, str], ...] = (
     ("CardComputeUnitsExhausted", "Every compute unit of the device is taken."),
     ("Insufficient cpu", "The node's allocatable CPU minus what its pods request is less than this pod's CPU request."),
     ("Insufficient memory", "The node's allocatable memory minus what its pods request is less than this pod's memory request."),
-    ("Insufficient ", "No node advertises enough of this resource: a misspelled or unknown resource name, "
-                      "or the pod's schedulerName is not hami's (the admission webhook sets it)."),
+    (
+        "Insufficient ",
+        "No node advertises enough of this resource: a misspelled or unknown resource name, "
+        "or the pod's schedulerName is not hami's (the admission webhook sets it).",
+    ),
     ("Too many pods", "The node runs its maximum number of pods."),
     ("didn't match Pod's node affinity/selector", "The pod's nodeSelector or required node affinity excludes the node."),
     ("untolerated taint", "The node has a taint the pod does not tolerate."),

@@ -29,11 +29,16 @@ from hami.ui.watch import ClusterWatch
 log = logging.getLogger(__name__)
 
 PAGES = {"/": "overview", "/nodes": "nodes", "/pods": "pods", "/simulation": "simulation"}
-STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".md": "text/plain; charset=utf-8",
-                ".svg": "image/svg+xml", ".png": "image/png"}
+STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-                               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -60,8 +65,13 @@ def _percent(ratio: Any) -> str:
 
 def environment() -> jinja2.Environment:
     """Templates from the package (``hami/ui/templates``), every value HTML-escaped."""
-    env = jinja2.Environment(loader=jinja2.PackageLoader("hami.ui", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("hami.ui", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["mib"] = _mib
     env.filters["percent"] = _percent
     return env
@@ -84,8 +94,10 @@ def load_simulation(text: str, source: str = "") -> list[dict[str, Any]]:
         except json.JSONDecodeError as exc:
             raise HamiError(f"{source or 'simulation'} line {number}: not JSON ({exc.msg}): {line[:80]!r}") from None
         if not isinstance(run, dict) or not isinstance(run.get("policy"), str) or not isinstance(run.get("alloc_at_arrived"), list):
-            raise HamiError(f"{source or 'simulation'} line {number}: not a 'hami simulate --json' run "
-                            f"(needs policy and alloc_at_arrived): {line[:80]!r}")
+            raise HamiError(
+                f"{source or 'simulation'} line {number}: not a 'hami simulate --json' run "
+                f"(needs policy and alloc_at_arrived): {line[:80]!r}"
+            )
         runs.append(run)
     return runs
 
@@ -112,11 +124,23 @@ class Dashboard:
                 number = min(max(int(query.get("page", "1")), 1), pages)
             except ValueError:
                 number = 1
-            view = {**view, name: rows[(number - 1) * size:number * size]}
-            pager = {"page": number, "pages": pages, "total": len(rows), "first": (number - 1) * size + 1 if rows else 0,
-                     "last": min(number * size, len(rows))}
-        context = {"page": name, "view": view, "title": self.title, "query": filters.as_query(), "simulation": self.simulation,
-                   "pager": pager, "page_query": {**filters.as_query(), **({"page": str(pager["page"])} if pager else {})}}
+            view = {**view, name: rows[(number - 1) * size : number * size]}
+            pager = {
+                "page": number,
+                "pages": pages,
+                "total": len(rows),
+                "first": (number - 1) * size + 1 if rows else 0,
+                "last": min(number * size, len(rows)),
+            }
+        context = {
+            "page": name,
+            "view": view,
+            "title": self.title,
+            "query": filters.as_query(),
+            "simulation": self.simulation,
+            "pager": pager,
+            "page_query": {**filters.as_query(), **({"page": str(pager["page"])} if pager else {})},
+        }
         template = self.env.get_template(f"{name}.html")
         if fragment:
             return "".join(template.blocks["content"](template.new_context(context)))
@@ -188,7 +212,7 @@ class Handler(HardenedHandler):
                 self._send(200 if dashboard.watch.synced else 503, b"ok\n" if dashboard.watch.synced else b"not synced\n", "text/plain")
             elif path.startswith("/static/") and path.removeprefix("/static/") in dashboard.static:
                 name = path.removeprefix("/static/")
-                kind = STATIC_TYPES.get(name[name.rfind("."):], "application/octet-stream")
+                kind = STATIC_TYPES.get(name[name.rfind(".") :], "application/octet-stream")
                 self._send(200, dashboard.static[name], kind)
             else:
                 self._refuse(404, f"no page {url.path!r}")

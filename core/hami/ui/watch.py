@@ -55,8 +55,9 @@ class ClusterWatch:
     ``events=False`` (or an API server that forbids listing events) leaves the Pending reasons to the
     pods' own ``PodScheduled`` conditions, which kube-scheduler writes with every node's reasons."""
 
-    def __init__(self, api: client.ApiClient, kinds: Mapping[str, DeviceKind], *, events: bool = True,
-                 resync_seconds: float | None = 300.0) -> None:
+    def __init__(
+        self, api: client.ApiClient, kinds: Mapping[str, DeviceKind], *, events: bool = True, resync_seconds: float | None = 300.0
+    ) -> None:
         self.kinds = kinds
         self.core_v1 = client.CoreV1Api(api)
         self.version = 0
@@ -68,14 +69,22 @@ class ClusterWatch:
         self.nodes, self.pods, self.events = _Store(self._changed), _Store(self._changed), _Store(self._changed)
         self._watches = [
             ListWatch("ui-nodes", self.core_v1.list_node, self.nodes.on_event, self.nodes.on_list, resync_seconds=resync_seconds),
-            ListWatch("ui-pods", self.core_v1.list_pod_for_all_namespaces, self.pods.on_event, self.pods.on_list,
-                      resync_seconds=resync_seconds),
+            ListWatch(
+                "ui-pods", self.core_v1.list_pod_for_all_namespaces, self.pods.on_event, self.pods.on_list, resync_seconds=resync_seconds
+            ),
         ]
         self.events_enabled = events and self._may_list_events()
         if self.events_enabled:
-            self._watches.append(ListWatch("ui-events", self.core_v1.list_event_for_all_namespaces, self.events.on_event,
-                                           self.events.on_list, selector={"field_selector": "involvedObject.kind=Pod"},
-                                           resync_seconds=resync_seconds))
+            self._watches.append(
+                ListWatch(
+                    "ui-events",
+                    self.core_v1.list_event_for_all_namespaces,
+                    self.events.on_event,
+                    self.events.on_list,
+                    selector={"field_selector": "involvedObject.kind=Pod"},
+                    resync_seconds=resync_seconds,
+                )
+            )
 
     def _may_list_events(self) -> bool:
         try:

@@ -77,7 +77,12 @@ class Decision:
         """The AdmissionReview ``response`` object."""
         out: dict[str, Any] = {"uid": uid, "allowed": self.allowed}
         if not self.allowed:
-            out["status"] = {"status": "Failure", "code": self.code, "reason": _REASONS.get(self.code, "Forbidden"), "message": self.message}
+            out["status"] = {
+                "status": "Failure",
+                "code": self.code,
+                "reason": _REASONS.get(self.code, "Forbidden"),
+                "message": self.message,
+            }
         if self.patch:
             out["patchType"] = "JSONPatch"
             out["patch"] = base64.b64encode(json.dumps(list(self.patch), separators=(",", ":")).encode()).decode()
@@ -96,7 +101,15 @@ def _reject_constant(name: str) -> Any:
 def status_body(code: int, message: str) -> bytes:
     """A Kubernetes ``Status`` (what kube-apiserver logs when a webhook answers with an error)."""
     return json.dumps(
-        {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": _REASONS.get(code, "BadRequest"), "code": code}
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": _REASONS.get(code, "BadRequest"),
+            "code": code,
+        }
     ).encode()
 
 
@@ -115,7 +128,7 @@ def parse_review(body: bytes, config: WebhookConfig) -> dict[str, Any]:
     if document.get("apiVersion") != API_VERSION or document.get("kind") != KIND:
         raise BadReview(
             f"expected apiVersion {API_VERSION!r} and kind {KIND!r}, got {document.get('apiVersion')!r:.80} and "
-            f"{document.get('kind')!r:.80} (configure admissionReviewVersions: [\"v1\"])"
+            f'{document.get("kind")!r:.80} (configure admissionReviewVersions: ["v1"])'
         )
     request = document.get("request")
     if not isinstance(request, dict):
@@ -149,7 +162,13 @@ def review(manager: BackendManager, body: bytes, config: WebhookConfig, quota: Q
         )
     log.info(
         "event=webhook_review uid=%s operation=%s pod=%s allowed=%s code=%d patch_ops=%d message=%r",
-        uid, request.get("operation"), _subject(request), decision.allowed, decision.code, len(decision.patch), decision.message,
+        uid,
+        request.get("operation"),
+        _subject(request),
+        decision.allowed,
+        decision.code,
+        len(decision.patch),
+        decision.message,
     )
     return 200, json.dumps({"apiVersion": API_VERSION, "kind": KIND, "response": decision.response(uid)}).encode()
 
@@ -280,7 +299,9 @@ def _device_resources(manager: BackendManager, container: Mapping[str, Any]) -> 
     return sorted(n for n in names if isinstance(n, str) and manager.kind_for_resource(n) is not None)
 
 
-def admit_pod(manager: BackendManager, pod: Mapping[str, Any], namespace: str, config: WebhookConfig, quota: QuotaSource | None = None) -> Decision:
+def admit_pod(
+    manager: BackendManager, pod: Mapping[str, Any], namespace: str, config: WebhookConfig, quota: QuotaSource | None = None
+) -> Decision:
     """The decision for creating ``pod`` in ``namespace``."""
     shape = _shape_error(pod)
     if shape:
@@ -326,7 +347,9 @@ def admit_pod(manager: BackendManager, pod: Mapping[str, Any], namespace: str, c
             manager.container_requests(container, pod)
             defaults = manager.mutate_container(container, pod)
         except BackendError as exc:  # a backend broke the contract: our fault, not the user's
-            return Decision.deny(f"a device backend failed on container {container.get('name')!r}, so the request was denied (fail-closed): {exc}", 500)
+            return Decision.deny(
+                f"a device backend failed on container {container.get('name')!r}, so the request was denied (fail-closed): {exc}", 500
+            )
         except HamiError as exc:
             message = str(exc)
             where = "" if f"container {container.get('name')!r}" in message else f" in container {container.get('name')!r}"
@@ -349,7 +372,9 @@ def admit_pod(manager: BackendManager, pod: Mapping[str, Any], namespace: str, c
                 patch.append({"op": "add", "path": "/metadata/annotations", "value": {RESERVATION_ANNOTATION: reservation}})
 
     if scheduler != config.scheduler_name and (scheduler == "" or config.overwrite_default_scheduler):
-        patch.insert(0, {"op": "replace" if "schedulerName" in spec else "add", "path": "/spec/schedulerName", "value": config.scheduler_name})
+        patch.insert(
+            0, {"op": "replace" if "schedulerName" in spec else "add", "path": "/spec/schedulerName", "value": config.scheduler_name}
+        )
     return Decision.allow(patch, warnings)
 
 

@@ -65,17 +65,27 @@ def _bind_option(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="For ResourceQuota checks (default: in-cluster).")
 @click.option("--scheduler-name", default=DEFAULT_SCHEDULER_NAME, show_default=True, help="Written into spec.schedulerName.")
 @click.option(
-    "--overwrite-default-scheduler/--keep-default-scheduler", default=True, show_default=True,
+    "--overwrite-default-scheduler/--keep-default-scheduler",
+    default=True,
+    show_default=True,
     help="Also take over pods that name default-scheduler.",
 )
 @click.option(
-    "--system-writers", envvar=SYSTEM_WRITERS_ENV, default="", show_envvar=True,
+    "--system-writers",
+    envvar=SYSTEM_WRITERS_ENV,
+    default="",
+    show_envvar=True,
     help="Comma-separated users (system:serviceaccount:<ns>:<name>) that may change hami's annotations of existing pods: "
     "the scheduler's and the agents' service accounts.",
 )
 def webhook_command(
-    address: tuple[str, int], tls_cert: str | None, tls_key: str | None, kubeconfig: str | None,
-    scheduler_name: str, overwrite_default_scheduler: bool, system_writers: str = "",
+    address: tuple[str, int],
+    tls_cert: str | None,
+    tls_key: str | None,
+    kubeconfig: str | None,
+    scheduler_name: str,
+    overwrite_default_scheduler: bool,
+    system_writers: str = "",
 ) -> None:
     """Serve the mutating admission webhook (POST /webhook, GET /healthz)."""
     from hami.plugin.manager import load_backends
@@ -84,11 +94,15 @@ def webhook_command(
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     try:
-        config = WebhookConfig(scheduler_name=scheduler_name, overwrite_default_scheduler=overwrite_default_scheduler, system_writers=system_writers)
+        config = WebhookConfig(
+            scheduler_name=scheduler_name, overwrite_default_scheduler=overwrite_default_scheduler, system_writers=system_writers
+        )
     except HamiError as exc:
         raise click.BadParameter(str(exc), param_hint="--scheduler-name/--system-writers") from None
     if not config.system_writers:
-        log.warning("event=webhook_no_system_writers reason=%r", f"{SYSTEM_WRITERS_ENV} is empty: no UPDATE may change hami's pod annotations")
+        log.warning(
+            "event=webhook_no_system_writers reason=%r", f"{SYSTEM_WRITERS_ENV} is empty: no UPDATE may change hami's pod annotations"
+        )
     manager = load_backends()
     if not manager.kinds:
         log.warning("event=webhook_no_backends reason=%r", "no backend is installed: every pod passes untouched")

@@ -36,7 +36,9 @@ def _usernames(value: object) -> frozenset[str]:
     """A comma-separated string or an iterable of usernames; blanks dropped, anything else refused."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple, set, frozenset)) or not all(isinstance(u, str) for u in items):
-        raise ValidationError(f"WebhookConfig.system_writers={value!r}: must be usernames (e.g. system:serviceaccount:hami-system:hami-scheduler)")
+        raise ValidationError(
+            f"WebhookConfig.system_writers={value!r}: must be usernames (e.g. system:serviceaccount:hami-system:hami-scheduler)"
+        )
     names = frozenset(u.strip() for u in items if u.strip())
     for name in names:
         if any(c.isspace() for c in name):

@@ -114,7 +114,9 @@ class QuotaReservations:
 class StaticQuotaSource:
     """Fixed quotas and pods (the simulator, unit tests): ``{namespace: [objects]}``."""
 
-    def __init__(self, quotas: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, pods: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> None:
+    def __init__(
+        self, quotas: Mapping[str, Sequence[Mapping[str, Any]]] | None = None, pods: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+    ) -> None:
         self._quotas = {ns: list(items) for ns, items in (quotas or {}).items()}
         self._pods = {ns: list(items) for ns, items in (pods or {}).items()}
         self.reservations = QuotaReservations()
@@ -379,7 +381,11 @@ def _check(
         existing += reservations.in_flight(namespace, existing)
     for quota in quotas:
         name = str((quota.get("metadata") or {}).get("name", ""))
-        hard = {key: _quantity(value, f"quota {name} {key}") for key, value in ((quota.get("spec") or {}).get("hard") or {}).items() if key in requested}
+        hard = {
+            key: _quantity(value, f"quota {name} {key}")
+            for key, value in ((quota.get("spec") or {}).get("hard") or {}).items()
+            if key in requested
+        }
         limited = {key: value for key, value in hard.items() if value is not None}
         if not limited:
             continue

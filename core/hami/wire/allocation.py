@@ -74,7 +74,9 @@ def verify_allocation(annotations: Mapping[str, str], kinds: Mapping[str, Device
         record = decode_pod_devices(annotations.get(kind.annotations.allocated, ""))
         pending = decode_pod_devices(pending_text)
         if len(pending) != len(record) or any(p and p != r for p, r in zip(pending, record, strict=True)):
-            raise SignatureError(f"{kind.annotations.to_allocate} differs from the signed {kind.annotations.allocated}: it was changed after scheduling")
+            raise SignatureError(
+                f"{kind.annotations.to_allocate} differs from the signed {kind.annotations.allocated}: it was changed after scheduling"
+            )
 
 
 @attrs.frozen

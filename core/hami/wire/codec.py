@@ -191,13 +191,15 @@ def partitions_to_wire(partitions: Sequence[Any], device: str) -> list[dict[str,
         placements = item.get("placements") or ()
         if not isinstance(placements, (list, tuple)):
             raise AnnotationError(f"{what}: placements={placements!r:.80} is not a list")
-        out.append({
-            "name": name,
-            "memoryMB": _wire_int(item.get("memory", item.get("memoryMB", 0)), f"{what}: memory"),
-            "core": _wire_int(item.get("cores", 0), f"{what}: cores"),
-            "sliceCount": _wire_int(item.get("slices", 0), f"{what}: slices"),
-            "placements": [_placement(p, f"{what} placement") for p in placements],
-        })
+        out.append(
+            {
+                "name": name,
+                "memoryMB": _wire_int(item.get("memory", item.get("memoryMB", 0)), f"{what}: memory"),
+                "core": _wire_int(item.get("cores", 0), f"{what}: cores"),
+                "sliceCount": _wire_int(item.get("slices", 0), f"{what}: slices"),
+                "placements": [_placement(p, f"{what} placement") for p in placements],
+            }
+        )
     return out
 
 
@@ -222,20 +224,25 @@ def partitions_from_wire(value: Any, where: str) -> tuple[dict[str, Any], ...]:
         if not isinstance(placements, list):
             raise AnnotationError(f"{what}: placements={placements!r:.80} is not a list")
         memory = item["memoryMB"] if "memoryMB" in item else item.get("memory", 0)  # "memory": our older form
-        out.append({
-            "name": name,
-            "memory": _wire_int(memory, f"{what}: memoryMB"),
-            "cores": _wire_int(item.get("core", 0), f"{what}: core"),
-            "slices": _wire_int(item.get("sliceCount", 0), f"{what}: sliceCount"),
-            "placements": tuple(_placement(p, f"{what} placement") for p in placements),
-        })
+        out.append(
+            {
+                "name": name,
+                "memory": _wire_int(memory, f"{what}: memoryMB"),
+                "cores": _wire_int(item.get("core", 0), f"{what}: core"),
+                "slices": _wire_int(item.get("sliceCount", 0), f"{what}: sliceCount"),
+                "placements": tuple(_placement(p, f"{what} placement") for p in placements),
+            }
+        )
     return tuple(out)
 
 
 # ---------------------------------------------------------------- node device list, CSV (legacy)
 
 
-_PARSE_BOOL = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True), **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}
+_PARSE_BOOL = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
 """Go's strconv.ParseBool, which HAMi's DecodeNodeDevices reads the health field with."""
 
 

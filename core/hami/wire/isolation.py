@@ -71,7 +71,8 @@ def encode_isolation(modes: Sequence[ModeState]) -> str:
     """The annotation value (stable: the same states give the same text, so writes can be compared)."""
     missing = [m for m in modes if m.state != ENFORCED]
     message = "; ".join(
-        f"{m.vendor} {m.mode or 'all modes'}{' (' + ','.join(m.devices) + ')' if m.devices else ''}: {m.reason} ({m.state})" for m in missing
+        f"{m.vendor} {m.mode or 'all modes'}{' (' + ','.join(m.devices) + ')' if m.devices else ''}: {m.reason} ({m.state})"
+        for m in missing
     )
     body = {
         "status": "False" if missing else "True",
@@ -110,8 +111,16 @@ def decode_isolation(text: str) -> tuple[ModeState, ...]:
         devices = entry.get("devices", [])
         if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
             raise AnnotationError(f"{ISOLATION_ANNOTATION} {where}.devices={devices!r:.80}: must be a list of device ids")
-        out.append(ModeState(_text(entry, "vendor", where, required=True), _text(entry, "mode", where), state,
-                             _text(entry, "mechanism", where), _text(entry, "reason", where), tuple(devices)))
+        out.append(
+            ModeState(
+                _text(entry, "vendor", where, required=True),
+                _text(entry, "mode", where),
+                state,
+                _text(entry, "mechanism", where),
+                _text(entry, "reason", where),
+                tuple(devices),
+            )
+        )
     return tuple(out)
 
 

@@ -115,7 +115,9 @@ class NodeLock:
 
     def _holder_active(self, holder: LockHolder) -> str | None:
         try:
-            response = self.core_v1.read_namespaced_pod(holder.name, holder.namespace, _preload_content=False, _request_timeout=self.request_timeout)
+            response = self.core_v1.read_namespaced_pod(
+                holder.name, holder.namespace, _preload_content=False, _request_timeout=self.request_timeout
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return "pod gone"
@@ -134,7 +136,9 @@ class NodeLock:
         value = annotations.get(NODE_LOCK)
         return (LockHolder.decode(value) if value else None), version
 
-    def acquire(self, node: str, namespace: str, name: str, *, timeout: float = 0.0, interval: float = 0.1, conflicts: int = 5) -> LockHolder:
+    def acquire(
+        self, node: str, namespace: str, name: str, *, timeout: float = 0.0, interval: float = 0.1, conflicts: int = 5
+    ) -> LockHolder:
         """Take the lock for pod ``namespace/name``; retry until ``timeout`` seconds while another pod
         holds it. A 409 because the node changed for another reason (an agent's heartbeat) is retried
         at once, up to ``conflicts`` times: only a lock held by someone else is a reason to give up."""
@@ -158,7 +162,9 @@ class NodeLock:
         if current is not None and (current.namespace, current.name) != (namespace, name):
             stale = "expired" if now - current.since >= self.expiry else None
             if stale is None and current.anonymous:
-                raise NodeLockError(f"node {node!r} is locked since {current.since.isoformat()} by an older HAMi (no holder named); it expires after {self.expiry}")
+                raise NodeLockError(
+                    f"node {node!r} is locked since {current.since.isoformat()} by an older HAMi (no holder named); it expires after {self.expiry}"
+                )
             if stale is None:
                 stale = self.holder_active(current)
             if stale is None:
@@ -198,8 +204,9 @@ class NodeLock:
     def _patch(self, node: str, version: str, value: str | None) -> None:
         body = {"metadata": {"resourceVersion": version, "annotations": {NODE_LOCK: value}}}
         try:
-            self.core_v1.patch_node(node, body, _preload_content=False, _request_timeout=self.request_timeout,
-                                    _content_type="application/merge-patch+json")
+            self.core_v1.patch_node(
+                node, body, _preload_content=False, _request_timeout=self.request_timeout, _content_type="application/merge-patch+json"
+            )
         except ApiException as exc:
             if exc.status == 409:
                 raise NodeChanged(f"node {node!r} changed while its lock was being written (409 Conflict)") from None

@@ -128,7 +128,9 @@ class SigningKeys:
         _, _, serialization, _ = _crypto()
         if self.private is None:
             raise SignatureError("these keys hold no private key")
-        return bytes(self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return bytes(
+            self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
 
     def write(self, directory: str | Path, *, private: bool) -> Path:
         """Write the key files a component reads (``private``: also ``key``, for the scheduler)."""
@@ -153,7 +155,9 @@ class SigningKeys:
         keys = cls.from_private(private, previous, legacy)
         current_file = root / PUBLIC_KEY_FILE
         if current_file.is_file() and _raw_public(load_public_key(current_file)) != _raw_public(keys.public[0]):
-            raise SignatureError(f"{str(current_file)!r} is not the public key of {str(root / PRIVATE_KEY_FILE)!r}: the key pair was rotated halfway")
+            raise SignatureError(
+                f"{str(current_file)!r} is not the public key of {str(root / PRIVATE_KEY_FILE)!r}: the key pair was rotated halfway"
+            )
         return keys
 
     @classmethod
@@ -261,7 +265,9 @@ def verify(keys: SigningKeys, signature: str | None, pod_uid: str, node: str, al
                 "(the pod was scheduled before the upgrade to Ed25519 signatures)"
             )
         if len(digest) != 64 or not any(hmac.compare_digest(digest, _hmac(key, payload)) for key in keys.legacy_hmac):
-            raise SignatureError("legacy allocation signature does not match the pod's device annotations: they were changed after scheduling")
+            raise SignatureError(
+                "legacy allocation signature does not match the pod's device annotations: they were changed after scheduling"
+            )
         return
     if scheme != SCHEME or len(digest) != 128:
         raise SignatureError(f"allocation signature {signature[:80]!r} is malformed (expected {SCHEME}:<128 hex digits>)")

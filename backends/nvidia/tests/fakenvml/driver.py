@@ -38,12 +38,36 @@ def main() -> None:
         return
     if action == "discover":
         split = [manager.split(d, NODE) for d in devices]
-        print(json.dumps({
-            "devices": [{"id": d.id, "type": d.type, "memory": d.memory, "index": d.index, "numa": d.numa, "healthy": d.healthy,
-                         "attributes": dict(d.attributes)} for d in devices],
-            "split": [{"id": s.id, "count": s.count, "memory": s.memory, "cores": s.cores, "mode": s.mode, "partitions": list(s.partitions)} for s in split],
-            "annotations": manager.node_annotations("nvidia", split, devices),
-        }))
+        print(
+            json.dumps(
+                {
+                    "devices": [
+                        {
+                            "id": d.id,
+                            "type": d.type,
+                            "memory": d.memory,
+                            "index": d.index,
+                            "numa": d.numa,
+                            "healthy": d.healthy,
+                            "attributes": dict(d.attributes),
+                        }
+                        for d in devices
+                    ],
+                    "split": [
+                        {
+                            "id": s.id,
+                            "count": s.count,
+                            "memory": s.memory,
+                            "cores": s.cores,
+                            "mode": s.mode,
+                            "partitions": list(s.partitions),
+                        }
+                        for s in split
+                    ],
+                    "annotations": manager.node_annotations("nvidia", split, devices),
+                }
+            )
+        )
     elif action == "usage":
         rounds = [manager.sample_usage("nvidia", devices, [], NODE) for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 1)]
         backend.close()

@@ -149,14 +149,19 @@ class Selectors:
             domain, _, name = key.rpartition("/")
             capacity.setdefault(domain or device.driver, {})[name] = _to_quantity(value["value"])
         cel_attributes = celtypes.MapType({celtypes.StringType(d): celpy.json_to_cel(v) for d, v in attributes.items()})
-        cel_capacity = celtypes.MapType({celtypes.StringType(d): celtypes.MapType({celtypes.StringType(k): q for k, q in v.items()})
-                                         for d, v in capacity.items()})
-        activation = {"device": celtypes.MapType({
-            celtypes.StringType("driver"): celtypes.StringType(device.driver),
-            celtypes.StringType("attributes"): cel_attributes,
-            celtypes.StringType("capacity"): cel_capacity,
-            celtypes.StringType("allowMultipleAllocations"): celtypes.BoolType(device.shared),
-        })}
+        cel_capacity = celtypes.MapType(
+            {celtypes.StringType(d): celtypes.MapType({celtypes.StringType(k): q for k, q in v.items()}) for d, v in capacity.items()}
+        )
+        activation = {
+            "device": celtypes.MapType(
+                {
+                    celtypes.StringType("driver"): celtypes.StringType(device.driver),
+                    celtypes.StringType("attributes"): cel_attributes,
+                    celtypes.StringType("capacity"): cel_capacity,
+                    celtypes.StringType("allowMultipleAllocations"): celtypes.BoolType(device.shared),
+                }
+            )
+        }
         try:
             result = self.program(expression).evaluate(activation)
         except Exception as exc:  # a missing attribute is a runtime error in Kubernetes too: no match
@@ -312,10 +317,16 @@ class Allocator:
                     continue
                 consumed[device.key] = {n: before.get(n, Decimal(0)) + v for n, v in amounts.items()}
                 used_here.add(device.key)
-                results.append({
-                    "request": request["name"], "driver": device.driver, "pool": device.pool, "device": device.name,
-                    "shareID": str(uuid.uuid4()), "consumedCapacity": {n: _quantity_text(v) for n, v in amounts.items()},
-                })
+                results.append(
+                    {
+                        "request": request["name"],
+                        "driver": device.driver,
+                        "pool": device.pool,
+                        "device": device.name,
+                        "shareID": str(uuid.uuid4()),
+                        "consumedCapacity": {n: _quantity_text(v) for n, v in amounts.items()},
+                    }
+                )
                 picked += 1
             if picked < count or (mode == "All" and not candidates):
                 why = "; ".join(reasons[:3]) or f"{len(candidates)} matching device(s), {picked} free"

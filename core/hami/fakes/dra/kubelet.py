@@ -144,17 +144,30 @@ class FakeDraKubelet:
                 raise PrepareError(f"failed to prepare dynamic resources: DRA driver {driver} is not registered")
             refs = [dra_pb2.Claim(namespace=namespace, uid=c["metadata"]["uid"], name=c["metadata"]["name"]) for c in driver_claims]
             with grpc.insecure_channel(f"unix://{plugin.endpoint}") as channel:
-                response = dra_grpc.DRAPluginStub(channel).NodePrepareResources(dra_pb2.NodePrepareResourcesRequest(claims=refs),
-                                                                                 timeout=self.timeout)
+                response = dra_grpc.DRAPluginStub(channel).NodePrepareResources(
+                    dra_pb2.NodePrepareResourcesRequest(claims=refs), timeout=self.timeout
+                )
             for ref in refs:
                 result = response.claims.get(ref.uid)
                 if result is None:
                     raise PrepareError(f"NodePrepareResources skipped claim {namespace}/{ref.name}")
                 if result.error:
                     raise PrepareError(f"NodePrepareResources failed for claim {namespace}/{ref.name}: {result.error}")
-                self.prepared[ref.uid] = {"driver": driver, "namespace": namespace, "name": ref.name, "devices": [
-                    {"request_names": list(d.request_names), "pool_name": d.pool_name, "device_name": d.device_name,
-                     "cdi_device_ids": list(d.cdi_device_ids), "share_id": d.share_id} for d in result.devices]}
+                self.prepared[ref.uid] = {
+                    "driver": driver,
+                    "namespace": namespace,
+                    "name": ref.name,
+                    "devices": [
+                        {
+                            "request_names": list(d.request_names),
+                            "pool_name": d.pool_name,
+                            "device_name": d.device_name,
+                            "cdi_device_ids": list(d.cdi_device_ids),
+                            "share_id": d.share_id,
+                        }
+                        for d in result.devices
+                    ],
+                }
         out: dict[str, list[str]] = {}
         for container in (pod.get("spec") or {}).get("containers") or []:
             ids: list[str] = []

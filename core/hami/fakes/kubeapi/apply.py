@@ -35,8 +35,20 @@ from hami.fakes.kubeapi.resources import ResourceType
 Path = tuple[str, ...]
 BEFORE_FIRST_APPLY = "before-first-apply"
 # set by the server, never owned (structured-merge-diff strips them before computing sets)
-_IGNORED_META = frozenset({"name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-                           "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"})
+_IGNORED_META = frozenset(
+    {
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+    }
+)
 
 
 def _now() -> str:
@@ -213,16 +225,21 @@ def _entries(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _entry(manager: str, operation: str, info: ResourceType, paths: set[Path], subresource: str | None) -> dict[str, Any]:
-    out = {"manager": manager, "operation": operation, "apiVersion": info.api_version, "time": _now(),
-           "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(paths)}
+    out = {
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": info.api_version,
+        "time": _now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(paths),
+    }
     if subresource:
         out["subresource"] = subresource
     return out
 
 
 def _same(entry: dict[str, Any], manager: str, operation: str, subresource: str | None) -> bool:
-    return (entry.get("manager"), entry.get("operation"), entry.get("subresource") or None) == (
-        manager, operation, subresource)
+    return (entry.get("manager"), entry.get("operation"), entry.get("subresource") or None) == (manager, operation, subresource)
 
 
 def apply(
@@ -258,8 +275,7 @@ def apply(
         if _same(entry, manager, "Apply", subresource):
             mine = paths
             continue
-        clash = {p for p in paths & applied.keys()
-                 if p[-1] != "." and p in current and current[p] != applied[p]}
+        clash = {p for p in paths & applied.keys() if p[-1] != "." and p in current and current[p] != applied[p]}
         if clash and force:
             paths -= clash
             entry = {**entry, "fieldsV1": to_fields_v1(paths)}
@@ -310,10 +326,14 @@ def _conflict(info: ResourceType, name: str, conflicts: list[tuple[str, str, Pat
         message = f"Apply failed with 1 conflict: {lines[0]}"
     else:
         message = f"Apply failed with {len(lines)} conflicts: " + "\n".join(lines)
-    details: dict[str, Any] = {"name": name, "kind": info.plural,
-                               "causes": [{"reason": "FieldManagerConflict",
-                                           "message": f'conflict with "{who}" using {version}',
-                                           "field": readable(p)} for who, version, p in conflicts]}
+    details: dict[str, Any] = {
+        "name": name,
+        "kind": info.plural,
+        "causes": [
+            {"reason": "FieldManagerConflict", "message": f'conflict with "{who}" using {version}', "field": readable(p)}
+            for who, version, p in conflicts
+        ],
+    }
     if info.group:
         details["group"] = info.group
     return StatusError(409, "Conflict", message, details)

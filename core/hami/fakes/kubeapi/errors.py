@@ -76,9 +76,7 @@ def _qualified(plural: str, group: str) -> str:
 
 
 def not_found(plural: str, group: str, name: str) -> StatusError:
-    return StatusError(
-        404, "NotFound", f'{_qualified(plural, group)} "{name}" not found', _details(name, plural, group)
-    )
+    return StatusError(404, "NotFound", f'{_qualified(plural, group)} "{name}" not found', _details(name, plural, group))
 
 
 def already_exists(plural: str, group: str, name: str) -> StatusError:
@@ -117,8 +115,9 @@ def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str, str]]
         details["group"] = group
     details["kind"] = kind
     details["causes"] = [{"reason": r, "message": m, "field": f} for f, r, m in causes]
-    return StatusError(422, "Invalid", f'{kind}.{group} "{name}" is invalid: {text}' if group
-                       else f'{kind} "{name}" is invalid: {text}', details)
+    return StatusError(
+        422, "Invalid", f'{kind}.{group} "{name}" is invalid: {text}' if group else f'{kind} "{name}" is invalid: {text}', details
+    )
 
 
 def bad_request(message: str) -> StatusError:

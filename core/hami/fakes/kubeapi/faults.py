@@ -106,10 +106,7 @@ class Faults:
             time.sleep(delay)
         now = time.monotonic()
         with self._lock:
-            self._failures = [
-                f for f in self._failures
-                if (f.until is None or f.until > now) and (f.remaining is None or f.remaining > 0)
-            ]
+            self._failures = [f for f in self._failures if (f.until is None or f.until > now) and (f.remaining is None or f.remaining > 0)]
             for f in self._failures:
                 if f.method and f.method != method:
                     continue

@@ -25,13 +25,29 @@ from hami.fakes.kubeapi.patch import MERGE_KEYS, MERGED_SCALAR_LISTS
 from hami.fakes.kubeapi.resources import RESOURCES, ResourceType, git_version
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1"
-_META_TYPES = frozenset({
-    "ObjectMeta", "ListMeta", "OwnerReference", "ManagedFieldsEntry", "LabelSelector",
-    "LabelSelectorRequirement", "Condition", "Status", "StatusDetails", "StatusCause", "DeleteOptions",
-    "Preconditions",
-})
-_PACKAGES = {"": "core", "coordination.k8s.io": "coordination", "events.k8s.io": "events",
-             "admissionregistration.k8s.io": "admissionregistration", "resource.k8s.io": "resource"}
+_META_TYPES = frozenset(
+    {
+        "ObjectMeta",
+        "ListMeta",
+        "OwnerReference",
+        "ManagedFieldsEntry",
+        "LabelSelector",
+        "LabelSelectorRequirement",
+        "Condition",
+        "Status",
+        "StatusDetails",
+        "StatusCause",
+        "DeleteOptions",
+        "Preconditions",
+    }
+)
+_PACKAGES = {
+    "": "core",
+    "coordination.k8s.io": "coordination",
+    "events.k8s.io": "events",
+    "admissionregistration.k8s.io": "admissionregistration",
+    "resource.k8s.io": "resource",
+}
 _CLASS_PREFIX = re.compile(r"^(?:[A-Z][a-z]+)?V\d+(?:alpha\d+|beta\d+)?(?=[A-Z])")
 _LIST = re.compile(r"^List\[(.+)\]$")
 _DICT = re.compile(r"^Dict\[str, (.+)\]$")
@@ -129,9 +145,14 @@ class _Builder:
                 items = items["allOf"][0]
             out: dict[str, Any] = {"type": "array", "items": items}
             if json_name in MERGE_KEYS and is_model:
-                out.update({"x-kubernetes-patch-merge-key": MERGE_KEYS[json_name],
-                            "x-kubernetes-patch-strategy": "merge", "x-kubernetes-list-type": "map",
-                            "x-kubernetes-list-map-keys": [MERGE_KEYS[json_name]]})
+                out.update(
+                    {
+                        "x-kubernetes-patch-merge-key": MERGE_KEYS[json_name],
+                        "x-kubernetes-patch-strategy": "merge",
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": [MERGE_KEYS[json_name]],
+                    }
+                )
             elif json_name in MERGED_SCALAR_LISTS:
                 out.update({"x-kubernetes-patch-strategy": "merge", "x-kubernetes-list-type": "set"})
             else:
@@ -153,8 +174,12 @@ def _gvk(info: ResourceType, kind: str) -> dict[str, str]:
     return {"group": info.group, "kind": kind, "version": info.version}
 
 
-_PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json",
-                "application/strategic-merge-patch+json")
+_PATCH_TYPES = (
+    "application/apply-patch+yaml",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
 _QUERY = {
     "fieldValidation": "How unknown or duplicate fields in the body are treated: Ignore, Warn or Strict.",
     "fieldManager": "The name of the actor making the change (field ownership).",
@@ -172,8 +197,9 @@ def _param(name: str, v3: bool, kind: str = "string") -> dict[str, Any]:
     return param
 
 
-def _operation(info: ResourceType, action: str, verb: str, kind: str, ref: str | None, v3: bool,
-               body_types: tuple[str, ...] = ()) -> dict[str, Any]:
+def _operation(
+    info: ResourceType, action: str, verb: str, kind: str, ref: str | None, v3: bool, body_types: tuple[str, ...] = ()
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "description": f"{action} {kind}",
         "operationId": f"{verb}{info.kind}",
@@ -189,8 +215,10 @@ def _operation(info: ResourceType, action: str, verb: str, kind: str, ref: str |
     response_schema = {"$ref": ref} if ref else {"type": "object"}
     if v3:
         if body_types:
-            op["requestBody"] = {"content": {t: {"schema": response_schema if action != "patch" else {"type": "object"}}
-                                             for t in body_types}, "required": True}
+            op["requestBody"] = {
+                "content": {t: {"schema": response_schema if action != "patch" else {"type": "object"}} for t in body_types},
+                "required": True,
+            }
         op["responses"] = {"200": {"description": "OK", "content": {"application/json": {"schema": response_schema}}}}
     else:
         if body_types:
@@ -218,12 +246,12 @@ def _paths(info: ResourceType, item_ref: str, list_ref: str, v3: bool) -> dict[s
     }
     paths = {base: collection, f"{base}/{{name}}": item}
     if info.namespaced:
-        paths[f"{root}/{info.plural}"] = {"get": _operation(info, "list", "listForAllNamespaces",
-                                                            f"{info.kind}List", list_ref, v3)}
+        paths[f"{root}/{info.plural}"] = {"get": _operation(info, "list", "listForAllNamespaces", f"{info.kind}List", list_ref, v3)}
     if info.status_subresource:
-        paths[f"{base}/{{name}}/status"] = {k: _operation(info, k if k != "get" else "get", f"{k}Status", info.kind,
-                                                          item_ref, v3, body) for k, body in
-                                            (("get", ()), ("put", json_body), ("patch", _PATCH_TYPES))}
+        paths[f"{base}/{{name}}/status"] = {
+            k: _operation(info, k if k != "get" else "get", f"{k}Status", info.kind, item_ref, v3, body)
+            for k, body in (("get", ()), ("put", json_body), ("patch", _PATCH_TYPES))
+        }
     return paths
 
 

@@ -165,9 +165,7 @@ def _smp_list(field: str, original: list[Any], patch: list[Any]) -> list[Any]:
         if merge_key not in element:
             raise bad_request(f"map: {element} does not contain declared merge key: {merge_key}")
         key_value = element[merge_key]
-        index = next(
-            (i for i, e in enumerate(result) if isinstance(e, dict) and e.get(merge_key) == key_value), None
-        )
+        index = next((i for i, e in enumerate(result) if isinstance(e, dict) and e.get(merge_key) == key_value), None)
         if directive == "delete":
             if index is not None:
                 del result[index]
@@ -184,11 +182,7 @@ def _smp_list(field: str, original: list[Any], patch: list[Any]) -> list[Any]:
 def _strip_directives(value: Any) -> Any:
     """A patch value inserted as-is: drop directive keys and ``null`` members (a new value has no nulls)."""
     if isinstance(value, dict):
-        return {
-            k: _strip_directives(v)
-            for k, v in value.items()
-            if v is not None and not (k.startswith("$"))
-        }
+        return {k: _strip_directives(v) for k, v in value.items() if v is not None and not (k.startswith("$"))}
     if isinstance(value, list):
         return [_strip_directives(v) for v in value]
     return value
@@ -206,10 +200,10 @@ def apply_json_patch(target: dict[str, Any], patch: Any) -> dict[str, Any]:
         raise bad_request(f"invalid json patch: {exc}") from None
     try:
         result = compiled.apply(target, in_place=False)
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError,
-            ValueError) as exc:
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError, ValueError) as exc:
         raise unprocessable(f"the server rejected our request due to an error in our request: {exc}") from None
     if not isinstance(result, dict):
-        raise unprocessable("the server rejected our request due to an error in our request: "
-                            "json patch replaced the whole object with a non-object")
+        raise unprocessable(
+            "the server rejected our request due to an error in our request: json patch replaced the whole object with a non-object"
+        )
     return result

@@ -88,8 +88,14 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "resourcequotas", "ResourceQuota", True, "resourcequota", ("quota",), True),
     ResourceType("", "v1", "secrets", "Secret", True, "secret", (), False, frozenset({"type"})),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
-    ResourceType("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False,
-                 "mutatingwebhookconfiguration"),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        False,
+        "mutatingwebhookconfiguration",
+    ),
     ResourceType(
         "events.k8s.io",
         "v1",
@@ -105,8 +111,17 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("resource.k8s.io", "v1", "deviceclasses", "DeviceClass", False, "deviceclass"),
     ResourceType("resource.k8s.io", "v1", "resourceclaims", "ResourceClaim", True, "resourceclaim", (), True),
     ResourceType("resource.k8s.io", "v1", "resourceclaimtemplates", "ResourceClaimTemplate", True, "resourceclaimtemplate"),
-    ResourceType("resource.k8s.io", "v1", "resourceslices", "ResourceSlice", False, "resourceslice", (), False,
-                 frozenset({"spec.nodeName", "spec.driver"})),
+    ResourceType(
+        "resource.k8s.io",
+        "v1",
+        "resourceslices",
+        "ResourceSlice",
+        False,
+        "resourceslice",
+        (),
+        False,
+        frozenset({"spec.nodeName", "spec.driver"}),
+    ),
 )
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -159,8 +174,7 @@ def api_group_list() -> dict[str, Any]:
     return {
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [{k: v for k, v in _group_doc(g, vs).items() if k not in ("kind", "apiVersion")}
-                   for g, vs in groups().items()],
+        "groups": [{k: v for k, v in _group_doc(g, vs).items() if k not in ("kind", "apiVersion")} for g, vs in groups().items()],
     }
 
 
@@ -186,14 +200,19 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             entry["shortNames"] = list(r.short_names)
         entries.append(entry)
         if r.status_subresource:
-            entries.append({"name": f"{r.plural}/status", "singularName": "", "namespaced": r.namespaced,
-                            "kind": r.kind, "verbs": ["get", "patch", "update"]})
+            entries.append(
+                {
+                    "name": f"{r.plural}/status",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         if r.key == "pods":
-            entries.append({"name": "pods/binding", "singularName": "", "namespaced": True,
-                            "kind": "Binding", "verbs": ["create"]})
+            entries.append({"name": "pods/binding", "singularName": "", "namespaced": True, "kind": "Binding", "verbs": ["create"]})
     if group == "" and version == "v1":
-        entries.append({"name": "bindings", "singularName": "binding", "namespaced": True,
-                        "kind": "Binding", "verbs": ["create"]})
+        entries.append({"name": "bindings", "singularName": "binding", "namespaced": True, "kind": "Binding", "verbs": ["create"]})
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",

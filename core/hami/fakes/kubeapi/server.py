@@ -301,8 +301,17 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             assert route.info is not None
             group, resource = route.info.group, route.info.plural
-        log_.record(RequestRecord(component_of(self.headers.get("Authorization")), rbac_verb(method, route.name is not None, watch),
-                                  group, resource, route.subresource or "", route.namespace or "", route.name or ""))
+        log_.record(
+            RequestRecord(
+                component_of(self.headers.get("Authorization")),
+                rbac_verb(method, route.name is not None, watch),
+                group,
+                resource,
+                route.subresource or "",
+                route.namespace or "",
+                route.name or "",
+            )
+        )
 
     def _meta_document(self, segments: list[str]) -> dict[str, Any] | bytes | None:
         n = len(segments)
@@ -349,8 +358,11 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as exc:
                 raise StatusError(406, "NotAcceptable", str(exc)) from None
             if accepted and not any(m.mime in ("application/json", "application/*", "*/*") for m in accepted):
-                raise StatusError(406, "NotAcceptable", "the OpenAPI v2 document is served as application/json only "
-                                                        f"(asked for {self.headers.get('Accept')!r})")
+                raise StatusError(
+                    406,
+                    "NotAcceptable",
+                    f"the OpenAPI v2 document is served as application/json only (asked for {self.headers.get('Accept')!r})",
+                )
             self._send(200, openapi.v2_document())
             return 200
         if rest == ["v3"]:
@@ -390,8 +402,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text = ", ".join(f'unknown field "{f}"' for f in unknown)
         if mode == "Strict":
-            raise errors.bad_request(f'{info.kind} in version "{info.version}" cannot be handled as a {info.kind}: '
-                                     f"strict decoding error: {text}")
+            raise errors.bad_request(
+                f'{info.kind} in version "{info.version}" cannot be handled as a {info.kind}: strict decoding error: {text}'
+            )
         self._warnings.extend(f'unknown field "{f}"' for f in unknown)
 
     def _decode(self, body: bytes, *, patch: bool = False) -> Any:
@@ -403,9 +416,12 @@ class _Handler(BaseHTTPRequestHandler):
                 decoded = yaml.safe_load(body.decode("utf-8"))
                 json.dumps(decoded, allow_nan=False)  # only JSON-representable YAML is accepted
             elif ctype and not patch and ctype != "application/json" and not ctype.endswith("+json"):
-                raise StatusError(415, "UnsupportedMediaType",
-                                  f"the body of the request was in an unknown format - accepted media types "
-                                  f"include: application/json, application/yaml (got {ctype!r})")
+                raise StatusError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types "
+                    f"include: application/json, application/yaml (got {ctype!r})",
+                )
             else:
                 decoded = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
             _check_depth(decoded)
@@ -452,12 +468,18 @@ class _Handler(BaseHTTPRequestHandler):
                 if route.watch or query.get("watch") in _TRUE:
                     return self._watch(info, ns, query, timeout)
                 table = self._table(query)
-                listed = store.list(info, ns, query.get("labelSelector"), query.get("fieldSelector"),
-                                    limit, query.get("continue"))
+                listed = store.list(info, ns, query.get("labelSelector"), query.get("fieldSelector"), limit, query.get("continue"))
                 if table:
-                    self._send_json(200, tables.table(info, listed["items"], version=table,
-                                                      include_object=query.get("includeObject") or "Metadata",
-                                                      list_meta=listed["metadata"]))
+                    self._send_json(
+                        200,
+                        tables.table(
+                            info,
+                            listed["items"],
+                            version=table,
+                            include_object=query.get("includeObject") or "Metadata",
+                            list_meta=listed["metadata"],
+                        ),
+                    )
                 else:
                     self._send_json(200, listed)
                 return 200
@@ -474,17 +496,22 @@ class _Handler(BaseHTTPRequestHandler):
                 if ns is None and info.namespaced:
                     raise errors.method_not_allowed()
                 deleted = store.delete_collection(info, ns, query.get("labelSelector"), query.get("fieldSelector"))
-                self._send_json(200, {"kind": f"{info.kind}List", "apiVersion": info.api_version,
-                                      "metadata": {"resourceVersion": str(store.resource_version)},
-                                      "items": deleted})
+                self._send_json(
+                    200,
+                    {
+                        "kind": f"{info.kind}List",
+                        "apiVersion": info.api_version,
+                        "metadata": {"resourceVersion": str(store.resource_version)},
+                        "items": deleted,
+                    },
+                )
                 return 200
             raise errors.method_not_allowed()
         name = route.name
         if route.watch:
             if method != "GET":
                 raise errors.method_not_allowed()
-            query = dict(query, fieldSelector=",".join(
-                s for s in (query.get("fieldSelector"), f"metadata.name={name}") if s))
+            query = dict(query, fieldSelector=",".join(s for s in (query.get("fieldSelector"), f"metadata.name={name}") if s))
             return self._watch(info, ns, query, self._int_param(query, "timeoutSeconds"))
         sub = route.subresource
         if sub == "binding" and info.key == "pods":
@@ -497,9 +524,16 @@ class _Handler(BaseHTTPRequestHandler):
             table = self._table(query)
             obj = store.get(info, name, ns)
             if table:
-                self._send_json(200, tables.table(info, [obj], version=table,
-                                                  include_object=query.get("includeObject") or "Metadata",
-                                                  list_meta={"resourceVersion": obj["metadata"]["resourceVersion"]}))
+                self._send_json(
+                    200,
+                    tables.table(
+                        info,
+                        [obj],
+                        version=table,
+                        include_object=query.get("includeObject") or "Metadata",
+                        list_meta={"resourceVersion": obj["metadata"]["resourceVersion"]},
+                    ),
+                )
             else:
                 self._send_json(200, obj)
             return 200
@@ -547,25 +581,23 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(binding, dict):
             raise errors.bad_request("the Binding must be a JSON object")
         if binding.get("kind") not in (None, "", "Binding"):
-            raise errors.bad_request(f"the kind in the data ({binding.get('kind')}) does not match the expected "
-                                     "kind (Binding)")
+            raise errors.bad_request(f"the kind in the data ({binding.get('kind')}) does not match the expected kind (Binding)")
         meta = binding.get("metadata") or {}
         target = binding.get("target") or {}
         if not isinstance(meta, dict) or not isinstance(target, dict):
             raise errors.bad_request("Binding metadata and target must be JSON objects")
         pod = name or meta.get("name") or ""
         if name and meta.get("name") not in (None, "", name):
-            raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the "
-                                     f"URL ({name})")
+            raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
         if target.get("kind") not in (None, "", "Node"):
-            raise errors.invalid("Binding", "", pod, [("target.kind", "FieldValueNotSupported",
-                                                       f'Unsupported value: "{target.get("kind")}"')])
+            raise errors.invalid(
+                "Binding", "", pod, [("target.kind", "FieldValueNotSupported", f'Unsupported value: "{target.get("kind")}"')]
+            )
         node = target.get("name")
         if not isinstance(node, str):
             node = ""
         self.server.api.store.bind(namespace, pod, node, meta.get("uid"))
-        self._send_json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                              "code": 201})
+        self._send_json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
         return 201
 
     # ------------------------------------------------------------ watch
@@ -577,14 +609,18 @@ class _Handler(BaseHTTPRequestHandler):
         as_table = self._watch_table
         if as_table is not None and kind in ("ADDED", "MODIFIED", "DELETED"):
             info, version, include = as_table
-            obj = tables.table(info, [obj], version=version, include_object=include,
-                               list_meta={"resourceVersion": obj["metadata"].get("resourceVersion", "")})
+            obj = tables.table(
+                info,
+                [obj],
+                version=version,
+                include_object=include,
+                list_meta={"resourceVersion": obj["metadata"].get("resourceVersion", "")},
+            )
         self._write_chunk(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
 
     def _watch(self, info: ResourceType, namespace: str | None, query: dict[str, str], timeout: int | None) -> int:
         api = self.server.api
-        flt = make_filter(info, namespace if info.namespaced else None, query.get("labelSelector"),
-                          query.get("fieldSelector"))
+        flt = make_filter(info, namespace if info.namespaced else None, query.get("labelSelector"), query.get("fieldSelector"))
         version = self._table(query)
         include = query.get("includeObject") or "Metadata"
         if version:

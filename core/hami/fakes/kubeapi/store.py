@@ -110,9 +110,7 @@ def _field(obj: dict[str, Any], path: str) -> str:
     return field_value(obj, path)
 
 
-def make_filter(
-    info: ResourceType, namespace: str | None, label_selector: str | None, field_selector: str | None
-) -> Filter:
+def make_filter(info: ResourceType, namespace: str | None, label_selector: str | None, field_selector: str | None) -> Filter:
     """Parse selectors for ``info``; syntax errors become 400 BadRequest."""
     try:
         labels = parse_label_selector(label_selector)
@@ -297,17 +295,22 @@ class Store:
         if info.namespaced:
             ns = namespace or meta.get("namespace") or "default"
             if meta.get("namespace") not in (None, "", ns):
-                raise errors.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request"
-                )
+                raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
             meta["namespace"] = ns
         else:
             ns = ""
             meta.pop("namespace", None)
         if meta.get("resourceVersion"):
             raise errors.bad_request("resourceVersion should not be set on objects to be created")
-        for field in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                      "managedFields", "selfLink", "generation"):
+        for field in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+            "generation",
+        ):
             meta.pop(field, None)
         strategy.prepare_create(info, obj)
         if managed_fields is not None:
@@ -344,14 +347,10 @@ class Store:
         meta = obj["metadata"]
         name = name or meta.get("name") or ""
         if meta.get("name") not in (None, "", name):
-            raise errors.bad_request(
-                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
-            )
+            raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
         ns = self._ns(info, namespace or meta.get("namespace"))
         if info.namespaced and meta.get("namespace") not in (None, "", ns):
-            raise errors.bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request"
-            )
+            raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
         with self._lock:
             old = self._get_locked(info, ns, name)
             return self._update_locked(info, old, obj, subresource, manager)
@@ -375,12 +374,13 @@ class Store:
             patched = strategy.check_body(info, patched, "patched object")
             meta = patched["metadata"]
             if meta.get("name") != name:
-                raise errors.invalid(info.kind, info.group, name,
-                                     [("metadata.name", "FieldValueInvalid", "Invalid value: field is immutable")])
+                raise errors.invalid(
+                    info.kind, info.group, name, [("metadata.name", "FieldValueInvalid", "Invalid value: field is immutable")]
+                )
             if info.namespaced and meta.get("namespace") != ns:
-                raise errors.invalid(info.kind, info.group, name,
-                                     [("metadata.namespace", "FieldValueInvalid",
-                                       "Invalid value: field is immutable")])
+                raise errors.invalid(
+                    info.kind, info.group, name, [("metadata.namespace", "FieldValueInvalid", "Invalid value: field is immutable")]
+                )
             return self._update_locked(info, old, patched, subresource, manager)
 
     def apply(
@@ -405,14 +405,12 @@ class Store:
         config = strategy.check_body(info, _copy(config), "apply configuration")
         meta = config["metadata"]
         if meta.get("name") not in (None, "", name):
-            raise errors.bad_request(
-                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+            raise errors.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
         meta["name"] = name
         ns = self._ns(info, namespace)
         if info.namespaced:
             if meta.get("namespace") not in (None, "", ns):
-                raise errors.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request")
+                raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
             meta["namespace"] = ns
         meta.pop("managedFields", None)
         with self._lock:
@@ -424,8 +422,7 @@ class Store:
                 fields = created["metadata"].pop("managedFields")
                 return self.create(info, created, namespace, managed_fields=fields), True
             new = ssa.apply(info, old, config, manager, force, subresource)
-            return self._update_locked(info, old, new, subresource, manager,
-                                       managed=new["metadata"].pop("managedFields")), False
+            return self._update_locked(info, old, new, subresource, manager, managed=new["metadata"].pop("managedFields")), False
 
     def mutate(
         self,
@@ -463,14 +460,15 @@ class Store:
         uid = meta.get("uid")
         if uid and uid != old["metadata"]["uid"]:
             raise errors.conflict(
-                info.plural, info.group, name,
+                info.plural,
+                info.group,
+                name,
                 f"Precondition failed: UID in precondition: {uid}, UID in object meta: {old['metadata']['uid']}",
             )
         new = strategy.prepare_update(info, new, old, subresource)
         meta = new["metadata"]
         old_meta = old["metadata"]
-        for field in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp",
-                      "deletionGracePeriodSeconds", "generation"):
+        for field in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
             if field in old_meta:
                 meta[field] = old_meta[field]
             else:
@@ -510,12 +508,16 @@ class Store:
             pre = preconditions or {}
             if pre.get("uid") and pre["uid"] != meta["uid"]:
                 raise errors.conflict(
-                    info.plural, info.group, name,
+                    info.plural,
+                    info.group,
+                    name,
                     f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta['uid']}",
                 )
             if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
                 raise errors.conflict(
-                    info.plural, info.group, name,
+                    info.plural,
+                    info.group,
+                    name,
                     f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
                     f"ResourceVersion in object meta: {meta['resourceVersion']}",
                 )
@@ -544,9 +546,7 @@ class Store:
         flt = make_filter(info, namespace if info.namespaced else None, label_selector, field_selector)
         with self._lock:
             doomed = [o for _, o in sorted(self._objects[info.key].items()) if flt.matches(o)]
-            return [
-                self.delete(info, o["metadata"]["name"], o["metadata"].get("namespace")) for o in doomed
-            ]
+            return [self.delete(info, o["metadata"]["name"], o["metadata"].get("namespace")) for o in doomed]
 
     def bind(self, namespace: str, name: str, node: str, uid: str | None = None) -> dict[str, Any]:
         """What ``pods/binding`` does: set ``spec.nodeName`` once and mark the pod scheduled."""
@@ -557,7 +557,9 @@ class Store:
             old = self._get_locked(info, namespace, name)
             if uid and uid != old["metadata"]["uid"]:
                 raise errors.conflict(
-                    "pods/binding", "", name,
+                    "pods/binding",
+                    "",
+                    name,
                     f"Precondition failed: UID in precondition: {uid}, UID in object meta: {old['metadata']['uid']}",
                 )
             if old["metadata"].get("deletionTimestamp"):
@@ -569,8 +571,7 @@ class Store:
             new.setdefault("spec", {})["nodeName"] = node
             status = new.setdefault("status", {})
             conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
-            conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                               "lastTransitionTime": _now()})
+            conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": _now()})
             status["conditions"] = conditions
             return self._commit(info, new, old)
 
@@ -670,4 +671,3 @@ def status_success(info: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
     details["kind"] = info.plural
     details["uid"] = obj["metadata"].get("uid")
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
-

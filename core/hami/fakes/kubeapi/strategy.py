@@ -33,10 +33,7 @@ def check_body(info: ResourceType, obj: Any, subject: str = "object") -> dict[st
         raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({info.kind})")
     api_version = obj.get("apiVersion")
     if api_version not in (None, "", info.api_version):
-        raise bad_request(
-            f"the API version in the data ({api_version}) does not match the expected API version "
-            f"({info.api_version})"
-        )
+        raise bad_request(f"the API version in the data ({api_version}) does not match the expected API version ({info.api_version})")
     meta = obj.get("metadata")
     if meta is None:
         meta = obj["metadata"] = {}
@@ -46,9 +43,7 @@ def check_body(info: ResourceType, obj: Any, subject: str = "object") -> dict[st
         value = meta.get(field)
         if value is None:
             continue
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise bad_request(f"metadata.{field} must be a map of string keys to string values")
     for field in ("name", "namespace", "generateName", "resourceVersion", "uid"):
         if meta.get(field) is not None and not isinstance(meta[field], str):
@@ -69,20 +64,23 @@ def validate_name(info: ResourceType, name: str) -> None:
     pattern = _DNS1123_LABEL if info.plural in _LABEL_NAMED else _DNS1123_SUBDOMAIN
     limit = 63 if info.plural in _LABEL_NAMED else 253
     if not name:
-        raise invalid(info.kind, info.group, name,
-                      [("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")])
+        raise invalid(
+            info.kind, info.group, name, [("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")]
+        )
     if len(name) > limit or not pattern.match(name):
         raise invalid(
             info.kind,
             info.group,
             name,
-            [(
-                "metadata.name",
-                "FieldValueInvalid",
-                f'Invalid value: "{name}": a lowercase RFC 1123 '
-                f'{"label" if limit == 63 else "subdomain"} must consist of lower case alphanumeric '
-                "characters, '-' or '.', and must start and end with an alphanumeric character",
-            )],
+            [
+                (
+                    "metadata.name",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 '
+                    f"{'label' if limit == 63 else 'subdomain'} must consist of lower case alphanumeric "
+                    "characters, '-' or '.', and must start and end with an alphanumeric character",
+                )
+            ],
         )
 
 
@@ -153,9 +151,7 @@ def prepare_create(info: ResourceType, obj: dict[str, Any]) -> None:
         obj["status"] = {"phase": "Active"}
 
 
-def prepare_update(
-    info: ResourceType, new: dict[str, Any], old: dict[str, Any], subresource: str | None
-) -> dict[str, Any]:
+def prepare_update(info: ResourceType, new: dict[str, Any], old: dict[str, Any], subresource: str | None) -> dict[str, Any]:
     """Registry ``PrepareForUpdate``: which parts of ``new`` the endpoint may change."""
     canonical_quantities(info, new)
     if subresource == "status":
@@ -194,21 +190,22 @@ def _check_pod_spec_update(info: ResourceType, new: dict[str, Any], old: dict[st
             info.kind,
             info.group,
             old["metadata"]["name"],
-            [(
-                "spec",
-                "FieldValueForbidden",
-                "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
-                "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
-                "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
-                "(allow it to be set to 1 if it was previously negative)",
-            )],
+            [
+                (
+                    "spec",
+                    "FieldValueForbidden",
+                    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+                    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` "
+                    "(only additions to existing tolerations),`spec.terminationGracePeriodSeconds` "
+                    "(allow it to be set to 1 if it was previously negative)",
+                )
+            ],
         )
 
 
 def pod_qos_class(spec: dict[str, Any]) -> str:
     """Simplified ``GetPodQOS``: cpu/memory requests and limits of all containers."""
-    containers = [c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])
-                  if isinstance(c, dict)]
+    containers = [c for c in (spec.get("containers") or []) + (spec.get("initContainers") or []) if isinstance(c, dict)]
     any_set = False
     guaranteed = True
     for c in containers:

@@ -80,12 +80,13 @@ def wants_table(header: str | None) -> str | None:
         as_ = media.param("as")
         if as_ is None:
             return None
-        if (as_ == "Table" and media.param("g") == "meta.k8s.io"
-                and (media.param("v") or "v1") in TABLE_VERSIONS):
+        if as_ == "Table" and media.param("g") == "meta.k8s.io" and (media.param("v") or "v1") in TABLE_VERSIONS:
             return media.param("v") or "v1"
-    raise StatusError(406, "NotAcceptable",
-                      f"only the following media types are accepted: application/json, application/json;as=Table;"
-                      f"v=v1;g=meta.k8s.io (got {header!r})")
+    raise StatusError(
+        406,
+        "NotAcceptable",
+        f"only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io (got {header!r})",
+    )
 
 
 # ---------------------------------------------------------------- durations
@@ -152,8 +153,10 @@ POD_COLUMNS = [
     _NAME,
     _column("Ready", "The aggregate readiness state of this pod for accepting traffic."),
     _column("Status", "The aggregate status of the containers in this pod."),
-    _column("Restarts", "The number of times the containers in this pod have been restarted and when the last "
-                        "container in this pod has restarted."),
+    _column(
+        "Restarts",
+        "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+    ),
     _AGE,
     _column("IP", "IP address allocated to the pod.", priority=1),
     _column("Node", "NodeName is a request to schedule this pod onto a specific node.", priority=1),
@@ -170,22 +173,24 @@ NODE_COLUMNS = [
     _column("External-IP", "List of addresses reachable to the node.", priority=1),
     _column("OS-Image", "OS Image reported by the node from /etc/os-release.", priority=1),
     _column("Kernel-Version", "Kernel Version reported by the node from 'uname -r'.", priority=1),
-    _column("Container-Runtime", "ContainerRuntime Version reported by the node through runtime remote API.",
-            priority=1),
+    _column("Container-Runtime", "ContainerRuntime Version reported by the node through runtime remote API.", priority=1),
 ]
 DEFAULT_COLUMNS = [_NAME, _column("Created At", _AGE_DOC, type_="date")]
 NAMESPACE_COLUMNS = [_NAME, _column("Status", "The status of the namespace"), _AGE]
 CONFIGMAP_COLUMNS = [_NAME, _column("Data", "Data contains the configuration data.", type_="integer"), _AGE]
-SECRET_COLUMNS = [_NAME, _column("Type", "The type of the secret"),
-                  _column("Data", "Data contains the secret data.", type_="integer"), _AGE]
-LEASE_COLUMNS = [_NAME, _column("Holder", "holderIdentity contains the identity of the holder of a current lease."),
-                 _AGE]
+SECRET_COLUMNS = [
+    _NAME,
+    _column("Type", "The type of the secret"),
+    _column("Data", "Data contains the secret data.", type_="integer"),
+    _AGE,
+]
+LEASE_COLUMNS = [_NAME, _column("Holder", "holderIdentity contains the identity of the holder of a current lease."), _AGE]
 
 _Printer = Callable[[dict[str, Any], datetime], tuple[list[Any], list[dict[str, str]]]]
 
 
 def _state(container: dict[str, Any], which: str) -> dict[str, Any] | None:
-    state = (container.get(which) or {})
+    state = container.get(which) or {}
     return state if isinstance(state, dict) else None
 
 
@@ -245,8 +250,7 @@ def print_pod(pod: dict[str, Any], now: datetime) -> tuple[list[Any], list[dict[
             reason = f"Init:{i}/{len(init_specs)}"
         initializing = True
         break
-    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
-                      for c in status.get("conditions") or [])
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True" for c in status.get("conditions") or [])
     if not initializing or initialized:
         restarts, last_restart = sidecar_restarts, last_sidecar_restart
         has_running = False
@@ -262,14 +266,12 @@ def print_pod(pod: dict[str, Any], now: datetime) -> tuple[list[Any], list[dict[
             elif terminated and terminated.get("reason"):
                 reason = terminated["reason"]
             elif terminated:
-                reason = (f"Signal:{terminated['signal']}" if terminated.get("signal")
-                          else f"ExitCode:{terminated.get('exitCode', 0)}")
+                reason = f"Signal:{terminated['signal']}" if terminated.get("signal") else f"ExitCode:{terminated.get('exitCode', 0)}"
             elif cs.get("ready") and state.get("running") is not None:
                 has_running = True
                 ready += 1
         if reason == "Completed" and has_running:
-            pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                            for c in status.get("conditions") or [])
+            pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
             reason = "Running" if pod_ready else "NotReady"
     if meta.get("deletionTimestamp"):
         if status.get("reason") == "NodeLost":
@@ -289,8 +291,17 @@ def print_pod(pod: dict[str, Any], now: datetime) -> tuple[list[Any], list[dict[
             by_type.setdefault(cond.get("type"), cond.get("status"))
         true = sum(by_type.get(g.get("conditionType")) == "True" for g in gates)
         gates_text = f"{true}/{len(gates)}"
-    cells = [meta.get("name", ""), f"{ready}/{total}", reason, restarts_text, since(meta.get("creationTimestamp"), now),
-             ip, spec.get("nodeName") or "<none>", status.get("nominatedNodeName") or "<none>", gates_text]
+    cells = [
+        meta.get("name", ""),
+        f"{ready}/{total}",
+        reason,
+        restarts_text,
+        since(meta.get("creationTimestamp"), now),
+        ip,
+        spec.get("nodeName") or "<none>",
+        status.get("nominatedNodeName") or "<none>",
+        gates_text,
+    ]
     return cells, conditions
 
 
@@ -299,7 +310,7 @@ def node_roles(labels: dict[str, str] | None) -> list[str]:
     roles = set()
     for key, value in (labels or {}).items():
         if key.startswith("node-role.kubernetes.io/"):
-            role = key[len("node-role.kubernetes.io/"):]
+            role = key[len("node-role.kubernetes.io/") :]
             if role:
                 roles.add(role)
         elif key == "kubernetes.io/role" and value:
@@ -327,16 +338,25 @@ def print_node(node: dict[str, Any], now: datetime) -> tuple[list[Any], list[dic
                 return str(addr.get("address"))
         return "<none>"
 
-    cells = [meta.get("name", ""), ",".join(states), ",".join(node_roles(meta.get("labels"))) or "<none>",
-             since(meta.get("creationTimestamp"), now), info.get("kubeletVersion") or "",
-             address("InternalIP"), address("ExternalIP"), info.get("osImage") or "<unknown>",
-             info.get("kernelVersion") or "<unknown>", info.get("containerRuntimeVersion") or "<unknown>"]
+    cells = [
+        meta.get("name", ""),
+        ",".join(states),
+        ",".join(node_roles(meta.get("labels"))) or "<none>",
+        since(meta.get("creationTimestamp"), now),
+        info.get("kubeletVersion") or "",
+        address("InternalIP"),
+        address("ExternalIP"),
+        info.get("osImage") or "<unknown>",
+        info.get("kernelVersion") or "<unknown>",
+        info.get("containerRuntimeVersion") or "<unknown>",
+    ]
     return cells, []
 
 
 def _simple(*cells: Callable[[dict[str, Any], datetime], Any]) -> _Printer:
     def printer(obj: dict[str, Any], now: datetime) -> tuple[list[Any], list[dict[str, str]]]:
         return [(obj.get("metadata") or {}).get("name", ""), *(c(obj, now) for c in cells)], []
+
     return printer
 
 
@@ -358,8 +378,7 @@ PRINTERS: dict[str, tuple[list[dict[str, Any]], _Printer]] = {
     "namespaces": (NAMESPACE_COLUMNS, _simple(lambda o, n: (o.get("status") or {}).get("phase") or "", _age)),
     "configmaps": (CONFIGMAP_COLUMNS, _simple(_data_count, _age)),
     "secrets": (SECRET_COLUMNS, _simple(lambda o, n: o.get("type") or "Opaque", _data_count, _age)),
-    "leases.coordination.k8s.io": (LEASE_COLUMNS, _simple(
-        lambda o, n: (o.get("spec") or {}).get("holderIdentity") or "<unset>", _age)),
+    "leases.coordination.k8s.io": (LEASE_COLUMNS, _simple(lambda o, n: (o.get("spec") or {}).get("holderIdentity") or "<unset>", _age)),
 }
 
 
@@ -380,8 +399,9 @@ def table(
     """A ``meta.k8s.io`` Table of ``objects``: every column (wide ones have priority 1), one row each,
     with the whole object, its metadata or nothing per ``includeObject``."""
     if include_object not in INCLUDE_OBJECT:
-        raise StatusError(400, "BadRequest", f"includeObject: unsupported value {include_object!r}: must be one of "
-                                             f"{', '.join(INCLUDE_OBJECT)}")
+        raise StatusError(
+            400, "BadRequest", f"includeObject: unsupported value {include_object!r}: must be one of {', '.join(INCLUDE_OBJECT)}"
+        )
     defs, printer = PRINTERS.get(info.key, (DEFAULT_COLUMNS, _simple(_created)))
     moment = now or datetime.now(timezone.utc)
     rows = []

@@ -125,8 +125,11 @@ def pod_view(pod: Any) -> PodView:
             limits = (c.get("resources") or {}).get("limits") or {}
             containers.append((c["name"], is_init, dict(limits)))
     return PodView(
-        key=key, node_name=spec.get("nodeName", spec.get("node_name")), containers=containers,
-        namespace=str(meta.get("namespace") or "default"), name=str(meta.get("name") or ""),
+        key=key,
+        node_name=spec.get("nodeName", spec.get("node_name")),
+        containers=containers,
+        namespace=str(meta.get("namespace") or "default"),
+        name=str(meta.get("name") or ""),
     )
 
 

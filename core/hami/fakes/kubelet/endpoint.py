@@ -66,9 +66,7 @@ class PluginEndpoint:
 
     def start_watch(self) -> None:
         """Open the ListAndWatch stream in a background thread."""
-        self._thread = threading.Thread(
-            target=self._watch, name=f"kubelet-listandwatch-{self.resource}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._watch, name=f"kubelet-listandwatch-{self.resource}", daemon=True)
         self._thread.start()
 
     def _watch(self) -> None:

@@ -213,8 +213,7 @@ class FakeKubelet:
             self._cond.notify_all()
         if request.version != API_VERSION:
             raise _RegisterError(
-                f"requested API version {request.version!r} is not supported by kubelet. "
-                f"Supported versions are [{API_VERSION!r}]"
+                f"requested API version {request.version!r} is not supported by kubelet. Supported versions are [{API_VERSION!r}]"
             )
         if not is_extended_resource_name(request.resource_name):
             raise _RegisterError(f"the ResourceName {request.resource_name!r} is invalid")
@@ -226,9 +225,7 @@ class FakeKubelet:
             ep.connect(self.dial_timeout)
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise _RegisterError(
-                    f"failed to dial device plugin: context deadline exceeded ({ep.socket_path})"
-                ) from None
+                raise _RegisterError(f"failed to dial device plugin: context deadline exceeded ({ep.socket_path})") from None
             raise _RegisterError(f"failed to get device plugin options: {go_grpc_error(err)}") from None
         with self._cond:
             old = self._endpoints.get(resource)
@@ -290,9 +287,7 @@ class FakeKubelet:
         if self._node is None:
             return
         with self._cond:
-            counts = {
-                r: (len(devs), sum(1 for h in devs.values() if h == HEALTHY)) for r, devs in self._devices.items()
-            }
+            counts = {r: (len(devs), sum(1 for h in devs.values() if h == HEALTHY)) for r, devs in self._devices.items()}
         self._node.sync(counts)
 
     # ------------------------------------------------------------------ views
@@ -340,9 +335,7 @@ class FakeKubelet:
     def assigned(self, resource: str) -> set[str]:
         """Device IDs of ``resource`` currently assigned to admitted pods."""
         with self._cond:
-            return {
-                d for conts in self._pods.values() for c in conts.values() for d in c.devices.get(resource, ())
-            }
+            return {d for conts in self._pods.values() for c in conts.values() for d in c.devices.get(resource, ())}
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
         """Wait until ``predicate()`` is truthy and return its value; raise ``TimeoutError`` otherwise."""
@@ -450,10 +443,7 @@ class FakeKubelet:
             return chosen
         if len(available) < remaining:
             raise AdmissionError(
-                unexpected(
-                    f"requested number of devices unavailable for {resource}. "
-                    f"Requested: {remaining}, Available: {len(available)}"
-                )
+                unexpected(f"requested number of devices unavailable for {resource}. Requested: {remaining}, Available: {len(available)}")
             )
         if ep.options.get_preferred_allocation_available:
             preferred = self._preferred(ep, available + chosen, chosen, needed)
@@ -502,9 +492,7 @@ class FakeKubelet:
                 if ep is None or not ep.options.pre_start_required:
                     continue
                 try:
-                    ep.stub.PreStartContainer(
-                        api_pb2.PreStartContainerRequest(devices_ids=ids), timeout=CALL_TIMEOUT_S
-                    )
+                    ep.stub.PreStartContainer(api_pb2.PreStartContainerRequest(devices_ids=ids), timeout=CALL_TIMEOUT_S)
                 except grpc.RpcError as err:
                     raise AdmissionError(
                         f"PreStartContainer failed for {resource} in container {alloc.name}: {go_grpc_error(err)}",

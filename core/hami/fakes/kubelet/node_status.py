@@ -72,9 +72,7 @@ class NodeStatusMirror:
             if not capacity:
                 return
             try:
-                self.core_v1.patch_node_status(
-                    self.node_name, {"status": {"capacity": capacity, "allocatable": allocatable}}
-                )
+                self.core_v1.patch_node_status(self.node_name, {"status": {"capacity": capacity, "allocatable": allocatable}})
             except Exception:
                 log.exception("patching status of node %s failed", self.node_name)
                 return

@@ -105,9 +105,7 @@ class SamplePlugin(api_pb2_grpc.DevicePluginServicer):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def register(
-        self, kubelet_socket: Path | str, resource_name: str, version: str = API_VERSION, timeout: float = 15.0
-    ) -> None:
+    def register(self, kubelet_socket: Path | str, resource_name: str, version: str = API_VERSION, timeout: float = 15.0) -> None:
         """Call ``Register`` on kubelet (waiting for its socket); raises ``grpc.RpcError`` when kubelet refuses."""
         with grpc.insecure_channel(f"unix://{kubelet_socket}") as channel:
             api_pb2_grpc.RegistrationStub(channel).Register(
@@ -130,10 +128,7 @@ class SamplePlugin(api_pb2_grpc.DevicePluginServicer):
 
     def set_health(self, device_id: str, health: str) -> None:
         with self._cond:
-            devices = [
-                api_pb2.Device(ID=d.ID, health=health, topology=d.topology) if device_id == d.ID else d
-                for d in self._devices
-            ]
+            devices = [api_pb2.Device(ID=d.ID, health=health, topology=d.topology) if device_id == d.ID else d for d in self._devices]
         self.set_devices(devices)
 
     @property

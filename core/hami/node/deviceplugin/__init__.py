@@ -6,7 +6,7 @@ The generated gRPC/protobuf modules live in :mod:`hami.node.deviceplugin.v1beta1
 
 from __future__ import annotations
 
-__all__ = ["API_VERSION", "DEVICE_PLUGIN_DIR", "KUBELET_SOCKET", "HEALTHY", "UNHEALTHY"]
+__all__ = ["API_VERSION", "DEVICE_PLUGIN_DIR", "HEALTHY", "KUBELET_SOCKET", "UNHEALTHY"]
 
 #: The only API version kubelet accepts in ``RegisterRequest.version``.
 API_VERSION = "v1beta1"

@@ -45,8 +45,15 @@ def hami_discover_devices(config, node):
 def hami_split_device(device, config, node):
     count = config["node_split"].get(node.name, config["split_count"])  # a node may share differently
     return SchedulableDevice(
-        id=device.id, vendor=device.vendor, type=device.type, count=count,
-        memory=device.memory, cores=100, index=device.index, numa=device.numa, healthy=device.healthy,
+        id=device.id,
+        vendor=device.vendor,
+        type=device.type,
+        count=count,
+        memory=device.memory,
+        cores=100,
+        index=device.index,
+        numa=device.numa,
+        healthy=device.healthy,
     )
 
 
@@ -68,7 +75,9 @@ def hami_device_fits(request, device, pod, config):
 def hami_container_edits(devices, config):  # each grant with the device the node agent found
     nodes = [f"/dev/acme{d.index}" for d in devices]
     return ContainerEdits(
-        env={"ACME_VISIBLE_DEVICES": ",".join(str(d.index) for d in devices),
-             "ACME_MEMORY_LIMIT_MIB": str(min(d.grant.memory for d in devices))},
+        env={
+            "ACME_VISIBLE_DEVICES": ",".join(str(d.index) for d in devices),
+            "ACME_MEMORY_LIMIT_MIB": str(min(d.grant.memory for d in devices)),
+        },
         devices=[DeviceNode(p, p) for p in ["/dev/acmectl", *nodes]],
     )

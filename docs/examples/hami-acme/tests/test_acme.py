@@ -1,5 +1,6 @@
-import hami_acme.plugin
 import pytest
+
+import hami_acme.plugin
 from hami.sdk import DeviceRequest, DeviceUsage, SchedulableDevice
 from hami.testing.conformance import BackendConformance
 
