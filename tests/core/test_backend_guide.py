@@ -64,3 +64,9 @@ def test_example_passes_its_own_conformance_tests(installed_example):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_the_worked_example_stays_small() -> None:
+    """The claim the guide makes: a backend of the usual shape is a page of code (issue 17: ≤ 80 lines)."""
+    lines = (EXAMPLE / "hami_acme" / "plugin.py").read_text().splitlines()
+    assert len(lines) <= 80, f"hami_acme/plugin.py has {len(lines)} lines"

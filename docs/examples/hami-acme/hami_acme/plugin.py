@@ -44,17 +44,8 @@ def hami_discover_devices(config, node):
 @hookimpl
 def hami_split_device(device, config, node):
     count = config["node_split"].get(node.name, config["split_count"])  # a node may share differently
-    return SchedulableDevice(
-        id=device.id,
-        vendor=device.vendor,
-        type=device.type,
-        count=count,
-        memory=device.memory,
-        cores=100,
-        index=device.index,
-        numa=device.numa,
-        healthy=device.healthy,
-    )
+    facts = {name: getattr(device, name) for name in ("id", "vendor", "type", "memory", "index", "numa", "healthy")}
+    return SchedulableDevice(count=count, cores=100, **facts)
 
 
 @hookimpl
