@@ -157,6 +157,19 @@ def test_default_scheduler_policies(render) -> None:
     assert "--node-policy=spread" in command and "--device-policy=topology-aware" in command
 
 
+def test_legacy_metrics_reach_scheduler_and_agent(render, helm: Path) -> None:
+    # charts/hami/values.yaml (v2.10) top-level `legacyMetrics: false`; templates/scheduler/deployment.yaml
+    # and templates/device-plugin/daemonsetnvidia.yaml pass --legacy-metrics=true when it is set
+    docs = render("default", "--set", "legacyMetrics=true", kube_version=KUBE)
+    assert "--legacy-metrics" in _containers(docs, "Deployment")["hami-scheduler"]["command"]
+    assert "--legacy-metrics" in _containers(docs, "DaemonSet")["agent"]["command"]
+    _validate(docs)
+    off = render("default", "--set", "legacyMetrics=false", kube_version=KUBE)
+    assert "--legacy-metrics" not in _containers(off, "Deployment")["hami-scheduler"]["command"]
+    assert "--legacy-metrics" not in _containers(off, "DaemonSet")["agent"]["command"]
+    assert "/legacyMetrics" in _fail(helm, "--set", "legacyMetrics=sometimes")
+
+
 def test_resource_names_reach_the_backend_config(render) -> None:
     # values.yaml resourceName/resourceMem/resourceCores/resourcePriority → device-configmap.yaml
     # nvidia.resourceCountName & co. (HAMi issues #1708, #2076: beside the NVIDIA device plugin)
@@ -264,10 +277,9 @@ def test_typos_fail_naming_the_key(helm: Path) -> None:
 
 
 def test_hami_keys_without_an_equivalent_fail_with_a_hint(helm: Path) -> None:
-    message = _fail(helm, "--set", "devicePlugin.hostNetwork=true", "--set", "scheduler.nodeLockExpire=10m", "--set", "legacyMetrics=true")
+    message = _fail(helm, "--set", "devicePlugin.hostNetwork=true", "--set", "scheduler.nodeLockExpire=10m")
     assert "devicePlugin.hostNetwork=true" in message
     assert 'scheduler.nodeLockExpire="10m": set scheduler.lockExpirySeconds' in message
-    assert "legacyMetrics=true" in message
     message = _fail(helm, "--set", "scheduler.kubeScheduler.extraArgs[0]=--policy-config-file=/config/config.json")
     assert "scheduler.kubeScheduler.extraArgs: --policy-config-file" in message
 

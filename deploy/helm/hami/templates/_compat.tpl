@@ -21,6 +21,7 @@
 {{- define "hami.compat.mapped" -}}
 {{- toJson (list
   "^global\\.(imageRegistry|imageTag|imagePullSecrets|gpuHookPath)$"
+  "^legacyMetrics$"
   "^(resource|mluResource|dcuResource)(Name|Mem|MemPercentage|Cores|Priority)$"
   "^scheduler\\.defaultSchedulerPolicy\\.(nodeSchedulerPolicy|gpuSchedulerPolicy)$"
   "^scheduler\\.kubeScheduler\\.imageTag$"
@@ -53,7 +54,6 @@
   "^scheduler\\.(forceOverwriteDefaultScheduler)$" "true"
   "^scheduler\\.overwriteEnv$" "\"false\""
   "^(mockDevicePlugin|podSecurityPolicy|prometheus)\\.enabled$" "false"
-  "^legacyMetrics$" "false"
   "^devicePlugin\\.migStrategy$" "\"none\""
   "^devicePlugin\\.libPath$" "\"/usr/local/vgpu\""
   "^(scheduler\\.extender|devicePlugin|devicePlugin\\.monitor)\\.image\\.pullPolicy$" "\"IfNotPresent\""
@@ -81,7 +81,6 @@
 {{- else if regexMatch "^devices\\.[^.]+\\.enabled$" $p -}}no such backend in this chart (backends: nvidia, ascend, cambricon, hygon, amd, awsneuron, mthreads, iluvatar, metax, kunlunxin, enflame, biren, vastai)
 {{- else if regexMatch "^(metax|kunlun)" $p -}}the metax and kunlunxin backends use HAMi's default resource names; turn them on with backends.metax.enabled / backends.kunlunxin.enabled (or devices.kunlun.enabled)
 {{- else if regexMatch "^(enflame|vastai|biren)" $p -}}the enflame, biren and vastai backends use HAMi's default resource names; turn them on with backends.enflame.enabled / backends.biren.enabled / backends.vastai.enabled (or devices.<name>.enabled)
-{{- else if eq $p "legacyMetrics" -}}not supported: see docs/deployment.md, Metrics
 {{- else if eq $p "namespaceOverride" -}}install into the namespace you want (-n)
 {{- else if eq $p "scheduler.metricsBindAddress" -}}the scheduler serves /metrics on scheduler.port
 {{- else -}}no equivalent in this chart
