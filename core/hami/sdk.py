@@ -16,7 +16,14 @@ from typing import Any
 
 from hami.backendkit import selectors
 from hami.backendkit.discovery import tool_devices, tool_json
-from hami.backendkit.enforcement import ISOLATION_MISSING, library_problem, simulated_enforcement
+from hami.backendkit.enforcement import (
+    ISOLATION_MISSING,
+    library_problem,
+    simulated_enforcement,
+    unenforced,
+    vendor_stack_enforcement,
+    whole_device_enforcement,
+)
 from hami.backendkit.inventory import INVENTORY_ENV, inventory_devices, inventory_path, load_inventory
 from hami.backendkit.limits import container_resources, standard_request
 from hami.backendkit.presence import PresenceWatch
@@ -135,4 +142,7 @@ __all__ = [
     "standard_request",
     "tool_devices",
     "tool_json",
+    "unenforced",
+    "vendor_stack_enforcement",
+    "whole_device_enforcement",
 ]

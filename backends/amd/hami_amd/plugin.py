@@ -24,6 +24,7 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     GrantedDevice,
     NodeContext,
     PhysicalDevice,
@@ -37,6 +38,7 @@ from hami.sdk import (
     run_tool,
     selectors,
     tool_devices,
+    unenforced,
 )
 from hami_amd import rocmsmi
 
@@ -109,6 +111,16 @@ def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevic
 
 
 class AmdBackend(StandardBackend):
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """Nothing in AMD's stack limits a container's GPU memory (README): a share's memory is a
+        scheduling quantity only, so shares are offered whole unless the operator opts into advisory limits."""
+        why = (
+            "nothing in AMD's stack limits a container's GPU memory (HIP_DEVICE_MEMORY_LIMIT is read only by HAMi's "
+            "LD_AUDIT layer when the image carries it) and a process may override its HSA_CU_MASK"
+        )
+        return unenforced(devices, KIND.vendor, node, why=why)
+
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discover(config, node)

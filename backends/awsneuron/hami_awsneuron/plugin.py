@@ -26,6 +26,7 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     NodeAnnotations,
@@ -43,6 +44,7 @@ from hami.sdk import (
     run_tool,
     selectors,
     tool_devices,
+    vendor_stack_enforcement,
 )
 from hami_awsneuron import neuronls
 
@@ -110,6 +112,19 @@ def contiguous(candidates: Sequence[DeviceUsage], count: int, instance_type: str
 
 
 class NeuronBackend(StandardBackend):
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """A NeuronCore is owned by one process (the Neuron runtime), so a core share is whole cores:
+        ready when neuron-ls (the Neuron tools discovery reads) is on the node."""
+        return vendor_stack_enforcement(
+            devices,
+            VENDOR,
+            node,
+            mechanism="the Neuron runtime (one process per NeuronCore)",
+            tool=str(config["neuron_ls"]),
+            install="install the Neuron driver and tools (aws-neuronx-dkms, aws-neuronx-tools)",
+        )
+
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
         return discover(config, node)

@@ -21,6 +21,7 @@ from hami.sdk import (
     ContainerEdits,
     DeviceKind,
     DeviceNode,
+    Enforcement,
     GrantedDevice,
     NodeContext,
     PhysicalDevice,
@@ -29,6 +30,7 @@ from hami.sdk import (
     hookimpl,
     run_tool,
     tool_devices,
+    whole_device_enforcement,
 )
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,11 @@ class BirenBackend(WholeDeviceBackend):
     plugin's card names in ``BR_PHY_CARDS`` and their device files."""
 
     uuid_keys = (USE_UUID, NOUSE_UUID)
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """A Biren GPU is one container's alone: nothing shared, nothing to enforce."""
+        return whole_device_enforcement(devices, [KIND.vendor], node)
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name

@@ -31,6 +31,7 @@ from hami.sdk import (
     ContainerEdits,
     DeviceKind,
     DeviceRequest,
+    Enforcement,
     Grant,
     GrantedDevice,
     NodeContext,
@@ -46,6 +47,8 @@ from hami.sdk import (
     parse_count,
     run_tool,
     tool_devices,
+    unenforced,
+    whole_device_enforcement,
 )
 from hami_enflame import efsmi
 
@@ -149,6 +152,16 @@ class EnflameBackend(WholeDeviceBackend):
 
     uuid_keys = (USE_UUID, NOUSE_UUID)
     visible_env = "ENFLAME_VISIBLE_DEVICES"
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """Whole GCUs need nothing; a DRS share is enforced by its DRS instance, which this backend
+        does not create on a real node (README): DRS is not ready there (simulated nodes run it fully)."""
+        why = (
+            "hami-enflame does not create DRS instances (in HAMi, Enflame's gcushare device plugin runs "
+            "efsmi --drs --create-instance) and refuses DRS grants at Allocate"
+        )
+        return [*whole_device_enforcement(devices, [GCU.vendor], node), *unenforced(devices, DRS.vendor, node, why=why)]
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name

@@ -27,6 +27,7 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     GrantedDevice,
     NodeContext,
     PhysicalDevice,
@@ -37,6 +38,7 @@ from hami.sdk import (
     run_tool,
     selectors,
     tool_devices,
+    vendor_stack_enforcement,
 )
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,18 @@ def to_device(gpu: Gpu) -> PhysicalDevice:
 
 class IluvatarBackend(StandardBackend):
     """Stateless: everything a hook needs comes with the call."""
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """vMem/vCore are enforced by Iluvatar's vGPU stack only: ready when its ixsmi is on the
+        node, else shares are offered whole."""
+        tool = str(config.get("ixsmi", "ixsmi"))
+        install = "install Iluvatar's driver (ixsmi) with its vGPU device plugin"
+        return [
+            e
+            for chip in CHIPS
+            for e in vendor_stack_enforcement(devices, chip, node, mechanism="Iluvatar's vGPU stack", tool=tool, install=install)
+        ]
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name

@@ -30,6 +30,7 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     NodeContext,
@@ -47,6 +48,8 @@ from hami.sdk import (
     run_tool,
     selectors,
     tool_devices,
+    vendor_stack_enforcement,
+    whole_device_enforcement,
 )
 
 log = logging.getLogger(__name__)
@@ -136,6 +139,22 @@ def choose(indexes: Sequence[int], count: int) -> list[int]:
 
 class KunlunxinBackend(StandardBackend):
     """Stateless: partitions are made by Kunlunxin's stack from the allocation annotations."""
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """Whole XPUs need nothing; vXPU memory and compute are enforced by Kunlunxin's vXPU stack:
+        ready when its xpu-smi is on the node, else vXPUs are offered whole."""
+        return [
+            *whole_device_enforcement(devices, [WHOLE.vendor], node),
+            *vendor_stack_enforcement(
+                devices,
+                VXPU.vendor,
+                node,
+                mechanism="Kunlunxin's vXPU stack",
+                tool=str(config.get("xpu_smi", "xpu-smi")),
+                install="install Kunlunxin's driver (xpu-smi) with its vXPU device plugin",
+            ),
+        ]
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name

@@ -32,6 +32,7 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     NodeAnnotations,
@@ -50,6 +51,8 @@ from hami.sdk import (
     run_tool,
     selectors,
     tool_devices,
+    vendor_stack_enforcement,
+    whole_device_enforcement,
 )
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,22 @@ def vmemory_mib(value: Any, where: str) -> int:
 
 class MetaxBackend(StandardBackend):
     """Stateless; the sGPUs themselves are made by MetaX's stack from the allocation annotations."""
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """Whole GPUs need nothing; sGPU compute and memory are enforced by MetaX's sGPU driver
+        stack: ready when its mx-smi is on the node, else sGPU shares are offered whole."""
+        return [
+            *whole_device_enforcement(devices, [GPU.vendor], node),
+            *vendor_stack_enforcement(
+                devices,
+                SGPU.vendor,
+                node,
+                mechanism="MetaX's sGPU driver stack",
+                tool=str(config.get("mx_smi", "mx-smi")),
+                install="install MetaX's driver (mx-smi) with its sGPU device plugin",
+            ),
+        ]
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name

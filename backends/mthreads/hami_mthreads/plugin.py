@@ -27,6 +27,7 @@ from hami.sdk import (
     DeviceNode,
     DeviceRequest,
     DeviceUsage,
+    Enforcement,
     Grant,
     GrantedDevice,
     NodeContext,
@@ -41,6 +42,7 @@ from hami.sdk import (
     selectors,
     tool_devices,
     tool_json,
+    vendor_stack_enforcement,
 )
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,19 @@ def discover(config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevic
 class MthreadsBackend(StandardBackend):
     def memory_unit_mib(self, config: Mapping[str, Any]) -> int:
         return MEMORY_UNIT_MIB
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """sGPU memory and cores are enforced by Moore Threads' stack only: ready when its
+        mthreads-gmi is on the node, else shares are offered whole."""
+        return vendor_stack_enforcement(
+            devices,
+            VENDOR,
+            node,
+            mechanism="Moore Threads' sGPU stack (MUSA driver)",
+            tool=str(config["mthreads_gmi"]),
+            install="install the MUSA driver with Moore Threads' sGPU device plugin",
+        )
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name

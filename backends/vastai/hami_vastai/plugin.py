@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hami.sdk import (
@@ -19,6 +19,7 @@ from hami.sdk import (
     BackendError,
     BackendInfo,
     DeviceKind,
+    Enforcement,
     NodeContext,
     PhysicalDevice,
     ResourceNames,
@@ -27,6 +28,7 @@ from hami.sdk import (
     run_tool,
     tool_devices,
     tool_json,
+    whole_device_enforcement,
 )
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,11 @@ class VastaiBackend(WholeDeviceBackend):
 
     uuid_keys = (USE_UUID, NOUSE_UUID)
     visible_env = "VASTAI_VISIBLE_DEVICES"
+
+    @hookimpl
+    def hami_enforcement(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[Enforcement]:
+        """A Vastai device is one container's alone: nothing shared, nothing to enforce."""
+        return whole_device_enforcement(devices, [KIND.vendor], node)
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name

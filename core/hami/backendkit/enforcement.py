@@ -9,10 +9,11 @@ registration on every node.
 from __future__ import annotations
 
 import platform
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from hami.plugin.model import Enforcement, PhysicalDevice
+from hami.plugin.model import Enforcement, NodeContext, PhysicalDevice
 
 ELF_MAGIC = b"\x7fELF"
 ISOLATION_MISSING = "isolation_missing"
@@ -71,3 +72,43 @@ def simulated_enforcement(devices: Sequence[PhysicalDevice], vendor: str, modes:
         for device_id, why in sorted(missing.items()):
             out.append(Enforcement(vendor, mode, ready=False, mechanism=mechanism, reason=f"{why} (simulated)", device_ids=(device_id,)))
     return out
+
+
+WHOLE_DEVICE = "whole device (one container per device, nothing shared)"
+ADVISORY_HINT = "or set advisory_limits: true in this backend's config to offer shares unenforced"
+
+
+def whole_device_enforcement(devices: Sequence[PhysicalDevice], vendors: Iterable[str], node: NodeContext) -> list[Enforcement]:
+    """What a whole-device kind reports: ready, since a device that is never shared has no share
+    limit to enforce (simulated nodes as :func:`simulated_enforcement` says)."""
+    present = [v for v in vendors if any(d.vendor == v for d in devices)]
+    if node.simulated:
+        return [e for v in present for e in simulated_enforcement(devices, v, [""], WHOLE_DEVICE)]
+    return [Enforcement(v, "", ready=True, mechanism=WHOLE_DEVICE) for v in present]
+
+
+def vendor_stack_enforcement(
+    devices: Sequence[PhysicalDevice], vendor: str, node: NodeContext, *, mechanism: str, tool: str, install: str
+) -> list[Enforcement]:
+    """What a kind whose share limits the vendor's own stack enforces reports: ready when the
+    vendor's management ``tool`` (a name on PATH or a path) is on this node, else missing, saying
+    what to ``install``. Nothing for a vendor without devices here."""
+    if not any(d.vendor == vendor for d in devices):
+        return []
+    if node.simulated:
+        return simulated_enforcement(devices, vendor, [""], mechanism)
+    found = shutil.which(tool)
+    if found:
+        return [Enforcement(vendor, "", ready=True, mechanism=f"{mechanism} ({found})")]
+    reason = f"{tool} is not on this node, so {mechanism} is not there: {install}, {ADVISORY_HINT}"
+    return [Enforcement(vendor, "", ready=False, mechanism=mechanism, reason=reason)]
+
+
+def unenforced(devices: Sequence[PhysicalDevice], vendor: str, node: NodeContext, *, why: str) -> list[Enforcement]:
+    """What a kind reports whose share limits nothing on a real node enforces: not ready, ``why``
+    (so its devices are offered whole unless the operator opts into advisory limits)."""
+    if not any(d.vendor == vendor for d in devices):
+        return []
+    if node.simulated:
+        return simulated_enforcement(devices, vendor, [""], "simulated limits")
+    return [Enforcement(vendor, "", ready=False, mechanism="nothing", reason=f"{why}; {ADVISORY_HINT}")]
