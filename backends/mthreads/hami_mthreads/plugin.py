@@ -80,7 +80,12 @@ def parse(text: str) -> list[tuple[int, str, int | None, str]]:
         total = re.fullmatch(r"\s*(\d+)\s*(MiB|GiB)\s*", str((gpu.get("FB Memory Usage") or {}).get("Total", "")))
         memory = int(total.group(1)) * (1024 if total.group(2) == "GiB" else 1) if total else None
         out.append(
-            (int(index) if index.isdecimal() else position, str(gpu.get("Product Name") or "MTT GPU"), memory, str(gpu.get("GPU UUID") or ""))
+            (
+                int(index) if index.isdecimal() else position,
+                str(gpu.get("Product Name") or "MTT GPU"),
+                memory,
+                str(gpu.get("GPU UUID") or ""),
+            )
         )
     return out
 
