@@ -8,7 +8,6 @@ when they change on disk (cert-manager rotates them under a running pod).
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import socket
@@ -21,7 +20,8 @@ from urllib.parse import urlsplit
 
 from hami.errors import HamiError
 from hami.plugin.manager import BackendManager
-from hami.webhook.admission import BadReview, review, status_body
+from hami.serving import BodyError, ReloadingTLS, ServingError, read_body
+from hami.webhook.admission import review, status_body
 from hami.webhook.config import WebhookConfig
 from hami.webhook.quota import QuotaSource
 
@@ -34,79 +34,12 @@ CONNECTION_TIMEOUT = 30.0
 """kube-apiserver gives a webhook at most 30 s; an idle or stalled connection is dropped after that."""
 POLL_INTERVAL = 0.05
 """How often the accept loop checks for ``stop()``: stopping takes at most this long."""
-_DRAIN_LIMIT = 64 * 1024 * 1024
-_CHUNK = 64 * 1024
 
 Reviewer = Callable[[bytes], "tuple[int, bytes]"]
 
 
 class ServerError(HamiError):
     """The server cannot start (address in use, unreadable certificate)."""
-
-
-def read_request_body(rfile: io.BufferedIOBase, headers: Any, limit: int) -> bytes:
-    """The request body (Content-Length or chunked), refusing more than ``limit`` bytes.
-
-    Raises :class:`~hami.webhook.admission.BadReview`; after one, the connection must be closed.
-    Reusable by any ``BaseHTTPRequestHandler`` that serves ``POST /webhook``.
-    """
-    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
-        return _read_chunked(rfile, limit)
-    raw = headers.get("Content-Length")
-    if raw is None:
-        return b""
-    try:
-        length = int(raw)
-        if length < 0:
-            raise ValueError
-    except ValueError:
-        raise BadReview(f"Content-Length {raw!r:.40} is not a byte count") from None
-    if length > limit:
-        _drain(rfile, min(length, _DRAIN_LIMIT))
-        raise BadReview(f"request body of {length} bytes is over the limit of {limit} bytes")
-    body = rfile.read(length)
-    if len(body) != length:
-        raise BadReview(f"request body ended after {len(body)} of {length} bytes")
-    return body
-
-
-def _drain(rfile: io.BufferedIOBase, length: int) -> None:
-    """Read and discard, so the client can finish sending and read our answer."""
-    while length > 0:
-        got = rfile.read(min(_CHUNK, length))
-        if not got:
-            return
-        length -= len(got)
-
-
-def _read_chunked(rfile: io.BufferedIOBase, limit: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        line = rfile.readline(1024)
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise BadReview(f"malformed chunk size line {line[:40]!r}") from None
-        if size < 0:
-            raise BadReview(f"malformed chunk size line {line[:40]!r}")
-        if size == 0:
-            while rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            if total > limit:
-                raise BadReview(f"request body is over the limit of {limit} bytes")
-            return b"".join(parts)
-        total += size
-        if total > _DRAIN_LIMIT:
-            raise BadReview(f"request body is over the limit of {limit} bytes")
-        if total > limit:  # keep reading to the end, discarding: closing on unread data resets the connection
-            _drain(rfile, size)
-        else:
-            chunk = rfile.read(size)
-            if len(chunk) != size:
-                raise BadReview("request body ended inside a chunk")
-            parts.append(chunk)
-        rfile.readline(1024)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -127,8 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urlsplit(self.path).path  # kube-apiserver appends ?timeout=10s
         try:
-            body = read_request_body(self.rfile, self.headers, self.server.max_body_bytes)
-        except BadReview as exc:
+            body = read_body(self.rfile, self.headers, self.server.max_body_bytes)
+        except BodyError as exc:  # every unreadable body is a 400 here, as kube-apiserver expects of a webhook
             self.close_connection = True
             self._send(400, status_body(400, str(exc)))
             return
@@ -162,47 +95,11 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("event=webhook_http client=%s %s", self.client_address[0], format % args)
 
 
-class _TLS:
-    """A server SSL context for cert/key files, rebuilt when either file changes."""
-
-    def __init__(self, cert: str, key: str) -> None:
-        self.cert, self.key = cert, key
-        self._lock = threading.Lock()
-        self._stamp = self._mtimes()
-        self._context = self._load()
-
-    def _mtimes(self) -> tuple[float, float]:
-        try:
-            return os.stat(self.cert).st_mtime, os.stat(self.key).st_mtime
-        except OSError as exc:
-            raise ServerError(f"cannot read TLS files {self.cert!r} / {self.key!r}: {exc}") from None
-
-    def _load(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            context.load_cert_chain(self.cert, self.key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ServerError(f"cannot load TLS certificate {self.cert!r} with key {self.key!r}: {exc}") from None
-        return context
-
-    def context(self) -> ssl.SSLContext:
-        with self._lock:
-            try:
-                stamp = self._mtimes()
-                if stamp != self._stamp:
-                    self._context, self._stamp = self._load(), stamp
-                    log.info("event=webhook_tls_reloaded cert=%s", self.cert)
-            except ServerError as exc:  # mid-rotation: keep serving the old pair
-                log.warning("event=webhook_tls_reload_failed error=%r", str(exc))
-            return self._context
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], reviewer: Reviewer, max_body_bytes: int, tls: _TLS | None) -> None:
+    def __init__(self, address: tuple[str, int], reviewer: Reviewer, max_body_bytes: int, tls: ReloadingTLS | None) -> None:
         self.reviewer = reviewer
         self.max_body_bytes = max_body_bytes
         self.tls = tls
@@ -263,7 +160,10 @@ class WebhookServer:
     def start(self) -> WebhookServer:
         if self._server is not None:
             return self
-        tls = _TLS(*self._tls_files) if self._tls_files else None
+        try:
+            tls = ReloadingTLS(*self._tls_files) if self._tls_files else None
+        except ServingError as exc:
+            raise ServerError(str(exc)) from None
         server_class = _Server6 if ":" in self.host else _Server
         try:
             self._server = server_class((self.host, self._requested_port), self._review, self.config.max_body_bytes, tls)
