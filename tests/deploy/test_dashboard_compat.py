@@ -277,6 +277,10 @@ def scraped():
         sandbox.core_v1.create_namespaced_resource_quota("default", QUOTA)
         outcomes = [sandbox.submit(pod) for pod in load_pods(())]
         assert sum(o.phase == "Running" for o in outcomes) >= 10
+        for agent in sandbox.agents.values():
+            # a fresh round now that every pod runs: a scrape resamples at most once a second, so one that
+            # follows a periodic round by less than that may still lack the newest containers
+            agent.usage.sample()
         servers = [serve_metrics(agent.metrics.registry, "127.0.0.1", 0) for agent in sandbox.agents.values()]
         try:
             series = _scrape(sandbox.service.server.url)
