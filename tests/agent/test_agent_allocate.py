@@ -5,51 +5,19 @@ from __future__ import annotations
 
 import grpc
 import pytest
-import yaml
 
-from hami.fakes.agent import RecordingBackend, pod_manifest, schedule_pod
-from hami.fakes.kubelet import FakeKubelet
+from hami.fakes.agent import pod_manifest, schedule_pod
 from hami.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from hami.node.devices import device_of_slot
 from hami.plugin.model import Grant
 from hami.wire.annotations import BIND_PHASE, NODE_LOCK
 from hami.wire.signing import SigningKeys
-from hami_nvidia.plugin import INFO as NVIDIA_INFO
 
 NODE = "node-1"
 GPU = "nvidia.com/gpu"
 DEV0, DEV1 = "NVIDIA-node-1-0", "NVIDIA-node-1-1"
 KEYS = SigningKeys.from_seed(b"k" * 32)
 TO_ALLOCATE = "hami.io/vgpu-devices-to-allocate"
-
-
-@pytest.fixture
-def backend(hami_manager, register_backend, tmp_path):
-    inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(
-        yaml.safe_dump(
-            {
-                "nodes": [
-                    {
-                        "name": NODE,
-                        "devices": [
-                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV0, "numa": 0},
-                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV1, "index": 1, "numa": 1},
-                        ],
-                    }
-                ]
-            }
-        )
-    )
-    plugin = RecordingBackend(NVIDIA_INFO)
-    register_backend(plugin, config={"inventory": str(inventory), "split_count": 4})
-    return plugin
-
-
-@pytest.fixture
-def kubelet(kubelet_dir, core_v1):
-    with FakeKubelet(kubelet_dir, NODE, core_v1=core_v1) as k:
-        yield k
 
 
 @pytest.fixture

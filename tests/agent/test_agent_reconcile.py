@@ -7,49 +7,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
-from hami.fakes.agent import RecordingBackend, pod_manifest, schedule_pod
-from hami.fakes.kubelet import FakeKubelet
+from hami.fakes.agent import pod_manifest, schedule_pod
 from hami.node.podresources import PodResourcesClient, PodResourcesError, pod_resources_socket
 from hami.node.podwatch import LEDGER_FILE
 from hami.plugin.model import Grant
 from hami.wire.signing import SigningKeys
-from hami_nvidia.plugin import INFO as NVIDIA_INFO
 
 NODE = "node-1"
 GPU = "nvidia.com/gpu"
 DEV0, DEV1 = "NVIDIA-node-1-0", "NVIDIA-node-1-1"
 KEYS = SigningKeys.from_seed(b"k" * 32)
-
-
-@pytest.fixture
-def backend(hami_manager, register_backend, tmp_path):
-    inventory = tmp_path / "nodes.yaml"
-    inventory.write_text(
-        yaml.safe_dump(
-            {
-                "nodes": [
-                    {
-                        "name": NODE,
-                        "devices": [
-                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV0, "numa": 0},
-                            {"vendor": "NVIDIA", "type": "NVIDIA A100", "memory": 16384, "id": DEV1, "index": 1, "numa": 1},
-                        ],
-                    }
-                ]
-            }
-        )
-    )
-    plugin = RecordingBackend(NVIDIA_INFO)
-    register_backend(plugin, config={"inventory": str(inventory), "split_count": 4})
-    return plugin
-
-
-@pytest.fixture
-def kubelet(kubelet_dir, core_v1):
-    with FakeKubelet(kubelet_dir, NODE, core_v1=core_v1) as k:
-        yield k
 
 
 def g(device: str, memory: int = 3000) -> Grant:
