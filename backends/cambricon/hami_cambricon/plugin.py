@@ -54,6 +54,7 @@ from hami.sdk import (
     parse_count,
     selectors,
     simulated_enforcement,
+    standard_request,
 )
 from hami_cambricon import discovery, topology
 
@@ -109,7 +110,7 @@ INFO = BackendInfo(
 
 class CambriconBackend(StandardBackend):
     def __init__(self, info: BackendInfo = INFO) -> None:
-        super().__init__(info, count_aliases={KIND.vendor: [COUNT_ALIAS]})
+        super().__init__(info)
         self._presence = PresenceWatch()
 
     # ------------------------------------------------------------ node side
@@ -162,6 +163,11 @@ class CambriconBackend(StandardBackend):
     def memory_unit_mib(self, config: Mapping[str, Any]) -> int:
         return _unit(config)
 
+    def _names(self, config: Mapping[str, Any]) -> tuple[ResourceNames, str]:
+        """The MLU's resource names and its older count name under the operator's ``resource_names``."""
+        (kind,) = self.kinds(config)
+        return kind.resources, kind.resources.extra[KIND.resources.extra.index(COUNT_ALIAS)]
+
     @hookimpl
     def hami_node_capacity_devices(self, vendor: str, node: Mapping[str, Any], config: Mapping[str, Any]) -> list[SchedulableDevice] | None:
         """HAMi's cambricon-device-plugin writes no device list: HAMi v2.10 reads the MLUs from node
@@ -195,14 +201,24 @@ class CambriconBackend(StandardBackend):
         self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
     ) -> list[DeviceRequest]:
         unit = _unit(config)
+        names, alias = self._names(config)
+        (kind,) = self.kinds(config)
+        found = standard_request(
+            container,
+            kind,
+            default_memory=config.get("default_memory", 0),
+            default_cores=config.get("default_cores", 0),
+            count_aliases=(alias,),
+            memory_unit_mib=unit,
+        )
         result = []
-        for request in super().hami_container_requests(container, pod, config):
+        for request in [found] if found else []:
             if request.count > 1:
                 request = attrs.evolve(request, memory=0, memory_percentage=100, cores=100)
             elif request.memory and _percent(config):  # the older README's reading: % of the card
                 if request.memory > 100:
                     raise RequestError(
-                        f"container {container.get('name')!r}: {VMEMORY}={request.memory} is over 100, and this cluster "
+                        f"container {container.get('name')!r}: {names.memory}={request.memory} is over 100, and this cluster "
                         "reads vmemory as a percentage of the card (vmemory_percent): give 1-100"
                     )
                 request = attrs.evolve(request, memory=0, memory_percentage=request.memory)
@@ -218,22 +234,23 @@ class CambriconBackend(StandardBackend):
         """HAMi's count default, ``mlunum`` rewritten to ``vmlu`` (the name the device plugin advertises:
         kubelet would start the container without an MLU otherwise), and a warning that says how
         ``vmemory`` was read, since HAMi's older README and its code disagree."""
+        names, alias = self._names(config)
+        resources = container_resources(container)
         patch = super().hami_mutate_container(container, pod, config)
         limits = dict(patch.limits) if patch else {}
         warnings = list(patch.warnings) if patch else []
-        resources = container_resources(container)
         remove: tuple[str, ...] = ()
-        if COUNT_ALIAS in resources:
-            if KIND.resources.count in resources:
+        if alias in resources:
+            if names.count in resources:
                 raise RequestError(
-                    f"container {container.get('name')!r}: asks for both {COUNT_ALIAS} and {KIND.resources.count}; write only {KIND.resources.count}"
+                    f"container {container.get('name')!r}: asks for both {alias} and {names.count}; write only {names.count}"
                 )
-            limits[KIND.resources.count] = str(resources[COUNT_ALIAS])
-            remove = (COUNT_ALIAS,)
-            warnings.append(f"{COUNT_ALIAS} is HAMi's older name of {KIND.resources.count}, rewritten to it; write {KIND.resources.count}")
-        vmemory = resources.get(VMEMORY)
+            limits[names.count] = str(resources[alias])
+            remove = (alias,)
+            warnings.append(f"{alias} is HAMi's older name of {names.count}, rewritten to it; write {names.count}")
+        vmemory = resources.get(str(names.memory))
         if vmemory is not None:
-            warnings.append(_vmemory_reading(str(vmemory), config))
+            warnings.append(_vmemory_reading(str(names.memory), str(vmemory), config))
         if not (limits or warnings or remove):
             return None
         return ContainerPatch(limits=limits, warnings=warnings, remove=remove)
@@ -308,9 +325,8 @@ def _percent(config: Mapping[str, Any]) -> bool:
     return value
 
 
-def _vmemory_reading(value: str, config: Mapping[str, Any]) -> str:
+def _vmemory_reading(name: str, value: str, config: Mapping[str, Any]) -> str:
     """How this cluster reads ``vmemory`` (HAMi v2.10's code: 256 MiB slices; HAMi's older README: % of the card)."""
-    name = VMEMORY
     if _percent(config):
         return f"{name}={value} is read as {value} % of the card's memory (this cluster's vmemory_percent setting; HAMi v2.10 reads slices of {_unit(config)} MiB)"
     try:

@@ -147,13 +147,16 @@ class HygonBackend(StandardBackend):
     ) -> ContainerPatch | None:
         patch = super().hami_mutate_container(container, pod, config)
         resources = container_resources(container)
-        count = str(resources.get(KIND.resources.count, "1"))
-        if count.isdigit() and int(count) > 1 and (KIND.resources.memory in resources or KIND.resources.cores in resources):
+        (kind,) = self.kinds(config)  # under the operator's resource_names
+        names = kind.resources
+        count = str(resources.get(names.count, "1"))
+        if count.isdigit() and int(count) > 1 and (names.memory in resources or names.cores in resources):
             warning = (
-                f"container {container.get('name')!r}: {KIND.resources.count}={count} gets whole DCUs; "
-                f"{KIND.resources.memory} and {KIND.resources.cores} only apply to a single vDCU"
+                f"container {container.get('name')!r}: {names.count}={count} gets whole DCUs; "
+                f"{names.memory} and {names.cores} only apply to a single vDCU"
             )
-            return ContainerPatch(limits=patch.limits if patch else {}, warnings=[warning])
+            # the shared request rules' warnings (cores clamped, 0 read as unset, ...) are kept
+            return ContainerPatch(limits=patch.limits if patch else {}, warnings=[*(patch.warnings if patch else ()), warning])
         return patch
 
     @hookimpl

@@ -195,3 +195,12 @@ def test_a_simulated_node_keeps_vdev_configs_private_but_reports_real_paths(hami
     assert any(m.host_path.startswith(str(tmp_path / "etc-vdev")) for m in edits.mounts)  # and the real path is reported
     hami_manager.release(grants, pod, container, node)
     assert not list((tmp_path / "state" / "hygon" / "vdev").glob("vdev*.conf"))
+
+
+def test_whole_dcu_warning_keeps_the_request_rules_warnings(manager):
+    """The shared request rules' admission warnings (hami.backendkit.limits.request_warnings: cores over
+    100 clamped, as upstream pkg/device/hygon/device.go Fit does with ``Coresreq > 100``) reach the pod
+    owner beside Hygon's own whole-DCU warning, as every other backend passes them on."""
+    warnings = manager.mutate_container(container(dcunum=2, dcumem=2000, dcucores=150), pod()).warnings
+    assert any("hygon.com/dcucores=150 is clamped to 100" in w for w in warnings), warnings
+    assert any("gets whole DCUs" in w for w in warnings), warnings
