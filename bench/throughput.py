@@ -80,7 +80,22 @@ def serve_cluster(nodes: int, gpus: int, pods: int, kubeconfig: str) -> None:
             namespace="default",
         )
     server.write_kubeconfig(kubeconfig)
+    from hami.fakes.kubeapi.audit import RequestLog
+
+    log = server.request_log = RequestLog()
     print("ready", flush=True)
+    # the driver asks on stdin: "reset" before the run, "stats" after (requests by verb/resource, connections)
+    accepted = 0
+    for line in sys.stdin:
+        if line.strip() == "reset":
+            log.clear()
+            accepted = server.connections_accepted
+        elif line.strip() == "stats":
+            counts: dict[str, int] = {}
+            for r in log.records:
+                key = f"{r.verb} {r.resource}" + (f"/{r.subresource}" if r.subresource else "")
+                counts[key] = counts.get(key, 0) + 1
+            print(json.dumps({"requests": counts, "connections": server.connections_accepted - accepted}), flush=True)
     threading.Event().wait()
 
 
@@ -142,6 +157,7 @@ def main() -> None:
         return
     from kubernetes import client, config
 
+    from hami.kube import release
     from hami.wire.annotations import BIND_PHASE, NODE_LOCK, BindPhase
 
     kubeconfig = os.path.join(tempfile.mkdtemp(prefix="hami-throughput-"), "kubeconfig")
@@ -159,10 +175,18 @@ def main() -> None:
             "--serve-cluster",
             kubeconfig,
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     scheduler = None
+
+    def ask(what: str) -> str:
+        assert apiserver.stdin is not None and apiserver.stdout is not None
+        apiserver.stdin.write(what + "\n")
+        apiserver.stdin.flush()
+        return apiserver.stdout.readline() if what == "stats" else ""
+
     try:
         assert apiserver.stdout is not None
         if apiserver.stdout.readline().strip() != "ready":
@@ -213,10 +237,13 @@ def main() -> None:
                 failures.append(f"bind: {outcome['Error']}")
                 return False
             # the node agent's Allocate: the bind succeeded, the node lock is free
-            core_v1.patch_namespaced_pod(
-                meta["name"], "default", {"metadata": {"annotations": {BIND_PHASE: BindPhase.SUCCESS}}}, _preload_content=False
+            # (each raw response read to its end: an unread one keeps its connection out of the pool)
+            release(
+                core_v1.patch_namespaced_pod(
+                    meta["name"], "default", {"metadata": {"annotations": {BIND_PHASE: BindPhase.SUCCESS}}}, _preload_content=False
+                )
             )
-            core_v1.patch_node(chosen[0], {"metadata": {"annotations": {NODE_LOCK: None}}}, _preload_content=False)
+            release(core_v1.patch_node(chosen[0], {"metadata": {"annotations": {NODE_LOCK: None}}}, _preload_content=False))
             return True
 
         spy = None
@@ -227,6 +254,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(2)
+        ask("reset")
         run_started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
             bound = sum(pool.map(schedule, pods))
@@ -235,6 +263,8 @@ def main() -> None:
             spy.send_signal(2)
             spy.wait(60)
         _, peak = rss_mib(scheduler.pid)
+        stats = json.loads(ask("stats"))
+        total = sum(stats["requests"].values())
         print(
             f"{args.nodes} nodes x {args.gpus} devices, {len(pods)} pods, {args.in_flight} in flight, node policy {args.policy}; "
             f"API server loaded in {loaded - started:.0f} s, scheduler synced in {synced - loaded:.0f} s (RSS {idle_rss:.0f} MiB after sync)"
@@ -245,9 +275,13 @@ def main() -> None:
             f"filter p50 {statistics.median(filter_ms):.1f} ms p99 {percentile(filter_ms, 0.99):.1f} ms; "
             f"bind p50 {statistics.median(bind_ms):.1f} ms p99 {percentile(bind_ms, 0.99):.1f} ms; load average {os.getloadavg()[0]:.1f}"
         )
+        per_pod = ", ".join(f"{k} {v / max(1, len(pods)):.2f}" for k, v in sorted(stats["requests"].items()))
+        print(f"API requests per pod {total / max(1, len(pods)):.2f} ({per_pod}); the driver's own: patch pods 1.00, patch nodes 1.00")
+        print(f"API server connections opened per 100 requests: {100 * stats['connections'] / max(1, total):.1f}")
         print(
             f"pods_per_s={bound / wall:.1f} bind_p99_ms={percentile(bind_ms, 0.99):.1f} filter_p50_ms={statistics.median(filter_ms):.1f} "
-            f"scheduler_rss_mib={peak:.0f} bound={bound} seconds={wall:.1f}"
+            f"scheduler_rss_mib={peak:.0f} bound={bound} seconds={wall:.1f} "
+            f"requests_per_pod={total / max(1, len(pods)):.2f} connections_per_100_requests={100 * stats['connections'] / max(1, total):.1f}"
         )
     finally:
         for process in (scheduler, apiserver):

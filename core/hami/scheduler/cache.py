@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from kubernetes.client import CoreV1Api
 
+from hami.kube import release
 from hami.listwatch import ListWatch
 from hami.scheduler.informed import Informed
 from hami.scheduler.state import ClusterState
@@ -68,7 +69,7 @@ class ClusterCache:
             "count": 1,
         }
         try:
-            self.core_v1.create_namespaced_event("default", cast(Any, body), _preload_content=False, _request_timeout=5.0)
+            release(self.core_v1.create_namespaced_event("default", cast(Any, body), _preload_content=False, _request_timeout=5.0))
         except Exception as exc:
             log.warning("event=event_write_failed node=%s error=%r", node, f"{type(exc).__name__}: {exc}")
 

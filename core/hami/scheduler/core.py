@@ -23,6 +23,7 @@ from urllib3.exceptions import HTTPError
 
 from hami.errors import HamiError, ValidationError
 from hami.k8snames import is_label_value
+from hami.kube import release
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import DeviceRequest
 from hami.plugin.policy import ClusterView
@@ -234,7 +235,9 @@ class Scheduler:
             body: dict[str, Any] = {"metadata": {"annotations": annotations}}
             if is_label_value(fit.node):  # HAMi's monitor lists pods by it (pkg/util/util.go PatchPodAnnotations)
                 body["metadata"]["labels"] = {ASSIGNED_NODE: fit.node}
-            self.core_v1.patch_namespaced_pod(cast(str, meta.get("name")), meta.get("namespace", "default"), body, _preload_content=False)
+            release(
+                self.core_v1.patch_namespaced_pod(cast(str, meta.get("name")), meta.get("namespace", "default"), body, _preload_content=False)
+            )
         except (ApiException, OSError) as exc:
             self.state.forget_pod(meta.get("uid", ""))
             reason = f"pod {pod_key(pod)}: could not record the allocation: {_api_reason(exc)}"
@@ -311,7 +314,7 @@ class Scheduler:
                 "metadata": {"name": name, "namespace": namespace, "uid": uid or None},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node},
             }
-            self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+            release(self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False))
         except (ApiException, OSError, HTTPError) as exc:
             reason = f"{who}: binding to node {node!r} failed: {_api_reason(exc)}"
             self._bind_failed(namespace, name, uid, reason)
@@ -328,8 +331,10 @@ class Scheduler:
         if self.core_v1 is None:
             return
         try:
-            self.core_v1.patch_namespaced_pod(
-                name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.FAILED}}}, _preload_content=False
+            release(
+                self.core_v1.patch_namespaced_pod(
+                    name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.FAILED}}}, _preload_content=False
+                )
             )
         except (ApiException, OSError, HTTPError) as exc:
             log.warning("event=bind_phase_write_failed pod=%s/%s error=%r", namespace, name, _api_reason(exc))
@@ -367,7 +372,7 @@ class Scheduler:
         if self.core_v1 is None:  # _event() checked it
             return
         try:
-            self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False)
+            release(self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False))
         except (ApiException, OSError) as exc:  # events are best effort
             log.debug("event=event_write_failed namespace=%s error=%r", namespace, str(exc))
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from hami.errors import QuantityError
+from hami.kube import release
 from hami.periodic import Periodic
 from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
 from hami.wire.quantity import parse_quantity
@@ -83,7 +84,7 @@ class HandshakeRequester:
             if not patch:
                 continue
             try:
-                self.core_v1.patch_node(name, {"metadata": {"annotations": patch}}, _preload_content=False)
+                release(self.core_v1.patch_node(name, {"metadata": {"annotations": patch}}, _preload_content=False))
                 asked += 1
             except ApiException as exc:
                 log.warning("event=handshake_request_failed node=%s status=%s", name, exc.status)

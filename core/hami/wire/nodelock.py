@@ -204,9 +204,10 @@ class NodeLock:
     def _patch(self, node: str, version: str, value: str | None) -> None:
         body = {"metadata": {"resourceVersion": version, "annotations": {NODE_LOCK: value}}}
         try:
-            self.core_v1.patch_node(
+            response = self.core_v1.patch_node(
                 node, body, _preload_content=False, _request_timeout=self.request_timeout, _content_type="application/merge-patch+json"
             )
+            cast(Any, response).drain_conn()  # read to the end: an unread answer keeps its connection out of the pool
         except ApiException as exc:
             if exc.status == 409:
                 raise NodeChanged(f"node {node!r} changed while its lock was being written (409 Conflict)") from None

@@ -131,6 +131,7 @@ class _HTTPServer(ThreadedHTTPServer):
         self.api = api
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        self.accepted = 0
         super().__init__(addr, _Handler)
 
 
@@ -148,6 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.server.connections_lock:
             self.server.connections.add(self.connection)
+            self.server.accepted += 1
 
     def finish(self) -> None:
         with self.server.connections_lock:
@@ -793,6 +795,15 @@ class KubeAPIServer:
     @property
     def running(self) -> bool:
         return self._httpd is not None
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted since start: with keep-alive, clients should open few (tests of reuse)."""
+        httpd = self._httpd
+        if httpd is None:
+            return 0
+        with httpd.connections_lock:
+            return httpd.accepted
 
     @property
     def url(self) -> str:
