@@ -12,24 +12,45 @@ seed replays the same pods, faults and inputs (thread interleavings still vary).
 
 from __future__ import annotations
 
+import base64
 import collections
+import contextlib
+import http.client
 import json
 import logging
 import random
+import shutil
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
+import jsonpatch
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from hami.backendkit.inventory import load_inventory
 from hami.errors import AnnotationError, HamiError
+from hami.fakes.kubeapi import KubeAPIServer
+from hami.fakes.kubelet import FakeKubelet
+from hami.node.agent import Agent, AgentOptions
+from hami.plugin.manager import load_backends
 from hami.plugin.model import ResourceNames
 from hami.sandbox.cluster import Sandbox
+from hami.sandbox.defaults import default_nodes_file
+from hami.scheduler.config import SchedulerConfig
+from hami.scheduler.service import SchedulerService
+from hami.webhook.admission import review
+from hami.webhook.config import WebhookConfig
+from hami.webhook.quota import KubeQuotaSource, QuotaReservations
 from hami.wire.allocation import read_allocated, verify_allocation
 from hami.wire.annotations import BIND_PHASE, NODE_LOCK, SIGNATURE
 from hami.wire.signing import SignatureError, SigningKeys, legacy_sign, sign
@@ -369,3 +390,569 @@ def run_chaos(
         crashes,
         tuple(reasons.most_common(5)),
     )
+
+
+# ------------------------------------------------------------ restarts and quota races
+#
+# Built on the components' public constructors (the in-memory API server, fake kubelets, agents, the
+# scheduler service), not on the sandbox cluster, so that each can be stopped and started again the
+# way its process would be, while pods are in flight.
+
+
+@attrs.frozen
+class RestartReport:
+    seed: int
+    pods: int
+    running: int
+    restarts: tuple[tuple[str, int], ...]
+    """Component → how often it was stopped and started during the run."""
+    deleted_while_down: int
+    """Pods deleted while their node's agent was stopped (its reconcile at start must release them)."""
+    samples: int
+    """Over-allocation samples taken while pods were in flight."""
+    quota_tried: int
+    quota_admitted: int
+    quota_expected: int
+    """Admissions the quota holds exactly (both rounds); quota_admitted must equal it."""
+    over_allocated: tuple[str, ...]
+    leaked: tuple[str, ...]
+    unclear: tuple[str, ...]
+    crashes: int
+    reasons: tuple[tuple[str, int], ...] = ()
+
+    def lines(self) -> list[str]:
+        restarts = ", ".join(f"{what} {count}" for what, count in self.restarts)
+        return [
+            f"seed {self.seed} restarts: pods {self.pods} (running {self.running}), restarts ({restarts}), "
+            f"pods deleted while their agent was down {self.deleted_while_down}, over-allocation samples {self.samples}",
+            f"quota race: admissions tried {self.quota_tried}, admitted {self.quota_admitted} (the quota holds exactly {self.quota_expected})",
+            f"over-allocated {len(self.over_allocated)}, leaked {len(self.leaked)}, unclear errors {len(self.unclear)}, crashes {self.crashes}",
+            *(f"  not running {count}x: {reason}" for reason, count in self.reasons),
+            *(f"  over-allocated: {x}" for x in self.over_allocated[:10]),
+            *(f"  leaked: {x}" for x in self.leaked[:10]),
+            *(f"  unclear: {x}" for x in self.unclear[:10]),
+        ]
+
+
+class _Unavailable(HamiError):
+    """The scheduler service did not answer in time (stopped, restarting or not synced yet)."""
+
+
+def _review(pod: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "name": pod["metadata"]["name"],
+            "operation": "CREATE",
+            "object": pod,
+            "userInfo": {"username": "chaos"},
+        },
+    }
+
+
+class RestartCluster:
+    """An API server, a fake kubelet and an agent per node of the most common shareable device kind
+    (at most ``max_nodes``), and the scheduler service with the webhook: each restartable."""
+
+    def __init__(self, nodes_file: str | Path | None = None, *, max_nodes: int = 3, quota_ttl: float = 1.0) -> None:
+        self.nodes_file = Path(nodes_file) if nodes_file else default_nodes_file()
+        self.manager = load_backends()
+        self.keys = SigningKeys.generate()
+        self.api = KubeAPIServer()
+        self.max_nodes = max_nodes
+        self.quota_ttl = quota_ttl
+        self.webhook_config = WebhookConfig()
+        self.kubelets: dict[str, FakeKubelet] = {}
+        self.agents: dict[str, Agent] = {}
+        self.dirs: dict[str, Path] = {}
+        self.nodes: list[str] = []
+        self.service: SchedulerService | None = None
+        self.quota: KubeQuotaSource | None = None
+        self.capacity: dict[str, tuple[int, int, int]] = {}
+        """Device id → (memory MiB, cores %, slots), as the first scheduler saw the nodes."""
+        self._core_v1: client.CoreV1Api | None = None
+
+    @property
+    def core_v1(self) -> Any:
+        """The API client for raw calls (``_preload_content=False``: JSON in, urllib3 responses out)."""
+        if self._core_v1 is None:
+            raise HamiError("the chaos cluster is not started")
+        return self._core_v1
+
+    def start(self, timeout: float = 30.0) -> RestartCluster:
+        self.api.start()
+        self._core_v1 = client.CoreV1Api(self.api.api_client(pool_size=64))
+        for backend in self.manager.backends:
+            self.manager.configure(backend, {"inventory": str(self.nodes_file)})
+        inventory = load_inventory(self.nodes_file)
+        kinds = self.manager.kinds
+        counts = collections.Counter(d.vendor for node in inventory for d in node.devices)
+        shareable = [v for v, _ in counts.most_common() if v in kinds and kinds[v].resources.memory and kinds[v].resources.cores]
+        if not shareable:
+            raise HamiError(f"chaos: no shareable device kind (memory and cores) in {self.nodes_file}")
+        self.names = kinds[shareable[0]].resources
+        self.nodes = [n.name for n in inventory if any(d.vendor == shareable[0] for d in n.devices)][: self.max_nodes]
+        for name in self.nodes:
+            self.dirs[name] = Path(tempfile.mkdtemp(prefix="hc", dir="/tmp"))  # unix socket paths must stay short
+            self.kubelets[name] = FakeKubelet(self.dirs[name], name, core_v1=self.core_v1).start()
+            self.start_agent(name, timeout)
+        self.start_scheduler(timeout)
+        assert self.service is not None
+        with self.service.state.lock:
+            for name in self.nodes:
+                for device_id, device in self.service.state.nodes[name].devices.items():
+                    self.capacity[device_id] = (device.memory, max(device.cores, 100), device.count)
+        return self
+
+    def stop(self) -> None:
+        self.stop_scheduler()
+        for name in list(self.agents):
+            self.stop_agent(name)
+        for kubelet in self.kubelets.values():
+            kubelet.stop()
+        self.api.stop()
+        for directory in self.dirs.values():
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def __enter__(self) -> RestartCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ the processes
+
+    def start_agent(self, node: str, timeout: float = 30.0) -> Agent:
+        """A new agent process on ``node`` with the same state directory (its pod ledger survives)."""
+        options = AgentOptions(
+            node_name=node,
+            device_plugin_dir=self.dirs[node],
+            health_interval=5.0,
+            kubelet_poll_interval=0.1,
+            retry_initial=0.1,
+            retry_max=1.0,
+            state_dir=self.dirs[node] / "state",
+        )
+        agent = Agent(self.manager, self.core_v1, options, self.keys.verifier()).start()
+        self.agents[node] = agent
+        if not agent.node_registered.wait(timeout) or not agent.releaser.synced.wait(timeout):
+            raise HamiError(f"chaos: the agent on node {node!r} did not register and list its pods within {timeout:.0f} s")
+        return agent
+
+    def stop_agent(self, node: str) -> None:
+        agent = self.agents.pop(node, None)
+        if agent is not None:
+            agent.stop()
+
+    def start_scheduler(self, timeout: float = 30.0) -> None:
+        """A new scheduler process: everything it knows comes from the API server (nodes, pods, locks)."""
+        quota = KubeQuotaSource(self.core_v1)
+        quota.reservations = QuotaReservations(ttl=self.quota_ttl)
+        manager, config = self.manager, self.webhook_config
+        service = SchedulerService(
+            manager,
+            self.api.api_client(pool_size=32),
+            SchedulerConfig(),
+            self.keys,
+            host="127.0.0.1",
+            port=0,
+            webhook=lambda body: review(manager, body, config, quota),
+        ).start()
+        deadline = time.monotonic() + timeout
+        if not service.cache.wait_synced(timeout):
+            service.stop()
+            raise HamiError("chaos: the restarted scheduler's cache did not sync")
+        while {n for n, s in service.state.nodes.items() if s.devices} < set(self.nodes):
+            if time.monotonic() > deadline:
+                service.stop()
+                raise HamiError("chaos: the restarted scheduler did not see every node's devices")
+            time.sleep(0.02)
+        self.quota, self.service = quota, service
+
+    def stop_scheduler(self) -> None:
+        service, self.service = self.service, None
+        if service is not None:
+            service.stop()
+
+    def restart_scheduler(self) -> None:
+        self.stop_scheduler()
+        self.start_scheduler()
+
+    # ------------------------------------------------------------ kube-scheduler and kubelet
+
+    def verb(self, verb: str, body: Any, timeout: float = 20.0) -> Any:
+        """POST to the scheduler service like kube-scheduler and the API server do: while it is down or
+        not ready, try again until ``timeout`` (then :class:`_Unavailable`)."""
+        deadline = time.monotonic() + timeout
+        data = json.dumps(body).encode()
+        last = "not started"
+        while True:
+            service = self.service
+            if service is not None:
+                server = service.server if verb == "webhook" else service.extender_server
+                request = urllib.request.Request(f"{server.url}/{verb}", data=data, headers={"Content-Type": "application/json"}, method="POST")
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        return json.loads(response.read())
+                except urllib.error.HTTPError as exc:
+                    if exc.code < 500:
+                        raise HamiError(f"/{verb} answered HTTP {exc.code}: {exc.read()[:200]!r}") from exc
+                    last = f"HTTP {exc.code}"
+                except (OSError, http.client.HTTPException) as exc:  # stopped mid-request or between requests
+                    last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise _Unavailable(f"the scheduler service did not answer /{verb} within {timeout:.0f} s ({last})")
+            time.sleep(0.05)
+
+    def submit(self, spec: Mapping[str, Any]) -> tuple[str, str, str]:
+        """Webhook, create, filter, bind, kubelet admission: ``(phase, reason, node)``."""
+        pod: dict[str, Any] = json.loads(json.dumps(spec))
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        answer = self.verb("webhook", _review(pod, namespace))["response"]
+        if not answer.get("allowed"):
+            return "Rejected", f"admission webhook: {(answer.get('status') or {}).get('message', 'denied')}", ""
+        if answer.get("patch"):
+            pod = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
+        created = json.loads(self.core_v1.create_namespaced_pod(namespace, pod, _preload_content=False).data)
+        try:
+            result = self.verb("filter", {"Pod": created, "NodeNames": list(self.nodes)})
+            if result.get("Error") or not result.get("NodeNames"):
+                failed = "; ".join(f"{n}: {why}" for n, why in sorted((result.get("FailedNodes") or {}).items()))
+                return "Pending", f"filter: {result.get('Error') or failed or 'no node named'}", ""
+            node = result["NodeNames"][0]
+            bound = self.verb("bind", {"PodName": name, "PodNamespace": namespace, "PodUID": created["metadata"]["uid"], "Node": node})
+        except _Unavailable as exc:
+            return "Pending", str(exc), ""
+        if bound.get("Error"):
+            return "Pending", f"bind: {bound['Error']}", ""
+        admitted = self.kubelets[node].admit(json.loads(self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False).data))
+        if not admitted.admitted:  # kubelet fails the pod (it does not retry Allocate)
+            status = {"status": {"phase": "Failed", "reason": admitted.reason, "message": admitted.message}}
+            self.core_v1.patch_namespaced_pod_status(name, namespace, status, _preload_content=False)
+            return "Failed", f"kubelet: {admitted.reason}: {admitted.message}", node
+        self.core_v1.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Running"}}, _preload_content=False)
+        return "Running", "", node
+
+    def pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace is None:
+            items = json.loads(self.core_v1.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
+        else:
+            items = json.loads(self.core_v1.list_namespaced_pod(namespace, _preload_content=False).data)["items"]
+        return list(items)
+
+    def delete(self, pod: Mapping[str, Any]) -> None:
+        """Delete a pod as a user would; kubelet (if it ran there) lets go of its devices."""
+        meta = pod["metadata"]
+        try:
+            self.core_v1.delete_namespaced_pod(meta["name"], meta["namespace"], _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node in self.kubelets:
+            self.kubelets[node].release(pod)
+
+
+def _signed_over(cluster: RestartCluster) -> list[str]:
+    """Devices whose verified grants on live pods exceed what the device has (read from the API alone:
+    it holds while the scheduler is down)."""
+    used: dict[str, list[int]] = {}
+    for pod in cluster.pods():
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or not (pod.get("spec") or {}).get("nodeName"):
+            continue
+        annotations = pod["metadata"].get("annotations") or {}
+        try:
+            verify_allocation(annotations, cluster.manager.kinds, cluster.keys, pod["metadata"]["uid"])
+            allocated = read_allocated(annotations, cluster.manager.kinds)
+        except (SignatureError, AnnotationError):
+            continue
+        for per_container in allocated.values():
+            for grants in per_container:
+                for grant in grants:
+                    total = used.setdefault(grant.id, [0, 0, 0])
+                    total[0] += grant.memory
+                    total[1] += grant.cores
+                    total[2] += 1
+    out = []
+    for device_id, (memory, cores, slots) in used.items():
+        have = cluster.capacity.get(device_id)
+        if have is not None and (memory > have[0] or cores > have[1] or slots > have[2]):
+            out.append(f"{device_id}: signed grants {memory} MiB/{cores}%/{slots} on {have[0]} MiB/{have[1]}%/{have[2]}")
+    return out
+
+
+class _Sampler:
+    """Samples the over-allocation invariant every ``interval`` seconds while the run goes on."""
+
+    def __init__(self, cluster: RestartCluster, interval: float = 0.2) -> None:
+        self.cluster = cluster
+        self.interval = interval
+        self.samples = 0
+        self.found: dict[str, None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        for line in _signed_over(self.cluster):
+            self.found.setdefault(line)
+        self.samples += 1
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.sample()
+
+
+def _quota_race(cluster: RestartCluster, rng: random.Random, admissions: int, holds: int, dropped: int) -> tuple[int, int, int, list[str]]:
+    """Many concurrent admissions against a ResourceQuota on the device-memory share that holds exactly
+    ``holds`` pods: round 1 must admit exactly ``holds``; ``dropped`` of them are never created (another
+    admission step refused them), so once their reservations expire round 2 must admit exactly
+    ``dropped`` more. Returns (tried, admitted, expected, problems)."""
+    names = cluster.names
+    assert names.memory is not None
+    namespace, share = "quota", 1000
+    cluster.core_v1.create_namespace({"metadata": {"name": namespace}}, _preload_content=False)
+    key = f"limits.{names.memory}"
+    quota = {"metadata": {"name": "shares"}, "spec": {"hard": {key: str(holds * share)}}}
+    cluster.core_v1.create_namespaced_resource_quota(namespace, quota, _preload_content=False)
+    problems: list[str] = []
+
+    def admit(name: str) -> dict[str, Any] | None:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": {names.count: "1", names.memory: str(share)}}}]},
+        }
+        answer = cluster.verb("webhook", _review(pod, namespace))["response"]
+        if not answer.get("allowed"):
+            message = str((answer.get("status") or {}).get("message", ""))
+            if not message.startswith("exceeded quota: shares"):
+                problems.append(f"quota refusal without kube-apiserver's wording: {message[:160]!r}")
+            return None
+        return jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"]))) if answer.get("patch") else pod
+
+    def round_(label: str) -> list[dict[str, Any]]:
+        with ThreadPoolExecutor(admissions) as pool:
+            return [p for p in pool.map(admit, [f"{label}-{i}" for i in range(admissions)]) if p is not None]
+
+    first = round_("first")
+    if len(first) != holds:
+        problems.append(f"quota race round 1: {len(first)} of {admissions} concurrent admissions admitted, the quota holds exactly {holds}")
+    rng.shuffle(first)
+    for pod in first[dropped:]:
+        cluster.core_v1.create_namespaced_pod(namespace, pod, _preload_content=False)
+    time.sleep(cluster.quota_ttl + 0.2)  # the reservations of the pods never created expire
+    second = round_("second")
+    if len(second) != min(dropped, len(first)):
+        problems.append(f"quota race round 2: {len(second)} admitted once {dropped} reservations of pods never created expired")
+    for pod in second:
+        cluster.core_v1.create_namespaced_pod(namespace, pod, _preload_content=False)
+    charged = sum(1 for p in cluster.pods(namespace)) * share
+    if charged > holds * share:
+        problems.append(f"quota {key}={holds * share} exceeded: the namespace's pods are charged {charged}")
+    return 2 * admissions, len(first) + len(second), holds + dropped, problems
+
+
+def run_restarts(
+    seed: int,
+    *,
+    pods: int = 24,
+    workers: int = 6,
+    retries: int = 3,
+    quota_admissions: int = 16,
+    quota_holds: int = 5,
+    nodes_file: str | Path | None = None,
+) -> RestartReport:
+    """One seeded run of three phases of ``pods`` parallel pods each, with the scheduler service, then
+    an agent (pods deleted while it is down), then a kubelet restarted while pods are in flight; then a
+    quota race; then every pod deleted and the leaks counted."""
+    rng = random.Random(seed)
+    unclear: list[str] = []
+    reasons: collections.Counter[str] = collections.Counter()
+    restarts: collections.Counter[str] = collections.Counter()
+    crashes = 0
+    running = 0
+    deleted_while_down = 0
+    counter = iter(range(1 << 30))
+    with _watch_logs() as logs, RestartCluster(nodes_file) as cluster, _Sampler(cluster) as sampler:
+        cluster.core_v1.create_namespace({"metadata": {"name": "chaos"}}, _preload_content=False)
+
+        def one(spec: dict[str, Any]) -> tuple[str, str, str]:
+            """Like kube-scheduler's backoff queue, a pod that did not run is tried again (recreated)."""
+            outcome = ("Pending", "not tried", "")
+            for attempt in range(retries + 1):
+                spec["metadata"]["name"] = f"chaos-{next(counter)}"
+                outcome = cluster.submit(spec)
+                if outcome[0] == "Running" or attempt == retries:
+                    return outcome
+                with contextlib.suppress(ApiException):
+                    pod = json.loads(cluster.core_v1.read_namespaced_pod(spec["metadata"]["name"], "chaos", _preload_content=False).data)
+                    cluster.delete(pod)
+                time.sleep(0.05 * (attempt + 1))
+            return outcome
+
+        def batch(disrupt: Any, at: int) -> None:
+            """``pods`` pods on ``workers`` threads; ``disrupt`` runs once ``at`` of them are done."""
+            nonlocal crashes, running
+            done = threading.Semaphore(0)
+            specs = [_pod(rng, 0, cluster.names) for _ in range(pods)]
+            errors: list[BaseException] = []
+
+            def disruptor() -> None:
+                for _ in range(at):
+                    done.acquire()
+                try:
+                    disrupt()
+                except BaseException as exc:  # reported as a crash, the run goes on
+                    errors.append(exc)
+
+            thread = threading.Thread(target=disruptor, name="chaos-disrupt", daemon=True)
+            thread.start()
+
+            def tracked(spec: dict[str, Any]) -> Any:
+                try:
+                    return one(spec)
+                except Exception as exc:  # a crash is a figure of the report, not an abort
+                    return exc
+                finally:
+                    done.release()
+
+            with ThreadPoolExecutor(workers) as pool:
+                outcomes = list(pool.map(tracked, specs))
+            thread.join(60)
+            for exc in errors:
+                crashes += 1
+                unclear.append(f"restart crashed: {type(exc).__name__}: {str(exc)[:160]}")
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    crashes += 1
+                    unclear.append(f"submit crashed: {type(outcome).__name__}: {str(outcome)[:160]}")
+                elif outcome[0] == "Running":
+                    running += 1
+                else:
+                    reasons[outcome[1][:140]] += 1
+                    if not outcome[1] or any(word in outcome[1] for word in UNCLEAR):
+                        unclear.append(f"{outcome[0]}: {outcome[1][:160]!r}")
+
+        def churn() -> None:
+            """Half the running pods end: room for the next phase."""
+            live = [p for p in cluster.pods("chaos") if (p.get("status") or {}).get("phase") == "Running"]
+            for pod in rng.sample(live, len(live) // 2):
+                cluster.delete(pod)
+            for pod in cluster.pods("chaos"):
+                if (pod.get("status") or {}).get("phase") != "Running":
+                    cluster.delete(pod)
+
+        def scheduler() -> None:
+            cluster.restart_scheduler()
+            restarts["scheduler"] += 1
+
+        batch(scheduler, pods // 3)
+        churn()
+        target = collections.Counter(
+            (p.get("spec") or {}).get("nodeName") for p in cluster.pods("chaos") if (p.get("spec") or {}).get("nodeName")
+        )
+        agent_node = str(target.most_common(1)[0][0]) if target else cluster.nodes[0]
+
+        def agent() -> None:
+            nonlocal deleted_while_down
+            cluster.stop_agent(agent_node)
+            on_node = [p for p in cluster.pods("chaos") if (p.get("spec") or {}).get("nodeName") == agent_node]
+            for pod in rng.sample(on_node, (len(on_node) + 1) // 2):
+                cluster.delete(pod)
+                deleted_while_down += 1
+            time.sleep(0.3)  # binds onto the node meanwhile meet a kubelet without the plugin
+            cluster.start_agent(agent_node)
+            restarts["agent"] += 1
+
+        batch(agent, pods // 4)
+        live = {p["metadata"]["uid"] for p in cluster.pods()}
+        for uid, held in cluster.agents[agent_node].releaser.ledger.snapshot().items():
+            if uid not in live:
+                unclear.append(f"agent on {agent_node} still holds deleted pod {held['metadata']['name']} after its restart")
+        churn()
+        kubelet_node = rng.choice(cluster.nodes)
+
+        def kubelet() -> None:
+            cluster.kubelets[kubelet_node].restart()
+            restarts["kubelet"] += 1
+
+        batch(kubelet, pods // 3)
+        tried, admitted, expected, problems = _quota_race(cluster, rng, quota_admissions, quota_holds, dropped=2)
+        unclear.extend(problems)
+        assert cluster.service is not None
+        over = list(sampler.found)
+        with cluster.service.state.lock:
+            for node in cluster.nodes:
+                state = cluster.service.state.nodes[node]
+                for device_id, device in state.devices.items():
+                    usage = state.usage(device_id)
+                    if usage.memory > device.memory or usage.used > device.count:
+                        over.append(f"{device_id}: scheduler counts {usage.memory} MiB/{usage.used} slots on {device.memory} MiB/{device.count}")
+        for pod in cluster.pods():
+            cluster.delete(pod)
+        leaked = _restart_leaks(cluster, timeout=15.0)
+        unclear.extend(logs.bad)
+    over.extend(line for line in sampler.found if line not in over)
+    return RestartReport(
+        seed,
+        3 * pods,
+        running,
+        tuple(sorted(restarts.items())),
+        deleted_while_down,
+        sampler.samples,
+        tried,
+        admitted,
+        expected,
+        tuple(over),
+        tuple(leaked),
+        tuple(unclear),
+        crashes,
+        tuple(reasons.most_common(5)),
+    )
+
+
+def _restart_leaks(cluster: RestartCluster, timeout: float) -> list[str]:
+    """What is held once every pod is gone: node locks, pods, scheduler holdings, agents' pod ledgers,
+    kubelets' device assignments, quota reservations."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out: list[str] = []
+        for node in json.loads(cluster.core_v1.list_node(_preload_content=False).data)["items"]:
+            if NODE_LOCK in (node["metadata"].get("annotations") or {}):
+                out.append(f"node {node['metadata']['name']}: lock {node['metadata']['annotations'][NODE_LOCK]!r}")
+        out.extend(f"pod {p['metadata']['namespace']}/{p['metadata']['name']} still exists" for p in cluster.pods())
+        service = cluster.service
+        if service is not None:
+            with service.state.lock:
+                out.extend(f"scheduler holds {r.namespace}/{r.name} on {r.node}" for r in service.state.pods.values())
+        for name, agent in cluster.agents.items():
+            out.extend(f"agent on {name}: ledger holds {p['metadata']['name']}" for p in agent.releaser.ledger.snapshot().values())
+        for name, kubelet in cluster.kubelets.items():
+            out.extend(f"kubelet on {name}: devices still assigned to {ns}/{pod}" for ns, pod in kubelet.pod_resources())
+        quota = cluster.quota
+        if quota is not None:
+            with quota.reservations.lock("quota"):
+                pending = quota.reservations.in_flight("quota", [])
+            out.extend(f"quota reservation of {p['metadata']['name']} still counts" for p in pending)
+        if not out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.1)
