@@ -3,7 +3,9 @@
 Why so defensive: the node agent runs on every node, most without GPUs, and on drivers of every
 age. No library or no driver means no devices and one log line; a function an old driver lacks
 (``NVMLError_FunctionNotFound``) or a query a GPU does not support degrades that one attribute;
-only a driver that is present but broken is an error, so the operator sees it.
+only a driver that is present but broken is an error, so the operator sees it. A GPU NVML counts
+but cannot describe (no handle, no UUID, no memory size) is returned unadvertised with the NVML
+error as its reason, so ``hami devices`` shows it instead of it vanishing.
 """
 
 from __future__ import annotations
@@ -90,8 +92,29 @@ def _mig_devices(probe: _Probe, handle: Any) -> list[dict[str, Any]]:
             probe.degraded.setdefault("mig_devices", f"{type(exc).__name__}: {exc}")
             continue
         match = _MIG_PROFILE.search(name)
-        found.append({"uuid": uuid, "profile": match.group(0) if match else f"{memory}mb", "memory": memory})
+        found.append({"uuid": uuid, "profile": match.group(0) if match else f"{memory}mb", "memory": memory, **_mig_identity(probe, handle, mig)})
     return found
+
+
+def _mig_identity(probe: _Probe, parent: Any, mig: Any) -> dict[str, int]:
+    """The instance's GPU-instance and compute-instance ids and its GPU instance's placement (start
+    and size in memory slices): what HAMi's device plugin writes back to the pod
+    (``hami.io/vgpu-mig-allocations``). Left out where the driver cannot tell (the instance is
+    still handed out; only its metrics lack the ids)."""
+    nvml = probe.nvml
+    try:
+        gi = int(nvml.nvmlDeviceGetGpuInstanceId(mig))
+        ci = int(nvml.nvmlDeviceGetComputeInstanceId(mig))
+    except nvml.NVMLError as exc:
+        probe.degraded.setdefault("mig_identity", f"{type(exc).__name__}: {exc}")
+        return {}
+    out = {"gpu_instance_id": gi, "compute_instance_id": ci}
+    try:
+        placement = nvml.nvmlGpuInstanceGetInfo(nvml.nvmlDeviceGetGpuInstanceById(parent, gi)).placement
+        out.update(placement_start=int(placement.start), placement_size=int(placement.size))
+    except nvml.NVMLError as exc:
+        probe.degraded.setdefault("mig_placement", f"{type(exc).__name__}: {exc}")
+    return out
 
 
 def _nvlinks(probe: _Probe, handle: Any) -> dict[str, int]:
@@ -133,7 +156,7 @@ def discover(node_name: str, config: Mapping[str, Any]) -> list[PhysicalDevice]:
     except nvml.NVMLError as exc:
         raise BackendError(f"NVML initialisation failed on node {node_name!r}: {exc} (NVML error {exc.value})") from None
     try:
-        return _discover(nvml, node_name, str(config.get("host_root") or "/"))
+        return _discover(nvml, node_name, str(config.get("host_root") or "/"), _preconfigured_memory(config))
     except nvml.NVMLError as exc:
         raise BackendError(f"NVML discovery failed on node {node_name!r}: {exc} (NVML error {exc.value})") from None
     finally:
@@ -143,22 +166,73 @@ def discover(node_name: str, config: Mapping[str, Any]) -> list[PhysicalDevice]:
             pass
 
 
-def _discover(nvml: Any, node_name: str, host_root: str) -> list[PhysicalDevice]:
+def _preconfigured_memory(config: Mapping[str, Any]) -> int:
+    """HAMi's ``preConfiguredDeviceMemory`` (MiB): the size of a GPU whose NVML has no memory query."""
+    value = config.get("preconfigured_device_memory") or 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BackendError(f"config preconfigured_device_memory={value!r}: must be a whole number of MiB >= 0")
+    return value
+
+
+def _failed(call: str, exc: Any) -> str:
+    return f"{call}: {exc} (NVML error {exc.value})"
+
+
+def _unreadable(index: int, uuid: str, name: str, reason: str) -> PhysicalDevice:
+    """A GPU NVML counts but cannot describe: listed, never offered (``hami devices`` shows why)."""
+    return PhysicalDevice(
+        id=uuid or f"nvml-index-{index}",
+        vendor=VENDOR,
+        type=name or "NVIDIA GPU",
+        memory=0,
+        index=index,
+        healthy=False,
+        attributes={"source": SOURCE},
+        advertised=False,
+        reason=reason,
+    )
+
+
+def _memory(nvml: Any, handle: Any, preconfigured: int) -> tuple[int, str]:
+    """(MiB, "") or (0, why not): as HAMi's register.go, a GPU without a memory query (a unified-memory
+    GPU answers NOT_SUPPORTED) takes ``preconfigured_device_memory``; any other failure is no size."""
+    try:
+        total = int(nvml.nvmlDeviceGetMemoryInfo(handle).total // _MIB)
+    except nvml.NVMLError_NotSupported as exc:
+        if preconfigured:
+            return preconfigured, ""
+        return 0, (
+            f"memory unknown ({_failed('nvmlDeviceGetMemoryInfo', exc)}): set preconfigured_device_memory "
+            "(MiB) in the nvidia config, as HAMi's preConfiguredDeviceMemory for unified-memory GPUs"
+        )
+    except nvml.NVMLError as exc:
+        return 0, f"memory unknown ({_failed('nvmlDeviceGetMemoryInfo', exc)})"
+    if total == 0 and preconfigured:
+        return preconfigured, ""
+    return total, "" if total else "memory unknown (NVML reports 0 MiB): set preconfigured_device_memory (MiB) in the nvidia config"
+
+
+def _discover(nvml: Any, node_name: str, host_root: str, preconfigured: int = 0) -> list[PhysicalDevice]:
     probe = _Probe(nvml)
     gpus: list[tuple[Any, dict[str, Any]]] = []
+    unreadable: list[PhysicalDevice] = []
     for index in range(nvml.nvmlDeviceGetCount()):
-        try:
+        try:  # nvidia-smi says "Unable to determine the device handle for GPU …" for these
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        except nvml.NVMLError as exc:
+            unreadable.append(_unreadable(index, "", "", f"NVML cannot read GPU {index} ({_failed('nvmlDeviceGetHandleByIndex', exc)})"))
+            continue
+        try:
             uuid = _text(nvml.nvmlDeviceGetUUID(handle))
         except nvml.NVMLError as exc:
-            log.warning("event=nvml_device_skipped node=%s index=%d reason=%r", node_name, index, str(exc))
+            unreadable.append(_unreadable(index, "", "", f"NVML cannot read GPU {index} ({_failed('nvmlDeviceGetUUID', exc)})"))
             continue
         facts: dict[str, Any] = {"uuid": uuid, "index": index, "healthy": True}
         facts["name"] = _text(probe.optional("name", nvml.nvmlDeviceGetName, handle, default="NVIDIA GPU")) or "NVIDIA GPU"
-        try:
-            facts["memory"] = int(nvml.nvmlDeviceGetMemoryInfo(handle).total // _MIB)
-        except nvml.NVMLError as exc:  # a GPU that fell off the bus still gets listed, unhealthy
-            facts.update(memory=0, healthy=False, reason=str(exc))
+        facts["memory"], unsized = _memory(nvml, handle, preconfigured)
+        if unsized:  # a lost GPU, a unified-memory GPU without preconfigured_device_memory
+            unreadable.append(_unreadable(index, uuid, facts["name"], unsized))
+            continue
         pci = probe.optional("bus_id", nvml.nvmlDeviceGetPciInfo, handle, default=None)
         facts["bus_id"] = _text(pci.busId).lower() if pci is not None else ""
         numa = probe.optional("numa", nvml.nvmlDeviceGetNumaNodeId, handle, default=None)
@@ -192,8 +266,6 @@ def _discover(nvml: Any, node_name: str, host_root: str) -> list[PhysicalDevice]
             "nvlink_peers": peers,
             "pair_scores": scores,
         }
-        if "reason" in facts:
-            attributes["unhealthy_reason"] = facts["reason"]
         devices.append(
             PhysicalDevice(
                 id=facts["uuid"],
@@ -208,5 +280,5 @@ def _discover(nvml: Any, node_name: str, host_root: str) -> list[PhysicalDevice]
         )
     for attribute, reason in sorted(probe.degraded.items()):
         log.info("event=nvml_attribute_degraded node=%s attribute=%s reason=%r", node_name, attribute, reason)
-    log.info("event=nvml_discovered node=%s devices=%d", node_name, len(devices))
-    return devices
+    log.info("event=nvml_discovered node=%s devices=%d unadvertised=%d", node_name, len(devices), len(unreadable))
+    return sorted(devices + unreadable, key=lambda d: d.index)

@@ -45,11 +45,11 @@ from hami_nvidia.mps import MpsDaemon, MpsPaths
 from hami_nvidia.selectors import ATTRIBUTE, PARSE_BOOL, USE_TYPE, Selectors, parse_bool
 from hami_nvidia.settings import (
     DEFAULT_CONFIG,
+    exclusion,
     ignored_xids,
     mode_of,
     node_config,
     number,
-    selected,
     strategy_of,
 )
 
@@ -102,14 +102,25 @@ class NvidiaBackend(StandardBackend):
 
     @hookimpl
     def hami_discover_devices(self, config: Mapping[str, Any], node: NodeContext) -> list[PhysicalDevice]:  # type: ignore[override]  # pluggy passes hook arguments by name
-        """The node inventory on a simulated node (sandbox, simulator, CI), else NVML; then the
-        node's ``include``/``exclude`` filters."""
-        found = inventory_devices(config, node.name, self.info.vendors) if node.simulated else nvml.discover(node.name, config)
+        """The node inventory on a simulated node (sandbox, simulator, CI), else NVML. A GPU the node's
+        ``include``/``exclude``/``filterdevices`` drop, or in MIG mode without instances, is returned
+        unadvertised with the reason (``hami devices`` lists it), never silently left out."""
         cfg = node_config(config, node.name)
-        kept = [d for d in found if selected(cfg, d.id, d.index)]
-        if len(kept) != len(found):
-            log.info("event=gpus_filtered node=%s kept=%d skipped=%s", node.name, len(kept), ",".join(d.id for d in found if d not in kept))
-        return kept
+        found = inventory_devices(config, node.name, self.info.vendors) if node.simulated else nvml.discover(node.name, cfg)
+        devices, skipped = [], []
+        for device in found:
+            why = exclusion(config, device.id, device.index, node.name) if device.advertised else ""
+            if why:
+                skipped.append(device.id)
+            elif device.advertised and device.attributes.get("mig_enabled") and not mig.instances(device):
+                why = (
+                    f"MIG mode is on but GPU {device.index} has no MIG instances: create them "
+                    f"(nvidia-smi mig -i {device.index} -cgi <profiles> -C) or turn MIG off (nvidia-smi -i {device.index} -mig 0)"
+                )
+            devices.append(attrs.evolve(device, advertised=False, reason=why) if why else device)
+        if skipped:
+            log.info("event=gpus_filtered node=%s kept=%d skipped=%s", node.name, sum(d.advertised for d in devices), ",".join(skipped))
+        return devices
 
     @hookimpl
     def hami_device_health(self, devices: Sequence[PhysicalDevice], config: Mapping[str, Any], node: NodeContext) -> list[HealthEvent]:
@@ -375,7 +386,8 @@ class NvidiaBackend(StandardBackend):
         elif mode == "mps":
             result = edits.mps(grants, cfg, strategy)
         elif mode == "mig":
-            result = edits.mig(self._mig_instances(devices, _owner(pod, container), node), strategy)
+            held = self._mig_instances(devices, _owner(pod, container), node)
+            result = attrs.evolve(edits.mig(held, strategy), partitions=mig.partition_instances(devices, held))
         else:
             result = edits.none(grants, strategy)
         log.info(

@@ -23,7 +23,19 @@ DEFAULT_IGNORED_XIDS = (13, 31, 43, 45, 68, 109)
 """Application errors (graphics engine exception, MMU fault, reset channel, preemptive cleanup,
 video processor exception, context switch timeout): they never mark a device unhealthy."""
 
-NODE_OVERRIDABLE = frozenset({"split_count", "memory_scaling", "core_scaling", "mode", "include", "exclude", "device_list_strategy"})
+NODE_OVERRIDABLE = frozenset(
+    {
+        "split_count",
+        "memory_scaling",
+        "core_scaling",
+        "mode",
+        "include",
+        "exclude",
+        "filterdevices",
+        "device_list_strategy",
+        "preconfigured_device_memory",
+    }
+)
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "split_count": 10,
@@ -35,6 +47,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "device_list_strategy": "envvar",
     "include": [],
     "exclude": [],
+    "filterdevices": {},  # HAMi's nodeconfig filterdevices: {uuid: [...], index: [...]} are not registered
+    "preconfigured_device_memory": 0,  # MiB of a GPU whose NVML has no memory query (HAMi's preConfiguredDeviceMemory)
     "nodes": {},
     "hook_path": "/usr/local",
     "libvgpu_version": "",
@@ -94,13 +108,46 @@ def _selectors(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(str(v).strip() for v in value if str(v).strip())
 
 
-def selected(config: Mapping[str, Any], uuid: str, index: int) -> bool:
-    """Whether the ``include`` / ``exclude`` lists (UUIDs or indexes) keep this GPU."""
+def _filterdevices(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """HAMi's ``filterdevices: {uuid: [...], index: [...]}`` (nodeconfig), checked."""
+    raw = config.get("filterdevices") or {}
+    if not isinstance(raw, Mapping) or set(raw) - {"uuid", "index"}:
+        raise BackendError(f"config filterdevices={raw!r:.80}: must be a mapping with 'uuid' and/or 'index' lists")
+    uuids, indexes = raw.get("uuid") or [], raw.get("index") or []
+    if isinstance(uuids, str) or not isinstance(uuids, Sequence) or not all(isinstance(u, str) for u in uuids):
+        raise BackendError(f"config filterdevices.uuid={uuids!r:.80}: must be a list of GPU UUIDs")
+    if isinstance(indexes, str) or not isinstance(indexes, Sequence) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in indexes):
+        raise BackendError(f"config filterdevices.index={indexes!r:.80}: must be a list of GPU indexes >= 0")
+    return tuple(uuids), tuple(indexes)
+
+
+def exclusion(config: Mapping[str, Any], uuid: str, index: int, node_name: str | None = None) -> str:
+    """Why ``include`` / ``exclude`` (UUIDs or indexes) or ``filterdevices`` drop this GPU, naming the
+    config key and its value ("" when the GPU is kept). With ``node_name``, ``config`` is the top level
+    and that node's overrides apply (and are named as ``nodes.<node>.<key>``)."""
+    overrides: Mapping[str, Any] = {}
+    if node_name is not None:
+        overrides = (config.get("nodes") or {}).get(node_name) or {}
+        config = node_config(config, node_name)
+
+    def key(name: str) -> str:
+        return f"nodes.{node_name}.{name}" if name in overrides else name
+
     include, exclude = _selectors(config, "include"), _selectors(config, "exclude")
     names = {uuid, str(index)}
     if include and not names & set(include):
-        return False
-    return not names & set(exclude)
+        return f"not included by config key {key('include')}={list(include)}"
+    if names & set(exclude):
+        return f"excluded by config key {key('exclude')}={list(exclude)}"
+    uuids, indexes = _filterdevices(config)
+    if uuid in uuids or index in indexes:
+        return f"excluded by config key {key('filterdevices')}={{'uuid': {list(uuids)}, 'index': {list(indexes)}}}"
+    return ""
+
+
+def selected(config: Mapping[str, Any], uuid: str, index: int) -> bool:
+    """Whether ``include`` / ``exclude`` / ``filterdevices`` keep this GPU (``config``: the node's)."""
+    return not exclusion(config, uuid, index)
 
 
 def ignored_xids(config: Mapping[str, Any]) -> frozenset[int]:

@@ -85,10 +85,61 @@ def test_an_old_driver_without_the_symbols_still_lists_its_gpus(run_nvml):
     assert "attribute=compute_capability" in log and "attribute=numa" in log
 
 
-def test_a_gpu_that_is_lost_is_listed_unhealthy(run_nvml):
-    out, _ = run_nvml({"devices": [gpu(0), gpu(1, lost=True)]})
-    assert [(d["id"], d["healthy"]) for d in out["devices"]] == [("GPU-0", True), ("GPU-1", False)]
-    assert "GPU is lost" in out["devices"][1]["attributes"]["unhealthy_reason"]
+def test_a_gpu_that_is_lost_is_listed_unadvertised_with_the_nvml_error(run_nvml):
+    out, log = run_nvml({"devices": [gpu(0), gpu(1, lost=True)]})
+    assert [(d["id"], d["healthy"]) for d in out["devices"]] == [("GPU-0", True)]
+    assert out["unadvertised"] == [
+        {"id": "GPU-1", "index": 1, "type": A100, "healthy": False, "reason": "memory unknown (nvmlDeviceGetMemoryInfo: GPU is lost (NVML error 15))"}
+    ]
+    assert [s["id"] for s in out["split"]] == ["GPU-0"]  # never split, scored or registered
+    assert out["annotations"] == {}  # one GPU: no pairs to score
+    assert "event=nvml_discovered node=gpu-node-1 devices=1 unadvertised=1" in log
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        ({"handle_error": 15}, "NVML cannot read GPU 1 (nvmlDeviceGetHandleByIndex: GPU is lost (NVML error 15))"),
+        ({"handle_error": 4}, "NVML cannot read GPU 1 (nvmlDeviceGetHandleByIndex: Insufficient Permissions (NVML error 4))"),
+        ({"uuid_error": 999}, "NVML cannot read GPU 1 (nvmlDeviceGetUUID: Unknown Error (NVML error 999))"),
+    ],
+)
+def test_a_gpu_without_a_handle_or_uuid_is_listed_by_index_with_the_nvml_error(run_nvml, broken, reason):
+    out, _ = run_nvml({"devices": [gpu(0), gpu(1, **broken), gpu(2)]})
+    assert [d["id"] for d in out["devices"]] == ["GPU-0", "GPU-2"]
+    assert out["unadvertised"] == [{"id": "nvml-index-1", "index": 1, "type": "NVIDIA GPU", "healthy": False, "reason": reason}]
+    assert set(out["devices"][0]["attributes"]["pair_scores"]) == {"GPU-2"}
+
+
+def test_a_gpu_without_a_memory_query_takes_preconfigured_device_memory_as_hami(run_nvml):
+    # upstream pkg/device-plugin/nvidiadevice/nvinternal/plugin/register.go: NOT_SUPPORTED (unified memory,
+    # GB10) uses preConfiguredDeviceMemory, else the GPU is skipped; we list it with the reason instead
+    spec = {"devices": [gpu(0, name="NVIDIA GB10", memory_error=3)]}
+    out, _ = run_nvml(spec)
+    assert out["devices"] == []
+    (row,) = out["unadvertised"]
+    assert row["reason"].startswith("memory unknown (nvmlDeviceGetMemoryInfo: Not Supported (NVML error 3)): set preconfigured_device_memory")
+    out, _ = run_nvml(spec, config={"nodes": {"gpu-node-1": {"preconfigured_device_memory": 122880}}})
+    assert [(d["id"], d["memory"], d["healthy"]) for d in out["devices"]] == [("GPU-0", 122880, True)] and out["unadvertised"] == []
+    # another failure is no size even with the setting (a lost GPU is not 120 GiB)
+    out, _ = run_nvml({"devices": [gpu(0, memory_error=15)]}, config={"preconfigured_device_memory": 122880})
+    assert out["devices"] == [] and "GPU is lost" in out["unadvertised"][0]["reason"]
+
+
+def test_a_bad_preconfigured_device_memory_is_an_error_naming_it(run_nvml):
+    out, _ = run_nvml({"devices": [gpu(0)]}, config={"preconfigured_device_memory": "128Gi"})
+    assert "preconfigured_device_memory='128Gi'" in out["error"]
+
+
+def test_a_mig_gpu_without_instances_is_explained(run_nvml):
+    out, _ = run_nvml({"devices": [gpu(0, mig=1, mig_devices=[]), gpu(1)]})
+    assert [d["id"] for d in out["devices"]] == ["GPU-1"]
+    (row,) = out["unadvertised"]
+    assert row["id"] == "GPU-0" and row["healthy"] is True
+    assert row["reason"] == (
+        "MIG mode is on but GPU 0 has no MIG instances: create them (nvidia-smi mig -i 0 -cgi <profiles> -C) "
+        "or turn MIG off (nvidia-smi -i 0 -mig 0)"
+    )
 
 
 def test_no_driver_loaded_means_no_devices_and_one_clear_line(run_nvml):
@@ -139,6 +190,19 @@ def test_filters_and_node_overrides_apply_to_nvml_discovery(run_nvml):
         {"uuid": "GPU-1", "score": {"GPU-0": 220}},
     ]
     assert "event=gpus_filtered node=gpu-node-1 kept=2 skipped=GPU-2,GPU-3" in log
+    assert out["unadvertised"] == [
+        {"id": "GPU-2", "index": 2, "type": A100, "healthy": True, "reason": "not included by config key nodes.gpu-node-1.include=['0', 'GPU-1', 'GPU-3']"},
+        {"id": "GPU-3", "index": 3, "type": A100, "healthy": True, "reason": "excluded by config key exclude=['GPU-3']"},
+    ]
+
+
+def test_hami_filterdevices_drop_gpus_by_uuid_or_index_and_say_so(run_nvml):
+    # upstream pkg/device/nvidia/device.go FilterDeviceToRegister, chart nodeConfiguration "filterdevices"
+    config = {"nodes": {"gpu-node-1": {"filterdevices": {"uuid": ["GPU-1"], "index": [3]}}}}
+    out, _ = run_nvml(FOUR, config=config)
+    assert [d["id"] for d in out["devices"]] == ["GPU-0", "GPU-2"]
+    why = "excluded by config key nodes.gpu-node-1.filterdevices={'uuid': ['GPU-1'], 'index': [3]}"
+    assert [(u["id"], u["reason"]) for u in out["unadvertised"]] == [("GPU-1", why), ("GPU-3", why)]
 
 
 def test_xid_events_mark_gpus_unhealthy_ignore_application_xids_and_recover(run_nvml):
@@ -151,7 +215,7 @@ def test_xid_events_mark_gpus_unhealthy_ignore_application_xids_and_recover(run_
             {"uuid": "GPU-3", "xid": 48},
         ],
     }
-    scenario["devices"][3]["lost"] = True  # GPU-3 stays broken: it must not recover
+    scenario["devices"][3]["lost_after"] = 1  # found at discovery, then broken for good: it must not recover
     config = {"health_recovery_seconds": 0.3, "health_wait_ms": 20}
     out, log = run_nvml(scenario, "3", "3", action="health", config=config)
     assert out["watcher_error"] is None

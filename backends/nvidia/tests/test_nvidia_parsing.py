@@ -19,7 +19,7 @@ from hami.sdk import (
 )
 from hami_nvidia import topology
 from hami_nvidia.selectors import Selectors
-from hami_nvidia.settings import node_config, selected
+from hami_nvidia.settings import exclusion, node_config, selected
 
 KEYS = [
     "nvidia.com/use-gputype",
@@ -122,6 +122,30 @@ def test_node_overrides_and_filters():
         node_config({"nodes": {"a": {"hook_path": "/opt"}}}, "a")
     with pytest.raises(BackendError, match="include=True"):
         selected({"include": True}, "GPU-0", 0)
+
+
+def test_exclusions_name_the_config_key_that_drops_a_gpu():
+    config = {"exclude": ["GPU-9"], "filterdevices": {"index": [4]}, "nodes": {"a": {"exclude": [1]}}}
+    assert exclusion(config, "GPU-9", 0, "b") == "excluded by config key exclude=['GPU-9']"
+    assert exclusion(config, "GPU-9", 0, "a") == ""  # the node's own list replaces the top level's
+    assert exclusion(config, "GPU-2", 1, "a") == "excluded by config key nodes.a.exclude=['1']"
+    assert exclusion(config, "GPU-4", 4, "a") == "excluded by config key filterdevices={'uuid': [], 'index': [4]}"
+    assert exclusion(config, "GPU-5", 5, "a") == "" and selected(node_config(config, "a"), "GPU-5", 5)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("GPU-1", "filterdevices='GPU-1'"),
+        ({"uuids": ["GPU-1"]}, "filterdevices={'uuids'"),
+        ({"uuid": "GPU-1"}, "filterdevices.uuid='GPU-1'"),
+        ({"index": [-1]}, r"filterdevices.index=\[-1\]"),
+        ({"index": ["0"]}, r"filterdevices.index=\['0'\]"),
+    ],
+)
+def test_a_bad_filterdevices_is_an_error_naming_it(value, named):
+    with pytest.raises(BackendError, match=named):
+        exclusion({"filterdevices": value}, "GPU-0", 0)
 
 
 @pytest.mark.parametrize(

@@ -32,10 +32,12 @@ def main() -> None:
     manager.register(backend, distribution="hami-nvidia")
     manager.configure("nvidia", config)
     try:
-        devices = manager.discover("nvidia", NODE)
+        listed = manager.discover("nvidia", NODE, unadvertised=True)
     except HamiError as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return
+    devices = [d for d in listed if d.advertised]
+    unadvertised = [{"id": d.id, "index": d.index, "type": d.type, "healthy": d.healthy, "reason": d.reason} for d in listed if not d.advertised]
     if action == "discover":
         split = [manager.split(d, NODE) for d in devices]
         print(
@@ -65,6 +67,7 @@ def main() -> None:
                         for s in split
                     ],
                     "annotations": manager.node_annotations("nvidia", split, devices),
+                    "unadvertised": unadvertised,
                 }
             )
         )

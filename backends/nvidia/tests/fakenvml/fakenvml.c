@@ -8,9 +8,12 @@
  *    "missing": ["nvmlDeviceGetNumaNodeId"],  these return NVML_ERROR_FUNCTION_NOT_FOUND
  *    "devices": [{"uuid": "GPU-...", "name": "NVIDIA A100-SXM4-80GB", "memory_mib": 81920,
  *                 "numa": 0, "bus_id": "00000000:07:00.0", "cc": [8, 0], "switch": 1,
- *                 "mig": 1, "mig_devices": [{"uuid": "MIG-...", "name": "... MIG 1g.10gb", "memory_mib": 9728}],
+ *                 "mig": 1, "mig_devices": [{"uuid": "MIG-...", "name": "... MIG 1g.10gb", "memory_mib": 9728,
+ *                                             "gi": 9, "ci": 0, "placement": [6, 1]}],  GI/CI ids, GI placement
  *                 "nvlinks": ["00000000:0F:00.0", ...],   remote bus id of each active link
  *                 "lost": false,                            true: memory queries say GPU_IS_LOST
+ *                 "lost_after": 1,                          the first N memory/utilization queries answer, later ones GPU_IS_LOST
+ *                 "handle_error": 15, "uuid_error": 4, "memory_error": 3,   NVML codes those calls return (0 = answer)
  *                 "used_mib": 1024, "util": [37, 12], "power_mw": 215000, "temp_c": 61}],   usage figures
  *    "xid_events": [{"uuid": "GPU-...", "xid": 79}]}     delivered in order by nvmlEventSetWait_v2
  *
@@ -73,7 +76,7 @@ static double num(jv *o, const char *key, double dflt) { jv *x = get(o, key); re
 static const char *str(jv *o, const char *key, const char *dflt) { jv *x = get(o, key); return x && x->t == 3 ? x->s : dflt; }
 
 /* ---------------------------------------------------------------- state */
-typedef struct dev { jv *spec; struct dev *parent; struct dev *migs; int nmig; int index; } dev;
+typedef struct dev { jv *spec; struct dev *parent; struct dev *migs; int nmig; int index; int queries; } dev;
 static jv *CFG;
 static dev *DEVS;
 static int NDEV, EVENT_POS;
@@ -124,20 +127,36 @@ nvmlReturn_t nvmlSystemGetDriverVersion(char *buf, unsigned int size) { MISSING(
 
 /* ---------------------------------------------------------------- devices */
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) { MISSING(); *count = NDEV; return OK; }
-nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, dev **out) { MISSING(); if (i >= (unsigned)NDEV) return INVALID; *out = &DEVS[i]; return OK; }
+/* a GPU that stops answering: "lost" from the start, or after "lost_after" memory/utilization queries */
+static int lost(dev *d) {
+  if (num(d->spec, "lost", 0)) return 1;
+  return get(d->spec, "lost_after") && d->queries++ >= (int)num(d->spec, "lost_after", 0);
+}
+nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, dev **out) {
+  MISSING();
+  if (i >= (unsigned)NDEV) return INVALID;
+  if (num(DEVS[i].spec, "handle_error", 0)) return (nvmlReturn_t)num(DEVS[i].spec, "handle_error", 0);
+  *out = &DEVS[i];
+  return OK;
+}
 nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, dev **out) {
   MISSING();
   for (int i = 0; i < NDEV; i++) if (!strcmp(str(DEVS[i].spec, "uuid", ""), uuid)) { *out = &DEVS[i]; return OK; }
   return NOT_FOUND;
 }
 nvmlReturn_t nvmlDeviceGetIndex(dev *d, unsigned int *i) { MISSING(); *i = d->index; return OK; }
-nvmlReturn_t nvmlDeviceGetUUID(dev *d, char *buf, unsigned int size) { MISSING(); return copy(buf, size, str(d->spec, "uuid", "GPU-unknown")); }
+nvmlReturn_t nvmlDeviceGetUUID(dev *d, char *buf, unsigned int size) {
+  MISSING();
+  if (num(d->spec, "uuid_error", 0)) return (nvmlReturn_t)num(d->spec, "uuid_error", 0);
+  return copy(buf, size, str(d->spec, "uuid", "GPU-unknown"));
+}
 nvmlReturn_t nvmlDeviceGetName(dev *d, char *buf, unsigned int size) { MISSING(); return copy(buf, size, str(d->spec, "name", "NVIDIA Fake GPU")); }
 
 typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
 nvmlReturn_t nvmlDeviceGetMemoryInfo(dev *d, nvmlMemory_t *m) {
   MISSING();
-  if (num(d->spec, "lost", 0)) return GPU_LOST;
+  if (num(d->spec, "memory_error", 0)) return (nvmlReturn_t)num(d->spec, "memory_error", 0);
+  if (lost(d)) return GPU_LOST;
   m->total = (unsigned long long)num(d->spec, "memory_mib", 16384) * 1024 * 1024;
   m->used = (unsigned long long)num(d->spec, "used_mib", 0) * 1024 * 1024;
   m->free = m->total - m->used;
@@ -148,7 +167,7 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(dev *d, nvmlMemory_t *m) {
 typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
 nvmlReturn_t nvmlDeviceGetUtilizationRates(dev *d, nvmlUtilization_t *u) {
   MISSING();
-  if (num(d->spec, "lost", 0)) return GPU_LOST;
+  if (lost(d)) return GPU_LOST;
   jv *util = get(d->spec, "util");
   if (!util || util->t != 4 || util->len != 2) return NOT_SUPPORTED;
   u->gpu = (unsigned int)util->v[0]->n;
@@ -205,6 +224,44 @@ nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(dev *d, unsigned int i, dev **o
   MISSING();
   if (i >= (unsigned)d->nmig) return NOT_FOUND;
   *out = &d->migs[i];
+  return OK;
+}
+/* A MIG instance's GPU-instance and compute-instance ids and its GPU-instance placement come from its
+ * "gi", "ci" and "placement": [start, size] (an instance without "gi" answers NOT_SUPPORTED, as a driver
+ * without MIG management would). nvmlDeviceGetGpuInstanceById hands out the MIG device itself as the
+ * (opaque) GPU-instance handle, so nvmlGpuInstanceGetInfo reads the same spec. */
+typedef struct { unsigned int start, size; } nvmlGpuInstancePlacement_t;
+typedef struct { dev *device; unsigned int id, profileId; nvmlGpuInstancePlacement_t placement; } nvmlGpuInstanceInfo_t;
+nvmlReturn_t nvmlDeviceGetGpuInstanceId(dev *d, unsigned int *id) {
+  MISSING();
+  if (!d->parent) return INVALID;
+  if (!get(d->spec, "gi")) return NOT_SUPPORTED;
+  *id = (unsigned int)num(d->spec, "gi", 0);
+  return OK;
+}
+nvmlReturn_t nvmlDeviceGetComputeInstanceId(dev *d, unsigned int *id) {
+  MISSING();
+  if (!d->parent) return INVALID;
+  if (!get(d->spec, "ci")) return NOT_SUPPORTED;
+  *id = (unsigned int)num(d->spec, "ci", 0);
+  return OK;
+}
+nvmlReturn_t nvmlDeviceGetGpuInstanceById(dev *d, unsigned int id, dev **out) {
+  MISSING();
+  if (d->parent) return INVALID;
+  for (int m = 0; m < d->nmig; m++)
+    if (get(d->migs[m].spec, "gi") && (unsigned int)num(d->migs[m].spec, "gi", 0) == id) { *out = &d->migs[m]; return OK; }
+  return NOT_FOUND;
+}
+nvmlReturn_t nvmlGpuInstanceGetInfo(dev *gi, nvmlGpuInstanceInfo_t *info) {
+  MISSING();
+  jv *placement = get(gi->spec, "placement");
+  if (!placement || placement->t != 4 || placement->len != 2) return NOT_SUPPORTED;
+  memset(info, 0, sizeof *info);
+  info->device = gi->parent;
+  info->id = (unsigned int)num(gi->spec, "gi", 0);
+  info->placement.start = (unsigned int)placement->v[0]->n;
+  info->placement.size = (unsigned int)placement->v[1]->n;
   return OK;
 }
 
