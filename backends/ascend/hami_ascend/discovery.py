@@ -53,27 +53,68 @@ def _inventory_facts(device: PhysicalDevice, table: Mapping[str, Chip]) -> Physi
     )
 
 
+def nearest_kind(table: Mapping[str, Chip], name: str) -> str:
+    """The known chip whose npu-smi names share the longest prefix with ``name`` (table order breaks
+    ties): the vendor key an unknown chip is listed under, since every device must belong to one of
+    the backend's kinds. Its ``type`` and reason carry npu-smi's own name."""
+
+    def prefix(a: str, b: str) -> int:
+        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+    def shared(chip: Chip) -> int:
+        return max(prefix(name, n) for n in chip.npu_smi_names)
+
+    return max(table.values(), key=shared).vendor
+
+
+def unknown_chip_reason(name: str, table: Mapping[str, Chip]) -> str:
+    names = sorted({n for chip in table.values() for n in chip.npu_smi_names})
+    return (
+        f"unknown chip {name!r}: no entry of the Ascend chip table lists it; add {name!r} to the npuSmiNames of its chip "
+        f"in a templates_file (ascend config; shape of hami_ascend/templates.yaml) if it is one of the known kinds "
+        f"(known names: {', '.join(names)})"
+    )
+
+
 def from_npu_smi(text_source: NpuSmi, config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
-    """Chips of known kinds from ``npu-smi info``; unknown chips and unreadable lines are warnings."""
+    """Every chip ``npu-smi info`` names: known chips advertised; unknown chips and chips whose row
+    could not be read returned unadvertised with the reason (``hami devices`` lists them, the agent
+    logs each once). Unreadable lines that name no chip (an elided ``...``) are warnings."""
     table = chip_table(config)
     info = text_source.info()
+    explained = {f"line {u.problem_line}:" for u in info.unread}
     for problem in info.problems:
-        log.warning("event=ascend_npu_smi_unreadable node=%s %s", node_name, problem)
+        if not any(problem.startswith(e) for e in explained):  # the others are listed as unadvertised chips
+            log.warning("event=ascend_npu_smi_unreadable node=%s %s", node_name, problem)
     devices = []
     for row in info.chips:
         chip = classify(table, row.name, row.memory_total)
+        phy = row.phy_id if row.phy_id is not None else row.npu_id
+        attributes = {
+            "card": row.npu_id,
+            "chip": row.chip_id,
+            "phy_id": phy,
+            "name": row.name,
+            "health": row.health,
+            "bus_id": row.bus_id,
+            "hbm": row.memory_total,
+        }
         if chip is None:
-            log.warning(
-                "event=ascend_unknown_chip node=%s name=%r line=%d npu=%d chip=%d known=%s",
-                node_name,
-                row.name,
-                row.line,
-                row.npu_id,
-                row.chip_id,
-                ",".join(sorted(table)),
+            vendor = nearest_kind(table, row.name)
+            devices.append(
+                PhysicalDevice(
+                    id=f"{vendor}-{node_name}-{phy}",
+                    vendor=vendor,
+                    type=row.name,
+                    memory=row.memory_total,
+                    index=phy,
+                    healthy=row.health in HEALTHY,
+                    attributes=attributes,
+                    advertised=False,
+                    reason=unknown_chip_reason(row.name, table),
+                )
             )
             continue
-        phy = row.phy_id if row.phy_id is not None else row.npu_id
         devices.append(
             PhysicalDevice(
                 id=f"{chip.vendor}-{node_name}-{phy}",
@@ -82,18 +123,27 @@ def from_npu_smi(text_source: NpuSmi, config: Mapping[str, Any], node_name: str)
                 memory=min(chip.memory, row.memory_total) if row.memory_total else chip.memory,
                 index=phy,
                 healthy=row.health in HEALTHY,
-                attributes={
-                    "card": row.npu_id,
-                    "chip": row.chip_id,
-                    "phy_id": phy,
-                    "name": row.name,
-                    "health": row.health,
-                    "bus_id": row.bus_id,
-                    "hbm": row.memory_total,
-                    "ring": ring_of(chip, phy, row.npu_id),
-                },
+                attributes={**attributes, "ring": ring_of(chip, phy, row.npu_id)},
             )
         )
+    for unread in info.unread:
+        chip = classify(table, unread.name, 0)
+        vendor = chip.vendor if chip is not None else nearest_kind(table, unread.name)
+        devices.append(
+            PhysicalDevice(
+                id=f"{vendor}-{node_name}-npu{unread.npu_id}-line{unread.line}",
+                vendor=vendor,
+                type=unread.name,
+                memory=0,
+                index=unread.npu_id,
+                healthy=unread.health in HEALTHY,
+                attributes={"card": unread.npu_id, "name": unread.name, "health": unread.health},
+                advertised=False,
+                reason=unread.why if chip is not None else f"{unread.why}; {unknown_chip_reason(unread.name, table)}",
+            )
+        )
+    unadvertised = sum(not d.advertised for d in devices)
+    log.info("event=ascend_discovered node=%s chips=%d unadvertised=%d", node_name, len(devices), unadvertised)
     return devices
 
 

@@ -45,10 +45,38 @@ class ChipRow:
 
 
 @attrs.frozen
+class UnreadChip:
+    """A chip whose name row npu-smi printed but whose chip row could not be read (memory ``NA``, a
+    missing row): discovery reports it unadvertised with ``why`` instead of dropping it."""
+
+    npu_id: int
+    name: str
+    health: str
+    line: int
+    """The name row's line."""
+    why: str
+    problem_line: int = 0
+    """The line reported in ``InfoTable.problems`` for it."""
+
+
+@attrs.frozen
+class MapRow:
+    """One row of ``npu-smi info -m``: card, chip on the card, logic id (None for the card's ``Mcu``,
+    printed ``-``) and the chip name as -m prints it (``Ascend 310P3``, where ``info`` says ``310P3``)."""
+
+    npu_id: int
+    chip_id: int
+    logic_id: int | None
+    name: str
+
+
+@attrs.frozen
 class InfoTable:
     chips: tuple[ChipRow, ...]
     problems: tuple[str, ...] = ()
     """``line N: text`` of every line that could not be read."""
+    unread: tuple[UnreadChip, ...] = ()
+    """Chips named by a name row whose chip row was unreadable or missing."""
 
 
 def _cells(line: str) -> list[str]:
@@ -59,6 +87,7 @@ def parse_info(text: str) -> InfoTable:
     """The chips of ``npu-smi info`` (910A/910B, A3 with Phy-ID, 310/310P with Device columns)."""
     chips: list[ChipRow] = []
     problems: list[str] = []
+    unread: list[UnreadChip] = []
     pending: tuple[int, str, str, int] | None = None  # npu id, name, health, line of the name row
 
     def bad(number: int, line: str, why: str) -> None:
@@ -91,16 +120,35 @@ def parse_info(text: str) -> InfoTable:
         pending = None
         if not first or not all(f.isdigit() for f in first) or len(first) > 2 or not _BUS_ID.match(cells[1]):
             bad(number, line, f"expected the chip row of NPU {npu_id} '{name}'")
+            unread.append(UnreadChip(npu_id, name, health, name_line, f"npu-smi line {number} is not its chip row: {stripped[:80]!r}", number))
+            if len(first) >= 2 and first[0].isdigit() and not first[1].isdigit():
+                pending = (int(first[0]), " ".join(first[1:]), cells[1], number)  # the next chip's name row
             continue
         pairs = _PAIR.findall(cells[2])
         if not pairs:
             bad(number, line, "no memory 'used / total' figures")
+            unread.append(
+                UnreadChip(npu_id, name, health, name_line, f"memory unknown: npu-smi line {number} has no 'used / total' figures ({cells[2][:60]!r})", number)
+            )
             continue
         total = int(pairs[-1][1]) or int(pairs[0][1])
         chips.append(ChipRow(npu_id, int(first[0]), int(first[1]) if len(first) == 2 else None, name, health, cells[1], total, name_line))
     if pending is not None:
         bad(pending[3], f"NPU {pending[0]} {pending[1]}", "name row without a chip row")
-    return InfoTable(tuple(chips), tuple(problems))
+        unread.append(UnreadChip(pending[0], pending[1], pending[2], pending[3], f"npu-smi line {pending[3]} names it but no chip row follows", pending[3]))
+    return InfoTable(tuple(chips), tuple(problems), tuple(unread))
+
+
+def parse_chip_map(text: str) -> list[MapRow]:
+    """``npu-smi info -m``: whitespace columns ``NPU ID  Chip ID  Chip Logic ID  Chip Name``; the
+    header and lines that are not ``<int> <int> <int|-> <name…>`` are skipped (the name may hold spaces)."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or not (parts[0].isdigit() and parts[1].isdigit()) or not (parts[2].isdigit() or parts[2] == "-"):
+            continue
+        rows.append(MapRow(int(parts[0]), int(parts[1]), int(parts[2]) if parts[2].isdigit() else None, " ".join(parts[3:])))
+    return rows
 
 
 def parse_fields(text: str) -> dict[str, str]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hami_ascend.npusmi import parse_fields, parse_info, succeeded
+from hami_ascend.npusmi import MapRow, parse_chip_map, parse_fields, parse_info, succeeded
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 # file -> (chips, (npu, chip, phy, name, health, bus, MiB) of the first chip, problem lines)
 SAMPLES = {
@@ -14,7 +18,64 @@ SAMPLES = {
     "info_910b1_elided.txt": (3, (0, 0, None, "910B1", "OK", "0000:C1:00.0", 65536), ("line 13: '...'",)),
     "info_910c_a3_16die.txt": (16, (0, 0, 0, "Ascend910", "OK", "0000:9D:00.0", 65536), ()),
     "info_310p3_duo.txt": (2, (2, 0, 0, "310P3", "OK", "0000:01:00.0", 44280), ()),
+    "info_910b2c_busy_process.txt": (2, (0, 0, None, "910B2C", "OK", "0000:5A:00.0", 65536), ()),
+    "info_910c_a3_4die_busy.txt": (4, (0, 0, 0, "Ascend910", "OK", "0000:9C:00.0", 65536), ()),
+    "info_310b4_alarm_na.txt": (1, (0, 0, 0, "310B4", "Alarm", "NA", 15609), ()),
+    "info_310p3_npu0_npu64.txt": (2, (0, 0, 0, "310P3", "OK", "0000:01:00.0", 21527), ()),
+    "info_310p3_npu32896.txt": (1, (32896, 0, 0, "310P3", "OK", "0000:00:00.0", 44213), ()),
 }
+
+
+def test_every_info_recording_has_an_expectation():
+    assert set(SAMPLES) == {p.name for p in FIXTURES.glob("info_*.txt")} - {"info_m_310p3_npu32896.txt"}
+
+
+def test_busy_tables_stop_at_the_process_table(fixture_text):
+    """The process rows ('0  0 | 124528 | python3.8 | 17400', 'No running processes found in NPU 0')
+    look like chip rows; none becomes a chip, and the busy chip's HBM figures are its own."""
+    busy = parse_info(fixture_text("info_910b2c_busy_process.txt"))
+    assert [(c.npu_id, c.bus_id, c.memory_total) for c in busy.chips] == [(0, "0000:5A:00.0", 65536), (1, "0000:19:00.0", 65536)]
+    a3 = parse_info(fixture_text("info_910c_a3_4die_busy.txt"))
+    assert [(c.npu_id, c.chip_id, c.phy_id, c.bus_id) for c in a3.chips] == [
+        (0, 0, 0, "0000:9C:00.0"),
+        (0, 1, 1, "0000:9E:00.0"),
+        (1, 0, 2, "0000:37:00.0"),
+        (1, 1, 3, "0000:39:00.0"),
+    ]
+    assert a3.problems == () and a3.unread == ()
+
+
+def test_310p_cards_with_large_npu_ids_and_misaligned_borders(fixture_text):
+    """npu-smi numbers 310P cards 0, 64 (and 32896 on a 25.5.2 host): the card id is not an index;
+    the Device column is the physical id. One recording's borders are misaligned ('0000:01:00.0|')."""
+    pair = parse_info(fixture_text("info_310p3_npu0_npu64.txt"))
+    assert [(c.npu_id, c.chip_id, c.phy_id, c.health, c.memory_total) for c in pair.chips] == [(0, 0, 0, "OK", 21527), (64, 0, 1, "OK", 21527)]
+    (big,) = parse_info(fixture_text("info_310p3_npu32896.txt")).chips
+    assert (big.npu_id, big.chip_id, big.phy_id, big.memory_total) == (32896, 0, 0, 44213)
+
+
+def test_chip_map_recording(fixture_text):
+    """``npu-smi info -m``: the compute chip with its logic id, the card's Mcu with none ('-'); the
+    name as -m prints it ('Ascend 310P3') differs from the info table's ('310P3')."""
+    assert parse_chip_map(fixture_text("info_m_310p3_npu32896.txt")) == [
+        MapRow(32896, 0, 0, "Ascend 310P3"),
+        MapRow(32896, 1, None, "Mcu"),
+    ]
+    assert parse_chip_map(fixture_text("info_910a_8card.txt")) == []  # the info table is not a map
+
+
+def test_unreadable_chip_rows_are_kept_as_unread_chips():
+    text = (
+        "| 0     910B3               | OK            | 88.4        46                0    / 0             |\n"
+        "| 0                         | 0000:C1:00.0  | NA          NA                NA                    |\n"
+        "| 1     910B3               | OK            | 88.4        46                0    / 0             |\n"
+        "| 2     910B3               | OK            | 88.4        46                0    / 0             |\n"
+        "| 0                         | 0000:C2:00.0  | 0           0    / 0          4175 / 65536         |\n"
+    )
+    table = parse_info(text)
+    assert [(c.npu_id, c.memory_total) for c in table.chips] == [(2, 65536)]
+    assert [(u.npu_id, u.name, u.line, u.problem_line) for u in table.unread] == [(0, "910B3", 1, 2), (1, "910B3", 3, 4)]
+    assert table.unread[0].why.startswith("memory unknown") and "not its chip row" in table.unread[1].why
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
