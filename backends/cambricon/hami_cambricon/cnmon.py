@@ -3,7 +3,8 @@
 Two layouts are in the wild: newer drivers print ``Bus-Id`` in the second column, older ones
 ``Inited  Driver``. The parser reads the first line of each card (index, VF, model, firmware, bus id)
 and the second (memory usage), stops at the ``Processes:`` table, and logs any line it cannot read
-with its content instead of failing. :func:`run` is the only place that starts a process.
+with its content instead of failing. A card whose memory cell holds no figures (``N/A``, redacted)
+or whose second line is missing is still returned, memory unknown: discovery lists it unadvertised. :func:`run` is the only place that starts a process.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Card:
     memory_total: int | None = None
     version: str | None = None
     """The ``CNMON vX`` banner, for logs."""
+    memory_text: str = ""
+    """The Memory-Usage cell as printed when it held no ``used MiB/ total MiB`` figures (``N/A``, a
+    redacted ``xxxxx MiB``), or ``""``: the reason a card without a memory total gives."""
 
 
 def _cells(line: str) -> list[str]:
@@ -62,14 +66,20 @@ def parse_table(text: str) -> list[Card]:
         cells = _cells(line)
         first = _CARD.match(cells[0]) if cells else None
         if first and len(cells) >= 2:
+            if pending is not None:  # its memory line never came: keep the card, memory unknown
+                log.warning("event=cnmon_card_without_memory card=%d line_number=%d", pending.index, number)
+                cards.append(pending)
             bus = cells[1] if _BUS.match(cells[1]) else None
             pending = Card(
                 int(first.group(1)), first.group(2), first.group(3), first.group(4) or "", bus.lower() if bus else None, version=version
             )
             continue
-        memory = _MEMORY.match(cells[1]) if pending is not None and len(cells) >= 2 else None
-        if memory and pending is not None:
-            cards.append(attrs.evolve(pending, memory_used=int(memory.group(1)), memory_total=int(memory.group(2))))
+        if pending is not None and len(cells) >= 2:
+            memory = _MEMORY.match(cells[1])
+            if memory:
+                cards.append(attrs.evolve(pending, memory_used=int(memory.group(1)), memory_total=int(memory.group(2))))
+            else:  # the card's second line with N/A or redacted figures: the card stays, memory unknown
+                cards.append(attrs.evolve(pending, memory_text=cells[1] or "(empty)"))
             pending = None
             continue
         log.warning("event=cnmon_unparsed_line line_number=%d line=%r", number, line)

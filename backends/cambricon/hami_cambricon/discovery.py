@@ -32,6 +32,11 @@ def _table(config: Mapping[str, Any]) -> list[cnmon.Card] | None:
     return cnmon.parse_table(text)
 
 
+def _no_memory_reason(card: cnmon.Card) -> str:
+    shown = f"its Memory-Usage cell reads {card.memory_text!r}" if card.memory_text else "its memory line is missing"
+    return f"memory unknown: cnmon printed no memory total for card {card.index} ({shown}); the card is listed, not advertised"
+
+
 def cnmon_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDevice]:
     cards = _table(config)
     devices = []
@@ -44,11 +49,12 @@ def cnmon_devices(config: Mapping[str, Any], node_name: str) -> list[PhysicalDev
                 memory=card.memory_total or 0,
                 index=card.index,
                 advertised=bool(card.memory_total),
-                reason="" if card.memory_total else "memory unknown: cnmon printed no memory total for this card (N/A or missing)",
+                reason="" if card.memory_total else _no_memory_reason(card),
                 attributes={"pci_bus_id": card.pci_bus_id or "", "firmware": card.firmware, "cnmon": card.version or ""},
             )
         )
-    log.info("event=mlu_discovered node=%s devices=%d", node_name, len(devices))
+    unsized = sum(not d.advertised for d in devices)
+    log.info("event=mlu_discovered node=%s devices=%d unadvertised=%d", node_name, len(devices), unsized)
     return devices
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +107,54 @@ def test_card_without_memory_total_is_listed_unadvertised(read_recording, hami_m
     assert 1 not in [d.index for d in advertised] and len(seen) == len(advertised) + 1
     (unsized,) = [d for d in seen if not d.advertised]
     assert (unsized.index, unsized.memory) == (1, 0) and "memory unknown" in unsized.reason
+
+
+# recording -> (index, model, bus id, memory total) of every card it shows (None: cnmon printed no figure)
+RECORDED = {
+    "cnmon_mlu370-x4_v4.20.11.txt": [(i, "MLU370-X4", None, 23308) for i in range(3)],
+    "cnmon_mlu370-x8_v5.10.13.txt": [(0, "MLU370-X8", "0000:39:00.0", 23374), (1, "MLU370-X8", "0000:3d:00.0", 23374)],
+    "cnmon_mlu370-x8_v5.10.22.txt": [(0, "MLU370-X8", "0000:13:00.0", 20638), (1, "MLU370-X8", "0000:16:00.0", 20638)],
+    "cnmon_mluxxx_v5.10.31_redacted.txt": [
+        (i, "MLUXXX-XX", bus, None)
+        for i, bus in enumerate(["0000:4f:00.0", "0000:53:00.0", "0000:6f:00.0", "0000:73:00.0", "0000:af:00.0", "0000:b3:00.0", "0000:cf:00.0", "0000:d3:00.0"])
+    ],
+}
+
+
+def test_every_recording_has_an_expectation():
+    from pathlib import Path
+
+    assert set(RECORDED) == {p.name for p in (Path(__file__).parent / "fixtures").glob("*.txt")}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_every_recorded_card_is_read_exactly(name, read_recording, caplog):
+    """Each card of each recording, nothing from the Processes table, and no line left unexplained."""
+    with caplog.at_level(logging.WARNING):
+        cards = cnmon.parse_table(read_recording(name))
+    assert [(c.index, c.model, c.pci_bus_id, c.memory_total) for c in cards] == RECORDED[name]
+    assert "cnmon_unparsed_line" not in caplog.text
+
+
+def test_redacted_memory_keeps_every_card_listed_unadvertised(fake_tools, hami_manager, register_backend):
+    """PaddleNLP's 8-card sample with the totals redacted to 'xxxxx MiB': before, each card's memory
+    line was a warning and the next card's row replaced it, so 7 of 8 cards vanished silently."""
+    fake_tools.install("cnmon", {"": "cnmon_mluxxx_v5.10.31_redacted.txt"})
+    register_backend(CambriconBackend())
+    assert hami_manager.discover("cambricon", "n") == []
+    seen = hami_manager.discover("cambricon", "n", unadvertised=True)
+    assert [(d.index, d.type, d.memory, d.advertised) for d in seen] == [(i, "MLUXXX-XX", 0, False) for i in range(8)]
+    assert seen[3].reason == (
+        "memory unknown: cnmon printed no memory total for card 3 (its Memory-Usage cell reads '0 MiB/ xxxxx MiB'); the card is listed, not advertised"
+    )
+
+
+def test_a_card_whose_memory_line_is_missing_is_kept(read_recording, caplog):
+    """Derived from the v5.10.22 recording with card 0's second line removed (not published)."""
+    lines = read_recording("cnmon_mlu370-x8_v5.10.22.txt").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| 0 ")) + 1
+    del lines[at]
+    with caplog.at_level(logging.WARNING):
+        cards = cnmon.parse_table("\n".join(lines))
+    assert [(c.index, c.memory_total, c.memory_text) for c in cards] == [(0, None, ""), (1, 20638, "")]
+    assert "event=cnmon_card_without_memory card=0" in caplog.text
