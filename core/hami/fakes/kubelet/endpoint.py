@@ -1,19 +1,26 @@
 """Kubelet's client side of one registered plugin: dial back, fetch options, keep ListAndWatch open.
 
-One :class:`PluginEndpoint` per registered resource, like kubelet's ``endpointImpl``. The stream runs in a
-daemon thread; every message replaces the whole device list and is reported through ``on_update``.
+One :class:`PluginEndpoint` per registered resource, like kubelet's ``endpointImpl``. The stream runs on
+the fake kubelets' shared asyncio loop (:mod:`.aioloop`: an idle stream costs no thread and no
+wake-ups); every message replaces the whole device list and is reported through ``on_update``, which
+runs in the loop's executor (it may call the API server). Unary calls use a synchronous channel,
+which keeps no thread while no call is in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 
 import grpc
 
 from hami.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
+
+from . import aioloop
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +47,8 @@ class PluginEndpoint:
         self._on_stream_end = on_stream_end
         self._channel: grpc.Channel | None = None
         self._stub: api_pb2_grpc.DevicePluginStub | None = None
-        self._call: grpc.Future | None = None
-        self._thread: threading.Thread | None = None
+        self._call: grpc.aio.UnaryStreamCall | None = None
+        self._watching: futures.Future[None] | None = None
         self._closing = False
         self._lock = threading.Lock()
 
@@ -65,39 +72,48 @@ class PluginEndpoint:
             raise
 
     def start_watch(self) -> None:
-        """Open the ListAndWatch stream in a background thread."""
-        self._thread = threading.Thread(target=self._watch, name=f"kubelet-listandwatch-{self.resource}", daemon=True)
-        self._thread.start()
+        """Open the ListAndWatch stream on the shared loop."""
+        self._watching = aioloop.spawn(self._watch())
 
-    def _watch(self) -> None:
+    async def _watch(self) -> None:
+        channel = grpc.aio.insecure_channel(f"unix://{self.socket_path}")
         try:
             with self._lock:
                 if self._closing:
                     return
-                self._call = self.stub.ListAndWatch(api_pb2.Empty())
-            for response in self._call:  # type: ignore[union-attr]
+                self._call = api_pb2_grpc.DevicePluginStub(channel).ListAndWatch(api_pb2.Empty())
+            async for response in self._call:
                 self.devices = {d.ID: d for d in response.devices}
                 log.debug("%s: ListAndWatch sent %d devices", self.resource, len(self.devices))
-                self._on_update(self)
+                await asyncio.to_thread(self._on_update, self)
         except grpc.RpcError as err:
             if not self._closing:
                 log.info("%s: ListAndWatch stream ended: %s", self.resource, err.code())
+        except asyncio.CancelledError:
+            pass
         except Exception:  # a bug in a callback must not be silent
             log.exception("%s: ListAndWatch handler failed", self.resource)
         else:
             log.info("%s: plugin closed its ListAndWatch stream", self.resource)
+        finally:
+            await channel.close()
         self.stopped = True
         if not self._closing:
-            self._on_stream_end(self)
+            await asyncio.to_thread(self._on_stream_end, self)
 
     def close(self) -> None:
         """Cancel the stream and close the channel without reporting the stream's end."""
         with self._lock:
+            ended = self.stopped  # the stream is over: its end callback may be who is closing us, do not wait on it
             self._closing = True
             self.stopped = True
-            if self._call is not None:
-                self._call.cancel()
+            call = self._call
+        if call is not None:
+            aioloop.loop().call_soon_threadsafe(call.cancel)
         if self._channel is not None:
             self._channel.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        if self._watching is not None and not ended and not aioloop.on_loop():
+            try:
+                self._watching.result(timeout=5)
+            except (futures.TimeoutError, futures.CancelledError):
+                log.warning("%s: ListAndWatch stream did not end within 5 s of close", self.resource)

@@ -8,12 +8,12 @@ first, init-container devices reusable by later containers, reason ``UnexpectedA
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from hami.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from hami.node.podresources import pod_resources_socket as pod_resources_socket_for
 from hami.node.podresources.v1 import api_pb2_grpc as podresources_grpc
 
+from . import aioloop
 from .admission import (
     CREATE_CONTAINER_CONFIG_ERROR,
     AdmissionError,
@@ -43,22 +44,34 @@ from .podresources import PodResourcesServicer
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+async def _aio_server(address: str, add: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> grpc.aio.Server:
+    """A started grpc.aio server for one servicer (created on the loop, which grpc.aio requires)."""
+    server = grpc.aio.server()
+    add(servicer, server)
+    server.add_insecure_port(address)
+    await server.start()
+    return server
+
+
 STREAM_GRACE_PERIOD = 300.0
 """Seconds a resource outlives its plugin's ended stream: kubelet's ``endpointStopGracePeriod``."""
 
 
 class _Registration(api_pb2_grpc.RegistrationServicer):
-    """The ``v1beta1.Registration`` service; errors are plain (code Unknown), as kubelet returns them."""
+    """The ``v1beta1.Registration`` service; errors are plain (code Unknown), as kubelet returns them.
+
+    Served on the shared loop (:mod:`.aioloop`); the registration itself dials the plugin back and
+    blocks, so it runs in the loop's executor."""
 
     def __init__(self, kubelet: FakeKubelet) -> None:
         self.kubelet = kubelet
 
-    def Register(self, request: api_pb2.RegisterRequest, context: grpc.ServicerContext) -> api_pb2.Empty:
+    async def Register(self, request: api_pb2.RegisterRequest, context: grpc.aio.ServicerContext) -> api_pb2.Empty:
         try:
-            self.kubelet._register(request)
+            await asyncio.to_thread(self.kubelet._register, request)
         except _RegisterError as err:
             log.info("rejected registration of %r: %s", request.resource_name, err)
-            context.abort(grpc.StatusCode.UNKNOWN, str(err))
+            await context.abort(grpc.StatusCode.UNKNOWN, str(err))
         return api_pb2.Empty()
 
 
@@ -99,7 +112,7 @@ class FakeKubelet:
         self.stream_grace_period = stream_grace_period
         self.register_node = register_node
         self._node = NodeStatusMirror(core_v1, node_name) if core_v1 is not None else None
-        self._server: grpc.Server | None = None
+        self._server: grpc.aio.Server | None = None
         self._cond = threading.Condition(threading.RLock())
         self._registrations: list[api_pb2.RegisterRequest] = []
         self._endpoints: dict[str, PluginEndpoint] = {}
@@ -108,7 +121,7 @@ class FakeKubelet:
         # pod key -> {container name -> ContainerAllocation}; the in-memory stand-in for the checkpoint.
         self._pods: dict[str, dict[str, ContainerAllocation]] = {}
         self._pod_names: dict[str, tuple[str, str]] = {}  # pod key -> (namespace, name), for PodResources
-        self._pod_resources: grpc.Server | None = None
+        self._pod_resources: grpc.aio.Server | None = None
         self._timers: list[threading.Timer] = []
         self._admit_lock = threading.Lock()  # one admission at a time, like the device manager's mutex
 
@@ -173,11 +186,7 @@ class FakeKubelet:
     def _serve(self) -> None:
         if self.socket_path.exists():
             self.socket_path.unlink()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="fake-kubelet"))
-        api_pb2_grpc.add_RegistrationServicer_to_server(_Registration(self), server)
-        server.add_insecure_port(f"unix://{self.socket_path}")
-        server.start()
-        self._server = server
+        self._server = aioloop.run(_aio_server(f"unix://{self.socket_path}", api_pb2_grpc.add_RegistrationServicer_to_server, _Registration(self)))
         log.info("fake kubelet serving Registration on %s", self.socket_path)
         self._serve_pod_resources()
 
@@ -186,19 +195,16 @@ class FakeKubelet:
         socket.parent.mkdir(parents=True, exist_ok=True)
         if socket.exists():
             socket.unlink()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="fake-kubelet-podresources"))
-        podresources_grpc.add_PodResourcesListerServicer_to_server(PodResourcesServicer(self.pod_resources, self._allocatable), server)
-        server.add_insecure_port(f"unix://{socket}")
-        server.start()
-        self._pod_resources = server
+        servicer = PodResourcesServicer(self.pod_resources, self._allocatable)
+        self._pod_resources = aioloop.run(_aio_server(f"unix://{socket}", podresources_grpc.add_PodResourcesListerServicer_to_server, servicer))
         log.info("fake kubelet serving PodResourcesLister on %s", socket)
 
     def _stop_server(self) -> None:
         if self._server is not None:
-            self._server.stop(grace=0).wait(5)
+            aioloop.run(self._server.stop(grace=0))
             self._server = None
         if self._pod_resources is not None:
-            self._pod_resources.stop(grace=0).wait(5)
+            aioloop.run(self._pod_resources.stop(grace=0))
             self._pod_resources = None
             self.pod_resources_socket.unlink(missing_ok=True)
         try:

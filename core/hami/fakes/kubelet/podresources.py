@@ -4,6 +4,8 @@ As kubelet's ``v1.PodResourcesServer``: one ``PodResources`` per admitted pod, o
 ``ContainerResources`` per container (init containers included), one ``ContainerDevices`` per
 device plugin resource the container was given; a pod it released (terminated, deleted) is gone.
 ``GetAllocatableResources`` and ``Get`` answer too (healthy devices; one pod or NOT_FOUND).
+Served by grpc.aio on the fake kubelets' shared loop; the snapshots only take a lock, so the
+handlers run on the loop.
 """
 
 from __future__ import annotations
@@ -41,17 +43,19 @@ class PodResourcesServicer(api_pb2_grpc.PodResourcesListerServicer):
         self._pods = pods
         self._allocatable = allocatable
 
-    def List(self, request: api_pb2.ListPodResourcesRequest, context: Any) -> api_pb2.ListPodResourcesResponse:
+    async def List(self, request: api_pb2.ListPodResourcesRequest, context: Any) -> api_pb2.ListPodResourcesResponse:
         return api_pb2.ListPodResourcesResponse(pod_resources=[_pod(k, c) for k, c in sorted(self._pods().items())])
 
-    def Get(self, request: api_pb2.GetPodResourcesRequest, context: grpc.ServicerContext) -> api_pb2.GetPodResourcesResponse:
+    async def Get(
+        self, request: api_pb2.GetPodResourcesRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.GetPodResourcesResponse:
         key = (request.pod_namespace, request.pod_name)
         containers = self._pods().get(key)
         if containers is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"pod {request.pod_name} not found in {request.pod_namespace}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"pod {request.pod_name} not found in {request.pod_namespace}")
         return api_pb2.GetPodResourcesResponse(pod_resources=_pod(key, containers or {}))
 
-    def GetAllocatableResources(self, request: api_pb2.AllocatableResourcesRequest, context: Any) -> api_pb2.AllocatableResourcesResponse:
+    async def GetAllocatableResources(self, request: api_pb2.AllocatableResourcesRequest, context: Any) -> api_pb2.AllocatableResourcesResponse:
         return api_pb2.AllocatableResourcesResponse(
             devices=[api_pb2.ContainerDevices(resource_name=r, device_ids=ids) for r, ids in sorted(self._allocatable().items())]
         )
