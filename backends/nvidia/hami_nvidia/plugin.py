@@ -268,15 +268,20 @@ class NvidiaBackend(StandardBackend):
         pod: Mapping[str, Any],
         config: Mapping[str, Any],
     ) -> list[str] | None:
-        """The best-connected set by the node's pair scores (within one NUMA node when bound); None
-        (the core's choice) when the node published no scores or they do not tell GPUs apart."""
+        """The best-connected set by the node's pair scores (within one NUMA node when bound); for one
+        GPU (asked only under the ``topology-aware`` policy) the worst-connected candidate, as HAMi's
+        ``computeWorstSingleCard`` does; None (the core's choice) when the node published no scores or
+        they do not tell GPUs apart."""
         text = node_annotations.get(topology.SCORE_ANNOTATION)
-        if request.count < 2 or not text or not config.get("topology_aware", True):
+        if request.count < 1 or not text or not config.get("topology_aware", True):
             return None
         scores = topology.decode_scores(text)
         ids = [c.device.id for c in candidates]
         if not topology.scores_differ(scores, ids):
             return None
+        if request.count == 1:
+            worst = topology.worst_single(ids, scores)
+            return [worst] if worst is not None else None
         if not request.single_numa:
             return topology.best_set(ids, request.count, scores)
         groups: dict[int, list[str]] = {}

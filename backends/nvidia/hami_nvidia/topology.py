@@ -97,6 +97,15 @@ def _greedy(ids: Sequence[str], count: int, scores: Scores) -> list[str]:
     return best[1]
 
 
+def worst_single(ids: Sequence[str], scores: Scores) -> str | None:
+    """HAMi's ``computeWorstSingleCard`` (pkg/device/nvidia/device.go, v2.10.0): for one GPU, the
+    candidate with the lowest total pair score to the other candidates, which keeps the
+    well-connected groups free for multi-GPU pods. Ties keep the caller's ranking. None when empty."""
+    if not ids:
+        return None
+    return min(ids, key=lambda a: sum(_pair(scores, a, b) for b in ids if b != a))
+
+
 def scores_differ(scores: Scores, ids: Iterable[str]) -> bool:
     """Whether the pair scores say anything about these ids (all known and not all equal)."""
     ids = list(ids)

@@ -187,3 +187,25 @@ def test_pods_without_gpus_are_not_parsed(nvidia):
     manager = nvidia()
     wanted = pod({"cpu": "1"}, **{"nvidia.com/vgpu-mode": "turbo"})
     assert manager.container_requests(wanted["spec"]["containers"][0], wanted) == []
+
+
+def test_topology_aware_gives_one_gpu_the_worst_connected_card(cluster):
+    """Upstream pkg/device/nvidia/device.go (v2.10.0) ``Fit``: with ``needTopology`` and ``originReq == 1``
+    ``computeWorstSingleCard`` takes the fitting card with the lowest total pair score to the others,
+    keeping the NVLinked pairs free for multi-GPU pods; spread alone takes the lowest index."""
+    gpus = [
+        scored(0, {1: 220, 2: 50, 3: 10}),
+        scored(1, {0: 220, 2: 10, 3: 10}),
+        scored(2, {0: 50, 1: 10, 3: 20}),
+        scored(3, {0: 10, 1: 10, 2: 20}),  # total 40: the worst connected
+    ]
+    manager, state = cluster(gpus)
+    one = pod({"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"})
+    assert chosen(fit(manager, state, one, "topology-aware")) == ["GPU-3"]
+    assert chosen(fit(manager, state, one, "binpack,topology-aware")) == ["GPU-3"]
+    assert chosen(fit(manager, state, one)) == ["GPU-0"]  # no topology policy: the device policy's choice
+    # only the fitting cards count: without GPU-3, GPU-2 (60 to GPU-0/1) is the worst of the rest
+    avoid = pod({"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}, **{"nvidia.com/nouse-gpuuuid": "GPU-3"})
+    assert chosen(fit(manager, state, avoid, "topology-aware")) == ["GPU-2"]
+    off, off_state = cluster(gpus, topology_aware=False)
+    assert chosen(fit(off, off_state, one, "topology-aware")) == ["GPU-0"]

@@ -10,8 +10,9 @@ order is taken first; expressed as "higher is better" scores:
   ``ExclusiveDeviceAllocateConflict``), ordered by NUMA node like HAMi's sort; in a list it filters only;
 * ``topology-aware``: the owning backend chooses the best-connected devices (HAMi's pkg/device/nvidia/device.go
   ``Fit``: ``computeBestCombination`` over its pair scores) through ``hami_select_devices``, for single-device
-  requests too; the devices it chooses among are scored like ``spread`` (HAMi's ``Less`` falls back
-  to spread for it); in a list it selects only.
+  requests too (there HAMi's ``computeWorstSingleCard`` takes the worst-connected card, keeping the
+  well-connected groups free); the devices it chooses among are scored like ``spread`` (HAMi's
+  ``Less`` falls back to spread for it); in a list it selects only.
 """
 
 from __future__ import annotations
