@@ -13,6 +13,38 @@ import hami
 ZONE = "vGPU"
 """HAMi registers its collectors with the const label ``zone="vGPU"`` (``NewClusterManager("vGPU", …)``)."""
 
+# HAMi's names for the realized hardware partition instances (hami.wire.partitions): one series per
+# instance on the scheduler, one per container's instance on the node monitor, and their
+# --legacy-metrics names. Labels follow upstream (cmd/scheduler/metrics.go, cmd/vGPUmonitor/metrics.go).
+PARTITION_NODE_METRIC = "hami_node_gpu_mig_instance_info"
+PARTITION_NODE_LEGACY = "nodeGPUMigInstance"
+PARTITION_CONTAINER_METRIC = "hami_mig_device_info"
+PARTITION_CONTAINER_LEGACY = "MigInfo"
+PARTITION_UUID_LABEL = "mig_uuid"
+PARTITION_LEGACY_NAME_LABEL = "migname"
+PARTITION_NODE_LABELS = [
+    "node",
+    "device_uuid",
+    "device_index",
+    PARTITION_UUID_LABEL,
+    "profile",
+    "gpu_instance_id",
+    "compute_instance_id",
+    "placement_start",
+    "placement_size",
+]
+PARTITION_CONTAINER_LABELS = [
+    "namespace",
+    "pod",
+    "container",
+    "vdevice_index",
+    "device_uuid",
+    PARTITION_UUID_LABEL,
+    "profile",
+    "gpu_instance_id",
+    "compute_instance_id",
+]
+
 
 class Families:
     """Gauge families that all carry the const label ``zone`` (what ``prometheus.WrapRegistererWith`` adds upstream)."""

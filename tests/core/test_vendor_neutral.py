@@ -51,6 +51,13 @@ UPSTREAM_PATH = re.compile(r"\bpkg/device/[a-z]+/")
 
 EXEMPT = {
     ("wire/codec.py", 'PARTITIONS_KEY = "migProfiles"'),  # HAMi's JSON key for partition layouts (pkg/util/types.go)
+    ("wire/partitions.py", 'ANNOTATION = "hami.io/vgpu-mig-allocations"'),  # HAMi's partition-instance annotation
+    ("wire/partitions.py", 'INSTANCE_UUID_KEY = "migUUID"'),  # its JSON key for the instance UUID
+    ("metrics.py", 'PARTITION_NODE_METRIC = "hami_node_gpu_mig_instance_info"'),  # cmd/scheduler/metrics.go
+    ("metrics.py", 'PARTITION_NODE_LEGACY = "nodeGPUMigInstance"'),  # its --legacy-metrics name
+    ("metrics.py", 'PARTITION_CONTAINER_METRIC = "hami_mig_device_info"'),  # cmd/vGPUmonitor/metrics.go
+    ("metrics.py", 'PARTITION_CONTAINER_LEGACY = "MigInfo"'),  # its --legacy-metrics name
+    ("metrics.py", 'PARTITION_UUID_LABEL = "mig_uuid"'),  # their label for the instance UUID
 }
 """(path under core/hami, the exact stripped line): HAMi's wire spelling, nothing else."""
 

@@ -4,7 +4,11 @@ Discovery lists each MIG-enabled GPU's instances (``mig_devices``: uuid, profile
 publishes them grouped by profile as HAMi's geometry shape (``[[{"name", "memory", "count"}]]``),
 so the scheduler can round a request up to the smallest profile that holds it (like a vNPU
 template). On the node, :class:`MigLedger` picks a free instance of that size for each container
-(kept in the node's state directory).
+(kept in the node's state directory), and :func:`partition_instances` reports which one, with its
+GPU-instance/compute-instance ids and placement as discovery read them, so the agent writes HAMi's
+``hami.io/vgpu-mig-allocations`` (as HAMi's device plugin does, ``pkg/device-plugin/nvidiadevice/
+nvinternal/plugin/server.go``) and the scheduler and agent export ``hami_node_gpu_mig_instance_info``
+and ``hami_mig_device_info``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from hami.sdk import BackendError, DeviceRequest, PhysicalDevice, SchedulableDevice
+from hami.sdk import BackendError, DeviceRequest, GrantedDevice, PartitionInstance, PhysicalDevice, SchedulableDevice
 
 PROFILE_ATTRIBUTE = "mig_profile"
 """The request attribute naming the MIG profile a request was rounded to ("" when none fits)."""
@@ -28,6 +32,40 @@ NO_PROFILE = "MigProfileNotFit"
 def instances(device: PhysicalDevice) -> list[Mapping[str, Any]]:
     found = device.attributes.get("mig_devices") or []
     return [i for i in found if isinstance(i, Mapping) and isinstance(i.get("uuid"), str) and isinstance(i.get("memory"), int)]
+
+
+def _uint(inst: Mapping[str, Any], key: str) -> int | None:
+    value = inst.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def partition_instances(devices: Sequence[GrantedDevice], uuids: Sequence[str]) -> list[PartitionInstance]:
+    """The instance each grant got (``uuids`` in grant order), as HAMi records them on the pod.
+
+    An instance whose placement discovery could not read is left out: HAMi's annotation requires
+    one (its scheduler's reservation), and an entry without it would make HAMi's readers drop the
+    whole pod's list. Its ids are ``None`` where the driver did not tell (not realized: no series)."""
+    out = []
+    for position, (granted, uuid) in enumerate(zip(devices, uuids, strict=True)):
+        inst = next((i for i in instances(granted.device) if i["uuid"] == uuid), None)
+        if inst is None:
+            continue
+        start, size = _uint(inst, "placement_start"), _uint(inst, "placement_size")
+        if start is None or not size:
+            continue
+        out.append(
+            PartitionInstance(
+                device_index=position,
+                device=granted.id,
+                profile=str(inst.get("profile") or f"{inst['memory']}mb"),
+                placement_start=start,
+                placement_size=size,
+                uuid=uuid,
+                instance_id=_uint(inst, "gpu_instance_id"),
+                compute_instance_id=_uint(inst, "compute_instance_id"),
+            )
+        )
+    return out
 
 
 def geometry(device: PhysicalDevice) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from hami.node.devices import Discovery, device_of_slot
 from hami.node.edits import to_response
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import DeviceKind, Grant, NodeContext
+from hami.wire import partitions
 from hami.wire.allocation import (
     is_fully_allocated,
     next_container,
@@ -364,6 +365,8 @@ class Allocator:
         except HamiError as exc:  # refused or crashed: named by the manager, with the backend's reason
             raise refuse(f'container "{name}": {exc}') from None
         update = {kind.annotations.to_allocate: step.remaining}
+        if edits.partitions:  # the instances this container got, in HAMi's annotation (hami.wire.partitions)
+            update[partitions.ANNOTATION] = partitions.with_container(ann.get(partitions.ANNOTATION), step.index, edits.partitions)
         done = is_fully_allocated({**ann, **update}, self.manager.kinds)
         if done:
             update[BIND_PHASE] = BindPhase.SUCCESS

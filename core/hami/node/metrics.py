@@ -45,8 +45,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hami.errors import AnnotationError
-from hami.metrics import ZONE, Families, build_info
+from hami.metrics import PARTITION_CONTAINER_LABELS, PARTITION_CONTAINER_LEGACY, PARTITION_CONTAINER_METRIC, ZONE, Families, build_info
 from hami.serving import ThreadedHTTPServer
+from hami.wire import partitions
 from hami.wire.allocation import ordered_containers, read_allocated
 
 log = logging.getLogger(__name__)
@@ -85,11 +86,11 @@ class AgentCollector(Collector):
         self.zone = zone
         self.pod_errors = 0
 
-    def _grants(self) -> list[tuple[Mapping[str, Any], str, str, int, Any]]:
+    def _grants(self, pods: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str, str, int, Any]]:
         """(pod, vendor, container name, index of the device in the container, grant) for every live pod on this node."""
         kinds = self.agent.manager.kinds
         out = []
-        for pod in self.pods():
+        for pod in pods:
             if (pod.get("status") or {}).get("phase") in _TERMINATED:
                 continue
             try:
@@ -146,8 +147,10 @@ class AgentCollector(Collector):
         totals: dict[str, list[float]] = {}
         live_keys: set[tuple[str, str]] = set()
         live: set[tuple[str, str]] | None = live_keys
+        pods: list[Mapping[str, Any]] = []
         try:
-            for pod, _vendor, name, vindex, grant in self._grants():
+            pods = list(self.pods())
+            for pod, _vendor, name, vindex, grant in self._grants(pods):
                 meta = pod.get("metadata") or {}
                 live_keys.add((str(meta.get("uid", "")), name))
                 values = (meta.get("namespace", ""), meta.get("name", ""), name, str(vindex), grant.id)
@@ -164,6 +167,7 @@ class AgentCollector(Collector):
             log.warning("event=metrics_pod_list_failed node=%s error=%r", node, f"{type(exc).__name__}: {exc}")
             live = None  # unknown: the cached usage sample stands
         pod_list(self.pod_errors, node)
+        self._partitions(out, pods)
 
         for device in self.agent.discovery.devices:
             s = device.schedulable
@@ -189,6 +193,41 @@ class AgentCollector(Collector):
         self._usage(out, live)
         yield build_info()
         yield from out.families
+
+    def _partitions(self, out: Families, pods: Iterable[Mapping[str, Any]]) -> None:
+        """HAMi's monitor series per realized partition instance a live pod's container holds
+        (``cmd/vGPUmonitor/metrics.go`` ``collectPodAndContainerMigInfo``, from the pod annotation
+        :mod:`hami.wire.partitions` the agent wrote at Allocate); legacy ``instanceid`` is the
+        instance id."""
+        gauge = out.gauge(PARTITION_CONTAINER_METRIC, "Partition instance runtime identity for a container allocation", PARTITION_CONTAINER_LABELS)
+        legacy = (
+            out.gauge(
+                PARTITION_CONTAINER_LEGACY,
+                "Partition instance information for container",
+                ["podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid", "instanceid"],
+            )
+            if self.legacy
+            else None
+        )
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            if (pod.get("status") or {}).get("phase") in _TERMINATED:
+                continue
+            try:
+                held = partitions.decode((meta.get("annotations") or {}).get(partitions.ANNOTATION))
+            except AnnotationError as exc:
+                log.warning("event=metrics_partitions_unreadable pod=%s/%s error=%r", meta.get("namespace"), meta.get("name"), str(exc))
+                continue
+            containers = ordered_containers(pod)
+            for entry in held:
+                p = entry.instance
+                if not p.realized or entry.container_index >= len(containers):
+                    continue
+                name = str(containers[entry.container_index].get("name", ""))
+                ids = (meta.get("namespace", ""), meta.get("name", ""), name, str(p.device_index), p.device)
+                gauge(1, *ids, p.uuid, p.profile, str(p.instance_id), str(p.compute_instance_id))
+                if legacy is not None:
+                    legacy(1, *ids, str(p.instance_id))
 
     def _usage(self, out: Families, live: set[tuple[str, str]] | None) -> None:
         """What devices and containers really use, from the agent's cached usage sample

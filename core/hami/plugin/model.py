@@ -570,16 +570,67 @@ class DeviceNode:
 
 
 @attrs.frozen
+class PartitionInstance:
+    """The hardware partition instance one granted device gave the container (a backend that hands
+    out partitions says which, so the agent records it on the pod in HAMi's format and the scheduler
+    and agent export it: :mod:`hami.wire.partitions`).
+
+    ``device_index`` is the grant's position in the container's grants; ``device`` the parent
+    device's id; ``placement_start``/``placement_size`` where the partition sits on the device (in
+    the vendor's slices); ``uuid``, ``instance_id`` and ``compute_instance_id`` the realized
+    instance's identity (``None`` where the driver cannot tell).
+    """
+
+    device_index: int
+    device: str
+    profile: str
+    placement_start: int
+    placement_size: int
+    uuid: str = ""
+    instance_id: int | None = None
+    compute_instance_id: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("device_index", "placement_start", "placement_size", "instance_id", "compute_instance_id"):
+            value = getattr(self, name)
+            if value is None and name in ("instance_id", "compute_instance_id"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise _fail("PartitionInstance", name, value, "must be an integer >= 0")
+        if self.placement_size == 0:
+            raise _fail("PartitionInstance", "placement_size", 0, "must be at least 1 slice")
+        for name in ("device", "profile"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise _fail("PartitionInstance", name, getattr(self, name), "must be a non-empty string")
+        if not isinstance(self.uuid, str):
+            raise _fail("PartitionInstance", "uuid", self.uuid, "must be a string")
+
+    @property
+    def realized(self) -> bool:
+        """The instance's full identity is known (HAMi's ``RuntimeReady``)."""
+        return bool(self.uuid) and self.instance_id is not None and self.compute_instance_id is not None
+
+
+def _partitions(value: Iterable[PartitionInstance]) -> tuple[PartitionInstance, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
 class ContainerEdits:
-    """What a container gets beyond its spec: the kubelet ``ContainerAllocateResponse`` in our terms."""
+    """What a container gets beyond its spec: the kubelet ``ContainerAllocateResponse`` in our terms,
+    and the partition instances it was handed (recorded on the pod, not sent to kubelet)."""
 
     env: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     mounts: tuple[Mount, ...] = attrs.field(default=(), converter=_mounts)
     devices: tuple[DeviceNode, ...] = attrs.field(default=(), converter=_device_nodes)
     cdi_devices: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     annotations: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    partitions: tuple[PartitionInstance, ...] = attrs.field(default=(), converter=_partitions)
 
     def __attrs_post_init__(self) -> None:
+        for partition in self.partitions:
+            if not isinstance(partition, PartitionInstance):
+                raise _fail("ContainerEdits", "partitions", partition, "must hold PartitionInstance values")
         for name, value in self.env.items():
             if not isinstance(name, str) or not _ENV_NAME.match(name):
                 raise _fail("ContainerEdits", "env", name, "is not a valid environment variable name")
@@ -608,6 +659,7 @@ class ContainerEdits:
             devices=union(self.devices, other.devices),
             cdi_devices=union(self.cdi_devices, other.cdi_devices),
             annotations={**self.annotations, **other.annotations},
+            partitions=union(self.partitions, other.partitions),
         )
 
     def host_paths(self) -> tuple[str, ...]:

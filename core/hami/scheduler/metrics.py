@@ -22,9 +22,19 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hami.errors import QuantityError
-from hami.metrics import ZONE, Families, build_info
+from hami.errors import AnnotationError, QuantityError
+from hami.metrics import (
+    PARTITION_LEGACY_NAME_LABEL,
+    PARTITION_NODE_LABELS,
+    PARTITION_NODE_LEGACY,
+    PARTITION_NODE_METRIC,
+    ZONE,
+    Families,
+    build_info,
+)
 from hami.scheduler.state import ClusterState
+from hami.wire import partitions
+from hami.wire.annotations import ASSIGNED_NODE
 from hami.wire.quantity import parse_quantity
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,9 @@ QUOTA_PREFIX = "limits."
 
 QuotaLister = Callable[[], Iterable[Mapping[str, Any]]]
 """Every ResourceQuota of the cluster as JSON-shaped dicts, read at each scrape."""
+PodLister = Callable[[], Iterable[Mapping[str, Any]]]
+"""The pods hami placed (label ``hami.io/vgpu-node``) as JSON-shaped dicts, read at each scrape."""
+_TERMINATED = ("Succeeded", "Failed")
 
 
 def api_resource_quotas(core_v1: Any, timeout: float = 5.0) -> QuotaLister:
@@ -46,21 +59,45 @@ def api_resource_quotas(core_v1: Any, timeout: float = 5.0) -> QuotaLister:
     return source
 
 
+def api_placed_pods(core_v1: Any, timeout: float = 5.0) -> PodLister:
+    """The pods hami placed (every pod it binds carries the label ``hami.io/vgpu-node``), listed from
+    the API server as raw JSON at each scrape: their partition-instance annotations are written by
+    the node agents after binding, so the scheduler's cache does not hold them."""
+
+    def source() -> list[Mapping[str, Any]]:
+        resp = core_v1.list_pod_for_all_namespaces(label_selector=ASSIGNED_NODE, _preload_content=False, _request_timeout=timeout)
+        return json.loads(resp.data).get("items") or []
+
+    return source
+
+
 class AllocationCollector(Collector):
     """HAMi's ``ClusterManagerCollector``: devices, quotas and containers, from one locked pass over the cache."""
 
-    def __init__(self, state: ClusterState, *, legacy: bool = False, quotas: QuotaLister | None = None, zone: str = ZONE) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        *,
+        legacy: bool = False,
+        quotas: QuotaLister | None = None,
+        pods: PodLister | None = None,
+        zone: str = ZONE,
+    ) -> None:
         self.state = state
         self.legacy = legacy
         self.quotas = quotas
+        self.pods = pods
         self.zone = zone
         self.quota_errors = 0
+        self.pod_errors = 0
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         out = Families(self.zone)
         quotas = self._list_quotas()
+        placed = self._list_pods()
         with self.state.lock:
             self._devices(out)
+            self._partitions(out, placed)
             self._quotas(out, quotas)
             self._containers(out)
         yield build_info()
@@ -68,6 +105,68 @@ class AllocationCollector(Collector):
         errors = GaugeMetricFamily("hami_scheduler_quota_list_errors", "Scrapes that could not list ResourceQuotas (quota limits missing)")
         errors.add_metric([], self.quota_errors)
         yield errors
+        pod_errors = GaugeMetricFamily(
+            "hami_scheduler_pod_list_errors", "Scrapes that could not list the placed pods (partition instance metrics missing)"
+        )
+        pod_errors.add_metric([], self.pod_errors)
+        yield pod_errors
+
+    def _list_pods(self) -> list[Mapping[str, Any]]:
+        if self.pods is None:
+            return []
+        try:
+            return list(self.pods())
+        except Exception as exc:  # the API server being away must not break the device metrics
+            self.pod_errors += 1
+            log.warning("event=metrics_pod_list_failed error=%r", f"{type(exc).__name__}: {exc}")
+            return []
+
+    def _partitions(self, out: Families, pods: list[Mapping[str, Any]]) -> None:
+        """``collectNodeMetrics``' partition series: one per realized instance a live pod holds
+        (HAMi's ``RuntimeReady``: UUID, instance and compute-instance ids known), on a device of the
+        pod's node that the cache knows; legacy ``migname`` is ``<profile>-<instance id>``."""
+        gauge = out.gauge(PARTITION_NODE_METRIC, "Realized partition instance identity and scheduler placement", PARTITION_NODE_LABELS)
+        legacy = (
+            out.gauge(
+                PARTITION_NODE_LEGACY,
+                "Partition instance in use (sharing mode 1 of 0 hami-core, 1 partition, 2 mps)",
+                ["nodeid", "deviceuuid", "deviceidx", PARTITION_LEGACY_NAME_LABEL],
+            )
+            if self.legacy
+            else None
+        )
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            if (pod.get("status") or {}).get("phase") in _TERMINATED or meta.get("deletionTimestamp"):
+                continue
+            annotations = meta.get("annotations") or {}
+            node_name = (pod.get("spec") or {}).get("nodeName") or annotations.get(ASSIGNED_NODE) or ""
+            try:
+                held = partitions.decode(annotations.get(partitions.ANNOTATION))
+            except AnnotationError as exc:
+                log.warning("event=metrics_partitions_unreadable pod=%s/%s error=%r", meta.get("namespace"), meta.get("name"), str(exc))
+                continue
+            node = self.state.nodes.get(node_name)
+            for entry in held:
+                p = entry.instance
+                device = node.devices.get(p.device) if node is not None else None
+                if not p.realized or device is None:
+                    continue
+                index = str(device.index)
+                gauge(
+                    1,
+                    node_name,
+                    p.device,
+                    index,
+                    p.uuid,
+                    p.profile,
+                    str(p.instance_id),
+                    str(p.compute_instance_id),
+                    str(p.placement_start),
+                    str(p.placement_size),
+                )
+                if legacy is not None:
+                    legacy(1, node_name, p.device, index, f"{p.profile}-{p.instance_id}")
 
     def _devices(self, out: Families) -> None:
         """``collectNodeMetrics``: per device, limits and allocations (cores raw: 100 = a whole device)."""
@@ -237,7 +336,15 @@ def bind_failure_reason(message: str) -> str:
 
 
 class SchedulerMetrics:
-    def __init__(self, state: ClusterState, *, legacy: bool = False, quotas: QuotaLister | None = None, zone: str = ZONE) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        *,
+        legacy: bool = False,
+        quotas: QuotaLister | None = None,
+        pods: PodLister | None = None,
+        zone: str = ZONE,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "hami_extender_requests", "Extender requests by verb and result", ["verb", "result"], registry=self.registry
@@ -264,7 +371,7 @@ class SchedulerMetrics:
         self.bind_failures = Counter(
             "hami_bind_failures", "Failed binds by reason (NodeLock, Binding, AllocationWrite, Other)", ["reason"], registry=self.registry
         )
-        self.collector = AllocationCollector(state, legacy=legacy, quotas=quotas, zone=zone)
+        self.collector = AllocationCollector(state, legacy=legacy, quotas=quotas, pods=pods, zone=zone)
         self.registry.register(self.collector)
 
     def record_filter(self, answer: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.core import Scheduler
 from hami.scheduler.handshake import HandshakeRequester
 from hami.scheduler.leader import LeaderElector
-from hami.scheduler.metrics import SchedulerMetrics, api_resource_quotas
+from hami.scheduler.metrics import SchedulerMetrics, api_placed_pods, api_resource_quotas
 from hami.scheduler.server import Extender, ExtenderHTTPServer, WebhookHandler
 from hami.scheduler.state import ClusterState
 from hami.wire.signing import SigningKeys
@@ -61,7 +61,9 @@ class SchedulerService:
         )
         elector = self.elector
         leading: Callable[[], bool] = (lambda: elector.leading) if elector else (lambda: True)
-        self.metrics = SchedulerMetrics(self.state, legacy=legacy_metrics, quotas=api_resource_quotas(core_v1))
+        self.metrics = SchedulerMetrics(
+            self.state, legacy=legacy_metrics, quotas=api_resource_quotas(core_v1), pods=api_placed_pods(core_v1)
+        )
         self.extender = Extender(
             self.scheduler, self.metrics, webhook=webhook, ready=lambda: self.cache.synced, leading=leading, pods=self.cache.informed
         )
