@@ -19,6 +19,7 @@ import http.client
 import json
 import logging
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -410,6 +411,10 @@ class RestartReport:
     """Pods deleted while their node's agent was stopped (its reconcile at start must release them)."""
     samples: int
     """Over-allocation samples taken while pods were in flight."""
+    unavailable: int
+    """Webhook/extender calls that met a stopped or restarting scheduler service and were tried again."""
+    setbacks: tuple[tuple[str, int], ...]
+    """Why tries failed before a pod ran (or gave up): the restarts as the pods felt them."""
     quota_tried: int
     quota_admitted: int
     quota_expected: int
@@ -419,12 +424,17 @@ class RestartReport:
     unclear: tuple[str, ...]
     crashes: int
     reasons: tuple[tuple[str, int], ...] = ()
+    phases: tuple[tuple[str, int, int], ...] = ()
+    """(phase, pods running, pods not running) per restart phase."""
 
     def lines(self) -> list[str]:
         restarts = ", ".join(f"{what} {count}" for what, count in self.restarts)
         return [
             f"seed {self.seed} restarts: pods {self.pods} (running {self.running}), restarts ({restarts}), "
-            f"pods deleted while their agent was down {self.deleted_while_down}, over-allocation samples {self.samples}",
+            f"pods deleted while their agent was down {self.deleted_while_down}, over-allocation samples {self.samples}, "
+            f"calls that met a stopped scheduler {self.unavailable}",
+            *(f"  a try failed {count}x: {reason}" for reason, count in self.setbacks),
+            "phases: " + ", ".join(f"{name} {ran} running/{other} not" for name, ran, other in self.phases),
             f"quota race: admissions tried {self.quota_tried}, admitted {self.quota_admitted} (the quota holds exactly {self.quota_expected})",
             f"over-allocated {len(self.over_allocated)}, leaked {len(self.leaked)}, unclear errors {len(self.unclear)}, crashes {self.crashes}",
             *(f"  not running {count}x: {reason}" for reason, count in self.reasons),
@@ -432,6 +442,10 @@ class RestartReport:
             *(f"  leaked: {x}" for x in self.leaked[:10]),
             *(f"  unclear: {x}" for x in self.unclear[:10]),
         ]
+
+
+_GENERIC = re.compile(r"chaos-\d+|\d{4}-\d\d-\d\dT[\d:]+(?:\+00:00|Z)?|[0-9a-f]{8}-[0-9a-f-]{27}")
+"""Pod names, times and uids in a reason: replaced so that the same reason counts once."""
 
 
 class _Unavailable(HamiError):
@@ -459,7 +473,7 @@ class RestartCluster:
     """An API server, a fake kubelet and an agent per node of the most common shareable device kind
     (at most ``max_nodes``), and the scheduler service with the webhook: each restartable."""
 
-    def __init__(self, nodes_file: str | Path | None = None, *, max_nodes: int = 3, quota_ttl: float = 1.0) -> None:
+    def __init__(self, nodes_file: str | Path | None = None, *, max_nodes: int = 3, quota_ttl: float = 2.0) -> None:
         self.nodes_file = Path(nodes_file) if nodes_file else default_nodes_file()
         self.manager = load_backends()
         self.keys = SigningKeys.generate()
@@ -476,6 +490,9 @@ class RestartCluster:
         self.capacity: dict[str, tuple[int, int, int]] = {}
         """Device id → (memory MiB, cores %, slots), as the first scheduler saw the nodes."""
         self._core_v1: client.CoreV1Api | None = None
+        self._lock = threading.Lock()
+        self.unavailable = 0
+        """Calls that met the scheduler service stopped, restarting or not ready (and were tried again)."""
 
     @property
     def core_v1(self) -> Any:
@@ -609,6 +626,10 @@ class RestartCluster:
                     last = f"HTTP {exc.code}"
                 except (OSError, http.client.HTTPException) as exc:  # stopped mid-request or between requests
                     last = f"{type(exc).__name__}: {exc}"
+            else:
+                last = "stopped"
+            with self._lock:
+                self.unavailable += 1
             if time.monotonic() > deadline:
                 raise _Unavailable(f"the scheduler service did not answer /{verb} within {timeout:.0f} s ({last})")
             time.sleep(0.05)
@@ -628,7 +649,9 @@ class RestartCluster:
             if result.get("Error") or not result.get("NodeNames"):
                 failed = "; ".join(f"{n}: {why}" for n, why in sorted((result.get("FailedNodes") or {}).items()))
                 return "Pending", f"filter: {result.get('Error') or failed or 'no node named'}", ""
-            node = result["NodeNames"][0]
+            scores = self.verb("prioritize", {"Pod": created, "NodeNames": result["NodeNames"]})
+            best = {entry["Host"]: entry["Score"] for entry in scores or ()}
+            node = max(result["NodeNames"], key=lambda n: best.get(n, 0))  # kube-scheduler: the highest score
             bound = self.verb("bind", {"PodName": name, "PodNamespace": namespace, "PodUID": created["metadata"]["uid"], "Node": node})
         except _Unavailable as exc:
             return "Pending", str(exc), ""
@@ -720,7 +743,7 @@ class _Sampler:
         self.sample()
 
 
-def _quota_race(cluster: RestartCluster, rng: random.Random, admissions: int, holds: int, dropped: int) -> tuple[int, int, int, list[str]]:
+def _quota_race(cluster: RestartCluster, admissions: int, holds: int, dropped: int) -> tuple[int, int, int, list[str]]:
     """Many concurrent admissions against a ResourceQuota on the device-memory share that holds exactly
     ``holds`` pods: round 1 must admit exactly ``holds``; ``dropped`` of them are never created (another
     admission step refused them), so once their reservations expire round 2 must admit exactly
@@ -734,7 +757,12 @@ def _quota_race(cluster: RestartCluster, rng: random.Random, admissions: int, ho
     cluster.core_v1.create_namespaced_resource_quota(namespace, quota, _preload_content=False)
     problems: list[str] = []
 
-    def admit(name: str) -> dict[str, Any] | None:
+    tickets = iter(range(1 << 30))
+    ticket_lock = threading.Lock()
+
+    def admit(name: str, drop: bool) -> bool:
+        """One admission; the API server creates an admitted pod at once, except the first ``dropped``
+        of a dropping round (refused after us by another admission step: their reservations must expire)."""
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -746,29 +774,29 @@ def _quota_race(cluster: RestartCluster, rng: random.Random, admissions: int, ho
             message = str((answer.get("status") or {}).get("message", ""))
             if not message.startswith("exceeded quota: shares"):
                 problems.append(f"quota refusal without kube-apiserver's wording: {message[:160]!r}")
-            return None
-        return jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"]))) if answer.get("patch") else pod
+            return False
+        with ticket_lock:
+            ticket = next(tickets)
+        if not (drop and ticket < dropped):
+            pod = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"]))) if answer.get("patch") else pod
+            cluster.core_v1.create_namespaced_pod(namespace, pod, _preload_content=False)
+        return True
 
-    def round_(label: str) -> list[dict[str, Any]]:
+    def round_(label: str, drop: bool) -> int:
         with ThreadPoolExecutor(admissions) as pool:
-            return [p for p in pool.map(admit, [f"{label}-{i}" for i in range(admissions)]) if p is not None]
+            return sum(pool.map(lambda i: admit(f"{label}-{i}", drop), range(admissions)))
 
-    first = round_("first")
-    if len(first) != holds:
-        problems.append(f"quota race round 1: {len(first)} of {admissions} concurrent admissions admitted, the quota holds exactly {holds}")
-    rng.shuffle(first)
-    for pod in first[dropped:]:
-        cluster.core_v1.create_namespaced_pod(namespace, pod, _preload_content=False)
+    first = round_("first", drop=True)
+    if first != holds:
+        problems.append(f"quota race round 1: {first} of {admissions} concurrent admissions admitted, the quota holds exactly {holds}")
     time.sleep(cluster.quota_ttl + 0.2)  # the reservations of the pods never created expire
-    second = round_("second")
-    if len(second) != min(dropped, len(first)):
-        problems.append(f"quota race round 2: {len(second)} admitted once {dropped} reservations of pods never created expired")
-    for pod in second:
-        cluster.core_v1.create_namespaced_pod(namespace, pod, _preload_content=False)
+    second = round_("second", drop=False)
+    if second != min(dropped, first):
+        problems.append(f"quota race round 2: {second} admitted once {min(dropped, first)} reservations of pods never created expired")
     charged = sum(1 for p in cluster.pods(namespace)) * share
     if charged > holds * share:
         problems.append(f"quota {key}={holds * share} exceeded: the namespace's pods are charged {charged}")
-    return 2 * admissions, len(first) + len(second), holds + dropped, problems
+    return 2 * admissions, first + second, holds + dropped, problems
 
 
 def run_restarts(
@@ -792,6 +820,9 @@ def run_restarts(
     running = 0
     deleted_while_down = 0
     counter = iter(range(1 << 30))
+    phases: list[tuple[str, int, int]] = []
+    setbacks: collections.Counter[str] = collections.Counter()
+    setback_lock = threading.Lock()
     with _watch_logs() as logs, RestartCluster(nodes_file) as cluster, _Sampler(cluster) as sampler:
         cluster.core_v1.create_namespace({"metadata": {"name": "chaos"}}, _preload_content=False)
 
@@ -801,6 +832,9 @@ def run_restarts(
             for attempt in range(retries + 1):
                 spec["metadata"]["name"] = f"chaos-{next(counter)}"
                 outcome = cluster.submit(spec)
+                if outcome[0] != "Running":
+                    with setback_lock:
+                        setbacks[_GENERIC.sub("…", outcome[1])[:140]] += 1
                 if outcome[0] == "Running" or attempt == retries:
                     return outcome
                 with contextlib.suppress(ApiException):
@@ -809,7 +843,7 @@ def run_restarts(
                 time.sleep(0.05 * (attempt + 1))
             return outcome
 
-        def batch(disrupt: Any, at: int) -> None:
+        def batch(label: str, disrupt: Any, at: int) -> None:
             """``pods`` pods on ``workers`` threads; ``disrupt`` runs once ``at`` of them are done."""
             nonlocal crashes, running
             done = threading.Semaphore(0)
@@ -841,16 +875,19 @@ def run_restarts(
             for exc in errors:
                 crashes += 1
                 unclear.append(f"restart crashed: {type(exc).__name__}: {str(exc)[:160]}")
+            ran = 0
             for outcome in outcomes:
                 if isinstance(outcome, Exception):
                     crashes += 1
                     unclear.append(f"submit crashed: {type(outcome).__name__}: {str(outcome)[:160]}")
                 elif outcome[0] == "Running":
-                    running += 1
+                    ran += 1
                 else:
-                    reasons[outcome[1][:140]] += 1
+                    reasons[_GENERIC.sub("…", outcome[1])[:140]] += 1
                     if not outcome[1] or any(word in outcome[1] for word in UNCLEAR):
                         unclear.append(f"{outcome[0]}: {outcome[1][:160]!r}")
+            running += ran
+            phases.append((label, ran, len(outcomes) - ran))
 
         def churn() -> None:
             """Half the running pods end: room for the next phase."""
@@ -865,7 +902,7 @@ def run_restarts(
             cluster.restart_scheduler()
             restarts["scheduler"] += 1
 
-        batch(scheduler, pods // 3)
+        batch("scheduler restart", scheduler, pods // 3)
         churn()
         target = collections.Counter(
             (p.get("spec") or {}).get("nodeName") for p in cluster.pods("chaos") if (p.get("spec") or {}).get("nodeName")
@@ -883,7 +920,7 @@ def run_restarts(
             cluster.start_agent(agent_node)
             restarts["agent"] += 1
 
-        batch(agent, pods // 4)
+        batch("agent restart", agent, pods // 4)
         live = {p["metadata"]["uid"] for p in cluster.pods()}
         for uid, held in cluster.agents[agent_node].releaser.ledger.snapshot().items():
             if uid not in live:
@@ -895,8 +932,8 @@ def run_restarts(
             cluster.kubelets[kubelet_node].restart()
             restarts["kubelet"] += 1
 
-        batch(kubelet, pods // 3)
-        tried, admitted, expected, problems = _quota_race(cluster, rng, quota_admissions, quota_holds, dropped=2)
+        batch("kubelet restart", kubelet, pods // 3)
+        tried, admitted, expected, problems = _quota_race(cluster, quota_admissions, quota_holds, dropped=2)
         unclear.extend(problems)
         assert cluster.service is not None
         over = list(sampler.found)
@@ -919,6 +956,8 @@ def run_restarts(
         tuple(sorted(restarts.items())),
         deleted_while_down,
         sampler.samples,
+        cluster.unavailable,
+        tuple(setbacks.most_common(6)),
         tried,
         admitted,
         expected,
@@ -926,7 +965,8 @@ def run_restarts(
         tuple(leaked),
         tuple(unclear),
         crashes,
-        tuple(reasons.most_common(5)),
+        tuple(reasons.most_common(6)),
+        tuple(phases),
     )
 
 
