@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--policy", default="spread", help="node policy (binpack makes in-flight pods race for one node's lock)")
-    parser.add_argument("--profile", metavar="PATH", help="py-spy record the scheduler process during the run into PATH (raw stacks)")
+    parser.add_argument("--profile", metavar="PATH", help="py-spy record the scheduler and API server processes during the run into PATH.scheduler, PATH.apiserver (raw stacks)")
     parser.add_argument("--serve-cluster", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--serve-scheduler", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -246,20 +246,23 @@ def main() -> None:
             release(core_v1.patch_node(chosen[0], {"metadata": {"annotations": {NODE_LOCK: None}}}, _preload_content=False))
             return True
 
-        spy = None
-        if args.profile:  # where the scheduler's time goes (pip install py-spy)
-            spy = subprocess.Popen(
-                ["py-spy", "record", "-p", str(scheduler.pid), "-r", "50", "-f", "raw", "-o", args.profile],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        spies = []
+        if args.profile:  # where each process's time goes (pip install py-spy): PATH.scheduler, PATH.apiserver
+            for role, pid in (("scheduler", scheduler.pid), ("apiserver", apiserver.pid)):
+                spies.append(
+                    subprocess.Popen(
+                        ["py-spy", "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o", f"{args.profile}.{role}"],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
             time.sleep(2)
         ask("reset")
         run_started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
             bound = sum(pool.map(schedule, pods))
         wall = time.perf_counter() - run_started
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(2)
             spy.wait(60)
         _, peak = rss_mib(scheduler.pid)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
@@ -29,6 +29,7 @@ from hami.plugin.model import DeviceRequest
 from hami.plugin.policy import ClusterView
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.fit import Fit, Misfit, device_choice, fit_node
+from hami.scheduler.informed import Informed
 from hami.scheduler.ranking import NodeRanking
 from hami.scheduler.state import ClusterState, NodeState, PodRecord
 from hami.scheduler.usage import pod_holdings
@@ -42,7 +43,7 @@ from hami.wire.annotations import (
     SIGNATURE,
     BindPhase,
 )
-from hami.wire.nodelock import NodeLock, NodeLockError
+from hami.wire.nodelock import LockHolder, NodeChanged, NodeLock, NodeLockError
 from hami.wire.signing import SigningKeys, sign
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,29 @@ class FilterOutcome:
 def pod_key(pod: Mapping[str, Any]) -> str:
     meta = pod.get("metadata") or {}
     return f"{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+
+
+class InformedNodeLock(NodeLock):
+    """The node lock, taken in one request when the informer's copy of the node shows it free: a
+    patch conditional on that copy's resourceVersion (HAMi reads the node first, then patches). A
+    copy the watch has not caught up with gets the API server's 409, and the lock is then taken as
+    :class:`NodeLock` does, reading the node first; so no lock is ever taken that another holds."""
+
+    def __init__(self, core_v1: CoreV1Api, known: Callable[[str], tuple[str | None, str] | None], **kwargs: Any) -> None:
+        super().__init__(core_v1, **kwargs)
+        self.known = known
+        """``node -> (lock annotation or None, resourceVersion)`` as last seen, or None when unknown."""
+
+    def acquire(self, node: str, namespace: str, name: str, **kwargs: Any) -> LockHolder:
+        seen = self.known(node)
+        if seen is not None and seen[0] is None and seen[1]:
+            mine = LockHolder(self.clock(), namespace, name)
+            try:
+                self._patch(node, seen[1], mine.encode())
+                return mine
+            except NodeChanged:
+                pass  # the copy was behind the API server: read the node and decide on what it says
+        return super().acquire(node, namespace, name, **kwargs)
 
 
 class Scheduler:
@@ -82,11 +106,16 @@ class Scheduler:
         self.core_v1 = core_v1
         self.config = config
         self.keys = keys
-        self.lock = NodeLock(core_v1, expiry=config.lock_expiry) if core_v1 is not None else None
+        self.informed: Informed | None = None
+        """The informer's copies (set by the extender): a node lock seen free is taken in one request."""
+        self.lock = InformedNodeLock(core_v1, self._known_lock, expiry=config.lock_expiry) if core_v1 is not None else None
         self._rankings: dict[str, NodeRanking] = {}
         # Writes to the API server that the filter's answer need not wait for (allocations, events).
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scheduler-writer")
         self._writes: dict[str, Future[str]] = {}
+
+    def _known_lock(self, node: str) -> tuple[str | None, str] | None:
+        return self.informed.node_lock(node) if self.informed is not None else None
 
     def close(self) -> None:
         """Finish pending writes."""
@@ -281,7 +310,7 @@ class Scheduler:
     # ------------------------------------------------------------ bind
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> str:
-        """Lock the node, mark the pod allocating, create the Binding; '' on success, else the reason.
+        """Lock the node, create the Binding that marks the pod allocating; '' on success, else the reason.
 
         Every failure drops the filter's reservation for the pod and marks it ``bind-phase=failed``
         (so informer events do not count its stale record again): kube-scheduler retries the pod,
@@ -304,14 +333,18 @@ class Scheduler:
             self._bind_failed(namespace, name, uid, reason)
             return reason
         try:
-            now = str(int(time.time()))
-            self.core_v1.patch_namespaced_pod(
-                name, namespace, {"metadata": {"annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: now}}}
-            )
+            # bind-phase and bind-time ride on the Binding: kube-apiserver copies a Binding's annotations
+            # onto the pod with spec.nodeName (BindingREST.setPodHostAndAnnotations), one write where
+            # HAMi's Bind makes two (PatchPodAnnotations, then the Binding), and never one without the other
             body: Any = {
                 "apiVersion": "v1",
                 "kind": "Binding",
-                "metadata": {"name": name, "namespace": namespace, "uid": uid or None},
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": uid or None,
+                    "annotations": {BIND_PHASE: BindPhase.ALLOCATING, BIND_TIME: str(int(time.time()))},
+                },
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node},
             }
             release(self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False))

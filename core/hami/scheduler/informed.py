@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hami.errors import HamiError
+from hami.wire.annotations import NODE_LOCK
 
 Pod = Mapping[str, Any]
 
@@ -40,6 +41,7 @@ class Informed:
     def __init__(self) -> None:
         self._pods: dict[tuple[str, str], Pod] = {}
         self._labels: dict[str, dict[str, str]] = {}
+        self._locks: dict[str, tuple[str | None, str]] = {}
         self._changed = threading.Condition()
 
     # ------------------------------------------------------------ fed by the cluster cache
@@ -63,12 +65,16 @@ class Informed:
         with self._changed:
             if kind == "DELETED":
                 self._labels.pop(meta.get("name") or "", None)
+                self._locks.pop(meta.get("name") or "", None)
             else:
                 self._labels[meta.get("name") or ""] = dict(meta.get("labels") or {})
+                self._locks[meta.get("name") or ""] = _lock_of(meta)
 
     def replace_nodes(self, nodes: Iterable[Mapping[str, Any]]) -> None:
         with self._changed:
-            self._labels = {(n.get("metadata") or {}).get("name") or "": dict((n.get("metadata") or {}).get("labels") or {}) for n in nodes}
+            metas = [n.get("metadata") or {} for n in nodes]
+            self._labels = {m.get("name") or "": dict(m.get("labels") or {}) for m in metas}
+            self._locks = {m.get("name") or "": _lock_of(m) for m in metas}
 
     # ------------------------------------------------------------ read by the extender
 
@@ -90,6 +96,13 @@ class Informed:
             raise UnknownPod(f"{which} is not the pod the API server has (uid {_uid(found)}): the request does not match the cluster")
         raise UnknownPod(f"{which} is not a pending pod the scheduler's informer knows: it is not scheduled from a request body alone")
 
+    def node_lock(self, name: str) -> tuple[str | None, str] | None:
+        """The node's lock annotation (None when free) and the resourceVersion it was read at, as the
+        watch last delivered the node; None for a node not seen. The version makes a write based on
+        it conditional: a copy the watch has not caught up with gets a 409, never a wrong answer."""
+        with self._changed:
+            return self._locks.get(name)
+
     def node_labels(self, name: str) -> dict[str, str] | None:
         with self._changed:
             labels = self._labels.get(name)
@@ -98,3 +111,7 @@ class Informed:
 
 def _uid(pod: Pod) -> str:
     return str((pod.get("metadata") or {}).get("uid") or "")
+
+
+def _lock_of(meta: Mapping[str, Any]) -> tuple[str | None, str]:
+    return (meta.get("annotations") or {}).get(NODE_LOCK), str(meta.get("resourceVersion") or "")

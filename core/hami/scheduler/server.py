@@ -29,7 +29,7 @@ from hami.scheduler.affinity import node_refusal
 from hami.scheduler.core import Scheduler
 from hami.scheduler.informed import Informed, UnknownPod
 from hami.scheduler.metrics import SchedulerMetrics
-from hami.serving import BodyError, HardenedHandler, Limits, ReloadingTLS, ThreadedHTTPServer
+from hami.serving import BodyError, HardenedHandler, Limits, ReloadingTLS, ThreadedHTTPServer, end_headers_with
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ class Extender:
         if pods is None and scheduler.core_v1 is not None:
             raise ValueError("an extender whose scheduler writes to the API server needs the informer's pods (pods=cache.informed)")
         self.scheduler = scheduler
+        if pods is not None and scheduler.informed is None:
+            scheduler.informed = pods  # the node lock is taken in one request when the informer saw it free
         self.metrics = metrics or SchedulerMetrics(scheduler.state)
         self.webhook = webhook
         self.synced = ready
@@ -235,7 +237,7 @@ class Extender:
 
 
 class _Handler(HardenedHandler):
-    disable_nagle_algorithm = True  # headers and body go out as separate writes: avoid 40 ms delayed ACKs
+    disable_nagle_algorithm = True  # each answer is one write (end_headers_with); no reason to hold small packets back
     server: ExtenderHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -247,8 +249,7 @@ class _Handler(HardenedHandler):
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+        end_headers_with(self, body)  # one write: a separate body write could wait 40 ms for a delayed ACK
 
     def _json(self, status: int, value: Any) -> None:
         self._send(status, json.dumps(value, separators=(",", ":")).encode())

@@ -37,7 +37,7 @@ from hami.fakes.kubeapi.store import (
     make_filter,
     status_success,
 )
-from hami.serving import ThreadedHTTPServer
+from hami.serving import ThreadedHTTPServer, end_headers_with
 
 if TYPE_CHECKING:
     import kubernetes.client
@@ -137,7 +137,7 @@ class _HTTPServer(ThreadedHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes; don't wait for ACKs
+    disable_nagle_algorithm = True  # watch events go out one chunk a write; don't wait for ACKs
     server: _HTTPServer
     server_version = "hami-kubeapi"
     _warnings: list[str]  # Warning headers for the answer being built
@@ -222,9 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache, private")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        end_headers_with(self, body if self.command != "HEAD" else b"")  # one write per answer
 
     def _send_json(self, code: int, obj: Any) -> None:
         self._send(code, json.dumps(obj, separators=(",", ":")).encode())
@@ -598,7 +596,10 @@ class _Handler(BaseHTTPRequestHandler):
         node = target.get("name")
         if not isinstance(node, str):
             node = ""
-        self.server.api.store.bind(namespace, pod, node, meta.get("uid"))
+        annotations = meta.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+            raise errors.bad_request(f"Binding metadata.annotations must map strings to strings, got {annotations!r:.200}")
+        self.server.api.store.bind(namespace, pod, node, meta.get("uid"), annotations)
         self._send_json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
         return 201
 

@@ -20,7 +20,7 @@ import random
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -548,8 +548,11 @@ class Store:
             doomed = [o for _, o in sorted(self._objects[info.key].items()) if flt.matches(o)]
             return [self.delete(info, o["metadata"]["name"], o["metadata"].get("namespace")) for o in doomed]
 
-    def bind(self, namespace: str, name: str, node: str, uid: str | None = None) -> dict[str, Any]:
-        """What ``pods/binding`` does: set ``spec.nodeName`` once and mark the pod scheduled."""
+    def bind(
+        self, namespace: str, name: str, node: str, uid: str | None = None, annotations: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """What ``pods/binding`` does: set ``spec.nodeName`` once, copy the Binding's annotations onto
+        the pod (kube-apiserver's BindingREST.setPodHostAndAnnotations) and mark the pod scheduled."""
         info = by_key("pods")
         if not node:
             raise errors.invalid("Binding", "", name, [("target.name", "FieldValueRequired", "Required value")])
@@ -569,6 +572,8 @@ class Store:
                 raise errors.conflict("pods/binding", "", name, f'pod {name} is already assigned to node "{bound}"')
             new = _copy(old)
             new.setdefault("spec", {})["nodeName"] = node
+            if annotations:
+                new["metadata"]["annotations"] = {**(new["metadata"].get("annotations") or {}), **annotations}
             status = new.setdefault("status", {})
             conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
             conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": _now()})
