@@ -36,15 +36,16 @@ def _field(card: dict[str, Any], *names: str) -> str:
 
 
 def parse(text: str) -> list[Card]:
-    """Cards by index; a card without a readable memory total gets ``memory_mib=None``."""
+    """Cards by index; a card without a readable memory total (or any fields) gets ``memory_mib=None``."""
     data = tool_json(text, "rocm-smi")
     if not isinstance(data, dict):
         raise BackendError(f"rocm-smi JSON must be an object of cards, got {type(data).__name__}")
     cards = []
     for key, value in data.items():
         match = _CARD.match(key)
-        if not match or not isinstance(value, dict):
+        if not match:
             continue
+        value = value if isinstance(value, dict) else {}  # a card without fields: listed, not advertised
         total = _field(value, "VRAM Total Memory (B)")
         cards.append(
             Card(

@@ -134,3 +134,17 @@ def test_compute_units_by_model():
         amd.compute_units("Radeon RX 7900 XTX", {}) == 0
         and amd.compute_units("Radeon RX 7900 XTX", {"compute_units": {"7900 XTX": 96}}) == 96
     )
+
+
+def test_a_card_without_fields_is_listed_not_advertised(fake_tools, read_recording, tmp_path):
+    """Issue 25: a ``card<N>`` rocm-smi lists with no fields (a string where the object should be) is a
+    GPU ``hami devices`` shows, unadvertised with the reason; the recorded card is unchanged. Constructed
+    from the RX 7900 XTX recording."""
+    data = json.loads(read_recording("rocm-smi_rx7900xtx_json.txt"))
+    data["card1"] = "N/A"
+    edited = tmp_path / "rocm-smi.json"
+    edited.write_text("# source: test edit\n# ---\n" + json.dumps(data))
+    fake_tools.install("rocm-smi", {" ".join(rocmsmi.ARGS): str(edited)})
+    devices = amd.discover(amd.INFO.default_config, NodeContext("n1"))
+    assert [(d.index, d.memory, d.advertised) for d in devices] == [(0, 24576, True), (1, 0, False)]
+    assert devices[1].reason.startswith("memory unknown")

@@ -54,14 +54,17 @@ INFO = BackendInfo(
 
 def parse(text: str) -> list[tuple[int, str, str, int | None]]:
     """``brsmi gpu --query-gpu=index,name,uuid,memory.total --format=csv,noheader,nounits`` rows:
-    (index, name, uuid, MiB or None); lines that do not start with an index are skipped."""
+    (index, name, uuid, MiB or None); lines that do not start with an index are skipped (messages), a
+    row that does but lacks fields is kept with memory None (listed, not advertised)."""
     rows = []
     for line in text.splitlines():
         cells = [c.strip() for c in line.split(",")]
-        if len(cells) != 4 or not cells[0].isdigit():
+        if not cells[0].isdecimal():
             continue
+        if len(cells) != 4:
+            cells = [cells[0], "", "", ""]
         memory = cells[3].split()[0] if cells[3] else ""
-        rows.append((int(cells[0]), cells[1] or "Biren GPU", cells[2], int(memory) if memory.isdigit() else None))
+        rows.append((int(cells[0]), cells[1] or "Biren GPU", cells[2], int(memory) if memory.isdecimal() else None))
     return rows
 
 

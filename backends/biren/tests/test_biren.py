@@ -76,3 +76,15 @@ def test_container_edits_are_the_device_plugins():
     edits = biren.plugin.hami_container_edits(granted)
     assert edits.env == {"BR_PHY_CARDS": "card_0,card_2"}
     assert [d.host_path for d in edits.devices] == ["/dev/biren/card_0", "/dev/biren/card_2"]
+
+
+def test_a_row_with_missing_fields_is_listed_not_advertised(tmp_path):
+    """Issue 25: a brsmi row that starts with an index but lacks fields is a GPU brsmi reported: listed
+    unadvertised with the reason, not skipped. Constructed (no public brsmi output exists)."""
+    tool = tmp_path / "brsmi"
+    tool.write_text("#!/bin/sh\necho '0, Biren 166M, GPU-a, 65024'\necho '1, Biren 166M'\necho 'No devices were found'\n")
+    tool.chmod(0o755)
+    devices = biren.discover({**CONFIG, "brsmi": str(tool)}, NodeContext("n1"))
+    assert [(d.index, d.id, d.advertised) for d in devices] == [(0, "GPU-a", True), (1, "n1-biren-1", False)]
+    assert "memory unknown" in devices[1].reason
+    assert biren.parse("2, Biren 166M, GPU-b, ²") == [(2, "Biren 166M", "GPU-b", None)]

@@ -87,18 +87,21 @@ class Gpu:
     index: int
     name: str
     bus_id: str
-    memory_mib: int
+    memory_mib: int | None
+    """None: ixsmi printed ``N/A`` for the total."""
 
 
 _ROW = re.compile(r"^\|\s*(\d+)\s+(.+?)\s*\|\s*([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*\|")
-_MEMORY = re.compile(r"\|\s*(\d+)MiB\s*/\s*(\d+)MiB\s*\|")
+_MEMORY = re.compile(r"\|\s*(\d+MiB|N/A)\s*/\s*(?:(\d+)MiB|N/A)\s*\|")
+UNKNOWN_MEMORY = "memory unknown: ixsmi printed N/A for the memory total"
 
 
 def parse_ixsmi(text: str) -> list[Gpu]:
     """``ixsmi``'s table: a name/bus line, then a line whose second cell is ``<used>MiB / <total>MiB``.
-    A GPU line without its memory line is an error naming the GPU (a truncated or changed layout)."""
+    A GPU line without its memory line is an error naming the GPU (a truncated or changed layout); a
+    total printed as ``N/A`` gives ``memory_mib=None`` (the GPU is listed, not advertised)."""
     return [
-        Gpu(int(row[1]), re.sub(r"^Iluvatar\s+", "", row[2]), row[3], int(memory[2]))
+        Gpu(int(row[1]), re.sub(r"^Iluvatar\s+", "", row[2]), row[3], int(memory[2]) if memory[2] else None)
         for row, memory in paired_rows(text, _ROW, _MEMORY, tool="ixsmi")
     ]
 
@@ -118,7 +121,7 @@ def to_device(gpu: Gpu) -> PhysicalDevice:
             id=device_id,
             vendor=CHIPS[0],
             type=gpu.name,
-            memory=gpu.memory_mib,
+            memory=gpu.memory_mib or 0,
             index=gpu.index,
             advertised=False,
             reason=f"model {gpu.name!r} is none of HAMi's Iluvatar chips {', '.join(CHIPS)}",
@@ -127,9 +130,11 @@ def to_device(gpu: Gpu) -> PhysicalDevice:
         id=device_id,
         vendor=chip,
         type=f"Iluvatar {gpu.name}",
-        memory=gpu.memory_mib,
+        memory=gpu.memory_mib or 0,
         index=gpu.index,
         attributes={"pci_bus_id": gpu.bus_id},
+        advertised=gpu.memory_mib is not None,
+        reason="" if gpu.memory_mib is not None else UNKNOWN_MEMORY,
     )
 
 

@@ -44,7 +44,7 @@ def test_parser_never_crashes_otherwise(text):
         gpus = mod.parse_ixsmi(text)
     except BackendError:
         return
-    assert all(g.memory_mib >= 0 for g in gpus)
+    assert all(g.memory_mib is None or g.memory_mib >= 0 for g in gpus)
 
 
 def test_discovery_runs_ixsmi(fake_tools):
@@ -97,3 +97,20 @@ def test_edits_name_the_container_and_devices():
     assert [d.host_path for d in edits.devices] == ["/dev/iluvatar3"]
     kept = plugin.hami_container_edits(granted, {"name": "train", "env": [{"name": "SOL_CONTINER_NAME", "value": "mine"}]})
     assert "SOL_CONTINER_NAME" not in kept.env
+
+
+def test_a_memory_total_printed_na_is_listed_not_advertised(fake_tools, read_recording, tmp_path):
+    """Issue 25: a GPU ixsmi lists but whose total it prints as ``N/A`` is shown with the reason, the
+    others unchanged. No published ixsmi output has such a cell: the BI-V150 recording with GPU 3's
+    total replaced (the layout is ixsmi's own ``N/A`` for unreadable figures, as in its power column)."""
+    text = read_recording("ixsmi_bi-v150_x16.txt")
+    head = "| 3    Iluvatar BI-V150"
+    before, after = text.split(head)
+    edited = tmp_path / "ixsmi_na.txt"
+    edited.write_text("# source: test edit\n# ---\n" + before + head + after.replace("116MiB / 32768MiB", "N/A / N/A", 1))
+    fake_tools.install("ixsmi", {"": str(edited)})
+    devices = plugin.hami_discover_devices({"ixsmi": "ixsmi", "ixsmi_timeout": 5.0}, NodeContext("n1"))
+    assert len(devices) == 16
+    unadvertised = [d for d in devices if not d.advertised]
+    assert [(d.index, d.vendor, d.memory, d.reason) for d in unadvertised] == [(3, "BI-V150", 0, mod.UNKNOWN_MEMORY)]
+    assert {d.memory for d in devices if d.advertised} == {32768}

@@ -86,20 +86,24 @@ def partition(mib: int) -> int:
 
 
 _ROW = re.compile(r"^\|\s*(\d+)\s+(.+?)\s{2,}\S*\s*\|\s*([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])")
-_MEMORY = re.compile(r"\|\s*\d+MiB\s*/\s*(\d+)MiB\s*\|")
+_MEMORY = re.compile(r"\|\s*(?:\d+MiB|N/A)\s*/\s*(?:(\d+)MiB|N/A)\s*\|")
+UNKNOWN_MEMORY = "memory unknown: xpu-smi printed N/A for the memory total"
 
 
 def parse_xpu_smi(text: str, vendor: str = "XPU") -> list[PhysicalDevice]:
     """``xpu-smi``'s table: a name/bus line, then a line with ``<used>MiB / <total>MiB`` (the third line,
-    L3 usage, is skipped). A device line without its memory line is an error naming the device."""
+    L3 usage, is skipped). A device line without its memory line is an error naming the device; a total
+    printed as ``N/A`` lists the XPU unadvertised, with the reason."""
     return [
         PhysicalDevice(
             id="xpu-" + row[3].lower().replace(":", "-"),
             vendor=vendor,
             type=f"Kunlunxin {row[2]}",
-            memory=int(memory[1]),
+            memory=int(memory[1]) if memory[1] else 0,
             index=int(row[1]),
             attributes={"pci_bus_id": row[3].lower()},
+            advertised=bool(memory[1]),
+            reason="" if memory[1] else UNKNOWN_MEMORY,
         )
         for row, memory in paired_rows(text, _ROW, _MEMORY, tool="xpu-smi", noun="XPU")
     ]

@@ -42,6 +42,22 @@ def test_parser_refuses_or_parses(text):
     assert all(d.memory >= 0 for d in devices)
 
 
+def test_a_memory_total_printed_na_is_listed_not_advertised(fake_tools, read_recording, tmp_path):
+    """Issue 25: an XPU xpu-smi lists with ``N/A`` for its memory is shown with the reason (its L3 line,
+    ``0MiB / 96MiB``, is not taken for the memory), the others unchanged. No published xpu-smi output has
+    such a cell: the P800 recording with XPU 2's memory replaced."""
+    text = read_recording("xpu-smi_p800_x8.txt")
+    head = "|   2  P800 OAM"
+    before, after = text.split(head)
+    edited = tmp_path / "xpu-smi_na.txt"
+    edited.write_text("# source: test edit\n# ---\n" + before + head + after.replace("100MiB / 98304MiB", "   N/A / N/A     ", 1))
+    fake_tools.install("xpu-smi", {"": str(edited)})
+    devices = plugin.hami_discover_devices(CONFIG, NodeContext("n"))
+    assert len(devices) == 8
+    assert [(d.index, d.memory, d.reason) for d in devices if not d.advertised] == [(2, 0, mod.UNKNOWN_MEMORY)]
+    assert {d.memory for d in devices if d.advertised} == {98304}
+
+
 def test_discovery_mode_picks_the_kind(fake_tools):
     fake_tools.install("xpu-smi", {"": "xpu-smi_p800_x8.txt"})
     assert {d.vendor for d in plugin.hami_discover_devices(CONFIG, NodeContext("n"))} == {"XPU"}

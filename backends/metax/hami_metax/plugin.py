@@ -84,13 +84,18 @@ INFO = BackendInfo(
 )
 
 _ROW = re.compile(r"^\|\s*(\d+)\s+(.+?)\s*\|\s*([0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s*\|")
-_MEMORY = re.compile(r"\|\s*\d+\s*/\s*(\d+)\s*MiB\s*\|")
+_MEMORY = re.compile(r"\|\s*(?:\d+|N/A)\s*/\s*(?:(\d+)\s*MiB|N/A(?:\s*MiB)?)\s*\|")
+UNKNOWN_MEMORY = "memory unknown: mx-smi printed N/A for the memory total"
 _LIST = re.compile(r"^GPU#(\d+)\s+\S+.*\(UUID:\s*([^)\s]+)\)")
 
 
-def parse_mx_smi(text: str) -> list[tuple[int, str, str, int]]:
-    """``mx-smi``'s table as (index, name, bus id, memory MiB): a name/bus line, then ``<used>/<total> MiB``."""
-    return [(int(row[1]), row[2], row[3].lower(), int(memory[1])) for row, memory in paired_rows(text, _ROW, _MEMORY, tool="mx-smi")]
+def parse_mx_smi(text: str) -> list[tuple[int, str, str, int | None]]:
+    """``mx-smi``'s table as (index, name, bus id, memory MiB): a name/bus line, then ``<used>/<total> MiB``;
+    a total printed as ``N/A`` is None (the GPU is listed, not advertised)."""
+    return [
+        (int(row[1]), row[2], row[3].lower(), int(memory[1]) if memory[1] else None)
+        for row, memory in paired_rows(text, _ROW, _MEMORY, tool="mx-smi")
+    ]
 
 
 def parse_uuids(text: str) -> dict[int, str]:
@@ -139,10 +144,12 @@ class MetaxBackend(StandardBackend):
                 PhysicalDevice(
                     id=uuids.get(i, "metax-" + bus.replace(":", "-")),
                     vendor=vendor,
-                    memory=memory,
+                    memory=memory or 0,
                     index=i,
                     type=name if "MetaX" in name else f"MetaX {name}",
                     attributes={"pci_bus_id": bus},
+                    advertised=memory is not None,
+                    reason="" if memory is not None else UNKNOWN_MEMORY,
                 )
                 for i, name, bus, memory in rows
             ]

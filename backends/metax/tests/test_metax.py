@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given
@@ -49,7 +50,25 @@ def test_parsers_refuse_or_parse(text):
         rows = mod.parse_mx_smi(text)
     except BackendError:
         return
-    assert all(r[3] >= 0 for r in rows)
+    assert all(r[3] is None or r[3] >= 0 for r in rows)
+
+
+def test_a_memory_total_printed_na_is_listed_not_advertised(fake_tools, read_recording, tmp_path):
+    """Issue 25: a GPU mx-smi lists with ``N/A`` for its total is shown with the reason, the others
+    unchanged. No published mx-smi output has such a cell: the MXC550 recording with GPU 5's total
+    replaced."""
+    text = read_recording("mx-smi_c550_x8.txt")
+    head = "| 5 "
+    before, after = text.split(head, 1)
+    used_total = re.search(r"\d+/65536 MiB", after)
+    assert used_total, "the recording's memory cell moved"
+    edited = tmp_path / "mx-smi_na.txt"
+    edited.write_text("# source: test edit\n# ---\n" + before + head + after.replace(used_total[0], "N/A/N/A MiB".ljust(len(used_total[0])), 1))
+    fake_tools.install("mx-smi", {"": str(edited), "-L": "mx-smi_-L_c500.txt"})
+    devices = plugin.hami_discover_devices(CONFIG, NodeContext("n"))
+    assert len(devices) == 8
+    assert [(d.index, d.memory, d.reason) for d in devices if not d.advertised] == [(5, 0, mod.UNKNOWN_MEMORY)]
+    assert {d.memory for d in devices if d.advertised} == {65536}
 
 
 def test_discovery_runs_both_commands(fake_tools):

@@ -75,9 +75,11 @@ def parse(text: str) -> list[tuple[int, str, int | None, str]]:
     if not isinstance(gpus, list):
         raise BackendError(f"mthreads-gmi JSON has no GPU list: {text[:120]!r}")
     out = []
-    for position, gpu in enumerate(g for g in gpus if isinstance(g, dict)):
+    for position, entry in enumerate(gpus):
+        gpu = entry if isinstance(entry, dict) else {}  # listed, without figures: shown unadvertised
         index = str(gpu.get("Index", position))
-        total = re.fullmatch(r"\s*(\d+)\s*(MiB|GiB)\s*", str((gpu.get("FB Memory Usage") or {}).get("Total", "")))
+        fb = gpu.get("FB Memory Usage")
+        total = re.fullmatch(r"\s*(\d+)\s*(MiB|GiB)\s*", str(fb.get("Total", "") if isinstance(fb, dict) else ""))
         memory = int(total.group(1)) * (1024 if total.group(2) == "GiB" else 1) if total else None
         out.append(
             (

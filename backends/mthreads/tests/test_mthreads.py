@@ -59,3 +59,17 @@ def test_allocation_annotations_and_edits():
     device = PhysicalDevice(id="n-mthreads-1", vendor="Mthreads", type="MTT S4000", memory=49152, index=1)
     edits = mt.plugin.hami_container_edits([GrantedDevice(Grant(device.id, "Mthreads", 16384, 8), device, devices[device.id])])
     assert edits.env == {"MTHREADS_VISIBLE_DEVICES": "1"} and [d.host_path for d in edits.devices] == ["/dev/mtgpu.1"]
+
+
+def test_a_gpu_entry_without_figures_is_listed_not_advertised(fake_tools, read_recording, tmp_path):
+    """Issue 25: every entry of mthreads-gmi's GPU list is a device ``hami devices`` shows; one that is
+    not an object, or whose FB Memory Usage is not one, is listed unadvertised with the reason instead of
+    vanishing (or failing the whole discovery). Constructed from the documented recording."""
+    data = json.loads(read_recording("mthreads-gmi_q_json_documented.txt"))
+    data["GPU"] += ["N/A", {"Index": "3", "Product Name": "MTT S4000", "FB Memory Usage": "N/A"}]
+    edited = tmp_path / "gmi.json"
+    edited.write_text("# source: test edit\n# ---\n" + json.dumps(data))
+    fake_tools.install("mthreads-gmi", {"-q --json": str(edited)})
+    devices = mt.discover(mt.INFO.default_config, NodeContext("mt1"))
+    assert [(d.index, d.advertised) for d in devices] == [(0, True), (1, True), (2, False), (3, False)]
+    assert all("memory unknown" in d.reason for d in devices[2:])

@@ -67,9 +67,8 @@ def parse(text: str) -> list[tuple[str, str, int | None]]:
     if not isinstance(elems, list):
         raise BackendError(f"vasmi JSON has no 'elem' list: {text[:120]!r}")
     rows = []
-    for elem in elems:
-        if not isinstance(elem, dict):
-            continue
+    for entry in elems:
+        elem = entry if isinstance(entry, dict) else {}  # listed, without figures: shown unadvertised
         vals = elem.get("vals")
         vals = vals if isinstance(vals, dict) else {}
         memory = next((v.get("value") for k in ("Physical", "Physical memory") if isinstance(v := vals.get(k), dict)), None)

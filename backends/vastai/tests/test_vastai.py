@@ -69,3 +69,16 @@ def test_whole_devices_uuid_selector_and_edits():
     assert vastai.plugin.hami_device_fits(DeviceRequest("Vastai"), DeviceUsage(split), pod, CONFIG) == "CardUuidMismatch"
     edits = vastai.plugin.hami_container_edits([GrantedDevice(Grant(device.id, "Vastai", 16384, 0), device, split)])
     assert edits.env == {"VASTAI_VISIBLE_DEVICES": "2"} and not edits.devices
+
+
+def test_an_elem_without_figures_is_listed_not_advertised(fake_tools, read_recording, tmp_path):
+    """Issue 25: an ``elem`` entry that is not an object is a device vasmi reported: listed unadvertised,
+    with the reason, the others unchanged. Constructed (no public vasmi output exists)."""
+    data = json.loads(read_recording("vasmi_getmem_documented_format.txt"))
+    data["elem"].insert(1, "N/A")
+    edited = tmp_path / "vasmi.json"
+    edited.write_text("# source: test edit\n# ---\n" + json.dumps(data))
+    fake_tools.install("vasmi", {" ".join(vastai.ARGS): str(edited)})
+    devices = vastai.discover(CONFIG, NodeContext("n1"))
+    assert [(d.index, d.memory, d.advertised) for d in devices] == [(0, 16384, True), (1, 0, False), (2, 32768, True)]
+    assert "memory unknown" in devices[1].reason
