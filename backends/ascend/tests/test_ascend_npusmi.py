@@ -158,3 +158,10 @@ def test_generated_tables_parse_back(rows, with_phy):
         (n, c, nm, h, t) for n, c, nm, h, _, t in rows
     ]
     assert [c.phy_id for c in table.chips] == ([i for i in range(len(rows))] if with_phy else [None] * len(rows))
+
+
+def test_the_readme_lists_every_recording_and_every_recording_cites_its_source():
+    readme = (FIXTURES.parent.parent / "README.md").read_text()
+    for path in sorted(FIXTURES.glob("*.txt")):
+        assert f"`{path.name}`" in readme, f"backends/ascend/README.md does not list {path.name}"
+        assert path.read_text().startswith("# source: https://"), f"{path.name} has no '# source: <URL>' header"

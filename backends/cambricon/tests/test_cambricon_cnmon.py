@@ -158,3 +158,13 @@ def test_a_card_whose_memory_line_is_missing_is_kept(read_recording, caplog):
         cards = cnmon.parse_table("\n".join(lines))
     assert [(c.index, c.memory_total, c.memory_text) for c in cards] == [(0, None, ""), (1, 20638, "")]
     assert "event=cnmon_card_without_memory card=0" in caplog.text
+
+
+def test_the_readme_lists_every_recording():
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    readme = (here.parent / "README.md").read_text()
+    for path in sorted((here / "fixtures").glob("*.txt")):
+        assert f"`{path.name}`" in readme, f"backends/cambricon/README.md does not list {path.name}"
+        assert path.read_text().startswith("# source: "), f"{path.name} has no '# source:' header"
