@@ -2,7 +2,8 @@
 
 Row one: ``<DEV> <NAME> | <FW VER> | <BUS-ID> <ECC>``; row two: ``<TEMP> ... | <Mem> <GCU Virt> | <DUsed> <SN>``.
 Memory is ``<n>MiB`` (efsmi >= 1.2) or ``<n>G`` (V1.20, 2023). Rows that are neither are skipped;
-a card whose second row is missing or unreadable keeps ``memory_mib=None``.
+a card whose second row is missing or unreadable keeps ``memory_mib=None``, one whose bus id is not
+one (``N/A``) keeps ``bus=""``: every card efsmi lists is returned.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ def parse(text: str) -> list[Card]:
         if len(cells) != 3:
             continue
         first, third = _CARD.match(cells[0]), cells[2].split()
-        if first and third and _BUS.match(third[0]):
-            cards.append(Card(int(first.group(1)), first.group(2).strip(), third[0].lower()))
-            continue
         memory = _MEMORY.match(cells[1])
+        if first and not memory:  # row one; a bus id efsmi could not read (N/A) keeps the card, without it
+            bus = third[0].lower() if third and _BUS.match(third[0]) else ""
+            cards.append(Card(int(first.group(1)), first.group(2).strip(), bus))
+            continue
         if memory and cards and cards[-1].memory_mib is None:
             amount = int(memory.group(1)) * (1 if memory.group(2) == "MiB" else 1024)
             cards[-1] = attrs.evolve(cards[-1], memory_mib=amount, virt=memory.group(3), serial=(third or [""])[-1])

@@ -82,6 +82,15 @@ def test_absent_efsmi_is_quiet_and_a_card_without_memory_is_explained(fake_tools
     assert not device.advertised and "memory unknown" in device.reason
 
 
+def test_a_card_whose_bus_id_is_unreadable_is_still_listed(read_recording):
+    """Issue 25: a card row whose BUS-ID cell holds no bus id (``N/A``) was skipped, and its memory row
+    then belonged to no card: the card vanished. Now it is listed, without a bus. Constructed: the S60G
+    recording with card 1's bus id replaced (no published efsmi shows N/A there)."""
+    text = read_recording("efsmi_s60g_x2_v1.6.3.12.txt").replace("00:2f:00.0", "N/A       ")
+    cards = efsmi.parse(text)
+    assert [(c.index, c.bus, c.memory_mib) for c in cards] == [(0, "00:2e:00.0", 23552), (1, "", 23552)]
+
+
 def _requests(limits):
     return enflame.plugin.hami_container_requests({"name": "c", "resources": {"limits": limits}}, {}, CONFIG)
 
