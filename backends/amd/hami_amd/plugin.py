@@ -129,10 +129,11 @@ class AmdBackend(StandardBackend):
     def hami_container_requests(
         self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
     ) -> list[DeviceRequest]:
-        cores = container_resources(container).get(str(KIND.resources.cores))
+        (kind,) = self.kinds(config)  # under the operator's resource_names
+        cores = container_resources(container).get(str(kind.resources.cores))
         if cores is not None and str(cores).strip() in ("0", "-0"):
             raise RequestError(
-                f"container {container.get('name')!r}: {KIND.resources.cores}=0: must be an integer percentage between 1 and 100"
+                f"container {container.get('name')!r}: {kind.resources.cores}=0: must be an integer percentage between 1 and 100"
             )
         return super().hami_container_requests(container, pod, config)
 

@@ -84,45 +84,55 @@ def cluster_chips(config: Mapping[str, Any]) -> frozenset[str] | None:
     return None
 
 
-def rewrite(container: Mapping[str, Any], config: Mapping[str, Any], chips: Sequence[str]) -> Rewrite | None:
+def rewrite(
+    container: Mapping[str, Any], config: Mapping[str, Any], chips: Sequence[str], names: Mapping[str, str] | None = None
+) -> Rewrite | None:
     """The per-chip names for the container's aliases, or None when it uses none; a clear
-    :class:`RequestError` when aliases are off, or the alias means no chip or several here."""
+    :class:`RequestError` when aliases are off, or the alias means no chip or several here.
+    ``names``: declared resource name -> the name the operator's ``resource_names`` gives it (aliases
+    and per-chip names alike); the container, the rewrite and every message use the given names."""
+    renamed = names or {}
+
+    def n(name: str) -> str:
+        return renamed.get(name, name)
+
     resources = container_resources(container)
-    used = [n for n in NAMES if n in resources]
+    used = [a for a in NAMES if n(a) in resources]
     if not used:
         return None
     where = f"container {container.get('name')!r}"
     known = aliases(config, chips)
     bases = sorted({n.removesuffix("-memory") for n in used})
     if len(bases) > 1:
-        raise RequestError(f"{where}: {', '.join(used)} mix two older names; write one chip's names (e.g. huawei.com/Ascend910B3)")
+        raise RequestError(f"{where}: {', '.join(map(n, used))} mix two older names; write one chip's names (e.g. {n(PREFIX + 'Ascend910B3')})")
     base = bases[0]
     if base not in known:
         raise RequestError(
-            f"{where}: {base} is HAMi's older resource name and aliases are off (resource_aliases); write the chip's own names, "
-            f"e.g. huawei.com/Ascend910B3 and huawei.com/Ascend910B3-memory"
+            f"{where}: {n(base)} is HAMi's older resource name and aliases are off (resource_aliases); write the chip's own names, "
+            f"e.g. {n(PREFIX + 'Ascend910B3')} and {n(PREFIX + 'Ascend910B3-memory')}"
         )
     present = cluster_chips(config)
     candidates = [c for c in known[base] if present is None or c in present]
     if len(candidates) != 1:
-        names = ", ".join(f"{PREFIX}{c}" for c in (candidates or known[base]))
+        meant = ", ".join(n(f"{PREFIX}{c}") for c in (candidates or known[base]))
         if not candidates:
             have = ", ".join(sorted(present or ()))
-            raise RequestError(f"{where}: {base} may mean {names}, and this cluster has none of them (cluster_chips: {have})")
+            raise RequestError(f"{where}: {n(base)} may mean {meant}, and this cluster has none of them (cluster_chips: {have})")
         raise RequestError(
-            f"{where}: {base} may mean {names} in this cluster; write the chip's own name (or set the ascend backend's cluster_chips)"
+            f"{where}: {n(base)} may mean {meant} in this cluster; write the chip's own name (or set the ascend backend's cluster_chips)"
         )
     chip = candidates[0]
-    mapping = {base: f"{PREFIX}{chip}", f"{base}-memory": f"{PREFIX}{chip}-memory"}
-    clash = sorted(mapping[n] for n in used if mapping[n] in resources)
+    mapping = {n(base): n(f"{PREFIX}{chip}"), n(f"{base}-memory"): n(f"{PREFIX}{chip}-memory")}
+    used = [n(a) for a in used]
+    clash = sorted(mapping[a] for a in used if mapping[a] in resources)
     if clash:
-        raise RequestError(f"{where}: asks for both {base} and {', '.join(clash)}; write only {', '.join(clash)}")
+        raise RequestError(f"{where}: asks for both {n(base)} and {', '.join(clash)}; write only {', '.join(clash)}")
     section = container.get("resources") or {}
     limits = {mapping[n]: str(v) for n, v in (section.get("limits") or {}).items() if n in mapping}
     requests = {mapping[n]: str(v) for n, v in (section.get("requests") or {}).items() if n in mapping}
     why = (
         f"{', '.join(used)}: HAMi's older name{'s' if len(used) > 1 else ''}, rewritten to {', '.join(mapping[n] for n in used)} "
-        f"(the one chip family {base} means in this cluster); write those names"
+        f"(the one chip family {n(base)} means in this cluster); write those names"
     )
     return Rewrite(chip, limits, requests, tuple(used), why)
 

@@ -183,19 +183,29 @@ class AscendBackend(StandardBackend):
     def hami_container_requests(
         self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
     ) -> list[DeviceRequest]:
-        change = aliases.rewrite(container, config, CHIPS)
+        change = aliases.rewrite(container, config, CHIPS, self._renames(config))
         if change is not None:  # what the container asks once the webhook has rewritten the older names
             container = aliases.translated(container, change)
         requests = []
+        names = {k.vendor: k.resources.count for k in self.kinds(config)}
         for request in super().hami_container_requests(container, pod, config):
             minimum = chip_for(config, request.vendor).min_count
             if minimum > 1:
-                request = self._module_count(request, minimum, container)
+                request = self._module_count(request, minimum, container, names[request.vendor])
             requests.append(request)
         return requests
 
+    def _renames(self, config: Mapping[str, Any]) -> dict[str, str]:
+        """Declared resource name -> the name the operator's ``resource_names`` gives it (renamed ones only)."""
+        return {
+            old: new
+            for declared, kind in zip(self.info.kinds, self.kinds(config), strict=True)
+            for old, new in zip(declared.resources.all(), kind.resources.all(), strict=True)
+            if old != new
+        }
+
     @staticmethod
-    def _module_count(request: DeviceRequest, minimum: int, container: Mapping[str, Any]) -> DeviceRequest:
+    def _module_count(request: DeviceRequest, minimum: int, container: Mapping[str, Any], name: str) -> DeviceRequest:
         """910C: chips come in modules of ``minimum`` dies; 1 rounds up, other counts must be multiples."""
         if request.count < minimum:
             log.info(
@@ -208,7 +218,7 @@ class AscendBackend(StandardBackend):
             return attrs.evolve(request, count=minimum)
         if request.count % minimum:
             raise RequestError(
-                f"container {container.get('name')!r}: huawei.com/{request.vendor}={request.count}: must be 1 or a multiple of "
+                f"container {container.get('name')!r}: {name}={request.count}: must be 1 or a multiple of "
                 f"{minimum} (one {request.vendor} module holds {minimum} dies)"
             )
         return request
@@ -217,7 +227,7 @@ class AscendBackend(StandardBackend):
     def hami_mutate_container(
         self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
     ) -> ContainerPatch | None:
-        change = aliases.rewrite(container, config, CHIPS)
+        change = aliases.rewrite(container, config, CHIPS, self._renames(config))
         if change is not None:
             container = aliases.translated(container, change)
         patch = super().hami_mutate_container(container, pod, config)
@@ -227,7 +237,7 @@ class AscendBackend(StandardBackend):
             limits = {**change.limits, **limits}
             warnings.insert(0, change.why)
         resources = container_resources(container)
-        for kind in self.info.kinds:
+        for kind in self.kinds(config):  # under the operator's resource_names
             minimum = chip_for(config, kind.vendor).min_count
             if minimum <= 1:
                 continue

@@ -158,22 +158,24 @@ class NeuronBackend(StandardBackend):
     ) -> list[DeviceRequest]:
         resources = container_resources(container)
         where = f"container {container.get('name')!r}"
+        (kind,) = self.kinds(config)  # under the operator's resource_names
+        count_name, core_name = kind.resources.count, kind.resources.extra[KIND.resources.extra.index(CORE)]
         try:
-            if KIND.resources.count in resources:
-                count = parse_count(resources[KIND.resources.count], KIND.resources.count)
+            if count_name in resources:
+                count = parse_count(resources[count_name], count_name)
                 return [DeviceRequest(VENDOR, count=count, cores=100)] if count > 0 else []
-            if CORE not in resources:
+            if core_name not in resources:
                 return []
-            cores = parse_count(resources[CORE], CORE)
+            cores = parse_count(resources[core_name], core_name)
         except Exception as exc:
             raise RequestError(f"{where}: {exc}") from None
         per_device = int(config["cores_per_device"])
         if cores <= 0:
-            raise RequestError(f"{where}: {CORE}={cores} must be greater than 0")
+            raise RequestError(f"{where}: {core_name}={cores} must be greater than 0")
         if cores <= per_device:
             return [DeviceRequest(VENDOR, count=1, attributes={NEURONCORES: cores})]
         if cores % per_device:
-            raise RequestError(f"{where}: {CORE} must be 1 or a multiple of {per_device}, got {cores}")
+            raise RequestError(f"{where}: {core_name} must be 1 or a multiple of {per_device}, got {cores}")
         return [DeviceRequest(VENDOR, count=cores // per_device, cores=100)]
 
     @hookimpl

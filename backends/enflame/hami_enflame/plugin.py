@@ -181,10 +181,11 @@ class EnflameBackend(WholeDeviceBackend):
     ) -> list[DeviceRequest]:
         resources = container_resources(container)
         where = f"container {container.get('name')!r}"
-        names = DRS.resources
+        kinds = {k.vendor: k.resources for k in self.kinds(config)}  # under the operator's resource_names
+        names, whole = kinds[DRS.vendor], kinds[GCU.vendor].count
         try:
-            if GCU.resources.count in resources:
-                count = parse_count(resources[GCU.resources.count], GCU.resources.count)
+            if whole in resources:
+                count = parse_count(resources[whole], whole)
                 return [DeviceRequest(GCU.vendor, count=count, memory_percentage=100, cores=100)] if count > 0 else []
             if names.count in resources and not (names.memory in resources or names.cores in resources):
                 slices = parse_count(resources[names.count], names.count)

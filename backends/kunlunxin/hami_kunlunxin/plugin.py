@@ -194,15 +194,17 @@ class KunlunxinBackend(StandardBackend):
         """As upstream: the vXPU memory limit becomes the partition it gets."""
         patch = super().hami_mutate_container(container, pod, config)
         limits = dict(patch.limits) if patch else {}
-        value = container_resources(container).get(VXPU_MEMORY)
+        warnings = list(patch.warnings) if patch else []
+        name = str(next(k for k in self.kinds(config) if k.vendor == VXPU.vendor).resources.memory)  # resource_names
+        value = container_resources(container).get(name)
         if value is not None:
             try:
-                trimmed = str(partition(parse_count(value, VXPU_MEMORY)))
+                trimmed = str(partition(parse_count(value, name)))
             except QuantityError:
                 trimmed = None  # the request itself reports the bad value
             if trimmed and trimmed != str(value):
-                limits[VXPU_MEMORY] = trimmed
-        return ContainerPatch(limits=limits) if limits else None
+                limits[name] = trimmed
+        return ContainerPatch(limits=limits, warnings=warnings) if limits or warnings else None
 
     @hookimpl
     def hami_device_fits(self, request: DeviceRequest, device: DeviceUsage, pod: Mapping[str, Any]) -> str | None:

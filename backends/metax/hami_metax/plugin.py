@@ -103,15 +103,16 @@ def parse_uuids(text: str) -> dict[int, str]:
     return {int(m[1]): m[2] for m in map(_LIST.match, text.splitlines()) if m}
 
 
-def vmemory_mib(value: Any, where: str) -> int:
-    """Upstream: a plain number is GiB, a quantity with a unit is bytes (``2048Mi`` → 2048 MiB)."""
+def vmemory_mib(value: Any, where: str, name: str = VMEMORY) -> int:
+    """Upstream: a plain number is GiB, a quantity with a unit is bytes (``2048Mi`` → 2048 MiB).
+    ``name``: the vmemory resource under the operator's ``resource_names``."""
     text = str(value).strip()
     try:
         if re.fullmatch(r"\d+", text):
-            return parse_count(text, VMEMORY) * 1024
+            return parse_count(text, name) * 1024
         return int(parse_quantity(text)) // (1 << 20)
     except QuantityError as exc:
-        raise RequestError(f"{where}: {VMEMORY}={text!r}: {exc}") from None
+        raise RequestError(f"{where}: {name}={text!r}: {exc}") from None
 
 
 class MetaxBackend(StandardBackend):
@@ -191,6 +192,8 @@ class MetaxBackend(StandardBackend):
     ) -> list[DeviceRequest]:
         out = []
         where = f"container {container.get('name')!r}"
+        sgpu = next(k for k in self.kinds(config) if k.vendor == SGPU.vendor).resources  # under resource_names
+        vmemory = sgpu.extra[SGPU.resources.extra.index(VMEMORY)]
         for r in super().hami_container_requests(container, pod, {**config, "default_memory": 0, "default_cores": 0}):
             if r.vendor == GPU.vendor:
                 out.append(attrs.evolve(r, memory=0, memory_percentage=100, cores=100))
@@ -202,9 +205,9 @@ class MetaxBackend(StandardBackend):
                 raise RequestError(f"{where}: a pod with {APP_CLASS} must request a single sGPU, not {r.count}")
             if annos.get(APP_CLASS) != "online" and annos.get(QOS) not in (None, *QOS_POLICIES):
                 raise RequestError(f"{where}: {QOS}={annos[QOS]!r} must be one of {', '.join(QOS_POLICIES)}")
-            raw = container_resources(container).get(VMEMORY)
-            memory = vmemory_mib(raw, where) if raw is not None else 0
-            cores = r.cores if SGPU.resources.cores in container_resources(container) else 100
+            raw = container_resources(container).get(vmemory)
+            memory = vmemory_mib(raw, where, vmemory) if raw is not None else 0
+            cores = r.cores if sgpu.cores in container_resources(container) else 100
             out.append(attrs.evolve(r, memory=memory, memory_percentage=None if memory else 100, cores=cores))
         return out
 

@@ -149,13 +149,14 @@ class MthreadsBackend(StandardBackend):
         self, container: Mapping[str, Any], pod: Mapping[str, Any], config: Mapping[str, Any]
     ) -> list[DeviceRequest]:
         result = []
-        for request in super().hami_container_requests(container, pod, {"default_cores": 0}):
+        (kind,) = self.kinds(config)  # under the operator's resource_names
+        for request in super().hami_container_requests(container, pod, {**config, "default_memory": 0, "default_cores": 0}):
             where = f"container {container.get('name')!r}"
             if request.count > 1 or not request.memory:  # several GPUs, or no memory: whole GPUs
                 result.append(attrs.evolve(request, memory=0, memory_percentage=100, cores=CORE_UNITS))
                 continue
             if request.cores > CORE_UNITS:
-                raise RequestError(f"{where}: {KIND.resources.cores}={request.cores} is over {CORE_UNITS} (sixteenths of one GPU)")
+                raise RequestError(f"{where}: {kind.resources.cores}={request.cores} is over {CORE_UNITS} (sixteenths of one GPU)")
             result.append(attrs.evolve(request, memory=request.memory * MEMORY_UNIT_MIB))
         return result
 
@@ -166,10 +167,12 @@ class MthreadsBackend(StandardBackend):
         """HAMi's count default, and a warning for an sGPU memory the vendor's plugin does not slice
         (HAMi's webhook refuses it; the scheduler here still places it as that many 512 MiB units)."""
         patch = super().hami_mutate_container(container, pod, config)
-        memory = str(container_resources(container).get(str(KIND.resources.memory), "")).strip()
+        (kind,) = self.kinds(config)  # under the operator's resource_names
+        memory = str(container_resources(container).get(str(kind.resources.memory), "")).strip()
         if memory and memory not in {str(m) for m in LEGAL_MEMORY}:
-            warning = f"{KIND.resources.memory}={memory}: Moore Threads sGPU slices memory as one of {list(LEGAL_MEMORY)} units of 512 MiB"
-            return ContainerPatch(limits=patch.limits if patch else {}, warnings=[warning])
+            warning = f"{kind.resources.memory}={memory}: Moore Threads sGPU slices memory as one of {list(LEGAL_MEMORY)} units of 512 MiB"
+            # the shared request rules' warnings (cores clamped, ...) are kept
+            return ContainerPatch(limits=patch.limits if patch else {}, warnings=[*(patch.warnings if patch else ()), warning])
         return patch
 
     @hookimpl
