@@ -26,6 +26,7 @@ import attrs
 
 from hami.sdk import (
     AnnotationKeys,
+    BackendError,
     BackendInfo,
     ContainerEdits,
     DeviceKind,
@@ -83,19 +84,30 @@ INFO = BackendInfo(
     host_paths=("/dev",),
 )
 
-_ROW = re.compile(r"^\|\s*(\d+)\s+(.+?)\s*\|\s*([0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s*\|")
+_ROW = re.compile(
+    r"^\|\s*(\d+)\s+([^|]+?)(?:\s+(?:On|Off))?\s*\|"  # index (board, from 2.2.9) and name, Persistence-M (2.2.8)
+    r"(?:\s*(\d+)\s+(?:On|Off|N/A)\s*\|)?"  # 2.2.9+: the GPU index and Persist-M in a cell of their own
+    r"\s*([0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7])\s*\|"
+)
 _MEMORY = re.compile(r"\|\s*(?:\d+|N/A)\s*/\s*(?:(\d+)\s*MiB|N/A(?:\s*MiB)?)\s*\|")
 UNKNOWN_MEMORY = "memory unknown: mx-smi printed N/A for the memory total"
+_ATTACHED = re.compile(r"^Attached GPUs\s*:\s*(\d+)", re.MULTILINE)
 _LIST = re.compile(r"^GPU#(\d+)\s+\S+.*\(UUID:\s*([^)\s]+)\)")
 
 
 def parse_mx_smi(text: str) -> list[tuple[int, str, str, int | None]]:
     """``mx-smi``'s table as (index, name, bus id, memory MiB): a name/bus line, then ``<used>/<total> MiB``;
-    a total printed as ``N/A`` is None (the GPU is listed, not advertised)."""
-    return [
-        (int(row[1]), row[2], row[3].lower(), int(memory[1]) if memory[1] else None)
+    a total printed as ``N/A`` is None (the GPU is listed, not advertised). Three layouts: up to 2.2.4
+    (``GPU NAME | Bus-id``), 2.2.8 (``GPU NAME Persistence-M | Bus-id``) and 2.2.9+ (``Board Name | GPU
+    Persist-M | Bus-id``, where the index is the GPU cell's)."""
+    rows = [
+        (int(row[3] or row[1]), row[2], row[4].lower(), int(memory[1]) if memory[1] else None)
         for row, memory in paired_rows(text, _ROW, _MEMORY, tool="mx-smi")
     ]
+    attached = _ATTACHED.search(text)
+    if not rows and attached and int(attached[1]) > 0:  # a layout this parser does not know: say so, not "no GPUs"
+        raise BackendError(f"mx-smi reports {attached[1]} attached GPUs but no GPU row could be read (an unknown table layout)")
+    return rows
 
 
 def parse_uuids(text: str) -> dict[int, str]:

@@ -30,6 +30,27 @@ def test_mx_smi_c550_and_c500_layouts(read_recording):
     assert mod.parse_mx_smi(read_recording("mx-smi_c500_x1.txt")) == [(0, "MetaX C500", "0000:01:00.0", 65536)]
 
 
+@pytest.mark.parametrize(
+    ("recording", "expected"),
+    [
+        ("mx-smi_c500_x1_v2.3.1.txt", [(0, "MetaX C500", "0000:12:00.0", 65536)]),
+        ("mx-smi_c500_x1_v2.2.9.txt", [(0, "MetaX C500", "0000:10:00.0", 65536)]),
+        ("mx-smi_n260_x2_v2.2.8.txt", [(0, "MetaX N260", "0000:01:00.0", 65536), (1, "MetaX N260", "0000:21:00.0", 65536)]),
+    ],
+)
+def test_mx_smi_newer_layouts(read_recording, recording, expected):
+    """Issue 25: 2.2.8 puts Persistence-M in the name cell (it is not part of the model) and 2.2.9+ adds a
+    ``GPU Persist-M`` cell before the bus id; both read exactly what the recordings show (before, 2.2.9+
+    gave no GPU at all and 2.2.8 the model ``MetaX N260             Off``)."""
+    assert mod.parse_mx_smi(read_recording(recording)) == expected
+
+
+def test_an_unknown_layout_with_attached_gpus_is_an_error_not_no_gpus(read_recording):
+    moved = read_recording("mx-smi_c500_x1_v2.3.1.txt").replace("| 0000:12:00.0        |", "| 12:00.0             |")
+    with pytest.raises(BackendError, match="reports 1 attached GPUs but no GPU row could be read"):
+        mod.parse_mx_smi(moved)
+
+
 def test_mx_smi_list_uuids(read_recording):
     assert mod.parse_uuids(read_recording("mx-smi_-L_c500.txt")) == {
         0: "GPU-e702f06b-bbd6-bc06-5196-90a5554a24ba",
