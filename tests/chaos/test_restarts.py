@@ -152,3 +152,16 @@ def read_after_create(cluster: RestartCluster, node: str) -> dict:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "left", "namespace": "chaos"}}
     pod["spec"] = {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}
     return json.loads(cluster.core_v1.create_namespaced_pod("chaos", pod, _preload_content=False).data)
+
+
+def test_a_pod_filtered_by_the_old_scheduler_is_counted_and_bound_by_the_new_one(cluster):
+    """The filter's reservation lives in the pod's signed annotations, not in the process: a restarted
+    scheduler counts it before the bind comes, then binds it, and kubelet's Allocate succeeds."""
+    created = json.loads(cluster.core_v1.create_namespaced_pod("chaos", spec("filtered", cluster.names), _preload_content=False).data)
+    node = cluster.verb("filter", {"Pod": created, "NodeNames": cluster.nodes})["NodeNames"][0]
+    cluster.restart_scheduler()
+    held = [(r.namespace, r.name, r.node) for r in cluster.service.state.pods.values()]
+    assert held == [("chaos", "filtered", node)]
+    bound = cluster.verb("bind", {"PodName": "filtered", "PodNamespace": "chaos", "PodUID": created["metadata"]["uid"], "Node": node})
+    assert bound == {"Error": ""}
+    assert cluster.kubelets[node].admit(read(cluster, "filtered")).admitted
