@@ -157,3 +157,31 @@ def test_health_reports_changes_only(fake_npu_smi, hami_manager, register_backen
     events = hami_manager.device_health("ascend", flipped)
     assert [(e.device_id, e.healthy) for e in events] == [(devices[0].id, True), (devices[1].id, False)]
     assert "npu-smi health OK" in events[0].reason and "no longer listed" in events[1].reason
+
+
+def test_hami_devices_explains_the_unknown_chips(fake_npu_smi, monkeypatch):
+    """``hami devices`` (table and --json) on the 910B1 host: three chips shown, none advertised, each
+    with the reason; nothing reads 'No devices found'."""
+    import json
+
+    from click.testing import CliRunner
+
+    from hami.node.cli import devices_command
+    from hami.plugin.manager import BackendManager
+
+    def loaded(**kwargs):
+        manager = BackendManager(allow=(), deny=())
+        manager.register(plugin, name="ascend")
+        return manager
+
+    monkeypatch.setattr("hami.plugin.manager.load_backends", loaded)
+    fake_npu_smi.replay_info("info_910b1_elided.txt")
+    result = CliRunner().invoke(devices_command, ["--json", "--node-name", NODE])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["backend"], r["index"], r["type"], r["advertised"], r["slots"]) for r in rows] == [
+        ("ascend", i, "910B1", False, 0) for i in (0, 1, 7)
+    ]
+    assert all("unknown chip '910B1'" in r["reason"] for r in rows)
+    table = CliRunner().invoke(devices_command, ["--node-name", NODE])
+    assert table.exit_code == 0 and table.output.count("not advertised: ascend") == 3

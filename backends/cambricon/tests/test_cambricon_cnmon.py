@@ -168,3 +168,25 @@ def test_the_readme_lists_every_recording():
     for path in sorted((here / "fixtures").glob("*.txt")):
         assert f"`{path.name}`" in readme, f"backends/cambricon/README.md does not list {path.name}"
         assert path.read_text().startswith("# source: "), f"{path.name} has no '# source:' header"
+
+
+def test_hami_devices_lists_the_redacted_cards(fake_tools, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from hami.node.cli import devices_command
+    from hami.plugin.manager import BackendManager
+
+    def loaded(**kwargs):
+        manager = BackendManager(allow=(), deny=())
+        manager.register(CambriconBackend(), name="cambricon")
+        return manager
+
+    monkeypatch.setattr("hami.plugin.manager.load_backends", loaded)
+    fake_tools.install("cnmon", {"": "cnmon_mluxxx_v5.10.31_redacted.txt"})
+    result = CliRunner().invoke(devices_command, ["--json", "--node-name", "n"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["index"], r["advertised"], r["memory_mib"]) for r in rows] == [(i, False, None) for i in range(8)]
+    assert all("'0 MiB/ xxxxx MiB'" in r["reason"] for r in rows)
