@@ -18,12 +18,15 @@ from hami.fakes.kubeapi import KubeAPIServer
 from hami.fakes.kubeapi.audit import RequestLog
 from hami.kube import release
 from hami.plugin.model import SchedulableDevice
+from hami.scheduler import state as state_module
 from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.core import InformedNodeLock
+from hami.scheduler.state import ClusterState, Trust
 from hami.wire.allocation import verify_allocation
 from hami.wire.annotations import BIND_PHASE, BIND_TIME, NODE_LOCK
 from hami.wire.codec import encode_node_devices
 from hami.wire.nodelock import LockHolder, NodeLockError
+from hami.wire.signing import SigningKeys
 from hami_nvidia.plugin import KIND, plugin
 
 
@@ -185,3 +188,35 @@ def test_a_copy_showing_the_lock_held_reads_the_node(kube_apiserver: KubeAPIServ
     lock = InformedNodeLock(client_as(kube_apiserver, "scheduler"), lambda node: ("2020-01-01T00:00:00Z,default,old", node_rv))
     lock.acquire("n", "default", "p")
     assert [(r.verb, r.resource) for r in log.records] == [("get", "nodes"), ("patch", "nodes")]
+
+
+# ------------------------------------------------------------ signature verdicts, once per signed record
+
+
+def test_a_signed_record_is_verified_once_across_its_events(
+    harness: ExtenderHarness, kube_apiserver: KubeAPIServer, hami_manager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule(harness, add_pod(kube_apiserver, "p"))
+    pod = kube_apiserver.store.get("pods", "p", "default")
+    uid = pod["metadata"]["uid"]
+    calls: list[str] = []
+    real = state_module.verify
+
+    def counting(*args: Any) -> None:
+        calls.append(args[2])
+        real(*args)
+
+    monkeypatch.setattr(state_module, "verify", counting)
+    state = ClusterState(hami_manager.kinds, capacity_devices=hami_manager.node_capacity_devices, keys=TEST_KEYS)
+    for version, phase in (("10", "allocating"), ("11", "success"), ("12", "success")):  # the pod's later events
+        state.apply_pod({**pod, "metadata": {**pod["metadata"], "resourceVersion": version, "annotations": {**pod["metadata"]["annotations"], BIND_PHASE: phase}}})
+    assert calls == [uid]
+    assert state.pods[uid].trust == Trust.SIGNED
+    allocated = KIND.annotations.allocated
+    edited = {**pod["metadata"]["annotations"], allocated: pod["metadata"]["annotations"][allocated].replace("3000", "300")}
+    first = state._unverified(edited, uid)
+    assert first is not None and "changed" in first  # an edit is a different record: checked, and refused
+    assert state._unverified(edited, uid) == first and calls == [uid, uid]
+    state.keys = SigningKeys.from_seed(b"another-scheduler-key-0123456789")  # new keys: earlier verdicts do not carry over
+    assert state._unverified(pod["metadata"]["annotations"], uid) is not None
+    assert calls == [uid, uid, uid]

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 60.0
 _TERMINATED = {"Succeeded", "Failed"}
+_VERDICTS = 16384
+"""Signature verdicts remembered (then forgotten all at once): a few per pending or recent pod."""
 
 
 @attrs.frozen
@@ -152,6 +154,8 @@ class ClusterState:
         capacity by the owning backend (``BackendManager.node_capacity_devices``); None: such nodes have none."""
         self.keys = keys
         """Verify pod records with these keys; None (signing off) trusts every record as before."""
+        self._verdicts: dict[tuple[Any, ...], str | None] = {}
+        self._verdicts_keys: SigningKeys | None = None
         self.clock = clock
         self.handshake_timeout = handshake_timeout
         self.lock = threading.RLock()
@@ -447,11 +451,22 @@ class ClusterState:
         """None when the pod's records carry the scheduler's signature (or signing is off), else why not."""
         if self.keys is None:
             return None
+        # A pod's events repeat the same signed record (allocation written, bound, bind-phase, status):
+        # the verdict is a function of the keys and what was signed, so each record is checked once.
+        records = allocation_records(annotations)
+        node, signature = annotations.get(ASSIGNED_NODE, ""), annotations.get(SIGNATURE)
+        if self._verdicts_keys is not self.keys or len(self._verdicts) >= _VERDICTS:
+            self._verdicts, self._verdicts_keys = {}, self.keys
+        key = (uid, node, signature, tuple(sorted(records.items())))
+        if key in self._verdicts:
+            return self._verdicts[key]
+        why: str | None = None
         try:
-            verify(self.keys, annotations.get(SIGNATURE), uid, annotations.get(ASSIGNED_NODE, ""), allocation_records(annotations))
+            verify(self.keys, signature, uid, node, records)
         except SignatureError as exc:
-            return str(exc)
-        return None
+            why = str(exc)
+        self._verdicts[key] = why
+        return why
 
     def _capped(self, devices: Mapping[str, PodDevices], pod: Mapping[str, Any]) -> dict[str, PodDevices]:
         """An unsigned record, cut per container to the device count that container requests of the
