@@ -10,6 +10,8 @@ import re
 
 import attrs
 
+from hami.sdk import BackendError
+
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*(GB|MB|GiB|MiB)$")
 
 
@@ -27,10 +29,12 @@ def _cells(line: str) -> list[str]:
 
 
 def parse(text: str) -> tuple[list[Device], str]:
-    """The devices and the instance type ('' when not printed)."""
+    """The devices and the instance type ('' when not printed). A table without the ``NEURON DEVICE``
+    column (Neuron 1.x's ``PCI BDF | LOGICAL ID | ...``) is an error naming its header, not "no devices"."""
     instance = ""
     header: list[list[str]] = []
     devices: list[Device] = []
+    first_row: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("instance-type:"):
@@ -38,6 +42,7 @@ def parse(text: str) -> tuple[list[Device], str]:
         if not stripped.startswith("|"):
             continue
         cells = _cells(stripped)
+        first_row = first_row or cells
         if not cells[0].isdigit():
             if not devices and cells[0] in ("NEURON", "DEVICE"):
                 header.append(cells)
@@ -56,4 +61,6 @@ def parse(text: str) -> tuple[list[Device], str]:
                 bdf=row.get("PCI BDF", ""),
             )
         )
+    if first_row and not header:
+        raise BackendError(f"neuron-ls printed a table without a NEURON DEVICE column (header {' | '.join(first_row)}): a layout this backend does not read")
     return devices, instance

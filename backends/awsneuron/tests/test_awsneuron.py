@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hami.sdk import DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, RequestError, SchedulableDevice
+from hami.sdk import BackendError, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, RequestError, SchedulableDevice
 from hami_awsneuron import neuronls
 from hami_awsneuron import plugin as neuron
 
@@ -39,7 +41,37 @@ def test_discovery_through_fake_neuron_ls(fake_tools):
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("|+-0123456789 NEURONDVICSMGBA,.:\n")), max_size=400))
 def test_parser_never_crashes(text):
-    neuronls.parse(text)
+    """Any text parses, or is refused with a BackendError (a table without the NEURON DEVICE column)."""
+    try:
+        devices, _ = neuronls.parse(text)
+    except BackendError as exc:
+        assert "NEURON DEVICE" in str(exc)
+        return
+    assert all(d.index >= 0 and d.cores >= 0 and d.memory_mib >= 0 for d in devices)
+
+
+def test_dlami_inf1_table_without_process_columns(read_recording):
+    """Issue 25: the DLAMI guide's inf1.6xlarge table (no PID/COMMAND/RUNTIME columns) reads the same devices."""
+    devices, instance = neuronls.parse(read_recording("neuron-ls_inf1.6xlarge_dlami.txt"))
+    assert [(d.index, d.cores, d.memory_mib, d.connected, d.bdf) for d in devices] == [
+        (0, 4, 8192, (1,), "0000:00:1c.0"),
+        (1, 4, 8192, (2, 0), "0000:00:1d.0"),
+        (2, 4, 8192, (3, 1), "0000:00:1e.0"),
+        (3, 4, 8192, (2,), "0000:00:1f.0"),
+    ]
+    assert instance == ""
+
+
+def test_neuron_1x_table_is_a_warning_not_no_devices(fake_tools, read_recording, caplog):
+    """Issue 25: Neuron 1.x's neuron-ls (PCI BDF first, no NEURON DEVICE column) used to read as "no
+    devices", silently; it is refused with its header named, which discovery logs as one WARNING."""
+    with pytest.raises(BackendError, match=r"without a NEURON DEVICE column \(header PCI BDF \| LOGICAL"):
+        neuronls.parse(read_recording("neuron-ls_inf1.xlarge_neuron1x.txt"))
+    fake_tools.install("neuron-ls", {"": "neuron-ls_inf1.xlarge_neuron1x.txt"})
+    with caplog.at_level(logging.INFO):
+        assert neuron.discover(neuron.INFO.default_config, NodeContext("ip-10")) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "NEURON DEVICE" in warnings[0]
 
 
 def _requests(limits, config=None):
