@@ -8,7 +8,10 @@ show: every GPU the recording lists, advertised or explained, with the fields th
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -106,6 +109,35 @@ def test_four_rtx_2080_ti_with_one_off_the_bus(run_nvml):
         }
     ]
     assert "event=nvml_discovered node=gpu-node-1 devices=3 unadvertised=1" in log
+
+
+def test_hami_devices_lists_the_gpu_off_the_bus_with_its_reason(fake_nvml, tmp_path):
+    """The operator's view: ``hami devices --json`` on that machine (the real CLI, every installed
+    backend; the others find no tools and stay quiet)."""
+    name = "nvidia-smi-L_4x-geforce-rtx-2080-ti_520.61.05-gpu-off-the-bus.txt"
+    spec = tmp_path / "nvml.json"
+    spec.write_text(json.dumps(recorded.scenario(recorded.load(recorded.HERE / name))))
+    env = {k: v for k, v in os.environ.items() if k not in ("HAMI_INVENTORY", "LD_LIBRARY_PATH", "LD_PRELOAD")}
+    env.update(LD_LIBRARY_PATH=str(fake_nvml["full"]), FAKE_NVML_CONFIG=str(spec), PATH=str(tmp_path))  # no vendor tools
+    done = subprocess.run(
+        [sys.executable, "-m", "hami.cli", "devices", "--json", "--node-name", "gpu-node-1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [r for r in json.loads(done.stdout) if r["backend"] == "nvidia"]
+    assert [(r["index"], r["id"][:12], r["advertised"]) for r in rows] == [
+        (0, "GPU-67a571b1", True),
+        (1, "nvml-index-1", False),
+        (2, "GPU-2d540dd6", True),
+        (3, "GPU-80be5c9a", True),
+    ]
+    assert rows[1]["reason"] == "NVML cannot read GPU 1 (nvmlDeviceGetHandleByIndex: Unknown Error (NVML error 999))"
+    assert rows[1]["health"] == "Unhealthy" and rows[1]["slots"] == 0
+    assert "WARNING" not in done.stderr, done.stderr  # absent tools of other vendors are not warnings
 
 
 def test_every_recording_has_a_test_and_cites_a_public_source():
