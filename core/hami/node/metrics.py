@@ -196,7 +196,7 @@ class AgentCollector(Collector):
 
     def _partitions(self, out: Families, pods: Iterable[Mapping[str, Any]]) -> None:
         """HAMi's monitor series per realized partition instance a live pod's container holds
-        (``cmd/vGPUmonitor/metrics.go`` ``collectPodAndContainerMigInfo``, from the pod annotation
+        (``cmd/vGPUmonitor/metrics.go``, its per-container partition collector; from the pod annotation
         :mod:`hami.wire.partitions` the agent wrote at Allocate); legacy ``instanceid`` is the
         instance id."""
         gauge = out.gauge(PARTITION_CONTAINER_METRIC, "Partition instance runtime identity for a container allocation", PARTITION_CONTAINER_LABELS)
