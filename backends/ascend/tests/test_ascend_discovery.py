@@ -95,6 +95,7 @@ def test_a_chip_row_without_memory_figures_is_listed_unadvertised(fake_npu_smi, 
 # recording -> (vendor, phy id, card, chip, advertised MiB, healthy, ring) of every chip it shows
 RECORDED = {
     "info_910a_8card.txt": [("Ascend910A", i, i, 0, 32768, True, str(i // 4)) for i in range(8)],
+    "info_910b3_8card_idle.txt": [("Ascend910B3", i, i, 0, 65536, True, str(i // 4)) for i in range(8)],
     "info_910b2c_busy_process.txt": [("Ascend910B2", 0, 0, 0, 65536, True, "0"), ("Ascend910B2", 1, 1, 0, 65536, True, "0")],
     "info_910c_a3_4die_busy.txt": [("Ascend910C", n, n // 2, n % 2, 65536, True, str(n // 2)) for n in range(4)],
     "info_910c_a3_16die.txt": [("Ascend910C", n, n // 2, n % 2, 65536, True, str(n // 2)) for n in range(16)],

@@ -18,6 +18,7 @@ SAMPLES = {
     "info_910b1_elided.txt": (3, (0, 0, None, "910B1", "OK", "0000:C1:00.0", 65536), ("line 13: '...'",)),
     "info_910c_a3_16die.txt": (16, (0, 0, 0, "Ascend910", "OK", "0000:9D:00.0", 65536), ()),
     "info_310p3_duo.txt": (2, (2, 0, 0, "310P3", "OK", "0000:01:00.0", 44280), ()),
+    "info_910b3_8card_idle.txt": (8, (0, 0, None, "910B3", "OK", "0000:C1:00.0", 65536), ()),
     "info_910b2c_busy_process.txt": (2, (0, 0, None, "910B2C", "OK", "0000:5A:00.0", 65536), ()),
     "info_910c_a3_4die_busy.txt": (4, (0, 0, 0, "Ascend910", "OK", "0000:9C:00.0", 65536), ()),
     "info_310b4_alarm_na.txt": (1, (0, 0, 0, "310B4", "Alarm", "NA", 15609), ()),
@@ -165,3 +166,22 @@ def test_the_readme_lists_every_recording_and_every_recording_cites_its_source()
     for path in sorted(FIXTURES.glob("*.txt")):
         assert f"`{path.name}`" in readme, f"backends/ascend/README.md does not list {path.name}"
         assert path.read_text().startswith("# source: https://"), f"{path.name} has no '# source: <URL>' header"
+
+
+map_row = st.tuples(st.integers(0, 40000), st.integers(0, 3), st.one_of(st.none(), st.integers(0, 63)), st.sampled_from(["Ascend 910B3", "Mcu", "Ascend 310P3", "Ascend910"]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(map_row, max_size=10), st.sampled_from(["\t", "", "  "]))
+def test_generated_chip_maps_parse_back(rows, indent):
+    """``-m`` tables in the recorded shape (header, whitespace columns, '-' for no logic id) read back
+    exactly, whatever the indent (one published sample starts each line with a tab)."""
+    lines = [f"{indent}NPU ID       Chip ID       Chip Logic ID       Chip Name"]
+    lines += [f"{indent}{n:<13}{c:<14}{'-' if logic is None else logic:<20}{name}" for n, c, logic, name in rows]
+    assert parse_chip_map("\n".join(lines)) == [MapRow(n, c, logic, name) for n, c, logic, name in rows]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_arbitrary_text_never_crashes_the_chip_map_parser(text):
+    assert all(r.npu_id >= 0 and r.chip_id >= 0 for r in parse_chip_map(text))
