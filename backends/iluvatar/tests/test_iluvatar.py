@@ -31,6 +31,24 @@ def test_ixsmi_wide_layout_and_duo_names(read_recording):
     assert mod.to_device(gpus[0]).vendor == "MR-V100"
 
 
+@pytest.mark.parametrize(
+    ("recording", "expected"),
+    [
+        ("ixsmi_bi-v150s_docker.txt", [(0, "BI-V150S", "00000000:8A:00.0", 32768, "BI-V150")]),
+        ("ixsmi_bi-v100_16g_v3.2.1.txt", [(0, "BI-V100", "00000000:0C:00.0", 16384, "BI-V100")]),
+        (
+            "ixsmi_bi-v150_x16_v4.3.0.txt",
+            [(i, "BI-V150", f"00000000:{bus}:00.0", 32768, "BI-V150") for i, bus in enumerate(['13', '16', '1C', '1F', '27', '2A', '34', '37', '3D', '40', '48', '4B', '54', '57', '64', '67'])],
+        ),
+    ],
+)
+def test_ixsmi_more_recordings(read_recording, recording, expected):
+    """Issue 25: IX-ML 3.2.1 (a 16 GiB BI-V100), 4.0.0 under driver 4.1.0 (BI-V150S, read as the BI-V150
+    chip) and 4.3.0 (Fan N/A on every GPU) parse exactly as published."""
+    gpus = mod.parse_ixsmi(read_recording(recording))
+    assert [(g.index, g.name, g.bus_id, g.memory_mib, mod.to_device(g).vendor) for g in gpus] == expected
+
+
 def test_truncated_table_names_the_gpu(read_recording):
     text = read_recording("ixsmi_bi-v100_cdi.txt")
     cut = text.split("| 0%   35C")[0]
