@@ -27,6 +27,19 @@ def test_xpu_smi_eight_p800(read_recording):
     assert devices[4].id == "xpu-00000000-9a-00.0"
 
 
+def test_xpu_smi_four_p800_one_busy(read_recording):
+    """Issue 25: a busy XPU (31058 MiB in use) advertises its total, not what is free; the L3 line is not
+    taken for memory."""
+    devices = mod.parse_xpu_smi(read_recording("xpu-smi_p800_x4_busy.txt"))
+    assert [(d.index, d.id, d.memory, d.type) for d in devices] == [
+        (0, "xpu-00000000-03-00.0", 98304, "Kunlunxin P800 OAM"),
+        (1, "xpu-00000000-16-00.0", 98304, "Kunlunxin P800 OAM"),
+        (2, "xpu-00000000-1c-00.0", 98304, "Kunlunxin P800 OAM"),
+        (3, "xpu-00000000-2e-00.0", 98304, "Kunlunxin P800 OAM"),
+    ]
+    assert all(d.advertised for d in devices)
+
+
 def test_truncated_table_names_the_xpu(read_recording):
     cut = read_recording("xpu-smi_p800_x8.txt").split("| N/A   43C")[0]
     with pytest.raises(BackendError, match=r"XPU 0 \(P800 OAM\) has no memory line"):
