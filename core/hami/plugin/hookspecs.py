@@ -396,7 +396,10 @@ def hami_container_edits(
     their physical device and split, in the same order); the edits of the owner and of any
     cross-cutting plugin are merged. Mount and device host paths must lie under the backend's
     declared ``host_paths``. Raise :class:`hami.errors.BackendRefused` with a reason a person can act
-    on when the mode cannot be served (e.g. the isolation library is missing on the host).
+    on when the mode cannot be served (e.g. the isolation library is missing on the host). A backend
+    that hands out hardware partitions lists the instance each grant got in ``partitions``
+    (:class:`hami.plugin.model.PartitionInstance`): the agent records them on the pod in HAMi's
+    format (:mod:`hami.wire.partitions`) and the scheduler and agent export them.
 
     Example::
 
