@@ -71,6 +71,23 @@ def _as_api_json(pod: Mapping[str, Any]) -> dict[str, Any]:
     return stored
 
 
+QUIET_NODES = 50
+"""Up to this many nodes every agent runs with the DaemonSet's intervals."""
+
+
+def agent_intervals(nodes: int) -> tuple[float, float]:
+    """``(usage_interval, kubelet_poll_interval)`` of the agents in a sandbox of ``nodes`` nodes.
+
+    Every agent lists its node's pods each usage round (HAMi's 5 s feedback period) and checks for a
+    kubelet restart twice a second. With hundreds of simulated nodes in one process that is work
+    that grows with idle nodes, not with pods: 500 nodes listed 100 times a second, each list
+    filtering every pod (issue 29). Past ``QUIET_NODES`` the intervals stretch in proportion, so the
+    cluster as a whole does as much background work as a 50-node one; small sandboxes keep the
+    DaemonSet's timing."""
+    scale = max(1.0, nodes / QUIET_NODES)
+    return 5.0 * scale, 0.5 * scale
+
+
 class Sandbox:
     def __init__(
         self, nodes_file: str | Path | None = None, *, manager: BackendManager | None = None, settings: Mapping[str, Any] | None = None
@@ -102,6 +119,7 @@ class Sandbox:
             overrides = (self.settings.get("backends") or {}).get(backend, {})
             # The inventory makes every node simulated (NodeContext.simulated): no vendor tools or host libraries.
             self.manager.configure(backend, {**overrides, "inventory": str(self.nodes_file)})
+        usage_interval, kubelet_poll_interval = agent_intervals(len(self.inventory))
         for node in self.inventory:
             plugin_dir = tempfile.mkdtemp(prefix="hs", dir="/tmp")  # unix socket paths must stay short
             self._dirs.append(plugin_dir)
@@ -109,7 +127,12 @@ class Sandbox:
             self._describe_node(node)
             # the backends' node state in the temp dir, never /var/lib/hami: users run the sandbox unprivileged
             options = AgentOptions(
-                node_name=node.name, device_plugin_dir=Path(plugin_dir), health_interval=5.0, state_dir=Path(plugin_dir) / "state"
+                node_name=node.name,
+                device_plugin_dir=Path(plugin_dir),
+                health_interval=5.0,
+                state_dir=Path(plugin_dir) / "state",
+                usage_interval=usage_interval,
+                kubelet_poll_interval=kubelet_poll_interval,
             )
             agent = Agent(self.manager, self.core_v1, options, self.keys.verifier())
             self.agents[node.name] = agent.start()

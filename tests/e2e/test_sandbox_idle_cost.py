@@ -1,0 +1,102 @@
+"""What an idle simulated node costs (issue 29): the fake kubelets share one grpc.aio loop instead
+of holding threads each, the agent's ListAndWatch stream waits on an event instead of polling, and
+a large sandbox stretches its agents' periodic work so it does not grow with idle nodes."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hami.fakes.kubelet import FakeKubelet
+from hami.fakes.kubelet.sample_plugin import SamplePlugin
+from hami.node.plugin_server import _WAKE_S, DevicePluginServicer
+from hami.sandbox.cluster import QUIET_NODES, agent_intervals
+
+RESOURCE = "example.com/gpu"
+
+
+def _short_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="hk", dir="/tmp"))  # unix socket paths must stay short
+
+
+def test_kubelets_and_their_streams_hold_no_thread_each():
+    count = 6
+    dirs = [_short_dir() for _ in range(count)]
+    plugins = [SamplePlugin(d / "plugin.sock", ["d0", "d1"]).start() for d in dirs]
+    kubelets: list[FakeKubelet] = []
+    try:
+        kubelets.append(FakeKubelet(dirs[0], "node-0").start())  # the shared loop starts with the first one
+        before = threading.active_count()
+        kubelets.extend(FakeKubelet(d, f"node-{i}").start() for i, d in enumerate(dirs[1:], 1))
+        assert threading.active_count() - before <= 1, "serving Registration and PodResources must not start threads per kubelet"
+        for plugin, kubelet in zip(plugins, kubelets, strict=True):
+            plugin.register(kubelet.socket_path, RESOURCE)
+        for kubelet in kubelets:
+            assert kubelet.wait_devices(RESOURCE, 2) == {"d0": "Healthy", "d1": "Healthy"}
+        # the plugin side serves each stream from a thread of its pool; the kubelet side adds none
+        # (the synchronous client held a stream thread and a channel spin thread per plugin)
+        assert threading.active_count() - before <= count + 2
+        plugins[3].set_health("d1", "Unhealthy")  # the streams still deliver
+        assert kubelets[3].wait_devices(RESOURCE, 1) == {"d0": "Healthy", "d1": "Unhealthy"}
+    finally:
+        for kubelet in kubelets:
+            kubelet.stop()
+        for plugin in plugins:
+            plugin.stop()
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Context:
+    """The two things ListAndWatch asks of its grpc context."""
+
+    def __init__(self) -> None:
+        self.active = True
+        self.callbacks: list = []
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def add_callback(self, callback) -> bool:
+        self.callbacks.append(callback)
+        return True
+
+
+def test_a_stream_kubelet_hangs_up_ends_on_the_termination_callback_not_a_poll():
+    servicer = DevicePluginServicer(RESOURCE, handler=None)  # type: ignore[arg-type]  # no Allocate here
+    servicer.set_devices([])
+    context = _Context()
+    stream = servicer.ListAndWatch(None, context)  # type: ignore[arg-type]
+    next(stream)  # the first list; the stream now waits for a change
+    ended = threading.Event()
+
+    def drain() -> None:
+        for _ in stream:
+            pass
+        ended.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    assert not ended.wait(0.2)
+    context.active = False
+    for callback in context.callbacks:  # what grpc does when the RPC terminates
+        callback()
+    assert ended.wait(_WAKE_S / 2), "the hang-up must wake the stream, not its safety-net poll"
+
+
+def test_small_sandboxes_keep_the_daemonset_intervals():
+    assert agent_intervals(1) == agent_intervals(QUIET_NODES) == (5.0, 0.5)
+
+
+@given(st.integers(min_value=1, max_value=20_000))
+def test_background_work_of_the_whole_sandbox_is_bounded_by_a_quiet_one(nodes):
+    usage, poll = agent_intervals(nodes)
+    quiet_usage, quiet_poll = agent_intervals(QUIET_NODES)
+    assert usage >= 5.0 and poll >= 0.5
+    # pod lists per second and kubelet checks per second, summed over every agent
+    assert nodes / usage <= QUIET_NODES / quiet_usage + 1e-9
+    assert nodes / poll <= QUIET_NODES / quiet_poll + 1e-9
