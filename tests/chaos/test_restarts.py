@@ -165,3 +165,55 @@ def test_a_pod_filtered_by_the_old_scheduler_is_counted_and_bound_by_the_new_one
     bound = cluster.verb("bind", {"PodName": "filtered", "PodNamespace": "chaos", "PodUID": created["metadata"]["uid"], "Node": node})
     assert bound == {"Error": ""}
     assert cluster.kubelets[node].admit(read(cluster, "filtered")).admitted
+
+
+def test_a_thread_that_dies_and_a_logged_traceback_are_counted():
+    """A crash in a background thread never reaches logging: the run counts it through threading.excepthook."""
+    import logging
+    import threading
+
+    from hami.sandbox.chaos import _watch_logs
+
+    def die():
+        raise KeyError("boom")
+
+    with _watch_logs() as logs:
+        thread = threading.Thread(target=die, name="doomed")
+        thread.start()
+        thread.join()
+        try:
+            raise ValueError("logged")
+        except ValueError:
+            logging.getLogger("hami.chaos-test").exception("failed")
+    assert logs.thread_crashes == ["thread doomed died: KeyError: 'boom'"]
+    assert logs.bad == ["log hami.chaos-test: failed"]
+    assert threading.excepthook is not logs.thread_died
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_a_pod_that_finished_before_the_next_admission_frees_its_quota_at_once(phase):
+    """Found by the quota phase: the reservation of an admitted pod ended only when a *counting* pod
+    carried its token, so a pod that had finished (kubelet refused it, a short job) before the next
+    admission in its namespace charged the quota again through its reservation until the TTL (60 s)."""
+    from hami.plugin.manager import load_backends
+    from hami.webhook.quota import RESERVATION_ANNOTATION, QuotaReservations, reserve_quota
+
+    class Source:
+        def __init__(self):
+            self.reservations = QuotaReservations()
+            self.listed = []
+
+        def resource_quotas(self, namespace):
+            return [{"metadata": {"name": "q"}, "spec": {"hard": {"limits.nvidia.com/gpumem": "1000"}}}]
+
+        def pods(self, namespace):
+            return self.listed
+
+    manager, source = load_backends(), Source()
+    first = {"metadata": {"name": "first", "namespace": "ns"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}}}]}}
+    exceeded, token = reserve_quota(manager, first, "ns", source)
+    assert exceeded is None and token
+    source.listed = [{**first, "metadata": {**first["metadata"], "annotations": {RESERVATION_ANNOTATION: token}}, "status": {"phase": phase}}]
+    second = {**first, "metadata": {"name": "second", "namespace": "ns"}}
+    assert reserve_quota(manager, second, "ns", source)[0] is None
+    assert source.reservations.count("ns") == 1, "only the second pod's reservation is left"

@@ -376,9 +376,10 @@ def _check(
             quotas.append(quota)
     if not quotas:
         return None
-    existing = [p for p in source.pods(namespace) if counts_against_quota(p)]
-    if reservations is not None:
-        existing += reservations.in_flight(namespace, existing)
+    listed = source.pods(namespace)
+    existing = [p for p in listed if counts_against_quota(p)]
+    if reservations is not None:  # a listed pod that already finished ends its reservation too, or it would charge until the TTL
+        existing += reservations.in_flight(namespace, listed)
     for quota in quotas:
         name = str((quota.get("metadata") or {}).get("name", ""))
         hard = {
