@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hami.errors import AnnotationError, ValidationError
-from hami.plugin.model import ContainerEdits, PartitionInstance
+from hami import hookimpl
+from hami.errors import AnnotationError, ContractError, ValidationError
+from hami.plugin.model import AnnotationKeys, BackendInfo, ContainerEdits, DeviceKind, Grant, PartitionInstance, ResourceNames
 from hami.wire import partitions
 from hami.wire.partitions import PartitionAllocation
 
@@ -145,3 +146,33 @@ def test_container_edits_carry_and_merge_partitions():
     assert merged.partitions == (a, b) and merged.env == {"X": "1"}
     with pytest.raises(ValidationError, match=re.escape("ContainerEdits.partitions=")):
         ContainerEdits(partitions=[{"uuid": "MIG-a"}])  # type: ignore[list-item]
+
+
+class _Partitioner:
+    """A backend that hands out partitions and reports what ``report`` says each grant got."""
+
+    def __init__(self) -> None:
+        self.report: list[PartitionInstance] = []
+
+    @hookimpl
+    def hami_backend(self):
+        kind = DeviceKind("PART", ResourceNames(count="part.example.com/dev"), AnnotationKeys.hami("hami.io/node-part-register", "hami.io/node-handshake-part", "hami.io/part"))
+        return BackendInfo(name="part", kinds=[kind])
+
+    @hookimpl
+    def hami_container_edits(self, grants):
+        return ContainerEdits(env={"PART_VISIBLE": ",".join(g.id for g in grants)}, partitions=self.report)
+
+
+def test_a_partition_naming_another_device_than_its_grant_is_a_contract_error(hami_manager):
+    """The agent writes what the backend reports onto the pod: it must be the container's own grants."""
+    backend = _Partitioner()
+    hami_manager.register(backend, name="part")
+    grants = [Grant("PART-0", "PART", 10, 0), Grant("PART-1", "PART", 10, 0)]
+    pod = {"metadata": {"name": "p", "annotations": {}}}
+    backend.report = [PartitionInstance(0, "PART-0", "1s", 0, 1), PartitionInstance(1, "PART-1", "1s", 1, 1)]
+    assert hami_manager.container_edits(grants, pod, {"name": "c"}).partitions == tuple(backend.report)
+    for wrong in (PartitionInstance(1, "PART-0", "1s", 0, 1), PartitionInstance(2, "PART-1", "1s", 0, 1)):
+        backend.report = [wrong]
+        with pytest.raises(ContractError, match=re.escape(f"(device_index, device) [({wrong.device_index}, '{wrong.device}')] that are not among the grants ['PART-0', 'PART-1']")):
+            hami_manager.container_edits(grants, pod, {"name": "c"})
