@@ -91,11 +91,7 @@ def serve_cluster(nodes: int, gpus: int, pods: int, kubeconfig: str) -> None:
             log.clear()
             accepted = server.connections_accepted
         elif line.strip() == "stats":
-            counts: dict[str, int] = {}
-            for r in log.records:
-                key = f"{r.verb} {r.resource}" + (f"/{r.subresource}" if r.subresource else "")
-                counts[key] = counts.get(key, 0) + 1
-            print(json.dumps({"requests": counts, "connections": server.connections_accepted - accepted}), flush=True)
+            print(json.dumps({"requests": log.counts(), "connections": server.connections_accepted - accepted}), flush=True)
     threading.Event().wait()
 
 
@@ -145,7 +141,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--policy", default="spread", help="node policy (binpack makes in-flight pods race for one node's lock)")
-    parser.add_argument("--profile", metavar="PATH", help="py-spy record the scheduler and API server processes during the run into PATH.scheduler, PATH.apiserver (raw stacks)")
+    parser.add_argument("--profile", metavar="PATH", help="py-spy record the scheduler and API server processes during the run into PATH.scheduler, PATH.apiserver (raw stacks of the threads holding the GIL: where the CPU goes)")
     parser.add_argument("--serve-cluster", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--serve-scheduler", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,12 +247,18 @@ def main() -> None:
             for role, pid in (("scheduler", scheduler.pid), ("apiserver", apiserver.pid)):
                 spies.append(
                     subprocess.Popen(
-                        ["py-spy", "record", "-p", str(pid), "-r", "50", "-f", "raw", "-o", f"{args.profile}.{role}"],
+                        ["py-spy", "record", "-p", str(pid), "-r", "50", "--gil", "-f", "raw", "-o", f"{args.profile}.{role}"],
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
                 )
             time.sleep(2)
+        # the HTTP and JSON floor on this machine now: POST /echo of a filter's body, one at a time
+        echo_ms: list[float] = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            post("echo", {"Pod": pods[0], "NodeNames": names})
+            echo_ms.append(1000 * (time.perf_counter() - t0))
         ask("reset")
         run_started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
@@ -281,6 +283,11 @@ def main() -> None:
         per_pod = ", ".join(f"{k} {v / max(1, len(pods)):.2f}" for k, v in sorted(stats["requests"].items()))
         print(f"API requests per pod {total / max(1, len(pods)):.2f} ({per_pod}); the driver's own: patch pods 1.00, patch nodes 1.00")
         print(f"API server connections opened per 100 requests: {100 * stats['connections'] / max(1, total):.1f}")
+        echo = statistics.median(echo_ms)
+        print(
+            f"ratios to POST /echo of the same body (p50 {echo:.1f} ms, the HTTP+JSON floor): filter p50 {statistics.median(filter_ms) / echo:.1f}x, "
+            f"bind p50 {statistics.median(bind_ms) / echo:.1f}x, one pod's wall time {1000 * wall / max(1, bound) * args.in_flight / echo:.1f}x"
+        )
         print(
             f"pods_per_s={bound / wall:.1f} bind_p99_ms={percentile(bind_ms, 0.99):.1f} filter_p50_ms={statistics.median(filter_ms):.1f} "
             f"scheduler_rss_mib={peak:.0f} bound={bound} seconds={wall:.1f} "

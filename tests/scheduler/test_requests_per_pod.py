@@ -220,3 +220,32 @@ def test_a_signed_record_is_verified_once_across_its_events(
     state.keys = SigningKeys.from_seed(b"another-scheduler-key-0123456789")  # new keys: earlier verdicts do not carry over
     assert state._unverified(pod["metadata"]["annotations"], uid) is not None
     assert calls == [uid, uid, uid]
+
+
+def test_a_node_event_that_leaves_the_device_list_decodes_nothing(hami_manager: Any, register_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taking and releasing the node lock (two node events per pod) must not re-parse the device list."""
+    register_backend(plugin)
+    decoded: list[str] = []
+    real = state_module.decode_node_devices
+
+    def counting(text: str, *args: Any) -> Any:
+        decoded.append(text)
+        return real(text, *args)
+
+    monkeypatch.setattr(state_module, "decode_node_devices", counting)
+    state = ClusterState(hami_manager.kinds, capacity_devices=hami_manager.node_capacity_devices)
+
+    def node(gpus: int, version: str, lock: str | None = None) -> dict[str, Any]:
+        devices = [SchedulableDevice(id=f"G-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=10000, cores=100, index=i) for i in range(gpus)]
+        annotations = {KIND.annotations.node_register: encode_node_devices(devices, "json"), **({NODE_LOCK: lock} if lock else {})}
+        return {"metadata": {"name": "n", "resourceVersion": version, "annotations": annotations}}
+
+    state.apply_node(node(2, "1"))
+    state.apply_node(node(2, "2", lock="2026-01-01T00:00:00Z,default,p"))
+    state.apply_node(node(2, "3"))
+    assert len(decoded) == 1 and sorted(state.nodes["n"].devices) == ["G-0", "G-1"]
+    state.apply_node(node(3, "4"))  # the device plugin registered another device
+    assert len(decoded) == 2 and sorted(state.nodes["n"].devices) == ["G-0", "G-1", "G-2"]
+    state.delete_node("n")
+    state.apply_node(node(3, "5"))  # back after a delete: read afresh
+    assert len(decoded) == 3 and sorted(state.nodes["n"].devices) == ["G-0", "G-1", "G-2"]

@@ -156,6 +156,9 @@ class ClusterState:
         """Verify pod records with these keys; None (signing off) trusts every record as before."""
         self._verdicts: dict[tuple[Any, ...], str | None] = {}
         self._verdicts_keys: SigningKeys | None = None
+        self._decoded: dict[tuple[str, str], tuple[str, tuple[SchedulableDevice, ...]]] = {}
+        """(node, vendor) -> the register annotation last decoded and its devices: most node events (the
+        node lock taken and released per pod, heartbeats) leave the device list as it was."""
         self.clock = clock
         self.handshake_timeout = handshake_timeout
         self.lock = threading.RLock()
@@ -217,12 +220,17 @@ class ClusterState:
             if gone:  # HAMi's rule: a stale request and nothing allocatable (pkg/device/devices.go CheckHealth)
                 problems[vendor] = f"the {vendor} device plugin {gone}"
                 continue
-            try:
-                decoded = decode_node_devices(text, vendor, kind.node_encoding)
-            except AnnotationError as exc:
-                problems[vendor] = f"corrupt {kind.annotations.node_register}: {exc}"
-                log.warning("event=node_annotation_corrupt node=%s vendor=%s error=%r", name, vendor, str(exc))
-                continue
+            known = self._decoded.get((name, vendor))
+            if known is not None and known[0] == text:
+                decoded = known[1]
+            else:
+                try:
+                    decoded = decode_node_devices(text, vendor, kind.node_encoding)
+                except AnnotationError as exc:
+                    problems[vendor] = f"corrupt {kind.annotations.node_register}: {exc}"
+                    log.warning("event=node_annotation_corrupt node=%s vendor=%s error=%r", name, vendor, str(exc))
+                    continue
+                self._decoded[(name, vendor)] = (text, decoded)
             candidates.append((vendor, decoded))
         cordon = frozenset(u.strip() for u in (annotations.get(DEVICE_CORDON) or "").split(",") if u.strip())
         with self.lock:
@@ -327,6 +335,8 @@ class ClusterState:
         with self.lock:
             self.handshakes.pop(name, None)
             self._refused.pop(name, None)
+            for vendor in self.kinds:
+                self._decoded.pop((name, vendor), None)
             freed = self._claim(name, set(), None)
             self.host.set_node(name, None)
             if self.nodes.pop(name, None) is not None:

@@ -49,6 +49,14 @@ class RequestLog:
     def by_component(self, component: str) -> list[RequestRecord]:
         return [r for r in self.records if r.component == component]
 
+    def counts(self) -> dict[str, int]:
+        """Requests by ``"<verb> <resource>[/<subresource>]"`` (benchmarks print them per pod)."""
+        counts: dict[str, int] = {}
+        for r in self.records:
+            key = f"{r.verb} {r.resource}" + (f"/{r.subresource}" if r.subresource else "")
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
