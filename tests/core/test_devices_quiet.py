@@ -99,3 +99,23 @@ def test_a_failing_tool_is_one_warning_each(empty_bin: Path, json_flag: tuple[st
         assert "error: boom" in about[0]
     if json_flag:
         assert json.loads(result.stdout) == []
+
+
+def test_a_device_the_tool_lists_but_cannot_be_offered_is_shown_with_why(empty_bin: Path) -> None:
+    """Issue 25's other half, end to end: the real CLI lists a device the vendor tool reported but the
+    backend cannot advertise, with the reason, in the JSON and under the table, and still exits 0.
+    The tool is a stand-in printing two rows in brsmi's documented CSV form, one without memory."""
+    tool = empty_bin / "brsmi"
+    tool.write_text("#!/bin/sh\nprintf '0, Biren 166M, GPU-a, 65024\\n1, Biren 166M, GPU-b, [N/A]\\n'\n")
+    tool.chmod(0o755)
+    result = run_hami(empty_bin, "devices", "--json")
+    assert result.returncode == 0, result.stderr
+    assert warnings_in(result.stderr) == []
+    rows = [(r["backend"], r["index"], r["id"], r["advertised"], r["reason"]) for r in json.loads(result.stdout)]
+    assert rows == [
+        ("biren", 0, "GPU-a", True, ""),
+        ("biren", 1, "GPU-b", False, "memory unknown: brsmi printed no memory.total for this GPU"),
+    ]
+    table = run_hami(empty_bin, "devices")
+    assert table.returncode == 0, table.stderr
+    assert "not advertised: biren Biren index 1 (GPU-b): memory unknown" in table.stdout
