@@ -1,9 +1,12 @@
 """A larger chaos run than tests/chaos (issue 19): several seeds of hami.sandbox.chaos on the default
-sandbox cluster, printing per seed and in total the pods, faults, fuzzed inputs and forged annotations
-tried, and the figures that must be 0: over-allocated devices, leaked locks/holdings, unclear errors,
-crashes. Exits 1 when any is not 0, so a seed that fails can be replayed with --seed.
+sandbox cluster, then of its restart phases (the scheduler service, an agent with pods deleted while
+it is down, a kubelet: each stopped and started while pods are in flight) and its quota race, printing
+per seed and in total the pods, faults, fuzzed inputs, forged annotations, restarts and admissions
+tried, and the figures that must be 0: over-allocated devices, leaked locks/holdings/ledgers/
+reservations, unclear errors, crashes. Exits 1 when any is not 0, so a seed that fails can be replayed
+with --seed.
 
-    python bench/chaos.py --seeds 5 --pods 80 --fuzz 300
+    python bench/chaos.py --seeds 5 --pods 80 --fuzz 300 --restart-pods 60
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import sys
 import time
 
-from hami.sandbox.chaos import run_chaos
+from hami.sandbox.chaos import run_chaos, run_restarts
 
 
 def main() -> int:
@@ -23,9 +26,15 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=80)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--fuzz", type=int, default=300, help="fuzzed extender/webhook bodies per seed")
+    parser.add_argument("--restart-pods", type=int, default=48, help="pods per restart phase (3 phases per seed; 0: no restart run)")
+    parser.add_argument("--quota-admissions", type=int, default=32, help="concurrent admissions per quota-race round")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    totals = dict(pods=0, running=0, faults=0, inputs=0, forgeries=0, over=0, leaked=0, unclear=0, crashes=0)
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.ERROR)  # the runs raise hami's loggers to INFO to count tracebacks: print only errors
+    logging.basicConfig(level=logging.ERROR, handlers=[handler])
+    totals = dict(
+        pods=0, running=0, faults=0, inputs=0, forgeries=0, restarts=0, down=0, samples=0, admissions=0, over=0, leaked=0, unclear=0, crashes=0
+    )
     started = time.monotonic()
     for seed in range(args.seed, args.seed + args.seeds):
         report = run_chaos(seed, pods=args.pods, workers=args.workers, fuzz=args.fuzz)
@@ -42,9 +51,27 @@ def main() -> int:
             ("crashes", report.crashes),
         ):
             totals[key] += value
+        if args.restart_pods:
+            restarts = run_restarts(seed, pods=args.restart_pods, workers=args.workers, quota_admissions=args.quota_admissions)
+            print("\n".join(restarts.lines()), flush=True)
+            for key, value in (
+                ("pods", restarts.pods),
+                ("running", restarts.running),
+                ("restarts", sum(count for _, count in restarts.restarts)),
+                ("down", restarts.deleted_while_down),
+                ("samples", restarts.samples),
+                ("admissions", restarts.quota_tried),
+                ("over", len(restarts.over_allocated)),
+                ("leaked", len(restarts.leaked)),
+                ("unclear", len(restarts.unclear)),
+                ("crashes", restarts.crashes),
+            ):
+                totals[key] += value
     print(
         f"total over {args.seeds} seeds in {time.monotonic() - started:.0f} s: pods {totals['pods']} (running {totals['running']}), "
-        f"faults {totals['faults']}, inputs tried {totals['inputs']}, forged/edited {totals['forgeries']}; "
+        f"faults {totals['faults']}, inputs tried {totals['inputs']}, forged/edited {totals['forgeries']}, restarts {totals['restarts']} "
+        f"(pods deleted while their agent was down {totals['down']}), quota admissions {totals['admissions']}, "
+        f"over-allocation samples {totals['samples']}; "
         f"over-allocated {totals['over']}, leaked {totals['leaked']}, unclear {totals['unclear']}, crashes {totals['crashes']}"
     )
     return 1 if totals["over"] or totals["leaked"] or totals["unclear"] or totals["crashes"] else 0

@@ -118,7 +118,7 @@ def test_a_restarted_kubelet_gets_the_plugin_back_and_keeps_the_running_pods(clu
 def test_the_quota_race_admits_exactly_the_quota_and_frees_what_was_never_created(cluster):
     tried, admitted, expected, problems = _quota_race(cluster, admissions=12, holds=4, dropped=2)
     assert problems == []
-    assert (tried, admitted, expected) == (24, 6, 6)
+    assert (tried, admitted, expected) == (25, 6, 6)
     with cluster.quota.reservations.lock("quota"):
         assert cluster.quota.reservations.in_flight("quota", cluster.pods("quota")) == []
 
