@@ -140,17 +140,20 @@ def cluster(tmp_path_factory):
     nodes = tmp_path_factory.mktemp("mig") / "nodes.yaml"
     nodes.write_text(yaml.safe_dump(NODES))
     with Sandbox(nodes) as sandbox:
+        assert sandbox.core_v1 is not None and sandbox.service is not None
+        service = sandbox.service
         outcome = sandbox.submit(POD)
         assert outcome.phase == "Running", outcome
-        annotation = sandbox.core_v1.read_namespaced_pod("mig-job", "default").metadata.annotations.get(ANNOTATION)
+        stored = json.loads(sandbox.core_v1.read_namespaced_pod("mig-job", "default", _preload_content=False).data)  # type: ignore[attr-defined]
+        annotation = stored["metadata"]["annotations"].get(ANNOTATION)
         (agent,) = sandbox.agents.values()
         server = serve_metrics(agent.metrics.registry, "127.0.0.1", 0)
         try:
-            series = _scrape(sandbox.service.server.url) + _scrape(server.url)
-            legacy = _collect(AllocationCollector(sandbox.service.state, legacy=True, pods=api_placed_pods(sandbox.core_v1)))
+            series = _scrape(service.server.url) + _scrape(server.url)
+            legacy = _collect(AllocationCollector(service.state, legacy=True, pods=api_placed_pods(sandbox.core_v1)))
             legacy += _collect(AgentCollector(agent, legacy=True))
             sandbox.delete("default", "mig-job")
-            after = _scrape(sandbox.service.server.url) + _scrape(server.url)
+            after = _scrape(service.server.url) + _scrape(server.url)
         finally:
             server.stop()
     return {"outcome": outcome, "annotation": annotation, "series": series, "legacy": legacy, "after": after}
