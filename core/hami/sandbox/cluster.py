@@ -111,7 +111,12 @@ class Sandbox:
 
     # ------------------------------------------------------------ life cycle
 
-    def start(self, timeout: float = 30.0) -> Sandbox:
+    def start(self, timeout: float | None = None) -> Sandbox:
+        """Start every component; ``timeout`` bounds each wait for them to come up (default: 30 s,
+        plus 0.2 s a node past ``QUIET_NODES``: 500 nodes register and hand shake for minutes on a
+        loaded machine)."""
+        if timeout is None:
+            timeout = 30.0 + 0.2 * max(0, len(self.inventory) - QUIET_NODES)
         self.api.start()
         # every agent and kubelet shares this client: a connection each (and the sandbox's own) avoids "pool is full" reconnects
         self.core_v1 = client.CoreV1Api(self.api.api_client(pool_size=2 * len(self.inventory) + 16))
