@@ -120,10 +120,42 @@ def _from_listing(body: str, header: dict[str, str]) -> list[dict[str, Any]]:
     return devices
 
 
+def _from_query(body: str) -> list[dict[str, Any]]:
+    """``nvidia-smi -q``: ``GPU <bus id>`` opens a GPU; ``Key : value`` lines, nested under section
+    lines (``MIG Mode``, ``FB Memory Usage``) by indentation."""
+    devices: list[dict[str, Any]] = []
+    section = ""
+    for line in body.splitlines():
+        if match := re.match(r"^GPU ([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d)$", line):
+            devices.append({"bus_id": match.group(1)})
+            continue
+        if not devices or not line.startswith("    "):
+            continue
+        key, sep, value = (part.strip() for part in line.partition(" : "))
+        if not sep:
+            section = key if not line.startswith("        ") else section
+            continue
+        gpu, value = devices[-1], value.strip()
+        if key == "Product Name":
+            gpu["name"] = value
+        elif key == "GPU UUID":
+            gpu["uuid"] = value
+        elif section == "MIG Mode" and key == "Current" and value in ("Enabled", "Disabled"):
+            gpu["mig"] = 1 if value == "Enabled" else 0
+        elif section == "FB Memory Usage" and key in ("Total", "Used") and (mib := _mib(value)) is not None:
+            gpu["memory_mib" if key == "Total" else "used_mib"] = mib
+    return devices
+
+
 def scenario(recording: Recording) -> dict[str, Any]:
     """The fake NVML's JSON for the machine the recording shows."""
     body = recording.body.strip()
-    devices = _from_xml(body) if body.startswith("<?xml") else _from_listing(body, recording.header)
+    if body.startswith("<?xml"):
+        devices = _from_xml(body)
+    elif body.startswith("==============NVSMI LOG"):
+        devices = _from_query(body)
+    else:
+        devices = _from_listing(body, recording.header)
     if not devices:
         raise ValueError(f"{recording.name}: no GPU found in the recording")
     return {"devices": devices}

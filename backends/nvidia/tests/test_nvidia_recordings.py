@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 _SPEC = importlib.util.spec_from_file_location("hami_nvidia_tests_recorded", Path(__file__).with_name("recorded.py"))
 assert _SPEC is not None and _SPEC.loader is not None
@@ -91,6 +93,14 @@ def test_a100_80gb_pcie_split_into_four_mig_devices(run_nvml):
     ]
 
 
+def test_tesla_t4_driver_525_from_a_device_plugin_report(run_nvml):
+    out, _ = replay(run_nvml, "nvidia-smi-q_tesla-t4_525.89.02-aws.txt")
+    assert [(d["index"], d["id"], d["type"], d["attributes"]["bus_id"], d["healthy"]) for d in out["devices"]] == [
+        (0, "GPU-84b0bf9a-67bf-493c-9214-4fad8b125a6d", "Tesla T4", "00000000:00:1e.0", True)
+    ]
+    assert out["devices"][0]["attributes"]["mig_enabled"] is False and out["unadvertised"] == []
+
+
 def test_four_rtx_2080_ti_with_one_off_the_bus(run_nvml):
     out, log = replay(run_nvml, "nvidia-smi-L_4x-geforce-rtx-2080-ti_520.61.05-gpu-off-the-bus.txt")
     assert [(d["index"], d["id"], d["type"]) for d in out["devices"]] == [
@@ -163,3 +173,24 @@ def test_a_recording_without_a_source_is_refused(tmp_path, header):
     path.write_text(f"{header}GPU 0: NVIDIA T4 (UUID: GPU-1)\n")
     with pytest.raises(ValueError, match="no '# source:' header"):
         recorded.load(path)
+
+
+_HEX = st.text("0123456789abcdef", min_size=8, max_size=8)
+_NAME = st.from_regex(r"NVIDIA [A-Z][A-Za-z0-9 -]{0,20}[A-Za-z0-9]", fullmatch=True)
+_PROFILE = st.from_regex(r"[1-7]g\.[1-9][0-9]?gb", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_NAME, _HEX, st.lists(st.tuples(_PROFILE, _HEX), max_size=7)), min_size=1, max_size=8))
+def test_any_listing_reads_back_as_written(gpus):
+    """The -L reader (a test helper, but the recordings' meaning rests on it): every GPU and MIG line
+    nvidia-smi could print comes back with its name, UUID and profile, in order."""
+    lines = []
+    for i, (name, uid, migs) in enumerate(gpus):
+        lines.append(f"GPU {i}: {name} (UUID: GPU-{uid})")
+        lines += [f"  MIG {profile:<12}Device {d:>2}: (UUID: MIG-{mid})" for d, (profile, mid) in enumerate(migs)]
+    devices = recorded.scenario(recorded.Recording("x", {"source": "-"}, "\n".join(lines)))["devices"]
+    assert [(d["name"], d["uuid"]) for d in devices] == [(name, f"GPU-{uid}") for name, uid, _ in gpus]
+    for device, (name, _, migs) in zip(devices, gpus, strict=True):
+        assert [(m["uuid"], m["name"]) for m in device.get("mig_devices", [])] == [(f"MIG-{mid}", f"{name} MIG {p}") for p, mid in migs]
+        assert device.get("mig") == (1 if migs else None)
