@@ -22,11 +22,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from kubernetes import client, config
 
 from hami.fakes.extender import TEST_KEYS, ExtenderHarness
 from hami.fakes.kubeapi import KubeAPIServer
+from hami.fakes.kubeapi.audit import RequestLog
 from hami.plugin.manager import BackendManager
 from hami.plugin.model import Grant, SchedulableDevice
 from hami.scheduler.config import SchedulerConfig
@@ -49,16 +51,19 @@ def load_cluster(server: KubeAPIServer, nodes: int, gpus: int, rng: random.Rando
         for p in range(rng.randint(0, 3)):  # random existing usage
             device = rng.choice(devices)
             grant = Grant(device.id, "NVIDIA", rng.randint(1, 20) * 1024, rng.choice([0, 10, 25, 50]))
-            uid = f"uid-{n}-{p}"
-            annotations = Allocation(name, {"NVIDIA": ((grant,),)}).annotations(kinds, uid, time.time(), TEST_KEYS)
-            server.store.create(
+            created = server.store.create(
                 "pods",
                 {
-                    "metadata": {"name": f"existing-{n}-{p}", "namespace": "default", "uid": uid, "annotations": annotations},
+                    "metadata": {"name": f"existing-{n}-{p}", "namespace": "default"},
                     "spec": {"nodeName": name, "containers": [{"name": "c", "image": "cuda"}]},
                 },
                 namespace="default",
             )
+            # signed for the uid the API server gave the pod (a uid of our own is replaced on create, and
+            # a record signed for it would not count: the cluster would look empty)
+            uid = created["metadata"]["uid"]
+            annotations = Allocation(name, {"NVIDIA": ((grant,),)}).annotations(kinds, uid, time.time(), TEST_KEYS)
+            server.store.patch("pods", f"existing-{n}-{p}", {"metadata": {"annotations": annotations}}, "application/merge-patch+json", "default")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -83,7 +88,15 @@ def serve_cluster(nodes: int, gpus: int, seed: int, kubeconfig: str) -> None:
         namespace="default",
     )
     server.write_kubeconfig(kubeconfig)
+    log = server.request_log = RequestLog()
     print("ready", flush=True)
+    accepted = 0
+    for line in sys.stdin:  # the driver asks: "reset" before the timed requests, "stats" after
+        if line.strip() == "reset":
+            log.clear()
+            accepted = server.connections_accepted
+        elif line.strip() == "stats":
+            print(json.dumps({"requests": log.counts(), "connections": server.connections_accepted - accepted}), flush=True)
     threading.Event().wait()
 
 
@@ -118,20 +131,29 @@ def main() -> None:
                 "--serve-cluster",
                 kubeconfig,
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
+
+        def ask(what: str) -> str:
+            assert api.stdin is not None and api.stdout is not None
+            api.stdin.write(what + "\n")
+            api.stdin.flush()
+            return api.stdout.readline() if what == "stats" else ""
+
         try:
+            assert api.stdout is not None
             if api.stdout.readline().strip() != "ready":
                 raise SystemExit("the API server process did not start")
             core_v1 = client.CoreV1Api(config.new_client_from_config(kubeconfig))
-            run(manager, core_v1, args)
+            run(manager, core_v1, args, ask)
         finally:
             api.kill()
             api.wait()
 
 
-def run(manager: BackendManager, core_v1: client.CoreV1Api, args: argparse.Namespace) -> None:
+def run(manager: BackendManager, core_v1: client.CoreV1Api, args: argparse.Namespace, ask: Callable[[str], str]) -> None:
     harness = ExtenderHarness(manager, core_v1, config=SchedulerConfig(events=False)).start()
     try:
         pod = harness.pod_json("default", "bench")
@@ -153,13 +175,24 @@ def run(manager: BackendManager, core_v1: client.CoreV1Api, args: argparse.Names
             post("/filter")
             post("/echo")
         filters, echoes = [], []
+        harness.scheduler.wait_written(pod["metadata"]["uid"])
+        ask("reset")
         for _ in range(args.requests):
             filters.append(post("/filter"))
             echoes.append(post("/echo"))
+        harness.scheduler.wait_written(pod["metadata"]["uid"])
+        harness.scheduler.close()  # every allocation write done before counting
+        stats = json.loads(ask("stats"))
     finally:
         harness.stop()
     f50, f99, e50 = statistics.median(filters), percentile(filters, 0.99), statistics.median(echoes)
-    print(f"nodes={args.nodes} filter_p50_ms={f50:.2f} filter_p99_ms={f99:.2f} echo_p50_ms={e50:.2f} ratio_p50={f50 / e50:.2f}")
+    writes = {k: v for k, v in stats["requests"].items() if not k.startswith(("list ", "watch "))}
+    total = sum(writes.values())
+    print(f"API requests per filter: {total / args.requests:.2f} ({', '.join(f'{k} {v / args.requests:.2f}' for k, v in sorted(writes.items()))})")
+    print(
+        f"nodes={args.nodes} filter_p50_ms={f50:.2f} filter_p99_ms={f99:.2f} echo_p50_ms={e50:.2f} ratio_p50={f50 / e50:.2f} "
+        f"connections_per_100_requests={100 * stats['connections'] / max(1, total):.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 HERE = Path(__file__).resolve()
 
@@ -201,7 +201,7 @@ def main() -> None:
         api.configuration.connection_pool_maxsize = args.in_flight * 2
         core_v1 = client.CoreV1Api(api)
         names = [f"node-{n:05d}" for n in range(args.nodes)]
-        pods = json.loads(core_v1.list_namespaced_pod("default", _preload_content=False).data)["items"]
+        pods = json.loads(cast(Any, core_v1.list_namespaced_pod("default", _preload_content=False)).data)["items"]
         host, port = url.removeprefix("http://").split(":")
         local = threading.local()
         filter_ms: list[float] = []
