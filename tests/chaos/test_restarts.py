@@ -217,3 +217,21 @@ def test_a_pod_that_finished_before_the_next_admission_frees_its_quota_at_once(p
     second = {**first, "metadata": {"name": "second", "namespace": "ns"}}
     assert reserve_quota(manager, second, "ns", source)[0] is None
     assert source.reservations.count("ns") == 1, "only the second pod's reservation is left"
+
+
+def test_an_admission_racing_a_kubelet_restart_fails_the_pod_instead_of_raising(cluster):
+    """Found by the kubelet-restart phase: an admission that picked the plugin's endpoint just before a
+    restart closed it got grpc's ValueError ("Cannot invoke RPC on closed channel!") out of
+    FakeKubelet.admit. kubelet answers the pod with the error Go's gRPC gives a closed connection."""
+    names = cluster.names
+    node = cluster.nodes[0]
+    kubelet = cluster.kubelets[node]
+    kubelet._endpoints[names.count]._channel.close()  # the restart's close, caught between lookup and call
+    pod = spec("raced", names)
+    pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    created = json.loads(cluster.core_v1.create_namespaced_pod("chaos", pod, _preload_content=False).data)
+    assert cluster.verb("bind", {"PodName": "raced", "PodNamespace": "chaos", "PodUID": created["metadata"]["uid"], "Node": node}) == {"Error": ""}
+    result = kubelet.admit(read(cluster, "raced"))
+    assert not result.admitted
+    assert result.reason == "UnexpectedAdmissionError"
+    assert "grpc: the client connection is closing" in result.message

@@ -41,6 +41,7 @@ from kubernetes.client.exceptions import ApiException
 from hami.backendkit.inventory import load_inventory
 from hami.errors import AnnotationError, HamiError
 from hami.fakes.kubeapi import KubeAPIServer
+from hami.fakes.kubeapi.faults import Faults
 from hami.fakes.kubelet import FakeKubelet
 from hami.node.agent import Agent, AgentOptions
 from hami.plugin.manager import load_backends
@@ -153,9 +154,8 @@ def _busiest_kind(sandbox: Sandbox) -> ResourceNames:
     raise HamiError("chaos: no shareable device kind (memory and cores) in the sandbox's nodes")
 
 
-def _inject(sandbox: Sandbox, rng: random.Random) -> None:
+def _inject(faults: Faults, rng: random.Random) -> None:
     """One fault: a 409/500/503 on the writes of a bind or Allocate, latency, or cut watches."""
-    faults = sandbox.api.faults
     choice = rng.randrange(5)
     if choice == 0:
         faults.fail(rng.choice((409, 500, 503)), count=rng.randint(1, 3), path=r"/pods/[^/]+$", method="PATCH")
@@ -334,7 +334,7 @@ def run_chaos(
             """Submit, and like kube-scheduler's backoff queue try a pod that was not placed again
             (a lost node lock, a failed write): deleted and recreated, so each try has its own UID."""
             if fault_plan[index]:
-                _inject(sandbox, random.Random(fault_seeds[index]))
+                _inject(sandbox.api.faults, random.Random(fault_seeds[index]))
             outcome: Any = None
             for attempt in range(retries + 1):
                 try:
@@ -420,6 +420,8 @@ class RestartReport:
     """Component → how often it was stopped and started during the run."""
     deleted_while_down: int
     """Pods deleted while their node's agent was stopped (its reconcile at start must release them)."""
+    faults: int
+    """API faults injected during the phases (failed writes of binds and Allocate, latency, cut watches)."""
     samples: int
     """Over-allocation samples taken while pods were in flight."""
     unavailable: int
@@ -442,7 +444,7 @@ class RestartReport:
         restarts = ", ".join(f"{what} {count}" for what, count in self.restarts)
         return [
             f"seed {self.seed} restarts: pods {self.pods} (running {self.running}), restarts ({restarts}), "
-            f"pods deleted while their agent was down {self.deleted_while_down}, over-allocation samples {self.samples}, "
+            f"pods deleted while their agent was down {self.deleted_while_down}, API faults {self.faults}, over-allocation samples {self.samples}, "
             f"calls that met a stopped scheduler {self.unavailable}",
             *(f"  a try failed {count}x: {reason}" for reason, count in self.setbacks),
             "phases: " + ", ".join(f"{name} {ran} running/{other} not" for name, ran, other in self.phases),
@@ -831,6 +833,7 @@ def run_restarts(
     retries: int = 3,
     quota_admissions: int = 16,
     quota_holds: int = 5,
+    fault_rate: float = 0.25,
     nodes_file: str | Path | None = None,
 ) -> RestartReport:
     """One seeded run of three phases of ``pods`` parallel pods each, with the scheduler service, then
@@ -847,12 +850,15 @@ def run_restarts(
     phases: list[tuple[str, int, int]] = []
     setbacks: collections.Counter[str] = collections.Counter()
     setback_lock = threading.Lock()
+    planned: list[int] = []
     with _watch_logs() as logs, RestartCluster(nodes_file) as cluster, _Sampler(cluster) as sampler:
         cluster.core_v1.create_namespace({"metadata": {"name": "chaos"}}, _preload_content=False)
 
         def one(spec: dict[str, Any]) -> tuple[str, str, str]:
             """Like kube-scheduler's backoff queue, a pod that did not run is tried again (recreated)."""
             outcome = ("Pending", "not tried", "")
+            if spec.pop("fault", None) is not None:
+                _inject(cluster.api.faults, random.Random(spec.pop("fault_seed")))
             for attempt in range(retries + 1):
                 spec["metadata"]["name"] = f"chaos-{next(counter)}"
                 outcome = cluster.submit(spec)
@@ -872,6 +878,10 @@ def run_restarts(
             nonlocal crashes, running
             done = threading.Semaphore(0)
             specs = [_pod(rng, 0, cluster.names) for _ in range(pods)]
+            for spec in specs:  # the pod's own keys: gone before it is submitted
+                if rng.random() < fault_rate:
+                    spec.update(fault=True, fault_seed=rng.randrange(1 << 30))
+                    planned.append(1)
             errors: list[BaseException] = []
 
             def disruptor() -> None:
@@ -957,6 +967,8 @@ def run_restarts(
             restarts["kubelet"] += 1
 
         batch("kubelet restart", kubelet, pods // 3)
+        cluster.api.faults.clear()
+        faults = cluster.api.faults.injected + len(planned)
         tried, admitted, expected, problems = _quota_race(cluster, quota_admissions, quota_holds, dropped=2)
         unclear.extend(problems)
         assert cluster.service is not None
@@ -981,6 +993,7 @@ def run_restarts(
         running,
         tuple(sorted(restarts.items())),
         deleted_while_down,
+        faults,
         sampler.samples,
         cluster.unavailable,
         tuple(setbacks.most_common(6)),

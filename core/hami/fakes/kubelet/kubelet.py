@@ -55,6 +55,8 @@ async def _aio_server(address: str, add: Callable[[Any, grpc.aio.Server], None],
 
 STREAM_GRACE_PERIOD = 300.0
 """Seconds a resource outlives its plugin's ended stream: kubelet's ``endpointStopGracePeriod``."""
+CONNECTION_CLOSING = "rpc error: code = Canceled desc = grpc: the client connection is closing"
+"""What Go's gRPC answers a call on a closed ClientConn: an admission racing a restart or re-registration."""
 
 
 class _Registration(api_pb2_grpc.RegistrationServicer):
@@ -477,6 +479,8 @@ class FakeKubelet:
             response = ep.stub.GetPreferredAllocation(request, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as err:
             raise AdmissionError(unexpected(go_grpc_error(err))) from None
+        except ValueError:  # closed meanwhile (a restart, a re-registration): "Cannot invoke RPC on closed channel!"
+            raise AdmissionError(unexpected(CONNECTION_CLOSING)) from None
         if not response.container_responses:
             return []
         return list(response.container_responses[0].deviceIDs)
@@ -487,6 +491,8 @@ class FakeKubelet:
             response = ep.stub.Allocate(request, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as err:
             raise AdmissionError(unexpected(go_grpc_error(err))) from None
+        except ValueError:  # closed meanwhile, as above
+            raise AdmissionError(unexpected(CONNECTION_CLOSING)) from None
         if not response.container_responses:
             raise AdmissionError(unexpected(f"no containers return in allocation response {response}"))
         return response.container_responses[0]
@@ -499,8 +505,8 @@ class FakeKubelet:
                     continue
                 try:
                     ep.stub.PreStartContainer(api_pb2.PreStartContainerRequest(devices_ids=ids), timeout=CALL_TIMEOUT_S)
-                except grpc.RpcError as err:
+                except (grpc.RpcError, ValueError) as err:  # ValueError: the endpoint was closed meanwhile
+                    why = go_grpc_error(err) if isinstance(err, grpc.RpcError) else CONNECTION_CLOSING
                     raise AdmissionError(
-                        f"PreStartContainer failed for {resource} in container {alloc.name}: {go_grpc_error(err)}",
-                        CREATE_CONTAINER_CONFIG_ERROR,
+                        f"PreStartContainer failed for {resource} in container {alloc.name}: {why}", CREATE_CONTAINER_CONFIG_ERROR
                     ) from None
