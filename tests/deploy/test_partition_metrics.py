@@ -1,6 +1,7 @@
 """HAMi's MIG metrics, end to end in a sandbox cluster with a MIG node (issue 18).
 
-A pod lands on a MIG GPU; the agent hands each container an instance and writes HAMi's
+The MIG example (deploy/examples/mig: an A100 in MIG mode, a pod of an init container and two
+MIG containers) runs in a sandbox; the agent hands each container an instance and writes HAMi's
 ``hami.io/vgpu-mig-allocations`` (pkg/device/nvidia/mig_allocations.go, filled as
 pkg/device-plugin/nvidiadevice/nvinternal/plugin/server.go annotateMigRuntimeInfo does); the
 scheduler's ``/metrics`` shows ``hami_node_gpu_mig_instance_info`` (cmd/scheduler/metrics.go
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 _spec = importlib.util.spec_from_file_location("_dashboard_compat", Path(__file__).with_name("test_dashboard_compat.py"))
@@ -35,57 +35,8 @@ ANNOTATION = "hami.io/vgpu-mig-allocations"
 GPU = "NVIDIA-gpu-mig-0"
 
 
-def _instance(uuid: str, profile: str, memory: int, gi: int, start: int, size: int) -> dict[str, Any]:
-    return {
-        "uuid": uuid,
-        "profile": profile,
-        "memory": memory,
-        "gpu_instance_id": gi,
-        "compute_instance_id": 0,
-        "placement_start": start,
-        "placement_size": size,
-    }
-
-
-NODES = {
-    "nodes": [
-        {
-            "name": "gpu-mig",
-            "cpu": 64,
-            "memory": "512Gi",
-            "labels": {"hami.io/node": "enabled"},
-            "devices": [
-                {
-                    "vendor": "NVIDIA",
-                    "type": "NVIDIA A100-SXM4-80GB",
-                    "memory": "80Gi",
-                    "count": 1,
-                    "attributes": {
-                        "mig_enabled": True,
-                        "mig_devices": [
-                            _instance("MIG-a", "1g.10gb", 9728, 9, 6, 1),
-                            _instance("MIG-b", "1g.10gb", 9728, 10, 4, 1),
-                            _instance("MIG-c", "3g.40gb", 40192, 2, 0, 4),
-                        ],
-                    },
-                }
-            ],
-        }
-    ]
-}
-
-POD = {
-    "apiVersion": "v1",
-    "kind": "Pod",
-    "metadata": {"name": "mig-job", "namespace": "default"},
-    "spec": {
-        "initContainers": [{"name": "setup", "image": "busybox"}],
-        "containers": [
-            {"name": "small", "image": "cuda", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "8000"}}},
-            {"name": "big", "image": "cuda", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "30000"}}},
-        ],
-    },
-}
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "mig"
+"""The MIG example: ``hami sandbox --nodes deploy/examples/mig/nodes.yaml --pods deploy/examples/mig/nvidia-mig.yaml``."""
 
 # cmd/scheduler/metrics.go nodeGPUMigInstance and cmd/vGPUmonitor/metrics.go ctrDeviceMigInfo, plus zone
 NODE_LABELS = {
@@ -132,17 +83,17 @@ def _collect(collector: Any) -> Series:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     from hami.node.metrics import AgentCollector, serve_metrics
+    from hami.sandbox.cli import load_pods
     from hami.sandbox.cluster import Sandbox
     from hami.scheduler.metrics import AllocationCollector, api_placed_pods
 
-    nodes = tmp_path_factory.mktemp("mig") / "nodes.yaml"
-    nodes.write_text(yaml.safe_dump(NODES))
-    with Sandbox(nodes) as sandbox:
+    with Sandbox(EXAMPLE / "nodes.yaml") as sandbox:
         assert sandbox.core_v1 is not None and sandbox.service is not None
         service = sandbox.service
-        outcome = sandbox.submit(POD)
+        (pod,) = load_pods((str(EXAMPLE / "nvidia-mig.yaml"),))
+        outcome = sandbox.submit(pod)
         assert outcome.phase == "Running", outcome
         stored = json.loads(sandbox.core_v1.read_namespaced_pod("mig-job", "default", _preload_content=False).data)  # type: ignore[attr-defined]
         annotation = stored["metadata"]["annotations"].get(ANNOTATION)
