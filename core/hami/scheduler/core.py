@@ -8,6 +8,7 @@ capacity twice, and then written to the pod's annotations, signed.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -248,7 +249,7 @@ class Scheduler:
             try:  # the backend's own pod annotations (HAMi's PatchAnnotations), beside the signed allocation
                 extra = self.manager.allocation_annotations(vendor, containers, dict(node.devices) if node else {}, pod)
             except HamiError as exc:
-                self.state.forget_pod(meta.get("uid", ""))
+                self.state.forget_unbound(meta.get("uid", ""))
                 log.warning("event=annotate_failed pod=%s error=%r", pod_key(pod), str(exc))
                 return f"pod {pod_key(pod)}: {exc}"
             annotations.update({k: v for k, v in extra.items() if k not in annotations})
@@ -268,7 +269,7 @@ class Scheduler:
                 self.core_v1.patch_namespaced_pod(cast(str, meta.get("name")), meta.get("namespace", "default"), body, _preload_content=False)
             )
         except (ApiException, OSError) as exc:
-            self.state.forget_pod(meta.get("uid", ""))
+            self.state.forget_unbound(meta.get("uid", ""))
             reason = f"pod {pod_key(pod)}: could not record the allocation: {_api_reason(exc)}"
             log.warning("event=annotate_failed pod=%s error=%r", pod_key(pod), reason)
             return reason
@@ -318,7 +319,13 @@ class Scheduler:
         if self.core_v1 is None or self.lock is None:
             return "bind needs an API server connection"
         who = f"pod {namespace}/{name}"
-        written = self.wait_written(uid) if uid else ""
+        if not uid:  # a client that sent no PodUID: the reservation and the allocation write are keyed by it
+            uid, unknown = self._uid_of(namespace, name)
+            if unknown:
+                reason = f"{who}: no PodUID given and the pod cannot be read: {unknown}"
+                self._bind_failed(namespace, name, uid, reason)
+                return reason
+        written = self.wait_written(uid)
         if written:
             self._bind_failed(namespace, name, uid, written)
             return written
@@ -331,6 +338,7 @@ class Scheduler:
         except (ApiException, OSError, HTTPError) as exc:
             reason = f"{who}: cannot lock node {node!r}: {_api_reason(exc)}"
             self._bind_failed(namespace, name, uid, reason)
+            self._release(namespace, name, node)  # a lost answer may hide a lock the server did write (only ours is freed)
             return reason
         try:
             # bind-phase and bind-time ride on the Binding: kube-apiserver copies a Binding's annotations
@@ -348,7 +356,7 @@ class Scheduler:
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node},
             }
             release(self.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False))
-        except (ApiException, OSError, HTTPError) as exc:
+        except Exception as exc:  # any failure: nothing of this try may stay held
             reason = f"{who}: binding to node {node!r} failed: {_api_reason(exc)}"
             self._bind_failed(namespace, name, uid, reason)
             self._release(namespace, name, node)
@@ -358,8 +366,10 @@ class Scheduler:
 
     def _bind_failed(self, namespace: str, name: str, uid: str, reason: str) -> None:
         """Drop the pod's reservation and mark it ``bind-phase=failed`` (best effort: the filter of
-        the retry drops the reservation too)."""
-        dropped = self.state.forget_unbound(uid) if uid else False
+        the retry drops the reservation too). ``reservation_dropped`` says whether none is left (a
+        failed allocation write has dropped it already)."""
+        with self.state.lock:
+            dropped = bool(uid) and (self.state.forget_unbound(uid) or uid not in self.state.pods)
         log.info("event=bind_failed pod=%s/%s reservation_dropped=%s reason=%r", namespace, name, dropped, reason[:300])
         if self.core_v1 is None:
             return
@@ -371,6 +381,18 @@ class Scheduler:
             )
         except (ApiException, OSError, HTTPError) as exc:
             log.warning("event=bind_phase_write_failed pod=%s/%s error=%r", namespace, name, _api_reason(exc))
+
+    def _uid_of(self, namespace: str, name: str) -> tuple[str, str]:
+        """The pod's uid from the API server, and '' or why it is unknown (the bind is then refused:
+        without the uid it could not tell whether the allocation was written)."""
+        if self.core_v1 is None:  # bind() checked it
+            return "", "no API server connection"
+        try:
+            raw = self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False)
+            uid = str((json.loads(cast(Any, raw).data).get("metadata") or {}).get("uid") or "")
+        except (ApiException, OSError, HTTPError, ValueError) as exc:
+            return "", _api_reason(exc)
+        return uid, "" if uid else "it has no uid"
 
     def _release(self, namespace: str, name: str, node: str) -> None:
         if self.lock is None:  # bind() checked it

@@ -1,0 +1,98 @@
+"""Issue 19 item 4: a bind that does not end with the pod bound gives back everything it took.
+
+Whatever step fails (the allocation-annotation write the filter started, the node lock, the
+Binding), the filter's reservation is dropped and said to be dropped, the node lock is free, and
+the retried pod fits on the GPU it would otherwise compete for with itself. Faults come from the
+in-memory API server (hami.fakes.kubeapi.faults), each failing one request of one step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from kubernetes import client
+
+from hami.fakes.extender import ExtenderHarness
+from hami.plugin.model import SchedulableDevice
+from hami.scheduler.config import SchedulerConfig
+from hami.wire.annotations import BIND_PHASE, NODE_LOCK
+from hami.wire.codec import encode_node_devices
+from hami_nvidia.plugin import KIND, plugin
+
+NODE = "gpu-a"
+
+
+@pytest.fixture
+def manager(hami_manager, register_backend):
+    register_backend(plugin)
+    return hami_manager
+
+
+def add_node(core_v1) -> None:
+    device = SchedulableDevice(id="GPU-0", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=10000, cores=100, index=0)
+    annotations = {KIND.annotations.node_register: encode_node_devices([device], "json")}
+    core_v1.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=NODE, annotations=annotations)))
+
+
+def add_pod(core_v1, name: str, memory: str) -> str:
+    body = client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            scheduler_name="hami-scheduler",
+            containers=[client.V1Container(name="main", image="cuda", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": memory}))],
+        ),
+    )
+    return str(core_v1.create_namespaced_pod("default", body).metadata.uid)
+
+
+FAULTS = {
+    # the filter's allocation write (a merge patch of the pod), which bind waits for
+    "allocation write": {"path": r"/namespaces/default/pods/victim$", "method": "PATCH"},
+    "node lock": {"path": rf"/nodes/{NODE}$", "method": "PATCH"},
+    "binding": {"path": r"/namespaces/default/pods/victim/binding$", "method": "POST"},
+}
+
+
+@pytest.mark.parametrize("step", sorted(FAULTS))
+@pytest.mark.parametrize("with_uid", [True, False], ids=["uid", "no-uid"])
+def test_a_failed_bind_drops_its_reservation_and_frees_the_lock(manager, core_v1, kube_apiserver, caplog, step, with_uid):
+    add_node(core_v1)
+    harness = ExtenderHarness(manager, core_v1, config=SchedulerConfig()).start()
+    try:
+        harness.cache.nodes.synced.wait(5)
+        uid = add_pod(core_v1, "victim", "8000")
+        pod = harness.pod_json("default", "victim")
+        kube_apiserver.faults.fail(500, count=1, **FAULTS[step])
+        with caplog.at_level(logging.INFO, logger="hami.scheduler.core"):
+            assert harness.post("filter", {"Pod": pod, "NodeNames": [NODE]}).get("NodeNames") == [NODE]
+            answer = harness.post("bind", {"PodName": "victim", "PodNamespace": "default", "PodUID": uid if with_uid else "", "Node": NODE})
+        assert kube_apiserver.faults.injected == 1
+        assert answer.get("Error"), answer
+        failed = [r.getMessage() for r in caplog.records if "event=bind_failed" in r.getMessage()]
+        assert len(failed) == 1 and "reservation_dropped=True" in failed[0], failed
+        assert uid not in harness.state.pods
+        assert NODE_LOCK not in (core_v1.read_node(NODE).metadata.annotations or {})
+        assert harness.pod_json("default", "victim")["metadata"]["annotations"].get(BIND_PHASE) == "failed"
+
+        # kube-scheduler's retry fits: nothing of the failed try competes with it (8000 + 8000 > 10000)
+        again = harness.schedule("default", "victim")
+        assert again.node == NODE and again.bind_error == "", again
+        usage = harness.state.usage_snapshot()[NODE]
+        assert {device: memory for device, (_, memory, _) in usage.items()} == {"GPU-0": 8000}
+    finally:
+        harness.stop()
+
+
+def test_a_bind_without_uid_for_an_unreadable_pod_is_refused_naming_why(manager, core_v1):
+    add_node(core_v1)
+    harness = ExtenderHarness(manager, core_v1, config=SchedulerConfig()).start()
+    try:
+        # the extender's informer check refuses it first; the scheduler's own bind (used without one) too
+        answer = harness.post("bind", {"PodName": "ghost", "PodNamespace": "default", "PodUID": "", "Node": NODE})
+        assert "pod default/ghost is not a pending pod" in answer["Error"], answer
+        error = harness.scheduler.bind("default", "ghost", "", NODE)
+        assert "pod default/ghost: no PodUID given and the pod cannot be read: HTTP 404" in error, error
+        assert NODE_LOCK not in (core_v1.read_node(NODE).metadata.annotations or {})
+    finally:
+        harness.stop()
