@@ -92,6 +92,7 @@ INFO = BackendInfo(
         "host_root": "/",
     },
     host_paths=edits.HOST_PATHS,
+    pod_annotations=(*(f"huawei.com/{chip}" for chip in CHIPS), "predicate-time"),  # hami_allocation_annotations
 )
 
 

@@ -68,6 +68,7 @@ INFO = BackendInfo(
     description="AWS Neuron devices, whole or by NeuronCore (the Neuron runtime owns each core exclusively)",
     default_config={"cores_per_device": 2, "instance_type": "", "neuron_ls": "neuron-ls", "neuron_ls_timeout": 10.0},
     host_paths=("/dev",),
+    pod_annotations=("NEURON_ALLOC_TIME", "NEURON_ALLOCATED", "aws.amazon.com/predicate-node", "AWS_NEURON_IDS", "NEURON_RESOURCE_TYPE"),
 )
 
 

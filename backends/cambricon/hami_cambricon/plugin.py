@@ -105,6 +105,7 @@ INFO = BackendInfo(
         "mlulink": {},
     },
     host_paths=("/dev", "/usr/bin/cnmon"),
+    pod_annotations=(PROFILE_ENV, ASSIGNED_ENV),  # hami_allocation_annotations
 )
 
 

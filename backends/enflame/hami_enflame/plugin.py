@@ -81,6 +81,7 @@ INFO = BackendInfo(
         "efsmi_timeout": 10.0,
     },
     host_paths=("/dev",),
+    pod_annotations=("enflame.com/gcu-assigned*", "enflame.com/gcu-request-size", "assigned-containers"),  # hami_allocation_annotations
 )
 
 

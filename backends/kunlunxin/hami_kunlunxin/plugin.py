@@ -77,6 +77,7 @@ INFO = BackendInfo(
     description="Kunlunxin XPUs, whole or as vXPU partitions of 1/4, 1/2 or all of a P800's memory",
     default_config={"mode": "vxpu", "vxpu_count": 4, "xpu_smi": "xpu-smi", "xpu_smi_timeout": 10.0},
     host_paths=("/dev",),
+    pod_annotations=(WHOLE_ALLOCATED, INDEX_ANNOTATION),  # hami_allocation_annotations
 )
 
 

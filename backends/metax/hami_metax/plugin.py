@@ -82,6 +82,7 @@ INFO = BackendInfo(
     description="MetaX GPUs, whole or shared as sGPUs (compute percentage, memory) by MetaX's sGPU stack",
     default_config={"mode": "sgpu", "split_count": 16, "mx_smi": "mx-smi", "mx_smi_timeout": 10.0},
     host_paths=("/dev",),
+    pod_annotations=(ALLOCATED, PREDICATE_TIME),  # hami_allocation_annotations
 )
 
 _ROW = re.compile(

@@ -65,6 +65,7 @@ INFO = BackendInfo(
     description="Moore Threads GPUs shared by sGPU memory (512 MiB units) and core (1/16) shares",
     default_config={"split_count": 100, "mthreads_gmi": "mthreads-gmi", "mthreads_gmi_timeout": 10.0},
     host_paths=("/dev",),
+    pod_annotations=("mthreads.com/gpu-index", "mthreads.com/predicate-time", "mthreads.com/predicate-node"),  # hami_allocation_annotations
 )
 
 

@@ -464,8 +464,9 @@ def hami_allocation_annotations(
     Vendor-dispatched: called by the scheduler when it writes the allocation, once per vendor key
     granted. ``containers`` holds one grant list per container (init containers first,
     ``[]`` for a container without devices of this vendor); ``devices`` are the chosen node's devices
-    of this vendor by id. The keys must not be the core's (``…-devices-to-allocate`` etc.); they are
-    written, unsigned, beside the allocation. Return None for nothing.
+    of this vendor by id. The keys must not be the core's (``…-devices-to-allocate`` etc.) and must be
+    declared in ``BackendInfo.pod_annotations`` (the webhook keeps pod owners from forging them); they
+    are written, unsigned, beside the allocation. Return None for nothing.
 
     Example::
 

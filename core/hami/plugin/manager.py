@@ -322,6 +322,12 @@ class BackendManager:
     def kinds(self) -> dict[str, DeviceKind]:
         return dict(self._kinds)
 
+    @property
+    def pod_annotations(self) -> tuple[str, ...]:
+        """Every loaded backend's declared allocation annotation keys (``BackendInfo.pod_annotations``):
+        the admission webhook protects them like the core's own."""
+        return tuple(sorted({key for _, info, _ in self._backends.values() for key in info.pod_annotations}))
+
     def kind(self, vendor: str) -> DeviceKind:
         try:
             return self._kinds[vendor]
@@ -904,6 +910,14 @@ class BackendManager:
         clash = sorted(k for k in found if k in core or k.startswith("hami.io/vgpu-") or k.startswith("hami.io/bind-"))
         if clash:
             raise ContractError(f"writes {clash}, which the core writes itself", backend=owner, hook="hami_allocation_annotations")
+        info = self._backends[owner][1]
+        undeclared = sorted(k for k in found if not info.writes_pod_annotation(k))
+        if undeclared:  # the webhook protects only what is declared: an undeclared key could be forged by the pod owner
+            raise ContractError(
+                f"writes {undeclared}, not declared in BackendInfo.pod_annotations ({', '.join(info.pod_annotations) or 'none'})",
+                backend=owner,
+                hook="hami_allocation_annotations",
+            )
         return found
 
 

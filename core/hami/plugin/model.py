@@ -180,10 +180,17 @@ class BackendInfo:
     default_config: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     host_paths: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     """Host path prefixes its container edits may mount or expose; anything else is a contract breach."""
+    pod_annotations: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+    """Pod annotation keys its ``hami_allocation_annotations`` writes (a trailing ``*`` matches any
+    rest of the key): the admission webhook lets only hami's components set or change them (they say
+    what the pod holds), and writing an undeclared key is a contract breach."""
 
     def __attrs_post_init__(self) -> None:
         if not self.kinds:
             raise _fail("BackendInfo", "kinds", self.kinds, "a backend must declare at least one device kind")
+        for key in self.pod_annotations:
+            if not is_annotation_key(key[:-1] + "x" if key.endswith("*") else key):  # a prefix: valid once completed
+                raise _fail("BackendInfo", "pod_annotations", key, "must be an annotation key, or a key prefix ending in '*'")
         vendors = [k.vendor for k in self.kinds]
         if len(set(vendors)) != len(vendors):
             raise _fail("BackendInfo", "kinds", vendors, "vendor keys must be unique")
@@ -198,6 +205,15 @@ class BackendInfo:
     @property
     def resource_names(self) -> tuple[str, ...]:
         return tuple(name for k in self.kinds for name in k.resources.all())
+
+    def writes_pod_annotation(self, key: str) -> bool:
+        """Whether ``key`` is one of :attr:`pod_annotations` (or under one of its ``*`` prefixes)."""
+        return annotation_declared(key, self.pod_annotations)
+
+
+def annotation_declared(key: str, declared: Iterable[str]) -> bool:
+    """Whether ``key`` is among ``declared`` keys, a trailing ``*`` matching any rest of the key."""
+    return any(key == d or (d.endswith("*") and key.startswith(d[:-1])) for d in declared)
 
 
 @attrs.frozen

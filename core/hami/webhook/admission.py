@@ -34,7 +34,7 @@ import attrs
 
 from hami.errors import BackendError, HamiError
 from hami.plugin.manager import BackendManager
-from hami.plugin.model import frozen_tuple
+from hami.plugin.model import annotation_declared, frozen_tuple
 from hami.webhook.config import KUBE_DEFAULT_SCHEDULER, WebhookConfig
 from hami.webhook.quota import RESERVATION_ANNOTATION, QuotaError, QuotaSource, reserve_quota
 from hami.wire.annotations import system_pod_annotations
@@ -231,7 +231,10 @@ def review_update(manager: BackendManager, request: Mapping[str, Any], config: W
     if new == old:
         return Decision.allow()
     system_keys = system_pod_annotations(manager.kinds.values())
-    changed = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k) and is_system_annotation(k, system_keys))
+    declared = manager.pod_annotations
+    changed = sorted(
+        k for k in new.keys() | old.keys() if new.get(k) != old.get(k) and is_system_annotation(k, system_keys, declared)
+    )
     if not changed:
         return Decision.allow()
     user_info = request.get("userInfo")
@@ -281,9 +284,10 @@ def _shape_error(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
-def is_system_annotation(key: str, system_keys: frozenset[str]) -> bool:
-    """Pod annotations only hami writes: the scheduler's, the agent's and any vendor's allocation."""
-    if key in system_keys or key.startswith(SYSTEM_KEY_PREFIXES):
+def is_system_annotation(key: str, system_keys: frozenset[str], declared: Sequence[str] = ()) -> bool:
+    """Pod annotations only hami writes: the scheduler's, the agent's, any vendor's allocation, and
+    what a backend writes beside an allocation (``declared``: ``BackendInfo.pod_annotations``)."""
+    if key in system_keys or key.startswith(SYSTEM_KEY_PREFIXES) or annotation_declared(key, declared):
         return True
     return key.startswith(SYSTEM_PREFIX) and key.endswith(SYSTEM_KEY_SUFFIXES)
 
@@ -308,7 +312,8 @@ def admit_pod(
         return Decision.deny(f"malformed pod: {shape}", 400)
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     system_keys = system_pod_annotations(manager.kinds.values())
-    forged = sorted(k for k in annotations if is_system_annotation(k, system_keys))
+    declared = manager.pod_annotations
+    forged = sorted(k for k in annotations if is_system_annotation(k, system_keys, declared))
     if forged:
         return Decision.deny(
             f"the pod sets annotation(s) {', '.join(forged)}, which only hami (its scheduler and node agent) may write; "
