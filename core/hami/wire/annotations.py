@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hami.plugin.model import DeviceKind
+from hami.wire import partitions
 
 # pod, written by the scheduler and the node agent
 ASSIGNED_NODE = "hami.io/vgpu-node"
@@ -38,7 +39,8 @@ class BindPhase:
 
 def system_pod_annotations(kinds: Iterable[DeviceKind]) -> frozenset[str]:
     """Pod annotations only hami may write: a user setting one at creation is forging an allocation."""
-    keys = {ASSIGNED_NODE, SCHEDULE_TIME, BIND_TIME, BIND_PHASE, SIGNATURE}
+    # the partition instances the agent records at Allocate: a forged list would show in the metrics
+    keys = {ASSIGNED_NODE, SCHEDULE_TIME, BIND_TIME, BIND_PHASE, SIGNATURE, partitions.ANNOTATION}
     for kind in kinds:
         keys |= {kind.annotations.to_allocate, kind.annotations.allocated}
     return frozenset(keys)
