@@ -6,7 +6,14 @@ and edited allocation annotations; then the three figures that must stay 0:
 - leaked: node locks, bind phases or scheduler holdings left once every pod is gone;
 - unclear: refusals without a reason naming what, "internal error" answers, tracebacks in the logs.
 
-``tests/chaos`` runs a small seed in the default test run; ``bench/chaos.py`` a larger one. The same
+:func:`run_restarts` adds what a whole sandbox cannot do, on the components' public constructors
+(:class:`RestartCluster`): the scheduler service, a node agent (with pods deleted while it is down) and
+a kubelet each stopped and started while pods are in flight under API faults, and a quota race
+(concurrent admissions against a ResourceQuota on device shares, reservations of pods never created
+expiring). Over-allocation is sampled all along from the API's verified records; the leaks also count
+agents' pod ledgers, kubelets' device assignments and quota reservations; thread deaths count as crashes.
+
+``tests/chaos`` runs small seeds in the default test run; ``bench/chaos.py`` larger ones. The same
 seed replays the same pods, faults and inputs (thread interleavings still vary).
 """
 
