@@ -97,18 +97,19 @@ def serve_cluster(nodes: int, gpus: int, pods: int, kubeconfig: str) -> None:
 
 def serve_scheduler(kubeconfig: str, policy: str) -> None:
     """The scheduler's process: what ``hami scheduler`` assembles (cache, informers, extender, signing)."""
-    from kubernetes import client, config
+    from kubernetes import client
 
     from hami.fakes.extender import TEST_KEYS
+    from hami.kube import api_client
     from hami.plugin.manager import load_backends
     from hami.scheduler.cache import ClusterCache
+    from hami.scheduler.cli import API_POOL
     from hami.scheduler.config import SchedulerConfig
     from hami.scheduler.core import Scheduler
     from hami.scheduler.server import Extender, ExtenderHTTPServer
     from hami.scheduler.state import ClusterState
 
-    api = config.new_client_from_config(kubeconfig)
-    api.configuration.connection_pool_maxsize = 16
+    api = api_client(kubeconfig, pool_size=API_POOL)  # as `hami scheduler` builds it
     manager = load_backends(allow=["nvidia"])
     state = ClusterState(manager.kinds, capacity_devices=manager.node_capacity_devices)
     cache = ClusterCache(state, client.CoreV1Api(api))
@@ -151,9 +152,9 @@ def main() -> None:
     if args.serve_scheduler:
         serve_scheduler(args.serve_scheduler, args.policy)
         return
-    from kubernetes import client, config
+    from kubernetes import client
 
-    from hami.kube import release
+    from hami.kube import api_client, release
     from hami.wire.annotations import BIND_PHASE, NODE_LOCK, BindPhase
 
     kubeconfig = os.path.join(tempfile.mkdtemp(prefix="hami-throughput-"), "kubeconfig")
@@ -197,9 +198,7 @@ def main() -> None:
             raise SystemExit("the scheduler process did not start")
         synced = time.perf_counter()
         idle_rss = rss_mib(scheduler.pid)[0]
-        api = config.new_client_from_config(kubeconfig)
-        api.configuration.connection_pool_maxsize = args.in_flight * 2
-        core_v1 = client.CoreV1Api(api)
+        core_v1 = client.CoreV1Api(api_client(kubeconfig, pool_size=args.in_flight * 2))
         names = [f"node-{n:05d}" for n in range(args.nodes)]
         pods = json.loads(cast(Any, core_v1.list_namespaced_pod("default", _preload_content=False)).data)["items"]
         host, port = url.removeprefix("http://").split(":")

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from hami.fakes.kubeapi import KubeAPIServer
-from hami.kube import release
+from hami.kube import api_client, release
 
 
 class CountingSocket:
@@ -147,3 +147,26 @@ def test_a_binding_with_non_string_annotations_is_refused(kube_apiserver: KubeAP
     assert response.status == 400
     assert "annotations" in status["message"] and "3" in status["message"]
     assert not kube_apiserver.store.get("pods", "p", "default")["spec"].get("nodeName")
+
+
+def test_api_client_builds_its_pool_at_the_size_asked(kube_apiserver: KubeAPIServer, node: str, tmp_path: Any) -> None:
+    """Setting ``connection_pool_maxsize`` on a client that exists changes nothing: hami.kube sets it first."""
+    path = str(kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig"))
+    threads = 12
+    api = api_client(path, pool_size=threads)
+    assert api.rest_client.pool_manager.connection_pool_kw["maxsize"] == threads
+    v1 = client.CoreV1Api(api)
+    before = kube_apiserver.connections_accepted
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(10):
+            release(v1.read_node(node, _preload_content=False))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert kube_apiserver.connections_accepted - before <= threads

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+API_POOL = 32
+"""Connections the scheduler keeps to the API server: two watches, four allocation writers, the binds
+kube-scheduler sends in parallel (16 by default), handshakes, metrics and the leader lease."""
+
 DEFAULT_EXTENDER_BIND = "127.0.0.1:8444"
 
 
@@ -126,7 +130,7 @@ def scheduler_command(
             raise click.BadParameter(str(exc)) from None
     service = SchedulerService(
         manager,
-        api_client(kubeconfig),
+        api_client(kubeconfig, pool_size=API_POOL),
         config,
         keys,
         host=host,
