@@ -4,9 +4,12 @@ a large sandbox stretches its agents' periodic work so it does not grow with idl
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from hypothesis import given
@@ -100,3 +103,29 @@ def test_background_work_of_the_whole_sandbox_is_bounded_by_a_quiet_one(nodes):
     # pod lists per second and kubelet checks per second, summed over every agent
     assert nodes / usage <= QUIET_NODES / quiet_usage + 1e-9
     assert nodes / poll <= QUIET_NODES / quiet_poll + 1e-9
+
+
+def test_an_idle_watch_on_a_descriptor_past_1024_stays_open():
+    """A 200-node sandbox holds more than 1,024 descriptors; the API server's idle check of a watch
+    used select(), which fails past 1,024, so those watches were cut every idle check and re-listed."""
+    from kubernetes import client
+
+    from hami.fakes.kubeapi import KubeAPIServer
+    from hami.fakes.kubeapi.server import _IDLE_CHECK
+
+    pipes = [os.pipe() for _ in range(600)]  # push the next descriptors past 1,024
+    try:
+        with KubeAPIServer() as server:
+            core_v1 = client.CoreV1Api(server.api_client())
+            stream = core_v1.list_namespaced_pod("default", watch=True, timeout_seconds=60, _preload_content=False)
+            assert max(fd for pair in pipes for fd in pair) > 1024
+            time.sleep(_IDLE_CHECK * 1.5)  # at least one idle check of the stream
+            body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "late"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+            client.CoreV1Api(server.api_client()).create_namespaced_pod("default", body)
+            line = stream.readline()
+            assert json.loads(line)["object"]["metadata"]["name"] == "late", line
+            stream.release_conn()
+    finally:
+        for pair in pipes:
+            for fd in pair:
+                os.close(fd)
