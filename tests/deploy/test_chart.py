@@ -182,6 +182,21 @@ def test_the_webhook_reaches_the_scheduler_and_honours_the_ignore_label(render) 
         assert bind.endswith(f":{scheduler['ports'][0]['containerPort']}")
 
 
+def test_extra_system_writers_join_hamis_own_accounts(render, helm: Path) -> None:
+    """A vendor device plugin that writes back a key a backend declares needs to be a system writer."""
+    plugin = "system:serviceaccount:kube-system:cambricon-device-plugin"
+    deployment = render("default", "--set", f"webhook.systemWriters[0]={plugin}").one("Deployment")
+    writers = _env(deployment, "hami-scheduler")["HAMI_SYSTEM_WRITERS"].split(",")
+    assert len(writers) == 3 and writers[-1] == plugin
+    assert all(w.startswith(f"system:serviceaccount:{NAMESPACE}:") for w in writers[:2])
+    bad = subprocess.run(
+        [str(helm), "template", "hami", str(CHART), "--set", "webhook.systemWriters[0]=cambricon-device-plugin"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "systemWriters" in bad.stderr
+
+
 def test_tls_by_hook_jobs_or_by_cert_manager(render) -> None:
     docs = render("default")
     jobs = {j["metadata"]["name"]: j for j in docs.find("Job")}
