@@ -57,6 +57,7 @@ def main() -> int:
             for key, value in (
                 ("pods", restarts.pods),
                 ("running", restarts.running),
+                ("faults", restarts.faults),
                 ("restarts", sum(count for _, count in restarts.restarts)),
                 ("down", restarts.deleted_while_down),
                 ("samples", restarts.samples),
