@@ -47,13 +47,9 @@ clean:
 # deploy/examples is the copy people edit; the hami wheel ships it as hami/sandbox/examples
 # (tests/install/test_packaged_examples.py fails until the two are the same again).
 examples:
-	rm -f core/hami/sandbox/examples/*.yaml core/hami/sandbox/examples/quickstart/*.yaml
+	rm -f core/hami/sandbox/examples/*.yaml
 	cp deploy/examples/*.yaml core/hami/sandbox/examples/
-	mkdir -p core/hami/sandbox/examples/quickstart
-	cp deploy/examples/quickstart/*.yaml core/hami/sandbox/examples/quickstart/
-	rm -f core/hami/sandbox/examples/dra/*.yaml
-	mkdir -p core/hami/sandbox/examples/dra
-	cp deploy/examples/dra/*.yaml core/hami/sandbox/examples/dra/
+	for d in deploy/examples/*/; do rm -rf core/hami/sandbox/examples/$$(basename $$d) && mkdir core/hami/sandbox/examples/$$(basename $$d) && cp $$d*.yaml core/hami/sandbox/examples/$$(basename $$d)/; done
 
 # docs/backends.md's vendor table from `hami backends --json` of this install
 # (tests/deploy/test_vendor_table.py fails until it is regenerated).

@@ -28,16 +28,15 @@ def differences(left: Path, right: Path) -> list[str]:
 
 def test_the_packaged_examples_are_deploy_examples() -> None:
     assert not differences(DEPLOY, PACKAGED), "deploy/examples and core/hami/sandbox/examples differ; run `make examples`"
-    # the quick-start pods (issue 27) ship too: `hami sandbox --pods <packaged>/quickstart/*.yaml`
-    assert (DEPLOY / "quickstart").is_dir()
-    assert not differences(DEPLOY / "quickstart", PACKAGED / "quickstart"), (
-        "deploy/examples/quickstart differs from its packaged copy; run `make examples`"
-    )
     assert (PACKAGED / "nodes.yaml").is_file()
-    # the DRA examples (issue 24): `hami sandbox --dra` runs the packaged copy
-    assert sorted(p.name for p in (DEPLOY / "dra").glob("*.yaml"))
-    assert not differences(DEPLOY / "dra", PACKAGED / "dra"), "deploy/examples/dra differs from its packaged copy; run `make examples`"
-
+    # every example folder ships too: quickstart (issue 27) for `hami sandbox --pods <packaged>/quickstart/*.yaml`,
+    # dra (issue 24) for `hami sandbox --dra`, mig (issue 18) for the partition metrics
+    folders = sorted(p.name for p in DEPLOY.iterdir() if p.is_dir())
+    assert {"quickstart", "dra", "mig"} <= set(folders)
+    assert folders == sorted(p.name for p in PACKAGED.iterdir() if p.is_dir() and p.name != "__pycache__")
+    for folder in folders:
+        assert sorted((DEPLOY / folder).glob("*.yaml")), folder
+        assert not differences(DEPLOY / folder, PACKAGED / folder), f"deploy/examples/{folder} differs from its packaged copy; run `make examples`"
 
 def test_the_comparison_notices_an_extra_a_missing_and_a_changed_file(tmp_path: Path) -> None:
     left, right = tmp_path / "l", tmp_path / "r"
