@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hami.fakes.kubelet import FakeKubelet
 from hami.fakes.kubelet.sample_plugin import SamplePlugin
 from hami.node.plugin_server import _WAKE_S, DevicePluginServicer
+from hami.sandbox.cli import load_pods
 from hami.sandbox.cluster import QUIET_NODES, agent_intervals
 
 RESOURCE = "example.com/gpu"
@@ -129,3 +130,31 @@ def test_an_idle_watch_on_a_descriptor_past_1024_stays_open():
         for pair in pipes:
             for fd in pair:
                 os.close(fd)
+
+
+def test_pods_through_the_sandbox_reuse_the_api_connections(tmp_path):
+    """Every raw answer is read to its end: one left unread (the agent's pod patch in Allocate) kept
+    its connection out of the pool, so each pod opened a new TCP connection and left an API-server
+    thread waiting on it."""
+    from hami.sandbox.cluster import Sandbox
+
+    nodes_file, pods_file = tmp_path / "nodes.yaml", tmp_path / "pods.yaml"
+    nodes_file.write_text(
+        "nodes:\n"
+        + "".join(f"  - name: gpu-{i}\n    devices:\n      - {{vendor: NVIDIA, type: NVIDIA A100-SXM4-80GB, memory: 80Gi, count: 8}}\n" for i in range(2))
+    )
+    pods_file.write_text(
+        "".join(
+            f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p-{i}}}\nspec:\n  containers:\n    - name: c\n      image: cuda\n"
+            "      resources: {limits: {nvidia.com/gpu: 1, nvidia.com/gpumem: 3000}}\n"
+            for i in range(12)
+        )
+    )
+    pods = load_pods((str(pods_file),))
+    with Sandbox(nodes_file) as sandbox:
+        sandbox.submit(pods[0])  # the first pod warms every pool
+        before = sandbox.api.connections_accepted
+        outcomes = [sandbox.submit(pod) for pod in pods[1:]]
+        opened = sandbox.api.connections_accepted - before
+    assert [o.phase for o in outcomes] == ["Running"] * 11
+    assert opened <= 3, f"{opened} new API connections for 11 pods"

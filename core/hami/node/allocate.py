@@ -31,6 +31,7 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from hami.errors import AnnotationError, ContractError, HamiError
+from hami.kube import release
 from hami.node.deviceplugin.v1beta1 import api_pb2
 from hami.node.devices import Discovery, device_of_slot
 from hami.node.edits import to_response
@@ -389,13 +390,15 @@ class Allocator:
         if with_version and meta.get("resourceVersion"):
             body["metadata"]["resourceVersion"] = meta["resourceVersion"]
         try:
-            self.core_v1.patch_namespaced_pod(
-                cast(str, meta.get("name")),
-                meta.get("namespace") or "default",
-                body,
-                _preload_content=False,
-                _request_timeout=self.request_timeout,
-                _content_type=MERGE_PATCH,
+            release(  # read to its end: an unread answer keeps its connection out of the pool (a new TCP connection per Allocate)
+                self.core_v1.patch_namespaced_pod(
+                    cast(str, meta.get("name")),
+                    meta.get("namespace") or "default",
+                    body,
+                    _preload_content=False,
+                    _request_timeout=self.request_timeout,
+                    _content_type=MERGE_PATCH,
+                )
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -483,7 +486,7 @@ class Allocator:
             "count": 1,
         }
         try:
-            self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout)
+            release(self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout))
         except Exception as exc:
             log.warning("event=event_write_failed pod=%s error=%r", pod_key(pod), describe_api_error(exc))
             return not is_transient(exc)

@@ -17,6 +17,7 @@ from typing import Any, cast
 import attrs
 from kubernetes.client import CoreV1Api
 
+from hami.kube import release
 from hami.node.devices import Discovery
 from hami.plugin.model import DeviceKind, SchedulableDevice
 from hami.wire.annotations import HANDSHAKE_TIME_LAYOUT
@@ -105,12 +106,14 @@ class NodeRegistrar:
         existing = (json.loads(cast(Any, resp).data).get("metadata") or {}).get("annotations") or {}
         annotations = node_annotations(self.kinds, discovery, health, existing, self.clock())
         if annotations:
-            self.core_v1.patch_node(
-                self.node,
-                {"metadata": {"annotations": annotations}},
-                _preload_content=False,
-                _request_timeout=self.request_timeout,
-                _content_type="application/merge-patch+json",
+            release(  # read to its end: an unread answer keeps its connection out of the pool
+                self.core_v1.patch_node(
+                    self.node,
+                    {"metadata": {"annotations": annotations}},
+                    _preload_content=False,
+                    _request_timeout=self.request_timeout,
+                    _content_type="application/merge-patch+json",
+                )
             )
         log.info(
             "event=node_registered node=%s annotations=%s devices=%d", self.node, ",".join(sorted(annotations)), len(discovery.devices)
@@ -142,6 +145,6 @@ class NodeRegistrar:
         if missing:
             log.warning("event=isolation_missing node=%s message=%r", self.node, body["message"])
         try:
-            self.core_v1.create_namespaced_event("default", cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout)
+            release(self.core_v1.create_namespaced_event("default", cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout))
         except Exception as exc:
             log.warning("event=isolation_event_failed node=%s error=%r", self.node, f"{type(exc).__name__}: {exc}")

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from hami.errors import AnnotationError
+from hami.kube import release
 from hami.periodic import Periodic
 from hami.plugin.model import ContainerShare, UsageReport, frozen_map
 from hami.wire.allocation import ordered_containers, read_allocated
@@ -188,12 +189,14 @@ class UsageSampler:
         if core_v1 is None or self.publish_interval <= 0 or (since < self.publish_interval and not changed):
             return False
         try:
-            core_v1.patch_node(
-                self.agent.node,
-                {"metadata": {"annotations": {USAGE_ANNOTATION: self.summary()}}},
-                _preload_content=False,
-                _request_timeout=5.0,
-                _content_type="application/merge-patch+json",
+            release(  # read to its end: an unread answer keeps its connection out of the pool
+                core_v1.patch_node(
+                    self.agent.node,
+                    {"metadata": {"annotations": {USAGE_ANNOTATION: self.summary()}}},
+                    _preload_content=False,
+                    _request_timeout=5.0,
+                    _content_type="application/merge-patch+json",
+                )
             )
         except Exception as exc:
             log.warning("event=usage_publish_failed node=%s error=%r", self.agent.node, f"{type(exc).__name__}: {exc}")

@@ -33,6 +33,7 @@ from hami.backendkit.inventory import load_inventory
 from hami.errors import HamiError
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.fakes.kubelet import FakeKubelet
+from hami.kube import release
 from hami.node.agent import Agent, AgentOptions
 from hami.plugin.manager import BackendManager, load_backends
 from hami.plugin.model import NodeInventory
@@ -194,7 +195,8 @@ class Sandbox:
 
     @property
     def _raw(self) -> Any:
-        """The API client for raw calls (``_preload_content=False``: JSON in, urllib3 responses out)."""
+        """The API client for raw calls (``_preload_content=False``: JSON in, urllib3 responses out; read
+        each to its end, ``.data`` or :func:`hami.kube.release`, or its connection leaves the pool)."""
         if self.core_v1 is None:
             raise HamiError("the sandbox is not started")
         return self.core_v1
@@ -254,8 +256,10 @@ class Sandbox:
             return outcome("Pending", reason)
         admitted = self.kubelets[node].admit(self._pod(namespace, name))
         if not admitted.admitted:  # kubelet fails the pod: it no longer counts on the node
-            self._raw.patch_namespaced_pod_status(
-                name, namespace, {"status": {"phase": "Failed", "reason": admitted.reason}}, _preload_content=False
+            release(
+                self._raw.patch_namespaced_pod_status(
+                    name, namespace, {"status": {"phase": "Failed", "reason": admitted.reason}}, _preload_content=False
+                )
             )
             if self.scheduler_cache is not None:
                 self.scheduler_cache.forget(created)
@@ -275,10 +279,10 @@ class Sandbox:
 
     def _describe_node(self, node: NodeInventory) -> None:
         """The inventory's labels, cpu and memory on the Node (what a kubelet started with them reports)."""
-        self._raw.patch_node(node.name, {"metadata": {"labels": dict(node.labels)}}, _preload_content=False)
+        release(self._raw.patch_node(node.name, {"metadata": {"labels": dict(node.labels)}}, _preload_content=False))
         sizes = {k: v for k, v in (("cpu", f"{node.cpu_milli}m"), ("memory", f"{node.memory}Mi")) if not v.startswith("0")}
         if sizes:
-            self._raw.patch_node_status(node.name, {"status": {"capacity": sizes, "allocatable": sizes}}, _preload_content=False)
+            release(self._raw.patch_node_status(node.name, {"status": {"capacity": sizes, "allocatable": sizes}}, _preload_content=False))
 
     def _schedule(self, pod: Mapping[str, Any]) -> tuple[str, str]:
         """kube-scheduler for one pod: ``(node, "")`` once bound, else ``("", the FailedScheduling message)``.
@@ -331,7 +335,7 @@ class Sandbox:
 
     def _bind(self, namespace: str, name: str, node: str) -> None:
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}}
-        self._raw.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+        release(self._raw.create_namespaced_pod_binding(name, namespace, body, _preload_content=False))
 
     def _containers(self, pod: Mapping[str, Any], admitted: Any) -> list[ContainerOutcome]:
         assert self.service is not None
@@ -374,7 +378,7 @@ class Sandbox:
         """Delete a pod as a user would; the kubelet frees its devices and the agent its host resources."""
         pod = self._pod(namespace, name)
         node = pod.get("spec", {}).get("nodeName")
-        self._raw.delete_namespaced_pod(name, namespace, _preload_content=False)
+        release(self._raw.delete_namespaced_pod(name, namespace, _preload_content=False))
         if self.scheduler_cache is not None:
             self.scheduler_cache.forget(pod)
         if node in self.kubelets:
