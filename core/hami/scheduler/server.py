@@ -106,7 +106,7 @@ def check_pod(pod: Any) -> tuple[str, str, str]:
 def _node_names(args: Mapping[str, Any]) -> tuple[list[str], list[Mapping[str, Any]] | None]:
     names = field(args, "NodeNames")
     if names is not None:
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        if not isinstance(names, list) or not set(map(type, names)) <= {str}:  # one C-level pass: thousands of names per request
             raise BadRequest("NodeNames must be a list of node names")
         return names, None
     nodes = field(args, "Nodes")
