@@ -46,7 +46,7 @@ from prometheus_client.registry import Collector
 
 from hami.errors import AnnotationError
 from hami.metrics import PARTITION_CONTAINER_LABELS, PARTITION_CONTAINER_LEGACY, PARTITION_CONTAINER_METRIC, ZONE, Families, build_info
-from hami.serving import ThreadedHTTPServer
+from hami.serving import ThreadedHTTPServer, end_headers_with
 from hami.wire import partitions
 from hami.wire.allocation import ordered_containers, read_allocated
 
@@ -370,8 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        end_headers_with(self, body)
 
 
 class MetricsServer(ThreadedHTTPServer):

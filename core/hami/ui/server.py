@@ -22,7 +22,7 @@ import attrs
 import jinja2
 
 from hami.errors import HamiError
-from hami.serving import HardenedHandler, Limits, ThreadedHTTPServer
+from hami.serving import HardenedHandler, Limits, ThreadedHTTPServer, end_headers_with
 from hami.ui.model import Filters
 from hami.ui.watch import ClusterWatch
 
@@ -164,9 +164,7 @@ class Handler(HardenedHandler):
         self.send_header("Cache-Control", "no-store")
         for name, value in {**SECURITY_HEADERS, **(extra or {})}.items():
             self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        end_headers_with(self, b"" if self.command == "HEAD" else body)
 
     def _json(self, status: int, value: Any) -> None:
         self._send(status, json.dumps(value).encode(), "application/json")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from hami.errors import HamiError
 from hami.plugin.manager import BackendManager
-from hami.serving import BodyError, ReloadingTLS, ServingError, read_body
+from hami.serving import BodyError, ReloadingTLS, ServingError, end_headers_with, read_body
 from hami.webhook.admission import review, status_body
 from hami.webhook.config import WebhookConfig
 from hami.webhook.quota import QuotaSource
@@ -87,9 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        end_headers_with(self, b"" if self.command == "HEAD" else body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("event=webhook_http client=%s %s", self.client_address[0], format % args)
