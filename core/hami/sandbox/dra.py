@@ -34,6 +34,7 @@ from hami.dra.driver import DraDriver
 from hami.fakes.dra.allocator import AllocationError, Allocator, Usage, node_devices
 from hami.fakes.dra.kubelet import FakeDraKubelet, PrepareError
 from hami.fakes.kubeapi import KubeAPIServer
+from hami.kube import release
 from hami.plugin.manager import BackendManager, load_backends
 from hami.sandbox.defaults import default_nodes_file
 from hami.sandbox.outcome import expected_phase
@@ -154,7 +155,7 @@ class DraSandbox:
         if not node:
             return {**out, "phase": "Pending", "reason": reason}
         binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": meta["name"]}, "target": {"kind": "Node", "name": node}}
-        self.core.create_namespaced_pod_binding(meta["name"], namespace, binding, _preload_content=False)  # type: ignore[arg-type]
+        release(self.core.create_namespaced_pod_binding(meta["name"], namespace, binding, _preload_content=False))  # type: ignore[arg-type]
         bound = self.core.api_client.sanitize_for_serialization(self.core.read_namespaced_pod(meta["name"], namespace))
         try:
             ids = self.kubelets[node].prepare(bound)

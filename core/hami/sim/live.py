@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from hami.kube import release
 from hami.plugin.policy import ClusterView
 from hami.scheduler.config import SchedulerConfig
 from hami.sim.cluster import GpuMirror
@@ -193,10 +194,12 @@ class LiveReplay:
     @staticmethod
     def _allocated(core_v1: Any, name: str, node: str) -> None:
         """The node agent's Allocate, as far as the scheduler can tell: the bind succeeded and the lock is free."""
-        core_v1.patch_namespaced_pod(
-            name, NAMESPACE, {"metadata": {"annotations": {BIND_PHASE: BindPhase.SUCCESS}}}, _preload_content=False
+        release(
+            core_v1.patch_namespaced_pod(
+                name, NAMESPACE, {"metadata": {"annotations": {BIND_PHASE: BindPhase.SUCCESS}}}, _preload_content=False
+            )
         )
-        core_v1.patch_node(node, {"metadata": {"annotations": {NODE_LOCK: None}}}, _preload_content=False)
+        release(core_v1.patch_node(node, {"metadata": {"annotations": {NODE_LOCK: None}}}, _preload_content=False))
 
 
 __all__ = ["LiveReplay", "node_object"]

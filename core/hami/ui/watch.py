@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from hami.kube import release
 from hami.listwatch import ListWatch
 from hami.ui.model import build
 
@@ -88,7 +89,7 @@ class ClusterWatch:
 
     def _may_list_events(self) -> bool:
         try:
-            self.core_v1.list_event_for_all_namespaces(limit=1, _preload_content=False, _request_timeout=10)
+            release(self.core_v1.list_event_for_all_namespaces(limit=1, _preload_content=False, _request_timeout=10))
         except ApiException as exc:
             if exc.status in (401, 403):
                 log.info("event=ui_events_forbidden status=%s: Pending reasons come from the pods' conditions only", exc.status)
