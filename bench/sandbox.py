@@ -14,17 +14,25 @@ load average at the end (the machine may be shared: compare runs at similar load
     python bench/sandbox.py --large         # also 500x5000 (minutes)
     python bench/sandbox.py --size 50x500   # any sizes
 
-Measured (issue 29, 2 shared cores, load average 20-30 from other work):
-20x200: 15.4 pods/s, 163 MiB, 14.8 cpu_s; 100x1000: 7.6 pods/s, 277 MiB, 122 cpu_s, no warnings
-(before: 100x1000 crashed after 4 min). 500x5000 was not completed: its start alone raised the
-load average past 400. Where the time goes: every simulated node runs ~13 threads (fake kubelet
-and PodResources gRPC servers, the agent's device-plugin server, ListAndWatch on both ends, the
-agent's register/health/kubelet/usage loops, its pod watch), and gRPC's waits wake each 5-10 times
-a second, so idle nodes cost ~0.19 of a core per 100 nodes (200 nodes: 2,609 threads, 0.37 core)
-before any pod runs; a pod costs 65 ms (20 nodes) to 110 ms (100 nodes) of CPU for ~16 API requests,
-3 extender calls and an Allocate, all in one interpreter. The floor of this design on 2 cores is
-~10 pods/s at 500 nodes; 50 pods/s needs the node hosts out of this process with far fewer threads
-per node (asyncio gRPC serving many nodes from one loop) and the API server in its own process.
+Measured (issue 29, 2 shared cores; "before" = the one-process sandbox as it was, "after" = fake
+kubelets on one grpc.aio loop, agents' periodic work stretched past 50 nodes, event-driven
+ListAndWatch, every raw API answer read to its end, API-server watches checked with poll()):
+  20x200    before 13.6 pods/s, 162 MiB, 12.8 cpu_s (load 4.5)  after 23.6 pods/s, 148 MiB, 9.8 cpu_s (load 8.9)
+  100x1000  before  5.4 pods/s, 276 MiB, 141 cpu_s (load 15)    after 22.5 pods/s, 239 MiB, 50.7 cpu_s (load 6.3), no warnings
+  300x3000  after 14.4 pods/s, all Running, no warnings
+  500x5000  after: started in 15.5 s (before: never), 15.4 pods/s falling to 9.6 over the first 1,175
+            pods, then collapsed (load 700-1,100, 187 threads runnable, 1,393 placed at 408 s: killed);
+            500x3000 in a later run (sys.setswitchinterval(0.05), load ~10) completed at 8.4 pods/s.
+Where the time goes now: the process is bound to one core by the interpreter lock (cpu_s grows ~1.05
+s per wall second). A pod is ~15 API requests, 4 extender/webhook calls and an Allocate, all on one
+critical path (pods are submitted in order): ~45 ms of CPU at 20-100 nodes, so the floor of this
+serial design is ~22-25 pods/s on an idle core. Past ~300 nodes the idle cost returns: each agent's
+synchronous device-plugin gRPC server takes the interpreter lock 5 times a second (2,500/s at 500
+nodes), plus ~1,000/s of watch idle checks, bookmarks and agent loops, and the HAMi handshake
+(scheduler 1 patch/node/15 s, agent read+patch/node/30 s: ~70 requests/s at 500 nodes). 50 pods/s
+needs (1) the agent's plugin servers on a shared asyncio loop like the fake kubelets', (2) node
+hosts and the API server in their own processes, and (3) pods pipelined (kube-scheduler's binding
+cycle is asynchronous; kubelets admit in parallel) so that a second core is used at all.
 """
 
 from __future__ import annotations
@@ -81,6 +89,10 @@ class _Count(logging.Handler):
             self.first.append(record.getMessage()[:200])
 
 
+def _progress(done: int, total: int, seconds: float) -> None:
+    print(f"pods {done}/{total} in {seconds:.0f} s ({done / max(seconds, 1e-9):.1f}/s) load={os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+
+
 def one(nodes: int, pods: int) -> None:
     """The child: run one size, print a JSON line."""
     from hami.sandbox.cli import load_pods
@@ -95,7 +107,8 @@ def one(nodes: int, pods: int) -> None:
         started = time.monotonic()
         with Sandbox(nodes_file) as sandbox:
             ready = time.monotonic()
-            result = run_pods(sandbox.submit, manifests)
+            print(f"started {nodes} nodes in {ready - started:.1f} s", file=sys.stderr, flush=True)
+            result = run_pods(sandbox.submit, manifests, _progress, every=15.0)  # on stderr: how far a run that is cut short got
             done = time.monotonic()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
