@@ -107,7 +107,7 @@ def recorded(kube_apiserver, core_v1: CoreV1Api, kubelet_dir: Path, tmp_path: Pa
         leader_elect=True,
         lease_namespace=NAMESPACE,
         handshake_interval=0.1,
-        webhook=_webhook_handler(scheduler_manager, "hami-scheduler", configs["scheduler"]),
+        webhook=_webhook_handler(scheduler_manager, "hami-scheduler", configs["scheduler"], NAMESPACE),
     )
     try:
         assert agent.node_registered.wait(15)

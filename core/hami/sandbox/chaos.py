@@ -1038,7 +1038,7 @@ def _restart_leaks(cluster: RestartCluster, timeout: float) -> list[str]:
         if quota is not None:
             with quota.reservations.lock("quota"):
                 pending = quota.reservations.in_flight("quota", cluster.pods("quota"))
-            out.extend(f"quota reservation of {p['metadata']['name']} still counts" for p in pending)
+            out.extend(f"quota reservation of {r.pod} still counts" for r in pending)
         if not out or time.monotonic() > deadline:
             return out
         time.sleep(0.1)

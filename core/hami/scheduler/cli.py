@@ -78,6 +78,12 @@ def _split_bind(value: str) -> tuple[str, int]:
 @click.option("--leader-elect/--no-leader-elect", default=False, show_default=True, help="Elect a leader on a Lease (replicas > 1).")
 @click.option("--lease-namespace", default="kube-system", show_default=True)
 @click.option(
+    "--reservation-namespace",
+    default="kube-system",
+    show_default=True,
+    help="Where the webhook keeps quota reservations every replica sees (a Lease per admitted namespace).",
+)
+@click.option(
     "--legacy-metrics",
     is_flag=True,
     help="Also export HAMi's pre-2.8 metric names (GPUDeviceMemoryLimit, nodeGPUOverview, ...), as HAMi's flag does.",
@@ -100,6 +106,7 @@ def scheduler_command(
     lease_namespace: str,
     legacy_metrics: bool = False,
     accept_legacy_hmac_key: str | None = None,
+    reservation_namespace: str = "kube-system",
 ) -> None:
     """Serve the scheduler extender (filter, prioritize, bind) and the admission webhook."""
     host, port = _split_bind(bind_address)
@@ -139,7 +146,7 @@ def scheduler_command(
         tls_key=tls_key,
         leader_elect=leader_elect,
         lease_namespace=lease_namespace,
-        webhook=_webhook_handler(manager, scheduler_name, kubeconfig),
+        webhook=_webhook_handler(manager, scheduler_name, kubeconfig, reservation_namespace),
         legacy_metrics=legacy_metrics,
         extender_host=extender_host,
         extender_port=extender_port,
@@ -187,18 +194,23 @@ def _extender_listener(
     return host, port
 
 
-def _webhook_handler(manager: BackendManager, scheduler_name: str, kubeconfig: str | None) -> WebhookHandler:
-    """The admission webhook served beside the extender (``POST /webhook``), quota read from the API."""
-    from kubernetes.client import CoreV1Api
+def _webhook_handler(
+    manager: BackendManager, scheduler_name: str, kubeconfig: str | None, reservation_namespace: str = "kube-system"
+) -> WebhookHandler:
+    """The admission webhook served beside the extender (``POST /webhook``), quota read from the API
+    and reserved in Leases of ``reservation_namespace`` (shared by every scheduler replica)."""
+    from kubernetes.client import CoordinationV1Api, CoreV1Api
 
     from hami.kube import api_client
     from hami.webhook.admission import review
     from hami.webhook.config import SYSTEM_WRITERS_ENV, WebhookConfig
     from hami.webhook.quota import KubeQuotaSource
+    from hami.webhook.reservations import LeaseReservations
 
     # who may change hami's annotations of existing pods (the chart sets its two service accounts)
     config = WebhookConfig(scheduler_name=scheduler_name, system_writers=os.environ.get(SYSTEM_WRITERS_ENV, ""))
-    quota = KubeQuotaSource(CoreV1Api(api_client(kubeconfig)))
+    client = api_client(kubeconfig)
+    quota = KubeQuotaSource(CoreV1Api(client), reservations=LeaseReservations(CoordinationV1Api(client), reservation_namespace))
     return lambda body: review(manager, body, config, quota)
 
 

@@ -35,10 +35,11 @@ def parse_bind(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port_text)
 
 
-def _quota_source(kubeconfig: str | None) -> Any:
+def _quota_source(kubeconfig: str | None, reservation_namespace: str = "kube-system") -> Any:
     from kubernetes import client, config
 
     from hami.webhook.quota import KubeQuotaSource
+    from hami.webhook.reservations import LeaseReservations
 
     if kubeconfig:
         api = config.new_client_from_config(config_file=kubeconfig)
@@ -48,7 +49,7 @@ def _quota_source(kubeconfig: str | None) -> Any:
     else:
         log.warning("event=webhook_quota_disabled reason=%r", "no --kubeconfig and not running in a cluster")
         return None
-    return KubeQuotaSource(client.CoreV1Api(api))
+    return KubeQuotaSource(client.CoreV1Api(api), reservations=LeaseReservations(client.CoordinationV1Api(api), reservation_namespace))
 
 
 def _bind_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -78,6 +79,13 @@ def _bind_option(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     help="Comma-separated users (system:serviceaccount:<ns>:<name>) that may change hami's annotations of existing pods: "
     "the scheduler's and the agents' service accounts.",
 )
+@click.option(
+    "--reservation-namespace",
+    default="kube-system",
+    show_default=True,
+    help="Where quota reservations are kept, one Lease per admitted namespace, so every replica sees them "
+    "(needs get, create, update on leases there).",
+)
 def webhook_command(
     address: tuple[str, int],
     tls_cert: str | None,
@@ -86,6 +94,7 @@ def webhook_command(
     scheduler_name: str,
     overwrite_default_scheduler: bool,
     system_writers: str = "",
+    reservation_namespace: str = "kube-system",
 ) -> None:
     """Serve the mutating admission webhook (POST /webhook, GET /healthz)."""
     from hami.plugin.manager import load_backends
@@ -106,7 +115,7 @@ def webhook_command(
     manager = load_backends()
     if not manager.kinds:
         log.warning("event=webhook_no_backends reason=%r", "no backend is installed: every pod passes untouched")
-    server = WebhookServer(manager, config, _quota_source(kubeconfig), host=address[0], port=address[1], tls_cert=tls_cert, tls_key=tls_key)
+    server = WebhookServer(manager, config, _quota_source(kubeconfig, reservation_namespace), host=address[0], port=address[1], tls_cert=tls_cert, tls_key=tls_key)
     server.start()
     click.echo(f"listening on {server.url} (port {server.port})")
     stop = threading.Event()

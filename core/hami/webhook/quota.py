@@ -16,9 +16,11 @@ container what it writes. A device share is different: ``acme.com/gpumem: 3000``
   lock per namespace, and a pod admitted but not yet in the pod list counts through its reservation.
   The webhook writes the reservation's token into the pod (``hami.io/quota-reservation``); the
   reservation ends when a listed pod carries the token (the list counts it from then on) or after
-  :data:`RESERVATION_TTL` seconds (a pod refused after us by another admission step). Reservations
-  live in the webhook process: with several webhook replicas each reserves only what it admitted
-  (see docs/webhook.md for why this and not a compare-and-swap on the ResourceQuota).
+  :data:`RESERVATION_TTL` seconds (a pod refused after us by another admission step). Where they are
+  kept is pluggable (:class:`ReservationStore`): in the process (:class:`QuotaReservations`: tests,
+  the simulator) or in the API server (:class:`hami.webhook.reservations.LeaseReservations`: one
+  Lease per namespace, written with a resourceVersion precondition, so every webhook replica and a
+  restarted one sees every reservation; docs/webhook.md says why not ``status.used``).
 
 Messages use kube-apiserver's wording: ``exceeded quota: q1, requested: limits.acme.com/gpumem=6000,
 used: limits.acme.com/gpumem=4000, limited: limits.acme.com/gpumem=8000``.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import secrets
 import threading
 import time
@@ -73,42 +76,94 @@ class QuotaSource(Protocol):
 
 
 @attrs.frozen
-class _Reservation:
-    pod: Mapping[str, Any] = attrs.field(hash=False)
+class ScopeFacts:
+    """What quota scopes and scope selectors look at in a pod, so a reservation can be matched
+    against quotas without the pod itself (a shared reservation record keeps only these)."""
+
+    terminating: bool = False
+    best_effort: bool = True
+    priority_class: str | None = None
+    cross_namespace_affinity: bool = False
+
+    @classmethod
+    def of(cls, pod: Pod) -> ScopeFacts:
+        spec = pod.get("spec") or {}
+        if not isinstance(spec, Mapping):
+            spec = {}
+        return cls(_is_terminating(spec), _is_best_effort(spec), spec.get("priorityClassName") or None, _cross_namespace_affinity(spec))
+
+
+@attrs.frozen
+class Reservation:
+    """One admitted pod's hold on its namespace's quotas until the pod list shows it or ``expires``
+    (the store's clock: wall-clock seconds where replicas share it)."""
+
+    pod: str
+    charge: Mapping[str, Decimal] = attrs.field(hash=False)
+    scope: ScopeFacts
     expires: float
+
+
+@attrs.frozen
+class Held:
+    """A store's reservations of one namespace as read, with the version a write must still find."""
+
+    entries: Mapping[str, Reservation] = attrs.field(hash=False)
+    version: str | None = None
+
+
+class ReservationStore(Protocol):
+    """Where reservations live; :func:`reserve_quota` reads, decides, then commits, and starts over
+    (at most ``attempts`` times) when :meth:`commit` finds the record changed since :meth:`load`."""
+
+    ttl: float
+    attempts: int
+    clock: Callable[[], float]
+
+    def lock(self, namespace: str) -> threading.Lock: ...
+
+    def load(self, namespace: str, fresh: bool) -> Held: ...
+
+    def commit(self, namespace: str, held: Held, entries: Mapping[str, Reservation]) -> bool: ...
 
 
 class QuotaReservations:
     """In-flight quota reservations of one webhook process, per namespace, with the lock that makes
-    check-and-reserve atomic for that namespace."""
+    check-and-reserve atomic for that namespace (one replica only: nothing is shared)."""
+
+    attempts = 1
 
     def __init__(self, ttl: float = RESERVATION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
-        self._pending: dict[str, dict[str, _Reservation]] = {}  # namespace -> token -> reservation
+        self._pending: dict[str, dict[str, Reservation]] = {}  # namespace -> token -> reservation
 
     def lock(self, namespace: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(namespace, threading.Lock())
 
-    def in_flight(self, namespace: str, listed: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The reserved pods not yet in ``listed`` and not expired; the rest are dropped. Call under :meth:`lock`."""
-        seen = {((p.get("metadata") or {}).get("annotations") or {}).get(RESERVATION_ANNOTATION) for p in listed}
-        now = self.clock()
-        pending = self._pending.get(namespace, {})
-        for token in [t for t, r in pending.items() if t in seen or r.expires <= now]:
-            del pending[token]
-        return [r.pod for r in pending.values()]
+    def load(self, namespace: str, fresh: bool) -> Held:
+        return Held(dict(self._pending.get(namespace, {})))
 
-    def reserve(self, namespace: str, pod: Mapping[str, Any]) -> str:
-        token = secrets.token_hex(16)
-        self._pending.setdefault(namespace, {})[token] = _Reservation(pod, self.clock() + self.ttl)
-        return token
+    def commit(self, namespace: str, held: Held, entries: Mapping[str, Reservation]) -> bool:
+        self._pending[namespace] = dict(entries)  # under lock(namespace): nothing changed since load
+        return True
+
+    def in_flight(self, namespace: str, listed: Iterable[Mapping[str, Any]]) -> list[Reservation]:
+        """The reservations not yet in ``listed`` and not expired. Call under :meth:`lock`."""
+        return list(live_reservations(self.load(namespace, True).entries, listed, self.clock()).values())
 
     def count(self, namespace: str) -> int:
         return len(self._pending.get(namespace, {}))
+
+
+def live_reservations(entries: Mapping[str, Reservation], listed: Iterable[Mapping[str, Any]], now: float) -> dict[str, Reservation]:
+    """``entries`` less those a listed pod carries the token of (the list counts that pod, whatever
+    its phase) and those expired by ``now``."""
+    seen = {((p.get("metadata") or {}).get("annotations") or {}).get(RESERVATION_ANNOTATION) for p in listed}
+    return {token: r for token, r in entries.items() if token not in seen and r.expires > now}
 
 
 class StaticQuotaSource:
@@ -119,7 +174,7 @@ class StaticQuotaSource:
     ) -> None:
         self._quotas = {ns: list(items) for ns, items in (quotas or {}).items()}
         self._pods = {ns: list(items) for ns, items in (pods or {}).items()}
-        self.reservations = QuotaReservations()
+        self.reservations: ReservationStore = QuotaReservations()
 
     def resource_quotas(self, namespace: str) -> list[Mapping[str, Any]]:
         return list(self._quotas.get(namespace, ()))
@@ -132,10 +187,10 @@ class KubeQuotaSource:
     """Reads through a ``kubernetes.client.CoreV1Api``; raw JSON, so objects keep the wire shape
     the AdmissionReview's pod has (camelCase keys), and pods are listed in pages."""
 
-    def __init__(self, core_v1: kubernetes.client.CoreV1Api, *, timeout: float = 5.0) -> None:
+    def __init__(self, core_v1: kubernetes.client.CoreV1Api, *, timeout: float = 5.0, reservations: ReservationStore | None = None) -> None:
         self.core_v1 = core_v1
         self.timeout = timeout
-        self.reservations = QuotaReservations()
+        self.reservations: ReservationStore = reservations if reservations is not None else QuotaReservations()
 
     def _list(self, call: Any, what: str, namespace: str) -> list[Mapping[str, Any]]:
         items: list[Mapping[str, Any]] = []
@@ -286,28 +341,28 @@ def _cross_namespace_affinity(spec: Mapping[str, Any]) -> bool:
     return False
 
 
-def _scope_matches(scope: str, spec: Mapping[str, Any]) -> bool:
+def _scope_matches(scope: str, facts: ScopeFacts) -> bool:
     if scope == "Terminating":
-        return _is_terminating(spec)
+        return facts.terminating
     if scope == "NotTerminating":
-        return not _is_terminating(spec)
+        return not facts.terminating
     if scope == "BestEffort":
-        return _is_best_effort(spec)
+        return facts.best_effort
     if scope == "NotBestEffort":
-        return not _is_best_effort(spec)
+        return not facts.best_effort
     if scope == "PriorityClass":
-        return bool(spec.get("priorityClassName"))
+        return facts.priority_class is not None
     if scope == "CrossNamespacePodAffinity":
-        return _cross_namespace_affinity(spec)
+        return facts.cross_namespace_affinity
     return False  # a scope that cannot select pods (VolumeAttributesClass…)
 
 
-def _expression_matches(expr: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+def _expression_matches(expr: Mapping[str, Any], facts: ScopeFacts) -> bool:
     scope, operator, values = expr.get("scopeName"), expr.get("operator"), list(expr.get("values") or [])
     if scope != "PriorityClass":  # other scopes take Exists / DoesNotExist only
-        matched = _scope_matches(str(scope), spec)
+        matched = _scope_matches(str(scope), facts)
         return matched if operator == "Exists" else not matched if operator == "DoesNotExist" else False
-    name = spec.get("priorityClassName") or None  # a label selector over {"PriorityClass": name}
+    name = facts.priority_class  # a label selector over {"PriorityClass": name}
     if operator == "In":
         return name is not None and name in values
     if operator == "NotIn":
@@ -319,14 +374,14 @@ def _expression_matches(expr: Mapping[str, Any], spec: Mapping[str, Any]) -> boo
     return False
 
 
-def quota_selects(quota: Mapping[str, Any], pod: Pod) -> bool:
+def quota_selects(quota: Mapping[str, Any], pod: Pod | ScopeFacts) -> bool:
     """Whether ``quota``'s scopes and scope selector select ``pod`` (no scope: every pod)."""
+    facts = pod if isinstance(pod, ScopeFacts) else ScopeFacts.of(pod)
     qspec = quota.get("spec") or {}
-    spec = pod.get("spec") or {}
-    if not all(_scope_matches(str(s), spec) for s in qspec.get("scopes") or ()):
+    if not all(_scope_matches(str(s), facts) for s in qspec.get("scopes") or ()):
         return False
     expressions = (qspec.get("scopeSelector") or {}).get("matchExpressions") or ()
-    return all(isinstance(e, Mapping) and _expression_matches(e, spec) for e in expressions)
+    return all(isinstance(e, Mapping) and _expression_matches(e, facts) for e in expressions)
 
 
 # ------------------------------------------------------------------ the check
@@ -341,17 +396,46 @@ def reserve_quota(manager: BackendManager, pod: Pod, namespace: str, source: Quo
 
     Returns (kube-apiserver's "exceeded quota" message, None) or (None, the reservation token to write
     into the pod as :data:`RESERVATION_ANNOTATION`; None when no quota limits the pod or the source keeps
-    no reservations). Raises :class:`QuotaError` when the API server cannot be read.
+    no reservations). Raises :class:`QuotaError` when the API server cannot be read or written, or the
+    reservation record kept changing under us for the store's ``attempts``.
+
+    The order matters for a shared store: reservations are read *before* the pod list, so a reservation
+    pruned by another replica (its pod was listed) is in our list too; and the commit is conditional on
+    the record being unchanged since that read, so two replicas never both fill the last room.
     """
-    reservations: QuotaReservations | None = getattr(source, "reservations", None)
-    if reservations is None:
+    store: ReservationStore | None = getattr(source, "reservations", None)
+    if store is None:
         return check_quota(manager, pod, namespace, source), None
-    with reservations.lock(namespace):
-        limited: list[bool] = []
-        exceeded = _check(manager, pod, namespace, source, reservations, limited)
-        if exceeded is not None or not limited:
-            return exceeded, None
-        return None, reservations.reserve(namespace, pod)
+    requested = pod_charge(manager, pod)
+    if not requested:
+        return None, None
+    facts = ScopeFacts.of(pod)
+    quotas = _quotas(source, namespace, requested, facts)
+    if not quotas:
+        return None, None
+    name = str((pod.get("metadata") or {}).get("name") or (pod.get("metadata") or {}).get("generateName") or "")
+    with store.lock(namespace):  # replicas conflict with each other, never with themselves
+        for attempt in range(store.attempts):
+            held = store.load(namespace, fresh=attempt > 0)
+            listed = source.pods(namespace)
+            now = store.clock()
+            live = live_reservations(held.entries, listed, now)
+            charged: list[tuple[ScopeFacts, Mapping[str, Decimal]]] = [
+                (ScopeFacts.of(p), pod_charge(manager, p)) for p in listed if counts_against_quota(p)
+            ]
+            charged += [(r.scope, r.charge) for r in live.values()]
+            exceeded, limited = _exceeded(quotas, requested, facts, charged, namespace)
+            if exceeded is not None or not limited:
+                return exceeded, None
+            token = secrets.token_hex(16)
+            if store.commit(namespace, held, {**live, token: Reservation(name, requested, facts, now + store.ttl)}):
+                return None, token
+            log.info("event=quota_reservation_conflict namespace=%s attempt=%d", namespace, attempt + 1)
+            time.sleep(random.uniform(0, min(0.1, 0.005 * 2**attempt)))  # let the other replica's write land
+    raise QuotaError(
+        f"cannot reserve ResourceQuota in namespace {namespace!r}: the reservation record changed under "
+        f"{store.attempts} attempts in a row (other webhook replicas admitting at the same moment); retry"
+    )
 
 
 def check_quota(manager: BackendManager, pod: Pod, namespace: str, source: QuotaSource) -> str | None:
@@ -360,26 +444,36 @@ def check_quota(manager: BackendManager, pod: Pod, namespace: str, source: Quota
 
     Raises :class:`QuotaError` when the API server cannot be read.
     """
-    return _check(manager, pod, namespace, source, None, [])
-
-
-def _check(
-    manager: BackendManager, pod: Pod, namespace: str, source: QuotaSource, reservations: QuotaReservations | None, limited_out: list[bool]
-) -> str | None:
     requested = pod_charge(manager, pod)
     if not requested:
         return None
+    facts = ScopeFacts.of(pod)
+    quotas = _quotas(source, namespace, requested, facts)
+    if not quotas:
+        return None
+    charged = [(ScopeFacts.of(p), pod_charge(manager, p)) for p in source.pods(namespace) if counts_against_quota(p)]
+    return _exceeded(quotas, requested, facts, charged, namespace)[0]
+
+
+def _quotas(source: QuotaSource, namespace: str, requested: Mapping[str, Decimal], facts: ScopeFacts) -> list[Mapping[str, Any]]:
+    """The namespace's quotas that limit one of ``requested``'s keys and select the pod, by name."""
     quotas = []
     for quota in sorted(source.resource_quotas(namespace), key=lambda q: str((q.get("metadata") or {}).get("name", ""))):
         hard = (quota.get("spec") or {}).get("hard") or {}
-        if any(key in requested for key in hard) and quota_selects(quota, pod):
+        if any(key in requested for key in hard) and quota_selects(quota, facts):
             quotas.append(quota)
-    if not quotas:
-        return None
-    listed = source.pods(namespace)
-    existing = [p for p in listed if counts_against_quota(p)]
-    if reservations is not None:  # a listed pod that already finished ends its reservation too, or it would charge until the TTL
-        existing += reservations.in_flight(namespace, listed)
+    return quotas
+
+
+def _exceeded(
+    quotas: Sequence[Mapping[str, Any]],
+    requested: Mapping[str, Decimal],
+    facts: ScopeFacts,
+    charged: Sequence[tuple[ScopeFacts, Mapping[str, Decimal]]],
+    namespace: str,
+) -> tuple[str | None, bool]:
+    """(the first exceeded quota's message or None, whether any quota limits the pod at all)."""
+    limited_any = False
     for quota in quotas:
         name = str((quota.get("metadata") or {}).get("name", ""))
         hard = {
@@ -390,11 +484,10 @@ def _check(
         limited = {key: value for key, value in hard.items() if value is not None}
         if not limited:
             continue
-        limited_out.append(True)
+        limited_any = True
         used: dict[str, Decimal] = {key: Decimal(0) for key in limited}
-        for other in existing:
-            if quota_selects(quota, other):
-                charge = pod_charge(manager, other)
+        for scope, charge in charged:
+            if quota_selects(quota, scope):
                 used = {key: used[key] + charge.get(key, Decimal(0)) for key in used}
         failed = sorted(key for key in limited if used[key] + requested[key] > limited[key])
         if failed:
@@ -402,8 +495,8 @@ def _check(
             return (
                 f"exceeded quota: {name}, requested: {_pretty({k: requested[k] for k in failed})}, "
                 f"used: {_pretty({k: used[k] for k in failed})}, limited: {_pretty({k: limited[k] for k in failed})}"
-            )
-    return None
+            ), True
+    return None, limited_any
 
 
 def quota_keys(manager: BackendManager) -> Iterable[str]:
