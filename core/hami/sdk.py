@@ -30,7 +30,7 @@ from hami.backendkit.presence import PresenceWatch
 from hami.backendkit.ranges import RangeLedger, owner_key
 from hami.backendkit.splitting import split_evenly
 from hami.backendkit.standard import StandardBackend
-from hami.backendkit.tables import paired_rows
+from hami.backendkit.tables import TableRow, paired_rows
 from hami.backendkit.tools import ToolNotFound, run_tool
 from hami.backendkit.usage import simulated_usage
 from hami.backendkit.whole import WholeDeviceBackend, one_slot
@@ -119,6 +119,7 @@ __all__ = [
     "ScoreContext",
     "ShareLoad",
     "StandardBackend",
+    "TableRow",
     "ToolNotFound",
     "UsageReport",
     "ValidationError",

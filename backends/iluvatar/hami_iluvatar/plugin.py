@@ -88,7 +88,8 @@ class Gpu:
     name: str
     bus_id: str
     memory_mib: int | None
-    """None: ixsmi printed ``N/A`` for the total."""
+    """None: ixsmi printed ``N/A`` for the total, or no memory line at all (``reason``)."""
+    reason: str = ""
 
 
 _ROW = re.compile(r"^\|\s*(\d+)\s+(.+?)\s*\|\s*([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])\s*\|")
@@ -98,11 +99,17 @@ UNKNOWN_MEMORY = "memory unknown: ixsmi printed N/A for the memory total"
 
 def parse_ixsmi(text: str) -> list[Gpu]:
     """``ixsmi``'s table: a name/bus line, then a line whose second cell is ``<used>MiB / <total>MiB``.
-    A GPU line without its memory line is an error naming the GPU (a truncated or changed layout); a
-    total printed as ``N/A`` gives ``memory_mib=None`` (the GPU is listed, not advertised)."""
+    A total printed as ``N/A``, or a GPU line without its memory line (a truncated or changed layout),
+    gives ``memory_mib=None`` with the reason: that GPU is listed, not advertised; the others are kept."""
     return [
-        Gpu(int(row[1]), re.sub(r"^Iluvatar\s+", "", row[2]), row[3], int(memory[2]) if memory[2] else None)
-        for row, memory in paired_rows(text, _ROW, _MEMORY, tool="ixsmi")
+        Gpu(
+            int(r.head[1]),
+            re.sub(r"^Iluvatar\s+", "", r.head[2]),
+            r.head[3],
+            int(r.memory[2]) if r.memory and r.memory[2] else None,
+            "" if r.memory and r.memory[2] else r.reason or UNKNOWN_MEMORY,
+        )
+        for r in paired_rows(text, _ROW, _MEMORY, tool="ixsmi")
     ]
 
 
@@ -134,7 +141,7 @@ def to_device(gpu: Gpu) -> PhysicalDevice:
         index=gpu.index,
         attributes={"pci_bus_id": gpu.bus_id},
         advertised=gpu.memory_mib is not None,
-        reason="" if gpu.memory_mib is not None else UNKNOWN_MEMORY,
+        reason="" if gpu.memory_mib is not None else gpu.reason or UNKNOWN_MEMORY,
     )
 
 

@@ -87,27 +87,33 @@ def partition(mib: int) -> int:
 
 
 _ROW = re.compile(r"^\|\s*(\d+)\s+(.+?)\s{2,}\S*\s*\|\s*([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])")
-_MEMORY = re.compile(r"\|\s*(?:\d+MiB|N/A)\s*/\s*(?:(\d+)MiB|N/A)\s*\|")
+_MEMORY = re.compile(r"^\|\s*\S[^|]*\|\s*(?:(?:\d+MiB|N/A)\s*/\s*(?:(\d+)MiB|N/A)|N/A)\s*\|")
+"""The Memory-Usage cell: the second cell of the line whose first cell (fan, temperature, power) is not
+blank, ``<used>MiB / <total>MiB`` or ``N/A``; the L3 line's first cell is blank, so ``0MiB / 96MiB`` is
+never read as memory, even when the memory cell is a bare ``N/A``."""
 UNKNOWN_MEMORY = "memory unknown: xpu-smi printed N/A for the memory total"
 
 
 def parse_xpu_smi(text: str, vendor: str = "XPU") -> list[PhysicalDevice]:
     """``xpu-smi``'s table: a name/bus line, then a line with ``<used>MiB / <total>MiB`` (the third line,
-    L3 usage, is skipped). A device line without its memory line is an error naming the device; a total
-    printed as ``N/A`` lists the XPU unadvertised, with the reason."""
-    return [
-        PhysicalDevice(
-            id="xpu-" + row[3].lower().replace(":", "-"),
-            vendor=vendor,
-            type=f"Kunlunxin {row[2]}",
-            memory=int(memory[1]) if memory[1] else 0,
-            index=int(row[1]),
-            attributes={"pci_bus_id": row[3].lower()},
-            advertised=bool(memory[1]),
-            reason="" if memory[1] else UNKNOWN_MEMORY,
+    L3 usage, is skipped). A total printed as ``N/A``, or a device line without its memory line, lists
+    that XPU unadvertised with the reason; the others are kept."""
+    devices = []
+    for r in paired_rows(text, _ROW, _MEMORY, tool="xpu-smi", noun="XPU"):
+        row, total = r.head, r.memory[1] if r.memory else None
+        devices.append(
+            PhysicalDevice(
+                id="xpu-" + row[3].lower().replace(":", "-"),
+                vendor=vendor,
+                type=f"Kunlunxin {row[2]}",
+                memory=int(total) if total else 0,
+                index=int(row[1]),
+                attributes={"pci_bus_id": row[3].lower()},
+                advertised=bool(total),
+                reason="" if total else r.reason or UNKNOWN_MEMORY,
+            )
         )
-        for row, memory in paired_rows(text, _ROW, _MEMORY, tool="xpu-smi", noun="XPU")
-    ]
+    return devices
 
 
 def choose(indexes: Sequence[int], count: int) -> list[int]:

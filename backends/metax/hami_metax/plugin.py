@@ -96,14 +96,21 @@ _ATTACHED = re.compile(r"^Attached GPUs\s*:\s*(\d+)", re.MULTILINE)
 _LIST = re.compile(r"^GPU#(\d+)\s+\S+.*\(UUID:\s*([^)\s]+)\)")
 
 
-def parse_mx_smi(text: str) -> list[tuple[int, str, str, int | None]]:
-    """``mx-smi``'s table as (index, name, bus id, memory MiB): a name/bus line, then ``<used>/<total> MiB``;
-    a total printed as ``N/A`` is None (the GPU is listed, not advertised). Three layouts: up to 2.2.4
+def parse_mx_smi(text: str) -> list[tuple[int, str, str, int | None, str]]:
+    """``mx-smi``'s table as (index, name, bus id, memory MiB, reason): a name/bus line, then ``<used>/<total>
+    MiB``; a total printed as ``N/A``, or a GPU line without its memory line, is None with the reason (that
+    GPU is listed, not advertised; the others are kept). Three layouts: up to 2.2.4
     (``GPU NAME | Bus-id``), 2.2.8 (``GPU NAME Persistence-M | Bus-id``) and 2.2.9+ (``Board Name | GPU
     Persist-M | Bus-id``, where the index is the GPU cell's)."""
     rows = [
-        (int(row[3] or row[1]), row[2], row[4].lower(), int(memory[1]) if memory[1] else None)
-        for row, memory in paired_rows(text, _ROW, _MEMORY, tool="mx-smi")
+        (
+            int(r.head[3] or r.head[1]),
+            r.head[2],
+            r.head[4].lower(),
+            int(r.memory[1]) if r.memory and r.memory[1] else None,
+            "" if r.memory and r.memory[1] else r.reason or UNKNOWN_MEMORY,
+        )
+        for r in paired_rows(text, _ROW, _MEMORY, tool="mx-smi")
     ]
     attached = _ATTACHED.search(text)
     if not rows and attached and int(attached[1]) > 0:  # a layout this parser does not know: say so, not "no GPUs"
@@ -163,9 +170,9 @@ class MetaxBackend(StandardBackend):
                     type=name if "MetaX" in name else f"MetaX {name}",
                     attributes={"pci_bus_id": bus},
                     advertised=memory is not None,
-                    reason="" if memory is not None else UNKNOWN_MEMORY,
+                    reason=reason,
                 )
-                for i, name, bus, memory in rows
+                for i, name, bus, memory, reason in rows
             ]
 
         return tool_devices(node, config, self.info.vendors, read, tool="mx-smi", log=log)
