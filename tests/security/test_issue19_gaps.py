@@ -47,7 +47,7 @@ def post(url: str, verb: str, body: Any, context: ssl.SSLContext | None = None) 
 def serving_bundle(directory: Path) -> tuple[str, str, str]:
     bundle = issue(["localhost", "127.0.0.1"])
     paths = directory / "tls.crt", directory / "tls.key", directory / "tls-ca.crt"
-    for path, text in zip(paths, (bundle.cert, bundle.key, bundle.ca)):
+    for path, text in zip(paths, (bundle.cert, bundle.key, bundle.ca), strict=True):
         path.write_text(text)
     return str(paths[0]), str(paths[1]), str(paths[2])
 
