@@ -1,6 +1,10 @@
 """``nvidia.com/gpumem: 3Gi`` over the real webhook HTTP path: a 403 at admission that says HAMi's unit
 is MiB and what to write, for every backend of the usual shape; plain numbers (as the API server
-writes them: 3000 arrives as 3k) are admitted."""
+writes them: 3000 arrives as 3k) are admitted.
+
+Upstream: pkg/device/nvidia/device.go (v2.10.0) GenerateResourceRequests reads ``gpumem`` with
+``AsInt64`` as MiB, so ``1Gi`` asks 1073741824 MiB (Pending everywhere) and ``3Gi``, past int32, drops
+the container's device request with a log line; we refuse both at admission instead."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The pod examples of docs/user-guide.md's "Requests" section, each sent to a webhook over HTTP: the
-``# admitted: adds name=value, …; warns "…"`` or ``# denied: fragment`` line above each is the check."""
+``# admitted: adds name=value, …; warns "…"`` or ``# denied: fragment`` line above each is the check.
+The rules the examples show are HAMi v2.10's (pkg/device/nvidia/device.go, as the guide says)."""
 
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ limits_strategy = st.fixed_dictionaries(
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(limits=limits_strategy, default_memory=st.sampled_from([0, 1024]), device_memory=st.integers(100, 81920))
 def test_no_request_ever_becomes_a_zero_memory_limit(gpu_node, limits, default_memory, device_memory):
-    """HAMi-core multiprocess_memory_limit.c get_limit_from_env: a 0 limit is "invalid" and means no
+    """HAMi-core src/multiprocess/multiprocess_memory_limit.c get_limit_from_env: a 0 limit is "invalid" and means no
     limit, so no request may produce ``CUDA_DEVICE_MEMORY_LIMIT_x=0m``."""
     node = gpu_node(simulated=True, default_memory=default_memory)
     (r,) = node.manager.container_requests(ctr(limits), pod())
@@ -167,12 +167,14 @@ def test_no_request_ever_becomes_a_zero_memory_limit(gpu_node, limits, default_m
 
 
 def test_a_zero_grant_is_refused_not_run_unlimited(gpu_node):
+    """HAMi-core src/multiprocess/multiprocess_memory_limit.c get_limit_from_env would read a 0 limit as
+    none: a 0 MiB grant is refused at Allocate instead of running unlimited."""
     node = gpu_node()
     with pytest.raises(BackendError, match=r"GPU-1.*CUDA_DEVICE_MEMORY_LIMIT=0m as no limit"):
         node.container_edits([Grant("GPU-0", "NVIDIA", 100, 0), Grant("GPU-1", "NVIDIA", 0, 0)], pod(), ctr({GPU: "2"}))
 
 
-# ---------------------------------------------------------------- priority
+# ---------------------------------------------------------------- priority (pkg/util/types.go, cmd/vGPUmonitor/feedback.go)
 
 
 @pytest.mark.parametrize("value", ["0", "1", "3"])
@@ -191,7 +193,7 @@ def test_negative_priority_is_refused_with_the_reason(nvidia):
         request_of(nvidia(), {GPU: "1", PRIORITY: "-1"})
 
 
-# ---------------------------------------------------------------- selectors
+# ---------------------------------------------------------------- selectors (pkg/device/nvidia/device.go checkType, assertNuma)
 
 
 def test_vgpu_mode_takes_a_comma_list(gpu_node):
@@ -226,7 +228,7 @@ def test_numa_bind_refuses_other_words_naming_them(nvidia, value):
         nvidia().container_requests(ctr({GPU: "1"}), pod({"nvidia.com/numa-bind": value}))
 
 
-# ---------------------------------------------------------------- HAMi-core contract (server.go Allocate)
+# ------------------------- HAMi-core contract (pkg/device-plugin/nvidiadevice/nvinternal/plugin/server.go Allocate)
 
 
 def mounts(edits) -> dict[str, tuple[str, bool]]:
@@ -296,7 +298,7 @@ def test_prepare_makes_the_cache_and_lock_dirs_world_writable(gpu_node, host_roo
         assert stat.S_IMODE(path.stat().st_mode) == 0o777, path
 
 
-# ---------------------------------------------------------------- configurable resource names
+# ---------------------------------------------------------------- configurable resource names (charts/hami/values.yaml)
 
 
 RENAMED = {
