@@ -9,6 +9,7 @@ in-memory API server (hami.fakes.kubeapi.faults), each failing one request of on
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from kubernetes import client
@@ -94,5 +95,51 @@ def test_a_bind_without_uid_for_an_unreadable_pod_is_refused_naming_why(manager,
         error = harness.scheduler.bind("default", "ghost", "", NODE)
         assert "pod default/ghost: no PodUID given and the pod cannot be read: HTTP 404" in error, error
         assert NODE_LOCK not in (core_v1.read_node(NODE).metadata.annotations or {})
+    finally:
+        harness.stop()
+
+
+def _settled(harness, predicate, timeout: float = 10.0) -> bool:
+    """Poll until the informer-fed cache shows ``predicate`` (events arrive asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with harness.state.lock:
+            if predicate():
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def test_an_allocation_write_that_lands_after_bind_gave_up_brings_nothing_back(manager, core_v1, kube_apiserver):
+    """The filter's allocation write is held by the API server past bind's wait: bind fails, and the
+    write, arriving afterwards, must not bring the allocation back (clear ``bind-phase=failed`` and
+    make the cache count a grant nobody holds). It is a patch conditional on the resourceVersion the
+    filter saw, so the API server refuses it once bind marked the pod failed."""
+    add_node(core_v1)
+    harness = ExtenderHarness(manager, core_v1, config=SchedulerConfig(allocation_write_wait=0.3)).start()
+    try:
+        harness.cache.nodes.synced.wait(5)
+        uid = add_pod(core_v1, "victim", "8000")
+        pod = harness.pod_json("default", "victim")
+        kube_apiserver.faults.delay(1.5, count=1, **FAULTS["allocation write"])
+        assert harness.post("filter", {"Pod": pod, "NodeNames": [NODE]}).get("NodeNames") == [NODE]
+        answer = harness.post("bind", {"PodName": "victim", "PodNamespace": "default", "PodUID": uid, "Node": NODE})
+        assert "was not written within 0.3 s" in answer.get("Error", ""), answer
+        assert harness.scheduler.settle(10)  # the held write reached the API server after bind's failure mark
+
+        annotations = harness.pod_json("default", "victim")["metadata"].get("annotations") or {}
+        assert annotations.get(BIND_PHASE) == "failed", annotations
+        assert not [k for k in annotations if k.endswith("-devices-allocated")], annotations
+        assert NODE_LOCK not in (core_v1.read_node(NODE).metadata.annotations or {})
+        assert _settled(harness, lambda: uid not in harness.state.pods), harness.state.pods.get(uid)
+        assert _settled(harness, lambda: not any(memory for _, memory, _ in harness.state.usage_snapshot().get(NODE, {}).values()))
+
+        # another pod fits as on an empty device (8000 + 8000 > 10000), then the retried victim does not
+        uid2 = add_pod(core_v1, "other", "8000")
+        other = harness.schedule("default", "other")
+        assert other.node == NODE and other.bind_error == "", other
+        assert harness.schedule("default", "victim").node is None
+        assert {d: m for d, (_, m, _) in harness.state.usage_snapshot()[NODE].items()} == {"GPU-0": 8000}
+        assert harness.state.pods[uid2].node == NODE
     finally:
         harness.stop()

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import Any, cast
@@ -114,9 +114,17 @@ class Scheduler:
         # Writes to the API server that the filter's answer need not wait for (allocations, events).
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scheduler-writer")
         self._writes: dict[str, Future[str]] = {}
+        self._in_flight: set[Future[str]] = set()
+        """Allocation writes not finished yet, also those bind stopped waiting for (``settle``)."""
 
     def _known_lock(self, node: str) -> tuple[str | None, str] | None:
         return self.informed.node_lock(node) if self.informed is not None else None
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until every allocation write started so far has its answer (tests; a clean stop)."""
+        pending = list(self._in_flight)
+        _, not_done = wait(pending, timeout) if pending else ((), ())
+        return not not_done
 
     def close(self) -> None:
         """Finish pending writes."""
@@ -220,28 +228,35 @@ class Scheduler:
             init_count = len((pod.get("spec") or {}).get("initContainers") or [])
             now = time.time()
             holdings = pod_holdings(chosen.devices, init_count)
-            self.state.hold(
-                uid,
-                PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now))),
-            )
+            assumed = PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now)))
+            self.state.hold(uid, assumed)
             self.state.assume_host(uid, chosen.node, pod)
         if len(self._writes) > 1000:  # forget writes that succeeded for pods never bound; keep failures for bind
             self._writes = {u: f for u, f in self._writes.items() if not f.done() or f.result()}
         if self.core_v1 is None:  # nothing to send (the simulator): no thread hop per pod
             written: Future[str] = Future()
-            written.set_result(self._annotate(pod, chosen, now))
+            written.set_result(self._annotate(pod, chosen, now, assumed))
             self._writes[uid] = written
         else:
-            self._writes[uid] = self._writer.submit(self._annotate, pod, chosen, now)
+            future = self._writes[uid] = self._writer.submit(self._annotate, pod, chosen, now, assumed)
+            self._in_flight.add(future)
+            future.add_done_callback(self._in_flight.discard)
         self._event(pod, "FilteringSucceed", f"hami chose node {chosen.node}", "Normal")
         log.info("event=filter_succeeded pod=%s node=%s candidates=%d", pod_key(pod), chosen.node, len(node_names))
         return FilterOutcome(node=chosen.node, failed=failed)
 
-    def _annotate(self, pod: Mapping[str, Any], fit: Fit, now: float) -> str:
+    def _annotate(self, pod: Mapping[str, Any], fit: Fit, now: float, assumed: PodRecord) -> str:
         """Write the allocation onto the pod ('' on success, else why). Runs off the filter's path:
         kube-scheduler goes on to prioritize and bind meanwhile, and bind waits for it. A
-        ``bind-phase`` left by an earlier, failed try is removed."""
+        ``bind-phase`` left by an earlier, failed try is removed.
+
+        The write must never land after bind gave up on it (it would clear ``bind-phase=failed`` and
+        bring back a grant the cache dropped), so it is conditional on the pod's resourceVersion:
+        bind's failure drops ``assumed`` from the cache *before* it marks the pod failed (a new
+        resourceVersion); a 409 re-reads the pod and writes again only while ``assumed`` is still
+        the pod's reservation."""
         meta = pod.get("metadata") or {}
+        uid = meta.get("uid", "")
         annotations: dict[str, str | None] = {}
         annotations.update(Allocation(fit.node, fit.devices).annotations(self.manager.kinds, meta.get("uid", ""), now, self.keys))
         node = self.state.node(fit.node)
@@ -249,7 +264,7 @@ class Scheduler:
             try:  # the backend's own pod annotations (HAMi's PatchAnnotations), beside the signed allocation
                 extra = self.manager.allocation_annotations(vendor, containers, dict(node.devices) if node else {}, pod)
             except HamiError as exc:
-                self.state.forget_unbound(meta.get("uid", ""))
+                self._drop_if_current(uid, assumed)
                 log.warning("event=annotate_failed pod=%s error=%r", pod_key(pod), str(exc))
                 return f"pod {pod_key(pod)}: {exc}"
             annotations.update({k: v for k, v in extra.items() if k not in annotations})
@@ -261,19 +276,51 @@ class Scheduler:
         if self.core_v1 is None:
             return ""
         annotations[BIND_PHASE] = None  # a merge patch's null: no-op unless a failed try left one
-        try:
-            body: dict[str, Any] = {"metadata": {"annotations": annotations}}
-            if is_label_value(fit.node):  # HAMi's monitor lists pods by it (pkg/util/util.go PatchPodAnnotations)
-                body["metadata"]["labels"] = {ASSIGNED_NODE: fit.node}
-            release(
-                self.core_v1.patch_namespaced_pod(cast(str, meta.get("name")), meta.get("namespace", "default"), body, _preload_content=False)
-            )
-        except (ApiException, OSError) as exc:
-            self.state.forget_unbound(meta.get("uid", ""))
-            reason = f"pod {pod_key(pod)}: could not record the allocation: {_api_reason(exc)}"
-            log.warning("event=annotate_failed pod=%s error=%r", pod_key(pod), reason)
-            return reason
-        return ""
+        name, namespace = cast(str, meta.get("name")), meta.get("namespace", "default")
+        body: dict[str, Any] = {"metadata": {"annotations": annotations}}
+        if is_label_value(fit.node):  # HAMi's monitor lists pods by it (pkg/util/util.go PatchPodAnnotations)
+            body["metadata"]["labels"] = {ASSIGNED_NODE: fit.node}
+        version = str(meta.get("resourceVersion") or "")  # the copy the filter decided on (the informer's)
+        why = "the pod kept changing (409 Conflict on every try)"
+        for _ in range(_WRITE_TRIES):
+            try:
+                if not version:
+                    version = self._pod_version(name, namespace)
+                with self.state.lock:  # checked after the version was read: a failure mark since then is a 409
+                    if self.state.pods.get(uid) != assumed:
+                        log.info("event=allocation_write_abandoned pod=%s node=%s", pod_key(pod), fit.node)
+                        return f"pod {pod_key(pod)}: the allocation was given up before it was written (bind failed or a newer filter replaced it)"
+                body["metadata"]["resourceVersion"] = version
+                release(self.core_v1.patch_namespaced_pod(name, namespace, body, _preload_content=False))
+                return ""
+            except ApiException as exc:
+                if exc.status != 409:
+                    why = _api_reason(exc)
+                    break
+                version = ""  # changed since: read it, then check again that the choice still stands
+            except (OSError, HTTPError, ValueError) as exc:
+                why = _api_reason(exc)
+                break
+        self._drop_if_current(uid, assumed)
+        reason = f"pod {pod_key(pod)}: could not record the allocation: {why}"
+        log.warning("event=annotate_failed pod=%s error=%r", pod_key(pod), reason)
+        return reason
+
+    def _pod_version(self, name: str, namespace: str) -> str:
+        """The pod's current resourceVersion (read when the filter's copy is stale or had none)."""
+        if self.core_v1 is None:  # _annotate() checked it
+            return ""
+        raw = self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False)
+        version = str((json.loads(cast(Any, raw).data).get("metadata") or {}).get("resourceVersion") or "")
+        if not version:
+            raise ValueError(f"pod {namespace}/{name} has no resourceVersion")
+        return version
+
+    def _drop_if_current(self, uid: str, assumed: PodRecord) -> None:
+        """Drop the reservation of a write that failed, unless a newer filter of the pod replaced it."""
+        with self.state.lock:
+            if self.state.pods.get(uid) == assumed:
+                self.state.forget_unbound(uid)
 
     def wait_written(self, uid: str, timeout: float = 30.0) -> str:
         """Wait until the allocation chosen for pod ``uid`` is on the pod; '' or why it is not."""
@@ -283,7 +330,8 @@ class Scheduler:
         try:
             return future.result(timeout)
         except FutureTimeout:
-            return f"the allocation of pod uid {uid} was not written within {timeout:.0f} s"
+            future.cancel()  # not started yet: never sent; started: the API server refuses it once bind fails
+            return f"the allocation of pod uid {uid} was not written within {timeout:g} s"
 
     def _failed(self, pod: Mapping[str, Any], outcome: FilterOutcome) -> FilterOutcome:
         message = outcome.error or "no node fits: " + "; ".join(f"{n}: {r}" for n, r in sorted(outcome.failed.items())[:20])
@@ -325,7 +373,7 @@ class Scheduler:
                 reason = f"{who}: no PodUID given and the pod cannot be read: {unknown}"
                 self._bind_failed(namespace, name, uid, reason)
                 return reason
-        written = self.wait_written(uid)
+        written = self.wait_written(uid, self.config.allocation_write_wait)
         if written:
             self._bind_failed(namespace, name, uid, written)
             return written
@@ -430,6 +478,10 @@ class Scheduler:
             release(self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False))
         except (ApiException, OSError) as exc:  # events are best effort
             log.debug("event=event_write_failed namespace=%s error=%r", namespace, str(exc))
+
+
+_WRITE_TRIES = 4
+"""Conditional allocation writes per filter: a pending pod rarely changes, so a conflict is rare."""
 
 
 def _ranked(scores: Sequence[float], nodes: Sequence[NodeState]) -> Iterator[NodeState]:

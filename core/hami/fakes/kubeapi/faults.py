@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class _Delay:
+    seconds: float
+    remaining: int | None  # requests left to delay, None = until cleared
+    path: re.Pattern[str] | None
+    method: str | None
+
+
+@dataclass
 class _Failure:
     status: int
     until: float | None  # monotonic deadline, None = no time limit
@@ -30,11 +38,12 @@ class _Failure:
 
 
 class Faults:
-    """``srv.faults``: ``fail``, ``latency``, ``cut_watches``, ``clear``."""
+    """``srv.faults``: ``fail``, ``latency``, ``delay``, ``cut_watches``, ``clear``."""
 
     def __init__(self, cut: Callable[[bool], int] | None = None) -> None:
         self._lock = threading.Lock()
         self._failures: list[_Failure] = []
+        self._delays: list[_Delay] = []
         self._latency = 0.0
         self._cut = cut
         self.injected = 0  # how many requests were failed on purpose so far
@@ -79,6 +88,18 @@ class Faults:
             self._latency = float(seconds)
         log.info("fault: latency %.3fs", seconds)
 
+    def delay(self, seconds: float, count: int | None = None, *, path: str | None = None, method: str | None = None) -> None:
+        """Hold matching requests ``seconds`` before serving them: a write that is sent now and lands
+        later, after what the client did meanwhile. ``count`` requests (None = until :meth:`clear`);
+        ``path`` (a regular expression searched in the request path) and ``method`` narrow which."""
+        if seconds < 0:
+            raise ValueError(f"delay must be non-negative, got {seconds!r}")
+        if count is not None and count < 1:
+            raise ValueError(f"count must be positive, got {count!r}")
+        with self._lock:
+            self._delays.append(_Delay(float(seconds), count, re.compile(path) if path else None, method.upper() if method else None))
+        log.info("fault: delay %.3fs (count=%s path=%s method=%s)", seconds, count, path, method)
+
     def cut_watches(self, abrupt: bool = False) -> int:
         """End every open watch stream now; returns how many there were.
 
@@ -93,6 +114,7 @@ class Faults:
         """Remove every failure and the latency."""
         with self._lock:
             self._failures.clear()
+            self._delays.clear()
             self._latency = 0.0
         log.info("fault: cleared")
 
@@ -102,6 +124,12 @@ class Faults:
         """Sleep for the latency, then raise the injected error if one applies to this request."""
         with self._lock:
             delay = self._latency
+            for d in self._delays:
+                if (d.remaining is None or d.remaining > 0) and (not d.method or d.method == method) and (not d.path or d.path.search(path)):
+                    delay = max(delay, d.seconds)
+                    if d.remaining is not None:
+                        d.remaining -= 1
+            self._delays = [d for d in self._delays if d.remaining is None or d.remaining > 0]
         if delay:
             time.sleep(delay)
         now = time.monotonic()
