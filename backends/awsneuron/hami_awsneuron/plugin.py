@@ -206,8 +206,10 @@ class NeuronBackend(StandardBackend):
 
     @hookimpl
     def hami_allocation_annotations(
-        self, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice]
+        self, containers: Sequence[Sequence[Grant]], devices: Mapping[str, SchedulableDevice], config: Mapping[str, Any]
     ) -> dict[str, str] | None:
+        """HAMi's PatchAnnotations. ``NEURON_RESOURCE_TYPE`` is the core resource under the operator's
+        ``resource_names``: upstream writes ``dev.resourceCoreName``, the configured ``resourceCoreName``."""
         grants = [g for c in containers for g in c if g.id in devices]
         if not grants:
             return None
@@ -217,7 +219,8 @@ class NeuronBackend(StandardBackend):
         if whole:
             annotations["AWS_NEURON_IDS"] = ",".join(str(devices[g.id].index) for g in whole)
         if len(whole) < len(grants):
-            annotations["NEURON_RESOURCE_TYPE"] = CORE  # core ids are chosen by the agent at Allocate
+            (kind,) = self.kinds(config)  # core ids are chosen by the agent at Allocate
+            annotations["NEURON_RESOURCE_TYPE"] = kind.resources.extra[KIND.resources.extra.index(CORE)]
         return annotations
 
     @hookimpl

@@ -8,7 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hami.scheduler.core import Scheduler
+from hami.scheduler.fit import Fit, fit_node
+from hami.scheduler.state import ClusterState
 from hami.sdk import BackendError, DeviceUsage, Grant, GrantedDevice, NodeContext, PhysicalDevice, RequestError, SchedulableDevice
+from hami.wire.codec import encode_node_devices
 from hami_awsneuron import neuronls
 from hami_awsneuron import plugin as neuron
 
@@ -95,6 +99,7 @@ def test_core_share_is_normalised_per_device():
     usage = DeviceUsage(SchedulableDevice(id="n-AWSNeuron-0", vendor="AWSNeuron", type="AWSNeuron", count=4, memory=0))
     (core,) = _requests({"aws.amazon.com/neuroncore": 1})
     normalized = neuron.plugin.hami_normalize_request(core, usage)
+    assert normalized is not None
     assert (normalized.cores, normalized.memory_percentage) == (25, 25)
     (two,) = _requests({"aws.amazon.com/neuroncore": 2})
     small = DeviceUsage(SchedulableDevice(id="n-AWSNeuron-0", vendor="AWSNeuron", type="AWSNeuron", count=1, memory=0))
@@ -120,13 +125,65 @@ def test_allocation_annotations():
         f"n1-AWSNeuron-{i}": SchedulableDevice(id=f"n1-AWSNeuron-{i}", vendor="AWSNeuron", type="t", count=2, memory=0, index=i)
         for i in range(4)
     }
+    config = neuron.INFO.default_config
     whole = neuron.plugin.hami_allocation_annotations(
-        [[Grant("n1-AWSNeuron-2", "AWSNeuron", 0, 100), Grant("n1-AWSNeuron-3", "AWSNeuron", 0, 100)]], devices
+        [[Grant("n1-AWSNeuron-2", "AWSNeuron", 0, 100), Grant("n1-AWSNeuron-3", "AWSNeuron", 0, 100)]], devices, config
     )
+    assert whole is not None
     assert (whole["AWS_NEURON_IDS"], whole["NEURON_ALLOCATED"], whole["aws.amazon.com/predicate-node"]) == ("2,3", "false", "n1")
     assert "NEURON_RESOURCE_TYPE" not in whole and whole["NEURON_ALLOC_TIME"].isdigit()
-    core = neuron.plugin.hami_allocation_annotations([[], [Grant("n1-AWSNeuron-1", "AWSNeuron", 0, 50)]], devices)
+    core = neuron.plugin.hami_allocation_annotations([[], [Grant("n1-AWSNeuron-1", "AWSNeuron", 0, 50)]], devices, config)
+    assert core is not None
     assert core["NEURON_RESOURCE_TYPE"] == "aws.amazon.com/neuroncore" and "AWS_NEURON_IDS" not in core
+
+
+def test_neuron_resource_type_is_the_renamed_core_resource(hami_manager, register_backend):
+    """Issue 18: under ``resource_names`` the annotation names the renamed core resource, as upstream
+    pkg/device/awsneuron/device.go PatchAnnotations writes ``dev.resourceCoreName`` (the configured
+    ``resourceCoreName``), which is what the device plugin serving that resource is registered as."""
+    renames = {"count": "example.com/neuron", "neuroncore": "example.com/neuroncore"}
+    register_backend(neuron.NeuronBackend(neuron.INFO), config={"resource_names": renames})
+    device = SchedulableDevice(id="n1-AWSNeuron-0", vendor="AWSNeuron", type="t", count=2, memory=0, index=0)
+    wanted = {"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [{"name": "c"}]}}
+    got = hami_manager.allocation_annotations("AWSNeuron", [[Grant(device.id, "AWSNeuron", 0, 50)]], {device.id: device}, wanted)
+    assert got["NEURON_RESOURCE_TYPE"] == "example.com/neuroncore"
+    whole = hami_manager.allocation_annotations("AWSNeuron", [[Grant(device.id, "AWSNeuron", 0, 100)]], {device.id: device}, wanted)
+    assert "NEURON_RESOURCE_TYPE" not in whole and whole["AWS_NEURON_IDS"] == "0"
+
+
+def test_unreadable_neuron_memory_is_still_advertised_and_scheduled(fake_tools, read_recording, tmp_path, hami_manager, register_backend):
+    """Issue 25: device 1's ``NEURON MEMORY`` cell edited to ``N/A`` in the genuine inf1.6xlarge recording
+    (a test edit; no published output has it). Upstream registers every Neuron device with ``Devmem: 0``
+    and asks ``Memreq: 0`` (pkg/device/awsneuron/device.go GetNodeDevices, GenerateResourceRequests):
+    memory plays no part in its scheduling, cores are counted. So the device stays advertised (0 MiB)
+    and a NeuronCore request, or a whole device, is granted on it through the real fit."""
+    text = read_recording("neuron-ls_inf1.6xlarge.txt")
+    row = "| 1      | 4      | 8 GB   |"
+    assert text.count(row) == 1, "the recording's device 1 row moved"
+    edited = tmp_path / "neuron-ls_memory_na.txt"
+    edited.write_text("# source: test edit\n# ---\n" + text.replace(row, "| 1      | 4      | N/A    |"))
+    fake_tools.install("neuron-ls", {"": str(edited)})
+    config = {**neuron.INFO.default_config, "instance_type": "inf1.6xlarge"}
+    devices = neuron.discover(config, NodeContext("ip-10"))
+    assert [(d.index, d.memory, d.advertised) for d in devices] == [(0, 8192, True), (1, 0, True), (2, 8192, True), (3, 8192, True)]
+
+    register_backend(neuron.NeuronBackend(neuron.INFO), config=config)
+    split = [hami_manager.split(d) for d in devices]
+    state = ClusterState({"AWSNeuron": neuron.KIND})
+    annotations = {neuron.KIND.annotations.node_register: encode_node_devices(split, "json")}
+    state.apply_node({"metadata": {"name": "ip-10", "annotations": annotations}})
+    node = state.node("ip-10")
+    assert node is not None
+    for limits in ({"aws.amazon.com/neuroncore": "1"}, {"aws.amazon.com/neuron": "1"}):
+        wanted = {
+            "metadata": {"name": "p", "namespace": "default", "uid": "u", "annotations": {neuron.USE_UUID: "ip-10-AWSNeuron-1"}},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]},
+            "status": {"phase": "Pending"},
+        }
+        result = fit_node(hami_manager, node, wanted, Scheduler(hami_manager, state, None).requests(wanted), "spread")
+        assert isinstance(result, Fit), result
+        ((grant,),) = result.devices["AWSNeuron"]
+        assert grant.id == "ip-10-AWSNeuron-1" and grant.cores == (25 if "aws.amazon.com/neuroncore" in limits else 100)
 
 
 def _granted(index, cores, per_device=2):
