@@ -426,6 +426,8 @@ def reserve_quota(manager: BackendManager, pod: Pod, namespace: str, source: Quo
             charged += [(r.scope, r.charge) for r in live.values()]
             exceeded, limited = _exceeded(quotas, requested, facts, charged, namespace)
             if exceeded is not None or not limited:
+                if any(t not in live and r.expires > now for t, r in held.entries.items()):
+                    _prune(store, namespace, held, live)
                 return exceeded, None
             token = secrets.token_hex(16)
             if store.commit(namespace, held, {**live, token: Reservation(name, requested, facts, now + store.ttl)}):
@@ -436,6 +438,16 @@ def reserve_quota(manager: BackendManager, pod: Pod, namespace: str, source: Quo
         f"cannot reserve ResourceQuota in namespace {namespace!r}: the reservation record changed under "
         f"{store.attempts} attempts in a row (other webhook replicas admitting at the same moment); retry"
     )
+
+
+def _prune(store: ReservationStore, namespace: str, held: Held, live: Mapping[str, Reservation]) -> None:
+    """Drop, on a denial too, the reservations whose pod the list now shows: once written, a pod
+    deleted before the next admission no longer charges through its old reservation until the TTL.
+    Best effort (one try): a lost race or a failed write only leaves that window open."""
+    try:
+        store.commit(namespace, held, live)
+    except QuotaError as exc:
+        log.warning("event=quota_prune_failed namespace=%s error=%r", namespace, str(exc)[:200])
 
 
 def check_quota(manager: BackendManager, pod: Pod, namespace: str, source: QuotaSource) -> str | None:
