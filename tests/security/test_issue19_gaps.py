@@ -225,3 +225,36 @@ def test_a_simulated_hygon_node_releases_what_an_earlier_call_prepared(hami_mana
     hami_manager.prepare(grants, second, {"name": "c"}, hami_manager.node_context("hygon", "n", state_root=state))
     third = {"metadata": {"uid": "u3", "name": "r", "namespace": "default"}}
     hami_manager.prepare([Grant("DCU-n-0", "DCU", 4000, 40)], third, {"name": "c"}, released_on)
+
+
+# ------------------------------------------------------------ item 7: hostile registrations, both encodings
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text", "named"),
+    [
+        ("json", '[{"id": "GPU-x", "count": 4, "devmem": 1e400, "devcore": 100}]', "devmem=inf"),
+        ("json", '[{"id": "GPU-x", "count": 4, "devmem": NaN, "devcore": 100}]', "devmem=nan"),
+        ("json", '[{"id": "GPU-x", "count": 4, "devmem": 16384, "devcore": 1e6}]', "devcore=1000000.0"),
+        ("json", '[{"id": "GPU-x;GPU-y", "count": 4, "devmem": 16384, "devcore": 100}]', "';'"),
+        ("csv", "DCU-x,4," + "1" + "0" * 400 + ",100,Z100,0,true:", "devmem="),
+        ("csv", f"DCU-x,{10**18},16384,100,Z100,0,true:", "count=1000000000000000000"),
+        ("csv", f"DCU-x,4,16384,{10**6},Z100,0,true:", "devcore=1000000"),
+        ("csv", "DCU-x;y,4,16384,100,Z100,0,true:", "contains ';'"),
+    ],
+)
+def test_hostile_registrations_leave_the_node_without_devices_in_both_encodings(encoding: str, text: str, named: str) -> None:
+    """The scheduler's view of a node whose agent (or anyone who may patch the node) wrote hostile
+    values: no device at all, and the problem names the value (JSON floats such as 1e400 and NaN,
+    and the CSV encoding Hygon registers with, which the first regression tests did not reach)."""
+    from hami.scheduler.state import ClusterState
+    from hami_hygon.plugin import KIND as HYGON
+
+    kinds = {"NVIDIA": KIND, "DCU": HYGON}
+    vendor, kind = ("NVIDIA", KIND) if encoding == "json" else ("DCU", HYGON)
+    assert kind.node_encoding == encoding
+    state = ClusterState(kinds)
+    state.apply_node({"metadata": {"name": "evil", "annotations": {kind.annotations.node_register: text}}})
+    assert state.nodes["evil"].devices == {}, text[:80]
+    problem = state.nodes["evil"].problems[vendor]
+    assert "corrupt" in problem and named in problem, problem
