@@ -111,17 +111,17 @@ def parse_info(text: str) -> InfoTable:
             continue  # the two header rows
         first = cells[0].split()
         if pending is None:
-            if len(first) < 2 or not first[0].isdigit():
+            if len(first) < 2 or not first[0].isdecimal():
                 bad(number, line, "expected '<npu id> <name>'")
                 continue
             pending = (int(first[0]), " ".join(first[1:]), cells[1], number)
             continue
         npu_id, name, health, name_line = pending
         pending = None
-        if not first or not all(f.isdigit() for f in first) or len(first) > 2 or not _BUS_ID.match(cells[1]):
+        if not first or not all(f.isdecimal() for f in first) or len(first) > 2 or not _BUS_ID.match(cells[1]):
             bad(number, line, f"expected the chip row of NPU {npu_id} '{name}'")
             unread.append(UnreadChip(npu_id, name, health, name_line, f"npu-smi line {number} is not its chip row: {stripped[:80]!r}", number))
-            if len(first) >= 2 and first[0].isdigit() and not first[1].isdigit():
+            if len(first) >= 2 and first[0].isdecimal() and not first[1].isdecimal():
                 pending = (int(first[0]), " ".join(first[1:]), cells[1], number)  # the next chip's name row
             continue
         pairs = _PAIR.findall(cells[2])
@@ -145,9 +145,9 @@ def parse_chip_map(text: str) -> list[MapRow]:
     rows = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 4 or not (parts[0].isdigit() and parts[1].isdigit()) or not (parts[2].isdigit() or parts[2] == "-"):
+        if len(parts) < 4 or not (parts[0].isdecimal() and parts[1].isdecimal()) or not (parts[2].isdecimal() or parts[2] == "-"):
             continue
-        rows.append(MapRow(int(parts[0]), int(parts[1]), int(parts[2]) if parts[2].isdigit() else None, " ".join(parts[3:])))
+        rows.append(MapRow(int(parts[0]), int(parts[1]), int(parts[2]) if parts[2].isdecimal() else None, " ".join(parts[3:])))
     return rows
 
 

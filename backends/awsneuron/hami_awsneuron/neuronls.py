@@ -43,7 +43,7 @@ def parse(text: str) -> tuple[list[Device], str]:
             continue
         cells = _cells(stripped)
         first_row = first_row or cells
-        if not cells[0].isdigit():
+        if not cells[0].isdecimal():
             if not devices and cells[0] in ("NEURON", "DEVICE"):
                 header.append(cells)
             continue
@@ -55,7 +55,7 @@ def parse(text: str) -> tuple[list[Device], str]:
         devices.append(
             Device(
                 index=int(cells[0]),
-                cores=int(cores) if cores.isdigit() else 0,
+                cores=int(cores) if cores.isdecimal() else 0,
                 memory_mib=int(float(memory.group(1)) * factor[memory.group(2)]) if memory else 0,
                 connected=tuple(int(p) for p in re.findall(r"\d+", row.get("CONNECTED DEVICES", ""))),
                 bdf=row.get("PCI BDF", ""),

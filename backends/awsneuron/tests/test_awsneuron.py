@@ -205,3 +205,12 @@ def test_cores_are_disjoint_per_device(tmp_path):
     assert again.env == {"NEURON_RT_VISIBLE_CORES": "6"}
     whole = neuron.plugin.hami_container_edits([_granted(0, 100), _granted(1, 100)], {"metadata": {"uid": "e"}}, {"name": "c"}, node)
     assert whole.env == {"AWS_NEURON_VISIBLE_DEVICES": "0,1"}
+
+
+@given(st.sampled_from("²³¹⁰①⑨"))
+def test_a_digit_like_cell_is_not_a_crash(odd):
+    """Issue 25: ``isdigit`` accepts characters ``int`` refuses; a row or core count of them raised
+    ValueError out of discovery. Now such a row is skipped and such a core count unknown (unadvertised)."""
+    head = "| NEURON | NEURON | NEURON |\n| DEVICE | CORES  | MEMORY |\n"
+    devices, _ = neuronls.parse(head + f"| {odd} | 4 | 8 GB |\n| 1 | {odd} | 8 GB |\n| 2 | 4 | 8 GB |")
+    assert [(d.index, d.cores, d.memory_mib) for d in devices] == [(1, 0, 8192), (2, 4, 8192)]

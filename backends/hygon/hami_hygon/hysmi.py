@@ -135,7 +135,7 @@ def parse_memory_mib(text: str, key: str) -> dict[int, int]:
         if not sep or not unit or unit.group(1).lower() != wanted:
             continue
         value = value.strip()
-        if not value.isdigit():
+        if not value.isdecimal():
             log.warning("event=hysmi_unparsed_value tool=hy-smi key=%r index=%s value=%r", key, match.group(1), value)
             continue
         found[int(match.group(1))] = int(value) if unit.group(2).lower() == "mib" else int(value) >> 20
@@ -180,7 +180,7 @@ def parse_virtual_info(text: str) -> list[VirtualInfo]:
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value is not None and value.isdigit() else None
+    return int(value) if value is not None and value.isdecimal() else None
 
 
 def run(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> str:
