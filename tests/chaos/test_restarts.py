@@ -14,6 +14,7 @@ import pytest
 from hami.node.podwatch import LEDGER_FILE
 from hami.plugin.model import Grant
 from hami.sandbox.chaos import RestartCluster, _quota_race, _restart_leaks, _signed_over, run_restarts
+from hami.webhook.quota import Reservation, ScopeFacts
 from hami.wire.allocation import Allocation
 from hami.wire.annotations import NODE_LOCK
 
@@ -139,7 +140,9 @@ def test_the_restart_checks_see_an_over_grant_and_each_kind_of_leak(cluster):
 
     cluster.core_v1.delete_namespaced_pod("big", "chaos", _preload_content=False)
     cluster.kubelets[node].admit(read_after_create(cluster, node))
-    cluster.quota.reservations.reserve("quota", spec("reserved", cluster.names, namespace="quota"))
+    store = cluster.quota.reservations  # an admitted pod that was never created, its TTL not yet run out
+    held = store.load("quota", True)
+    store.commit("quota", held, {**held.entries, "t": Reservation("reserved", {}, ScopeFacts(), store.clock() + 60)})
     cluster.core_v1.patch_node(node, {"metadata": {"annotations": {NODE_LOCK: "2026-01-01T00:00:00Z,chaos,gone"}}}, _preload_content=False)
     leaks = _restart_leaks(cluster, timeout=0)
     assert any(f"node {node}: lock" in line for line in leaks), leaks

@@ -59,7 +59,8 @@ from hami.scheduler.config import SchedulerConfig
 from hami.scheduler.service import SchedulerService
 from hami.webhook.admission import review
 from hami.webhook.config import WebhookConfig
-from hami.webhook.quota import RESERVATION_TTL, KubeQuotaSource, QuotaReservations
+from hami.webhook.quota import RESERVATION_TTL, KubeQuotaSource
+from hami.webhook.reservations import LeaseReservations
 from hami.wire.allocation import read_allocated, verify_allocation
 from hami.wire.annotations import BIND_PHASE, NODE_LOCK, SIGNATURE
 from hami.wire.signing import SignatureError, SigningKeys, legacy_sign, sign
@@ -82,17 +83,137 @@ class ChaosReport:
     crashes: int
     reasons: tuple[tuple[str, int], ...] = ()
     """The most frequent refusal reasons (what a pod that did not run was told), with their counts."""
+    tries: tuple[int, ...] = ()
+    """Per pod, the scheduling tries it took (:class:`RetryQueue`)."""
+    unschedulable: int = 0
+    """Pods left Pending because no node fits them once nothing else was in flight (a cluster at rest)."""
 
     def lines(self) -> list[str]:
         return [
             f"seed {self.seed}: pods {self.pods} (running {self.running}, refused or pending {self.refused}), faults injected {self.faults}, "
             f"fuzzed inputs {self.inputs}, forged/edited annotations {self.forgeries}",
+            _tries_line(self.pods, self.running, self.unschedulable, self.tries),
             f"over-allocated {len(self.over_allocated)}, leaked {len(self.leaked)}, unclear errors {len(self.unclear)}, crashes {self.crashes}",
             *(f"  refused {count}x: {reason}" for reason, count in self.reasons),
             *(f"  over-allocated: {x}" for x in self.over_allocated[:10]),
             *(f"  leaked: {x}" for x in self.leaked[:10]),
             *(f"  unclear: {x}" for x in self.unclear[:10]),
         ]
+
+
+class RetryQueue:
+    """kube-scheduler's retries as the chaos drivers play them, on a compressed clock.
+
+    kube-scheduler keeps a pod it could not place: one that met an error (here a lost node lock, a
+    failed write, an extender error; or, as a controller would, a pod the webhook or kubelet refused,
+    recreated) waits in the backoff queue ``podInitialBackoffSeconds`` (1 s), doubling per try up to
+    ``podMaxBackoffSeconds`` (10 s) (``pkg/scheduler/backend/queue/scheduling_queue.go``
+    ``calculateBackoffDuration``); one that fits no node waits among the unschedulable pods until a
+    cluster event may make it fit (here: another pod's try ended without running, which gives its
+    reservation back, or a pod was deleted), then backs off and is tried again. ``scale`` seconds
+    here stand for one of kube-scheduler's. A pod that fits nowhere once nothing else is in flight
+    stays Pending, as in a cluster at rest; ``deadline`` (seconds here) and ``max_tries`` per pod
+    bound a run all the same (a pod refused for good is not tried forever)."""
+
+    def __init__(
+        self, *, scale: float = 0.02, initial: float = 1.0, maximum: float = 10.0, deadline: float = 120.0, max_tries: int = 60
+    ) -> None:
+        if scale <= 0 or initial <= 0 or maximum < initial or deadline <= 0 or max_tries < 1:
+            raise ValueError(
+                f"retry queue: bad settings scale={scale!r} initial={initial!r} maximum={maximum!r} deadline={deadline!r} max_tries={max_tries!r}"
+            )
+        self.scale, self.initial, self.maximum, self.max_tries = scale, initial, maximum, max_tries
+        self._until = time.monotonic() + deadline
+        self._changed = threading.Condition()
+        self._events = 0
+        self._busy = 0
+        """Pods being tried or backing off: each may still free or take capacity."""
+        self.tries: collections.Counter[str] = collections.Counter()
+        """Pod → tries it took (1: placed or refused at the first)."""
+
+    def backoff(self, tries: int) -> float:
+        """Seconds here before try ``tries + 1``: 1, 2, 4, 8, 10, 10 … of kube-scheduler's."""
+        return min(self.initial * 2 ** max(tries - 1, 0), self.maximum) * self.scale
+
+    def event(self) -> None:
+        """Something that may make an unschedulable pod fit happened."""
+        with self._changed:
+            self._events += 1
+            self._changed.notify_all()
+
+    @contextmanager
+    def pod(self) -> Iterator[None]:
+        """One pod from its first try until it runs or gives up."""
+        with self._changed:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy -= 1
+                self._changed.notify_all()
+
+    def wait_for_event(self, seen: int) -> bool:
+        """An unschedulable pod waits until an event after ``seen``; False when none can come (no
+        other pod is busy) or the deadline passed."""
+        with self._changed:
+            self._busy -= 1
+            self._changed.notify_all()
+            try:
+                while self._events == seen:
+                    left = self._until - time.monotonic()
+                    if self._busy == 0 or left <= 0:
+                        return False
+                    self._changed.wait(min(left, 1.0))
+                return True
+            finally:
+                self._busy += 1
+
+    @property
+    def events(self) -> int:
+        with self._changed:
+            return self._events
+
+    def expired(self) -> bool:
+        return time.monotonic() > self._until
+
+    def run(self, key: str, attempt: Any, classify: Any, undo: Any) -> Any:
+        """Try ``attempt()`` until ``classify(outcome)`` says ``"done"``; ``"unschedulable"`` waits for
+        an event, anything else backs off; ``undo(outcome)`` clears a try that did not run before
+        the next. Returns the last outcome (an exception raised by ``attempt`` or ``undo`` is returned)."""
+        with self.pod():
+            while True:
+                seen = self.events
+                try:
+                    outcome = attempt()
+                except Exception as exc:  # a crash is a figure of the report, not an abort
+                    return exc
+                self.tries[key] += 1
+                verdict = classify(outcome)
+                if verdict == "done":
+                    return outcome
+                unschedulable = verdict == "unschedulable"
+                if unschedulable:
+                    if not self.wait_for_event(seen):
+                        return outcome
+                elif self.expired() or self.tries[key] >= self.max_tries:
+                    return outcome
+                try:
+                    undo(outcome)
+                except Exception as exc:  # the same: reported, not raised
+                    return exc
+                if not unschedulable:  # what its try held is given back: room for an unschedulable pod
+                    self.event()
+                time.sleep(self.backoff(self.tries[key]))
+
+
+def _tries_line(pods: int, running: int, unschedulable: int, tries: tuple[int, ...]) -> str:
+    retries = [t - 1 for t in tries]
+    mean = sum(retries) / len(retries) if retries else 0.0
+    return (
+        f"running {running / pods if pods else 0:.0%} of pods, {unschedulable} left unschedulable (no node fits at rest), "
+        f"retries per pod {mean:.2f} (max {max(retries, default=0)})"
+    )
 
 
 class _LogWatch(logging.Handler):
@@ -321,9 +442,11 @@ def _leaks(sandbox: Sandbox, timeout: float) -> list[str]:
 
 
 def run_chaos(
-    seed: int, *, pods: int = 40, workers: int = 6, fuzz: int = 60, retries: int = 3, nodes_file: str | Path | None = None
+    seed: int, *, pods: int = 40, workers: int = 6, fuzz: int = 60, queue: RetryQueue | None = None, nodes_file: str | Path | None = None
 ) -> ChaosReport:
-    """One seeded chaos run on a fresh sandbox; returns its figures."""
+    """One seeded chaos run on a fresh sandbox; returns its figures. Pods not placed are tried again
+    as kube-scheduler would (``queue``, a fresh :class:`RetryQueue` by default)."""
+    queue = queue if queue is not None else RetryQueue()
     rng = random.Random(seed)
     unclear: list[str] = []
     crashes = 0
@@ -338,31 +461,26 @@ def run_chaos(
         outcomes = []
 
         def one(index: int) -> Any:
-            """Submit, and like kube-scheduler's backoff queue try a pod that was not placed again
-            (a lost node lock, a failed write): deleted and recreated, so each try has its own UID."""
+            """Submit, and try a pod that was not placed again as kube-scheduler would (``queue``):
+            the sandbox schedules a pod once, so the pod is deleted and recreated (its own UID)."""
             if fault_plan[index]:
                 _inject(sandbox.api.faults, random.Random(fault_seeds[index]))
-            outcome: Any = None
-            for attempt in range(retries + 1):
-                try:
-                    outcome = sandbox.submit(specs[index])
-                except Exception as exc:  # a crash is a figure of the report, not an abort
-                    return exc
-                if outcome.phase == "Running" or attempt == retries:
-                    return outcome
-                try:
-                    sandbox.delete(outcome.namespace, outcome.name)
-                except Exception as exc:  # the same: reported, not raised
-                    return exc
-                time.sleep(0.05 * (attempt + 1))
-            return outcome
+            return queue.run(
+                specs[index]["metadata"]["name"],
+                lambda: sandbox.submit(specs[index]),
+                lambda outcome: "done" if outcome.phase == "Running" else _verdict(outcome.reason),
+                lambda outcome: sandbox.delete(outcome.namespace, outcome.name),
+            )
 
         with ThreadPoolExecutor(workers) as pool:
             outcomes = list(pool.map(one, range(pods)))
         sandbox.api.faults.clear()
         running = []
+        unschedulable = 0
         reasons: collections.Counter[str] = collections.Counter()
         for outcome in outcomes:
+            if not isinstance(outcome, Exception) and outcome.phase != "Running" and _verdict(outcome.reason) == "unschedulable":
+                unschedulable += 1
             if isinstance(outcome, Exception):
                 if isinstance(outcome, (HamiError, OSError)) or "ApiException" in type(outcome).__name__:
                     continue  # the sandbox's own client met an injected fault: not a component's crash
@@ -408,7 +526,16 @@ def run_chaos(
         tuple(unclear),
         crashes,
         tuple(reasons.most_common(5)),
+        tuple(queue.tries[spec["metadata"]["name"]] for spec in specs),
+        unschedulable,
     )
+
+
+def _verdict(reason: str) -> str:
+    """How kube-scheduler files a pod it could not place: a fit error (no node fits: ``0/N nodes are
+    available``, or the extender's filter naming every node) waits for a cluster event; anything
+    else (a lost bind, an error, a refused pod a controller recreates) backs off."""
+    return "unschedulable" if reason.startswith(("0/", "filter: ")) else "backoff"
 
 
 # ------------------------------------------------------------ restarts and quota races
@@ -446,6 +573,10 @@ class RestartReport:
     reasons: tuple[tuple[str, int], ...] = ()
     phases: tuple[tuple[str, int, int], ...] = ()
     """(phase, pods running, pods not running) per restart phase."""
+    tries: tuple[int, ...] = ()
+    """Per pod, the scheduling tries it took (:class:`RetryQueue`)."""
+    unschedulable: int = 0
+    """Pods left Pending because no node fits them once nothing else was in flight."""
 
     def lines(self) -> list[str]:
         restarts = ", ".join(f"{what} {count}" for what, count in self.restarts)
@@ -455,6 +586,7 @@ class RestartReport:
             f"calls that met a stopped scheduler {self.unavailable}",
             *(f"  a try failed {count}x: {reason}" for reason, count in self.setbacks),
             "phases: " + ", ".join(f"{name} {ran} running/{other} not" for name, ran, other in self.phases),
+            _tries_line(self.pods, self.running, self.unschedulable, self.tries),
             f"quota race: admissions tried {self.quota_tried}, admitted {self.quota_admitted} (the quota holds exactly {self.quota_expected})",
             f"over-allocated {len(self.over_allocated)}, leaked {len(self.leaked)}, unclear errors {len(self.unclear)}, crashes {self.crashes}",
             *(f"  not running {count}x: {reason}" for reason, count in self.reasons),
@@ -592,8 +724,7 @@ class RestartCluster:
 
     def start_scheduler(self, timeout: float = 30.0) -> None:
         """A new scheduler process: everything it knows comes from the API server (nodes, pods, locks)."""
-        quota = KubeQuotaSource(self.core_v1)
-        quota.reservations = QuotaReservations(clock=self.quota_clock)  # the webhook's own TTL
+        quota = KubeQuotaSource(self.core_v1, reservations=self.reservation_store(self.core_v1.api_client))
         manager, config = self.manager, self.webhook_config
         service = SchedulerService(
             manager,
@@ -614,6 +745,11 @@ class RestartCluster:
                 raise HamiError("chaos: the restarted scheduler did not see every node's devices")
             time.sleep(0.02)
         self.quota, self.service = quota, service
+
+    def reservation_store(self, api: client.ApiClient) -> LeaseReservations:
+        """A webhook process's quota reservations: shared through Leases (so they outlive a restart and
+        hold across replicas), on :meth:`quota_clock` (the webhook's own TTL)."""
+        return LeaseReservations(client.CoordinationV1Api(api), "hami-system", clock=self.quota_clock)
 
     def quota_clock(self) -> float:
         """The quota reservations' clock: monotonic, moved on by :meth:`expire_reservations` (a real
@@ -678,7 +814,9 @@ class RestartCluster:
             result = self.verb("filter", {"Pod": created, "NodeNames": list(self.nodes)})
             if result.get("Error") or not result.get("NodeNames"):
                 failed = "; ".join(f"{n}: {why}" for n, why in sorted((result.get("FailedNodes") or {}).items()))
-                return "Pending", f"filter: {result.get('Error') or failed or 'no node named'}", ""
+                if result.get("Error"):
+                    return "Pending", f"filter error: {result['Error']}", ""
+                return "Pending", f"filter: {failed or 'no node named'}", ""
             scores = self.verb("prioritize", {"Pod": created, "NodeNames": result["NodeNames"]})
             best = {entry["Host"]: entry["Score"] for entry in scores or ()}
             node = max(result["NodeNames"], key=lambda n: best.get(n, 0))  # kube-scheduler: the highest score
@@ -790,8 +928,12 @@ def _quota_race(cluster: RestartCluster, admissions: int, holds: int, dropped: i
 
     tickets = iter(range(1 << 30))
     ticket_lock = threading.Lock()
+    # a second webhook replica with its own process state (API client, reservation store) beside the
+    # scheduler's: every other admission goes through it, so the quota must hold across replicas
+    other_api = cluster.api.api_client(pool_size=admissions)
+    other = KubeQuotaSource(client.CoreV1Api(other_api), reservations=cluster.reservation_store(other_api))
 
-    def admit(name: str, drop: bool) -> bool:
+    def admit(name: str, drop: bool, replica: bool = False) -> bool:
         """One admission; the API server creates an admitted pod at once, except the first ``dropped``
         of a dropping round (refused after us by another admission step: their reservations must expire)."""
         pod = {
@@ -800,7 +942,11 @@ def _quota_race(cluster: RestartCluster, admissions: int, holds: int, dropped: i
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": {names.count: "1", names.memory: str(share)}}}]},
         }
-        answer = cluster.verb("webhook", _review(pod, namespace))["response"]
+        document = _review(pod, namespace)
+        if replica:
+            answer = json.loads(review(cluster.manager, json.dumps(document).encode(), cluster.webhook_config, other)[1])["response"]
+        else:
+            answer = cluster.verb("webhook", document)["response"]
         if not answer.get("allowed"):
             message = str((answer.get("status") or {}).get("message", ""))
             if not message.startswith("exceeded quota: shares"):
@@ -815,7 +961,7 @@ def _quota_race(cluster: RestartCluster, admissions: int, holds: int, dropped: i
 
     def round_(label: str, drop: bool) -> int:
         with ThreadPoolExecutor(admissions) as pool:
-            return sum(pool.map(lambda i: admit(f"{label}-{i}", drop), range(admissions)))
+            return sum(pool.map(lambda i: admit(f"{label}-{i}", drop, i % 2 == 1), range(admissions)))
 
     first = round_("first", drop=True)
     if first != holds:
@@ -826,6 +972,7 @@ def _quota_race(cluster: RestartCluster, admissions: int, holds: int, dropped: i
         problems.append(f"quota race round 2: {second} admitted once {min(dropped, first)} reservations of pods never created expired")
     if admit("full", drop=False):  # its pod list also ends the reservations of round 2's pods, now listed
         problems.append("the quota admitted a pod once every share was held by a created pod")
+    other_api.close()
     charged = sum(1 for p in cluster.pods(namespace)) * share
     if charged > holds * share:
         problems.append(f"quota {key}={holds * share} exceeded: the namespace's pods are charged {charged}")
@@ -837,7 +984,7 @@ def run_restarts(
     *,
     pods: int = 24,
     workers: int = 6,
-    retries: int = 3,
+    queue: RetryQueue | None = None,
     quota_admissions: int = 16,
     quota_holds: int = 5,
     fault_rate: float = 0.25,
@@ -845,7 +992,8 @@ def run_restarts(
 ) -> RestartReport:
     """One seeded run of three phases of ``pods`` parallel pods each, with the scheduler service, then
     an agent (pods deleted while it is down), then a kubelet restarted while pods are in flight; then a
-    quota race; then every pod deleted and the leaks counted."""
+    quota race; then every pod deleted and the leaks counted. Pods not placed are tried again as
+    kube-scheduler would (``queue``, a fresh :class:`RetryQueue` per phase by default)."""
     rng = random.Random(seed)
     unclear: list[str] = []
     reasons: collections.Counter[str] = collections.Counter()
@@ -858,31 +1006,35 @@ def run_restarts(
     setbacks: collections.Counter[str] = collections.Counter()
     setback_lock = threading.Lock()
     planned: list[int] = []
+    tries: list[int] = []
+    unschedulable_ = 0
     with _watch_logs() as logs, RestartCluster(nodes_file) as cluster, _Sampler(cluster) as sampler:
         cluster.core_v1.create_namespace({"metadata": {"name": "chaos"}}, _preload_content=False)
 
-        def one(spec: dict[str, Any]) -> tuple[str, str, str]:
-            """Like kube-scheduler's backoff queue, a pod that did not run is tried again (recreated)."""
-            outcome = ("Pending", "not tried", "")
+        def one(spec: dict[str, Any], queue: RetryQueue) -> Any:
+            """Like kube-scheduler, a pod that did not run is tried again (``queue``; recreated under a new name)."""
             if spec.pop("fault", None) is not None:
                 _inject(cluster.api.faults, random.Random(spec.pop("fault_seed")))
-            for attempt in range(retries + 1):
+            key = f"pod-{next(counter)}"
+
+            def attempt() -> tuple[str, str, str]:
                 spec["metadata"]["name"] = f"chaos-{next(counter)}"
                 outcome = cluster.submit(spec)
                 if outcome[0] != "Running":
                     with setback_lock:
                         setbacks[_GENERIC.sub("…", outcome[1])[:140]] += 1
-                if outcome[0] == "Running" or attempt == retries:
-                    return outcome
+                return outcome
+
+            def undo(_: tuple[str, str, str]) -> None:
                 with contextlib.suppress(ApiException):
                     pod = json.loads(cluster.core_v1.read_namespaced_pod(spec["metadata"]["name"], "chaos", _preload_content=False).data)
                     cluster.delete(pod)
-                time.sleep(0.05 * (attempt + 1))
-            return outcome
+
+            return queue.run(key, attempt, lambda outcome: "done" if outcome[0] == "Running" else _verdict(outcome[1]), undo)
 
         def batch(label: str, disrupt: Any, at: int) -> None:
             """``pods`` pods on ``workers`` threads; ``disrupt`` runs once ``at`` of them are done."""
-            nonlocal crashes, running
+            nonlocal crashes, running, unschedulable_
             done = threading.Semaphore(0)
             specs = [_pod(rng, 0, cluster.names) for _ in range(pods)]
             for spec in specs:  # the pod's own keys: gone before it is submitted
@@ -902,9 +1054,11 @@ def run_restarts(
             thread = threading.Thread(target=disruptor, name="chaos-disrupt", daemon=True)
             thread.start()
 
+            phase_queue = queue if queue is not None else RetryQueue()
+
             def tracked(spec: dict[str, Any]) -> Any:
                 try:
-                    return one(spec)
+                    return one(spec, phase_queue)
                 except Exception as exc:  # a crash is a figure of the report, not an abort
                     return exc
                 finally:
@@ -929,6 +1083,10 @@ def run_restarts(
                         unclear.append(f"{outcome[0]}: {outcome[1][:160]!r}")
             running += ran
             phases.append((label, ran, len(outcomes) - ran))
+            tries.extend(phase_queue.tries.values())
+            unschedulable_ += sum(
+                1 for o in outcomes if not isinstance(o, Exception) and o[0] != "Running" and _verdict(o[1]) == "unschedulable"
+            )
 
         def churn() -> None:
             """Half the running pods end: room for the next phase."""
@@ -1013,6 +1171,8 @@ def run_restarts(
         crashes,
         tuple(reasons.most_common(6)),
         tuple(phases),
+        tuple(tries),
+        unschedulable_,
     )
 
 

@@ -126,6 +126,12 @@ class ReservationStore(Protocol):
 
     def commit(self, namespace: str, held: Held, entries: Mapping[str, Reservation]) -> bool: ...
 
+    def in_flight(self, namespace: str, listed: Iterable[Mapping[str, Any]]) -> list[Reservation]:
+        """The reservations still counting against ``listed`` (leak checks, tests)."""
+        ...
+
+    def count(self, namespace: str) -> int: ...
+
 
 class QuotaReservations:
     """In-flight quota reservations of one webhook process, per namespace, with the lock that makes
