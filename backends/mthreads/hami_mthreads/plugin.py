@@ -85,7 +85,7 @@ def parse(text: str) -> list[tuple[int, str, int | None, str]]:
         out.append(
             (
                 int(index) if index.isdecimal() else position,
-                str(gpu.get("Product Name") or "MTT GPU"),
+                str(gpu.get("Product Name") or "").strip() or "MTT GPU",  # a blank name would fail the whole discovery
                 memory,
                 str(gpu.get("GPU UUID") or ""),
             )
