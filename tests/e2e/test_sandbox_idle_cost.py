@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -19,7 +20,7 @@ from hami.fakes.kubelet import FakeKubelet
 from hami.fakes.kubelet.sample_plugin import SamplePlugin
 from hami.node.plugin_server import _WAKE_S, DevicePluginServicer
 from hami.sandbox.cli import load_pods
-from hami.sandbox.cluster import QUIET_NODES, agent_intervals
+from hami.sandbox.cluster import CROWDED_SWITCH_INTERVAL, QUIET_NODES, agent_intervals, switch_interval
 
 RESOURCE = "example.com/gpu"
 
@@ -158,3 +159,16 @@ def test_pods_through_the_sandbox_reuse_the_api_connections(tmp_path):
         opened = sandbox.api.connections_accepted - before
     assert [o.phase for o in outcomes] == ["Running"] * 11
     assert opened <= 3, f"{opened} new API connections for 11 pods"
+
+
+def test_only_a_crowded_sandbox_stretches_the_thread_switch_interval(tmp_path):
+    assert switch_interval(1) is None and switch_interval(QUIET_NODES) is None
+    assert switch_interval(QUIET_NODES + 1) == switch_interval(500) == CROWDED_SWITCH_INTERVAL > sys.getswitchinterval()
+    from hami.sandbox.cluster import Sandbox
+
+    nodes_file = tmp_path / "nodes.yaml"  # crowded by count: nodes without devices start quickly
+    nodes_file.write_text("nodes:\n" + "".join(f"  - name: n-{i}\n" for i in range(QUIET_NODES + 1)))
+    before = sys.getswitchinterval()
+    with Sandbox(nodes_file):
+        assert abs(sys.getswitchinterval() - CROWDED_SWITCH_INTERVAL) < 1e-6  # stored in microseconds
+    assert abs(sys.getswitchinterval() - before) < 1e-6
