@@ -209,7 +209,8 @@ def test_vgpu_mode_takes_a_comma_list(gpu_node):
 
 
 def test_a_vgpu_mode_typo_is_refused_naming_it(nvidia):
-    """Upstream's substring match leaves a pod with ``hami-cores`` Pending everywhere; we say why at admission."""
+    """Upstream's ``strings.Contains(mode, d.Mode)`` (pkg/device/nvidia/device.go checkType) reads ``hami-cores`` as
+    ``hami-core`` and leaves a word holding no mode (``hamicore``) Pending everywhere; we name the word at admission."""
     with pytest.raises(RequestError, match="'hami-cores' is not an isolation mode"):
         nvidia().container_requests(ctr({GPU: "1"}), pod({"nvidia.com/vgpu-mode": "mps,hami-cores"}))
 
