@@ -270,6 +270,12 @@ class AgentCollector(Collector):
             old_host_mem = out.gauge("HostGPUMemoryUsage", "GPU device memory usage", legacy_host)
             old_host_util = out.gauge("HostCoreUtilization", "GPU core utilization", legacy_host)
             old_used = out.gauge("vGPU_device_memory_usage_in_bytes", "vGPU device usage", legacy_ctr)
+            # upstream cmd/vGPUmonitor/metrics.go legacyCtrDeviceMemorydesc: the breakdown rides in labels
+            old_desc = out.gauge(
+                "Device_memory_desc_of_container",
+                "Container device memory description",
+                [*legacy_ctr, "context", "module", "data", "offset"],
+            )
             old_util = out.gauge("Device_utilization_desc_of_container", "Container device utilization description", legacy_ctr)
             old_last = out.gauge("Device_last_kernel_of_container", "Container device last kernel description", legacy_ctr)
         snap = sampler.latest(live)
@@ -306,6 +312,9 @@ class AgentCollector(Collector):
                 throttled(1.0 if share.throttled else 0.0, *ctr_labels)
                 if legacy:
                     old_used(share.memory_used, *ctr_labels)
+                    breakdown = [int(v or 0) for v in (share.memory_context, share.memory_module, share.memory_buffer)]
+                    offset = max(int(share.memory_used) - sum(breakdown), 0)
+                    old_desc(share.memory_used, *ctr_labels, *map(str, breakdown), str(offset))
                     if share.utilization is not None:
                         old_util(round(share.utilization * 100, 2), *ctr_labels)
                     if share.last_kernel_seconds is not None:
