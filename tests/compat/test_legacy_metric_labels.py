@@ -1,5 +1,5 @@
 """``--legacy-metrics``: every pre-2.8 name HAMi v2.10 still exports, with exactly its label names, from
-our scheduler and node agent (issue 18, metrics). The label sets are copied from upstream's descriptors:
+our scheduler and node agent (issue 18, metrics), and the monitor's current usage names beside them. The label sets are copied from upstream's descriptors:
 cmd/scheduler/metrics.go (``legacy…Desc`` behind ``--legacy-metrics``) and cmd/vGPUmonitor/metrics.go
 (``initLegacyDescriptors``); ``zone="vGPU"`` is the const label HAMi's collectors carry."""
 
@@ -49,6 +49,20 @@ MONITOR_LEGACY = {
     "Device_memory_desc_of_container": {"podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid", "context", "module", "data", "offset"},
     "Device_utilization_desc_of_container": {"podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"},
     "Device_last_kernel_of_container": {"podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"},
+}
+
+
+# cmd/vGPUmonitor/metrics.go (v2.10.0), today's names; HAMi-WebUI (server/internal/exporter/exporter.go) asks
+# hami_container_device_utilization_ratio and hami_vgpu_memory_used_bytes by device_uuid/namespace/pod/container
+CTR = {"namespace", "pod", "container", "vdevice_index", "device_uuid"}
+MONITOR = {
+    "hami_host_gpu_memory_used_bytes": {"node", "device_index", "device_uuid", "device_type"},
+    "hami_host_gpu_utilization_ratio": {"node", "device_index", "device_uuid", "device_type"},
+    "hami_vgpu_memory_used_bytes": CTR,
+    "hami_vgpu_memory_limit_bytes": CTR,
+    "hami_container_device_memory_bytes": CTR,
+    "hami_container_device_utilization_ratio": CTR,
+    "hami_container_last_kernel_elapsed_seconds": CTR,
 }
 
 
@@ -102,6 +116,7 @@ def test_monitor_legacy_names_carry_upstream_labels(manager):
     text = generate_latest(AgentMetrics(agent, pods=lambda: pods, legacy=True).registry).decode()
     families = list(text_string_to_metric_families(text))
     _check(_label_sets(families), MONITOR_LEGACY)
+    _check(_label_sets(families), MONITOR)
     # upstream: value = the container's device memory, the labels its context/module/buffer sizes and the rest
     (desc,) = [s for f in families for s in f.samples if s.name == "Device_memory_desc_of_container"]
     (used,) = [s for f in families for s in f.samples if s.name == "vGPU_device_memory_usage_in_bytes"]
