@@ -98,7 +98,7 @@ def profiles(config: Mapping[str, Any]) -> list[Profile]:
     found = []
     for name, pid in (config.get("drs_profiles") or {}).items():
         size, _, memory = str(name).lower().partition(".")
-        if not (size.endswith("g") and size[:-1].isdigit() and memory.endswith("gb") and memory[:-2].isdigit()):
+        if not (size.endswith("g") and size[:-1].isdecimal() and memory.endswith("gb") and memory[:-2].isdecimal()):
             raise BackendError(f"config drs_profiles: {name!r} is not a DRS profile name like '3g.20gb'")
         found.append(Profile(str(name), str(pid), int(size[:-1]), int(memory[:-2])))
     return sorted(found, key=lambda p: (p.size, p.memory_gb))

@@ -150,7 +150,7 @@ class HygonBackend(StandardBackend):
         (kind,) = self.kinds(config)  # under the operator's resource_names
         names = kind.resources
         count = str(resources.get(names.count, "1"))
-        if count.isdigit() and int(count) > 1 and (names.memory in resources or names.cores in resources):
+        if count.isdecimal() and int(count) > 1 and (names.memory in resources or names.cores in resources):
             warning = (
                 f"container {container.get('name')!r}: {names.count}={count} gets whole DCUs; "
                 f"{names.memory} and {names.cores} only apply to a single vDCU"

@@ -12,6 +12,7 @@ from hami.sdk import (
     DeviceRequest,
     DeviceUsage,
     Grant,
+    HamiError,
     Mount,
     NodeContext,
     SchedulableDevice,
@@ -204,3 +205,13 @@ def test_whole_dcu_warning_keeps_the_request_rules_warnings(manager):
     warnings = manager.mutate_container(container(dcunum=2, dcumem=2000, dcucores=150), pod()).warnings
     assert any("hygon.com/dcucores=150 is clamped to 100" in w for w in warnings), warnings
     assert any("gets whole DCUs" in w for w in warnings), warnings
+
+
+def test_a_count_of_unicode_digits_is_refused_by_name_not_a_crash(manager):
+    """``'²'.isdigit()`` is true but ``int('²')`` raises: the whole-DCU check reads counts with
+    ``isdecimal`` (no ValueError out of the webhook) and the request rules refuse the value by name."""
+    odd = container(dcunum="²", dcumem=2000)
+    manager.mutate_container(odd, pod())
+    with pytest.raises(HamiError) as refused:
+        manager.container_requests(odd, pod())
+    assert "²" in str(refused.value)

@@ -44,7 +44,7 @@ def _core_v1(kubeconfig: str | None) -> Any:
 
 def _host_port(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    if not port.isdigit():
+    if not port.isdecimal():
         raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint="--metrics-bind")
     return host.strip("[]") or "0.0.0.0", int(port)
 

@@ -32,7 +32,7 @@ DEFAULT_EXTENDER_BIND = "127.0.0.1:8444"
 
 def _split_bind(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    if not port.isdigit():
+    if not port.isdecimal():
         raise click.BadParameter(f"{value!r} is not HOST:PORT")
     return host or "0.0.0.0", int(port)
 

@@ -26,7 +26,7 @@ DEFAULT_BIND = "0.0.0.0:9443"
 def parse_bind(value: str) -> tuple[str, int]:
     """``HOST:PORT``, ``:PORT`` (all interfaces) or ``[IPv6]:PORT``; raises ValueError naming the value."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not sep or not port_text.isdecimal() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"--bind {value!r}: expected HOST:PORT with a port from 0 to 65535 (e.g. 0.0.0.0:9443)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
