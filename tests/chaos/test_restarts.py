@@ -50,6 +50,7 @@ def test_restarts_and_a_quota_race_keep_every_invariant(seed):
     assert report.crashes == 0
     assert dict(report.restarts) == {"agent": 1, "kubelet": 1, "scheduler": 1}
     assert report.deleted_while_down > 0 and report.samples > 0 and report.running > 0 and report.faults > 0
+    assert report.running + report.unschedulable == report.pods == len(report.tries), report.reasons  # retried as kube-scheduler would
     assert report.quota_admitted == report.quota_expected == 7
 
 
