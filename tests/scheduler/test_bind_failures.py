@@ -110,7 +110,7 @@ def _settled(harness, predicate, timeout: float = 10.0) -> bool:
     return False
 
 
-def test_an_allocation_write_that_lands_after_bind_gave_up_brings_nothing_back(manager, core_v1, kube_apiserver):
+def test_an_allocation_write_that_lands_after_bind_gave_up_brings_nothing_back(manager, core_v1, kube_apiserver, caplog):
     """The filter's allocation write is held by the API server past bind's wait: bind fails, and the
     write, arriving afterwards, must not bring the allocation back (clear ``bind-phase=failed`` and
     make the cache count a grant nobody holds). It is a patch conditional on the resourceVersion the
@@ -123,9 +123,11 @@ def test_an_allocation_write_that_lands_after_bind_gave_up_brings_nothing_back(m
         pod = harness.pod_json("default", "victim")
         kube_apiserver.faults.delay(1.5, count=1, **FAULTS["allocation write"])
         assert harness.post("filter", {"Pod": pod, "NodeNames": [NODE]}).get("NodeNames") == [NODE]
-        answer = harness.post("bind", {"PodName": "victim", "PodNamespace": "default", "PodUID": uid, "Node": NODE})
-        assert "was not written within 0.3 s" in answer.get("Error", ""), answer
-        assert harness.scheduler.settle(10)  # the held write reached the API server after bind's failure mark
+        with caplog.at_level(logging.INFO, logger="hami.scheduler.core"):
+            answer = harness.post("bind", {"PodName": "victim", "PodNamespace": "default", "PodUID": uid, "Node": NODE})
+            assert "was not written within 0.3 s" in answer.get("Error", ""), answer
+            assert harness.scheduler.settle(10)  # the held write reached the API server after bind's failure mark
+        assert any("event=allocation_write_abandoned pod=default/victim" in r.getMessage() for r in caplog.records)
 
         annotations = harness.pod_json("default", "victim")["metadata"].get("annotations") or {}
         assert annotations.get(BIND_PHASE) == "failed", annotations
@@ -141,5 +143,30 @@ def test_an_allocation_write_that_lands_after_bind_gave_up_brings_nothing_back(m
         assert harness.schedule("default", "victim").node is None
         assert {d: m for d, (_, m, _) in harness.state.usage_snapshot()[NODE].items()} == {"GPU-0": 8000}
         assert harness.state.pods[uid2].node == NODE
+
+        # once the other pod is gone the retried victim fits and binds; its write cleared the failure mark
+        core_v1.delete_namespaced_pod("other", "default")
+        assert _settled(harness, lambda: uid2 not in harness.state.pods)
+        again = harness.schedule("default", "victim")
+        assert again.node == NODE and again.bind_error == "", again
+        assert harness.pod_json("default", "victim")["metadata"]["annotations"].get(BIND_PHASE) == "allocating"
+    finally:
+        harness.stop()
+
+
+def test_an_allocation_write_on_a_stale_copy_of_the_pod_reads_it_and_writes_again(manager, core_v1, kube_apiserver):
+    """The write is conditional on the resourceVersion the filter saw; a 409 (the pod changed since,
+    e.g. kube-scheduler's status update) re-reads the pod and writes again while the choice stands."""
+    add_node(core_v1)
+    harness = ExtenderHarness(manager, core_v1, config=SchedulerConfig()).start()
+    try:
+        harness.cache.nodes.synced.wait(5)
+        add_pod(core_v1, "victim", "8000")
+        kube_apiserver.faults.fail(409, count=2, **FAULTS["allocation write"])
+        scheduled = harness.schedule("default", "victim")
+        assert scheduled.node == NODE and scheduled.bind_error == "", scheduled
+        assert kube_apiserver.faults.injected == 2
+        annotations = harness.pod_json("default", "victim")["metadata"]["annotations"]
+        assert annotations.get(BIND_PHASE) == "allocating" and annotations.get("hami.io/vgpu-devices-allocated"), annotations
     finally:
         harness.stop()
