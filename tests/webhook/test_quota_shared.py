@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes.client import CoordinationV1Api, CoreV1Api
 
-from hami.webhook.quota import RESERVATION_ANNOTATION, KubeQuotaSource, QuotaReservations, Reservation, ScopeFacts
+from hami.webhook.quota import RESERVATION_ANNOTATION, KubeQuotaSource, QuotaReservations, Reservation, ScopeFacts, settle
 from hami.webhook.reservations import (
     RESERVATIONS_ANNOTATION,
     LeaseReservations,
@@ -147,9 +147,13 @@ def test_conflicts_are_retried_then_a_storm_is_a_clear_denial(start_webhook: Any
     server = start_webhook(quota=source)
     assert admit(server, _pod("first"), namespace=NS)["allowed"]  # creates the Lease
     lease_path = rf"/leases/{lease_name(NS)}$"
+    lists = []
+    source_pods = source.pods
+    source.pods = lambda namespace: lists.append(namespace) or source_pods(namespace)  # type: ignore[method-assign]
     kube_apiserver.faults.fail(409, count=3, path=lease_path, method="PUT")
     assert admit(server, _pod("second"), namespace=NS)["allowed"], "three 409s are retried within four attempts"
-    assert source.reservations.conflicts == 3
+    assert source.reservations.conflicts == 3 and source.reservations.worst_streak == 3
+    assert lists == [NS], "the retries re-read the record but reuse the young pod list"
     kube_apiserver.faults.fail(409, count=4, path=lease_path, method="PUT")
     denied = admit(server, _pod("third"), namespace=NS)
     assert not denied["allowed"] and denied["status"]["code"] == 500
@@ -190,6 +194,26 @@ def test_a_reservation_counts_only_against_the_quotas_whose_scope_selects_its_po
     assert admit(b, _pod("l1", priorityClassName="low"), namespace=NS)["allowed"]
 
 
+def _entry(seen: float | None = None, expires: float = 100.0) -> Reservation:
+    return Reservation("p", {"limits.nvidia.com/gpumem": Decimal(1000)}, ScopeFacts(), expires, seen)
+
+
+def _listed(token: str) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "annotations": {RESERVATION_ANNOTATION: token}}}
+
+
+def test_settle_marks_listed_pods_and_counts_a_marked_entry_only_on_a_list_that_may_predate_the_mark() -> None:
+    counted, kept = settle({"t": _entry()}, [_listed("t")], now=50.0, grace=10.0, list_after_read=True)
+    assert counted == {} and kept == {"t": _entry(seen=50.0)}, "listed: the list counts it, the record keeps it marked"
+    # the pod is no longer listed: a list taken after the read is right (the pod is gone); a reused
+    # list may be older than the pod, so the entry counts
+    assert settle(kept, [], now=55.0, grace=10.0, list_after_read=True)[0] == {}
+    assert settle(kept, [], now=55.0, grace=10.0, list_after_read=False)[0] == kept
+    assert settle(kept, [], now=60.0, grace=10.0, list_after_read=False) == ({}, {}), "dropped grace after the mark"
+    assert settle({"t": _entry()}, [], now=100.0, grace=10.0, list_after_read=True) == ({}, {}), "expired"
+    assert settle({"t": _entry()}, [_listed("t")], now=50.0, grace=0.0, list_after_read=True) == ({}, {}), "no grace: dropped"
+
+
 # ------------------------------------------------------------------ the record's codec
 
 _facts = st.builds(ScopeFacts, st.booleans(), st.booleans(), st.none() | st.text(min_size=1, max_size=8), st.booleans())
@@ -200,7 +224,9 @@ _amounts = st.dictionaries(
 )
 _entries = st.dictionaries(
     st.text("0123456789abcdef", min_size=1, max_size=32),
-    st.builds(Reservation, st.text(max_size=12), _amounts, _facts, st.floats(min_value=0, max_value=4e9)),
+    st.builds(
+        Reservation, st.text(max_size=12), _amounts, _facts, st.floats(min_value=0, max_value=4e9), st.none() | st.floats(min_value=0, max_value=4e9)
+    ),
     max_size=5,
 )
 

@@ -102,6 +102,9 @@ class Reservation:
     charge: Mapping[str, Decimal] = attrs.field(hash=False)
     scope: ScopeFacts
     expires: float
+    seen: float | None = None
+    """When a writer first found the pod listed (kept ``seen_grace`` seconds so a replica retrying
+    on an older pod list still counts it), or None."""
 
 
 @attrs.frozen
@@ -118,6 +121,9 @@ class ReservationStore(Protocol):
 
     ttl: float
     attempts: int
+    seen_grace: float
+    """Seconds an entry whose pod was listed stays in the record; a retry reuses its pod list while
+    it is younger than half of this (0: no reuse, a listed pod's entry is dropped at once)."""
     clock: Callable[[], float]
 
     def lock(self, namespace: str) -> threading.Lock: ...
@@ -138,6 +144,7 @@ class QuotaReservations:
     check-and-reserve atomic for that namespace (one replica only: nothing is shared)."""
 
     attempts = 1
+    seen_grace = 0.0
 
     def __init__(self, ttl: float = RESERVATION_TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
@@ -166,10 +173,40 @@ class QuotaReservations:
 
 
 def live_reservations(entries: Mapping[str, Reservation], listed: Iterable[Mapping[str, Any]], now: float) -> dict[str, Reservation]:
-    """``entries`` less those a listed pod carries the token of (the list counts that pod, whatever
-    its phase) and those expired by ``now``."""
-    seen = {((p.get("metadata") or {}).get("annotations") or {}).get(RESERVATION_ANNOTATION) for p in listed}
-    return {token: r for token, r in entries.items() if token not in seen and r.expires > now}
+    """The entries still in flight: not expired by ``now``, their pod neither in ``listed`` (the list
+    counts that pod, whatever its phase) nor ever seen listed by a writer."""
+    tokens = _tokens(listed)
+    return {token: r for token, r in entries.items() if token not in tokens and r.seen is None and r.expires > now}
+
+
+def _tokens(listed: Iterable[Mapping[str, Any]]) -> set[Any]:
+    return {((p.get("metadata") or {}).get("annotations") or {}).get(RESERVATION_ANNOTATION) for p in listed}
+
+
+def settle(
+    entries: Mapping[str, Reservation], listed: Iterable[Mapping[str, Any]], now: float, grace: float, list_after_read: bool
+) -> tuple[dict[str, Reservation], dict[str, Reservation]]:
+    """(the entries that count, the entries to write back) given a pod list.
+
+    An entry whose pod is listed does not count (the list does) and is kept, marked seen, for ``grace``
+    seconds. A seen entry whose pod is not listed counts only when the list may predate the mark (a
+    list reused from before this read): a list taken after the read that holds the mark would show the
+    pod unless it is gone. Expired entries, and seen ones past ``grace``, are dropped: their pods are
+    in any list younger than ``grace`` (or gone)."""
+    tokens = _tokens(listed)
+    counted: dict[str, Reservation] = {}
+    kept: dict[str, Reservation] = {}
+    for token, r in entries.items():
+        if r.expires <= now or (r.seen is not None and r.seen + grace <= now):
+            continue
+        if token in tokens:
+            if grace > 0:
+                kept[token] = r if r.seen is not None else attrs.evolve(r, seen=now)
+            continue
+        kept[token] = r
+        if r.seen is None or not list_after_read:
+            counted[token] = r
+    return counted, kept
 
 
 class StaticQuotaSource:
@@ -407,7 +444,10 @@ def reserve_quota(manager: BackendManager, pod: Pod, namespace: str, source: Quo
 
     The order matters for a shared store: reservations are read *before* the pod list, so a reservation
     pruned by another replica (its pod was listed) is in our list too; and the commit is conditional on
-    the record being unchanged since that read, so two replicas never both fill the last room.
+    the record being unchanged since that read, so two replicas never both fill the last room. A
+    retry after a lost write re-reads the record but reuses a pod list younger than half the store's
+    ``seen_grace`` (entries of listed pods stay that long, see :func:`settle`): a retry then costs a
+    read and a write, not a list, so a replica that keeps losing to a busy one still gets through.
     """
     store: ReservationStore | None = getattr(source, "reservations", None)
     if store is None:
@@ -420,38 +460,43 @@ def reserve_quota(manager: BackendManager, pod: Pod, namespace: str, source: Quo
     if not quotas:
         return None, None
     name = str((pod.get("metadata") or {}).get("name") or (pod.get("metadata") or {}).get("generateName") or "")
+    listed: list[Mapping[str, Any]] = []
+    pods_charged: list[tuple[ScopeFacts, Mapping[str, Decimal]]] = []
+    listed_at = float("-inf")
     with store.lock(namespace):  # replicas conflict with each other, never with themselves
         for attempt in range(store.attempts):
             held = store.load(namespace, fresh=attempt > 0)
-            listed = source.pods(namespace)
+            # a retry keeps its pod list while young: entries pruned meanwhile were seen grace ago
+            fresh_list = store.clock() - listed_at >= store.seen_grace / 2
+            if fresh_list:
+                listed = source.pods(namespace)
+                listed_at = store.clock()
+                pods_charged = [(ScopeFacts.of(p), pod_charge(manager, p)) for p in listed if counts_against_quota(p)]
             now = store.clock()
-            live = live_reservations(held.entries, listed, now)
-            charged: list[tuple[ScopeFacts, Mapping[str, Decimal]]] = [
-                (ScopeFacts.of(p), pod_charge(manager, p)) for p in listed if counts_against_quota(p)
-            ]
-            charged += [(r.scope, r.charge) for r in live.values()]
+            counted, kept = settle(held.entries, listed, now, store.seen_grace, list_after_read=fresh_list)
+            charged = pods_charged + [(r.scope, r.charge) for r in counted.values()]
             exceeded, limited = _exceeded(quotas, requested, facts, charged, namespace)
             if exceeded is not None or not limited:
-                if any(t not in live and r.expires > now for t, r in held.entries.items()):
-                    _prune(store, namespace, held, live)
+                if kept != dict(held.entries):
+                    _prune(store, namespace, held, kept)
                 return exceeded, None
             token = secrets.token_hex(16)
-            if store.commit(namespace, held, {**live, token: Reservation(name, requested, facts, now + store.ttl)}):
+            if store.commit(namespace, held, {**kept, token: Reservation(name, requested, facts, now + store.ttl)}):
                 return None, token
             log.info("event=quota_reservation_conflict namespace=%s attempt=%d", namespace, attempt + 1)
-            time.sleep(random.uniform(0, min(0.1, 0.005 * 2**attempt)))  # let the other replica's write land
+            time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))  # desynchronise replicas retrying together
     raise QuotaError(
         f"cannot reserve ResourceQuota in namespace {namespace!r}: the reservation record changed under "
         f"{store.attempts} attempts in a row (other webhook replicas admitting at the same moment); retry"
     )
 
 
-def _prune(store: ReservationStore, namespace: str, held: Held, live: Mapping[str, Reservation]) -> None:
-    """Drop, on a denial too, the reservations whose pod the list now shows: once written, a pod
-    deleted before the next admission no longer charges through its old reservation until the TTL.
-    Best effort (one try): a lost race or a failed write only leaves that window open."""
+def _prune(store: ReservationStore, namespace: str, held: Held, kept: Mapping[str, Reservation]) -> None:
+    """Mark or drop, on a denial too, the reservations whose pod the list now shows: once written, a
+    pod deleted before the next admission no longer charges through its old reservation until the
+    TTL. Best effort (one try): a lost race or a failed write only leaves that window open."""
     try:
-        store.commit(namespace, held, live)
+        store.commit(namespace, held, kept)
     except QuotaError as exc:
         log.warning("event=quota_prune_failed namespace=%s error=%r", namespace, str(exc)[:200])
 

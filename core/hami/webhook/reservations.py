@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 RESERVATIONS_ANNOTATION = "hami.io/quota-reservations"
 """Annotation of the per-namespace Lease that holds the namespace's in-flight reservations as JSON."""
 LEASE_PREFIX = "hami-quota-"
-DEFAULT_ATTEMPTS = 8
+DEFAULT_ATTEMPTS = 16
+SEEN_GRACE = 10.0
+"""Seconds an entry whose pod was listed stays (marked) in the record: a replica retrying reuses a pod
+list younger than half of this. Replicas' clocks must agree to better than the other half."""
 """Conditional writes tried before an admission is denied (each loss means another replica admitted)."""
 
 
@@ -59,6 +62,7 @@ def encode_reservations(entries: Mapping[str, Reservation]) -> str:
                     "crossNamespaceAffinity": r.scope.cross_namespace_affinity,
                 },
                 "expires": r.expires,
+                **({"seen": r.seen} if r.seen is not None else {}),
             }
             for token, r in sorted(entries.items())
         },
@@ -87,7 +91,10 @@ def _entry(raw: Any) -> Reservation:
         priority if isinstance(priority, str) and priority else None,
         bool(scope.get("crossNamespaceAffinity", False)),
     )
-    return Reservation(str(raw.get("pod") or ""), amounts, facts, float(expires))
+    seen = raw.get("seen")
+    if seen is not None and (isinstance(seen, bool) or not isinstance(seen, (int, float))):
+        raise ValueError(f"seen {seen!r} is not a number")
+    return Reservation(str(raw.get("pod") or ""), amounts, facts, float(expires), None if seen is None else float(seen))
 
 
 def decode_reservations(text: str | None, where: str = "") -> dict[str, Reservation]:
@@ -126,6 +133,7 @@ class LeaseReservations:
         clock: Callable[[], float] = time.time,
         attempts: int = DEFAULT_ATTEMPTS,
         timeout: float = 5.0,
+        seen_grace: float = SEEN_GRACE,
     ) -> None:
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {attempts!r}")
@@ -135,7 +143,10 @@ class LeaseReservations:
         self.clock = clock
         self.attempts = attempts
         self.timeout = timeout
+        self.seen_grace = seen_grace
         self.conflicts = 0  # conditional writes lost to another writer (a figure for benches and tests)
+        self.worst_streak = 0  # most writes lost in a row by one admission (how close it came to `attempts`)
+        self._streak: dict[str, int] = {}
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._cache: dict[str, Held] = {}  # what this process last wrote or read, per namespace
@@ -206,10 +217,14 @@ class LeaseReservations:
                 self._remember(namespace, None)
                 with self._guard:
                     self.conflicts += 1
+                    self._streak[namespace] = streak = self._streak.get(namespace, 0) + 1
+                    self.worst_streak = max(self.worst_streak, streak)
                 return False
             self._remember(namespace, None)
             raise self._failed("write", namespace, exc) from exc
         self._remember(namespace, Held(dict(entries), str((written.get("metadata") or {}).get("resourceVersion") or "")))
+        with self._guard:
+            self._streak[namespace] = 0
         return True
 
     def in_flight(self, namespace: str, listed: Any) -> list[Reservation]:
