@@ -116,7 +116,7 @@ def test_failure_reasons_are_counted_per_node(manager):
     wanted = pod("p", [{"nvidia.com/gpumem": "6000"}], annotations={"nvidia.com/use-gputype": "A100"})
     result = fit_node(manager, state.node("n1"), wanted, Scheduler(manager, state, None).requests(wanted), "spread")
     assert isinstance(result, Misfit)
-    assert result.reason == "container #0 needs 1 NVIDIA: 2/4 CardInsufficientMemory, 1/4 CardTypeMismatch, 1/4 CardUnhealthy"
+    assert result.reason == "container #0 needs 1 NVIDIA: 2/4 CardInsufficientMemory, 1/4 CardNotHealth, 1/4 CardTypeMismatch"
 
 
 def test_exclusive_cores_and_cordon(manager):

@@ -51,7 +51,7 @@ def parse_bool(value: str) -> bool | None:
 
 TYPE_MISMATCH = "CardTypeMismatch"
 UUID_MISMATCH = "CardUuidMismatch"
-MODE_MISMATCH = "CardModeMismatch"
+MODE_MISMATCH = "ModeNotFit"
 
 
 def annotations_of(pod: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -42,7 +42,7 @@ def test_selector_parsing_never_crashes(annotations):
         assert any(k in str(exc) for k in KEYS)
         return
     device = SchedulableDevice(id="GPU-x", vendor="NVIDIA", type="NVIDIA A100", count=1, memory=1)
-    assert selectors.reason(device) in (None, "CardTypeMismatch", "CardUuidMismatch", "CardModeMismatch")
+    assert selectors.reason(device) in (None, "CardTypeMismatch", "CardUuidMismatch", "ModeNotFit")
 
 
 words = st.text(alphabet="abcAB0 -", min_size=1, max_size=8)

@@ -93,7 +93,7 @@ def test_vgpu_mode_must_match_the_devices_mode(cluster):
     assert chosen(fit(manager, state, pod({"nvidia.com/gpumem": "1000"}, **{"nvidia.com/vgpu-mode": "hami-core"}))) == ["GPU-0"]
     assert (
         fit(manager, state, pod({"nvidia.com/gpu": "1"}, **{"nvidia.com/vgpu-mode": "mps"})).reason
-        == "container #0 needs 1 NVIDIA: 2/2 CardModeMismatch"
+        == "container #0 needs 1 NVIDIA: 2/2 ModeNotFit"
     )
 
 

@@ -82,7 +82,7 @@ def device_reason(
     """Why ``usage``'s device cannot take ``request`` (None if it can), and the request as normalised for it."""
     device = usage.device
     if not device.healthy:
-        return "CardUnhealthy", request
+        return "CardNotHealth", request
     if device.id in node.cordoned:
         return "CardCordoned", request
     request = manager.normalize(request, usage, pod)
