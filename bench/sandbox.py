@@ -22,7 +22,11 @@ ListAndWatch, every raw API answer read to its end, API-server watches checked w
   300x3000  after 14.4 pods/s, all Running, no warnings
   500x5000  after: started in 15.5 s (before: never), 15.4 pods/s falling to 9.6 over the first 1,175
             pods, then collapsed (load 700-1,100, 187 threads runnable, 1,393 placed at 408 s: killed);
-            500x3000 in a later run (sys.setswitchinterval(0.05), load ~10) completed at 8.4 pods/s.
+            500x3000 in a later run (sys.setswitchinterval(0.05), load ~10) completed at 8.4 pods/s;
+            500x5000 again with the 50 ms interval the sandbox now sets, beside other engineers'
+            benchmarks (load 12-20): started in 19.3 s, 9.9 falling to 4.3 pods/s, then stalled the
+            same way after 919 pods (killed at 520 s). The stall is not understood yet: bursts of
+            hundreds of runnable threads (load 460-1,500) with the process at 1.1-1.7 cores.
 Where the time goes now: the process is bound to one core by the interpreter lock (cpu_s grows ~1.05
 s per wall second). A pod is ~15 API requests, 4 extender/webhook calls and an Allocate, all on one
 critical path (pods are submitted in order): ~45 ms of CPU at 20-100 nodes, so the floor of this

@@ -101,7 +101,8 @@ def switch_interval(nodes: int) -> float | None:
     wake-ups (gRPC server polls, watch checks). Every thread waiting for the interpreter lock wakes
     each switch interval (5 ms by default) to ask for it; with hundreds waiting that storm used both
     cores and starved the pods: measured, 500x2000 stalled for 200 s at load ~460 after 436 pods,
-    while 500x3000 at 50 ms finished at 8.4 pods/s, load ~10 (issue 29). Small sandboxes keep the
+    while 500x3000 at 50 ms finished at 8.4 pods/s, load ~10 (issue 29). A mitigation, not a cure:
+    500x5000 at 50 ms on a busier machine still stalled after 919 pods. Small sandboxes keep the
     default."""
     return CROWDED_SWITCH_INTERVAL if nodes > QUIET_NODES else None
 
