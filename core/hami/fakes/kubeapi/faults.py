@@ -47,6 +47,7 @@ class Faults:
         self._latency = 0.0
         self._cut = cut
         self.injected = 0  # how many requests were failed on purpose so far
+        self.delayed = 0  # how many requests met a :meth:`delay` so far (counted as they arrive)
 
     def fail(
         self,
@@ -127,6 +128,7 @@ class Faults:
             for d in self._delays:
                 if (d.remaining is None or d.remaining > 0) and (not d.method or d.method == method) and (not d.path or d.path.search(path)):
                     delay = max(delay, d.seconds)
+                    self.delayed += 1
                     if d.remaining is not None:
                         d.remaining -= 1
             self._delays = [d for d in self._delays if d.remaining is None or d.remaining > 0]
