@@ -170,3 +170,29 @@ def test_an_allocation_write_on_a_stale_copy_of_the_pod_reads_it_and_writes_agai
         assert annotations.get(BIND_PHASE) == "allocating" and annotations.get("hami.io/vgpu-devices-allocated"), annotations
     finally:
         harness.stop()
+
+
+def test_the_conditional_allocation_write_costs_one_request_when_the_informer_is_current(manager, core_v1, kube_apiserver):
+    """The precondition comes from the informer's copy the filter decided on: no read of the pod
+    first, one patch per pod (the 409 path reads only when that copy was stale)."""
+    from hami.fakes.kubeapi.audit import RequestLog
+
+    add_node(core_v1)
+    harness = ExtenderHarness(manager, core_v1, config=SchedulerConfig(events=False)).start()
+    try:
+        harness.cache.nodes.synced.wait(5)
+        names = [f"p{i}" for i in range(4)]
+        for name in names:
+            add_pod(core_v1, name, "1000")
+        pods = {name: harness.pod_json("default", name) for name in names}
+        kube_apiserver.request_log = RequestLog()
+        for name in names:
+            assert harness.post("filter", {"Pod": pods[name], "NodeNames": [NODE]}).get("NodeNames") == [NODE]
+            bound = harness.post("bind", {"PodName": name, "PodNamespace": "default", "PodUID": pods[name]["metadata"]["uid"], "Node": NODE})
+            assert bound.get("Error", "") == "", bound
+            core_v1.patch_node(NODE, {"metadata": {"annotations": {NODE_LOCK: None}}})  # the agent's release after Allocate
+        on_pods = [(r.verb, r.name) for r in kube_apiserver.request_log.records if r.resource == "pods" and r.name and not r.subresource]
+        assert sorted(on_pods) == sorted(("patch", name) for name in names), on_pods
+    finally:
+        kube_apiserver.request_log = None
+        harness.stop()
