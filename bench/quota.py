@@ -63,7 +63,7 @@ def run(api: KubeAPIServer, label: str, stores: int, lease: bool, admissions: in
     manager, config = load_backends(), WebhookConfig()
     namespace = f"bench-{label}"
     admin = api.api_client(pool_size=threads * 2)
-    core = CoreV1Api(admin)
+    core: Any = CoreV1Api(admin)  # raw JSON bodies
     core.create_namespaced_resource_quota(
         namespace, {"metadata": {"name": "q"}, "spec": {"hard": {"limits.nvidia.com/gpumem": str(admissions * 1000)}}}, _preload_content=False
     )
