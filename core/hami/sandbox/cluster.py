@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from hami.plugin.manager import BackendManager, load_backends
 from hami.plugin.model import NodeInventory
 from hami.sandbox.defaults import default_nodes_file
 from hami.sandbox.kubescheduler import fit_error, merge_extender, node_reasons, pod_requests
+from hami.sandbox.nodehost import HostSpec, NodeHosts, describe_node
 from hami.sandbox.outcome import (
     ContainerOutcome,
     DeviceGrant,
@@ -107,10 +109,26 @@ def switch_interval(nodes: int) -> float | None:
     return CROWDED_SWITCH_INTERVAL if nodes > QUIET_NODES else None
 
 
+def host_processes(nodes: int) -> int:
+    """Worker processes hosting the simulated nodes of a sandbox of ``nodes`` nodes; 0: in this process.
+
+    Up to ``QUIET_NODES`` the nodes' idle work is small and a pipe hop per pod would only add
+    latency; past it the nodes move out so that their threads stop competing with the pods for
+    this interpreter's lock (issue 29), one worker per core, at least two."""
+    return 0 if nodes <= QUIET_NODES else max(2, min(4, os.cpu_count() or 2))
+
+
 class Sandbox:
     def __init__(
-        self, nodes_file: str | Path | None = None, *, manager: BackendManager | None = None, settings: Mapping[str, Any] | None = None
+        self,
+        nodes_file: str | Path | None = None,
+        *,
+        manager: BackendManager | None = None,
+        settings: Mapping[str, Any] | None = None,
+        hosts: int | None = None,
     ) -> None:
+        """``hosts``: worker processes for the nodes (0: every node in this process; default
+        :func:`host_processes`)."""
         self.nodes_file = Path(nodes_file) if nodes_file else default_nodes_file()
         self.inventory: tuple[NodeInventory, ...] = load_inventory(self.nodes_file)
         self.manager = manager or load_backends()
@@ -119,7 +137,10 @@ class Sandbox:
         self.api = KubeAPIServer()
         self.core_v1: client.CoreV1Api | None = None
         self.kubelets: dict[str, FakeKubelet] = {}
+        """The in-process nodes' kubelets (empty when :attr:`hosts` holds the nodes)."""
         self.agents: dict[str, Agent] = {}
+        self.host_workers = host_processes(len(self.inventory)) if hosts is None else hosts
+        self.hosts: NodeHosts | None = None
         self.service: SchedulerService | None = None
         self.scheduler_cache: SchedulerCache | None = None
         self._dirs: list[str] = []
@@ -150,7 +171,25 @@ class Sandbox:
             # The inventory makes every node simulated (NodeContext.simulated): no vendor tools or host libraries.
             self.manager.configure(backend, {**overrides, "inventory": str(self.nodes_file)})
         usage_interval, kubelet_poll_interval = agent_intervals(len(self.inventory))
-        for node in self.inventory:
+        if self.host_workers > 0:
+            backend_settings = {b: dict((self.settings.get("backends") or {}).get(b, {})) for b in self.manager.backends}
+            specs = [
+                HostSpec(
+                    api_url=self.api.url,
+                    nodes_file=str(self.nodes_file.resolve()),
+                    names=names,
+                    public_pem=self.keys.public_pem(),
+                    backend_settings=backend_settings,
+                    usage_interval=usage_interval,
+                    kubelet_poll_interval=kubelet_poll_interval,
+                    timeout=timeout,
+                    switch_interval=sys.getswitchinterval() if interval is not None else None,
+                )
+                for names in NodeHosts.shards([n.name for n in self.inventory], self.host_workers)
+            ]
+            self.hosts = NodeHosts(self.host_workers)
+            self.hosts.start(specs, timeout)
+        for node in self.inventory if self.hosts is None else ():
             plugin_dir = tempfile.mkdtemp(prefix="hs", dir="/tmp")  # unix socket paths must stay short
             self._dirs.append(plugin_dir)
             self.kubelets[node.name] = FakeKubelet(Path(plugin_dir), node.name, core_v1=self.core_v1).start()
@@ -197,6 +236,9 @@ class Sandbox:
             self.scheduler_cache.stop()
         if self.service is not None:
             self.service.stop()
+        if self.hosts is not None:
+            self.hosts.stop()
+            self.hosts = None
         for agent in self.agents.values():
             agent.stop()
         for kubelet in self.kubelets.values():
@@ -281,7 +323,7 @@ class Sandbox:
         node, reason = self._schedule(created)
         if not node:
             return outcome("Pending", reason)
-        admitted = self.kubelets[node].admit(self._pod(namespace, name))
+        admitted = self._admit(node, self._pod(namespace, name))
         if not admitted.admitted:  # kubelet fails the pod: it no longer counts on the node
             release(
                 self._raw.patch_namespaced_pod_status(
@@ -306,10 +348,8 @@ class Sandbox:
 
     def _describe_node(self, node: NodeInventory) -> None:
         """The inventory's labels, cpu and memory on the Node (what a kubelet started with them reports)."""
-        release(self._raw.patch_node(node.name, {"metadata": {"labels": dict(node.labels)}}, _preload_content=False))
-        sizes = {k: v for k, v in (("cpu", f"{node.cpu_milli}m"), ("memory", f"{node.memory}Mi")) if not v.startswith("0")}
-        if sizes:
-            release(self._raw.patch_node_status(node.name, {"status": {"capacity": sizes, "allocatable": sizes}}, _preload_content=False))
+        for patch in describe_node(node):
+            release(patch(self._raw))
 
     def _schedule(self, pod: Mapping[str, Any]) -> tuple[str, str]:
         """kube-scheduler for one pod: ``(node, "")`` once bound, else ``("", the FailedScheduling message)``.
@@ -408,7 +448,19 @@ class Sandbox:
         release(self._raw.delete_namespaced_pod(name, namespace, _preload_content=False))
         if self.scheduler_cache is not None:
             self.scheduler_cache.forget(pod)
-        if node in self.kubelets:
+        self.release_on_node(node, pod)
+
+    def _admit(self, node: str, pod: Mapping[str, Any]) -> Any:
+        """kubelet's admission of ``pod`` on ``node``, in this process or in the node's host."""
+        if self.hosts is not None:
+            return self.hosts.admit(node, pod)
+        return self.kubelets[node].admit(pod)
+
+    def release_on_node(self, node: str | None, pod: Mapping[str, Any]) -> None:
+        """The kubelet of ``node`` frees the deleted pod's devices (nothing when no node runs it)."""
+        if self.hosts is not None and node is not None and node in self.hosts:
+            self.hosts.release(node, pod)
+        elif node in self.kubelets:
             self.kubelets[node].release(pod)
 
     # ------------------------------------------------------------ reporting

@@ -119,8 +119,7 @@ class Intake:
         uid = str((pod.get("metadata") or {}).get("uid"))
         node = (pod.get("spec") or {}).get("nodeName")
         if kind == "DELETED":
-            if node in self.sandbox.kubelets:
-                self.sandbox.kubelets[node].release(pod)
+            self.sandbox.release_on_node(node, pod)
         elif kind == "ADDED" and uid not in self.handled and not node:
             self._queue.put(pod)
 
