@@ -167,7 +167,7 @@ def test_many_stalled_handshakes_do_not_keep_the_real_client_out(manager: Any, t
     client's patience, kube-scheduler must still be served while they wait (handshakes are not done
     one after another in the accept loop)."""
     with _tls_server(manager, tmp_path, handshake_timeout=60).start() as server:
-        stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(30)]
+        stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(30)]  # a serial accept loop fills its backlog
         hello = _partial_client_hello()
         for sock in stalled[:10]:
             sock.sendall(hello)  # these stop inside their ClientHello
@@ -181,7 +181,7 @@ def test_many_stalled_handshakes_do_not_keep_the_real_client_out(manager: Any, t
 
 def test_a_client_that_stops_inside_its_client_hello_is_dropped(manager: Any, tmp_path: Path) -> None:
     with _tls_server(manager, tmp_path, handshake_timeout=0.3).start() as server:
-        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         try:
             sock.sendall(_partial_client_hello())
             sock.settimeout(15)
