@@ -30,6 +30,8 @@ from hami.webhook.reservations import (
     lease_name,
 )
 
+from .conftest import make_review
+
 NS = "team"
 HOME = "hami-system"  # where the webhook keeps its Leases
 N = 5
@@ -258,3 +260,21 @@ def test_a_damaged_entry_is_dropped_and_its_neighbours_kept() -> None:
     record["b"] = {"pod": "q", "charge": {"limits.nvidia.com/gpumem": "lots"}, "scope": {}, "expires": 5}
     record["c"] = {"pod": "r", "charge": {}, "scope": {}, "expires": "soon"}
     assert decode_reservations(json.dumps(record)) == {"a": good}
+
+
+def test_both_command_lines_reserve_in_leases_of_the_namespace_they_are_given(kube_apiserver: Any, tmp_path: Any, core_v1: Any, manager: Any) -> None:
+    """`hami webhook --reservation-namespace` and the scheduler's webhook (the chart passes the release
+    namespace) build a Lease store there, so their replicas share it."""
+    from hami.scheduler.cli import _webhook_handler
+    from hami.webhook.cli import _quota_source
+
+    kubeconfig = str(kube_apiserver.write_kubeconfig(tmp_path / "kubeconfig"))
+    source = _quota_source(kubeconfig, HOME)
+    assert isinstance(source.reservations, LeaseReservations) and source.reservations.namespace == HOME
+    core_v1.create_namespaced_resource_quota(NS, {"metadata": {"name": "q"}, "spec": {"hard": {"limits.nvidia.com/gpumem": "1000"}}})
+    handler = _webhook_handler(manager, "hami-scheduler", kubeconfig, HOME)
+    first = json.loads(handler(json.dumps(make_review(_pod("a"), namespace=NS)).encode())[1])["response"]
+    assert first["allowed"], first
+    second = json.loads(handler(json.dumps(make_review(_pod("b"), namespace=NS)).encode())[1])["response"]
+    assert not second["allowed"] and "exceeded quota: q" in second["status"]["message"]
+    assert source.reservations.count(NS) == 1, "the other command line's store sees the scheduler's reservation"
