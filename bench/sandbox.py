@@ -73,8 +73,8 @@ def write_cluster(directory: Path, nodes: int, pods: int) -> tuple[Path, Path]:
     return nodes_file, pods_file
 
 
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as status:
+def peak_rss_mib(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
@@ -114,7 +114,10 @@ def one(nodes: int, pods: int) -> None:
             print(f"started {nodes} nodes in {ready - started:.1f} s", file=sys.stderr, flush=True)
             result = run_pods(sandbox.submit, manifests, _progress, every=15.0)  # on stderr: how far a run that is cut short got
             done = time.monotonic()
+            hosts = sandbox.hosts.pids if sandbox.hosts is not None else []
+            hosts_rss = sum(peak_rss_mib(pid) for pid in hosts)  # each host's peak: the sum bounds the peak of the whole
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the node hosts, waited for by stop()
     print(
         json.dumps(
             {
@@ -124,8 +127,11 @@ def one(nodes: int, pods: int) -> None:
                 "error": result.error,
                 "warnings": counter.count,
                 "first_warnings": counter.first,
-                "rss_mib": peak_rss_mib(),
-                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "rss_mib": peak_rss_mib() + hosts_rss,
+                "main_rss_mib": peak_rss_mib(),
+                "hosts": len(hosts),
+                "cpu_s": usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime,
+                "main_cpu_s": usage.ru_utime + usage.ru_stime,
             }
         ),
         flush=True,
@@ -153,7 +159,8 @@ def main() -> None:
         r = json.loads(lines[-1])
         print(
             f"nodes={nodes} pods={pods} start_s={r['start_s']:.1f} pods_per_s={pods / r['pods_s']:.1f} rss_mib={r['rss_mib']:.0f} "
-            f"as_expected={r['as_expected']} warnings={r['warnings']} cpu_s={r['cpu_s']:.1f} load={os.getloadavg()[0]:.1f}"
+            f"as_expected={r['as_expected']} warnings={r['warnings']} cpu_s={r['cpu_s']:.1f} hosts={r['hosts']} "
+            f"main_rss_mib={r['main_rss_mib']:.0f} main_cpu_s={r['main_cpu_s']:.1f} load={os.getloadavg()[0]:.1f}"
             + (f" error={r['error']!r}" if r["error"] else "")
             + (f" first_warnings={r['first_warnings']}" if r["warnings"] else ""),
             flush=True,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -109,13 +108,21 @@ def switch_interval(nodes: int) -> float | None:
     return CROWDED_SWITCH_INTERVAL if nodes > QUIET_NODES else None
 
 
+NODES_PER_HOST = 100
+"""Simulated nodes per worker process past ``QUIET_NODES`` (a node is ~8 threads)."""
+
+
 def host_processes(nodes: int) -> int:
     """Worker processes hosting the simulated nodes of a sandbox of ``nodes`` nodes; 0: in this process.
 
     Up to ``QUIET_NODES`` the nodes' idle work is small and a pipe hop per pod would only add
-    latency; past it the nodes move out so that their threads stop competing with the pods for
-    this interpreter's lock (issue 29), one worker per core, at least two."""
-    return 0 if nodes <= QUIET_NODES else max(2, min(4, os.cpu_count() or 2))
+    latency. Past it one interpreter holding every node stalls: 500 nodes are ~4,000 threads whose
+    timed waits (agent loops, gRPC server polls, watch checks) each need the interpreter lock to
+    return; once they expire faster than the lock goes round, every thread queues for it and the
+    pods stop (measured, issue 29: 3,150 of 4,080 threads took CPU within seconds while no pod
+    moved). So the nodes go to worker processes of at most ``NODES_PER_HOST`` nodes, each with its
+    own lock, at least two."""
+    return 0 if nodes <= QUIET_NODES else max(2, -(-nodes // NODES_PER_HOST))
 
 
 class Sandbox:
