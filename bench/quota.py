@@ -29,13 +29,13 @@ import argparse
 import base64
 import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jsonpatch
 from kubernetes.client import CoordinationV1Api, CoreV1Api
 
+from hami.fakes.admission import pod_create_review
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.plugin.manager import load_backends
 from hami.webhook.admission import review
@@ -51,19 +51,7 @@ def _document(name: str, namespace: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"containers": [{"name": "c", "image": "cuda", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}}}]},
     }
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "bench"},
-            "object": pod,
-        },
-    }
+    return pod_create_review(pod, namespace, "bench")
 
 
 def run(api: KubeAPIServer, label: str, stores: int, lease: bool, admissions: int, threads: int) -> tuple[float, int, int]:

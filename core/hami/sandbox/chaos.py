@@ -33,7 +33,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -47,6 +46,7 @@ from kubernetes.client.exceptions import ApiException
 
 from hami.backendkit.inventory import load_inventory
 from hami.errors import AnnotationError, HamiError
+from hami.fakes.admission import pod_create_review
 from hami.fakes.kubeapi import KubeAPIServer
 from hami.fakes.kubeapi.faults import Faults
 from hami.fakes.kubelet import FakeKubelet
@@ -604,23 +604,6 @@ class _Unavailable(HamiError):
     """The scheduler service did not answer in time (stopped, restarting or not synced yet)."""
 
 
-def _review(pod: Mapping[str, Any], namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "name": pod["metadata"]["name"],
-            "operation": "CREATE",
-            "object": pod,
-            "userInfo": {"username": "chaos"},
-        },
-    }
-
-
 class RestartCluster:
     """An API server, a fake kubelet and an agent per node of the most common shareable device kind
     (at most ``max_nodes``), and the scheduler service with the webhook: each restartable."""
@@ -804,7 +787,7 @@ class RestartCluster:
         """Webhook, create, filter, bind, kubelet admission: ``(phase, reason, node)``."""
         pod: dict[str, Any] = json.loads(json.dumps(spec))
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        answer = self.verb("webhook", _review(pod, namespace))["response"]
+        answer = self.verb("webhook", pod_create_review(pod, namespace, "chaos"))["response"]
         if not answer.get("allowed"):
             return "Rejected", f"admission webhook: {(answer.get('status') or {}).get('message', 'denied')}", ""
         if answer.get("patch"):
@@ -942,7 +925,7 @@ def _quota_race(cluster: RestartCluster, admissions: int, holds: int, dropped: i
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": {names.count: "1", names.memory: str(share)}}}]},
         }
-        document = _review(pod, namespace)
+        document = pod_create_review(pod, namespace, "chaos")
         if replica:
             answer = json.loads(review(cluster.manager, json.dumps(document).encode(), cluster.webhook_config, other)[1])["response"]
         else:
