@@ -108,8 +108,10 @@ def switch_interval(nodes: int) -> float | None:
     return CROWDED_SWITCH_INTERVAL if nodes > QUIET_NODES else None
 
 
-NODES_PER_HOST = 100
-"""Simulated nodes per worker process past ``QUIET_NODES`` (a node is ~8 threads)."""
+NODES_PER_HOST = 250
+"""Simulated nodes per worker process past ``QUIET_NODES`` (a node is ~8 threads and ~0.9 MiB, a
+worker ~90 MiB before its first node). Measured at 500x1500 (issue 29): 100 a worker, 5 workers,
+11.5 pods/s and 1,103 MiB in all; 250 a worker, 2 workers, 16.5 pods/s and 776 MiB."""
 
 
 def host_processes(nodes: int) -> int:
