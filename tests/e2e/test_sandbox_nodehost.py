@@ -17,6 +17,7 @@ from tests.e2e.test_sandbox_scale import write_cluster
 
 from hami.errors import HamiError
 from hami.sandbox.cluster import NODES_PER_HOST, QUIET_NODES, Sandbox, host_processes
+from hami.sandbox.kubescheduler import feasible_nodes_to_find
 from hami.sandbox.nodehost import NodeHosts
 from hami.sandbox.runner import run_pods
 
@@ -91,3 +92,34 @@ def test_a_node_host_that_dies_is_a_clear_error_and_a_partial_report(tmp_path):
         assert not result.ok
         assert "node host" in result.error and "gpu-" in result.error, result.error
         assert all("submission failed" in p["reason"] for p in result.not_run)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [(1, 1), (99, 99), (100, 100), (200, 100), (500, 230), (1000, 420), (5000, 500), (6000, 300)],
+)
+def test_feasible_nodes_to_find_follows_kube_scheduler(nodes, expected):
+    # pkg/scheduler/schedule_one.go numFeasibleNodesToFind: every node below 100, else the adaptive
+    # percentage (50 % minus a point per 125 nodes, at least 5 %), never fewer than 100
+    assert feasible_nodes_to_find(nodes) == expected
+    assert feasible_nodes_to_find(nodes, percentage=100) == nodes
+
+
+def test_a_pod_the_first_window_cannot_take_goes_on_to_the_next_and_pending_means_no_node_fits(tmp_path):
+    nodes_file, _ = write_cluster(tmp_path, 120, 0)  # 100 nodes a window
+    with Sandbox(nodes_file, hosts=2) as sandbox:
+        seen: list[int] = []
+        real_post = sandbox._post
+
+        def post(verb, body):
+            if verb == "filter":
+                seen.append(len(body["NodeNames"]))
+            return real_post(verb, body)
+
+        sandbox._post = post  # type: ignore[method-assign]
+        result = run_pods(sandbox.submit, _pods(121, gpus=8, memory=80000))  # a whole node each
+        phases = [o.phase for o in result.outcomes]
+        assert phases == ["Running"] * 120 + ["Pending"], result.error
+        assert len({o.node for o in result.outcomes[:120]}) == 120
+        assert result.outcomes[-1].reason.startswith("0/120 nodes are available: 120 ")
+        assert max(seen) == 100 and min(seen) < 100  # windows of 100, then what is left of the nodes

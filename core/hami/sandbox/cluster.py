@@ -39,7 +39,7 @@ from hami.node.agent import Agent, AgentOptions
 from hami.plugin.manager import BackendManager, load_backends
 from hami.plugin.model import NodeInventory
 from hami.sandbox.defaults import default_nodes_file
-from hami.sandbox.kubescheduler import fit_error, merge_extender, node_reasons, pod_requests
+from hami.sandbox.kubescheduler import feasible_nodes_to_find, fit_error, merge_extender, node_reasons, pod_requests
 from hami.sandbox.nodehost import HostSpec, NodeHosts, describe_node
 from hami.sandbox.outcome import (
     ContainerOutcome,
@@ -152,6 +152,8 @@ class Sandbox:
         self.hosts: NodeHosts | None = None
         self.service: SchedulerService | None = None
         self.scheduler_cache: SchedulerCache | None = None
+        self._next_start = 0
+        """kube-scheduler's ``nextStartNodeIndex``: where the next pod's node search begins."""
         self._dirs: list[str] = []
         self._switch_interval: float | None = None
         """The interval before start changed it, restored by stop."""
@@ -380,21 +382,37 @@ class Sandbox:
         asked = pod_requests(pod)
         ignored = self.managed if ours else frozenset()
         statuses: dict[str, list[str]] = {}
-        feasible = []
-        for name in [n.name for n in self.inventory if n.name in nodes]:
-            reasons = node_reasons(pod, nodes[name], asked, placed.get(name, {}), counts.get(name, 0), ignored)
-            if reasons:
-                statuses[name] = reasons
-            else:
-                feasible.append(name)
-        if feasible and ours and self._asks_hami(pod):
+        names = [n.name for n in self.inventory if n.name in nodes]
+        to_find = feasible_nodes_to_find(len(names))
+        start = self._next_start % len(names) if names else 0
+        order = names[start:] + names[:start]
+        position = 0
+        while position < len(order):  # one window of feasible nodes at a time (kube-scheduler's retries)
+            feasible = []
+            for name in order[position:]:
+                position += 1
+                reasons = node_reasons(pod, nodes[name], asked, placed.get(name, {}), counts.get(name, 0), ignored)
+                if reasons:
+                    statuses[name] = reasons
+                else:
+                    feasible.append(name)
+                    if len(feasible) >= to_find:
+                        break
+            if position == len(order) or feasible:
+                self._next_start = (start + position) % len(names)
+            if not feasible:
+                break
+            if not (ours and self._asks_hami(pod)):
+                self._bind(meta["namespace"], meta["name"], feasible[0])
+                self.scheduler_cache.assume(pod, feasible[0])
+                return feasible[0], ""
             result = self._post("filter", {"Pod": pod, "NodeNames": feasible})
             if result.get("Error"):
                 return "", str(result["Error"])
             merge_extender(statuses, result)
             chosen = [n for n in result.get("NodeNames") or [] if n in feasible]
             if not chosen:
-                return "", fit_error(len(nodes), statuses)
+                continue
             self._post("prioritize", {"Pod": pod, "NodeNames": chosen})
             bound = self._post(
                 "bind", {"PodName": meta["name"], "PodNamespace": meta["namespace"], "PodUID": meta["uid"], "Node": chosen[0]}
@@ -403,11 +421,7 @@ class Sandbox:
                 return "", f"bind: {bound['Error']}"
             self.scheduler_cache.assume(pod, chosen[0])
             return chosen[0], ""
-        if not feasible:
-            return "", fit_error(len(nodes), statuses)
-        self._bind(meta["namespace"], meta["name"], feasible[0])
-        self.scheduler_cache.assume(pod, feasible[0])
-        return feasible[0], ""
+        return "", fit_error(len(nodes), statuses)
 
     def _bind(self, namespace: str, name: str, node: str) -> None:
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}}
