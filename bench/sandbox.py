@@ -1,14 +1,18 @@
-"""The sandbox at cluster size: nodes × pods through the whole in-process cluster (issue 29).
+"""The sandbox at cluster size: nodes × pods through the whole sandbox cluster (issue 29).
 
 Each size runs in a fresh process: A100x8 nodes and pods asking ``gpu: 1, gpumem: 3000,
 gpucores: 10`` (the issue's shape), the sandbox started, then every pod submitted in order as
 ``hami sandbox`` does. Prints one line per size:
 
-    nodes=20 pods=200 start_s=… pods_per_s=… rss_mib=… as_expected=200 warnings=0 cpu_s=… load=…
+    nodes=20 pods=200 start_s=… pods_per_s=… rss_mib=… as_expected=200 warnings=0 host_warnings=0 cpu_s=…
+    hosts=0 main_rss_mib=… main_cpu_s=… load=…
 
 ``pods_per_s`` is the submission phase (admission → scheduling → bind → Allocate → Running);
-``rss_mib`` the process's peak (VmHWM); ``cpu_s`` its user+system seconds; ``load`` the 1-minute
-load average at the end (the machine may be shared: compare runs at similar load).
+``rss_mib`` the peaks (VmHWM) of the main process and of each node host process (past 50 nodes the
+nodes run in ``hosts`` worker processes, hami.sandbox.nodehost) added up; ``cpu_s`` the user+system
+seconds of all of them, ``main_*`` of the main process alone; ``host_warnings`` the warnings the
+hosts logged; ``load`` the 1-minute load average at the end (the machine may be shared: compare
+runs at similar load).
 
     python bench/sandbox.py                 # 20x200 and 100x1000
     python bench/sandbox.py --large         # also 500x5000 (minutes)
@@ -125,6 +129,7 @@ def one(nodes: int, pods: int) -> None:
                 "pods_s": done - ready,
                 "as_expected": sum(o.as_expected for o in result.outcomes),
                 "error": result.error,
+                "unexpected": [f"{o.name} {o.phase} on {o.node or '-'}: {o.reason}" for o in result.outcomes if not o.as_expected][:3],
                 "warnings": counter.count,
                 "first_warnings": counter.first,
                 "rss_mib": peak_rss_mib() + hosts_rss,
@@ -157,12 +162,15 @@ def main() -> None:
             print(f"nodes={nodes} pods={pods} failed rc={child.returncode}: {child.stderr[-1500:]}")
             continue
         r = json.loads(lines[-1])
+        host_warnings = [line for line in child.stderr.splitlines() if line.startswith(("nodehost WARNING", "nodehost ERROR"))]
         print(
             f"nodes={nodes} pods={pods} start_s={r['start_s']:.1f} pods_per_s={pods / r['pods_s']:.1f} rss_mib={r['rss_mib']:.0f} "
-            f"as_expected={r['as_expected']} warnings={r['warnings']} cpu_s={r['cpu_s']:.1f} hosts={r['hosts']} "
+            f"as_expected={r['as_expected']} warnings={r['warnings']} host_warnings={len(host_warnings)} cpu_s={r['cpu_s']:.1f} hosts={r['hosts']} "
             f"main_rss_mib={r['main_rss_mib']:.0f} main_cpu_s={r['main_cpu_s']:.1f} load={os.getloadavg()[0]:.1f}"
             + (f" error={r['error']!r}" if r["error"] else "")
-            + (f" first_warnings={r['first_warnings']}" if r["warnings"] else ""),
+            + (f" first_warnings={r['first_warnings']}" if r["warnings"] else "")
+            + (f" first_host_warnings={host_warnings[:3]}" if host_warnings else "")
+            + (f" unexpected={r['unexpected']}" if r["unexpected"] else ""),
             flush=True,
         )
 

@@ -1,5 +1,6 @@
 """The sandbox cluster: the in-memory API server, one fake kubelet and node agent per node, the
-scheduler extender with the admission webhook, all in one process over real HTTP and gRPC.
+scheduler extender with the admission webhook, over real HTTP and gRPC: all in one process up to
+``QUIET_NODES`` nodes, past it the nodes in worker processes (:mod:`hami.sandbox.nodehost`).
 
 It then plays the two Kubernetes components that cannot run here: kube-scheduler (webhook → the
 pod's scheduler profile → every node through the filter plugins, cpu, memory and every extended
@@ -103,8 +104,10 @@ def switch_interval(nodes: int) -> float | None:
     each switch interval (5 ms by default) to ask for it; with hundreds waiting that storm used both
     cores and starved the pods: measured, 500x2000 stalled for 200 s at load ~460 after 436 pods,
     while 500x3000 at 50 ms finished at 8.4 pods/s, load ~10 (issue 29). A mitigation, not a cure:
-    500x5000 at 50 ms on a busier machine still stalled after 919 pods. Small sandboxes keep the
-    default."""
+    500x5000 at 50 ms still stalled after 541 pods on an idle machine (load 5), 3,150 of 4,080
+    threads taking CPU within seconds and none getting anywhere; the cure is fewer threads per
+    interpreter (:func:`host_processes`). Kept for the worker processes, which still hold 250
+    nodes each. Small sandboxes keep the default."""
     return CROWDED_SWITCH_INTERVAL if nodes > QUIET_NODES else None
 
 
