@@ -10,12 +10,14 @@ longer holds the nodes' threads (counted, not timed), and that a host dying is a
 from __future__ import annotations
 
 import os
+import socket
 import threading
 
 import pytest
 from tests.e2e.test_sandbox_scale import write_cluster
 
 from hami.errors import HamiError
+from hami.fakes.kubeapi import KubeAPIServer
 from hami.sandbox.cluster import NODES_PER_HOST, QUIET_NODES, Sandbox, host_processes
 from hami.sandbox.kubescheduler import feasible_nodes_to_find
 from hami.sandbox.nodehost import NodeHosts
@@ -123,3 +125,29 @@ def test_a_pod_the_first_window_cannot_take_goes_on_to_the_next_and_pending_mean
         assert len({o.node for o in result.outcomes[:120]}) == 120
         assert result.outcomes[-1].reason.startswith("0/120 nodes are available: 120 ")
         assert max(seen) == 100 and min(seen) < 100  # windows of 100, then what is left of the nodes
+
+
+def test_the_api_server_queues_a_burst_of_connections_while_its_accept_loop_is_busy():
+    """The node hosts' clients connect in bursts while the main process is busy: the listen backlog
+    must hold them (socketserver's 5 made connects time out in a 500-node run)."""
+    api = KubeAPIServer().start()
+    httpd = api._httpd
+    assert httpd is not None
+    gate = threading.Event()
+    accept = httpd._handle_request_noblock
+
+    def busy() -> None:  # the accept loop waiting, as it does for the interpreter lock under load
+        gate.wait(30)
+        accept()
+
+    httpd._handle_request_noblock = busy  # type: ignore[method-assign]
+    connected: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            connected.append(socket.create_connection(("127.0.0.1", api.port), timeout=3))
+    finally:
+        gate.set()
+        for sock in connected:
+            sock.close()
+        api.stop()
+    assert len(connected) == 64

@@ -127,6 +127,12 @@ idle streams in a large sandbox: each check is a thread switch)."""
 
 
 class _HTTPServer(ThreadedHTTPServer):
+    request_queue_size = 1024
+    """The listen backlog (socketserver's default is 5): while the accept loop waits for the
+    interpreter lock, a 500-node sandbox's clients connecting at once overflowed 5, the kernel
+    dropped their SYNs and each connect timed out after 5 s (255 urllib3 retries in a 500x5000 run,
+    issue 29)."""
+
     def __init__(self, addr: tuple[str, int], api: KubeAPIServer) -> None:
         self.api = api
         self.connections: set[socket.socket] = set()
