@@ -29,9 +29,26 @@ ListAndWatch, every raw API answer read to its end, API-server watches checked w
             500x3000 in a later run (sys.setswitchinterval(0.05), load ~10) completed at 8.4 pods/s;
             500x5000 again with the 50 ms interval the sandbox now sets, beside other engineers'
             benchmarks (load 12-20): started in 19.3 s, 9.9 falling to 4.3 pods/s, then stalled the
-            same way after 919 pods (killed at 520 s). The stall is not understood yet: bursts of
-            hundreds of runnable threads (load 460-1,500) with the process at 1.1-1.7 cores.
-Where the time goes now: the process is bound to one core by the interpreter lock (cpu_s grows ~1.05
+            same way after 919 pods (killed at 520 s).
+The stall (found later): not a thread leak but an interpreter-lock convoy. Rerun on an idle machine
+(load 5) with threads sampled every 10 s: 4,028-4,073 threads, no kind growing (API-server handler
+threads track the clients' pooled connections, ~1 per connection, bounded by the pool sizes), then
+at 541 pods nothing moved, not even the sampler, while 3,150 of the 4,080 threads took CPU within
+a few seconds: the timed waits of ~4,000 threads expiring faster than the lock goes round.
+Now (nodes past 50 in worker processes of at most 250 nodes, hami.sandbox.nodehost; kube-scheduler's
+numFeasibleNodesToFind window, 230 of 500 nodes filtered per pod; API-server listen backlog 1024):
+  20x200    28.2 pods/s, 148 MiB, 10.1 cpu_s, in process (load 2.8)
+  100x1000  23.1 pods/s, 443 MiB (main 155), 58.8 cpu_s (main 38.9), 2 hosts (load 2.7), no warnings in main
+  500x1500  16.5 pods/s, 776 MiB (main 215), 2 hosts (load 3.6); with 5 hosts of 100: 11.5 pods/s, 1,103 MiB
+  500x5000  COMPLETES: start 14.6 s, 10.6 pods/s, 937 MiB (main 302), 557 cpu_s (main 380), load 2.1,
+            4,999 of 5,000 as expected (the run did not record which); again 14.2 s, 9.6 pods/s,
+            972 MiB (main 336), 5,000 of 5,000, but 255 connect timeouts logged by the hosts (the
+            API server's listen backlog of 5, since 1024)
+Where the time goes now: the main process (API server, extender, webhook, kube-scheduler stand-in)
+is the bottleneck, 72-84 % of a core while the two hosts use ~0.4 together: 76-91 ms of main CPU per
+pod at 500x5000 against ~45 ms at 20-100 nodes, growing with the pods placed (the agents' pod lists
+filter every pod; the scheduler state and its cache grow). Earlier in-process figures, for the record:
+the process is bound to one core by the interpreter lock (cpu_s grows ~1.05
 s per wall second). A pod is ~15 API requests, 4 extender/webhook calls and an Allocate, all on one
 critical path (pods are submitted in order): ~45 ms of CPU at 20-100 nodes, so the floor of this
 serial design is ~22-25 pods/s on an idle core. Past ~300 nodes the idle cost returns: each agent's
