@@ -35,7 +35,22 @@ def main() -> int:
     handler.setLevel(logging.ERROR)  # the runs raise hami's loggers to INFO to count tracebacks: print only errors
     logging.basicConfig(level=logging.ERROR, handlers=[handler])
     totals = dict(
-        pods=0, running=0, unschedulable=0, retries=0, max_retries=0, faults=0, inputs=0, forgeries=0, restarts=0, down=0, samples=0, admissions=0, over=0, leaked=0, unclear=0, crashes=0
+        pods=0,
+        running=0,
+        unschedulable=0,
+        retries=0,
+        max_retries=0,
+        faults=0,
+        inputs=0,
+        forgeries=0,
+        restarts=0,
+        down=0,
+        samples=0,
+        admissions=0,
+        over=0,
+        leaked=0,
+        unclear=0,
+        crashes=0,
     )
     started = time.monotonic()
     for seed in range(args.seed, args.seed + args.seeds):

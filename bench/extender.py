@@ -63,7 +63,9 @@ def load_cluster(server: KubeAPIServer, nodes: int, gpus: int, rng: random.Rando
             # a record signed for it would not count: the cluster would look empty)
             uid = created["metadata"]["uid"]
             annotations = Allocation(name, {"NVIDIA": ((grant,),)}).annotations(kinds, uid, time.time(), TEST_KEYS)
-            server.store.patch("pods", f"existing-{n}-{p}", {"metadata": {"annotations": annotations}}, "application/merge-patch+json", "default")
+            server.store.patch(
+                "pods", f"existing-{n}-{p}", {"metadata": {"annotations": annotations}}, "application/merge-patch+json", "default"
+            )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -188,7 +190,9 @@ def run(manager: BackendManager, core_v1: client.CoreV1Api, args: argparse.Names
     f50, f99, e50 = statistics.median(filters), percentile(filters, 0.99), statistics.median(echoes)
     writes = {k: v for k, v in stats["requests"].items() if not k.startswith(("list ", "watch "))}
     total = sum(writes.values())
-    print(f"API requests per filter: {total / args.requests:.2f} ({', '.join(f'{k} {v / args.requests:.2f}' for k, v in sorted(writes.items()))})")
+    print(
+        f"API requests per filter: {total / args.requests:.2f} ({', '.join(f'{k} {v / args.requests:.2f}' for k, v in sorted(writes.items()))})"
+    )
     print(
         f"nodes={args.nodes} filter_p50_ms={f50:.2f} filter_p99_ms={f99:.2f} echo_p50_ms={e50:.2f} ratio_p50={f50 / e50:.2f} "
         f"connections_per_100_requests={100 * stats['connections'] / max(1, total):.1f}"

@@ -49,7 +49,9 @@ def _document(name: str, namespace: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"containers": [{"name": "c", "image": "cuda", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}}}]},
+        "spec": {
+            "containers": [{"name": "c", "image": "cuda", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}}}]
+        },
     }
     return pod_create_review(pod, namespace, "bench")
 
@@ -60,7 +62,9 @@ def run(api: KubeAPIServer, label: str, stores: int, lease: bool, admissions: in
     admin = api.api_client(pool_size=threads * 2)
     core: Any = CoreV1Api(admin)  # raw JSON bodies
     core.create_namespaced_resource_quota(
-        namespace, {"metadata": {"name": "q"}, "spec": {"hard": {"limits.nvidia.com/gpumem": str(admissions * 1000)}}}, _preload_content=False
+        namespace,
+        {"metadata": {"name": "q"}, "spec": {"hard": {"limits.nvidia.com/gpumem": str(admissions * 1000)}}},
+        _preload_content=False,
     )
     clients, sources = [], []
     for _ in range(stores):

@@ -117,7 +117,11 @@ class _Count(logging.Handler):
 
 
 def _progress(done: int, total: int, seconds: float) -> None:
-    print(f"pods {done}/{total} in {seconds:.0f} s ({done / max(seconds, 1e-9):.1f}/s) load={os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    print(
+        f"pods {done}/{total} in {seconds:.0f} s ({done / max(seconds, 1e-9):.1f}/s) load={os.getloadavg()[0]:.1f}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def one(nodes: int, pods: int) -> None:

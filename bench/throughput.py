@@ -149,7 +149,11 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--policy", default="spread", help="node policy (binpack makes in-flight pods race for one node's lock)")
-    parser.add_argument("--profile", metavar="PATH", help="py-spy record the scheduler and API server processes during the run into PATH.scheduler, PATH.apiserver (raw stacks of the threads holding the GIL: where the CPU goes)")
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="py-spy record the scheduler and API server processes during the run into PATH.scheduler, PATH.apiserver (raw stacks of the threads holding the GIL: where the CPU goes)",
+    )
     parser.add_argument("--serve-cluster", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--serve-scheduler", metavar="KUBECONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -76,7 +76,9 @@ def test_a_restarted_scheduler_respects_the_lock_of_a_bind_in_flight_and_counts_
     assert "locked by pod chaos/in-flight" in refused["Error"]
 
     assert cluster.kubelets[node].admit(read(cluster, "in-flight")).admitted
-    cluster.kubelets[node].wait_for(lambda: NODE_LOCK not in (read_node(cluster, node)["metadata"].get("annotations") or {}), what="lock released")
+    cluster.kubelets[node].wait_for(
+        lambda: NODE_LOCK not in (read_node(cluster, node)["metadata"].get("annotations") or {}), what="lock released"
+    )
     assert cluster.submit(spec("next", names))[0] == "Running"
     assert _signed_over(cluster) == []
 
@@ -214,10 +216,15 @@ def test_a_pod_that_finished_before_the_next_admission_frees_its_quota_at_once(p
             return self.listed
 
     manager, source = load_backends(), Source()
-    first = {"metadata": {"name": "first", "namespace": "ns"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}}}]}}
+    first = {
+        "metadata": {"name": "first", "namespace": "ns"},
+        "spec": {"containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}}}]},
+    }
     exceeded, token = reserve_quota(manager, first, "ns", source)
     assert exceeded is None and token
-    source.listed = [{**first, "metadata": {**first["metadata"], "annotations": {RESERVATION_ANNOTATION: token}}, "status": {"phase": phase}}]
+    source.listed = [
+        {**first, "metadata": {**first["metadata"], "annotations": {RESERVATION_ANNOTATION: token}}, "status": {"phase": phase}}
+    ]
     second = {**first, "metadata": {"name": "second", "namespace": "ns"}}
     assert reserve_quota(manager, second, "ns", source)[0] is None
     assert source.reservations.count("ns") == 1, "only the second pod's reservation is left"
@@ -234,7 +241,9 @@ def test_an_admission_racing_a_kubelet_restart_fails_the_pod_instead_of_raising(
     pod = spec("raced", names)
     pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
     created = json.loads(cluster.core_v1.create_namespaced_pod("chaos", pod, _preload_content=False).data)
-    assert cluster.verb("bind", {"PodName": "raced", "PodNamespace": "chaos", "PodUID": created["metadata"]["uid"], "Node": node}) == {"Error": ""}
+    assert cluster.verb("bind", {"PodName": "raced", "PodNamespace": "chaos", "PodUID": created["metadata"]["uid"], "Node": node}) == {
+        "Error": ""
+    }
     result = kubelet.admit(read(cluster, "raced"))
     assert not result.admitted
     assert result.reason == "UnexpectedAdmissionError"

@@ -46,7 +46,17 @@ MONITOR_LEGACY = {
     "HostCoreUtilization": {"nodeid", "deviceidx", "deviceuuid", "devicetype"},
     "vGPU_device_memory_usage_in_bytes": {"podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"},
     "vGPU_device_memory_limit_in_bytes": {"podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"},
-    "Device_memory_desc_of_container": {"podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid", "context", "module", "data", "offset"},
+    "Device_memory_desc_of_container": {
+        "podnamespace",
+        "podname",
+        "ctrname",
+        "vdeviceid",
+        "deviceuuid",
+        "context",
+        "module",
+        "data",
+        "offset",
+    },
     "Device_utilization_desc_of_container": {"podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"},
     "Device_last_kernel_of_container": {"podnamespace", "podname", "ctrname", "vdeviceid", "deviceuuid"},
 }

@@ -64,7 +64,11 @@ def schema_knows(schema: dict[str, Any], key: str) -> bool:
 def test_the_table_is_read():
     keys = mapped_hami_keys(GUIDE.read_text())
     assert len(keys) >= 40
-    assert {"scheduler.kubeScheduler.image.pullPolicy", "scheduler.defaultSchedulerPolicy.gpuSchedulerPolicy", "devices.hygon.enabled"} <= set(keys)
+    assert {
+        "scheduler.kubeScheduler.image.pullPolicy",
+        "scheduler.defaultSchedulerPolicy.gpuSchedulerPolicy",
+        "devices.hygon.enabled",
+    } <= set(keys)
     assert not [k for k in keys if " " in k or k.startswith(".")]
 
 

@@ -14,7 +14,9 @@ from hami.wire.isolation import MISSING_REASON
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "user-guide.md"
-CODE = re.compile(r"((?:Card|NodeInsufficient|NodeUnregistered)[A-Za-z]*|[A-Z][A-Za-z]+(?:Mismatch|NotFit|Conflict|Exhausted|LimitReached))(?::.*)?", re.S)
+CODE = re.compile(
+    r"((?:Card|NodeInsufficient|NodeUnregistered)[A-Za-z]*|[A-Z][A-Za-z]+(?:Mismatch|NotFit|Conflict|Exhausted|LimitReached))(?::.*)?", re.S
+)
 
 
 def reason_codes(files: list[Path]) -> dict[str, set[str]]:
@@ -36,7 +38,11 @@ def pending_section() -> str:
 
 def _sources() -> list[Path]:
     core = ROOT / "core" / "hami"
-    return [*sorted((core / "scheduler").glob("*.py")), *sorted((core / "backendkit").glob("*.py")), *sorted(ROOT.glob("backends/*/hami_*/**/*.py"))]
+    return [
+        *sorted((core / "scheduler").glob("*.py")),
+        *sorted((core / "backendkit").glob("*.py")),
+        *sorted(ROOT.glob("backends/*/hami_*/**/*.py")),
+    ]
 
 
 def test_codes_are_found_in_the_source():

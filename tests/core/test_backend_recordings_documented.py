@@ -22,9 +22,7 @@ that no public output exists and the file was constructed from documentation."""
 def recordings(backend: str) -> list[Path]:
     tests = ROOT / "backends" / backend / "tests"
     dirs = [d for d in tests.glob("fixtures*") if d.is_dir()] if tests.is_dir() else []
-    return sorted(
-        f for d in dirs for f in d.rglob("*") if f.is_file() and f.name != "README.md" and "__pycache__" not in f.parts
-    )
+    return sorted(f for d in dirs for f in d.rglob("*") if f.is_file() and f.name != "README.md" and "__pycache__" not in f.parts)
 
 
 def test_all_thirteen_backends_are_checked() -> None:

@@ -418,6 +418,8 @@ def test_allocation_annotations_are_checked(hami_manager, calls):
         hami_manager.allocation_annotations("ANN", grants, {"ANN-0": device}, POD)
     # undeclared: the webhook would not protect it from the pod owner (issue 19 item 2)
     plugin.value = {"ann.example.com/profile": "3_50_2", "predicate-time": "1"}
-    with pytest.raises(ContractError, match=r"writes \['predicate-time'\], not declared in BackendInfo.pod_annotations \(ann.example.com/\*\)"):
+    with pytest.raises(
+        ContractError, match=r"writes \['predicate-time'\], not declared in BackendInfo.pod_annotations \(ann.example.com/\*\)"
+    ):
         hami_manager.allocation_annotations("ANN", grants, {"ANN-0": device}, POD)
     assert hami_manager.pod_annotations == ("ann.example.com/*",)

@@ -120,7 +120,9 @@ def test_one_container_s_allocate_replaces_only_its_entries():
     retried = partitions.with_container(both, 1, [PartitionInstance(0, "GPU-0", "1g.10gb", 5, 1, "MIG-b", 10, 0)])
     assert [(a.container_index, a.instance.uuid) for a in partitions.decode(retried)] == [(1, "MIG-b"), (2, "MIG-c")]
     # an unreadable earlier value cannot be used by anyone: it is replaced
-    assert [a.instance.uuid for a in partitions.decode(partitions.with_container("{broken", 0, [PartitionInstance(0, "G", "p", 0, 1)]))] == [""]
+    assert [
+        a.instance.uuid for a in partitions.decode(partitions.with_container("{broken", 0, [PartitionInstance(0, "G", "p", 0, 1)]))
+    ] == [""]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +158,11 @@ class _Partitioner:
 
     @hookimpl
     def hami_backend(self):
-        kind = DeviceKind("PART", ResourceNames(count="part.example.com/dev"), AnnotationKeys.hami("hami.io/node-part-register", "hami.io/node-handshake-part", "hami.io/part"))
+        kind = DeviceKind(
+            "PART",
+            ResourceNames(count="part.example.com/dev"),
+            AnnotationKeys.hami("hami.io/node-part-register", "hami.io/node-handshake-part", "hami.io/part"),
+        )
         return BackendInfo(name="part", kinds=[kind])
 
     @hookimpl
@@ -174,5 +180,10 @@ def test_a_partition_naming_another_device_than_its_grant_is_a_contract_error(ha
     assert hami_manager.container_edits(grants, pod, {"name": "c"}).partitions == tuple(backend.report)
     for wrong in (PartitionInstance(1, "PART-0", "1s", 0, 1), PartitionInstance(2, "PART-1", "1s", 0, 1)):
         backend.report = [wrong]
-        with pytest.raises(ContractError, match=re.escape(f"(device_index, device) [({wrong.device_index}, '{wrong.device}')] that are not among the grants ['PART-0', 'PART-1']")):
+        with pytest.raises(
+            ContractError,
+            match=re.escape(
+                f"(device_index, device) [({wrong.device_index}, '{wrong.device}')] that are not among the grants ['PART-0', 'PART-1']"
+            ),
+        ):
             hami_manager.container_edits(grants, pod, {"name": "c"})

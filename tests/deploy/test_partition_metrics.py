@@ -142,7 +142,9 @@ def test_the_scheduler_exports_each_realized_instance(cluster):
     """cmd/scheduler/metrics.go: one hami_node_gpu_mig_instance_info per RuntimeReady allocation, value 1."""
     found = [(labels, value) for name, labels, value in cluster["series"] if name == "hami_node_gpu_mig_instance_info"]
     assert {frozenset(labels) for labels, _ in found} == {frozenset(NODE_LABELS)}
-    assert sorted((lb["mig_uuid"], lb["profile"], lb["gpu_instance_id"], lb["placement_start"], lb["placement_size"], v) for lb, v in found) == [
+    assert sorted(
+        (lb["mig_uuid"], lb["profile"], lb["gpu_instance_id"], lb["placement_start"], lb["placement_size"], v) for lb, v in found
+    ) == [
         ("MIG-a", "1g.10gb", "9", "6", "1", 1.0),
         ("MIG-c", "3g.40gb", "2", "0", "4", 1.0),
     ]
@@ -155,7 +157,9 @@ def test_the_agent_exports_each_container_s_instance(cluster):
     """cmd/vGPUmonitor/metrics.go collectPodAndContainerMigInfo: vdevice_index is the allocation's deviceIndex."""
     found = [labels for name, labels, _ in cluster["series"] if name == "hami_mig_device_info"]
     assert {frozenset(labels) for labels in found} == {frozenset(CONTAINER_LABELS)}
-    assert sorted((lb["pod"], lb["container"], lb["vdevice_index"], lb["device_uuid"], lb["mig_uuid"], lb["gpu_instance_id"]) for lb in found) == [
+    assert sorted(
+        (lb["pod"], lb["container"], lb["vdevice_index"], lb["device_uuid"], lb["mig_uuid"], lb["gpu_instance_id"]) for lb in found
+    ) == [
         ("mig-job", "big", "0", GPU, "MIG-c", "2"),
         ("mig-job", "small", "0", GPU, "MIG-a", "9"),
     ]
@@ -177,7 +181,9 @@ def test_legacy_names_follow_upstream(cluster):
     legacy = cluster["legacy"]
     node = sorted(lb["migname"] for n, lb, _ in legacy if n == "nodeGPUMigInstance")
     assert node == ["1g.10gb-9", "3g.40gb-2"]
-    assert {frozenset(lb) for n, lb, _ in legacy if n == "nodeGPUMigInstance"} == {frozenset({"nodeid", "deviceuuid", "deviceidx", "migname", "zone"})}
+    assert {frozenset(lb) for n, lb, _ in legacy if n == "nodeGPUMigInstance"} == {
+        frozenset({"nodeid", "deviceuuid", "deviceidx", "migname", "zone"})
+    }
     info = sorted((lb["ctrname"], lb["instanceid"], lb["vdeviceid"], lb["deviceuuid"]) for n, lb, _ in legacy if n == "MigInfo")
     assert info == [("big", "2", "0", GPU), ("small", "9", "0", GPU)]
 

@@ -142,7 +142,10 @@ def test_pods_through_the_sandbox_reuse_the_api_connections(tmp_path):
     nodes_file, pods_file = tmp_path / "nodes.yaml", tmp_path / "pods.yaml"
     nodes_file.write_text(
         "nodes:\n"
-        + "".join(f"  - name: gpu-{i}\n    devices:\n      - {{vendor: NVIDIA, type: NVIDIA A100-SXM4-80GB, memory: 80Gi, count: 8}}\n" for i in range(2))
+        + "".join(
+            f"  - name: gpu-{i}\n    devices:\n      - {{vendor: NVIDIA, type: NVIDIA A100-SXM4-80GB, memory: 80Gi, count: 8}}\n"
+            for i in range(2)
+        )
     )
     pods_file.write_text(
         "".join(

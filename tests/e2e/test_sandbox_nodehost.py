@@ -31,9 +31,7 @@ def _pods(count: int, gpus: int = 1, memory: int = 3000) -> list[dict]:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": f"p-{i:03d}"},
-            "spec": {
-                "containers": [{"name": "c", "image": "cuda", "resources": {"limits": limits}}]
-            },
+            "spec": {"containers": [{"name": "c", "image": "cuda", "resources": {"limits": limits}}]},
         }
         for i in range(count)
     ]

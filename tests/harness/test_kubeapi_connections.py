@@ -138,7 +138,9 @@ def test_a_binding_carries_its_annotations_onto_the_pod(kube_apiserver: KubeAPIS
 
 
 def test_a_binding_with_non_string_annotations_is_refused(kube_apiserver: KubeAPIServer) -> None:
-    kube_apiserver.store.create("pods", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}, namespace="default")
+    kube_apiserver.store.create(
+        "pods", {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}, namespace="default"
+    )
     conn = http.client.HTTPConnection(kube_apiserver.host, kube_apiserver.port, timeout=10)
     body = {"metadata": {"name": "p", "annotations": {"n": 3}}, "target": {"name": "n1"}}
     conn.request("POST", "/api/v1/namespaces/default/pods/p/binding", body=json.dumps(body), headers={"Content-Type": "application/json"})

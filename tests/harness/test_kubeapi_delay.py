@@ -13,7 +13,9 @@ from hami.fakes.kubeapi import KubeAPIServer
 
 
 def _pod(core_v1: client.CoreV1Api, name: str) -> None:
-    body = client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x")]))
+    body = client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x")])
+    )
     core_v1.create_namespaced_pod("default", body)
 
 
@@ -45,7 +47,9 @@ def test_only_matching_requests_are_held_and_clear_ends_it(kube_apiserver: KubeA
     assert kube_apiserver.faults.delayed == 0
 
 
-@pytest.mark.parametrize(("seconds", "count", "message"), [(-1, None, "delay must be non-negative, got -1"), (1, 0, "count must be positive, got 0")])
+@pytest.mark.parametrize(
+    ("seconds", "count", "message"), [(-1, None, "delay must be non-negative, got -1"), (1, 0, "count must be positive, got 0")]
+)
 def test_bad_delays_are_refused_naming_the_value(kube_apiserver: KubeAPIServer, seconds: float, count: int | None, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         kube_apiserver.faults.delay(seconds, count)

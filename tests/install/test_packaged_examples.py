@@ -36,7 +36,10 @@ def test_the_packaged_examples_are_deploy_examples() -> None:
     assert folders == sorted(p.name for p in PACKAGED.iterdir() if p.is_dir() and p.name != "__pycache__")
     for folder in folders:
         assert sorted((DEPLOY / folder).glob("*.yaml")), folder
-        assert not differences(DEPLOY / folder, PACKAGED / folder), f"deploy/examples/{folder} differs from its packaged copy; run `make examples`"
+        assert not differences(DEPLOY / folder, PACKAGED / folder), (
+            f"deploy/examples/{folder} differs from its packaged copy; run `make examples`"
+        )
+
 
 def test_the_comparison_notices_an_extra_a_missing_and_a_changed_file(tmp_path: Path) -> None:
     left, right = tmp_path / "l", tmp_path / "r"

@@ -41,7 +41,9 @@ def add_pod(core_v1, name: str, memory: str) -> str:
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1PodSpec(
             scheduler_name="hami-scheduler",
-            containers=[client.V1Container(name="main", image="cuda", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": memory}))],
+            containers=[
+                client.V1Container(name="main", image="cuda", resources=client.V1ResourceRequirements(limits={"nvidia.com/gpumem": memory}))
+            ],
         ),
     )
     return str(core_v1.create_namespaced_pod("default", body).metadata.uid)
@@ -188,7 +190,9 @@ def test_the_conditional_allocation_write_costs_one_request_when_the_informer_is
         kube_apiserver.request_log = RequestLog()
         for name in names:
             assert harness.post("filter", {"Pod": pods[name], "NodeNames": [NODE]}).get("NodeNames") == [NODE]
-            bound = harness.post("bind", {"PodName": name, "PodNamespace": "default", "PodUID": pods[name]["metadata"]["uid"], "Node": NODE})
+            bound = harness.post(
+                "bind", {"PodName": name, "PodNamespace": "default", "PodUID": pods[name]["metadata"]["uid"], "Node": NODE}
+            )
             assert bound.get("Error", "") == "", bound
             core_v1.patch_node(NODE, {"metadata": {"annotations": {NODE_LOCK: None}}})  # the agent's release after Allocate
         on_pods = [(r.verb, r.name) for r in kube_apiserver.request_log.records if r.resource == "pods" and r.name and not r.subresource]

@@ -38,8 +38,13 @@ def client_as(server: KubeAPIServer, component: str) -> client.CoreV1Api:
 
 
 def add_node(server: KubeAPIServer, name: str) -> None:
-    devices = [SchedulableDevice(id=f"{name}-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=10000, cores=100, index=i) for i in range(2)]
-    server.store.create("nodes", {"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json")}}})
+    devices = [
+        SchedulableDevice(id=f"{name}-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=10000, cores=100, index=i)
+        for i in range(2)
+    ]
+    server.store.create(
+        "nodes", {"metadata": {"name": name, "annotations": {KIND.annotations.node_register: encode_node_devices(devices, "json")}}}
+    )
 
 
 def add_pod(server: KubeAPIServer, name: str) -> dict[str, Any]:
@@ -71,7 +76,11 @@ def schedule(harness: ExtenderHarness, pod: dict[str, Any]) -> str:
 
 
 def writes_of(log: RequestLog) -> list[str]:
-    return sorted(f"{r.verb} {r.resource}" + (f"/{r.subresource}" if r.subresource else "") for r in log.by_component("scheduler") if r.verb not in ("list", "watch"))
+    return sorted(
+        f"{r.verb} {r.resource}" + (f"/{r.subresource}" if r.subresource else "")
+        for r in log.by_component("scheduler")
+        if r.verb not in ("list", "watch")
+    )
 
 
 def test_a_pod_costs_three_writes_and_is_bound_allocating_and_signed(harness: ExtenderHarness, kube_apiserver: KubeAPIServer) -> None:
@@ -163,7 +172,9 @@ def test_a_fresh_copy_takes_the_lock_in_one_request(kube_apiserver: KubeAPIServe
 
 def test_a_stale_copy_never_takes_a_lock_another_pod_holds(kube_apiserver: KubeAPIServer, node_rv: str) -> None:
     v1 = client_as(kube_apiserver, "scheduler")
-    kube_apiserver.store.create("pods", {"metadata": {"name": "holder"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}, namespace="default")
+    kube_apiserver.store.create(
+        "pods", {"metadata": {"name": "holder"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}, namespace="default"
+    )
     held = LockHolder(datetime.now(timezone.utc).replace(microsecond=0), "default", "holder").encode()
     release(v1.patch_node("n", {"metadata": {"annotations": {NODE_LOCK: held}}}, _preload_content=False))
     lock = InformedNodeLock(v1, lambda node: (None, node_rv))  # the informer has not seen the lock yet
@@ -209,7 +220,16 @@ def test_a_signed_record_is_verified_once_across_its_events(
     monkeypatch.setattr(state_module, "verify", counting)
     state = ClusterState(hami_manager.kinds, capacity_devices=hami_manager.node_capacity_devices, keys=TEST_KEYS)
     for version, phase in (("10", "allocating"), ("11", "success"), ("12", "success")):  # the pod's later events
-        state.apply_pod({**pod, "metadata": {**pod["metadata"], "resourceVersion": version, "annotations": {**pod["metadata"]["annotations"], BIND_PHASE: phase}}})
+        state.apply_pod(
+            {
+                **pod,
+                "metadata": {
+                    **pod["metadata"],
+                    "resourceVersion": version,
+                    "annotations": {**pod["metadata"]["annotations"], BIND_PHASE: phase},
+                },
+            }
+        )
     assert calls == [uid]
     assert state.pods[uid].trust == Trust.SIGNED
     allocated = KIND.annotations.allocated
@@ -222,7 +242,9 @@ def test_a_signed_record_is_verified_once_across_its_events(
     assert calls == [uid, uid, uid]
 
 
-def test_a_node_event_that_leaves_the_device_list_decodes_nothing(hami_manager: Any, register_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_node_event_that_leaves_the_device_list_decodes_nothing(
+    hami_manager: Any, register_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Taking and releasing the node lock (two node events per pod) must not re-parse the device list."""
     register_backend(plugin)
     decoded: list[str] = []
@@ -236,7 +258,10 @@ def test_a_node_event_that_leaves_the_device_list_decodes_nothing(hami_manager: 
     state = ClusterState(hami_manager.kinds, capacity_devices=hami_manager.node_capacity_devices)
 
     def node(gpus: int, version: str, lock: str | None = None) -> dict[str, Any]:
-        devices = [SchedulableDevice(id=f"G-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=10000, cores=100, index=i) for i in range(gpus)]
+        devices = [
+            SchedulableDevice(id=f"G-{i}", vendor="NVIDIA", type="NVIDIA A100", count=10, memory=10000, cores=100, index=i)
+            for i in range(gpus)
+        ]
         annotations = {KIND.annotations.node_register: encode_node_devices(devices, "json"), **({NODE_LOCK: lock} if lock else {})}
         return {"metadata": {"name": "n", "resourceVersion": version, "annotations": annotations}}
 

@@ -40,7 +40,9 @@ def agent_node_policy() -> dict[str, Any]:
     done = subprocess.run([str(helm), *args, *tools.values_file("default")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     (policy,) = [
-        d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "hami-agent-node-scope"
+        d
+        for d in yaml.safe_load_all(done.stdout)
+        if d and d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == "hami-agent-node-scope"
     ]
     return policy
 

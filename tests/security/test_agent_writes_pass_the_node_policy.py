@@ -56,7 +56,14 @@ def wait(predicate: Any, what: str, timeout: float = 15.0) -> None:
 
 
 def test_every_write_of_a_real_agent_passes_its_node_policy(
-    agent_node_policy: dict[str, Any], node_policy_admit: Any, kube_apiserver: Any, core_v1: Any, hami_manager: Any, register_backend: Any, kubelet_dir: Path, tmp_path: Path
+    agent_node_policy: dict[str, Any],
+    node_policy_admit: Any,
+    kube_apiserver: Any,
+    core_v1: Any,
+    hami_manager: Any,
+    register_backend: Any,
+    kubelet_dir: Path,
+    tmp_path: Path,
 ) -> None:
     log = kube_apiserver.request_log = WritesWithTheirTarget(kube_apiserver.store)
     inventory = tmp_path / "nodes.yaml"

@@ -167,7 +167,9 @@ def test_many_stalled_handshakes_do_not_keep_the_real_client_out(manager: Any, t
     client's patience, kube-scheduler must still be served while they wait (handshakes are not done
     one after another in the accept loop)."""
     with _tls_server(manager, tmp_path, handshake_timeout=60).start() as server:
-        stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(30)]  # a serial accept loop fills its backlog
+        stalled = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(30)
+        ]  # a serial accept loop fills its backlog
         hello = _partial_client_hello()
         for sock in stalled[:10]:
             sock.sendall(hello)  # these stop inside their ClientHello

@@ -76,7 +76,9 @@ def replica(kube_apiserver: Any, clock: Clock) -> Iterator[Callable[..., KubeQuo
 
 @pytest.fixture
 def quota(core_v1: Any) -> None:
-    core_v1.create_namespaced_resource_quota(NS, {"metadata": {"name": "gpu-mem"}, "spec": {"hard": {"limits.nvidia.com/gpumem": str(N * 1000)}}})
+    core_v1.create_namespaced_resource_quota(
+        NS, {"metadata": {"name": "gpu-mem"}, "spec": {"hard": {"limits.nvidia.com/gpumem": str(N * 1000)}}}
+    )
 
 
 def _admit(admit: Any, server: Any, pod: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +134,9 @@ def test_a_restart_between_admission_and_creation_keeps_the_reservation(
     assert freed["allowed"], freed
 
 
-def test_an_expired_reservation_frees_its_share_for_every_replica(start_webhook: Any, admit: Any, replica: Any, quota: None, clock: Clock) -> None:
+def test_an_expired_reservation_frees_its_share_for_every_replica(
+    start_webhook: Any, admit: Any, replica: Any, quota: None, clock: Clock
+) -> None:
     a, b = start_webhook(quota=replica()), start_webhook(quota=replica())
     assert all(admit(a, _pod(f"never{i}"), namespace=NS)["allowed"] for i in range(N))  # refused after us: never created
     assert not admit(b, _pod("blocked"), namespace=NS)["allowed"]
@@ -144,7 +148,9 @@ def test_an_expired_reservation_frees_its_share_for_every_replica(start_webhook:
     assert source.reservations.count(NS) == 1, "the expired entries were pruned by the write"
 
 
-def test_conflicts_are_retried_then_a_storm_is_a_clear_denial(start_webhook: Any, admit: Any, replica: Any, quota: None, kube_apiserver: Any) -> None:
+def test_conflicts_are_retried_then_a_storm_is_a_clear_denial(
+    start_webhook: Any, admit: Any, replica: Any, quota: None, kube_apiserver: Any
+) -> None:
     source = replica(attempts=4)
     server = start_webhook(quota=source)
     assert admit(server, _pod("first"), namespace=NS)["allowed"]  # creates the Lease
@@ -227,7 +233,12 @@ _amounts = st.dictionaries(
 _entries = st.dictionaries(
     st.text("0123456789abcdef", min_size=1, max_size=32),
     st.builds(
-        Reservation, st.text(max_size=12), _amounts, _facts, st.floats(min_value=0, max_value=4e9), st.none() | st.floats(min_value=0, max_value=4e9)
+        Reservation,
+        st.text(max_size=12),
+        _amounts,
+        _facts,
+        st.floats(min_value=0, max_value=4e9),
+        st.none() | st.floats(min_value=0, max_value=4e9),
     ),
     max_size=5,
 )
@@ -262,7 +273,9 @@ def test_a_damaged_entry_is_dropped_and_its_neighbours_kept() -> None:
     assert decode_reservations(json.dumps(record)) == {"a": good}
 
 
-def test_both_command_lines_reserve_in_leases_of_the_namespace_they_are_given(kube_apiserver: Any, tmp_path: Any, core_v1: Any, manager: Any) -> None:
+def test_both_command_lines_reserve_in_leases_of_the_namespace_they_are_given(
+    kube_apiserver: Any, tmp_path: Any, core_v1: Any, manager: Any
+) -> None:
     """`hami webhook --reservation-namespace` and the scheduler's webhook (the chart passes the release
     namespace) build a Lease store there, so their replicas share it."""
     from hami.scheduler.cli import _webhook_handler

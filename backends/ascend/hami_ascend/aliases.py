@@ -104,7 +104,9 @@ def rewrite(
     known = aliases(config, chips)
     bases = sorted({n.removesuffix("-memory") for n in used})
     if len(bases) > 1:
-        raise RequestError(f"{where}: {', '.join(map(n, used))} mix two older names; write one chip's names (e.g. {n(PREFIX + 'Ascend910B3')})")
+        raise RequestError(
+            f"{where}: {', '.join(map(n, used))} mix two older names; write one chip's names (e.g. {n(PREFIX + 'Ascend910B3')})"
+        )
     base = bases[0]
     if base not in known:
         raise RequestError(

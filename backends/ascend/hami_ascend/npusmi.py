@@ -120,7 +120,9 @@ def parse_info(text: str) -> InfoTable:
         pending = None
         if not first or not all(f.isdecimal() for f in first) or len(first) > 2 or not _BUS_ID.match(cells[1]):
             bad(number, line, f"expected the chip row of NPU {npu_id} '{name}'")
-            unread.append(UnreadChip(npu_id, name, health, name_line, f"npu-smi line {number} is not its chip row: {stripped[:80]!r}", number))
+            unread.append(
+                UnreadChip(npu_id, name, health, name_line, f"npu-smi line {number} is not its chip row: {stripped[:80]!r}", number)
+            )
             if len(first) >= 2 and first[0].isdecimal() and not first[1].isdecimal():
                 pending = (int(first[0]), " ".join(first[1:]), cells[1], number)  # the next chip's name row
             continue
@@ -128,14 +130,25 @@ def parse_info(text: str) -> InfoTable:
         if not pairs:
             bad(number, line, "no memory 'used / total' figures")
             unread.append(
-                UnreadChip(npu_id, name, health, name_line, f"memory unknown: npu-smi line {number} has no 'used / total' figures ({cells[2][:60]!r})", number)
+                UnreadChip(
+                    npu_id,
+                    name,
+                    health,
+                    name_line,
+                    f"memory unknown: npu-smi line {number} has no 'used / total' figures ({cells[2][:60]!r})",
+                    number,
+                )
             )
             continue
         total = int(pairs[-1][1]) or int(pairs[0][1])
         chips.append(ChipRow(npu_id, int(first[0]), int(first[1]) if len(first) == 2 else None, name, health, cells[1], total, name_line))
     if pending is not None:
         bad(pending[3], f"NPU {pending[0]} {pending[1]}", "name row without a chip row")
-        unread.append(UnreadChip(pending[0], pending[1], pending[2], pending[3], f"npu-smi line {pending[3]} names it but no chip row follows", pending[3]))
+        unread.append(
+            UnreadChip(
+                pending[0], pending[1], pending[2], pending[3], f"npu-smi line {pending[3]} names it but no chip row follows", pending[3]
+            )
+        )
     return InfoTable(tuple(chips), tuple(problems), tuple(unread))
 
 

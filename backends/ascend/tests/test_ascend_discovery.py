@@ -75,10 +75,14 @@ def test_310b4_soc_with_na_bus_id_is_explained_not_dropped(fake_npu_smi, hami_ma
     assert "unknown chip '310B4'" in chip.reason
 
 
-def test_a_chip_row_without_memory_figures_is_listed_unadvertised(fake_npu_smi, fixture_text, hami_manager, register_backend, tmp_path, caplog):
+def test_a_chip_row_without_memory_figures_is_listed_unadvertised(
+    fake_npu_smi, fixture_text, hami_manager, register_backend, tmp_path, caplog
+):
     """Derived from the genuine 910B2C recording: NPU 1's chip row with its figures replaced by NA
     (no public output shows that), so the chip is seen, explained, and its neighbour still served."""
-    text = fixture_text("info_910b2c_busy_process.txt").replace("0           0    / 0          20687/ 65536", "NA          NA              NA                ")
+    text = fixture_text("info_910b2c_busy_process.txt").replace(
+        "0           0    / 0          20687/ 65536", "NA          NA              NA                "
+    )
     (tmp_path / "fixtures").mkdir()
     (tmp_path / "fixtures" / "edited.txt").write_text(text)
     fake_npu_smi.monkeypatch.setenv("FAKE_NPU_SMI_DIR", str(tmp_path / "fixtures"))

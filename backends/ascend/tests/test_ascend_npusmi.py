@@ -50,7 +50,10 @@ def test_310p_cards_with_large_npu_ids_and_misaligned_borders(fixture_text):
     """npu-smi numbers 310P cards 0, 64 (and 32896 on a 25.5.2 host): the card id is not an index;
     the Device column is the physical id. One recording's borders are misaligned ('0000:01:00.0|')."""
     pair = parse_info(fixture_text("info_310p3_npu0_npu64.txt"))
-    assert [(c.npu_id, c.chip_id, c.phy_id, c.health, c.memory_total) for c in pair.chips] == [(0, 0, 0, "OK", 21527), (64, 0, 1, "OK", 21527)]
+    assert [(c.npu_id, c.chip_id, c.phy_id, c.health, c.memory_total) for c in pair.chips] == [
+        (0, 0, 0, "OK", 21527),
+        (64, 0, 1, "OK", 21527),
+    ]
     (big,) = parse_info(fixture_text("info_310p3_npu32896.txt")).chips
     assert (big.npu_id, big.chip_id, big.phy_id, big.memory_total) == (32896, 0, 0, 44213)
 
@@ -168,7 +171,12 @@ def test_the_readme_lists_every_recording_and_every_recording_cites_its_source()
         assert path.read_text().startswith("# source: https://"), f"{path.name} has no '# source: <URL>' header"
 
 
-map_row = st.tuples(st.integers(0, 40000), st.integers(0, 3), st.one_of(st.none(), st.integers(0, 63)), st.sampled_from(["Ascend 910B3", "Mcu", "Ascend 310P3", "Ascend910"]))
+map_row = st.tuples(
+    st.integers(0, 40000),
+    st.integers(0, 3),
+    st.one_of(st.none(), st.integers(0, 63)),
+    st.sampled_from(["Ascend 910B3", "Mcu", "Ascend 310P3", "Ascend910"]),
+)
 
 
 @settings(max_examples=80, deadline=None)

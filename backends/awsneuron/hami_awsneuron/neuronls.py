@@ -62,5 +62,7 @@ def parse(text: str) -> tuple[list[Device], str]:
             )
         )
     if first_row and not header:
-        raise BackendError(f"neuron-ls printed a table without a NEURON DEVICE column (header {' | '.join(first_row)}): a layout this backend does not read")
+        raise BackendError(
+            f"neuron-ls printed a table without a NEURON DEVICE column (header {' | '.join(first_row)}): a layout this backend does not read"
+        )
     return devices, instance

@@ -106,7 +106,9 @@ def test_a_memory_total_printed_na_is_listed_not_advertised(fake_tools, read_rec
     used_total = re.search(r"\d+/65536 MiB", after)
     assert used_total, "the recording's memory cell moved"
     edited = tmp_path / "mx-smi_na.txt"
-    edited.write_text("# source: test edit\n# ---\n" + before + head + after.replace(used_total[0], "N/A/N/A MiB".ljust(len(used_total[0])), 1))
+    edited.write_text(
+        "# source: test edit\n# ---\n" + before + head + after.replace(used_total[0], "N/A/N/A MiB".ljust(len(used_total[0])), 1)
+    )
     fake_tools.install("mx-smi", {"": str(edited), "-L": "mx-smi_-L_c500.txt"})
     devices = plugin.hami_discover_devices(CONFIG, NodeContext("n"))
     assert len(devices) == 8

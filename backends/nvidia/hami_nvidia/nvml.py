@@ -92,7 +92,9 @@ def _mig_devices(probe: _Probe, handle: Any) -> list[dict[str, Any]]:
             probe.degraded.setdefault("mig_devices", f"{type(exc).__name__}: {exc}")
             continue
         match = _MIG_PROFILE.search(name)
-        found.append({"uuid": uuid, "profile": match.group(0) if match else f"{memory}mb", "memory": memory, **_mig_identity(probe, handle, mig)})
+        found.append(
+            {"uuid": uuid, "profile": match.group(0) if match else f"{memory}mb", "memory": memory, **_mig_identity(probe, handle, mig)}
+        )
     return found
 
 

@@ -116,7 +116,11 @@ def _filterdevices(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[in
     uuids, indexes = raw.get("uuid") or [], raw.get("index") or []
     if isinstance(uuids, str) or not isinstance(uuids, Sequence) or not all(isinstance(u, str) for u in uuids):
         raise BackendError(f"config filterdevices.uuid={uuids!r:.80}: must be a list of GPU UUIDs")
-    if isinstance(indexes, str) or not isinstance(indexes, Sequence) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in indexes):
+    if (
+        isinstance(indexes, str)
+        or not isinstance(indexes, Sequence)
+        or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in indexes)
+    ):
         raise BackendError(f"config filterdevices.index={indexes!r:.80}: must be a list of GPU indexes >= 0")
     return tuple(uuids), tuple(indexes)
 

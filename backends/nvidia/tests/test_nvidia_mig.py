@@ -24,7 +24,16 @@ NODE = "gpu-node"
 
 
 def mig_gpu(migs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"uuid": "GPU-0", "name": A100, "memory_mib": 81920, "bus_id": "00000000:10:00.0", "numa": 0, "cc": [8, 0], "mig": 1, "mig_devices": migs}
+    return {
+        "uuid": "GPU-0",
+        "name": A100,
+        "memory_mib": 81920,
+        "bus_id": "00000000:10:00.0",
+        "numa": 0,
+        "cc": [8, 0],
+        "mig": 1,
+        "mig_devices": migs,
+    }
 
 
 def test_discovery_records_each_instance_s_ids_and_placement(run_nvml):
@@ -141,7 +150,9 @@ def test_an_instance_without_a_placement_is_handed_out_but_not_recorded(mig_node
 
 def test_a_hami_core_container_reports_no_partition(mig_node, nvidia, on_node, tmp_path: Path, host_root: Path):
     inventory = tmp_path / "plain.yaml"
-    inventory.write_text(yaml.safe_dump({"nodes": [{"name": "plain", "devices": [{"vendor": "NVIDIA", "type": A100, "memory": 81920, "id": "GPU-9"}]}]}))
+    inventory.write_text(
+        yaml.safe_dump({"nodes": [{"name": "plain", "devices": [{"vendor": "NVIDIA", "type": A100, "memory": 81920, "id": "GPU-9"}]}]})
+    )
     node = on_node(nvidia(inventory=str(inventory), host_root=str(host_root)), "plain", simulated=True)
     grants = [Grant("GPU-9", "NVIDIA", 4000, 30)]
     pod = {"metadata": {"name": "p", "namespace": "default", "uid": "u", "annotations": {}}}

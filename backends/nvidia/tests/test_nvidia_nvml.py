@@ -89,7 +89,13 @@ def test_a_gpu_that_is_lost_is_listed_unadvertised_with_the_nvml_error(run_nvml)
     out, log = run_nvml({"devices": [gpu(0), gpu(1, lost=True)]})
     assert [(d["id"], d["healthy"]) for d in out["devices"]] == [("GPU-0", True)]
     assert out["unadvertised"] == [
-        {"id": "GPU-1", "index": 1, "type": A100, "healthy": False, "reason": "memory unknown (nvmlDeviceGetMemoryInfo: GPU is lost (NVML error 15))"}
+        {
+            "id": "GPU-1",
+            "index": 1,
+            "type": A100,
+            "healthy": False,
+            "reason": "memory unknown (nvmlDeviceGetMemoryInfo: GPU is lost (NVML error 15))",
+        }
     ]
     assert [s["id"] for s in out["split"]] == ["GPU-0"]  # never split, scored or registered
     assert out["annotations"] == {}  # one GPU: no pairs to score
@@ -118,7 +124,9 @@ def test_a_gpu_without_a_memory_query_takes_preconfigured_device_memory_as_hami(
     out, _ = run_nvml(spec)
     assert out["devices"] == []
     (row,) = out["unadvertised"]
-    assert row["reason"].startswith("memory unknown (nvmlDeviceGetMemoryInfo: Not Supported (NVML error 3)): set preconfigured_device_memory")
+    assert row["reason"].startswith(
+        "memory unknown (nvmlDeviceGetMemoryInfo: Not Supported (NVML error 3)): set preconfigured_device_memory"
+    )
     out, _ = run_nvml(spec, config={"nodes": {"gpu-node-1": {"preconfigured_device_memory": 122880}}})
     assert [(d["id"], d["memory"], d["healthy"]) for d in out["devices"]] == [("GPU-0", 122880, True)] and out["unadvertised"] == []
     # another failure is no size even with the setting (a lost GPU is not 120 GiB)
@@ -191,7 +199,13 @@ def test_filters_and_node_overrides_apply_to_nvml_discovery(run_nvml):
     ]
     assert "event=gpus_filtered node=gpu-node-1 kept=2 skipped=GPU-2,GPU-3" in log
     assert out["unadvertised"] == [
-        {"id": "GPU-2", "index": 2, "type": A100, "healthy": True, "reason": "not included by config key nodes.gpu-node-1.include=['0', 'GPU-1', 'GPU-3']"},
+        {
+            "id": "GPU-2",
+            "index": 2,
+            "type": A100,
+            "healthy": True,
+            "reason": "not included by config key nodes.gpu-node-1.include=['0', 'GPU-1', 'GPU-3']",
+        },
         {"id": "GPU-3", "index": 3, "type": A100, "healthy": True, "reason": "excluded by config key exclude=['GPU-3']"},
     ]
 

@@ -54,7 +54,12 @@ def test_geforce_rtx_2080_on_windows_wddm_busy(run_nvml):
     (sample,) = usage["rounds"][0]["devices"]
     # fb used 862 MiB of 8192, utilization 2 % / 7 %, 14.50 W, 29 C, as the recording shows
     assert (sample["memory_used"], sample["memory_total"]) == (862 << 20, 8192 << 20)
-    assert (sample["utilization"], sample["memory_utilization"], sample["power_watts"], sample["temperature_celsius"]) == (0.02, 0.07, 14.5, 29.0)
+    assert (sample["utilization"], sample["memory_utilization"], sample["power_watts"], sample["temperature_celsius"]) == (
+        0.02,
+        0.07,
+        14.5,
+        29.0,
+    )
 
 
 def test_two_busy_tesla_p100_driver_375_before_mig(run_nvml):
@@ -65,7 +70,10 @@ def test_two_busy_tesla_p100_driver_375_before_mig(run_nvml):
         (1, "GPU-46915a82-3fd2-8e11-ae26-a80b607c04f3", "Tesla P100-PCIE-12GB_2", 12290, "0000:82:00.0", True),
     ]
     # no MIG element at all in this driver's output: MIG off, each card split evenly by its own total
-    assert [(s["id"][-4:], s["count"], s["memory"], s["mode"]) for s in out["split"]] == [("2e16", 10, 11567, "hami-core"), ("04f3", 10, 12290, "hami-core")]
+    assert [(s["id"][-4:], s["count"], s["memory"], s["mode"]) for s in out["split"]] == [
+        ("2e16", 10, 11567, "hami-core"),
+        ("04f3", 10, 12290, "hami-core"),
+    ]
     usage, _ = replay(run_nvml, name, action="usage")
     used = [(d["memory_used"] >> 20, d["utilization"], d["power_watts"]) for d in usage["rounds"][0]["devices"]]
     assert used == [(11400, 0.33, 24.84), (11800, 0.10, 25.54)]  # "33.4 %" reaches NVML's whole percents as 33

@@ -35,7 +35,9 @@ def paired_rows(text: str, head: re.Pattern[str], memory: re.Pattern[str], *, to
 
     def unpaired(row: re.Match[str], number: int) -> TableRow:
         line = row.string.strip()
-        return TableRow(row, None, f"memory unknown: {tool} printed no memory line for {noun} {row[1]} ({row[2]}) (line {number}: {line!r})")
+        return TableRow(
+            row, None, f"memory unknown: {tool} printed no memory line for {noun} {row[1]} ({row[2]}) (line {number}: {line!r})"
+        )
 
     for number, line in enumerate(text.splitlines(), 1):
         found = head.match(line)

@@ -486,7 +486,11 @@ class Allocator:
             "count": 1,
         }
         try:
-            release(self.core_v1.create_namespaced_event(namespace, cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout))
+            release(
+                self.core_v1.create_namespaced_event(
+                    namespace, cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout
+                )
+            )
         except Exception as exc:
             log.warning("event=event_write_failed pod=%s error=%r", pod_key(pod), describe_api_error(exc))
             return not is_transient(exc)

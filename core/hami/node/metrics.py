@@ -199,7 +199,9 @@ class AgentCollector(Collector):
         (``cmd/vGPUmonitor/metrics.go``, its per-container partition collector; from the pod annotation
         :mod:`hami.wire.partitions` the agent wrote at Allocate); legacy ``instanceid`` is the
         instance id."""
-        gauge = out.gauge(PARTITION_CONTAINER_METRIC, "Partition instance runtime identity for a container allocation", PARTITION_CONTAINER_LABELS)
+        gauge = out.gauge(
+            PARTITION_CONTAINER_METRIC, "Partition instance runtime identity for a container allocation", PARTITION_CONTAINER_LABELS
+        )
         legacy = (
             out.gauge(
                 PARTITION_CONTAINER_LEGACY,

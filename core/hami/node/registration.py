@@ -145,6 +145,10 @@ class NodeRegistrar:
         if missing:
             log.warning("event=isolation_missing node=%s message=%r", self.node, body["message"])
         try:
-            release(self.core_v1.create_namespaced_event("default", cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout))
+            release(
+                self.core_v1.create_namespaced_event(
+                    "default", cast(Any, body), _preload_content=False, _request_timeout=self.request_timeout
+                )
+            )
         except Exception as exc:
             log.warning("event=isolation_event_failed node=%s error=%r", self.node, f"{type(exc).__name__}: {exc}")

@@ -858,7 +858,9 @@ class BackendManager:
             raise ContractError(
                 f"exposes host path(s) {outside} outside the declared {list(allowed)}", backend=owner.name, hook="hami_container_edits"
             )
-        stray = [(p.device_index, p.device) for p in edits.partitions if p.device_index >= len(grants) or grants[p.device_index].id != p.device]
+        stray = [
+            (p.device_index, p.device) for p in edits.partitions if p.device_index >= len(grants) or grants[p.device_index].id != p.device
+        ]
         if stray:  # the agent writes these onto the pod; one naming another device would mislead every reader
             raise ContractError(
                 f"reports partition instances (device_index, device) {stray} that are not among the grants {[g.id for g in grants]}",

@@ -765,7 +765,9 @@ class RestartCluster:
             service = self.service
             if service is not None:
                 server = service.server if verb == "webhook" else service.extender_server
-                request = urllib.request.Request(f"{server.url}/{verb}", data=data, headers={"Content-Type": "application/json"}, method="POST")
+                request = urllib.request.Request(
+                    f"{server.url}/{verb}", data=data, headers={"Content-Type": "application/json"}, method="POST"
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=10) as response:
                         return json.loads(response.read())
@@ -923,7 +925,9 @@ def _quota_race(cluster: RestartCluster, admissions: int, holds: int, dropped: i
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"limits": {names.count: "1", names.memory: str(share)}}}]},
+            "spec": {
+                "containers": [{"name": "c", "image": "busybox", "resources": {"limits": {names.count: "1", names.memory: str(share)}}}]
+            },
         }
         document = pod_create_review(pod, namespace, "chaos")
         if replica:
@@ -1127,7 +1131,9 @@ def run_restarts(
                 for device_id, device in state.devices.items():
                     usage = state.usage(device_id)
                     if usage.memory > device.memory or usage.used > device.count:
-                        over.append(f"{device_id}: scheduler counts {usage.memory} MiB/{usage.used} slots on {device.memory} MiB/{device.count}")
+                        over.append(
+                            f"{device_id}: scheduler counts {usage.memory} MiB/{usage.used} slots on {device.memory} MiB/{device.count}"
+                        )
         for pod in cluster.pods():
             cluster.delete(pod)
         leaked = _restart_leaks(cluster, timeout=15.0)

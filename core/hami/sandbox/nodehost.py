@@ -170,7 +170,9 @@ class NodeHosts:
             parent, child = socket.socketpair()
             with child:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "hami.sandbox.nodehost", str(child.fileno())], pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL
+                    [sys.executable, "-m", "hami.sandbox.nodehost", str(child.fileno())],
+                    pass_fds=(child.fileno(),),
+                    stdin=subprocess.DEVNULL,
                 )
             host = _Host(process, Connection(parent.detach()), spec.names)
             host.conn.send(spec)

@@ -228,7 +228,9 @@ class Scheduler:
             init_count = len((pod.get("spec") or {}).get("initContainers") or [])
             now = time.time()
             holdings = pod_holdings(chosen.devices, init_count)
-            assumed = PodRecord(meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now)))
+            assumed = PodRecord(
+                meta.get("namespace", ""), meta.get("name", ""), chosen.node, holdings, chosen.devices, scheduled=str(int(now))
+            )
             self.state.hold(uid, assumed)
             self.state.assume_host(uid, chosen.node, pod)
         if len(self._writes) > 1000:  # forget writes that succeeded for pods never bound; keep failures for bind

@@ -232,9 +232,7 @@ def review_update(manager: BackendManager, request: Mapping[str, Any], config: W
         return Decision.allow()
     system_keys = system_pod_annotations(manager.kinds.values())
     declared = manager.pod_annotations
-    changed = sorted(
-        k for k in new.keys() | old.keys() if new.get(k) != old.get(k) and is_system_annotation(k, system_keys, declared)
-    )
+    changed = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k) and is_system_annotation(k, system_keys, declared))
     if not changed:
         return Decision.allow()
     user_info = request.get("userInfo")

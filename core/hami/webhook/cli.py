@@ -115,7 +115,15 @@ def webhook_command(
     manager = load_backends()
     if not manager.kinds:
         log.warning("event=webhook_no_backends reason=%r", "no backend is installed: every pod passes untouched")
-    server = WebhookServer(manager, config, _quota_source(kubeconfig, reservation_namespace), host=address[0], port=address[1], tls_cert=tls_cert, tls_key=tls_key)
+    server = WebhookServer(
+        manager,
+        config,
+        _quota_source(kubeconfig, reservation_namespace),
+        host=address[0],
+        port=address[1],
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
     server.start()
     click.echo(f"listening on {server.url} (port {server.port})")
     stop = threading.Event()

@@ -173,7 +173,9 @@ class LeaseReservations:
             if cached is not None:
                 return cached
         try:
-            response = self.api.read_namespaced_lease(lease_name(namespace), self.namespace, _preload_content=False, _request_timeout=self.timeout)
+            response = self.api.read_namespaced_lease(
+                lease_name(namespace), self.namespace, _preload_content=False, _request_timeout=self.timeout
+            )
             lease = json.loads(response.data)
         except Exception as exc:  # any client, network or decoding failure: admission denies, fail closed
             if getattr(exc, "status", None) == 404:
@@ -183,7 +185,10 @@ class LeaseReservations:
             raise self._failed("read", namespace, exc) from exc
         metadata = lease.get("metadata") or {}
         where = f"{self.namespace}/{lease_name(namespace)}"
-        held = Held(decode_reservations((metadata.get("annotations") or {}).get(RESERVATIONS_ANNOTATION), where), str(metadata.get("resourceVersion") or ""))
+        held = Held(
+            decode_reservations((metadata.get("annotations") or {}).get(RESERVATIONS_ANNOTATION), where),
+            str(metadata.get("resourceVersion") or ""),
+        )
         self._remember(namespace, held)
         return held
 
@@ -210,7 +215,9 @@ class LeaseReservations:
                 response = self.api.create_namespaced_lease(self.namespace, body, _preload_content=False, _request_timeout=self.timeout)
             else:
                 metadata["resourceVersion"] = held.version
-                response = self.api.replace_namespaced_lease(name, self.namespace, body, _preload_content=False, _request_timeout=self.timeout)
+                response = self.api.replace_namespaced_lease(
+                    name, self.namespace, body, _preload_content=False, _request_timeout=self.timeout
+                )
             written = json.loads(response.data)
         except Exception as exc:
             if getattr(exc, "status", None) in (409, 404):

@@ -73,7 +73,9 @@ def decode(raw: str | None) -> tuple[PartitionAllocation, ...]:
         if not isinstance(uuid, str) or not isinstance(parent, str) or not isinstance(profile, str):
             raise AnnotationError(f"{ANNOTATION} {where}={entry!r}: gpuUUID, profile and {INSTANCE_UUID_KEY} must be strings")
         if len([x for x in (uuid or None, instance_id, compute_id) if x is not None]) not in (0, 3):
-            raise AnnotationError(f"{ANNOTATION} {where}={entry!r} has a partial runtime identity (all of {INSTANCE_UUID_KEY}, gpuInstanceID, computeInstanceID or none)")
+            raise AnnotationError(
+                f"{ANNOTATION} {where}={entry!r} has a partial runtime identity (all of {INSTANCE_UUID_KEY}, gpuInstanceID, computeInstanceID or none)"
+            )
         assert container is not None and device is not None and start is not None and size is not None
         try:
             instance = PartitionInstance(device, parent, profile, start, size, uuid, instance_id, compute_id)

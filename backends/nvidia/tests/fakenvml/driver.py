@@ -37,7 +37,9 @@ def main() -> None:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return
     devices = [d for d in listed if d.advertised]
-    unadvertised = [{"id": d.id, "index": d.index, "type": d.type, "healthy": d.healthy, "reason": d.reason} for d in listed if not d.advertised]
+    unadvertised = [
+        {"id": d.id, "index": d.index, "type": d.type, "healthy": d.healthy, "reason": d.reason} for d in listed if not d.advertised
+    ]
     if action == "discover":
         split = [manager.split(d, NODE) for d in devices]
         print(

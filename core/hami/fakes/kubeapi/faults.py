@@ -126,7 +126,11 @@ class Faults:
         with self._lock:
             delay = self._latency
             for d in self._delays:
-                if (d.remaining is None or d.remaining > 0) and (not d.method or d.method == method) and (not d.path or d.path.search(path)):
+                if (
+                    (d.remaining is None or d.remaining > 0)
+                    and (not d.method or d.method == method)
+                    and (not d.path or d.path.search(path))
+                ):
                     delay = max(delay, d.seconds)
                     self.delayed += 1
                     if d.remaining is not None:

@@ -44,6 +44,7 @@ from .podresources import PodResourcesServicer
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
 async def _aio_server(address: str, add: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> grpc.aio.Server:
     """A started grpc.aio server for one servicer (created on the loop, which grpc.aio requires)."""
     server = grpc.aio.server()
@@ -188,7 +189,9 @@ class FakeKubelet:
     def _serve(self) -> None:
         if self.socket_path.exists():
             self.socket_path.unlink()
-        self._server = aioloop.run(_aio_server(f"unix://{self.socket_path}", api_pb2_grpc.add_RegistrationServicer_to_server, _Registration(self)))
+        self._server = aioloop.run(
+            _aio_server(f"unix://{self.socket_path}", api_pb2_grpc.add_RegistrationServicer_to_server, _Registration(self))
+        )
         log.info("fake kubelet serving Registration on %s", self.socket_path)
         self._serve_pod_resources()
 
@@ -198,7 +201,9 @@ class FakeKubelet:
         if socket.exists():
             socket.unlink()
         servicer = PodResourcesServicer(self.pod_resources, self._allocatable)
-        self._pod_resources = aioloop.run(_aio_server(f"unix://{socket}", podresources_grpc.add_PodResourcesListerServicer_to_server, servicer))
+        self._pod_resources = aioloop.run(
+            _aio_server(f"unix://{socket}", podresources_grpc.add_PodResourcesListerServicer_to_server, servicer)
+        )
         log.info("fake kubelet serving PodResourcesLister on %s", socket)
 
     def _stop_server(self) -> None:

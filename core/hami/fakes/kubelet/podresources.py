@@ -46,16 +46,16 @@ class PodResourcesServicer(api_pb2_grpc.PodResourcesListerServicer):
     async def List(self, request: api_pb2.ListPodResourcesRequest, context: Any) -> api_pb2.ListPodResourcesResponse:
         return api_pb2.ListPodResourcesResponse(pod_resources=[_pod(k, c) for k, c in sorted(self._pods().items())])
 
-    async def Get(
-        self, request: api_pb2.GetPodResourcesRequest, context: grpc.aio.ServicerContext
-    ) -> api_pb2.GetPodResourcesResponse:
+    async def Get(self, request: api_pb2.GetPodResourcesRequest, context: grpc.aio.ServicerContext) -> api_pb2.GetPodResourcesResponse:
         key = (request.pod_namespace, request.pod_name)
         containers = self._pods().get(key)
         if containers is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"pod {request.pod_name} not found in {request.pod_namespace}")
         return api_pb2.GetPodResourcesResponse(pod_resources=_pod(key, containers or {}))
 
-    async def GetAllocatableResources(self, request: api_pb2.AllocatableResourcesRequest, context: Any) -> api_pb2.AllocatableResourcesResponse:
+    async def GetAllocatableResources(
+        self, request: api_pb2.AllocatableResourcesRequest, context: Any
+    ) -> api_pb2.AllocatableResourcesResponse:
         return api_pb2.AllocatableResourcesResponse(
             devices=[api_pb2.ContainerDevices(resource_name=r, device_ids=ids) for r, ids in sorted(self._allocatable().items())]
         )
