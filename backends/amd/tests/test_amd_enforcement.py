@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hami.sdk import NodeContext, PhysicalDevice
 from hami_amd import plugin as amd
 
@@ -14,19 +12,6 @@ SIMULATED = NodeContext("n1", simulated=True)
 
 def _device(vendor: str, index: int = 0, **attributes: str) -> PhysicalDevice:
     return PhysicalDevice(id=f"amd-{index}", vendor=vendor, type=vendor, memory=16384, index=index, attributes=attributes)
-
-
-def _tool(tmp_path: Path, name: str) -> str:
-    """The vendor's management tool as an executable on this node."""
-    path = tmp_path / name
-    path.write_text("#!/bin/sh\nexit 0\n")
-    path.chmod(0o755)
-    return str(path)
-
-
-def _report(devices: list[PhysicalDevice], **config: object) -> list[tuple[str, bool]]:
-    reports = amd.plugin.hami_enforcement(devices, {**amd.INFO.default_config, **config}, REAL)
-    return [(r.vendor, r.ready) for r in reports]
 
 
 def test_nothing_enforces_a_shares_memory_on_a_real_node():
