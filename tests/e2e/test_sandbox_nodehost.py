@@ -14,7 +14,6 @@ import socket
 import threading
 
 import pytest
-from tests.e2e.test_sandbox_scale import write_cluster
 
 from hami.errors import HamiError
 from hami.fakes.kubeapi import KubeAPIServer
@@ -53,7 +52,7 @@ def test_shards_deal_every_node_once_and_leave_no_worker_empty():
         NodeHosts(0)
 
 
-def test_pods_run_on_nodes_hosted_in_worker_processes(tmp_path):
+def test_pods_run_on_nodes_hosted_in_worker_processes(write_cluster, tmp_path):
     nodes_file, _ = write_cluster(tmp_path, 4, 0)
     before = {t.ident for t in threading.enumerate()}
     with Sandbox(nodes_file, hosts=2) as sandbox:
@@ -79,7 +78,7 @@ def test_pods_run_on_nodes_hosted_in_worker_processes(tmp_path):
     assert all(p.poll() is not None for p in processes)  # stop() ended the workers
 
 
-def test_a_node_host_that_dies_is_a_clear_error_and_a_partial_report(tmp_path):
+def test_a_node_host_that_dies_is_a_clear_error_and_a_partial_report(write_cluster, tmp_path):
     nodes_file, _ = write_cluster(tmp_path, 2, 0)
     with Sandbox(nodes_file, hosts=2) as sandbox:
         assert sandbox.hosts is not None
@@ -105,7 +104,7 @@ def test_feasible_nodes_to_find_follows_kube_scheduler(nodes, expected):
     assert feasible_nodes_to_find(nodes, percentage=100) == nodes
 
 
-def test_a_pod_the_first_window_cannot_take_goes_on_to_the_next_and_pending_means_no_node_fits(tmp_path):
+def test_a_pod_the_first_window_cannot_take_goes_on_to_the_next_and_pending_means_no_node_fits(write_cluster, tmp_path):
     nodes_file, _ = write_cluster(tmp_path, 120, 0)  # 100 nodes a window
     with Sandbox(nodes_file, hosts=2) as sandbox:
         seen: list[int] = []

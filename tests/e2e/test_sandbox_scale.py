@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,27 +15,6 @@ from hami.sandbox.cli import sandbox_command
 from hami.sandbox.cluster import Sandbox
 from hami.sandbox.outcome import PodOutcome
 from hami.sandbox.runner import GIVE_UP_AFTER, run_pods
-
-
-def write_cluster(tmp_path: Path, nodes: int, pods: int) -> tuple[Path, Path]:
-    """``nodes`` A100x8 nodes and ``pods`` pods asking for one GPU, 3000 MiB and 10 % (the issue's shape)."""
-    nodes_file, pods_file = tmp_path / "nodes.yaml", tmp_path / "pods.yaml"
-    nodes_file.write_text(
-        "nodes:\n"
-        + "".join(
-            f"  - name: gpu-{i:04d}\n    cpu: 128\n    memory: 1024Gi\n    devices:\n"
-            "      - {vendor: NVIDIA, type: NVIDIA A100-SXM4-80GB, memory: 80Gi, count: 8}\n"
-            for i in range(nodes)
-        )
-    )
-    pods_file.write_text(
-        "".join(
-            f"---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p-{i:05d}}}\nspec:\n  containers:\n    - name: c\n      image: cuda\n"
-            "      resources: {limits: {nvidia.com/gpu: 1, nvidia.com/gpumem: 3000, nvidia.com/gpucores: 10}}\n"
-            for i in range(pods)
-        )
-    )
-    return nodes_file, pods_file
 
 
 def test_run_pods_reports_a_failing_pod_and_gives_up_on_a_broken_component():
@@ -60,7 +38,7 @@ def test_run_pods_reports_a_failing_pod_and_gives_up_on_a_broken_component():
     assert seen[-1] == (10, 10)
 
 
-def test_the_extender_dying_mid_run_still_prints_a_json_document(tmp_path, monkeypatch):
+def test_the_extender_dying_mid_run_still_prints_a_json_document(write_cluster, tmp_path, monkeypatch):
     nodes_file, pods_file = write_cluster(tmp_path, 2, 6)
     real_submit = Sandbox.submit
     calls = []
@@ -84,7 +62,7 @@ def test_the_extender_dying_mid_run_still_prints_a_json_document(tmp_path, monke
     assert "error: pod default/p-00002" in result.stderr and "(2 of 6 pods running, 4 not run)" in result.stderr
 
 
-def test_the_api_server_dying_mid_run_denies_the_rest_at_admission_saying_why(tmp_path, monkeypatch):
+def test_the_api_server_dying_mid_run_denies_the_rest_at_admission_saying_why(write_cluster, tmp_path, monkeypatch):
     nodes_file, pods_file = write_cluster(tmp_path, 1, 3)
     real_submit = Sandbox.submit
 
@@ -101,7 +79,7 @@ def test_the_api_server_dying_mid_run_denies_the_rest_at_admission_saying_why(tm
     assert all("cannot check ResourceQuota" in p["reason"] and "Connection refused" in p["reason"] for p in pods[1:])
 
 
-def test_a_sandbox_that_cannot_start_prints_the_error_and_every_pod_not_run(tmp_path, monkeypatch):
+def test_a_sandbox_that_cannot_start_prints_the_error_and_every_pod_not_run(write_cluster, tmp_path, monkeypatch):
     nodes_file, pods_file = write_cluster(tmp_path, 1, 3)
 
     def broken_start(self, timeout=30.0):
@@ -115,7 +93,7 @@ def test_a_sandbox_that_cannot_start_prints_the_error_and_every_pod_not_run(tmp_
     assert [p["name"] for p in document["not_run"]] == ["p-00000", "p-00001", "p-00002"]
 
 
-def test_the_scheduler_cache_counts_bound_pods_and_forgets_deleted_ones(tmp_path):
+def test_the_scheduler_cache_counts_bound_pods_and_forgets_deleted_ones(write_cluster, tmp_path):
     nodes_file, _ = write_cluster(tmp_path, 1, 0)
     pod = {
         "apiVersion": "v1",
@@ -135,7 +113,7 @@ def test_the_scheduler_cache_counts_bound_pods_and_forgets_deleted_ones(tmp_path
 
 
 @pytest.mark.slow
-def test_thirty_nodes_three_hundred_pods_every_pod_running_without_a_warning(tmp_path):
+def test_thirty_nodes_three_hundred_pods_every_pod_running_without_a_warning(write_cluster, tmp_path):
     nodes_file, pods_file = write_cluster(tmp_path, 30, 300)
     result = subprocess.run(
         [sys.executable, "-m", "hami.cli", "sandbox", "--nodes", str(nodes_file), "--pods", str(pods_file), "--json"],
