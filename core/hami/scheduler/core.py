@@ -310,10 +310,7 @@ class Scheduler:
 
     def _pod_version(self, name: str, namespace: str) -> str:
         """The pod's current resourceVersion (read when the filter's copy is stale or had none)."""
-        if self.core_v1 is None:  # _annotate() checked it
-            return ""
-        raw = self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False)
-        version = str((json.loads(cast(Any, raw).data).get("metadata") or {}).get("resourceVersion") or "")
+        version = str(self._read_metadata(name, namespace).get("resourceVersion") or "")
         if not version:
             raise ValueError(f"pod {namespace}/{name} has no resourceVersion")
         return version
@@ -435,14 +432,18 @@ class Scheduler:
     def _uid_of(self, namespace: str, name: str) -> tuple[str, str]:
         """The pod's uid from the API server, and '' or why it is unknown (the bind is then refused:
         without the uid it could not tell whether the allocation was written)."""
-        if self.core_v1 is None:  # bind() checked it
-            return "", "no API server connection"
         try:
-            raw = self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False)
-            uid = str((json.loads(cast(Any, raw).data).get("metadata") or {}).get("uid") or "")
+            uid = str(self._read_metadata(name, namespace).get("uid") or "")
         except (ApiException, OSError, HTTPError, ValueError) as exc:
             return "", _api_reason(exc)
         return uid, "" if uid else "it has no uid"
+
+    def _read_metadata(self, name: str, namespace: str) -> dict[str, Any]:
+        """The pod's metadata as the API server has it now (the informer's copy was behind or lacking)."""
+        if self.core_v1 is None:  # _annotate() and bind() checked it
+            raise ValueError("no API server connection")
+        raw = self.core_v1.read_namespaced_pod(name, namespace, _preload_content=False)
+        return cast(dict[str, Any], json.loads(cast(Any, raw).data).get("metadata") or {})
 
     def _release(self, namespace: str, name: str, node: str) -> None:
         if self.lock is None:  # bind() checked it
